@@ -1,0 +1,48 @@
+# FrameLedger: `make demo` runs the main job, `make test` runs the tests.
+# Both install what they need on first use (a .venv from pyproject.toml, node_modules from
+# package-lock.json) and skip the install when it is already current.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test deps py-deps js-deps brownie-env artifacts bench clean
+
+demo: deps
+	$(BIN)/frameledger demo
+
+test: deps brownie-env
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+deps: py-deps js-deps
+
+py-deps: $(VENV)/.installed
+js-deps: node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Brownie pins ~70 exact versions (web3 7.16.0 among them), so it lives in its own venv.
+brownie-env: .venv-brownie/.installed
+.venv-brownie/.installed: scripts/brownie-requirements.txt
+	test -x .venv-brownie/bin/python || $(PYTHON) -m venv .venv-brownie
+	.venv-brownie/bin/python -m pip install --quiet --upgrade pip
+	.venv-brownie/bin/python -m pip install --quiet -r scripts/brownie-requirements.txt
+	touch $@
+
+# Recompile contracts/ with solc-js into contracts/artifacts/ (committed).
+artifacts: js-deps
+	node scripts/compile.js
+
+bench: deps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .venv-brownie node_modules
