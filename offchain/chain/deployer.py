@@ -1,0 +1,110 @@
+"""Deploy and configure the contracts from a deployment plan (chain/consortium.json).
+
+The brownie script (scripts/deploy.py) follows the same plan and writes the same record, so a
+deployment made either way is read the same way by nodes and the API.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from web3 import Web3
+
+from ..paths import DEFAULT_PLAN, DEPLOYMENTS_DIR
+from .client import Signer, load_artifact
+from .ledger import ConsortiumClient, Role, VideoLedgerClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Deployment:
+    """Where the contracts are, as recorded in chain/deployments/<chainId>.json."""
+
+    chain_id: int
+    consortium: str
+    video_ledger: str
+    record: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: Path) -> "Deployment":
+        rec = json.loads(Path(path).read_text())
+        c = rec["contracts"]
+        return cls(rec["chainId"], c["Consortium"]["address"], c["VideoLedger"]["address"], rec)
+
+    def clients(self, signer: Signer) -> tuple[ConsortiumClient, VideoLedgerClient]:
+        return ConsortiumClient(signer, self.consortium), VideoLedgerClient(signer, self.video_ledger)
+
+
+def load_plan(path: Path | None = None) -> dict[str, Any]:
+    return json.loads(Path(path or DEFAULT_PLAN).read_text())
+
+
+def deploy(
+    w3: Web3,
+    private_keys: list[str],
+    plan: dict[str, Any] | None = None,
+    out_dir: Path | None = DEPLOYMENTS_DIR,
+    plan_name: str = "chain/consortium.json",
+) -> Deployment:
+    """Deploy Consortium and VideoLedger, admit the plan's members, register its nodes and set
+    the quorum. `private_keys[i]` is the plan's account i; account 0 deploys and governs."""
+    plan = plan or load_plan()
+    signers = [Signer(w3, k) for k in private_keys]
+    founder = signers[0]
+    gas: dict[str, int] = {}
+
+    consortium_contract, tx_c = founder.deploy("Consortium", founder.address, plan["founderName"])
+    gas["deploy Consortium"] = tx_c.gas_used
+    ledger_contract, tx_l = founder.deploy("VideoLedger", consortium_contract.address)
+    gas["deploy VideoLedger"] = tx_l.gas_used
+    consortium = ConsortiumClient(founder, consortium_contract.address)
+
+    threshold = int(plan.get("admissionThreshold", 1))
+    if threshold != 1:
+        consortium.set_admission_threshold(threshold)
+    members = [{"address": founder.address, "role": "Authority", "name": plan["founderName"]}]
+    for m in plan.get("members", []):
+        applicant = signers[m["account"]]
+        parent = signers[m["parent"]]
+        consortium.as_signer(applicant).apply(Role.parse(m["role"]), parent.address, m["name"])
+        consortium.as_signer(parent).confirm(applicant.address)
+        members.append({"address": applicant.address, "role": m["role"], "name": m["name"]})
+
+    nodes = []
+    for n in plan.get("nodes", []):
+        node, operator = signers[n["account"]], signers[n["operatedBy"]]
+        consortium.add_node(node.address, operator.address)
+        nodes.append({"address": node.address, "operatedBy": operator.address, "name": n["name"]})
+    quorum = int(plan.get("quorum", 1))
+    if quorum != 1:
+        consortium.set_quorum(quorum)
+
+    art = load_artifact("Consortium")
+    record = {
+        "chainId": w3.eth.chain_id,
+        "deployer": founder.address,
+        "deployedAt": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tool": "frameledger",
+        "contracts": {
+            "Consortium": {"address": consortium_contract.address, "txHash": tx_c.tx_hash, "blockNumber": tx_c.block_number},
+            "VideoLedger": {"address": ledger_contract.address, "txHash": tx_l.tx_hash, "blockNumber": tx_l.block_number},
+        },
+        "compiler": {"version": art["compiler"]["version"], "evmVersion": art["compiler"]["settings"]["evmVersion"]},
+        "plan": plan_name,
+        "members": members,
+        "nodes": nodes,
+        "quorum": quorum,
+        "gas": gas,
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"{record['chainId']}.json").write_text(json.dumps(record, indent=2) + "\n")
+    log.info("deployed", extra={"consortium": consortium_contract.address, "ledger": ledger_contract.address})
+    return Deployment(record["chainId"], consortium_contract.address, ledger_contract.address, record)

@@ -1,0 +1,115 @@
+"""The embedded dev chain: an Anvil process the project starts itself on a free loopback port.
+
+Anvil ships inside the npm package `@foundry-rs/anvil-linux-amd64` (installed by `npm ci`), so no
+toolchain download is needed. The process is ours: we keep its PID and stop exactly that.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from eth_account import Account
+
+from ..paths import ANVIL_BIN
+
+log = logging.getLogger(__name__)
+
+# Anvil's well-known development mnemonic. These keys are public; they exist only on dev chains.
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+DEV_CHAIN_ID = 31337
+
+
+class DevChainError(RuntimeError):
+    """Anvil could not be started or did not answer."""
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dev_private_keys(count: int, mnemonic: str = DEV_MNEMONIC) -> list[str]:
+    """The private keys Anvil funds for `mnemonic`, derived locally (m/44'/60'/0'/0/i)."""
+    Account.enable_unaudited_hdwallet_features()
+    return [
+        Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{i}").key.hex()
+        for i in range(count)
+    ]
+
+
+@dataclass
+class DevChain:
+    """A running Anvil. Use as a context manager, or call start()/stop()."""
+
+    accounts: int = 12
+    port: int = 0
+    block_time: float | None = None
+    anvil_bin: Path = ANVIL_BIN
+    log_path: Path | None = None
+    process: subprocess.Popen | None = field(default=None, init=False)
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def private_keys(self) -> list[str]:
+        return dev_private_keys(self.accounts)
+
+    def start(self, timeout: float = 20.0) -> "DevChain":
+        if not self.anvil_bin.exists():
+            raise DevChainError(f"{self.anvil_bin} not found: run `npm ci` (make deps) first")
+        self.port = self.port or free_loopback_port()
+        cmd = [
+            str(self.anvil_bin),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--chain-id", str(DEV_CHAIN_ID),
+            "--accounts", str(self.accounts),
+            "--mnemonic", DEV_MNEMONIC,
+            "--no-request-size-limit",
+        ]
+        if self.block_time:
+            cmd += ["--block-time", str(self.block_time)]
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise DevChainError(f"anvil exited with {self.process.returncode}: {' '.join(cmd)}")
+            try:
+                r = httpx.post(self.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=1)
+                if r.status_code == 200 and "result" in r.json():
+                    log.info("dev chain up", extra={"rpc": self.rpc_url, "pid": self.process.pid})
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise DevChainError(f"anvil did not answer on {self.rpc_url} within {timeout}s")
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, signal.SIGTERM)  # our own child, by PID
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def __enter__(self) -> "DevChain":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

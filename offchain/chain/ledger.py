@@ -1,0 +1,182 @@
+"""Typed wrappers over the Consortium and VideoLedger contracts.
+
+Each wrapper is bound to one signer (the account that sends) and speaks in core types
+(`BlockHeader`, bytes ids), so callers never touch ABI tuples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from web3 import Web3
+
+from ..core.block import BlockHeader
+from .client import Signer, TxResult, bind, call
+
+
+class Role(IntEnum):
+    NONE = 0
+    AUTHORITY = 1
+    OPERATOR = 2
+    VIEWER = 3
+
+    @classmethod
+    def parse(cls, name: str | int) -> "Role":
+        if isinstance(name, int):
+            return cls(name)
+        return cls[name.upper()]
+
+
+@dataclass(frozen=True)
+class CameraInfo:
+    camera_id: bytes
+    ip: str
+    device_public_key: bytes
+    owner: str
+    group: bytes
+    registered_at: int
+    active: bool
+    head_timestamp: int
+    head_block: bytes
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    header: BlockHeader
+    anchored_at: int
+    attestations: int
+    disputes: int
+    finalized: bool
+
+    @classmethod
+    def from_tuple(cls, t: Any) -> "BlockRecord":
+        return cls(BlockHeader.from_tuple(t[0]), int(t[1]), int(t[2]), int(t[3]), bool(t[4]))
+
+
+class ConsortiumClient:
+    def __init__(self, signer: Signer, address: str):
+        self.signer = signer
+        self.contract = bind(signer.w3, "Consortium", address)
+        self.address = self.contract.address
+
+    def as_signer(self, signer: Signer) -> "ConsortiumClient":
+        return ConsortiumClient(signer, self.address)
+
+    # membership ---------------------------------------------------------------
+    def apply(self, role: Role, parent: str | None, name: str) -> TxResult:
+        parent = parent or "0x" + "00" * 20
+        return self.signer.transact(self.contract.functions.applyForMembership(int(role), parent, name))
+
+    def confirm(self, applicant: str) -> TxResult:
+        return self.signer.transact(self.contract.functions.confirm(applicant))
+
+    def remove_member(self, account: str) -> TxResult:
+        return self.signer.transact(self.contract.functions.removeMember(account))
+
+    def set_admission_threshold(self, n: int) -> TxResult:
+        return self.signer.transact(self.contract.functions.setAdmissionThreshold(n))
+
+    def member(self, account: str) -> dict[str, Any]:
+        role, active, parent, admitted_at, name = call(self.contract.functions.member(account))
+        return {"role": Role(role), "active": active, "parent": parent, "admittedAt": admitted_at, "name": name}
+
+    def is_member(self, account: str) -> bool:
+        return call(self.contract.functions.isMember(account))
+
+    # nodes --------------------------------------------------------------------
+    def add_node(self, node: str, operated_by: str) -> TxResult:
+        return self.signer.transact(self.contract.functions.addNode(node, operated_by))
+
+    def set_quorum(self, quorum: int) -> TxResult:
+        return self.signer.transact(self.contract.functions.setQuorum(quorum))
+
+    def nodes(self) -> list[str]:
+        return list(call(self.contract.functions.nodes()))
+
+    def quorum(self) -> int:
+        return call(self.contract.functions.quorum())
+
+    # cameras ------------------------------------------------------------------
+    def register_camera(self, ip: str, device_public_key: bytes, group: bytes) -> TxResult:
+        return self.signer.transact(self.contract.functions.registerCamera(ip, device_public_key, group))
+
+    def revoke_camera(self, camera_id: bytes) -> TxResult:
+        return self.signer.transact(self.contract.functions.revokeCamera(camera_id))
+
+    def rotate_camera_key(self, camera_id: bytes, key: bytes) -> TxResult:
+        return self.signer.transact(self.contract.functions.rotateCameraKey(camera_id, key))
+
+    def camera(self, camera_id: bytes) -> CameraInfo:
+        t = call(self.contract.functions.camera(camera_id))
+        return CameraInfo(camera_id, t[0], bytes(t[1]), t[2], bytes(t[3]), t[4], t[5], t[6], bytes(t[7]))
+
+    def camera_ids(self) -> list[bytes]:
+        return [bytes(c) for c in call(self.contract.functions.cameraIds())]
+
+    def seal_genesis(self) -> TxResult:
+        return self.signer.transact(self.contract.functions.sealGenesis())
+
+    def genesis_hash(self) -> tuple[bytes, int]:
+        """Members only: the call is made from this client's signer address."""
+        h, ts = call(self.contract.functions.genesisHash(), sender=self.signer.address)
+        return bytes(h), ts
+
+    def head_block(self, camera_id: bytes) -> tuple[bytes, int]:
+        h, ts = call(self.contract.functions.headBlock(camera_id))
+        return bytes(h), ts
+
+
+class VideoLedgerClient:
+    def __init__(self, signer: Signer, address: str):
+        self.signer = signer
+        self.contract = bind(signer.w3, "VideoLedger", address)
+        self.address = self.contract.address
+
+    def as_signer(self, signer: Signer) -> "VideoLedgerClient":
+        return VideoLedgerClient(signer, self.address)
+
+    def anchor(self, header: BlockHeader) -> TxResult:
+        return self.signer.transact(self.contract.functions.anchor(header.as_tuple()), context=f"anchor height {header.height}")
+
+    def attest(self, block_hash: bytes) -> TxResult:
+        return self.signer.transact(self.contract.functions.attest(block_hash), context=f"attest 0x{block_hash.hex()[:12]}")
+
+    def dispute(self, block_hash: bytes, reason: str) -> TxResult:
+        return self.signer.transact(self.contract.functions.dispute(block_hash, reason))
+
+    def hash_header(self, header: BlockHeader) -> bytes:
+        return bytes(call(self.contract.functions.hashHeader(header.as_tuple())))
+
+    def frame_leaf(self, camera_id: bytes, seq: int, ts: int, sha: bytes) -> bytes:
+        return bytes(call(self.contract.functions.frameLeaf(camera_id, seq, ts, sha)))
+
+    def verify_frame(self, block_hash: bytes, proof: list[bytes], seq: int, ts: int, sha: bytes) -> bool:
+        return call(self.contract.functions.verifyFrame(block_hash, proof, seq, ts, sha))
+
+    def verify_frames(self, block_hash: bytes, proof: list[bytes], flags: list[bool], leaves: list[bytes]) -> bool:
+        return call(self.contract.functions.verifyFrames(block_hash, proof, flags, leaves))
+
+    def get_block(self, block_hash: bytes) -> BlockRecord:
+        return BlockRecord.from_tuple(call(self.contract.functions.getBlock(block_hash)))
+
+    def block_at(self, camera_id: bytes, height: int) -> BlockRecord:
+        return BlockRecord.from_tuple(call(self.contract.functions.blockAt(camera_id, height)))
+
+    def block_hash_at(self, camera_id: bytes, height: int) -> bytes:
+        return bytes(call(self.contract.functions.blockHashAt(camera_id, height)))
+
+    def chain_length(self, camera_id: bytes) -> int:
+        return call(self.contract.functions.chainLength(camera_id))
+
+    def tip(self, camera_id: bytes) -> tuple[bytes, int, int]:
+        prev, height, end = call(self.contract.functions.tip(camera_id))
+        return bytes(prev), height, end
+
+    def blocks_in_range(self, camera_id: bytes, from_ms: int, to_ms: int) -> range:
+        first, last = call(self.contract.functions.blocksInRange(camera_id, from_ms, to_ms))
+        return range(first, last + 1)
+
+    def has_attested(self, block_hash: bytes, node: str) -> bool:
+        return call(self.contract.functions.hasAttested(block_hash, Web3.to_checksum_address(node)))

@@ -1,0 +1,321 @@
+"""Video blocks: frame references, the manifest, the Merkle tree of frames and the header.
+
+Pure code. The encodings here are the normative ones of SPEC.md and must equal what
+`VideoLedger.sol` computes: the frame leaf is OpenZeppelin's StandardMerkleTree leaf over
+``(bytes32 cameraId, uint64 seq, uint64 timestampMs, bytes32 frameSha256)`` and the block hash is
+``keccak256(abi.encode(header))`` with the fields in the contract's declared order. Tests compare
+both against the contract on a real chain.
+
+A block covers one camera and one time window. Its manifest lists every frame the consortium
+holds for that window (sequence, capture time, SHA-256, keyframe flag, size), every gap that could
+not be repaired, and every span filled from another camera. The manifest's SHA-256 is anchored in
+the header, so gaps and substitutions are on record, never hidden (B2, I7).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from eth_abi import encode as abi_encode
+from eth_utils import keccak
+
+from .merkle import StandardMerkleTree
+
+FRAME_LEAF_ENCODING: tuple[str, ...] = ("bytes32", "uint64", "uint64", "bytes32")
+HEADER_ABI_TYPE = "(bytes32,uint64,bytes32,uint64,uint64,uint32,bytes32,bytes32,address)"
+MANIFEST_FORMAT = "frameledger.manifest/1"
+FRAME_FIELDS = ("seq", "timestampMs", "sha256", "keyframe", "size")
+ZERO32 = b"\x00" * 32
+
+
+def camera_id(camera_ip: str) -> bytes:
+    """The on-chain id of a camera: keccak256 of its IP as UTF-8 (Consortium.registerCamera)."""
+    return keccak(camera_ip.encode("utf-8"))
+
+
+def head_block_hash(genesis_hash: bytes, camera_ip: str, timestamp: int) -> bytes:
+    """C4: the head block every camera chain starts from, as Consortium._setHead computes it."""
+    return keccak(abi_encode(["bytes32", "string", "uint64"], [genesis_hash, camera_ip, timestamp]))
+
+
+def genesis_hash(camera_ips: Sequence[str], timestamp: int) -> bytes:
+    """C3: H(IP1 ‖ … ‖ IPN ‖ timestamp), encoded unambiguously as abi.encode(string[], uint64)."""
+    return keccak(abi_encode(["string[]", "uint64"], [list(camera_ips), timestamp]))
+
+
+def window_of(timestamp_ms: int, window_ms: int) -> tuple[int, int]:
+    """The aligned window [start, end) that holds a capture time."""
+    start = timestamp_ms - timestamp_ms % window_ms
+    return start, start + window_ms
+
+
+@dataclass(frozen=True, order=True)
+class FrameRef:
+    """What a block records of one frame. The bytes themselves live in the content store under
+    the CIDv1 of their SHA-256."""
+
+    timestamp_ms: int
+    seq: int
+    sha256: bytes
+    keyframe: bool = False
+    size: int = 0
+
+    def leaf_values(self, camera: bytes) -> tuple[bytes, int, int, bytes]:
+        return (camera, self.seq, self.timestamp_ms, self.sha256)
+
+    def to_row(self) -> list[Any]:
+        return [self.seq, self.timestamp_ms, self.sha256.hex(), 1 if self.keyframe else 0, self.size]
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> "FrameRef":
+        seq, ts, digest, key, size = row
+        return cls(timestamp_ms=int(ts), seq=int(seq), sha256=bytes.fromhex(digest), keyframe=bool(key), size=int(size))
+
+    @classmethod
+    def of_bytes(cls, seq: int, timestamp_ms: int, data: bytes, keyframe: bool) -> "FrameRef":
+        return cls(timestamp_ms=timestamp_ms, seq=seq, sha256=hashlib.sha256(data).digest(), keyframe=keyframe, size=len(data))
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A span of sequence numbers no node could produce. `substitute_camera` names the camera of
+    the same group whose frames fill the span for playback (I7); those frames are listed in the
+    manifest's substitutions and are never part of this camera's Merkle tree."""
+
+    from_seq: int
+    to_seq: int  # inclusive
+    from_ms: int
+    to_ms: int
+    keyframe_lost: bool = False
+    substitute_camera: bytes | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "fromSeq": self.from_seq,
+            "toSeq": self.to_seq,
+            "fromMs": self.from_ms,
+            "toMs": self.to_ms,
+            "keyframeLost": self.keyframe_lost,
+        }
+        if self.substitute_camera is not None:
+            out["substituteCamera"] = "0x" + self.substitute_camera.hex()
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Gap":
+        sub = d.get("substituteCamera")
+        return cls(
+            from_seq=int(d["fromSeq"]),
+            to_seq=int(d["toSeq"]),
+            from_ms=int(d["fromMs"]),
+            to_ms=int(d["toMs"]),
+            keyframe_lost=bool(d.get("keyframeLost", False)),
+            substitute_camera=bytes.fromhex(sub[2:]) if sub else None,
+        )
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    """Mirror of `VideoLedger.BlockHeader`; field order is part of the hash."""
+
+    camera_id: bytes
+    height: int
+    prev_hash: bytes
+    window_start_ms: int
+    window_end_ms: int
+    frame_count: int
+    frames_root: bytes
+    manifest_digest: bytes
+    proposer: str
+
+    def as_tuple(self) -> tuple:
+        return (
+            self.camera_id,
+            self.height,
+            self.prev_hash,
+            self.window_start_ms,
+            self.window_end_ms,
+            self.frame_count,
+            self.frames_root,
+            self.manifest_digest,
+            self.proposer,
+        )
+
+    @property
+    def hash(self) -> bytes:
+        return keccak(abi_encode([HEADER_ABI_TYPE], [self.as_tuple()]))
+
+    @classmethod
+    def from_tuple(cls, t: Sequence[Any]) -> "BlockHeader":
+        return cls(bytes(t[0]), int(t[1]), bytes(t[2]), int(t[3]), int(t[4]), int(t[5]), bytes(t[6]), bytes(t[7]), str(t[8]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cameraId": "0x" + self.camera_id.hex(),
+            "height": self.height,
+            "prevHash": "0x" + self.prev_hash.hex(),
+            "windowStartMs": self.window_start_ms,
+            "windowEndMs": self.window_end_ms,
+            "frameCount": self.frame_count,
+            "framesRoot": "0x" + self.frames_root.hex(),
+            "manifestDigest": "0x" + self.manifest_digest.hex(),
+            "proposer": self.proposer,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "BlockHeader":
+        h = lambda s: bytes.fromhex(s[2:] if s.startswith("0x") else s)  # noqa: E731
+        return cls(
+            h(d["cameraId"]), int(d["height"]), h(d["prevHash"]), int(d["windowStartMs"]), int(d["windowEndMs"]),
+            int(d["frameCount"]), h(d["framesRoot"]), h(d["manifestDigest"]), d["proposer"],
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The off-chain body of a block, stored as canonical JSON in the content store."""
+
+    camera_id: bytes
+    camera_ip: str
+    height: int
+    window_start_ms: int
+    window_end_ms: int
+    frames: tuple[FrameRef, ...]
+    gaps: tuple[Gap, ...] = ()
+    substitutions: tuple[tuple[bytes, tuple[FrameRef, ...]], ...] = ()
+    codec: dict[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON: sorted keys, no whitespace, so every node produces identical bytes."""
+        doc = {
+            "format": MANIFEST_FORMAT,
+            "cameraId": "0x" + self.camera_id.hex(),
+            "cameraIp": self.camera_ip,
+            "height": self.height,
+            "windowStartMs": self.window_start_ms,
+            "windowEndMs": self.window_end_ms,
+            "codec": self.codec,
+            "frameFields": list(FRAME_FIELDS),
+            "frames": [f.to_row() for f in self.frames],
+            "gaps": [g.to_json() for g in self.gaps],
+            "substitutions": [
+                {"cameraId": "0x" + cam.hex(), "frames": [f.to_row() for f in frames]}
+                for cam, frames in self.substitutions
+            ],
+        }
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.to_bytes()).digest()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Manifest":
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ManifestFormatError(f"manifest is not JSON: {exc}") from exc
+        if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+            raise ManifestFormatError(f"not a {MANIFEST_FORMAT} document")
+        if tuple(doc.get("frameFields", ())) != FRAME_FIELDS:
+            raise ManifestFormatError(f"unexpected frameFields {doc.get('frameFields')}")
+        try:
+            return cls(
+                camera_id=bytes.fromhex(doc["cameraId"][2:]),
+                camera_ip=doc["cameraIp"],
+                height=int(doc["height"]),
+                window_start_ms=int(doc["windowStartMs"]),
+                window_end_ms=int(doc["windowEndMs"]),
+                frames=tuple(FrameRef.from_row(r) for r in doc["frames"]),
+                gaps=tuple(Gap.from_json(g) for g in doc["gaps"]),
+                substitutions=tuple(
+                    (bytes.fromhex(s["cameraId"][2:]), tuple(FrameRef.from_row(r) for r in s["frames"]))
+                    for s in doc["substitutions"]
+                ),
+                codec=doc.get("codec", {}),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ManifestFormatError(f"malformed manifest: {exc!r}") from exc
+
+
+class ManifestFormatError(ValueError):
+    """The bytes are not a manifest this version understands."""
+
+
+class BlockBuildError(ValueError):
+    """The frames given cannot form a valid block (wrong window, duplicates, disorder)."""
+
+
+def frames_tree(camera: bytes, frames: Iterable[FrameRef]) -> StandardMerkleTree | None:
+    values = [f.leaf_values(camera) for f in frames]
+    if not values:
+        return None
+    return StandardMerkleTree.of(values, list(FRAME_LEAF_ENCODING))
+
+
+@dataclass(frozen=True)
+class SealedBlock:
+    header: BlockHeader
+    manifest: Manifest
+    manifest_bytes: bytes
+    tree: StandardMerkleTree | None
+
+    @property
+    def hash(self) -> bytes:
+        return self.header.hash
+
+
+def build_block(
+    *,
+    camera_ip: str,
+    height: int,
+    prev_hash: bytes,
+    window_start_ms: int,
+    window_end_ms: int,
+    frames: Iterable[FrameRef],
+    proposer: str,
+    codec: dict[str, Any] | None = None,
+    gaps: Iterable[Gap] = (),
+    substitutions: Iterable[tuple[bytes, Iterable[FrameRef]]] = (),
+) -> SealedBlock:
+    """Seal one camera window. Frames are ordered by (timestamp, seq); any frame outside the
+    window or a repeated sequence number is a caller bug and raises `BlockBuildError`."""
+    if window_end_ms <= window_start_ms:
+        raise BlockBuildError(f"empty window [{window_start_ms}, {window_end_ms})")
+    ordered = sorted(frames)
+    seen: set[int] = set()
+    for f in ordered:
+        if not window_start_ms <= f.timestamp_ms < window_end_ms:
+            raise BlockBuildError(f"frame seq {f.seq} at {f.timestamp_ms} is outside [{window_start_ms}, {window_end_ms})")
+        if f.seq in seen:
+            raise BlockBuildError(f"duplicate frame seq {f.seq}")
+        seen.add(f.seq)
+    cam = camera_id(camera_ip)
+    manifest = Manifest(
+        camera_id=cam,
+        camera_ip=camera_ip,
+        height=height,
+        window_start_ms=window_start_ms,
+        window_end_ms=window_end_ms,
+        frames=tuple(ordered),
+        gaps=tuple(sorted(gaps, key=lambda g: (g.from_ms, g.from_seq))),
+        substitutions=tuple((c, tuple(sorted(fs))) for c, fs in substitutions),
+        codec=dict(codec or {}),
+    )
+    manifest_bytes = manifest.to_bytes()
+    tree = frames_tree(cam, ordered)
+    header = BlockHeader(
+        camera_id=cam,
+        height=height,
+        prev_hash=prev_hash,
+        window_start_ms=window_start_ms,
+        window_end_ms=window_end_ms,
+        frame_count=len(ordered),
+        frames_root=tree.root if tree else ZERO32,
+        manifest_digest=hashlib.sha256(manifest_bytes).digest(),
+        proposer=proposer,
+    )
+    return SealedBlock(header=header, manifest=manifest, manifest_bytes=manifest_bytes, tree=tree)
