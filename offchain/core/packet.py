@@ -1,0 +1,124 @@
+"""The frame packet a camera sends to every node (I1), and its checks (I2, I3).
+
+Wire layout (big-endian), chosen so a node can reject a packet before reading its payload:
+
+    magic "FLP1" | flags u8 (bit 0: keyframe) | ip_len u8 | camera ip (UTF-8)
+    | seq u64 | timestamp_ms u64 | length u32 | sha256 (32) | signature (64) | payload (length)
+
+The device signs ``SIGNING_DOMAIN ‖ cameraId ‖ seq ‖ timestamp ‖ flags ‖ length ‖ sha256`` with its
+Ed25519 key (registered on chain as the camera's device key). Signing the digest rather than the
+payload keeps signing cost independent of frame size, and the digest binds the payload anyway.
+Sequence number and signature go beyond the seeds on purpose: a camera IP alone is spoofable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .block import FrameRef, camera_id
+
+MAGIC = b"FLP1"
+SIGNING_DOMAIN = b"frameledger.frame.v1"
+FLAG_KEYFRAME = 0x01
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+_FIXED = struct.Struct(">QQI32s64s")  # seq, timestamp, length, sha256, signature
+
+
+class PacketError(ValueError):
+    """Base for every reason a packet is refused. `alarm` is the alarm kind it raises."""
+
+    alarm = "integrity"
+
+
+class MalformedPacket(PacketError):
+    """Truncated, wrong magic, impossible lengths: cannot even be parsed."""
+
+
+class LengthMismatch(PacketError):
+    """Declared length ≠ received payload length (I3)."""
+
+
+class DigestMismatch(PacketError):
+    """SHA-256 of the payload ≠ the declared digest (I3)."""
+
+
+class BadSignature(PacketError):
+    """The device signature does not verify under the camera's registered key (I2)."""
+
+    alarm = "security"
+
+
+@dataclass(frozen=True)
+class FramePacket:
+    camera_ip: str
+    seq: int
+    timestamp_ms: int
+    keyframe: bool
+    sha256: bytes
+    signature: bytes
+    payload: bytes
+    declared_length: int
+
+    @property
+    def camera_id(self) -> bytes:
+        return camera_id(self.camera_ip)
+
+    def signing_message(self) -> bytes:
+        return signing_message(self.camera_ip, self.seq, self.timestamp_ms, self.keyframe, self.declared_length, self.sha256)
+
+    def frame_ref(self) -> FrameRef:
+        return FrameRef(self.timestamp_ms, self.seq, self.sha256, self.keyframe, len(self.payload))
+
+
+def signing_message(camera_ip: str, seq: int, timestamp_ms: int, keyframe: bool, length: int, sha256: bytes) -> bytes:
+    flags = FLAG_KEYFRAME if keyframe else 0
+    return SIGNING_DOMAIN + camera_id(camera_ip) + struct.pack(">QQBI", seq, timestamp_ms, flags, length) + sha256
+
+
+def encode_packet(
+    key: Ed25519PrivateKey, camera_ip: str, seq: int, timestamp_ms: int, keyframe: bool, payload: bytes
+) -> bytes:
+    ip = camera_ip.encode("utf-8")
+    if not 0 < len(ip) < 256:
+        raise MalformedPacket("camera ip must be 1..255 bytes")
+    digest = hashlib.sha256(payload).digest()
+    sig = key.sign(signing_message(camera_ip, seq, timestamp_ms, keyframe, len(payload), digest))
+    flags = FLAG_KEYFRAME if keyframe else 0
+    return MAGIC + bytes([flags, len(ip)]) + ip + _FIXED.pack(seq, timestamp_ms, len(payload), digest, sig) + payload
+
+
+def decode_packet(raw: bytes) -> FramePacket:
+    """Parse and check integrity (length, digest). The signature is checked separately by
+    `verify_signature`, because it needs the camera's key from the whitelist."""
+    if len(raw) < 6 or raw[:4] != MAGIC:
+        raise MalformedPacket("not a frame packet (bad magic or too short)")
+    flags, ip_len = raw[4], raw[5]
+    head_end = 6 + ip_len + _FIXED.size
+    if ip_len == 0 or len(raw) < head_end:
+        raise MalformedPacket("truncated header")
+    try:
+        camera_ip = raw[6 : 6 + ip_len].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedPacket("camera ip is not UTF-8") from exc
+    seq, ts, length, digest, sig = _FIXED.unpack_from(raw, 6 + ip_len)
+    if length > MAX_FRAME_BYTES:
+        raise MalformedPacket(f"declared length {length} exceeds {MAX_FRAME_BYTES}")
+    payload = raw[head_end:]
+    packet = FramePacket(camera_ip, seq, ts, bool(flags & FLAG_KEYFRAME), digest, sig, payload, length)
+    if len(payload) != length:
+        raise LengthMismatch(f"{camera_ip} seq {seq}: declared {length} bytes, received {len(payload)}")
+    if hashlib.sha256(payload).digest() != digest:
+        raise DigestMismatch(f"{camera_ip} seq {seq}: payload does not match its SHA-256")
+    return packet
+
+
+def verify_signature(packet: FramePacket, device_public_key: bytes) -> None:
+    try:
+        Ed25519PublicKey.from_public_bytes(device_public_key).verify(packet.signature, packet.signing_message())
+    except (InvalidSignature, ValueError) as exc:
+        raise BadSignature(f"{packet.camera_ip} seq {packet.seq}: device signature does not verify") from exc

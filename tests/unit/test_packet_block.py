@@ -1,0 +1,98 @@
+"""Pure core: frame packets and their checks, manifests, block building."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from offchain.core import packet as pk
+from offchain.core.block import (
+    BlockBuildError, FrameRef, Gap, Manifest, ManifestFormatError, build_block, camera_id, proposer_for, window_of,
+)
+
+KEY = Ed25519PrivateKey.generate()
+PUB = KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def test_packet_round_trip_and_signature():
+    raw = pk.encode_packet(KEY, "10.0.0.1", 7, 1_700_000_000_123, True, b"frame-bytes" * 100)
+    p = pk.decode_packet(raw)
+    assert (p.camera_ip, p.seq, p.timestamp_ms, p.keyframe, p.payload) == ("10.0.0.1", 7, 1_700_000_000_123, True, b"frame-bytes" * 100)
+    assert p.sha256 == hashlib.sha256(p.payload).digest()
+    pk.verify_signature(p, PUB)
+    other = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    with pytest.raises(pk.BadSignature) as info:
+        pk.verify_signature(p, other)
+    assert info.value.alarm == "security"
+
+
+def test_packet_integrity_failures_are_named():
+    raw = pk.encode_packet(KEY, "10.0.0.1", 1, 5, False, b"x" * 1000)
+    with pytest.raises(pk.LengthMismatch):
+        pk.decode_packet(raw[:-10])  # truncated payload
+    flipped = bytearray(raw)
+    flipped[-1] ^= 1
+    with pytest.raises(pk.DigestMismatch):
+        pk.decode_packet(bytes(flipped))
+    with pytest.raises(pk.MalformedPacket):
+        pk.decode_packet(b"JUNK" + raw[4:])
+    with pytest.raises(pk.MalformedPacket):
+        pk.decode_packet(raw[:20])
+    # a forged header field breaks the signature, not the digest
+    tampered = bytearray(raw)
+    tampered[6 + len("10.0.0.1") + 7] ^= 1  # lowest byte of seq
+    p = pk.decode_packet(bytes(tampered))
+    with pytest.raises(pk.BadSignature):
+        pk.verify_signature(p, PUB)
+
+
+def frames(n, start=0, seq0=0):
+    return [FrameRef.of_bytes(seq0 + i, start + 40 * i, bytes([i % 256]) * 50, i % 25 == 0) for i in range(n)]
+
+
+def test_manifest_round_trip_is_canonical():
+    blk = build_block(camera_ip="cam", height=1, prev_hash=b"\x01" * 32, window_start_ms=0, window_end_ms=60_000,
+                      frames=list(reversed(frames(100))), proposer="0x" + "ab" * 20, codec={"name": "h264"},
+                      gaps=[Gap(100, 104, 4000, 4200, True)], substitutions=[(camera_id("cam2"), frames(3, 4000, 900))])
+    assert [f.seq for f in blk.manifest.frames] == list(range(100))  # ordered whatever the input order
+    again = Manifest.from_bytes(blk.manifest_bytes)
+    assert again == blk.manifest and again.to_bytes() == blk.manifest_bytes
+    assert blk.header.manifest_digest == hashlib.sha256(blk.manifest_bytes).digest()
+    assert blk.header.frame_count == 100 and blk.tree.root == blk.header.frames_root
+    with pytest.raises(ManifestFormatError):
+        Manifest.from_bytes(b"{not json")
+    with pytest.raises(ManifestFormatError):
+        Manifest.from_bytes(b'{"format":"other"}')
+
+
+def test_block_rejects_frames_outside_window_and_duplicates():
+    with pytest.raises(BlockBuildError):
+        build_block(camera_ip="c", height=1, prev_hash=b"\x00" * 32, window_start_ms=0, window_end_ms=1000,
+                    frames=frames(30), proposer="0x" + "00" * 20)
+    dup = frames(3) + frames(1)
+    with pytest.raises(BlockBuildError):
+        build_block(camera_ip="c", height=1, prev_hash=b"\x00" * 32, window_start_ms=0, window_end_ms=60_000,
+                    frames=dup, proposer="0x" + "00" * 20)
+
+
+def test_any_frame_change_changes_root_and_hash():
+    base = build_block(camera_ip="c", height=1, prev_hash=b"\x00" * 32, window_start_ms=0, window_end_ms=60_000,
+                       frames=frames(10), proposer="0x" + "00" * 20)
+    changed = frames(10)
+    changed[4] = FrameRef(changed[4].timestamp_ms, 4, b"\x00" * 32, False, 50)
+    other = build_block(camera_ip="c", height=1, prev_hash=b"\x00" * 32, window_start_ms=0, window_end_ms=60_000,
+                        frames=changed, proposer="0x" + "00" * 20)
+    assert other.header.frames_root != base.header.frames_root and other.hash != base.hash
+
+
+def test_windows_and_proposer_rotation():
+    assert window_of(125_000, 60_000) == (120_000, 180_000)
+    nodes = ["a", "b", "c"]
+    cam = camera_id("10.0.0.1")
+    picks = [proposer_for(cam, w * 60_000, nodes) for w in range(60)]
+    assert set(picks) == set(nodes)  # every node takes turns
+    assert picks == [proposer_for(cam, w * 60_000, nodes) for w in range(60)]  # deterministic
+    assert proposer_for(cam, 0, nodes, attempt=1) == nodes[(nodes.index(picks[0]) + 1) % 3]
