@@ -140,7 +140,8 @@ def run_demo(work_dir: Path, window_ms: int = WINDOW_MS, out=print) -> dict:
             source = FileSource(sample_path(cam.sample), start_ms=t0)
             codecs[cam.ip] = source.codec.to_dict()
             for frame in source:
-                raw = pk.encode_packet(signing_keys[cam.ip], cam.ip, frame.seq, frame.timestamp_ms, frame.keyframe, frame.data)
+                raw = pk.encode_packet(signing_keys[cam.ip], cam.ip, frame.seq, frame.timestamp_ms, frame.keyframe, frame.data,
+                                       frame.dts_ms)
                 for node in nodes.values():
                     node.ingest(raw, device_keys)
                 frame_count += 1

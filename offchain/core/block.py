@@ -27,7 +27,7 @@ from .merkle import StandardMerkleTree
 FRAME_LEAF_ENCODING: tuple[str, ...] = ("bytes32", "uint64", "uint64", "bytes32")
 HEADER_ABI_TYPE = "(bytes32,uint64,bytes32,uint64,uint64,uint32,bytes32,bytes32,address)"
 MANIFEST_FORMAT = "frameledger.manifest/1"
-FRAME_FIELDS = ("seq", "timestampMs", "sha256", "keyframe", "size")
+FRAME_FIELDS = ("seq", "timestampMs", "sha256", "keyframe", "size", "dtsMs")
 ZERO32 = b"\x00" * 32
 
 
@@ -62,21 +62,26 @@ class FrameRef:
     sha256: bytes
     keyframe: bool = False
     size: int = 0
+    # Decode time, only for streams with B-frames (decode order ≠ capture order); a remux needs
+    # it. Recorded in the manifest (anchored by its digest), not in the Merkle leaf.
+    dts_ms: int | None = None
 
     def leaf_values(self, camera: bytes) -> tuple[bytes, int, int, bytes]:
         return (camera, self.seq, self.timestamp_ms, self.sha256)
 
     def to_row(self) -> list[Any]:
-        return [self.seq, self.timestamp_ms, self.sha256.hex(), 1 if self.keyframe else 0, self.size]
+        return [self.seq, self.timestamp_ms, self.sha256.hex(), 1 if self.keyframe else 0, self.size, self.dts_ms]
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> "FrameRef":
-        seq, ts, digest, key, size = row
-        return cls(timestamp_ms=int(ts), seq=int(seq), sha256=bytes.fromhex(digest), keyframe=bool(key), size=int(size))
+        seq, ts, digest, key, size, dts = row
+        return cls(timestamp_ms=int(ts), seq=int(seq), sha256=bytes.fromhex(digest), keyframe=bool(key), size=int(size),
+                   dts_ms=None if dts is None else int(dts))
 
     @classmethod
-    def of_bytes(cls, seq: int, timestamp_ms: int, data: bytes, keyframe: bool) -> "FrameRef":
-        return cls(timestamp_ms=timestamp_ms, seq=seq, sha256=hashlib.sha256(data).digest(), keyframe=keyframe, size=len(data))
+    def of_bytes(cls, seq: int, timestamp_ms: int, data: bytes, keyframe: bool, dts_ms: int | None = None) -> "FrameRef":
+        return cls(timestamp_ms=timestamp_ms, seq=seq, sha256=hashlib.sha256(data).digest(), keyframe=keyframe,
+                   size=len(data), dts_ms=dts_ms)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,12 @@
 
 Wire layout (big-endian), chosen so a node can reject a packet before reading its payload:
 
-    magic "FLP1" | flags u8 (bit 0: keyframe) | ip_len u8 | camera ip (UTF-8)
-    | seq u64 | timestamp_ms u64 | length u32 | sha256 (32) | signature (64) | payload (length)
+    magic "FLP1" | flags u8 (bit 0: keyframe, bit 1: has decode time) | ip_len u8 | camera ip (UTF-8)
+    | seq u64 | timestamp_ms u64 | length u32 | sha256 (32) | signature (64)
+    | [dts delta i32 = timestamp - decode time, only with bit 1] | payload (length)
+
+The decode time exists for streams with B-frames, whose packets cannot be remuxed from capture
+times alone.
 
 The device signs ``SIGNING_DOMAIN ‖ cameraId ‖ seq ‖ timestamp ‖ flags ‖ length ‖ sha256`` with its
 Ed25519 key (registered on chain as the camera's device key). Signing the digest rather than the
@@ -25,6 +29,8 @@ from .block import FrameRef, camera_id
 MAGIC = b"FLP1"
 SIGNING_DOMAIN = b"frameledger.frame.v1"
 FLAG_KEYFRAME = 0x01
+FLAG_DTS = 0x02
+_DTS = struct.Struct(">i")
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 _FIXED = struct.Struct(">QQI32s64s")  # seq, timestamp, length, sha256, signature
 
@@ -63,33 +69,44 @@ class FramePacket:
     signature: bytes
     payload: bytes
     declared_length: int
+    dts_ms: int | None = None
 
     @property
     def camera_id(self) -> bytes:
         return camera_id(self.camera_ip)
 
     def signing_message(self) -> bytes:
-        return signing_message(self.camera_ip, self.seq, self.timestamp_ms, self.keyframe, self.declared_length, self.sha256)
+        return signing_message(self.camera_ip, self.seq, self.timestamp_ms, self.keyframe, self.declared_length,
+                               self.sha256, self.dts_ms)
 
     def frame_ref(self) -> FrameRef:
-        return FrameRef(self.timestamp_ms, self.seq, self.sha256, self.keyframe, len(self.payload))
+        return FrameRef(self.timestamp_ms, self.seq, self.sha256, self.keyframe, len(self.payload), self.dts_ms)
 
 
-def signing_message(camera_ip: str, seq: int, timestamp_ms: int, keyframe: bool, length: int, sha256: bytes) -> bytes:
-    flags = FLAG_KEYFRAME if keyframe else 0
-    return SIGNING_DOMAIN + camera_id(camera_ip) + struct.pack(">QQBI", seq, timestamp_ms, flags, length) + sha256
+def _flags(keyframe: bool, dts_ms: int | None) -> int:
+    return (FLAG_KEYFRAME if keyframe else 0) | (FLAG_DTS if dts_ms is not None else 0)
+
+
+def signing_message(
+    camera_ip: str, seq: int, timestamp_ms: int, keyframe: bool, length: int, sha256: bytes, dts_ms: int | None = None
+) -> bytes:
+    delta = 0 if dts_ms is None else timestamp_ms - dts_ms
+    return (SIGNING_DOMAIN + camera_id(camera_ip)
+            + struct.pack(">QQBIi", seq, timestamp_ms, _flags(keyframe, dts_ms), length, delta) + sha256)
 
 
 def encode_packet(
-    key: Ed25519PrivateKey, camera_ip: str, seq: int, timestamp_ms: int, keyframe: bool, payload: bytes
+    key: Ed25519PrivateKey, camera_ip: str, seq: int, timestamp_ms: int, keyframe: bool, payload: bytes,
+    dts_ms: int | None = None,
 ) -> bytes:
     ip = camera_ip.encode("utf-8")
     if not 0 < len(ip) < 256:
         raise MalformedPacket("camera ip must be 1..255 bytes")
     digest = hashlib.sha256(payload).digest()
-    sig = key.sign(signing_message(camera_ip, seq, timestamp_ms, keyframe, len(payload), digest))
-    flags = FLAG_KEYFRAME if keyframe else 0
-    return MAGIC + bytes([flags, len(ip)]) + ip + _FIXED.pack(seq, timestamp_ms, len(payload), digest, sig) + payload
+    sig = key.sign(signing_message(camera_ip, seq, timestamp_ms, keyframe, len(payload), digest, dts_ms))
+    dts = _DTS.pack(timestamp_ms - dts_ms) if dts_ms is not None else b""
+    return (MAGIC + bytes([_flags(keyframe, dts_ms), len(ip)]) + ip
+            + _FIXED.pack(seq, timestamp_ms, len(payload), digest, sig) + dts + payload)
 
 
 def decode_packet(raw: bytes) -> FramePacket:
@@ -108,8 +125,14 @@ def decode_packet(raw: bytes) -> FramePacket:
     seq, ts, length, digest, sig = _FIXED.unpack_from(raw, 6 + ip_len)
     if length > MAX_FRAME_BYTES:
         raise MalformedPacket(f"declared length {length} exceeds {MAX_FRAME_BYTES}")
+    dts_ms = None
+    if flags & FLAG_DTS:
+        if len(raw) < head_end + _DTS.size:
+            raise MalformedPacket("truncated decode time")
+        dts_ms = ts - _DTS.unpack_from(raw, head_end)[0]
+        head_end += _DTS.size
     payload = raw[head_end:]
-    packet = FramePacket(camera_ip, seq, ts, bool(flags & FLAG_KEYFRAME), digest, sig, payload, length)
+    packet = FramePacket(camera_ip, seq, ts, bool(flags & FLAG_KEYFRAME), digest, sig, payload, length, dts_ms)
     if len(payload) != length:
         raise LengthMismatch(f"{camera_ip} seq {seq}: declared {length} bytes, received {len(payload)}")
     if hashlib.sha256(payload).digest() != digest:

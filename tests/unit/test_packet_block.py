@@ -29,6 +29,17 @@ def test_packet_round_trip_and_signature():
     assert info.value.alarm == "security"
 
 
+def test_packet_carries_decode_time_for_b_frames():
+    raw = pk.encode_packet(KEY, "10.0.0.1", 3, 1000, False, b"b-frame", dts_ms=920)
+    p = pk.decode_packet(raw)
+    assert p.dts_ms == 920 and p.frame_ref().dts_ms == 920
+    pk.verify_signature(p, PUB)
+    forged = bytearray(raw)
+    forged[6 + len("10.0.0.1") + 8 + 8 + 4 + 32 + 64 + 3] ^= 1  # the dts delta is signed too
+    with pytest.raises(pk.BadSignature):
+        pk.verify_signature(pk.decode_packet(bytes(forged)), PUB)
+
+
 def test_packet_integrity_failures_are_named():
     raw = pk.encode_packet(KEY, "10.0.0.1", 1, 5, False, b"x" * 1000)
     with pytest.raises(pk.LengthMismatch):

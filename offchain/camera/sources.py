@@ -1,0 +1,332 @@
+"""Encoded-frame sources: the camera side of FrameLedger.
+
+A ledger frame is one access unit exactly as the camera produced it.  Anything
+that decodes and re-encodes would change the bytes whose hashes get anchored,
+so sources here only ever *demux*: they hand out the compressed packets and the
+codec configuration needed to make sense of them later.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+
+__all__ = ["CodecConfig", "EncodedFrame", "FileSource", "SourceError"]
+
+
+class SourceError(RuntimeError):
+    """A recording cannot be served as encoded frames (no video, no timestamps...)."""
+
+
+def _fraction(value: Any) -> Fraction | None:
+    if value is None:
+        return None
+    if isinstance(value, Fraction):
+        return value
+    if isinstance(value, str):
+        return Fraction(value)
+    if isinstance(value, float):
+        # Floats such as 29.97 come from people, not from containers: keep the
+        # ratio human-sized rather than exposing binary noise.
+        return Fraction(value).limit_denominator(1001 * 1000)
+    return Fraction(value)
+
+
+def _ticks_to_ms(ticks: int, time_base: Fraction) -> int:
+    return round(ticks * time_base * 1000)
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Everything needed to turn a camera's packets back into pictures.
+
+    It is recorded once per camera instead of once per frame: the packets of an
+    AVC/MP4 stream are length-prefixed slices that only decode together with
+    the SPS/PPS carried in ``extradata`` (the avcC record).
+
+    ``reorder_depth`` is kept because a stream with B-frames cannot be remuxed
+    from presentation order alone: whoever rebuilds a file must know that decode
+    timestamps (``EncodedFrame.dts_ms``) are required.
+    """
+
+    codec: str
+    width: int
+    height: int
+    fps: Fraction
+    time_base: Fraction
+    extradata: bytes = b""
+    pix_fmt: str | None = None
+    reorder_depth: int = 0
+    profile: str | None = None
+
+    def __post_init__(self) -> None:
+        # Accept "25", 25, 25.0 or "30000/1001" so configs read back from JSON
+        # or typed by hand compare equal to the ones demuxed from files.
+        object.__setattr__(self, "fps", _fraction(self.fps))
+        object.__setattr__(self, "time_base", _fraction(self.time_base))
+        object.__setattr__(self, "extradata", bytes(self.extradata or b""))
+
+    # -- serialisation -------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "codec": self.codec,
+            "width": self.width,
+            "height": self.height,
+            "fps": f"{self.fps.numerator}/{self.fps.denominator}",
+            "time_base": f"{self.time_base.numerator}/{self.time_base.denominator}",
+            "extradata": base64.b64encode(self.extradata).decode("ascii"),
+            "pix_fmt": self.pix_fmt,
+            "reorder_depth": self.reorder_depth,
+            "profile": self.profile,
+        }
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no whitespace), so the same configuration
+        always hashes the same when it is anchored or compared across nodes."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, data: str | bytes | dict[str, Any]) -> CodecConfig:
+        obj = json.loads(data) if isinstance(data, (str, bytes, bytearray)) else dict(data)
+        return cls(
+            codec=obj["codec"],
+            width=int(obj["width"]),
+            height=int(obj["height"]),
+            fps=obj["fps"],
+            time_base=obj["time_base"],
+            extradata=base64.b64decode(obj.get("extradata") or ""),
+            pix_fmt=obj.get("pix_fmt"),
+            reorder_depth=int(obj.get("reorder_depth") or 0),
+            profile=obj.get("profile"),
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the canonical JSON: a short handle for "same camera setup"."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    @property
+    def frame_duration_ms(self) -> float:
+        return 1000.0 / float(self.fps) if self.fps else 0.0
+
+    @property
+    def mime_codec(self) -> str | None:
+        """RFC 6381 codec string (``avc1.PPCCLL``) for ``<video>``/MSE type checks."""
+        if self.codec == "h264" and len(self.extradata) >= 4 and self.extradata[0] == 1:
+            return "avc1." + self.extradata[1:4].hex()
+        return None
+
+    def splice_compatible(self, other: CodecConfig) -> bool:
+        """True when packets of both configurations can share one MP4 track:
+        an MP4 sample entry carries exactly one avcC, so the parameter sets
+        must be byte-identical, not merely similar."""
+        return (
+            self.codec == other.codec
+            and self.width == other.width
+            and self.height == other.height
+            and self.extradata == other.extradata
+        )
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    """One access unit as the camera sent it.
+
+    ``timestamp_ms`` is the capture (presentation) time.  ``dts_ms`` is only set
+    for streams whose decode order differs from presentation order (B-frames);
+    it lets a remux rebuild decode order without parsing the bitstream.
+    """
+
+    seq: int
+    timestamp_ms: int
+    keyframe: bool
+    data: bytes = field(repr=False)
+    duration_ms: int = 0
+    dts_ms: int | None = None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+class FileSource:
+    """Replays a recording as if a camera were sending it, packet by packet.
+
+    Packets are demuxed, never decoded: demuxing is cheap (thousands of frames
+    a second) and, above all, leaves the bytes exactly as recorded.
+
+    Frames come out in presentation order, because ``seq`` and ``timestamp_ms``
+    describe capture order, which is what evidence is searched and anchored by.
+    For streams with B-frames the decode timestamp is kept in ``dts_ms``.
+
+    ``start_ms`` shifts all timestamps, so a file can stand in for a camera whose
+    clock is wall time.  With ``loop`` the file repeats forever, the timeline
+    (and ``seq``) continuing across repetitions as a real camera's would.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        start_ms: int = 0,
+        loop: bool = False,
+        stream_index: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(self.path)
+        self.start_ms = int(start_ms)
+        self.loop = loop
+        self._stream_index = stream_index
+        self._codec: CodecConfig | None = None
+
+    def __repr__(self) -> str:
+        return f"FileSource({str(self.path)!r}, start_ms={self.start_ms}, loop={self.loop})"
+
+    def _open(self) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+        try:
+            container = av.open(str(self.path))
+        except av.FFmpegError as exc:
+            raise SourceError(f"cannot open {self.path}: {exc}") from exc
+        videos = container.streams.video
+        if not videos:
+            container.close()
+            raise SourceError(f"{self.path} has no video stream")
+        if self._stream_index is None:
+            stream = videos[0]
+        else:
+            matches = [s for s in videos if s.index == self._stream_index]
+            if not matches:
+                container.close()
+                raise SourceError(f"{self.path} has no video stream #{self._stream_index}")
+            stream = matches[0]
+        return container, stream
+
+    @property
+    def codec(self) -> CodecConfig:
+        if self._codec is None:
+            container, stream = self._open()
+            try:
+                self._codec = _codec_config(stream)
+            finally:
+                container.close()
+        return self._codec
+
+    def __iter__(self) -> Iterator[EncodedFrame]:
+        return self.frames()
+
+    def frames(self) -> Iterator[EncodedFrame]:
+        seq = 0
+        offset_ticks = 0
+        while True:
+            container, stream = self._open()
+            try:
+                time_base = Fraction(stream.time_base)
+                default_duration = _default_duration_ticks(stream, time_base)
+                reorders = bool(stream.codec_context.reorder_depth)
+                end_ticks: int | None = None
+                first_ticks: int | None = None
+                for pts, dts, duration, keyframe, data in _presentation_order(
+                    container, stream, default_duration
+                ):
+                    if first_ticks is None:
+                        first_ticks = pts
+                    if end_ticks is None or pts + duration > end_ticks:
+                        end_ticks = pts + duration
+                    yield EncodedFrame(
+                        seq=seq,
+                        timestamp_ms=self.start_ms + _ticks_to_ms(pts + offset_ticks, time_base),
+                        keyframe=keyframe,
+                        data=data,
+                        duration_ms=_ticks_to_ms(duration, time_base),
+                        dts_ms=(
+                            self.start_ms + _ticks_to_ms(dts + offset_ticks, time_base)
+                            if reorders or dts != pts
+                            else None
+                        ),
+                    )
+                    seq += 1
+            finally:
+                container.close()
+            if not self.loop or first_ticks is None or end_ticks is None:
+                return
+            # The next repetition starts where this one's last frame ends, so
+            # timestamps keep increasing as a live camera's would.
+            offset_ticks += end_ticks - first_ticks
+
+
+def _codec_config(stream: av.video.stream.VideoStream) -> CodecConfig:
+    ctx = stream.codec_context
+    fps = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not fps:
+        raise SourceError(f"stream #{stream.index} has no frame rate")
+    return CodecConfig(
+        codec=ctx.name,
+        width=ctx.width,
+        height=ctx.height,
+        fps=Fraction(fps),
+        time_base=Fraction(stream.time_base),
+        extradata=ctx.extradata or b"",
+        pix_fmt=ctx.pix_fmt,
+        reorder_depth=int(ctx.reorder_depth or 0),
+        profile=ctx.profile,
+    )
+
+
+def _default_duration_ticks(stream: av.video.stream.VideoStream, time_base: Fraction) -> int:
+    fps = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not fps:
+        return 0
+    return max(1, round(1 / (Fraction(fps) * time_base)))
+
+
+def _presentation_order(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    default_duration: int,
+) -> Iterator[tuple[int, int, int, bool, bytes]]:
+    """Yield (pts, dts, duration, keyframe, data) sorted by pts, streaming.
+
+    Packets arrive in decode order with non-decreasing dts and pts >= dts, so
+    once a packet with dts D has been read no later packet can present before
+    D: everything buffered with pts <= D is final.  This keeps the buffer to the
+    stream's reorder depth instead of a whole GOP or file.
+    """
+    heap: list[tuple[int, int, int, int, bool, bytes]] = []
+    order = 0
+    for packet in container.demux(stream):
+        if packet.size == 0:  # flush/EOF marker, not a frame
+            continue
+        pts, dts = packet.pts, packet.dts
+        if pts is None:
+            pts = dts
+        if pts is None:
+            raise SourceError(
+                "packet without timestamps: raw elementary streams need a container"
+            )
+        if dts is None:
+            dts = pts
+        duration = packet.duration or default_duration
+        while heap and heap[0][0] <= dts:
+            item = heapq.heappop(heap)
+            yield item[0], item[2], item[3], item[4], item[5]
+        # ``order`` breaks pts ties so bytes are never compared.
+        heapq.heappush(heap, (pts, order, dts, duration, bool(packet.is_keyframe), bytes(packet)))
+        order += 1
+    while heap:
+        item = heapq.heappop(heap)
+        yield item[0], item[2], item[3], item[4], item[5]

@@ -1,0 +1,1 @@
+"""Chain-independent primitives shared by the off-chain tools."""

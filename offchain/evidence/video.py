@@ -1,0 +1,579 @@
+"""Turning anchored frames back into video a browser can play.
+
+Evidence is only as good as the claim that the pixels shown are the pixels
+anchored.  So the normal path, ``remux_to_mp4``, copies the original H.264
+packets into a fresh MP4 untouched: every sample in the output hashes to a
+ledger entry.  Re-encoding is reserved for spans that cannot be copied (another
+camera's stream substituted in, a codec browsers cannot play), and every such
+span is reported as re-encoded so the UI can say so.
+
+``cv2.VideoWriter`` is deliberately not used: the OpenCV wheels ship without an
+H.264 encoder, and PyAV's bundled libx264 plus its muxer give us control over
+timestamps and MP4 flags.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from av.video.frame import PictureType
+
+from offchain.camera.sources import CodecConfig, EncodedFrame
+
+__all__ = [
+    "MuxResult",
+    "ProbeResult",
+    "RestoreReport",
+    "Span",
+    "SpanOutput",
+    "decode_frames",
+    "encode_frames_to_mp4",
+    "probe_mp4",
+    "reencode_span_to_mp4",
+    "remux_to_mp4",
+    "restore_spans",
+]
+
+# 90 kHz is the MPEG system clock: it represents every millisecond exactly,
+# so ledger timestamps survive the round trip into the file without rounding.
+_MUX_TIME_BASE = Fraction(1, 90_000)
+_MS_TICKS = 90
+
+
+@dataclass(frozen=True)
+class MuxResult:
+    path: Path
+    frames: int
+    first_timestamp_ms: int
+    duration_ms: int
+    reencoded: bool
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    frames: int
+    timestamps_ms: list[int]
+    width: int
+    height: int
+    codec: str
+    pix_fmt: str | None
+    keyframes: int
+    duration_ms: int
+    faststart: bool
+    packet_sha256: list[str] = field(repr=False, default_factory=list)
+
+
+def _mp4_options(faststart: bool) -> dict[str, str]:
+    # faststart puts the index (moov) first so a browser can start playing
+    # before the whole file has arrived.
+    return {"movflags": "+faststart"} if faststart else {}
+
+
+def _tmp_path(out_path: Path) -> Path:
+    return out_path.with_name(f".{out_path.name}.{os.getpid()}.partial")
+
+
+def _decode_order(codec: CodecConfig, frames: Sequence[EncodedFrame]) -> list[EncodedFrame]:
+    """Put frames back into the order a decoder must see them.
+
+    Frames are stored in presentation order.  Without B-frames that *is* decode
+    order; with them, only the recorded decode timestamps can restore it.
+    """
+    missing = sum(1 for f in frames if f.dts_ms is None)
+    if codec.reorder_depth and missing:
+        raise ValueError(
+            f"{missing} of {len(frames)} frames lack dts_ms but the stream reorders "
+            f"frames (reorder_depth={codec.reorder_depth}); decode order cannot be rebuilt"
+        )
+    if not missing:
+        return sorted(frames, key=lambda f: (f.dts_ms, f.seq))
+    return sorted(frames, key=lambda f: (f.timestamp_ms, f.seq))
+
+
+def _add_copy_stream(container: av.container.OutputContainer, codec: CodecConfig):
+    """An output stream that muxes pre-encoded packets under ``codec``'s avcC.
+
+    PyAV's mux-only streams cannot carry extradata, so we take an encoder
+    context for the codec, open it (which makes PyAV skip opening it again at
+    header time) and then overwrite the extradata the encoder generated with
+    the camera's own.  No frame is ever sent to that encoder.
+    """
+    stream = container.add_stream(_encoder_name(codec.codec), rate=codec.fps)
+    ctx = stream.codec_context
+    ctx.width = codec.width
+    ctx.height = codec.height
+    ctx.pix_fmt = codec.pix_fmt or "yuv420p"
+    ctx.time_base = _MUX_TIME_BASE
+    stream.time_base = _MUX_TIME_BASE
+    ctx.open()
+    ctx.extradata = codec.extradata or None
+    return stream
+
+
+def _encoder_name(codec_name: str) -> str:
+    return {"h264": "libx264"}.get(codec_name, codec_name)
+
+
+def remux_to_mp4(
+    codec: CodecConfig,
+    frames: Iterable[EncodedFrame],
+    out_path: str | os.PathLike[str],
+    faststart: bool = True,
+) -> MuxResult:
+    """Write the original packets, byte for byte, into a playable MP4.
+
+    Timestamps are made relative to the first frame (in presentation order), so
+    the clip starts at 0 in a player whatever the capture clock was.
+    The file appears atomically: a reader never sees a half-written MP4.
+    """
+    if codec.codec != "h264":
+        raise ValueError(f"only H.264 can be copied into browser MP4, not {codec.codec!r}")
+    if not codec.extradata or codec.extradata[0] != 1:
+        raise ValueError("codec config lacks an avcC record; packets cannot be copied into MP4")
+    ordered = _decode_order(codec, list(frames))
+    if not ordered:
+        raise ValueError("no frames to remux")
+    if not ordered[0].keyframe:
+        # Everything up to the next keyframe would reference pictures outside
+        # the span: players show garbage or nothing.  Spans are cut at GOPs.
+        raise ValueError(f"span starts at seq={ordered[0].seq}, which is not a keyframe")
+    origin = min(f.timestamp_ms for f in ordered)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(out_path)
+    default_dur = max(1, round(codec.frame_duration_ms * _MS_TICKS)) if codec.fps else _MS_TICKS
+    last_dts: int | None = None
+    end_ticks = 0
+    try:
+        with av.open(str(tmp), "w", format="mp4", options=_mp4_options(faststart)) as out:
+            stream = _add_copy_stream(out, codec)
+            for frame in ordered:
+                pts = (frame.timestamp_ms - origin) * _MS_TICKS
+                dts = pts if frame.dts_ms is None else (frame.dts_ms - origin) * _MS_TICKS
+                # MP4 needs strictly increasing decode times; ms rounding of
+                # very high frame rates could otherwise produce ties.
+                if last_dts is not None and dts <= last_dts:
+                    dts = last_dts + 1
+                if dts > pts:
+                    raise ValueError(f"frame seq={frame.seq} decodes after it is presented")
+                duration = frame.duration_ms * _MS_TICKS or default_dur
+                packet = av.Packet(frame.data)
+                packet.pts = pts
+                packet.dts = dts
+                packet.duration = duration
+                packet.time_base = _MUX_TIME_BASE
+                packet.is_keyframe = frame.keyframe
+                packet.stream = stream
+                out.mux(packet)
+                last_dts = dts
+                end_ticks = max(end_ticks, pts + duration)
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return MuxResult(
+        path=out_path,
+        frames=len(ordered),
+        first_timestamp_ms=origin,
+        duration_ms=end_ticks // _MS_TICKS,
+        reencoded=False,
+    )
+
+
+# -- encoding ----------------------------------------------------------------
+
+def _as_rate(fps: float | Fraction | str | int) -> Fraction:
+    # A float rate such as 29.97 is typed by a person: keep a small exact
+    # ratio (2997/100) rather than its binary expansion.
+    if isinstance(fps, float):
+        return Fraction(fps).limit_denominator(1001000)
+    return Fraction(fps)
+
+
+def _as_video_frame(picture: Any, input_format: str) -> av.VideoFrame:
+    if isinstance(picture, av.VideoFrame):
+        return picture
+    array = np.ascontiguousarray(picture)
+    if array.ndim == 2:
+        return av.VideoFrame.from_ndarray(array, format="gray")
+    return av.VideoFrame.from_ndarray(array, format=input_format)
+
+
+class _H264Writer:
+    """libx264 into MP4 with caller-chosen timestamps and GOP structure.
+
+    B-frames are off by default: decode order then equals presentation order,
+    which is what a camera stream fed to the ledger should look like.
+    """
+
+    def __init__(
+        self,
+        out_path: Path,
+        *,
+        fps: Fraction,
+        width: int,
+        height: int,
+        gop: int | None,
+        bframes: int,
+        preset: str,
+        crf: int,
+        faststart: bool,
+        time_base: Fraction,
+    ) -> None:
+        self.out_path = out_path
+        self.tmp = _tmp_path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        self.container = av.open(str(self.tmp), "w", format="mp4", options=_mp4_options(faststart))
+        gop = gop or max(1, round(float(fps) * 2))
+        x264_params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}"
+        self.stream = self.container.add_stream(
+            "libx264",
+            rate=fps,
+            options={"preset": preset, "crf": str(crf), "x264-params": x264_params},
+        )
+        ctx = self.stream.codec_context
+        ctx.width = width
+        ctx.height = height
+        ctx.pix_fmt = "yuv420p"
+        ctx.time_base = time_base
+        ctx.gop_size = gop
+        ctx.max_b_frames = bframes
+        self.stream.time_base = time_base
+        self.time_base = time_base
+        self.width, self.height = width, height
+        self.frames = 0
+        self.first_pts: int | None = None
+        self.end_pts = 0
+
+    def write(self, frame: av.VideoFrame, pts: int, duration: int) -> None:
+        size = (frame.width, frame.height)
+        if size != (self.width, self.height) or frame.format.name != "yuv420p":
+            frame = frame.reformat(width=self.width, height=self.height, format="yuv420p")
+        frame.pts = pts
+        frame.duration = duration
+        frame.time_base = self.time_base
+        # Decoded pictures remember their old type; x264 would honour an I and
+        # break the GOP we asked for.
+        frame.pict_type = PictureType.NONE
+        self.container.mux(self.stream.encode(frame))
+        self.frames += 1
+        if self.first_pts is None:
+            self.first_pts = pts
+        self.end_pts = max(self.end_pts, pts + duration)
+
+    def close(self) -> None:
+        try:
+            self.container.mux(self.stream.encode(None))
+            self.container.close()
+            os.replace(self.tmp, self.out_path)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # noqa: BLE001 - already failing; keep the first error
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+
+def encode_frames_to_mp4(
+    pictures: Iterable[Any],
+    out_path: str | os.PathLike[str],
+    *,
+    fps: float | Fraction | str = 25,
+    width: int | None = None,
+    height: int | None = None,
+    timestamps_ms: Iterable[int] | None = None,
+    gop: int | None = None,
+    bframes: int = 0,
+    preset: str = "veryfast",
+    crf: int = 23,
+    input_format: str = "bgr24",
+    faststart: bool = True,
+) -> MuxResult:
+    """Encode pictures (``av.VideoFrame`` or HxWx3 ``uint8`` arrays, BGR like
+    OpenCV by default) into an H.264 MP4.
+
+    Without ``timestamps_ms`` frames are spaced evenly at ``fps``; with them,
+    each picture keeps its own time (relative to the first), so a re-encoded
+    span lines up with the capture clock.  Size defaults to the first picture's.
+    """
+    fps_f = _as_rate(fps)
+    out_path = Path(out_path)
+    ts_iter: Iterator[int] | None = iter(timestamps_ms) if timestamps_ms is not None else None
+    time_base = _MUX_TIME_BASE if ts_iter is not None else 1 / fps_f
+    frame_ticks = max(1, round(1 / (fps_f * time_base)))
+    writer: _H264Writer | None = None
+    origin: int | None = None
+    try:
+        for index, picture in enumerate(pictures):
+            frame = _as_video_frame(picture, input_format)
+            if writer is None:
+                w = width or frame.width
+                h = height or frame.height
+                # yuv420p needs even dimensions
+                writer = _H264Writer(
+                    out_path, fps=fps_f, width=w - w % 2, height=h - h % 2, gop=gop,
+                    bframes=bframes, preset=preset, crf=crf, faststart=faststart,
+                    time_base=time_base,
+                )
+            if ts_iter is not None:
+                ts = next(ts_iter, None)
+                if ts is None:
+                    raise ValueError(f"timestamps_ms ran out at picture {index}")
+                origin = ts if origin is None else origin
+                pts = (ts - origin) * _MS_TICKS
+            else:
+                pts = index * frame_ticks
+            writer.write(frame, pts, frame_ticks)
+        if writer is None:
+            raise ValueError("no pictures to encode")
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return MuxResult(
+        path=out_path,
+        frames=writer.frames,
+        first_timestamp_ms=origin or 0,
+        duration_ms=round((writer.end_pts - (writer.first_pts or 0)) * time_base * 1000),
+        reencoded=True,
+    )
+
+
+def _decoder_for(codec: CodecConfig) -> av.codec.context.CodecContext:
+    ctx = av.CodecContext.create(codec.codec, "r")
+    if codec.extradata:
+        ctx.extradata = codec.extradata
+    ctx.width = codec.width
+    ctx.height = codec.height
+    ctx.open()
+    return ctx
+
+
+def decode_frames(
+    codec: CodecConfig, frames: Iterable[EncodedFrame]
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Decode a camera's packets into ``(timestamp_ms, picture)`` in presentation order.
+
+    The span must open on a keyframe: anything before one references pictures
+    that are not in the span and would decode to garbage.
+    """
+    ordered = _decode_order(codec, list(frames))
+    if not ordered:
+        return
+    if not ordered[0].keyframe:
+        raise ValueError(f"span starts at seq={ordered[0].seq}, which is not a keyframe")
+    decoder = _decoder_for(codec)
+    tb = Fraction(1, 1000)
+    for frame in ordered:
+        packet = av.Packet(frame.data)
+        packet.pts = frame.timestamp_ms
+        packet.dts = frame.dts_ms if frame.dts_ms is not None else frame.timestamp_ms
+        packet.time_base = tb
+        packet.is_keyframe = frame.keyframe
+        for picture in decoder.decode(packet):
+            yield picture.pts, picture
+    for picture in decoder.decode(None):
+        yield picture.pts, picture
+
+
+def reencode_span_to_mp4(
+    codec: CodecConfig,
+    frames: Iterable[EncodedFrame],
+    out_path: str | os.PathLike[str],
+    *,
+    target: CodecConfig | None = None,
+    gop: int | None = None,
+    preset: str = "veryfast",
+    crf: int = 20,
+    faststart: bool = True,
+) -> MuxResult:
+    """Decode another camera's span and encode it alone to H.264.
+
+    Used when a span cannot be copied: its codec is not H.264, or it must match
+    a ``target`` camera's geometry.  Capture timestamps (and so the frame rate)
+    are preserved, so the re-encoded clip still lines up with the ledger's clock.
+    """
+    # Geometry follows the target so the evidence reads as one view; timing
+    # follows the source, whose capture times are what the ledger anchored.
+    width = target.width if target else codec.width
+    height = target.height if target else codec.height
+    fps = codec.fps
+    decoded = list(decode_frames(codec, frames))
+    if not decoded:
+        raise ValueError("span decoded to no pictures")
+    return encode_frames_to_mp4(
+        (picture for _, picture in decoded),
+        out_path,
+        fps=fps,
+        width=width,
+        height=height,
+        timestamps_ms=[ts for ts, _ in decoded],
+        gop=gop,
+        preset=preset,
+        crf=crf,
+        faststart=faststart,
+    )
+
+
+# -- multi-span restoration --------------------------------------------------
+
+@dataclass(frozen=True)
+class Span:
+    """A run of frames from one camera; ``label`` names it in reports."""
+
+    codec: CodecConfig
+    frames: Sequence[EncodedFrame]
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class SpanOutput:
+    index: int
+    label: str
+    path: Path
+    reencoded: bool
+    frames: int
+    start_ms: int
+    end_ms: int
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    outputs: list[SpanOutput]
+
+    @property
+    def reencoded(self) -> list[int]:
+        """Indices of the spans whose pixels are *not* the anchored bytes."""
+        return [o.index for o in self.outputs if o.reencoded]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [o.path for o in self.outputs]
+
+
+def restore_spans(
+    spans: Sequence[Span],
+    out_dir: str | os.PathLike[str],
+    *,
+    target: CodecConfig | None = None,
+    stem: str = "span",
+) -> RestoreReport:
+    """Restore evidence made of several spans, one MP4 per span.
+
+    The target camera (default: the first span's) is copied packet for packet.
+    A span whose configuration differs — a substituted camera — is re-encoded
+    alone to the target's picture size; nothing else is touched.  One file per
+    span because an MP4 track carries a single avcC, so foreign parameter sets
+    cannot be spliced into the original track without rewriting its bytes.
+    """
+    if not spans:
+        raise ValueError("no spans")
+    target = target or spans[0].codec
+    out_dir = Path(out_dir)
+    outputs: list[SpanOutput] = []
+    for index, span in enumerate(spans):
+        frames = list(span.frames)
+        if not frames:
+            raise ValueError(f"span {index} ({span.label or 'unnamed'}) has no frames")
+        path = out_dir / f"{stem}-{index:03d}.mp4"
+        copyable = span.codec.splice_compatible(target) and span.codec.codec == "h264"
+        if copyable:
+            result = remux_to_mp4(span.codec, frames, path)
+        else:
+            result = reencode_span_to_mp4(span.codec, frames, path, target=target)
+        start = min(f.timestamp_ms for f in frames)
+        end = max(f.timestamp_ms + f.duration_ms for f in frames)
+        outputs.append(
+            SpanOutput(
+                index=index,
+                label=span.label,
+                path=result.path,
+                reencoded=result.reencoded,
+                frames=result.frames,
+                start_ms=start,
+                end_ms=end,
+            )
+        )
+    return RestoreReport(outputs)
+
+
+# -- probing -----------------------------------------------------------------
+
+def _top_level_boxes(path: Path) -> list[str]:
+    boxes: list[str] = []
+    with open(path, "rb") as fh:
+        size_total = os.fstat(fh.fileno()).st_size
+        offset = 0
+        while offset + 8 <= size_total:
+            fh.seek(offset)
+            size, kind = struct.unpack(">I4s", fh.read(8))
+            if size == 1:
+                size = struct.unpack(">Q", fh.read(8))[0]
+            elif size == 0:
+                size = size_total - offset
+            if size < 8:
+                break
+            boxes.append(kind.decode("latin-1"))
+            offset += size
+    return boxes
+
+
+def probe_mp4(path: str | os.PathLike[str]) -> ProbeResult:
+    """Decode the whole file, proving it plays rather than merely parses.
+
+    Decoder errors are made fatal (``err_detect=explode``) so a file with broken
+    packets fails here instead of showing artefacts in a browser later.  Packet
+    hashes are collected from the same pass, for comparison with the ledger.
+    """
+    path = Path(path)
+    boxes = _top_level_boxes(path)
+    faststart = "moov" in boxes and "mdat" in boxes and boxes.index("moov") < boxes.index("mdat")
+    timestamps: list[int] = []
+    hashes: list[str] = []
+    keyframes = 0
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path} has no video stream")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        ctx.options = {"err_detect": "explode"}
+        codec_name = ctx.name
+        end_ms = 0
+        for packet in container.demux(stream):
+            if packet.size:
+                hashes.append(hashlib.sha256(bytes(packet)).hexdigest())
+            for frame in packet.decode():
+                ts = round(frame.pts * frame.time_base * 1000)
+                timestamps.append(ts)
+                keyframes += bool(frame.key_frame)
+                if frame.duration:
+                    end = (frame.pts + frame.duration) * frame.time_base
+                    end_ms = max(end_ms, round(end * 1000))
+                else:
+                    end_ms = max(end_ms, ts)
+        width, height, pix_fmt = ctx.width, ctx.height, ctx.pix_fmt
+    start = timestamps[0] if timestamps else 0
+    return ProbeResult(
+        frames=len(timestamps),
+        timestamps_ms=timestamps,
+        width=width,
+        height=height,
+        codec=codec_name,
+        pix_fmt=pix_fmt,
+        keyframes=keyframes,
+        duration_ms=end_ms - start,
+        faststart=faststart,
+        packet_sha256=hashes,
+    )
