@@ -1,0 +1,1 @@
+"""FrameLedger off-chain tooling."""
