@@ -52,6 +52,8 @@ contract VideoLedger {
     error UnknownHeight(bytes32 cameraId, uint64 height);
     error AlreadyAttested(address node, bytes32 blockHash);
     error AlreadyDisputed(address node, bytes32 blockHash);
+    error RiskAlreadyActive(bytes32 cameraId);
+    error NoActiveRisk(bytes32 cameraId);
 
     // ---------------------------------------------------------------- events
     /// @notice The full header travels in the event, so a monitor can rebuild every chain from logs.
@@ -59,6 +61,17 @@ contract VideoLedger {
     event BlockAttested(bytes32 indexed blockHash, address indexed node, uint16 attestations);
     event BlockFinalized(bytes32 indexed blockHash, bytes32 indexed cameraId, uint64 height);
     event BlockDisputed(bytes32 indexed blockHash, address indexed node, string reason);
+    /// @notice I9: every node has held the same alarm for a camera for the configured period.
+    event RiskRaised(bytes32 indexed cameraId, address indexed by, string reason, uint64 sinceMs);
+    event RiskCleared(bytes32 indexed cameraId, address indexed by);
+
+    struct Risk {
+        bool active;
+        uint64 raisedAt;
+        uint64 sinceMs;
+        address raisedBy;
+        string reason;
+    }
 
     /// @notice The consortium whose nodes, cameras and quorum govern this ledger.
     Consortium public immutable consortium;
@@ -68,6 +81,7 @@ contract VideoLedger {
     mapping(bytes32 => bytes32[]) private _chains;
     mapping(bytes32 => mapping(address => bool)) private _attestedBy;
     mapping(bytes32 => mapping(address => bool)) private _disputedBy;
+    mapping(bytes32 => Risk) private _risks;
 
     modifier onlyNode() {
         if (!consortium.isNode(msg.sender)) revert NotANode(msg.sender);
@@ -149,7 +163,31 @@ contract VideoLedger {
         emit BlockDisputed(blockHash, msg.sender, reason);
     }
 
+    /// @notice Raise a risk warning for a camera (from the alarm centre, run by a node): its
+    ///         evidence stream is unhealthy at every node. Signing apps refuse to sign while a
+    ///         risk is active (S4).
+    /// @param sinceMs capture time from which the stream has been unhealthy
+    function raiseRisk(bytes32 cameraId, string calldata reason, uint64 sinceMs) external onlyNode {
+        consortium.camera(cameraId); // reverts UnknownCamera for a camera never whitelisted
+        Risk storage r = _risks[cameraId];
+        if (r.active) revert RiskAlreadyActive(cameraId);
+        _risks[cameraId] = Risk(true, uint64(block.timestamp), sinceMs, msg.sender, reason);
+        emit RiskRaised(cameraId, msg.sender, reason, sinceMs);
+    }
+
+    /// @notice Clear a camera's risk warning once the alarm behind it has cleared.
+    function clearRisk(bytes32 cameraId) external onlyNode {
+        Risk storage r = _risks[cameraId];
+        if (!r.active) revert NoActiveRisk(cameraId);
+        r.active = false;
+        emit RiskCleared(cameraId, msg.sender);
+    }
+
     // ------------------------------------------------------------------ views
+
+    function risk(bytes32 cameraId) external view returns (Risk memory) {
+        return _risks[cameraId];
+    }
 
     /// @notice The block hash the ledger uses: keccak256 of the ABI-encoded header.
     function hashHeader(BlockHeader calldata header) public pure returns (bytes32) {

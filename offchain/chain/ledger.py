@@ -178,5 +178,15 @@ class VideoLedgerClient:
         first, last = call(self.contract.functions.blocksInRange(camera_id, from_ms, to_ms))
         return range(first, last + 1)
 
+    def raise_risk(self, camera_id: bytes, reason: str, since_ms: int) -> TxResult:
+        return self.signer.transact(self.contract.functions.raiseRisk(camera_id, reason, since_ms))
+
+    def clear_risk(self, camera_id: bytes) -> TxResult:
+        return self.signer.transact(self.contract.functions.clearRisk(camera_id))
+
+    def risk(self, camera_id: bytes) -> dict[str, Any]:
+        active, raised_at, since_ms, by, reason = call(self.contract.functions.risk(camera_id))
+        return {"active": active, "raisedAt": raised_at, "sinceMs": since_ms, "raisedBy": by, "reason": reason}
+
     def has_attested(self, block_hash: bytes, node: str) -> bool:
         return call(self.contract.functions.hasAttested(block_hash, Web3.to_checksum_address(node)))

@@ -175,3 +175,24 @@ def test_blocks_in_range_by_time(ledger_env):
     assert list(led.blocks_in_range(CAM, T0 - 5 * W, T0)) == []
     with pytest.raises(reverts.UnknownHeight):
         led.block_hash_at(CAM, 4)
+
+
+def test_risk_warning_raise_and_clear(ledger_env):
+    env = ledger_env
+    with pytest.raises(reverts.NotANode):
+        env.ledger(1).raise_risk(CAM, "missing frames at every node", T0)
+    with pytest.raises(reverts.UnknownCamera):
+        env.ledger(3).raise_risk(camera_id("10.9.9.9"), "x", T0)
+    with pytest.raises(reverts.NoActiveRisk):
+        env.ledger(3).clear_risk(CAM)
+    res = env.ledger(3).raise_risk(CAM, "missing frames at every node", T0)
+    ev = events(env.ledger(3).contract, "RiskRaised", res.receipt)[0]
+    assert bytes(ev.args.cameraId) == CAM and ev.args.sinceMs == T0
+    risk = env.ledger(4).risk(CAM)
+    assert risk["active"] and risk["raisedBy"] == env.signer(3).address
+    with pytest.raises(reverts.RiskAlreadyActive):
+        env.ledger(4).raise_risk(CAM, "again", T0)
+    with pytest.raises(reverts.NotANode):
+        env.ledger(6).clear_risk(CAM)
+    env.ledger(4).clear_risk(CAM)
+    assert not env.ledger(3).risk(CAM)["active"]
