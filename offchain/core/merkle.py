@@ -208,9 +208,9 @@ def _int_value(value: Any) -> int:
 
 
 def _bool_value(value: Any) -> bool:
-    if value is True or value == "true":
+    if value is True or (isinstance(value, str) and value == "true"):
         return True
-    if value is False or value == "false":
+    if value is False or (isinstance(value, str) and value == "false"):
         return False
     raise InvalidMerkleInput(
         f'Invalid boolean value. Expected a boolean literal, or the string "true" or "false", but received {value!r}'
@@ -367,8 +367,6 @@ def _tuple_type(elements: list[_AbiType]) -> _AbiType:
 @lru_cache(maxsize=256)
 def _parse_type(name: str) -> _AbiType:
     """Resolve a type name in the same precedence order as abi-utils' ``getParser``."""
-    if not isinstance(name, str):
-        raise InvalidMerkleInput(f"ABI type names must be strings, got {name!r}")
     if name == "address":
         return _AbiType("address", _address_normalize, lambda v: _address_normalize(v).rjust(32, b"\0"))
     m = _ARRAY_RE.fullmatch(name)
@@ -446,7 +444,10 @@ def _codec(types: tuple[str, ...]) -> _LeafCodec:
 def _codec_for(leaf_encoding: Sequence[str]) -> _LeafCodec:
     if isinstance(leaf_encoding, str) or not isinstance(leaf_encoding, Iterable):
         raise InvalidMerkleInput("Expected leaf encoding as a list of ABI type names")
-    return _codec(tuple(leaf_encoding))
+    types = tuple(leaf_encoding)
+    if not all(isinstance(t, str) for t in types):
+        raise InvalidMerkleInput(f"ABI type names must be strings, got {list(types)!r}")
+    return _codec(types)
 
 
 def leaf_hash(leaf_encoding: Sequence[str], values: Sequence) -> bytes:
@@ -656,8 +657,8 @@ class MultiProof:
     def from_json(cls, data: Mapping) -> "MultiProof":
         try:
             return cls(list(data["leaves"]), [_node(p) for p in data["proof"]], list(data["proofFlags"]))
-        except KeyError as exc:
-            raise InvalidMultiproof(f"Multiproof is missing {exc.args[0]!r}") from None
+        except (KeyError, TypeError) as exc:
+            raise InvalidMultiproof(f"Malformed multiproof: {exc}") from None
 
 
 class StandardMerkleTree:
@@ -690,12 +691,15 @@ class StandardMerkleTree:
     # ---- construction
 
     @classmethod
-    def of(cls, values: Iterable[Sequence], leaf_encoding: Sequence[str], sort_leaves: bool = True) -> "StandardMerkleTree":
+    def of(
+        cls, values: Iterable[Sequence], leaf_encoding: Sequence[str], sort_leaves: bool = True
+    ) -> "StandardMerkleTree":
         """Build a tree from leaf values.
 
-        ``sort_leaves`` (the default, as in JS) orders leaves by hash; multiproofs
-        are only verifiable on chain for sorted trees, so turn it off only when
-        leaf positions themselves carry meaning.
+        ``sort_leaves`` (on by default, as in JS) orders leaves by hash. The JS
+        library recommends it because it makes a multiproof's leaf order simply
+        ascending hash order, which a contract can check without knowing tree
+        positions; turn it off only when leaf positions themselves carry meaning.
         """
         codec = _codec_for(leaf_encoding)
         values = tuple(values)
@@ -865,4 +869,5 @@ class StandardMerkleTree:
         return self._tree[self._tree_indices[index]]
 
     def __repr__(self) -> str:
-        return f"StandardMerkleTree(root={self.root_hex}, leaves={len(self)}, leaf_encoding={list(self._leaf_encoding)})"
+        encoding = list(self._leaf_encoding)
+        return f"StandardMerkleTree(root={self.root_hex}, leaves={len(self)}, leaf_encoding={encoding})"
