@@ -16,9 +16,11 @@ const CONTRACTS = path.join(ROOT, 'contracts');
 const ARTIFACTS = path.join(CONTRACTS, 'artifacts');
 const NODE_MODULES = path.join(ROOT, 'node_modules');
 
-// Cancun: OpenZeppelin 5.7 uses MCOPY (EnumerableSet -> Arrays), and Besu runs Cancun since
-// 24.1 when the QBFT genesis sets shanghaiTime/cancunTime (chain/besu/genesis.json sets both to 0).
-// Prague is left out on purpose: it adds nothing we use and needs a newer Besu. See docs/CONTRACTS.md.
+// Cancun: OpenZeppelin 5.7 sources contain MCOPY (utils/Arrays.sol, pulled in by EnumerableSet),
+// so older targets do not compile, and solc >= 0.8.25 emits MCOPY for memory copies on Cancun.
+// Besu runs Cancun on QBFT networks from 24.3 (time-based forks; 24.7+ recommended) when the
+// genesis sets shanghaiTime/cancunTime (chain/besu/genesis.json sets both to 0). Prague is left out
+// on purpose: it adds nothing we use and needs a newer Besu. See docs/CONTRACTS.md.
 const SETTINGS = {
   evmVersion: 'cancun',
   optimizer: { enabled: true, runs: 200 },
