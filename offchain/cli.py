@@ -21,6 +21,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_node(args: argparse.Namespace) -> int:
+    from .node.main import run
+
+    return run(args.config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="frameledger", description="Tamper-evident video evidence on a consortium chain")
     p.add_argument("--log-level", default=None, help="debug, info, warning (default: warning; env FRAMELEDGER_LOG_LEVEL)")
@@ -30,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--work-dir", help="where node stores and logs go (default: a new temp dir)")
     demo.add_argument("--window", type=int, default=60, help="block window in seconds (default 60)")
     demo.set_defaults(func=cmd_demo)
+
+    node = sub.add_parser("node", help="run one consortium node (ingest, repair, blocks, API)")
+    node.add_argument("--config", required=True, help="node TOML file (see offchain/node/config.py)")
+    node.set_defaults(func=cmd_node)
     return p
 
 

@@ -24,7 +24,8 @@ class StructuredFormatter(logging.Formatter):
         if self.as_json:
             return json.dumps({**base, **fields}, default=str)
         extras = " ".join(f"{k}={v}" for k, v in fields.items())
-        return f"{base['level']:<7} {record.name}: {base['msg']}" + (f"  {extras}" if extras else "")
+        line = f"{base['level']:<7} {record.name}: {base['msg']}" + (f"  {extras}" if extras else "")
+        return line + ("\n" + base["exc"] if "exc" in base else "")
 
 
 def setup_logging(level: str | None = None) -> None:
@@ -33,3 +34,6 @@ def setup_logging(level: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel((level or os.environ.get("FRAMELEDGER_LOG_LEVEL", "WARNING")).upper())
+    # Per-request lines from the HTTP client drown the node's own events.
+    for noisy in ("httpx", "httpcore", "web3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

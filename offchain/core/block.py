@@ -154,7 +154,10 @@ class BlockHeader:
         return keccak(abi_encode([HEADER_ABI_TYPE], [self.as_tuple()]))
 
     @classmethod
-    def from_tuple(cls, t: Sequence[Any]) -> "BlockHeader":
+    def from_tuple(cls, t: Sequence[Any] | dict[str, Any]) -> "BlockHeader":
+        if isinstance(t, dict) or hasattr(t, "keys"):  # event logs decode structs by field name
+            t = [t[k] for k in ("cameraId", "height", "prevHash", "windowStartMs", "windowEndMs", "frameCount",
+                                "framesRoot", "manifestDigest", "proposer")]
         return cls(bytes(t[0]), int(t[1]), bytes(t[2]), int(t[3]), int(t[4]), int(t[5]), bytes(t[6]), bytes(t[7]), str(t[8]))
 
     def to_json(self) -> dict[str, Any]:

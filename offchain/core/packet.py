@@ -145,3 +145,16 @@ def verify_signature(packet: FramePacket, device_public_key: bytes) -> None:
         Ed25519PublicKey.from_public_bytes(device_public_key).verify(packet.signature, packet.signing_message())
     except (InvalidSignature, ValueError) as exc:
         raise BadSignature(f"{packet.camera_ip} seq {packet.seq}: device signature does not verify") from exc
+
+
+def assemble_packet(
+    camera_ip: str, seq: int, timestamp_ms: int, keyframe: bool, payload: bytes, sha256: bytes, signature: bytes,
+    dts_ms: int | None = None,
+) -> bytes:
+    """Rebuild the exact packet a camera sent from what a node stored (fields, bytes and the
+    device signature), so a peer can hand it on and the receiver can check the camera's
+    signature itself instead of trusting the peer (I6)."""
+    ip = camera_ip.encode("utf-8")
+    dts = _DTS.pack(timestamp_ms - dts_ms) if dts_ms is not None else b""
+    return (MAGIC + bytes([_flags(keyframe, dts_ms), len(ip)]) + ip
+            + _FIXED.pack(seq, timestamp_ms, len(payload), sha256, signature) + dts + payload)

@@ -1,0 +1,149 @@
+"""Node configuration: one TOML file per node, every key overridable from the environment.
+
+    name = "node-bank"
+    data_dir = "/var/lib/frameledger/node-bank"
+    private_key = "0x..."            # or private_key_file = "..." (hex in a file, mode 0600)
+    rpc_url = "http://127.0.0.1:8545"
+    deployment = "chain/deployments/1337.json"
+    ingest_host = "127.0.0.1"
+    ingest_port = 7001
+    api_host = "127.0.0.1"
+    api_port = 8001
+    public_url = "http://127.0.0.1:8001"   # how peers reach this node's API
+    peers = ["http://127.0.0.1:8002", "http://127.0.0.1:8003"]
+    store = "local"                 # or "kubo" with store_url = "http://127.0.0.1:5001"
+    window_ms = 60000               # block window (B1)
+    missing_wait_ms = 1500          # a seq hole older than this is declared missing (I5)
+    repair_deadline_ms = 6000       # a window with open alarms is sealed anyway after this
+    idle_close_ms = 4000            # a camera silent this long closes its current window
+    proposer_timeout_ms = 5000      # the next node in the rotation takes over after this (B3)
+    hop_limit = 2                   # how far a repair alarm travels (I6)
+    substitute_min_ms = 1000        # gaps at least this long are filled from a group camera (I7)
+    alarm_centre = false            # this node runs the alarm centre (I9)
+    alarm_hold_ms = 3000            # same alarm at every node this long -> risk warning on chain
+    feedback_webhooks = []          # repair feedback is also POSTed here (I8)
+
+Environment: FRAMELEDGER_NODE_<KEY> (upper case) overrides <key>; lists are comma-separated.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """The node configuration is missing something or has a value of the wrong kind."""
+
+
+@dataclass
+class NodeConfig:
+    name: str
+    data_dir: Path
+    rpc_url: str
+    deployment: Path
+    private_key: str = ""
+    private_key_file: str = ""
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = 0
+    api_host: str = "127.0.0.1"
+    api_port: int = 0
+    public_url: str = ""
+    peers: list[str] = field(default_factory=list)
+    store: str = "local"
+    store_url: str = ""
+    store_fsync: str = "file"
+    window_ms: int = 60_000
+    missing_wait_ms: int = 1_500
+    repair_deadline_ms: int = 6_000
+    idle_close_ms: int = 4_000
+    proposer_timeout_ms: int = 5_000
+    hop_limit: int = 2
+    substitute_min_ms: int = 1_000
+    alarm_centre: bool = False
+    alarm_hold_ms: int = 3_000
+    alarm_poll_ms: int = 1_000
+    feedback_webhooks: list[str] = field(default_factory=list)
+    tick_ms: int = 250
+
+    def key(self) -> str:
+        if self.private_key:
+            return self.private_key
+        if self.private_key_file:
+            return Path(self.private_key_file).read_text().strip()
+        raise ConfigError(f"{self.name}: set private_key or private_key_file")
+
+    @property
+    def api_url(self) -> str:
+        return self.public_url or f"http://{self.api_host}:{self.api_port}"
+
+    @classmethod
+    def load(cls, path: Path | str, env: dict[str, str] | None = None) -> "NodeConfig":
+        path = Path(path)
+        try:
+            raw: dict[str, Any] = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read node config {path}: {exc}") from exc
+        return cls.from_dict(raw, env)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], env: dict[str, str] | None = None) -> "NodeConfig":
+        env = os.environ if env is None else env
+        values: dict[str, Any] = dict(raw)
+        for f in fields(cls):
+            override = env.get(f"FRAMELEDGER_NODE_{f.name.upper()}")
+            if override is not None:
+                values[f.name] = override
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown node config keys: {', '.join(sorted(unknown))}")
+        out: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in values:
+                continue
+            out[f.name] = _coerce(f.name, f.type, values[f.name])
+        for required in ("name", "data_dir", "rpc_url", "deployment"):
+            if required not in out:
+                raise ConfigError(f"node config needs '{required}'")
+        return cls(**out)
+
+    def to_toml(self) -> str:
+        lines = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool):
+                lines.append(f"{f.name} = {'true' if v else 'false'}")
+            elif isinstance(v, int):
+                lines.append(f"{f.name} = {v}")
+            elif isinstance(v, list):
+                lines.append(f"{f.name} = [{', '.join(_q(x) for x in v)}]")
+            else:
+                lines.append(f"{f.name} = {_q(str(v))}")
+        return "\n".join(lines) + "\n"
+
+
+def _q(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _coerce(name: str, typ: Any, value: Any) -> Any:
+    typ = str(typ)
+    try:
+        if typ == "bool":
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if typ == "int":
+            return int(value)
+        if typ == "Path":
+            return Path(value)
+        if typ.startswith("list"):
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            return [str(v) for v in value]
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"node config '{name}': {value!r} is not a valid {typ}") from exc

@@ -1,0 +1,45 @@
+"""`frameledger node --config FILE`: run one node process until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import uvicorn
+
+from .alarm_centre import AlarmCentre
+from .api import build_app
+from .config import NodeConfig
+from .node import Node
+
+log = logging.getLogger(__name__)
+
+
+async def serve(config: NodeConfig) -> None:
+    node = Node(config)
+    await node.start()
+    server = uvicorn.Server(uvicorn.Config(build_app(node), host=config.api_host, port=config.api_port,
+                                           log_level="warning", access_log=False, lifespan="off"))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: (node.stopping.set(), setattr(server, "should_exit", True)))
+    tasks = [asyncio.create_task(node.tick_forever(), name="tick")]
+    if config.alarm_centre:
+        tasks.append(asyncio.create_task(AlarmCentre(node).run(), name="alarm-centre"))
+    # A line a supervisor can wait for: both ports are bound.
+    print(f"READY {config.name} ingest={config.ingest_host}:{config.ingest_port} api={config.api_url}", flush=True)
+    try:
+        await server.serve()
+    finally:
+        node.stopping.set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await node.stop()
+
+
+def run(config_path: str) -> int:
+    config = NodeConfig.load(config_path)
+    asyncio.run(serve(config))
+    return 0

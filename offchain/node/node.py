@@ -1,0 +1,262 @@
+"""One consortium node: ingest, pools, gap detection, and the wiring of repair, production,
+attestation, the alarm centre and the HTTP API.
+
+Concurrency model: one asyncio event loop owns the SQLite state; chain calls (blocking web3
+HTTP) and store writes run in worker threads through `asyncio.to_thread`, so a slow RPC never
+stalls ingest. Each camera connection is its own task: a bad packet or a misbehaving camera
+affects only that connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..chain.client import Signer, connect
+from ..chain.deployer import Deployment
+from ..chain.ledger import ConsortiumClient, VideoLedgerClient
+from ..core import packet as pk
+from ..core import wire
+from ..core.block import camera_id
+from ..core.gaps import estimate_gop, find_holes, keyframe_lost
+from ..store.base import ContentStore, StoreError
+from .config import NodeConfig
+from .registry import CameraRegistry
+from .state import Alarm, NodeState
+
+log = logging.getLogger(__name__)
+
+
+def open_store(config: NodeConfig) -> ContentStore:
+    if config.store == "local":
+        from ..store.local import LocalStore
+
+        return LocalStore(config.data_dir / "store", fsync=config.store_fsync)  # type: ignore[arg-type]
+    if config.store == "kubo":
+        from ..store.kubo import KuboStore
+
+        return KuboStore(config.store_url)
+    raise ValueError(f"unknown store kind {config.store!r} (local or kubo)")
+
+
+@dataclass
+class CameraTrack:
+    """In-memory gap-scan state of one camera, rebuilt from SQLite on start."""
+
+    watermark: int  # every seq <= watermark is held or declared lost
+    noticed: dict[int, float] = field(default_factory=dict)  # hole start seq -> when first seen
+    alarmed: set[int] = field(default_factory=set)  # seqs under an alarm of ours
+    keyframes: list[int] = field(default_factory=list)
+
+
+class Node:
+    def __init__(self, config: NodeConfig):
+        self.config = config
+        self.name = config.name
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.state = NodeState(config.data_dir / "node.sqlite")
+        self.store = open_store(config)
+        self.w3 = connect(config.rpc_url)
+        self.signer = Signer(self.w3, config.key())
+        self.address = self.signer.address
+        self.deployment = Deployment.load(config.deployment)
+        self.consortium = ConsortiumClient(self.signer, self.deployment.consortium)
+        self.ledger = VideoLedgerClient(self.signer, self.deployment.video_ledger)
+        self.registry = CameraRegistry(self.consortium)
+        self.tracks: dict[bytes, CameraTrack] = {}
+        self.http: httpx.AsyncClient | None = None
+        self.ingest_server: asyncio.AbstractServer | None = None
+        self.started_at = time.time()
+        self.stopping = asyncio.Event()
+        # imported here to keep the modules' dependency one-way (they take a Node)
+        from .producer import Producer
+        from .repair import Repairer
+
+        self.repairer = Repairer(self)
+        self.producer = Producer(self)
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        await asyncio.to_thread(self.registry.refresh, True)
+        self.nodes = await asyncio.to_thread(self.consortium.nodes)
+        if self.address not in self.nodes:
+            raise RuntimeError(f"{self.name}: account {self.address} is not a registered node of {self.deployment.consortium}")
+        self.http = httpx.AsyncClient(timeout=5.0)
+        self.ingest_server = await asyncio.start_server(self._serve_camera, self.config.ingest_host, self.config.ingest_port)
+        self.config.ingest_port = self.ingest_server.sockets[0].getsockname()[1]
+        log.info("node started", extra={"node": self.name, "address": self.address, "ingest_port": self.config.ingest_port})
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        if self.ingest_server:
+            self.ingest_server.close()
+        if self.http:
+            await self.http.aclose()
+        self.state.close()
+
+    async def tick_forever(self) -> None:
+        """The periodic work: gap scan, repair, sealing, attestation."""
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            for step in (self.scan_gaps, self.producer.tick, self.producer.scan_anchored):
+                try:
+                    await step()
+                except Exception:  # noqa: BLE001 - one failing step must not stop the node
+                    log.exception("tick step failed", extra={"node": self.name, "step": step.__name__})
+            await asyncio.sleep(max(0.0, self.config.tick_ms / 1000 - (time.monotonic() - started)))
+
+    # ------------------------------------------------------------------- ingest
+    async def _serve_camera(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            async for body in wire.read_messages(reader):
+                if wire.is_control(body):
+                    self._on_control(wire.parse_control(body))
+                    continue
+                outcome = await self.accept_packet(body, source="camera")
+                if outcome == "security":
+                    # I2: an unknown or forged source gets nothing stored and loses its connection.
+                    break
+        except wire.WireError as exc:
+            self.state.bump("*", "rejected_wire")
+            log.warning("camera connection dropped", extra={"node": self.name, "peer": str(peer), "reason": str(exc)})
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    def _on_control(self, msg: dict[str, Any]) -> None:
+        ip = str(msg.get("camera", ""))
+        if self.registry.active_key(ip) is None:
+            return  # never record anything for a camera that is not whitelisted
+        cam = camera_id(ip)
+        if msg["type"] == "hello":
+            self.state.note_camera(cam, ip, json.dumps(msg.get("codec"), sort_keys=True) if msg.get("codec") else None)
+            if isinstance(msg.get("firstSeq"), int):
+                self.state.note_first_seq(cam, msg["firstSeq"])
+        elif msg["type"] == "end":
+            self.state.note_camera(cam, ip)
+            self.state.note_last_seq(cam, int(msg.get("lastSeq", -1)))
+
+    async def accept_packet(self, raw: bytes, source: str, expect_camera: bytes | None = None) -> str:
+        """Check one packet and keep it. Returns accepted, duplicate, conflict, integrity or security."""
+        try:
+            packet = pk.decode_packet(raw)
+        except pk.PacketError as exc:
+            self._alarm_rejected(None, "integrity", str(exc), source)
+            return "integrity"
+        ip = packet.camera_ip
+        if expect_camera is not None and packet.camera_id != expect_camera:
+            self._alarm_rejected(ip, "security", f"packet for another camera from {source}", source)
+            return "security"
+        key = self.registry.active_key(ip)
+        if key is None and await asyncio.to_thread(self.registry.refresh):
+            key = self.registry.active_key(ip)
+        if key is None:
+            self._alarm_rejected(ip, "security", f"camera {ip} is not on the whitelist (or revoked)", source)
+            return "security"
+        try:
+            pk.verify_signature(packet, key)
+        except pk.BadSignature as exc:
+            self._alarm_rejected(ip, "security", str(exc), source)
+            return "security"
+        cam = packet.camera_id
+        held = self.state.frame(cam, packet.seq)
+        if held is not None:
+            if held.ref.sha256 == packet.sha256:
+                self.state.bump(ip, "duplicates")
+                return "duplicate"
+            # Two validly signed frames with one seq: the camera itself equivocates.
+            self._alarm_rejected(ip, "security", f"seq {packet.seq} signed twice with different bytes", source)
+            return "conflict"
+        try:
+            await asyncio.to_thread(self.store.put, packet.payload)
+        except StoreError as exc:
+            # Nothing is recorded for a frame whose bytes could not be kept; peers can repair it.
+            self.state.bump(ip, "store_errors")
+            log.error("store put failed", extra={"node": self.name, "camera": ip, "seq": packet.seq, "error": str(exc)})
+            return "integrity"
+        self.state.note_camera(cam, ip)
+        if self.state.add_frame(cam, packet.frame_ref(), packet.signature, source):
+            self.state.bump(ip, "received" if source == "camera" else "repaired")
+            track = self.tracks.get(cam)
+            if track and packet.keyframe:
+                track.keyframes.append(packet.seq)
+            return "accepted"
+        return "duplicate"
+
+    def _alarm_rejected(self, ip: str | None, kind: str, reason: str, source: str) -> None:
+        self.state.bump(ip or "*", f"rejected_{kind}")
+        alarm_id = f"{self.name}:{kind}:{time.time_ns()}"
+        self.state.raise_alarm(Alarm(alarm_id, camera_id(ip) if ip else None, ip, kind, None, None, None, None, False,
+                                     time.time(), None, None, f"{reason} (via {source})"))
+        log.warning("packet rejected", extra={"node": self.name, "alarm": kind, "camera": ip, "reason": reason})
+
+    # --------------------------------------------------------------- gap scan
+    def track(self, cam: bytes) -> CameraTrack:
+        track = self.tracks.get(cam)
+        if track is None:
+            row = self.state.camera_row(cam)
+            # A stream's numbering starts at 0 unless the camera's hello said otherwise
+            # ("firstSeq", e.g. a camera that keeps counting across restarts).
+            first = row[3] if row and row[3] is not None else 0
+            track = CameraTrack(watermark=first - 1)
+            track.keyframes = [s for s, _, k in self.state.seqs_after(cam, -1) if k][-50:]
+            for alarm in self.state.alarms(camera=cam, kind="missing"):
+                track.alarmed.update(range(alarm.seq_from, alarm.seq_to + 1))
+            self.tracks[cam] = track
+        return track
+
+    async def scan_gaps(self) -> None:
+        """I5: a hole in a camera's sequence numbers that stays open for `missing_wait_ms` is
+        declared missing: an alarm goes into the pool and to the peers (I6)."""
+        now = time.time()
+        wait = self.config.missing_wait_ms / 1000
+        for cam, ip in self.state.cameras():
+            if self.registry.get(cam) is None:
+                continue
+            track = self.track(cam)
+            row = self.state.camera_row(cam)
+            last_seq = row[2] if row else None
+            seen = self.state.seqs_after(cam, track.watermark)
+            holes = find_holes(track.watermark, seen, last_seq)
+            gop = estimate_gop(track.keyframes[-10:])
+            # advance the watermark over everything held or already alarmed
+            blocking = [h for h in holes if not set(h.seqs) <= track.alarmed]
+            if blocking:
+                track.watermark = blocking[0].from_seq - 1
+            elif seen:
+                track.watermark = max(seen[-1][0], last_seq or -1)
+            for hole in blocking:
+                fresh = [s for s in hole.seqs if s not in track.alarmed]
+                first_noticed = track.noticed.setdefault(fresh[0], now)
+                if now - first_noticed < wait:
+                    continue
+                last_key = max((k for k in track.keyframes if k < hole.from_seq), default=None)
+                await self.repairer.raise_missing(cam, ip, fresh[0], fresh[-1], hole, keyframe_lost(hole, last_key, gop))
+                track.alarmed.update(fresh)
+                track.noticed.pop(fresh[0], None)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        counters = self.state.counters()
+        return {
+            "node": self.name,
+            "address": self.address,
+            "uptimeS": round(time.time() - self.started_at, 1),
+            "ingestPort": self.config.ingest_port,
+            "counters": counters,
+            "openAlarms": len(self.state.alarms(open_only=True)),
+            "cameras": {ip: "0x" + cid.hex() for cid, ip in self.state.cameras()},
+        }
+
+
+def data_path(config: NodeConfig, name: str) -> Path:
+    return config.data_dir / name

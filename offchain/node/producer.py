@@ -1,0 +1,331 @@
+"""Block production (B1-B5): seal closed windows, anchor when it is this node's turn, verify
+and attest what the others anchor.
+
+* A camera window [start, end) is *closed* once the camera has sent a frame at or past `end`,
+  or has been silent for `idle_close_ms`.
+* It is *ready* when no missing-frame alarm of this node is open for it, or when the repair
+  deadline has passed since it closed; what is still missing is then declared as a gap, and long
+  gaps are filled from a camera of the same group (I7), marked as substituted.
+* The proposer is `proposer_for(camera, start, nodes, attempt)`; the attempt grows by one every
+  `proposer_timeout_ms` after the window became ready, so the next node takes over from a
+  proposer that does not anchor (B3).
+* Windows are anchored in order; a later window waits while an earlier one is unanchored (the
+  block orphan pool, B5).
+* Every other node fetches the manifest, checks it against its own pool (and fetches signed
+  frames it lacks from peers), then attests, or disputes with a reason (B4). Anchored frames leave
+  the pool; their bytes stay in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ..chain import reverts
+from ..chain.client import load_artifact
+from ..core.block import BlockHeader, FrameRef, Gap, Manifest, ManifestFormatError, build_block, proposer_for, window_of
+from ..core.cid import cid_from_digest
+from ..core.gaps import find_holes
+from ..core.block import frames_tree
+from ..store.base import StoreError
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+# Reverts that mean "another node anchored this height first": not an error, attest instead.
+_LOST_RACE = ("ConflictingBlock", "BlockAlreadyAnchored", "UnexpectedHeight", "BrokenChainLink", "TimeNotContinuous")
+
+
+class Producer:
+    def __init__(self, node: "Node"):
+        self.node = node
+        self.closed_at: dict[tuple[bytes, int], float] = {}
+        self.waiting: dict[bytes, int] = {}  # camera -> windows waiting for an earlier block (B5)
+        self._event_abi = next(e for e in load_artifact("VideoLedger")["abi"] if e.get("name") == "BlockAnchored")
+
+    # ------------------------------------------------------------------ sealing
+    async def tick(self) -> None:
+        node = self.node
+        now = time.time()
+        window_ms = node.config.window_ms
+        for cam in node.state.pool_cameras():
+            info = node.registry.get(cam)
+            if info is None:
+                continue
+            span = node.state.pool_span(cam)
+            last = node.state.last_frame(cam)
+            if span is None or last is None:
+                continue
+            start = window_of(span[0], window_ms)[0]
+            idle = now - (node.state.max_received_at(cam) or now) > node.config.idle_close_ms / 1000
+            prev_hash, height, tip_end = await asyncio.to_thread(node.ledger.tip, cam)
+            pending = 0
+            while start <= last[1]:
+                end = start + window_ms
+                if tip_end > start:
+                    # Anchored already. Once this node has settled that block (attested or
+                    # proposed it), frames still pooled in the window arrived too late for it.
+                    if node.state.block_for_window(cam, start) is not None:
+                        late = node.state.mark_anchored(cam, start, end)
+                        if late:
+                            node.state.bump(info.ip, "late_frames", late)
+                    start = end
+                    continue
+                closed = last[1] >= end or idle
+                if not closed:
+                    break
+                closed_at = self.closed_at.setdefault((cam, start), now)
+                frames = [f.ref for f in node.state.frames_in(cam, start, end)]
+                # Holes count whether or not their alarm is out yet: a window is not sealed while
+                # repair can still fill it, unless the repair deadline has passed.
+                holes = self._gaps(cam, start, end, frames, None) or self._open_alarms_in(cam, start, end)
+                deadline = node.config.repair_deadline_ms / 1000
+                if holes and now - closed_at < deadline:
+                    pending += 1
+                    break
+                if not frames and not holes:
+                    start = end
+                    continue
+                ready_at = closed_at + (deadline if holes else 0)
+                attempt = max(0, int((now - ready_at) / (node.config.proposer_timeout_ms / 1000)))
+                proposer = proposer_for(cam, start, node.nodes, attempt)
+                if proposer != node.address:
+                    pending += 1
+                    break  # the proposer's turn; later windows wait in the orphan pool
+                await self._propose(cam, info, start, end, height, prev_hash)
+                break  # one block per camera per tick: the next needs the new tip
+            self.waiting[cam] = pending
+
+    def _open_alarms_in(self, cam: bytes, start: int, end: int) -> list:
+        out = []
+        for a in self.node.state.alarms(open_only=True, camera=cam, kind="missing"):
+            at = a.ts_from if a.ts_from is not None else a.ts_to
+            if at is None or start <= at < end:
+                out.append(a)
+        return out
+
+    def _gaps(self, cam: bytes, start: int, end: int, frames: list[FrameRef], codec: dict | None) -> list[Gap]:
+        """Holes whose last frame before them lies in this window, plus the lost tail."""
+        node = self.node
+        row = node.state.camera_row(cam)
+        last_seq = row[2] if row else None
+        first_seq = (row[3] if row and row[3] is not None else 0)
+        fps = _fps(codec)
+        seen = sorted((f.seq, f.timestamp_ms, f.keyframe) for f in frames)
+        before_first = node.state.neighbours(cam, frames[0].seq)[0] if frames else None
+        after_last = node.state.neighbours(cam, frames[-1].seq)[1] if frames else None
+        scan = ([before_first] if before_first else []) + seen + ([after_last] if after_last else [])
+        floor = (before_first[0] if before_first else first_seq - 1)
+        is_tail = after_last is None and last_seq is not None
+        holes = find_holes(floor, [s for s in scan if s[0] > floor], last_seq if is_tail else None)
+        alarms = {a.seq_from: a for a in node.state.alarms(camera=cam, kind="missing")}
+        gaps = []
+        for h in holes:
+            anchor_ts = h.before[1] if h.before else (h.after[1] if h.after else None)
+            if anchor_ts is None or not start <= anchor_ts < end:
+                continue
+            from_ms = h.before[1] + 1 if h.before else start
+            to_ms = h.after[1] if h.after else min(end, from_ms + int((h.to_seq - h.from_seq + 1) * 1000 / fps))
+            alarm = alarms.get(h.from_seq)
+            gaps.append(Gap(h.from_seq, h.to_seq, from_ms, max(to_ms, from_ms + 1), bool(alarm and alarm.keyframe_lost)))
+        return gaps
+
+    async def _propose(self, cam: bytes, info, start: int, end: int, height: int, prev_hash: bytes) -> None:
+        node = self.node
+        stored = node.state.frames_in(cam, start, end)
+        frames = [s.ref for s in stored]
+        row = node.state.camera_row(cam)
+        codec = json.loads(row[1]) if row and row[1] else {}
+        gaps = self._gaps(cam, start, end, frames, codec)
+        gaps, substitutions = self._substitute(cam, gaps)
+        block = build_block(camera_ip=info.ip, height=height + 1, prev_hash=prev_hash, window_start_ms=start,
+                            window_end_ms=end, frames=frames, proposer=node.address, codec=codec, gaps=gaps,
+                            substitutions=substitutions)
+        await asyncio.to_thread(node.store.put, block.manifest_bytes)
+        try:
+            result = await asyncio.to_thread(node.ledger.anchor, block.header)
+        except reverts.ContractRevert as exc:
+            if exc.name in _LOST_RACE:
+                log.info("another node anchored first", extra={"node": node.name, "camera": info.ip, "reason": exc.name})
+                return
+            raise
+        node.state.note_block(block.hash, cam, block.header.height, start, end, "proposed")
+        node.state.bump(info.ip, "blocks_anchored")
+        node.state.bump(info.ip, "anchor_gas", result.gas_used)
+        substituted = sum(len(fs) for _, fs in substitutions)
+        if substituted:
+            node.state.bump(info.ip, "substituted", substituted)
+        log.info("block anchored", extra={"node": node.name, "camera": info.ip, "height": block.header.height,
+                                          "frames": len(frames), "gaps": len(gaps), "gas": result.gas_used})
+        await self._settle(cam, info.ip, start, end, gaps)
+
+    def _substitute(self, cam: bytes, gaps: list[Gap]) -> tuple[list[Gap], list[tuple[bytes, list[FrameRef]]]]:
+        """I7: a long gap is filled from another camera of the same group, for playback only."""
+        node = self.node
+        out_gaps, subs = [], []
+        siblings = node.registry.group_siblings(cam)
+        for g in gaps:
+            if g.to_ms - g.from_ms < node.config.substitute_min_ms or not siblings:
+                out_gaps.append(g)
+                continue
+            filled = False
+            for sib in siblings:
+                sib_frames = [s.ref for s in node.state.frames_in(sib.camera_id, g.from_ms, g.to_ms)]
+                if sib_frames:
+                    out_gaps.append(Gap(g.from_seq, g.to_seq, g.from_ms, g.to_ms, g.keyframe_lost, sib.camera_id))
+                    subs.append((sib.camera_id, sib_frames))
+                    filled = True
+                    break
+            if not filled:
+                out_gaps.append(g)
+        return out_gaps, subs
+
+    async def _settle(self, cam: bytes, ip: str, start: int, end: int, gaps: list[Gap]) -> None:
+        """After a window's block is anchored: its frames leave the pool and its alarms clear,
+        as repaired, declared or substituted."""
+        node = self.node
+        node.state.mark_anchored(cam, start, end)
+        await node.repairer.clear_satisfied_alarms()
+        by_seq = {g.from_seq: g for g in gaps}
+        for alarm in self._open_alarms_in(cam, start, end):
+            gap = next((g for g in gaps if g.from_seq <= alarm.seq_from <= g.to_seq), by_seq.get(alarm.seq_from))
+            resolution = "substituted" if gap and gap.substitute_camera else "declared"
+            await node.repairer.clear(alarm, resolution)
+
+    # -------------------------------------------------------------- attesting
+    async def scan_anchored(self) -> None:
+        node = self.node
+        latest = await asyncio.to_thread(lambda: node.w3.eth.block_number)
+        start_block = int(node.state.get_meta("log_checkpoint") or node.deployment.record["contracts"]["VideoLedger"]["blockNumber"])
+        if start_block > latest:
+            return
+        to_block = min(latest, start_block + 2000)
+        event = node.ledger.contract.events.BlockAnchored()
+        logs = await asyncio.to_thread(event.get_logs, from_block=start_block, to_block=to_block)
+        for entry in logs:
+            header = BlockHeader.from_tuple(entry.args.header)
+            block_hash = bytes(entry.args.blockHash)
+            if node.state.block_role(block_hash) is not None:
+                continue
+            if header.proposer == node.address:
+                node.state.note_block(block_hash, header.camera_id, header.height, header.window_start_ms,
+                                      header.window_end_ms, "proposed")
+                continue
+            await self._verify_and_attest(header, block_hash)
+        node.state.set_meta("log_checkpoint", str(to_block + 1))
+
+    async def _verify_and_attest(self, header: BlockHeader, block_hash: bytes) -> None:
+        node = self.node
+        info = node.registry.get(header.camera_id)
+        ip = info.ip if info else "0x" + header.camera_id.hex()
+        problem, manifest = await self._check(header, info)
+        if problem is None:
+            try:
+                result = await asyncio.to_thread(node.ledger.attest, block_hash)
+                node.state.bump(ip, "blocks_attested")
+                node.state.bump(ip, "attest_gas", result.gas_used)
+            except reverts.ContractRevert as exc:
+                if exc.name != "AlreadyAttested":
+                    raise
+            node.state.note_block(block_hash, header.camera_id, header.height, header.window_start_ms, header.window_end_ms, "attested")
+            await self._settle(header.camera_id, ip, header.window_start_ms, header.window_end_ms, list(manifest.gaps))
+        else:
+            log.warning("block disputed", extra={"node": node.name, "camera": ip, "height": header.height, "reason": problem})
+            await asyncio.to_thread(node.ledger.dispute, block_hash, problem[:200])
+            node.state.bump(ip, "disputes")
+            node.state.note_block(block_hash, header.camera_id, header.height, header.window_start_ms, header.window_end_ms, "disputed")
+            node.state.mark_anchored(header.camera_id, header.window_start_ms, header.window_end_ms)
+
+    async def _check(self, header: BlockHeader, info) -> tuple[str | None, Manifest | None]:
+        """B4: the anchored header against this node's own pool. Returns (problem, manifest)."""
+        node = self.node
+        if info is None:
+            return "camera unknown to this node", None
+        raw = await self.fetch_block(cid_from_digest(header.manifest_digest))
+        if raw is None:
+            return "manifest unavailable", None
+        try:
+            manifest = Manifest.from_bytes(raw)
+        except ManifestFormatError as exc:
+            return f"manifest malformed: {exc}", None
+        if (manifest.camera_id, manifest.height, manifest.window_start_ms, manifest.window_end_ms) != (
+                header.camera_id, header.height, header.window_start_ms, header.window_end_ms):
+            return "manifest does not describe this header", manifest
+        tree = frames_tree(header.camera_id, manifest.frames)
+        root = tree.root if tree else b"\x00" * 32
+        if root != header.frames_root or len(manifest.frames) != header.frame_count:
+            return "frames root or count differs from the manifest", manifest
+        await asyncio.to_thread(node.store.put, raw)  # manifests stay in every node's store
+        listed = {f.seq: f for f in manifest.frames}
+        for f in manifest.frames:
+            if not await self._hold(header.camera_id, info.ip, f):
+                return f"frame {f.seq} cannot be verified by this node", manifest
+        for sub_cam, sub_frames in manifest.substitutions:
+            sub_info = node.registry.get(sub_cam)
+            if sub_info is None or sub_info.group != info.group:
+                return "substitution from a camera outside the group", manifest
+            for f in sub_frames:
+                if not await self._hold(sub_cam, sub_info.ip, f):
+                    return f"substituted frame {f.seq} cannot be verified", manifest
+        for held in node.state.frames_in(header.camera_id, header.window_start_ms, header.window_end_ms):
+            if held.ref.seq not in listed:
+                return f"manifest omits frame {held.ref.seq} held by this node", manifest
+        return None, manifest
+
+    async def _hold(self, cam: bytes, ip: str, ref: FrameRef) -> bool:
+        """True when this node holds the frame with the manifest's digest, fetching the signed
+        packet from a peer when it lacks it (a late repair, re-verified as usual)."""
+        node = self.node
+        held = node.state.frame(cam, ref.seq)
+        if held is not None:
+            return held.ref.sha256 == ref.sha256 and held.ref.timestamp_ms == ref.timestamp_ms
+        for peer in node.config.peers:
+            try:
+                r = await node.http.get(f"{peer.rstrip('/')}/peer/v1/frames/0x{cam.hex()}/{ref.seq}")
+            except httpx.HTTPError:
+                continue
+            if r.status_code != 200:
+                continue
+            if await node.accept_packet(r.content, source=f"repair:{peer}", expect_camera=cam) == "accepted":
+                node.state.record_repair(cam, ip, ref.seq, peer, None)
+                held = node.state.frame(cam, ref.seq)
+                return held is not None and held.ref.sha256 == ref.sha256
+        return False
+
+    async def fetch_block(self, cid: str) -> bytes | None:
+        """A manifest (or any stored block) from our store, else from a peer's, digest-checked."""
+        node = self.node
+        try:
+            return await asyncio.to_thread(node.store.get, cid)
+        except StoreError:
+            pass
+        from ..core.cid import digest_from_cid
+        import hashlib
+
+        for peer in node.config.peers:
+            try:
+                r = await node.http.get(f"{peer.rstrip('/')}/peer/v1/blocks/{cid}")
+            except httpx.HTTPError:
+                continue
+            if r.status_code == 200 and hashlib.sha256(r.content).digest() == digest_from_cid(cid):
+                return r.content
+        return None
+
+
+def _fps(codec: dict | None) -> float:
+    try:
+        num, den = str((codec or {}).get("fps", "25/1")).split("/")
+        return max(float(num) / float(den), 1.0)
+    except (ValueError, ZeroDivisionError):
+        return 25.0
+
+
+def summary(node: "Node") -> dict[str, Any]:
+    return {"waiting": {("0x" + c.hex()): n for c, n in node.producer.waiting.items()}}

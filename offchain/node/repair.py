@@ -1,0 +1,186 @@
+"""Peer repair (I6) and repair feedback (I8), as seed 001 (4) and (6) describe.
+
+1. A node that declares frames missing puts an alarm in its pool and sends it to its neighbours.
+2. A neighbour that holds some of the frames sends them straight to the requester, as the
+   original signed packets. A neighbour that holds the same alarm (it lost them too) does not
+   forward. Any other neighbour forwards the alarm to its own neighbours, once per alarm id
+   (de-duplication) and only while hops remain.
+3. The requester re-verifies every reply under the camera's device key, exactly as if the
+   camera had sent it. A reply that fails, or contradicts a frame already held, is rejected and
+   the peer is reported; identical replies from further peers count as confirmations.
+4. When every frame of the alarm is held, the alarm is cleared and the neighbours are told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ..core import packet as pk
+from ..core.gaps import Hole
+from ..store.base import StoreError
+from .state import Alarm
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+
+class Repairer:
+    def __init__(self, node: "Node"):
+        self.node = node
+        self.seen_alarms: dict[str, float] = {}
+
+    # ------------------------------------------------------------- requester side
+    async def raise_missing(self, cam: bytes, ip: str, seq_from: int, seq_to: int, hole: Hole, key_lost: bool) -> None:
+        node = self.node
+        alarm_id = f"{node.name}:missing:{cam.hex()[:16]}:{seq_from}-{seq_to}"
+        ts_from = hole.before[1] if hole.before else None
+        ts_to = hole.after[1] if hole.after else None
+        alarm = Alarm(alarm_id, cam, ip, "missing", seq_from, seq_to, ts_from, ts_to, key_lost, time.time(), None, None,
+                      f"{seq_to - seq_from + 1} frame(s) missing" + (", keyframe lost" if key_lost else ""))
+        if not node.state.raise_alarm(alarm):
+            return
+        node.state.bump(ip, "alarms_raised")
+        self.seen_alarms[alarm_id] = time.time()
+        log.info("frames missing", extra={"node": node.name, "camera": ip, "seqs": f"{seq_from}-{seq_to}", "keyframe_lost": key_lost})
+        message = {"alarmId": alarm_id, "origin": node.config.api_url, "originName": node.name, "camera": ip,
+                   "cameraId": "0x" + cam.hex(), "seqs": list(range(seq_from, seq_to + 1)), "hops": node.config.hop_limit}
+        await self._broadcast("/peer/v1/alarm", message, exclude=set())
+
+    async def on_repair(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Replies from peers: re-verify each packet under the camera's key before keeping it."""
+        node = self.node
+        peer = str(msg.get("from", "?"))
+        alarm = node.state.alarm(str(msg.get("alarmId", "")))
+        expect = alarm.camera_id if alarm else None
+        accepted = rejected = confirmed = 0
+        for encoded in msg.get("packets", []):
+            try:
+                raw = base64.b64decode(encoded, validate=True)
+            except (ValueError, TypeError):
+                rejected += 1
+                node.state.report_peer(peer, expect, None, "undecodable repair payload")
+                continue
+            outcome = await node.accept_packet(raw, source=f"repair:{peer}", expect_camera=expect)
+            if outcome == "accepted":
+                accepted += 1
+                p = pk.decode_packet(raw)
+                node.state.record_repair(p.camera_id, p.camera_ip, p.seq, peer, alarm.id if alarm else None)
+            elif outcome == "duplicate":
+                confirmed += 1
+                p = pk.decode_packet(raw)
+                node.state.confirm_repair(p.camera_id, p.seq)
+            else:
+                rejected += 1
+                node.state.report_peer(peer, expect, None, f"repair reply rejected ({outcome})")
+                node.state.bump(alarm.camera_ip if alarm else "*", "peer_reports")
+        if accepted:
+            await self.clear_satisfied_alarms()
+        return {"accepted": accepted, "confirmed": confirmed, "rejected": rejected}
+
+    async def clear_satisfied_alarms(self, resolution: str = "repaired") -> None:
+        node = self.node
+        for alarm in node.state.alarms(open_only=True, kind="missing"):
+            if all(node.state.frame(alarm.camera_id, s) for s in range(alarm.seq_from, alarm.seq_to + 1)):
+                await self.clear(alarm, resolution)
+
+    async def clear(self, alarm: Alarm, resolution: str) -> None:
+        node = self.node
+        if not node.state.clear_alarm(alarm.id, resolution):
+            return
+        node.state.bump(alarm.camera_ip or "*", "alarms_cleared")
+        log.info("alarm cleared", extra={"node": node.name, "alarm": alarm.id, "resolution": resolution})
+        seqs = list(range(alarm.seq_from, alarm.seq_to + 1))
+        await self._broadcast("/peer/v1/alarm/clear", {"alarmId": alarm.id, "camera": alarm.camera_ip, "seqs": seqs,
+                                                        "resolution": resolution, "from": node.name}, exclude=set())
+        await self.feedback({"type": "repair", "node": node.name, "camera": alarm.camera_ip, "seqFrom": alarm.seq_from,
+                             "seqTo": alarm.seq_to, "resolution": resolution, "keyframeLost": alarm.keyframe_lost})
+
+    async def feedback(self, event: dict[str, Any]) -> None:
+        """I8: repair outcomes go to the camera's owner and third parties: they can read them from
+        GET /api/v1/repairs and /api/v1/alarms, and configured webhooks receive each one."""
+        for url in self.node.config.feedback_webhooks:
+            try:
+                await self.node.http.post(url, json=event)
+            except httpx.HTTPError as exc:
+                log.warning("feedback webhook failed", extra={"url": url, "error": str(exc)})
+
+    # --------------------------------------------------------------- peer side
+    async def on_alarm(self, msg: dict[str, Any], sender: str) -> dict[str, Any]:
+        node = self.node
+        alarm_id = str(msg["alarmId"])
+        if alarm_id in self.seen_alarms:
+            return {"status": "duplicate"}
+        self.seen_alarms[alarm_id] = time.time()
+        cam = bytes.fromhex(str(msg["cameraId"])[2:])
+        seqs = [int(s) for s in msg["seqs"]][:10_000]
+        held = [node.state.frame(cam, s) for s in seqs]
+        have = [(s, f) for s, f in zip(seqs, held) if f is not None]
+        lacking = [s for s, f in zip(seqs, held) if f is None]
+        if have:
+            asyncio.create_task(self._reply(msg, cam, have))
+        same_alarm = bool(lacking) and any(
+            a.seq_from <= s <= a.seq_to for a in node.state.alarms(open_only=True, camera=cam, kind="missing") for s in lacking
+        )
+        forwarded = False
+        hops = int(msg.get("hops", 0))
+        if lacking and not same_alarm and hops > 0:
+            forward = dict(msg, seqs=lacking, hops=hops - 1)
+            asyncio.create_task(self._broadcast("/peer/v1/alarm", forward, exclude={msg.get("origin"), sender}))
+            forwarded = True
+        node.state.bump(str(msg.get("camera", "*")), "alarms_answered" if have else "alarms_heard")
+        return {"status": "ok", "have": len(have), "sameAlarm": same_alarm, "forwarded": forwarded}
+
+    async def on_alarm_clear(self, msg: dict[str, Any]) -> dict[str, Any]:
+        self.seen_alarms.setdefault(str(msg.get("alarmId")), time.time())
+        self.node.state.bump(str(msg.get("camera", "*")), "neighbour_alarms_cleared")
+        return {"status": "ok"}
+
+    async def _reply(self, msg: dict[str, Any], cam: bytes, have: list) -> None:
+        node = self.node
+        packets = []
+        for seq, frame in have:
+            try:
+                payload = await asyncio.to_thread(node.store.get, _cid(frame.ref.sha256))
+            except StoreError:
+                continue
+            packets.append(base64.b64encode(self.packet_bytes(msg["camera"], frame, payload)).decode())
+        if not packets:
+            return
+        try:
+            await node.http.post(str(msg["origin"]).rstrip("/") + "/peer/v1/repair",
+                                 json={"alarmId": msg["alarmId"], "from": node.name, "packets": packets})
+            node.state.bump(str(msg["camera"]), "frames_served")
+        except httpx.HTTPError as exc:
+            log.warning("repair reply failed", extra={"node": node.name, "to": msg["origin"], "error": str(exc)})
+
+    @staticmethod
+    def packet_bytes(camera_ip: str, frame, payload: bytes) -> bytes:
+        r = frame.ref
+        return pk.assemble_packet(camera_ip, r.seq, r.timestamp_ms, r.keyframe, payload, r.sha256, frame.signature, r.dts_ms)
+
+    async def _broadcast(self, path: str, message: dict[str, Any], exclude: set) -> None:
+        node = self.node
+        targets = [p for p in node.config.peers if p not in exclude and p != node.config.api_url]
+
+        async def send(peer: str) -> None:
+            try:
+                await node.http.post(peer.rstrip("/") + path, json=message, headers={"X-FrameLedger-Node": node.config.api_url})
+            except httpx.HTTPError as exc:
+                # A dead peer is expected: the others still hear the alarm.
+                log.info("peer unreachable", extra={"node": node.name, "peer": peer, "error": type(exc).__name__})
+
+        await asyncio.gather(*(send(p) for p in targets))
+
+
+def _cid(digest: bytes) -> str:
+    from ..core.cid import cid_from_digest
+
+    return cid_from_digest(digest)

@@ -1,0 +1,297 @@
+"""A node's durable state in SQLite: the frame pool, the alarm pool, repairs, peer reports,
+counters and chain bookkeeping.
+
+A frame is *accepted* when its row is committed; its bytes are put in the content store before
+the row is written, so every row has its bytes. WAL mode with synchronous=NORMAL keeps every
+committed row across a killed process (the case the node must survive); only an OS crash can
+lose the last transactions. Frames stay in the table after anchoring (`anchored = 1`): they leave
+the *pool* (what blocks are still to be built from) but not the record, so the node can still
+serve them to peers and to evidence extraction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..core.block import FrameRef
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS frames (
+    camera_id BLOB NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL, sha256 BLOB NOT NULL,
+    keyframe INTEGER NOT NULL, size INTEGER NOT NULL, dts INTEGER, signature BLOB NOT NULL,
+    source TEXT NOT NULL, received_at REAL NOT NULL, anchored INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (camera_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS frames_by_time ON frames (camera_id, ts);
+CREATE TABLE IF NOT EXISTS cameras (
+    camera_id BLOB PRIMARY KEY, ip TEXT NOT NULL, codec TEXT, last_seq INTEGER, first_seq INTEGER
+);
+CREATE TABLE IF NOT EXISTS alarms (
+    id TEXT PRIMARY KEY, camera_id BLOB, camera_ip TEXT, kind TEXT NOT NULL,
+    seq_from INTEGER, seq_to INTEGER, ts_from INTEGER, ts_to INTEGER, keyframe_lost INTEGER DEFAULT 0,
+    raised_at REAL NOT NULL, cleared_at REAL, resolution TEXT, detail TEXT
+);
+CREATE INDEX IF NOT EXISTS open_alarms ON alarms (cleared_at, camera_id);
+CREATE TABLE IF NOT EXISTS repairs (
+    id INTEGER PRIMARY KEY, camera_id BLOB NOT NULL, camera_ip TEXT, seq INTEGER NOT NULL, peer TEXT NOT NULL,
+    alarm_id TEXT, at REAL NOT NULL, confirmations INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS peer_reports (
+    id INTEGER PRIMARY KEY, peer TEXT NOT NULL, camera_id BLOB, seq INTEGER, reason TEXT NOT NULL, at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    camera TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (camera, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+    block_hash BLOB PRIMARY KEY, camera_id BLOB NOT NULL, height INTEGER NOT NULL,
+    window_start INTEGER NOT NULL, window_end INTEGER NOT NULL, role TEXT NOT NULL, at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class StoredFrame:
+    ref: FrameRef
+    signature: bytes
+    source: str
+    anchored: bool
+
+
+@dataclass(frozen=True)
+class Alarm:
+    id: str
+    camera_id: bytes | None
+    camera_ip: str | None
+    kind: str
+    seq_from: int | None
+    seq_to: int | None
+    ts_from: int | None
+    ts_to: int | None
+    keyframe_lost: bool
+    raised_at: float
+    cleared_at: float | None
+    resolution: str | None
+    detail: str | None
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "camera": self.camera_ip,
+            "cameraId": "0x" + self.camera_id.hex() if self.camera_id else None,
+            "kind": self.kind,
+            "seqFrom": self.seq_from,
+            "seqTo": self.seq_to,
+            "tsFrom": self.ts_from,
+            "tsTo": self.ts_to,
+            "keyframeLost": self.keyframe_lost,
+            "raisedAt": self.raised_at,
+            "clearedAt": self.cleared_at,
+            "resolution": self.resolution,
+            "detail": self.detail,
+        }
+
+
+class NodeState:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # frames ---------------------------------------------------------------------------------
+    def add_frame(self, camera: bytes, ref: FrameRef, signature: bytes, source: str) -> bool:
+        """Insert one accepted frame; False if (camera, seq) is already held."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?,?,?,?,?,?,0)",
+            (camera, ref.seq, ref.timestamp_ms, ref.sha256, int(ref.keyframe), ref.size, ref.dts_ms, signature,
+             source, time.time()),
+        )
+        return cur.rowcount == 1
+
+    def frame(self, camera: bytes, seq: int) -> StoredFrame | None:
+        row = self.db.execute(
+            "SELECT seq, ts, sha256, keyframe, size, dts, signature, source, anchored FROM frames WHERE camera_id=? AND seq=?",
+            (camera, seq),
+        ).fetchone()
+        return _stored(row) if row else None
+
+    def frames_in(self, camera: bytes, from_ms: int, to_ms: int) -> list[StoredFrame]:
+        rows = self.db.execute(
+            "SELECT seq, ts, sha256, keyframe, size, dts, signature, source, anchored FROM frames "
+            "WHERE camera_id=? AND ts>=? AND ts<? ORDER BY ts, seq",
+            (camera, from_ms, to_ms),
+        ).fetchall()
+        return [_stored(r) for r in rows]
+
+    def seqs_after(self, camera: bytes, seq: int) -> list[tuple[int, int, bool]]:
+        """(seq, ts, keyframe) of frames above `seq`, ascending: the gap scan's input."""
+        return [(s, t, bool(k)) for s, t, k in self.db.execute(
+            "SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND seq>? ORDER BY seq", (camera, seq))]
+
+    def neighbours(self, camera: bytes, seq: int) -> tuple[tuple[int, int, bool] | None, tuple[int, int, bool] | None]:
+        before = self.db.execute(
+            "SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND seq<? ORDER BY seq DESC LIMIT 1", (camera, seq)).fetchone()
+        after = self.db.execute(
+            "SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND seq>? ORDER BY seq LIMIT 1", (camera, seq)).fetchone()
+        return (tuple(before) if before else None, tuple(after) if after else None)  # type: ignore[return-value]
+
+    def mark_anchored(self, camera: bytes, from_ms: int, to_ms: int) -> int:
+        return self.db.execute("UPDATE frames SET anchored=1 WHERE camera_id=? AND ts>=? AND ts<? AND anchored=0",
+                               (camera, from_ms, to_ms)).rowcount
+
+    def pool_cameras(self) -> list[bytes]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT camera_id FROM frames WHERE anchored=0")]
+
+    def pool_span(self, camera: bytes) -> tuple[int, int] | None:
+        row = self.db.execute("SELECT MIN(ts), MAX(ts) FROM frames WHERE camera_id=? AND anchored=0", (camera,)).fetchone()
+        return None if row[0] is None else (row[0], row[1])
+
+    def last_frame(self, camera: bytes) -> tuple[int, int, float] | None:
+        row = self.db.execute(
+            "SELECT seq, ts, received_at FROM frames WHERE camera_id=? ORDER BY ts DESC LIMIT 1", (camera,)).fetchone()
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    def max_received_at(self, camera: bytes) -> float | None:
+        return self.db.execute("SELECT MAX(received_at) FROM frames WHERE camera_id=?", (camera,)).fetchone()[0]
+
+    # cameras --------------------------------------------------------------------------------
+    def note_camera(self, camera: bytes, ip: str, codec: str | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO cameras (camera_id, ip, codec) VALUES (?,?,?) ON CONFLICT(camera_id) DO UPDATE SET "
+            "codec=COALESCE(excluded.codec, cameras.codec)", (camera, ip, codec))
+
+    def note_first_seq(self, camera: bytes, seq: int) -> None:
+        self.db.execute("UPDATE cameras SET first_seq = MIN(COALESCE(first_seq, ?), ?) WHERE camera_id=?", (seq, seq, camera))
+
+    def note_last_seq(self, camera: bytes, seq: int) -> None:
+        self.db.execute("UPDATE cameras SET last_seq=? WHERE camera_id=?", (seq, camera))
+
+    def camera_row(self, camera: bytes) -> tuple[str, str | None, int | None, int | None] | None:
+        row = self.db.execute("SELECT ip, codec, last_seq, first_seq FROM cameras WHERE camera_id=?", (camera,)).fetchone()
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    def cameras(self) -> list[tuple[bytes, str]]:
+        return [(r[0], r[1]) for r in self.db.execute("SELECT camera_id, ip FROM cameras")]
+
+    # alarms ---------------------------------------------------------------------------------
+    def raise_alarm(self, alarm: Alarm) -> bool:
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO alarms VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (alarm.id, alarm.camera_id, alarm.camera_ip, alarm.kind, alarm.seq_from, alarm.seq_to, alarm.ts_from,
+             alarm.ts_to, int(alarm.keyframe_lost), alarm.raised_at, alarm.cleared_at, alarm.resolution, alarm.detail),
+        )
+        return cur.rowcount == 1
+
+    def clear_alarm(self, alarm_id: str, resolution: str) -> bool:
+        return self.db.execute("UPDATE alarms SET cleared_at=?, resolution=? WHERE id=? AND cleared_at IS NULL",
+                               (time.time(), resolution, alarm_id)).rowcount == 1
+
+    def alarms(self, open_only: bool = False, camera: bytes | None = None, kind: str | None = None) -> list[Alarm]:
+        q, args = "SELECT * FROM alarms WHERE 1=1", []
+        if open_only:
+            q += " AND cleared_at IS NULL"
+        if camera is not None:
+            q += " AND camera_id=?"
+            args.append(camera)
+        if kind is not None:
+            q += " AND kind=?"
+            args.append(kind)
+        return [_alarm(r) for r in self.db.execute(q + " ORDER BY raised_at", args)]
+
+    def alarm(self, alarm_id: str) -> Alarm | None:
+        row = self.db.execute("SELECT * FROM alarms WHERE id=?", (alarm_id,)).fetchone()
+        return _alarm(row) if row else None
+
+    # repairs and reports --------------------------------------------------------------------
+    def record_repair(self, camera: bytes, ip: str, seq: int, peer: str, alarm_id: str | None) -> None:
+        self.db.execute("INSERT INTO repairs (camera_id, camera_ip, seq, peer, alarm_id, at) VALUES (?,?,?,?,?,?)",
+                        (camera, ip, seq, peer, alarm_id, time.time()))
+
+    def confirm_repair(self, camera: bytes, seq: int) -> None:
+        self.db.execute("UPDATE repairs SET confirmations = confirmations + 1 WHERE camera_id=? AND seq=?", (camera, seq))
+
+    def repairs(self, camera: bytes | None = None) -> list[dict]:
+        q, args = "SELECT camera_ip, seq, peer, alarm_id, at, confirmations FROM repairs", []
+        if camera is not None:
+            q += " WHERE camera_id=?"
+            args.append(camera)
+        return [{"camera": r[0], "seq": r[1], "peer": r[2], "alarmId": r[3], "at": r[4], "confirmations": r[5]}
+                for r in self.db.execute(q + " ORDER BY id", args)]
+
+    def report_peer(self, peer: str, camera: bytes | None, seq: int | None, reason: str) -> None:
+        self.db.execute("INSERT INTO peer_reports (peer, camera_id, seq, reason, at) VALUES (?,?,?,?,?)",
+                        (peer, camera, seq, reason, time.time()))
+
+    def peer_reports(self) -> list[dict]:
+        return [{"peer": r[0], "seq": r[1], "reason": r[2], "at": r[3]}
+                for r in self.db.execute("SELECT peer, seq, reason, at FROM peer_reports ORDER BY id")]
+
+    # counters -------------------------------------------------------------------------------
+    def bump(self, camera: str, name: str, by: int = 1) -> None:
+        self.db.execute("INSERT INTO counters VALUES (?,?,?) ON CONFLICT(camera, name) DO UPDATE SET value = value + ?",
+                        (camera, name, by, by))
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for camera, name, value in self.db.execute("SELECT camera, name, value FROM counters"):
+            out.setdefault(camera, {})[name] = value
+        return out
+
+    # blocks and chain bookkeeping -----------------------------------------------------------
+    def note_block(self, block_hash: bytes, camera: bytes, height: int, start: int, end: int, role: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO blocks VALUES (?,?,?,?,?,?,?)",
+                        (block_hash, camera, height, start, end, role, time.time()))
+
+    def block_role(self, block_hash: bytes) -> str | None:
+        row = self.db.execute("SELECT role FROM blocks WHERE block_hash=?", (block_hash,)).fetchone()
+        return row[0] if row else None
+
+    def block_for_window(self, camera: bytes, window_start: int) -> bytes | None:
+        row = self.db.execute("SELECT block_hash FROM blocks WHERE camera_id=? AND window_start=?", (camera, window_start)).fetchone()
+        return row[0] if row else None
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, value))
+
+    def transaction(self) -> "_Tx":
+        return _Tx(self.db)
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN")
+        return self
+
+    def __exit__(self, exc_type, *_):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _stored(row: Iterable) -> StoredFrame:
+    seq, ts, sha, key, size, dts, sig, source, anchored = row
+    return StoredFrame(FrameRef(ts, seq, bytes(sha), bool(key), size, dts), bytes(sig), source, bool(anchored))
+
+
+def _alarm(row: Iterable) -> Alarm:
+    r = list(row)
+    return Alarm(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]), r[9], r[10], r[11], r[12])
+
+
+def iter_chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
