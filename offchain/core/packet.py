@@ -40,6 +40,10 @@ class PacketError(ValueError):
 
     alarm = "integrity"
 
+    def __init__(self, message: str, camera_ip: str | None = None):
+        super().__init__(message)
+        self.camera_ip = camera_ip  # known when the header parsed, so alarms can name the camera
+
 
 class MalformedPacket(PacketError):
     """Truncated, wrong magic, impossible lengths: cannot even be parsed."""
@@ -134,9 +138,9 @@ def decode_packet(raw: bytes) -> FramePacket:
     payload = raw[head_end:]
     packet = FramePacket(camera_ip, seq, ts, bool(flags & FLAG_KEYFRAME), digest, sig, payload, length, dts_ms)
     if len(payload) != length:
-        raise LengthMismatch(f"{camera_ip} seq {seq}: declared {length} bytes, received {len(payload)}")
+        raise LengthMismatch(f"{camera_ip} seq {seq}: declared {length} bytes, received {len(payload)}", camera_ip)
     if hashlib.sha256(payload).digest() != digest:
-        raise DigestMismatch(f"{camera_ip} seq {seq}: payload does not match its SHA-256")
+        raise DigestMismatch(f"{camera_ip} seq {seq}: payload does not match its SHA-256", camera_ip)
     return packet
 
 
@@ -144,7 +148,7 @@ def verify_signature(packet: FramePacket, device_public_key: bytes) -> None:
     try:
         Ed25519PublicKey.from_public_bytes(device_public_key).verify(packet.signature, packet.signing_message())
     except (InvalidSignature, ValueError) as exc:
-        raise BadSignature(f"{packet.camera_ip} seq {packet.seq}: device signature does not verify") from exc
+        raise BadSignature(f"{packet.camera_ip} seq {packet.seq}: device signature does not verify", packet.camera_ip) from exc
 
 
 def assemble_packet(

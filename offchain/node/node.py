@@ -150,7 +150,9 @@ class Node:
         try:
             packet = pk.decode_packet(raw)
         except pk.PacketError as exc:
-            self._alarm_rejected(None, "integrity", str(exc), source)
+            # Only a whitelisted camera's name goes into the pool; anything else stays anonymous.
+            ip = exc.camera_ip if exc.camera_ip and self.registry.active_key(exc.camera_ip) else None
+            self._alarm_rejected(ip, "integrity", str(exc), source)
             return "integrity"
         ip = packet.camera_ip
         if expect_camera is not None and packet.camera_id != expect_camera:
