@@ -23,7 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..camera.agent import CameraAgent
-from ..camera.samples import sample_path
+from ..camera.samples import sample_path, synthetic_clip
 from ..camera.sources import FileSource
 from ..core.block import camera_id
 from .cluster import Cluster
@@ -59,7 +59,7 @@ class Scenario:
                 CameraPlan("10.0.1.12", "bikes", 1, b"bank", f"*:cut={a}-{b}"),
                 CameraPlan("10.0.2.21", "bikes", 2, b"customer", "node-customer:corrupt=0.03"),
                 CameraPlan("10.0.2.22", "vtest", 2, b"customer"),
-                CameraPlan("10.0.9.99", "bikes", None, b"intruder"),
+                CameraPlan("10.0.9.99", "synthetic", None, b"intruder"),
             )
 
     def settings(self) -> dict[str, Any]:
@@ -107,7 +107,7 @@ class ScenarioRun:
         async def run_all() -> None:
             agents = {}
             for cam in self.s.cameras:
-                source = FileSource(sample_path(cam.sample), start_ms=self.t0, loop=True)
+                source = FileSource(self.clip(cam.sample), start_ms=self.t0, loop=True)
                 agents[cam.ip] = CameraAgent(cam.ip, self.keys[cam.ip], source, nodes, speed=self.s.speed,
                                              faults=cam.faults or None, seed=self.s.seed,
                                              max_duration_ms=self.s.seconds * 1000)
@@ -119,6 +119,14 @@ class ScenarioRun:
         asyncio.run(run_all())
         self.out(f"cameras    : {len(self.s.cameras)} streams x {self.s.seconds}s of capture at {self.s.speed}x, "
                  f"sent in {time.monotonic() - started:.1f}s")
+
+    def clip(self, sample: str) -> Path:
+        """A real sample clip, or (for the intruder) a generated one, so that none of its bytes
+        coincide with a whitelisted camera's frames in the content-addressed stores."""
+        if sample == "synthetic":
+            path = self.s.work_dir / "intruder.mp4"
+            return path if path.exists() else synthetic_clip(path, seconds=4, fps=10, width=320, height=240, gop=20)
+        return sample_path(sample)
 
     def expected_windows(self) -> int:
         return -(-self.s.seconds * 1000 // self.s.window_ms)

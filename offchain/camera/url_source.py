@@ -1,0 +1,171 @@
+"""Encoded frames from a URL: a real IP camera (rtsp://) or a recording served over HTTP(S).
+
+Same interface as `FileSource` (``codec``, ``frames()``, iteration, ``start_ms``, ``loop``):
+the packets are demuxed with PyAV (``av.open(url)``), never decoded, so the bytes are the
+camera's own.
+
+Capture timestamps are ``start_ms + pts``. A live stream's pts do not start at zero (RTSP
+derives them from RTP clocks), so for live schemes (rtsp, rtsps, rtmp, udp, rtp, srt) the
+stream is *rebased*: the first packet's decode time becomes 0. For http(s) recordings the pts
+are kept as they are, exactly like `FileSource` on the same file. ``rebase`` overrides this.
+
+When a live stream ends or breaks, iteration ends (``loop=True`` re-opens the URL and continues
+the timeline and the sequence numbers, which for a live camera means "reconnect").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from fractions import Fraction
+from typing import Any
+from urllib.parse import urlsplit
+
+import av
+
+from .sources import (
+    CodecConfig,
+    EncodedFrame,
+    SourceError,
+    _codec_config,
+    _default_duration_ticks,
+    _presentation_order,
+    _ticks_to_ms,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LIVE_SCHEMES", "URL_SCHEMES", "UrlSource", "is_url"]
+
+URL_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "udp", "rtp", "srt")
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "udp", "rtp", "srt")
+
+
+def is_url(text: str) -> bool:
+    return urlsplit(str(text)).scheme.lower() in URL_SCHEMES
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+class UrlSource:
+    """Streams a camera or a served recording as `EncodedFrame`s, like `FileSource`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        start_ms: int = 0,
+        loop: bool = False,
+        rebase: bool | None = None,
+        options: dict[str, str] | None = None,
+        timeout: float | tuple[float, float] | None = 10.0,
+        stream_index: int | None = None,
+    ) -> None:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in URL_SCHEMES:
+            raise SourceError(f"unsupported URL scheme {scheme!r} (known: {', '.join(URL_SCHEMES)})")
+        self.url = url
+        self.start_ms = int(start_ms)
+        self.loop = loop
+        self.rebase = scheme in LIVE_SCHEMES if rebase is None else rebase
+        opts = dict(options or {})
+        if scheme in ("rtsp", "rtsps"):
+            # Interleaved TCP: no UDP ports to open, no reordering, survives NAT.
+            opts.setdefault("rtsp_transport", "tcp")
+        self.options = opts
+        self.timeout = timeout
+        self._stream_index = stream_index
+        self._codec: CodecConfig | None = None
+        # A container opened to read the codec is kept for the first iteration, so a live
+        # camera is not asked for two sessions.
+        self._opened: tuple[Any, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"UrlSource({_redact(self.url)!r}, start_ms={self.start_ms}, loop={self.loop})"
+
+    def _open(self) -> tuple[Any, Any]:
+        try:
+            container = av.open(self.url, options=self.options, timeout=self.timeout)
+        except (av.FFmpegError, OSError) as exc:
+            raise SourceError(f"cannot open {_redact(self.url)}: {exc}") from exc
+        videos = container.streams.video
+        stream = None
+        if self._stream_index is None:
+            stream = videos[0] if videos else None
+        else:
+            stream = next((s for s in videos if s.index == self._stream_index), None)
+        if stream is None:
+            container.close()
+            raise SourceError(f"{_redact(self.url)} has no video stream"
+                              + (f" #{self._stream_index}" if self._stream_index is not None else ""))
+        return container, stream
+
+    @property
+    def codec(self) -> CodecConfig:
+        if self._codec is None:
+            if self._opened is None:
+                self._opened = self._open()
+            self._codec = _codec_config(self._opened[1])
+        return self._codec
+
+    def close(self) -> None:
+        if self._opened is not None:
+            self._opened[0].close()
+            self._opened = None
+
+    def __iter__(self) -> Iterator[EncodedFrame]:
+        return self.frames()
+
+    def frames(self) -> Iterator[EncodedFrame]:
+        seq = 0
+        offset_ticks = 0
+        while True:
+            if self._opened is not None:
+                container, stream = self._opened
+                self._opened = None
+            else:
+                container, stream = self._open()
+            if self._codec is None:
+                self._codec = _codec_config(stream)
+            first_ticks = end_ticks = None
+            try:
+                time_base = Fraction(stream.time_base)
+                default_duration = _default_duration_ticks(stream, time_base)
+                reorders = bool(stream.codec_context.reorder_depth)
+                base: int | None = None if self.rebase else 0
+                try:
+                    for pts, dts, duration, keyframe, data in _presentation_order(container, stream,
+                                                                                   default_duration):
+                        if base is None:
+                            # Presentation order starts at the smallest pts, which is >= the
+                            # first decode time: no timestamp ever falls before start_ms.
+                            base = min(dts, pts)
+                        if first_ticks is None:
+                            first_ticks = pts
+                        if end_ticks is None or pts + duration > end_ticks:
+                            end_ticks = pts + duration
+                        yield EncodedFrame(
+                            seq=seq,
+                            timestamp_ms=self.start_ms + _ticks_to_ms(pts - base + offset_ticks, time_base),
+                            keyframe=keyframe,
+                            data=data,
+                            duration_ms=_ticks_to_ms(duration, time_base),
+                            dts_ms=(self.start_ms + _ticks_to_ms(dts - base + offset_ticks, time_base)
+                                    if reorders or dts != pts else None),
+                        )
+                        seq += 1
+                except av.FFmpegError as exc:
+                    if not self.loop:
+                        raise SourceError(f"{_redact(self.url)}: stream failed: {exc}") from exc
+                    log.warning("url source broke; re-opening", extra={"url": _redact(self.url), "error": str(exc)})
+            finally:
+                container.close()
+            if not self.loop or first_ticks is None or end_ticks is None:
+                return
+            offset_ticks += end_ticks - first_ticks

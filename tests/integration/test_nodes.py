@@ -1,0 +1,167 @@
+"""Three real node processes over HTTP on loopback, a real Anvil, real clips, injected faults.
+
+The scenario (offchain/node/scenario.py) is the demo's, shortened: 20 s windows, 40 s of capture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from offchain.camera.agent import CameraAgent
+from offchain.camera.samples import sample_path
+from offchain.camera.sources import FileSource
+from offchain.core.block import FRAME_LEAF_ENCODING, Manifest, camera_id
+from offchain.core.cid import cid_from_digest
+from offchain.core.merkle import StandardMerkleTree
+from offchain.node.cluster import Cluster
+from offchain.node.scenario import Scenario, ScenarioRun
+from offchain.store.local import LocalStore
+
+WINDOW = 20_000
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    scenario = Scenario(tmp_path_factory.mktemp("scenario"), window_ms=WINDOW, seconds=40, speed=10.0,
+                        cut_ms=(8_000, 11_000), node_settings={"repair_deadline_ms": 5000, "store_fsync": "none"})
+    r = ScenarioRun(scenario, out=lambda *_: None)
+    try:
+        r.setup()
+        r.stream()
+        r.blocks = r.wait_final(timeout=120)
+        r.frames = {
+            n.name: {cam.ip: r.cluster.api(n, f"/api/v1/frames/{cam.ip}") for cam in scenario.cameras}
+            for n in r.cluster.nodes
+        }
+        r.alarms = {n.name: r.cluster.api(n, "/api/v1/alarms") for n in r.cluster.nodes}
+        r.status = r.node_status()
+        yield r
+    finally:
+        r.cluster.stop()
+
+
+def whitelisted(run):
+    return [c for c in run.s.cameras if c.owner_account is not None]
+
+
+def test_every_window_anchored_final_and_risk_free(run):
+    for cam in whitelisted(run):
+        recs = run.blocks[cam.ip]
+        assert len(recs) == 2, cam.ip
+        assert all(r.finalized and r.attestations >= 2 for r in recs), cam.ip
+        assert [r.header.height for r in recs] == [1, 2]
+
+
+def test_every_node_holds_every_frame_any_node_received_intact(run):
+    for cam in whitelisted(run):
+        union = set()
+        for node in run.frames:
+            union |= {(f["seq"], f["sha256"]) for f in run.frames[node][cam.ip]}
+        for node in run.frames:
+            held = {(f["seq"], f["sha256"]) for f in run.frames[node][cam.ip]}
+            assert held == union, f"{node} lacks {sorted(union - held)[:5]} of {cam.ip}"
+    # the faults really happened and were repaired
+    assert run.status["node-bank"]["counters"]["10.0.1.11"]["repaired"] > 0
+    assert run.status["node-customer"]["counters"]["10.0.2.21"]["rejected_integrity"] > 0
+    assert run.status["node-customer"]["counters"]["10.0.2.21"]["repaired"] > 0
+
+
+def test_each_anchored_root_equals_each_nodes_own(run):
+    for cam in whitelisted(run):
+        cid = camera_id(cam.ip)
+        for rec in run.blocks[cam.ip]:
+            h = rec.header
+            for node, frames in run.frames.items():
+                mine = [(cid, f["seq"], f["timestampMs"], bytes.fromhex(f["sha256"])) for f in frames[cam.ip]
+                        if h.window_start_ms <= f["timestampMs"] < h.window_end_ms]
+                assert len(mine) == h.frame_count, (node, cam.ip, h.height)
+                assert StandardMerkleTree.of(mine, list(FRAME_LEAF_ENCODING)).root == h.frames_root, (node, cam.ip)
+
+
+def test_unknown_camera_left_nothing_behind(run):
+    intruder = next(c for c in run.s.cameras if c.owner_account is None)
+    # its frames as the camera sent them: none may be in any node's table or store
+    digests = [f.sha256 for f in FileSource(run.clip(intruder.sample), start_ms=run.t0)]
+    assert len(digests) == 40
+    for node in run.cluster.nodes:
+        assert run.frames[node.name][intruder.ip] == []
+        store = LocalStore(node.config.data_dir / "store")
+        assert not any(store.has(cid_from_digest(bytes.fromhex(d))) for d in digests)
+        security = [a for a in run.alarms[node.name] if a["kind"] == "security"]
+        assert security and all(a["camera"] is None or a["camera"] == intruder.ip for a in security)
+
+
+def test_cut_span_declared_and_substituted_in_manifest(run):
+    cut_cam, sibling = "10.0.1.12", "10.0.1.11"
+    store = LocalStore(run.cluster.nodes[0].config.data_dir / "store")
+    first = run.blocks[cut_cam][0].header
+    manifest = Manifest.from_bytes(store.get(cid_from_digest(first.manifest_digest)))
+    gaps = [g for g in manifest.gaps if g.substitute_camera is not None]
+    assert len(gaps) == 1
+    gap = gaps[0]
+    assert gap.substitute_camera == camera_id(sibling)
+    a, b = run.s.cut_ms
+    assert run.t0 + a - 100 <= gap.from_ms and gap.to_ms <= run.t0 + b + 100
+    (sub_cam, sub_frames), = manifest.substitutions
+    assert sub_cam == camera_id(sibling) and sub_frames
+    assert all(gap.from_ms <= f.timestamp_ms < gap.to_ms for f in sub_frames)
+    own = {f.seq for f in manifest.frames}
+    assert not own & set(range(gap.from_seq, gap.to_seq + 1))  # never passed off as the camera's own
+
+
+def test_alarm_centre_raised_and_cleared_risk_for_the_cut_camera(run):
+    events = [(ip, name) for ip, name, _ in run.risk_events()]
+    assert ("10.0.1.12", "RiskRaised") in events
+    assert events.index(("10.0.1.12", "RiskCleared")) > events.index(("10.0.1.12", "RiskRaised"))
+    assert not any(ip != "10.0.1.12" for ip, _ in events)
+
+
+def test_node_killed_mid_stream_resumes_without_losing_accepted_frames(tmp_path):
+    cluster = Cluster(tmp_path, settings={"window_ms": 10_000, "missing_wait_ms": 800, "repair_deadline_ms": 4000,
+                                          "idle_close_ms": 2000, "proposer_timeout_ms": 4000, "store_fsync": "file"})
+    ip = "10.0.5.1"
+    try:
+        cluster.start_chain()
+        key = cluster.register_camera(ip, 1, b"g")
+        cluster.seal_genesis()
+        cluster.configure_nodes()
+        cluster.start_nodes()
+        victim = cluster.node("node-customer")
+        now = int(time.time() * 1000)
+        t0 = now - now % 10_000 - 60_000
+        accepted_before: list = []
+
+        async def stream_and_kill():
+            agent = CameraAgent(ip, key, FileSource(sample_path("bikes"), start_ms=t0, loop=True),
+                                {n.name: n.ingest for n in cluster.nodes}, speed=5.0, max_duration_ms=30_000)
+            task = asyncio.create_task(agent.run())
+            await asyncio.sleep(2.0)
+            accepted_before.extend(await asyncio.to_thread(cluster.api, victim, f"/api/v1/frames/{ip}"))
+            await asyncio.to_thread(cluster.kill_node, victim, True)  # SIGKILL: no clean shutdown
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(cluster.start_node, victim)
+            await task
+
+        asyncio.run(stream_and_kill())
+        assert len(accepted_before) > 50
+        deadline = time.monotonic() + 90
+        ledger = cluster.ledger(0)
+        cid = camera_id(ip)
+        while time.monotonic() < deadline:
+            n = ledger.chain_length(cid)
+            if n >= 3 and all(ledger.block_at(cid, h).finalized for h in range(1, n + 1)):
+                break
+            time.sleep(0.5)
+        after = {(f["seq"], f["sha256"]) for f in cluster.api(victim, f"/api/v1/frames/{ip}")}
+        assert {(f["seq"], f["sha256"]) for f in accepted_before} <= after  # nothing accepted was lost
+        others = {(f["seq"], f["sha256"]) for f in cluster.api(cluster.node("node-bank"), f"/api/v1/frames/{ip}")}
+        assert after == others  # and the downtime was repaired from peers
+        assert len(after) == 750
+        store = LocalStore(victim.config.data_dir / "store")
+        assert all(store.has(cid_from_digest(bytes.fromhex(d))) for _, d in list(after)[:100])
+        assert ledger.chain_length(cid) == 3
+    finally:
+        cluster.stop()
