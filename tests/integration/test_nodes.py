@@ -165,3 +165,34 @@ def test_node_killed_mid_stream_resumes_without_losing_accepted_frames(tmp_path)
         assert ledger.chain_length(cid) == 3
     finally:
         cluster.stop()
+
+
+def test_repair_feedback_names_the_peers(run):
+    repairs = run.cluster.api(run.cluster.node("node-bank"), "/api/v1/repairs", camera="10.0.1.11")
+    assert repairs and {r["peer"] for r in repairs} <= {"node-authority", "node-customer"}
+    assert all(r["camera"] == "10.0.1.11" for r in repairs)
+    cleared = [a for a in run.alarms["node-bank"] if a["kind"] == "missing" and a["camera"] == "10.0.1.11"]
+    assert cleared and all(a["resolution"] == "repaired" for a in cleared)
+
+
+def test_lying_peer_is_rejected_and_reported(run):
+    import base64
+
+    import httpx
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from offchain.core import packet as pk
+
+    bank = run.cluster.node("node-bank")
+    held = run.frames["node-bank"]["10.0.1.11"][5]
+    forged_key = pk.encode_packet(Ed25519PrivateKey.generate(), "10.0.1.11", 10_000, held["timestampMs"], False, b"fake")
+    # validly signed by the camera, but contradicting a frame the node already holds
+    conflicting = pk.encode_packet(run.keys["10.0.1.11"], "10.0.1.11", held["seq"], held["timestampMs"], False, b"other")
+    body = {"alarmId": "none", "from": "mallory", "packets": [base64.b64encode(p).decode() for p in (forged_key, conflicting)]}
+    answer = httpx.post(bank.config.api_url + "/peer/v1/repair", json=body, timeout=10).json()
+    assert answer == {"accepted": 0, "confirmed": 0, "rejected": 2}
+    reports = run.cluster.api(bank, "/api/v1/peer-reports")
+    assert [r["peer"] for r in reports].count("mallory") == 2
+    still = run.cluster.api(bank, "/api/v1/frames/10.0.1.11")
+    assert {(f["seq"], f["sha256"]) for f in still} >= {(held["seq"], held["sha256"])}
+    assert all(f["seq"] != 10_000 for f in still)
