@@ -132,8 +132,9 @@ class ScenarioRun:
         return -(-self.s.seconds * 1000 // self.s.window_ms)
 
     def wait_final(self, timeout: float = 120.0) -> dict[str, list]:
-        """Until every whitelisted camera has all its windows anchored and final, and no risk is
-        active."""
+        """Until every whitelisted camera has all its windows anchored and final, every node has
+        attested (or disputed) each block, and no risk is active. Finality needs only the quorum;
+        waiting for every node's verdict means every node has checked, and so holds, each frame."""
         ledger = self.cluster.ledger(0)
         cams = [c for c in self.s.cameras if c.owner_account is not None]
         deadline = time.monotonic() + timeout
@@ -144,7 +145,9 @@ class ScenarioRun:
                 n = ledger.chain_length(cid)
                 recs = [ledger.block_at(cid, h) for h in range(1, n + 1)]
                 blocks[cam.ip] = recs
-                if n < self.expected_windows() or not all(r.finalized for r in recs) or ledger.risk(cid)["active"]:
+                everyone = all(r.attestations + r.disputes >= len(self.cluster.nodes) for r in recs)
+                if (n < self.expected_windows() or not all(r.finalized for r in recs) or not everyone
+                        or ledger.risk(cid)["active"]):
                     done = False
             if done or time.monotonic() > deadline:
                 return blocks

@@ -152,7 +152,9 @@ def test_node_killed_mid_stream_resumes_without_losing_accepted_frames(tmp_path)
         cid = camera_id(ip)
         while time.monotonic() < deadline:
             n = ledger.chain_length(cid)
-            if n >= 3 and all(ledger.block_at(cid, h).finalized for h in range(1, n + 1)):
+            recs = [ledger.block_at(cid, h) for h in range(1, n + 1)]
+            # final needs a quorum of 2; wait for the restarted node's own verdict too
+            if n >= 3 and all(r.finalized and r.attestations == 3 for r in recs):
                 break
             time.sleep(0.5)
         after = {(f["seq"], f["sha256"]) for f in cluster.api(victim, f"/api/v1/frames/{ip}")}
