@@ -1,0 +1,1 @@
+"""FrameLedger REST API for signing apps and third parties (FastAPI)."""
