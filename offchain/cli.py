@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=8.0, help="camera replay speed (default 8x real time)")
     demo.set_defaults(func=cmd_demo)
 
+    from .camera.cli import add_camera_commands
+
+    add_camera_commands(sub)
+
     node = sub.add_parser("node", help="run one consortium node (ingest, repair, blocks, API)")
     node.add_argument("--config", required=True, help="node TOML file (see offchain/node/config.py)")
     node.set_defaults(func=cmd_node)

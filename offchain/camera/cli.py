@@ -1,0 +1,218 @@
+"""``frameledger camera ...``: run a camera agent, manage device keys.
+
+    frameledger camera keygen --ip 10.0.0.1 --keystore keys/   # prints the public key (hex)
+    frameledger camera pubkey --ip 10.0.0.1 --keystore keys/
+    frameledger camera run --ip 10.0.0.1 --source sample:vtest --keystore keys/ \\
+        --node bank=127.0.0.1:7001 --node customer=127.0.0.1:7002 \\
+        --speed 4 --faults 'bank:drop=0.05;*:cut=30s-35s' --seed 7
+
+The keystore passphrase comes from FRAMELEDGER_KEYSTORE_PASSPHRASE (or --passphrase-env NAME).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_camera_commands"]
+
+
+def _speed(text: str) -> float:
+    if text.lower() in ("inf", "max", "0"):
+        return math.inf
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("speed must be >= 0")
+    return value
+
+
+def _node(text: str) -> tuple[str, tuple[str, int]]:
+    from .agent import parse_node
+
+    try:
+        return parse_node(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _passphrase(args: argparse.Namespace) -> str | None:
+    if getattr(args, "passphrase_env", None):
+        value = os.environ.get(args.passphrase_env)
+        if value is None:
+            raise SystemExit(f"error: environment variable {args.passphrase_env} is not set")
+        return value
+    return None  # keystore falls back to FRAMELEDGER_KEYSTORE_PASSPHRASE
+
+
+def _open_source(text: str, start_ms: int, loop: bool) -> Any:
+    from .url_source import UrlSource, is_url
+    from .sources import FileSource
+
+    if is_url(text):
+        return UrlSource(text, start_ms=start_ms, loop=loop)
+    if text.startswith("sample:"):
+        from .samples import sample_path
+
+        return FileSource(sample_path(text[len("sample:"):]), start_ms=start_ms, loop=loop)
+    return FileSource(text, start_ms=start_ms, loop=loop)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from . import keystore as ks
+
+    try:
+        if args.rotate:
+            key = ks.rotate_key(args.keystore, args.ip, _passphrase(args))
+        else:
+            key = ks.create_key(args.keystore, args.ip, _passphrase(args))
+    except ks.KeystoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(ks.public_key_bytes(key).hex())
+    return 0
+
+
+def cmd_pubkey(args: argparse.Namespace) -> int:
+    from . import keystore as ks
+
+    try:
+        key = ks.load_key(args.keystore, args.ip, _passphrase(args))
+    except ks.KeystoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(ks.public_key_bytes(key).hex())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import keystore as ks
+    from .agent import CameraAgent, stats_table
+    from .faults import FaultInjector, FaultSpecError
+
+    nodes: dict[str, tuple[str, int]] = {}
+    for name, addr in args.node:
+        if name in nodes:
+            print(f"error: node {name} given twice", file=sys.stderr)
+            return 2
+        nodes[name] = addr
+    if args.keystore:
+        try:
+            key = ks.load_key(args.keystore, args.ip, _passphrase(args))
+        except ks.KeyNotFound as exc:
+            print(f"error: {exc}; create it with: frameledger camera keygen --ip {args.ip} "
+                  f"--keystore {args.keystore}", file=sys.stderr)
+            return 2
+        except ks.KeystoreError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    else:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        key = Ed25519PrivateKey.generate()
+        print(f"warning: no --keystore, using a throwaway device key {ks.public_key_bytes(key).hex()} "
+              "(nodes will reject it unless it is on the whitelist)", file=sys.stderr)
+    faults_text = args.faults
+    if faults_text and faults_text.startswith("@"):
+        faults_text = Path(faults_text[1:]).read_text()
+    try:
+        injector = FaultInjector(faults_text, seed=args.seed)
+        injector.check_nodes(list(nodes))
+    except FaultSpecError as exc:
+        print(f"error: --faults: {exc}", file=sys.stderr)
+        return 2
+    start_ms = args.start_ms if args.start_ms is not None else int(time.time() * 1000)
+    loop_seconds = args.loop_seconds
+    try:
+        source = _open_source(args.source, start_ms, loop=loop_seconds is not None)
+    except (FileNotFoundError, OSError, KeyError) as exc:
+        print(f"error: --source {args.source}: {exc}", file=sys.stderr)
+        return 2
+    agent = CameraAgent(
+        args.ip, key, source, nodes, speed=args.speed, faults=injector,
+        max_frames=args.max_frames,
+        max_duration_ms=int(loop_seconds * 1000) if loop_seconds is not None else None,
+        queue_size=args.queue_size,
+    )
+    speed = "max" if math.isinf(args.speed) else f"{args.speed:g}x"
+    print(f"camera {args.ip}: {source!r} -> {', '.join(f'{n}={h}:{p}' for n, (h, p) in nodes.items())} "
+          f"at {speed}" + (f", faults {injector.spec} (seed {args.seed})" if injector.spec else ""),
+          file=sys.stderr)
+
+    async def main() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, agent.stop)
+            except (NotImplementedError, RuntimeError):
+                pass
+        return await agent.run()
+
+    started = time.monotonic()
+    from .sources import SourceError
+
+    try:
+        stats = asyncio.run(main())
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    elapsed = time.monotonic() - started
+    print(stats_table(stats, title=f"camera {args.ip}: {agent.frames_produced} frames "
+                                   f"(last seq {agent.last_seq}) in {elapsed:.1f} s"))
+    if args.stats_json:
+        Path(args.stats_json).write_text(json.dumps(
+            {"camera": args.ip, "frames": agent.frames_produced, "lastSeq": agent.last_seq,
+             "seconds": round(elapsed, 3), "faults": str(injector.spec), "seed": args.seed,
+             "nodes": {n: s.as_dict() for n, s in stats.items()}}, indent=2))
+    return 0
+
+
+def add_camera_commands(subparsers: Any) -> None:
+    """Register ``camera run|keygen|pubkey`` on the top-level ``frameledger`` subparsers."""
+    camera = subparsers.add_parser("camera", help="camera agent: stream signed frames to the nodes; device keys")
+    sub = camera.add_subparsers(dest="camera_command", required=True)
+
+    def keystore_args(p: argparse.ArgumentParser, required: bool) -> None:
+        p.add_argument("--ip", required=True, help="camera IP (its identity on chain)")
+        p.add_argument("--keystore", required=required, metavar="DIR",
+                       help="encrypted keystore directory (one <ip>.key per camera)")
+        p.add_argument("--passphrase-env", metavar="NAME",
+                       help="read the keystore passphrase from this variable "
+                            "(default FRAMELEDGER_KEYSTORE_PASSPHRASE)")
+
+    run = sub.add_parser("run", help="stream a file or URL to every node as signed frame packets",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog="fault spec: see `python -m pydoc offchain.camera.faults`, e.g.\n"
+                                "  'node-bank:drop=0.05;node-customer:corrupt=0.02;*:cut=30000-35000'")
+    keystore_args(run, required=False)
+    run.add_argument("--source", required=True, metavar="PATH|URL|sample:NAME",
+                     help="video file, rtsp:// or http(s):// URL, or sample:vtest / sample:bikes")
+    run.add_argument("--node", action="append", type=_node, required=True, metavar="NAME=HOST:PORT",
+                     help="a node's ingest address (repeat for every node)")
+    run.add_argument("--speed", type=_speed, default=1.0,
+                     help="pace = capture time / speed (default 1 = real time; 0 or inf = as fast as possible)")
+    run.add_argument("--faults", metavar="SPEC", help="fault spec string, JSON, or @file")
+    run.add_argument("--seed", type=int, default=0, help="fault seed (same seed, same faults; default 0)")
+    run.add_argument("--start-ms", type=int, metavar="MS", help="capture time of pts 0, epoch ms (default now)")
+    run.add_argument("--loop-seconds", type=float, metavar="S",
+                     help="loop the source and stop after S seconds of capture time")
+    run.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    run.add_argument("--queue-size", type=int, default=256, help="per-node queue, frames (default 256)")
+    run.add_argument("--stats-json", metavar="PATH", help="also write the per-node stats as JSON")
+    run.set_defaults(func=cmd_run)
+
+    keygen = sub.add_parser("keygen", help="create (or --rotate) a camera's device key; prints the public key hex")
+    keystore_args(keygen, required=True)
+    keygen.add_argument("--rotate", action="store_true", help="replace the key, keeping the old one as <ip>.key.<n>")
+    keygen.set_defaults(func=cmd_keygen)
+
+    pubkey = sub.add_parser("pubkey", help="print a camera's device public key (hex)")
+    keystore_args(pubkey, required=True)
+    pubkey.set_defaults(func=cmd_pubkey)

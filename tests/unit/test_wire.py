@@ -1,0 +1,136 @@
+"""Camera → node framing: length prefix, incremental reader, control messages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import struct
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from offchain.core import wire
+from offchain.core.packet import decode_packet, encode_packet
+
+
+def _bodies(n: int, rng: random.Random) -> list[bytes]:
+    return [bytes(rng.getrandbits(8) for _ in range(rng.choice([0, 1, 3, 4, 5, 100, 3000]))) for _ in range(n)]
+
+
+def test_frame_message_layout():
+    assert wire.frame_message(b"abc") == b"\x00\x00\x00\x03abc"
+    assert wire.frame_message(b"") == b"\x00\x00\x00\x00"
+
+
+@pytest.mark.parametrize("chunking", ["whole", "bytewise", "random"])
+def test_reader_reassembles_any_chunking(chunking):
+    rng = random.Random(1)
+    bodies = _bodies(60, rng)
+    stream = b"".join(wire.frame_message(b) for b in bodies)
+    if chunking == "whole":
+        chunks = [stream]
+    elif chunking == "bytewise":
+        chunks = [stream[i : i + 1] for i in range(len(stream))]
+    else:
+        chunks, i = [], 0
+        while i < len(stream):
+            step = rng.randint(1, 9000)
+            chunks.append(stream[i : i + step])
+            i += step
+    reader = wire.MessageReader()
+    out = [body for chunk in chunks for body in reader.feed(chunk)]
+    assert out == bodies
+    assert reader.pending == 0 and reader.messages == len(bodies)
+    reader.finish()
+
+
+def test_reader_feed_is_eager_even_if_not_iterated():
+    reader = wire.MessageReader()
+    msg = wire.frame_message(b"hello")
+    reader.feed(msg[:3])  # not iterated: still buffered
+    assert list(reader.feed(msg[3:])) == [b"hello"]
+
+
+def test_size_limit_is_16_mib_plus_4_kib():
+    assert wire.MAX_MESSAGE_BYTES == 16 * 1024 * 1024 + 4096
+    reader = wire.MessageReader()
+    # Exactly the limit is accepted (the reader waits for the body).
+    assert list(reader.feed(struct.pack(">I", wire.MAX_MESSAGE_BYTES))) == []
+    assert reader.pending == 4
+    reader = wire.MessageReader()
+    with pytest.raises(wire.MessageTooLarge, match="limit"):
+        list(reader.feed(struct.pack(">I", wire.MAX_MESSAGE_BYTES + 1)))
+    with pytest.raises(wire.MessageTooLarge):  # the stream stays failed: it cannot resynchronise
+        list(reader.feed(b"more"))
+    with pytest.raises(wire.MessageTooLarge):
+        wire.frame_message(bytes(wire.MAX_MESSAGE_BYTES + 1))
+
+
+def test_messages_before_an_oversized_prefix_are_delivered():
+    reader = wire.MessageReader(max_size=10)
+    got = []
+    with pytest.raises(wire.MessageTooLarge):
+        for body in reader.feed(wire.frame_message(b"ok1") + wire.frame_message(b"ok2") + struct.pack(">I", 11)):
+            got.append(body)
+    assert got == [b"ok1", b"ok2"]
+
+
+def test_finish_detects_truncated_stream():
+    reader = wire.MessageReader()
+    assert list(reader.feed(wire.frame_message(b"0123456789")[:-2])) == []
+    with pytest.raises(wire.TruncatedStream):
+        reader.finish()
+
+
+def test_control_messages():
+    body = wire.control_message({"type": "hello", "camera": "10.0.0.1", "codec": {"codec": "h264"}})
+    assert body.startswith(b"FLC1") and wire.is_control(body) and not wire.is_packet(body)
+    assert json.loads(body[4:]) == {"type": "hello", "camera": "10.0.0.1", "codec": {"codec": "h264"}}
+    assert wire.parse_control(body)["camera"] == "10.0.0.1"
+    assert wire.parse_control(wire.hello_message("10.0.0.1", None)) == {"type": "hello", "camera": "10.0.0.1",
+                                                                       "codec": None}
+    assert wire.parse_control(wire.end_message("10.0.0.1", 41)) == {"type": "end", "camera": "10.0.0.1",
+                                                                   "lastSeq": 41}
+    assert wire.parse_control(wire.control_message({"type": "x", "note": "é"}))["note"] == "é"
+    for bad in (b"FLP1{}", b"FLC1not json", b"FLC1[1,2]", b'FLC1{"no":"type"}', b"FLC1\xff\xfe"):
+        with pytest.raises(wire.ControlError):
+            wire.parse_control(bad)
+    with pytest.raises(wire.ControlError):
+        wire.control_message({"camera": "x"})
+
+
+def test_packets_are_recognised():
+    raw = encode_packet(Ed25519PrivateKey.generate(), "10.0.0.1", 1, 2, True, b"x" * 50)
+    assert wire.is_packet(raw) and not wire.is_control(raw)
+    reader = wire.MessageReader()
+    (body,) = reader.feed(wire.frame_message(raw))
+    assert decode_packet(body).seq == 1
+
+
+def test_read_messages_over_a_real_socket():
+    bodies = [b"a" * 70_000, b"", b"FLC1{}", b"b" * 5]
+
+    async def main() -> list[bytes]:
+        got: list[bytes] = []
+        done = asyncio.Event()
+
+        async def handle(reader, writer):
+            async for body in wire.read_messages(reader):
+                got.append(body)
+            writer.close()
+            done.set()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, w = await asyncio.open_connection("127.0.0.1", port)
+        for b in bodies:
+            w.write(wire.frame_message(b))
+        await w.drain()
+        w.close()
+        await asyncio.wait_for(done.wait(), 5)
+        server.close()
+        await server.wait_closed()
+        return got
+
+    assert asyncio.run(main()) == bodies
