@@ -210,7 +210,7 @@ class Node:
             # ("firstSeq", e.g. a camera that keeps counting across restarts).
             first = row[3] if row and row[3] is not None else 0
             track = CameraTrack(watermark=first - 1)
-            track.keyframes = [s for s, _, k in self.state.seqs_after(cam, -1) if k][-50:]
+            track.keyframes = self.state.recent_keyframes(cam)
             for alarm in self.state.alarms(camera=cam, kind="missing"):
                 track.alarmed.update(range(alarm.seq_from, alarm.seq_to + 1))
             self.tracks[cam] = track

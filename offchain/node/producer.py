@@ -71,8 +71,11 @@ class Producer:
                 end = start + window_ms
                 if tip_end > start:
                     # Anchored already. Once this node has settled that block (attested or
-                    # proposed it), frames still pooled in the window arrived too late for it.
-                    if node.state.block_for_window(cam, start) is not None:
+                    # proposed it), frames still pooled in the window arrived too late for it;
+                    # so did frames of a window the chain moved past without a block.
+                    seen_since = self.closed_at.setdefault((cam, start), now)
+                    stale = now - seen_since > 2 * node.config.repair_deadline_ms / 1000
+                    if node.state.block_for_window(cam, start) is not None or stale:
                         late = node.state.mark_anchored(cam, start, end)
                         if late:
                             node.state.bump(info.ip, "late_frames", late)

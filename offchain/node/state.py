@@ -137,6 +137,11 @@ class NodeState:
         return [(s, t, bool(k)) for s, t, k in self.db.execute(
             "SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND seq>? ORDER BY seq", (camera, seq))]
 
+    def recent_keyframes(self, camera: bytes, limit: int = 50) -> list[int]:
+        rows = self.db.execute("SELECT seq FROM frames WHERE camera_id=? AND keyframe=1 ORDER BY seq DESC LIMIT ?",
+                               (camera, limit)).fetchall()
+        return sorted(r[0] for r in rows)
+
     def neighbours(self, camera: bytes, seq: int) -> tuple[tuple[int, int, bool] | None, tuple[int, int, bool] | None]:
         before = self.db.execute(
             "SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND seq<? ORDER BY seq DESC LIMIT 1", (camera, seq)).fetchone()
