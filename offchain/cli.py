@@ -17,7 +17,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"work dir   : {work}")
     summary = run_demo(work, window_ms=args.window * 1000, speed=args.speed)
     ok = (summary["blocks"] == summary["expected_blocks"] == summary["verified"] == summary["final"]
-          and summary["intruder_frames_stored"] == 0)
+          and summary["intruder_frames_stored"] == 0 and summary["evidence"] == "verified_with_declared_gaps")
     print("\nDEMO " + ("PASSED: every window anchored, attested to quorum and verified; the intruder left nothing"
                        if ok else "FAILED (see the tables above and the node logs in the work dir)"))
     return 0 if ok else 1
@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .camera.cli import add_camera_commands
 
     add_camera_commands(sub)
+
+    from .evidence.cli import add_evidence_commands
+
+    add_evidence_commands(sub)
 
     node = sub.add_parser("node", help="run one consortium node (ingest, repair, blocks, API)")
     node.add_argument("--config", required=True, help="node TOML file (see offchain/node/config.py)")

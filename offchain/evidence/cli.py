@@ -1,0 +1,234 @@
+"""`frameledger extract | verify | prove`: the evidence commands.
+
+Registered on the main parser by ``add_evidence_commands(subparsers)`` (offchain/cli.py). Each
+command prints a readable table (or JSON with ``--json``) and exits with a code a script can test:
+
+    0  verified                       (prove: the proof holds on chain)
+    3  verified with declared gaps
+    1  failed                         (prove: no proof, or it does not hold)
+    2  unusable input: camera or time spelling, missing store directory, unreachable chain,
+       no deployment record (argparse uses 2 for usage errors too)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EXIT = {"verified": 0, "verified_with_declared_gaps": 3, "failed": 1}
+EXIT_INPUT = 2
+DEFAULT_RPC = "http://127.0.0.1:8545"
+
+
+class _InputError(Exception):
+    pass
+
+
+def add_evidence_commands(subparsers: Any) -> None:
+    """Add `extract`, `verify` and `prove` to a `parser.add_subparsers()` object."""
+    ex = subparsers.add_parser(
+        "extract", help="extract a camera's time range, verify every frame against the chain, write clips + bundle",
+        description="Find the anchored blocks covering the range, fetch manifests and frames from the stores, verify "
+                    "them against the chain, restore the video (MP4, original packets) and write a report and an "
+                    "evidence bundle.")
+    _camera_args(ex)
+    ex.add_argument("--from", dest="from_", required=True, metavar="TIME", help="start (ISO 8601 or epoch ms), inclusive")
+    ex.add_argument("--to", required=True, metavar="TIME", help="end (ISO 8601 or epoch ms), exclusive")
+    ex.add_argument("--out", metavar="DIR", help="output directory (default: ./evidence-<camera>-<from>)")
+    ex.add_argument("--probe", action="store_true", help="also decode every clip end to end")
+    ex.add_argument("--no-bundle", action="store_true", help="write clips and report only")
+    _chain_args(ex)
+    _store_args(ex)
+    ex.set_defaults(func=cmd_extract)
+
+    ve = subparsers.add_parser(
+        "verify", help="re-check an evidence bundle with nothing but chain access",
+        description="Verify an evidence bundle (zip or unzipped directory) against the chain: headers, manifests, "
+                    "multiproofs (also on chain), clip packets and raw frames. No node, no store.")
+    ve.add_argument("bundle", help="evidence bundle (.zip) or the directory it was unzipped into")
+    ve.add_argument("--rpc", default=os.environ.get("FRAMELEDGER_RPC", DEFAULT_RPC), help="JSON-RPC URL")
+    pin = ve.add_mutually_exclusive_group()
+    pin.add_argument("--deployment", metavar="FILE", help="deployment record whose VideoLedger to trust (pins the ledger)")
+    pin.add_argument("--ledger", metavar="ADDRESS", help="VideoLedger address to trust (pins the ledger)")
+    ve.add_argument("--json", action="store_true", help="print the report as JSON")
+    ve.set_defaults(func=cmd_verify)
+
+    pr = subparsers.add_parser(
+        "prove", help="prove one frame: its block, Merkle proof and anchored root; checked with verifyFrame on chain")
+    _camera_args(pr)
+    pr.add_argument("--at", required=True, metavar="TIME", help="instant (ISO 8601 or epoch ms)")
+    pr.add_argument("--out", metavar="DIR", help="write proof.json and the frame's bytes here")
+    _chain_args(pr)
+    _store_args(pr)
+    pr.set_defaults(func=cmd_prove)
+
+
+def _camera_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--camera", required=True, help="camera IP as registered, or its 0x camera id")
+
+
+def _chain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rpc", default=os.environ.get("FRAMELEDGER_RPC", DEFAULT_RPC), help="JSON-RPC URL")
+    p.add_argument("--deployment", metavar="FILE",
+                   help="deployment record (default: chain/deployments/<chainId>.json for the chain at --rpc)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def _store_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--store", action="append", default=[], metavar="DIR",
+                   help="a node's local content store directory (repeatable; tried in order)")
+    p.add_argument("--ipfs", action="append", default=[], metavar="URL",
+                   help="an IPFS node's Kubo RPC API, e.g. http://127.0.0.1:5001 (repeatable)")
+    p.set_defaults(stores_required=required)
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _connect(rpc: str):
+    from ..chain.client import connect
+
+    try:
+        return connect(rpc)
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, bad URL, timeouts
+        raise _InputError(f"cannot reach the chain at {rpc}: {exc}") from exc
+
+
+def _ledger_address(args: argparse.Namespace, w3) -> str:
+    from ..chain.deployer import Deployment
+    from ..paths import DEPLOYMENTS_DIR
+
+    path = Path(args.deployment) if args.deployment else DEPLOYMENTS_DIR / f"{w3.eth.chain_id}.json"
+    try:
+        return Deployment.load(path).video_ledger
+    except FileNotFoundError:
+        raise _InputError(f"no deployment record at {path}; pass --deployment FILE") from None
+    except (KeyError, ValueError) as exc:
+        raise _InputError(f"{path} is not a deployment record: {exc}") from None
+
+
+def _stores(args: argparse.Namespace) -> list:
+    from ..store import KuboStore, LocalStore
+
+    stores: list = []
+    for d in args.store:
+        if not Path(d).is_dir():
+            raise _InputError(f"store directory {d} does not exist")
+        try:
+            stores.append(LocalStore(d, fsync="none"))  # read-only use: fsync policy is irrelevant
+        except Exception as exc:  # noqa: BLE001 - StoreUnavailable (foreign layout, unreadable)
+            raise _InputError(f"cannot open store {d}: {exc}") from exc
+    for url in args.ipfs:
+        stores.append(KuboStore(url))
+    if not stores and args.stores_required:
+        raise _InputError("give at least one --store DIR or --ipfs URL to fetch frames from")
+    return stores
+
+
+def _run(fn, args: argparse.Namespace) -> int:
+    from .extract import EvidenceError
+    from .prove import ProofError
+
+    try:
+        return fn(args)
+    except ProofError as exc:  # a well-formed question with no provable answer
+        print(f"no proof: {exc}", file=sys.stderr)
+        return 1
+    except (_InputError, EvidenceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except Exception as exc:  # noqa: BLE001 - e.g. the chain going away mid-command: say so, no traceback
+        log.debug("command failed", exc_info=True)
+        print(f"error: {type(exc).__name__}: {exc} (run with --log-level debug for details)", file=sys.stderr)
+        return 1
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    return _run(_extract, args)
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from .bundle import ChainReader
+    from .extract import extract, parse_camera, parse_time
+
+    cam, ip = parse_camera(args.camera)
+    from_ms, to_ms = parse_time(args.from_), parse_time(args.to)
+    out = Path(args.out) if args.out else Path.cwd() / f"evidence-{(ip or cam.hex()[:12]).replace(':', '_')}-{from_ms}"
+    stores = _stores(args)
+    w3 = _connect(args.rpc)
+    reader = ChainReader(w3, _ledger_address(args, w3))
+    try:
+        result = extract(cam, from_ms, to_ms, reader, stores, out, probe=args.probe, bundle=not args.no_bundle)
+    finally:
+        for s in stores:
+            s.close()
+    if args.json:
+        doc = result.report.to_json()
+        doc["outputs"] = {"dir": str(result.out_dir), "bundle": str(result.bundle_path) if result.bundle_path else None,
+                          "clips": [str(p) for p in result.clips], "report": str(result.report_json)}
+        print(json.dumps(doc, indent=2))
+    else:
+        print(result.report.render_text())
+        print(f"clips    : {', '.join(str(p) for p in result.clips) or '-'}")
+        print(f"bundle   : {result.bundle_path or '-'}")
+        print(f"report   : {result.report_json}  {result.report_txt}")
+    return EXIT[result.report.verdict]
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    return _run(_verify, args)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .bundle import verify_bundle
+
+    pinned = args.ledger
+    if args.deployment:
+        from ..chain.deployer import Deployment
+
+        try:
+            pinned = Deployment.load(Path(args.deployment)).video_ledger
+        except (OSError, KeyError, ValueError) as exc:
+            raise _InputError(f"cannot read deployment record {args.deployment}: {exc}") from None
+    report = verify_bundle(args.bundle, args.rpc, ledger_address=pinned)
+    if args.json:
+        print(report.dumps())
+    else:
+        print(report.render_text())
+    return EXIT[report.verdict]
+
+
+def cmd_prove(args: argparse.Namespace) -> int:
+    return _run(_prove, args)
+
+
+def _prove(args: argparse.Namespace) -> int:
+    from .bundle import ChainReader
+    from .prove import prove
+
+    stores = _stores(args)
+    w3 = _connect(args.rpc)
+    reader = ChainReader(w3, _ledger_address(args, w3))
+    try:
+        proof = prove(args.camera, args.at, reader, stores)
+    finally:
+        for s in stores:
+            s.close()
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "proof.json").write_text(proof.dumps())
+        if proof.data is not None:
+            (out / f"frame-{proof.frame.seq}.h264").write_bytes(proof.data)
+    print(proof.dumps() if args.json else proof.render_text())
+    return 0 if proof.ok else 1
