@@ -198,3 +198,38 @@ def test_lying_peer_is_rejected_and_reported(run):
     still = run.cluster.api(bank, "/api/v1/frames/10.0.1.11")
     assert {(f["seq"], f["sha256"]) for f in still} >= {(held["seq"], held["sha256"])}
     assert all(f["seq"] != 10_000 for f in still)
+
+
+def test_next_node_takes_over_from_a_dead_proposer(tmp_path):
+    from offchain.core.block import proposer_for
+
+    cluster = Cluster(tmp_path, settings={"window_ms": 5_000, "missing_wait_ms": 500, "repair_deadline_ms": 2000,
+                                          "idle_close_ms": 1500, "proposer_timeout_ms": 2000, "store_fsync": "none"})
+    ip = "10.0.6.1"
+    try:
+        cluster.start_chain()
+        key = cluster.register_camera(ip, 2, b"g")
+        cluster.seal_genesis()
+        cluster.configure_nodes()
+        cluster.start_nodes()
+        dead = cluster.node("node-customer")
+        cluster.kill_node(dead)  # it never comes back: its turns must be taken by the others
+        now = int(time.time() * 1000)
+        t0 = now - now % 5_000 - 60_000
+        alive = {n.name: n.ingest for n in cluster.nodes if n is not dead}
+        asyncio.run(CameraAgent(ip, key, FileSource(sample_path("bikes"), start_ms=t0, loop=True), alive,
+                                speed=0, max_duration_ms=30_000).run())
+        ledger, cid = cluster.ledger(0), camera_id(ip)
+        nodes = cluster.consortium().nodes()
+        dead_address = cluster.deployment.record["nodes"][2]["address"]
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and ledger.chain_length(cid) < 6:
+            time.sleep(0.5)
+        recs = [ledger.block_at(cid, h) for h in range(1, ledger.chain_length(cid) + 1)]
+        assert len(recs) == 6 and all(r.finalized for r in recs)  # quorum 2 of the 2 live nodes
+        taken_over = [r for r in recs if proposer_for(cid, r.header.window_start_ms, nodes) == dead_address]
+        assert taken_over, "no window fell to the dead node; pick another camera ip"
+        for r in taken_over:
+            assert r.header.proposer == proposer_for(cid, r.header.window_start_ms, nodes, attempt=1) != dead_address
+    finally:
+        cluster.stop()
