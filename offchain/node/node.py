@@ -69,7 +69,7 @@ class Node:
         self.deployment = Deployment.load(config.deployment)
         self.consortium = ConsortiumClient(self.signer, self.deployment.consortium)
         self.ledger = VideoLedgerClient(self.signer, self.deployment.video_ledger)
-        self.registry = CameraRegistry(self.consortium)
+        self.registry = CameraRegistry(self.consortium, from_block=self.deployment.record["contracts"]["Consortium"]["blockNumber"])
         self.tracks: dict[bytes, CameraTrack] = {}
         self.http: httpx.AsyncClient | None = None
         self.ingest_server: asyncio.AbstractServer | None = None
@@ -105,7 +105,7 @@ class Node:
         """The periodic work: gap scan, repair, sealing, attestation."""
         while not self.stopping.is_set():
             started = time.monotonic()
-            for step in (self.scan_gaps, self.producer.tick, self.producer.scan_anchored):
+            for step in (self.watch_whitelist, self.scan_gaps, self.producer.tick, self.producer.scan_anchored):
                 try:
                     await step()
                 except Exception:  # noqa: BLE001 - one failing step must not stop the node
@@ -164,10 +164,8 @@ class Node:
         if key is None:
             self._alarm_rejected(ip, "security", f"camera {ip} is not on the whitelist (or revoked)", source)
             return "security"
-        try:
-            pk.verify_signature(packet, key)
-        except pk.BadSignature as exc:
-            self._alarm_rejected(ip, "security", str(exc), source)
+        if not await self._signature_ok(packet):
+            self._alarm_rejected(ip, "security", f"{ip} seq {packet.seq}: device signature does not verify", source)
             return "security"
         cam = packet.camera_id
         held = self.state.frame(cam, packet.seq)
@@ -194,12 +192,31 @@ class Node:
             return "accepted"
         return "duplicate"
 
+    async def _signature_ok(self, packet: pk.FramePacket) -> bool:
+        """Under a key valid at the frame's capture time; after a failure the camera is re-read
+        once (its key may have just been rotated, C6) before the packet is refused."""
+        for attempt in range(2):
+            for key in self.registry.keys_for(packet.camera_id, packet.timestamp_ms):
+                try:
+                    pk.verify_signature(packet, key)
+                    return True
+                except pk.BadSignature:
+                    continue
+            if attempt == 0:
+                await asyncio.to_thread(self.registry.refresh_camera, packet.camera_id)
+        return False
+
     def _alarm_rejected(self, ip: str | None, kind: str, reason: str, source: str) -> None:
         self.state.bump(ip or "*", f"rejected_{kind}")
         alarm_id = f"{self.name}:{kind}:{time.time_ns()}"
         self.state.raise_alarm(Alarm(alarm_id, camera_id(ip) if ip else None, ip, kind, None, None, None, None, False,
                                      time.time(), None, None, f"{reason} (via {source})"))
         log.warning("packet rejected", extra={"node": self.name, "alarm": kind, "camera": ip, "reason": reason})
+
+    async def watch_whitelist(self) -> None:
+        """Key rotations and revocations take effect within a tick, not at the next miss."""
+        start = int(self.state.get_meta("whitelist_checkpoint") or self.deployment.record["contracts"]["Consortium"]["blockNumber"])
+        self.state.set_meta("whitelist_checkpoint", str(await asyncio.to_thread(self.registry.watch, start)))
 
     # --------------------------------------------------------------- gap scan
     def track(self, cam: bytes) -> CameraTrack:

@@ -1,7 +1,12 @@
 """The camera whitelist as this node knows it: a cache of the Consortium contract's cameras.
 
-Refreshed from chain at start and on demand, at most once per `min_refresh_s`, so a flood of
-packets from an unknown camera costs one RPC call per interval, not one per packet.
+Refreshed from chain at start, whenever the Consortium emits a camera event (registration, key
+rotation, revocation: `watch`), and on demand, at most once per `min_refresh_s` (per camera for a
+failed signature), so a flood of forged packets costs one RPC call per interval, not one per packet.
+
+Key history (C6): a rotated device key stays valid for frames captured before the rotation's block
+time, so frames signed just before a rotation, and peers' repairs of older frames, still verify;
+a frame stamped after the rotation must carry the new key's signature.
 """
 
 from __future__ import annotations
@@ -11,17 +16,21 @@ import threading
 import time
 
 from ..chain.ledger import CameraInfo, ConsortiumClient
+from ..chain.reverts import ContractRevert
 from ..core.block import camera_id
 
 log = logging.getLogger(__name__)
 
 
 class CameraRegistry:
-    def __init__(self, consortium: ConsortiumClient, min_refresh_s: float = 2.0):
+    def __init__(self, consortium: ConsortiumClient, min_refresh_s: float = 2.0, from_block: int = 0):
         self.consortium = consortium
+        self.from_block = from_block
+        self._retired: dict[bytes, list[tuple[bytes, int]]] = {}  # camera -> [(old key, retired at ms)]
         self.min_refresh_s = min_refresh_s
         self._cameras: dict[bytes, CameraInfo] = {}
         self._last_refresh = 0.0
+        self._camera_checked: dict[bytes, float] = {}
         self._lock = threading.Lock()
 
     def refresh(self, force: bool = False) -> bool:
@@ -31,8 +40,50 @@ class CameraRegistry:
             self._last_refresh = time.monotonic()
         cams = {cid: self.consortium.camera(cid) for cid in self.consortium.camera_ids()}
         self._cameras = cams
+        self._retired = self._key_history()
         log.debug("whitelist refreshed", extra={"cameras": len(cams)})
         return True
+
+    def refresh_camera(self, camera: bytes, min_interval_s: float = 1.0) -> CameraInfo | None:
+        """Re-read one camera (after a signature failed: its key may have been rotated), at most
+        once per `min_interval_s` per camera, so forged packets cannot turn into an RPC flood."""
+        now = time.monotonic()
+        if now - self._camera_checked.get(camera, 0.0) < min_interval_s:
+            return self._cameras.get(camera)
+        self._camera_checked[camera] = now
+        try:
+            info = self.consortium.camera(camera)
+        except ContractRevert:
+            return None
+        if self._cameras.get(camera) is not None and self._cameras[camera].device_public_key != info.device_public_key:
+            self._retired = self._key_history()
+        self._cameras[camera] = info
+        return info
+
+    def _key_history(self) -> dict[bytes, list[tuple[bytes, int]]]:
+        w3 = self.consortium.signer.w3
+        events = self.consortium.contract.events
+        logs = sorted(
+            [(e.blockNumber, e.logIndex, bytes(e.args.cameraId), bytes(e.args.devicePublicKey))
+             for name in ("CameraRegistered", "CameraKeyRotated")
+             for e in getattr(events, name)().get_logs(from_block=self.from_block)],
+        )
+        current: dict[bytes, bytes] = {}
+        retired: dict[bytes, list[tuple[bytes, int]]] = {}
+        for block, _, cam, key in logs:
+            if cam in current:
+                at_ms = int(w3.eth.get_block(block)["timestamp"]) * 1000
+                retired.setdefault(cam, []).append((current[cam], at_ms))
+            current[cam] = key
+        return retired
+
+    def keys_for(self, camera: bytes, timestamp_ms: int) -> list[bytes]:
+        """The keys a frame of `camera` captured at `timestamp_ms` may be signed with, newest first."""
+        info = self._cameras.get(camera)
+        if info is None or not info.active:
+            return []
+        older = [k for k, retired_at in reversed(self._retired.get(camera, [])) if timestamp_ms < retired_at]
+        return [info.device_public_key] + older
 
     def get(self, camera: bytes) -> CameraInfo | None:
         return self._cameras.get(camera)
@@ -50,6 +101,23 @@ class CameraRegistry:
         if me is None or me.group == b"\x00" * 32:
             return []
         return [c for cid, c in sorted(self._cameras.items()) if cid != camera and c.group == me.group and c.active]
+
+    def watch(self, from_block: int) -> int:
+        """Refresh if any camera event was emitted since `from_block`; returns the next block to
+        look from."""
+        w3 = self.consortium.signer.w3
+        latest = w3.eth.block_number
+        if from_block > latest:
+            return from_block
+        logs = w3.eth.get_logs({"address": self.consortium.address, "fromBlock": from_block, "toBlock": latest,
+                                "topics": [[self._topic(n) for n in ("CameraRegistered", "CameraKeyRotated", "CameraRevoked")]]})
+        if logs:
+            self.refresh(force=True)
+        return latest + 1
+
+    def _topic(self, name: str) -> str:
+        topic = getattr(self.consortium.contract.events, name).topic
+        return topic if isinstance(topic, str) else "0x" + bytes(topic).hex()
 
     def all(self) -> list[CameraInfo]:
         return list(self._cameras.values())

@@ -233,3 +233,38 @@ def test_next_node_takes_over_from_a_dead_proposer(tmp_path):
             assert r.header.proposer == proposer_for(cid, r.header.window_start_ms, nodes, attempt=1) != dead_address
     finally:
         cluster.stop()
+
+
+def test_rotated_device_key_is_picked_up_from_chain(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    cluster = Cluster(tmp_path, settings={"store_fsync": "none"})
+    ip = "10.0.7.1"
+    try:
+        cluster.start_chain()
+        old_key = cluster.register_camera(ip, 1, b"g")
+        cluster.seal_genesis()
+        cluster.configure_nodes()
+        cluster.start_nodes()
+        frames = [f for _, f in zip(range(100), FileSource(sample_path("bikes"), start_ms=1_700_000_000_000))]
+        ingest = {n.name: n.ingest for n in cluster.nodes}
+        asyncio.run(CameraAgent(ip, old_key, frames[:50], ingest, speed=0).run())
+        new_key = Ed25519PrivateKey.generate()
+        cluster.consortium(1).rotate_camera_key(camera_id(ip), new_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+        asyncio.run(CameraAgent(ip, new_key, frames[50:], ingest, speed=0).run())
+        # the retired key is refused for frames captured after the rotation
+        from offchain.camera.sources import EncodedFrame
+
+        now = int(time.time() * 1000) + 5_000
+        late = [EncodedFrame(100 + i, now + 40 * i, f.keyframe, f.data) for i, f in enumerate(frames[:10])]
+        asyncio.run(CameraAgent(ip, old_key, late, ingest, speed=0).run())
+        for node in cluster.nodes:
+            deadline = time.monotonic() + 20
+            while len(held := cluster.api(node, f"/api/v1/frames/{ip}")) < 100 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert [f["seq"] for f in held] == list(range(100)), node.name
+            security = [a for a in cluster.api(node, "/api/v1/alarms") if a["kind"] == "security"]
+            assert len(security) >= 1 and all(a["camera"] == ip for a in security)
+    finally:
+        cluster.stop()
