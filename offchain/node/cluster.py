@@ -150,7 +150,12 @@ class Cluster:
         return next(n for n in self.nodes if n.name == name)
 
     def api(self, node: NodeProcess, path: str, **params: Any) -> Any:
-        r = httpx.get(node.config.api_url + path, params=params, timeout=10)
+        try:
+            r = httpx.get(node.config.api_url + path, params=params, timeout=30)
+        except httpx.TimeoutException:
+            if node.process and node.process.poll() is None:
+                os.kill(node.process.pid, signal.SIGUSR1)  # the node dumps its threads' stacks to its log
+            raise ClusterError(f"{node.name} {path}: no answer in 30 s; stacks dumped to {node.log_path}") from None
         if r.status_code != 200:
             raise ClusterError(f"{node.name} {path}: HTTP {r.status_code} {r.text[:200]}")
         return r.json()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import signal
 
@@ -40,6 +41,8 @@ async def serve(config: NodeConfig) -> None:
 
 
 def run(config_path: str) -> int:
+    # `kill -USR1 <pid>` prints every thread's stack to the log: how to see a stuck node.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     config = NodeConfig.load(config_path)
     asyncio.run(serve(config))
     return 0

@@ -30,7 +30,7 @@ from ..chain import reverts
 from ..chain.client import load_artifact
 from ..core.block import BlockHeader, FrameRef, Gap, Manifest, ManifestFormatError, build_block, proposer_for, window_of
 from ..core.cid import cid_from_digest
-from ..core.gaps import find_holes
+from ..core.gaps import Hole, find_holes
 from ..core.block import frames_tree
 from ..store.base import StoreError
 
@@ -64,7 +64,10 @@ class Producer:
             if span is None or last is None:
                 continue
             start = window_of(span[0], window_ms)[0]
-            idle = now - (node.state.max_received_at(cam) or now) > node.config.idle_close_ms / 1000
+            # Silence counts from this process's start too: a node just restarted has heard
+            # nothing yet, which says nothing about the camera.
+            heard = max(node.state.max_received_at(cam) or now, node.started_at)
+            idle = now - heard > node.config.idle_close_ms / 1000
             prev_hash, height, tip_end = await asyncio.to_thread(node.ledger.tip, cam)
             pending = 0
             while start <= last[1]:
@@ -107,37 +110,50 @@ class Producer:
             self.waiting[cam] = pending
 
     def _open_alarms_in(self, cam: bytes, start: int, end: int) -> list:
+        """Open missing alarms whose lost span (between the frames around the hole) overlaps the window."""
         out = []
         for a in self.node.state.alarms(open_only=True, camera=cam, kind="missing"):
-            at = a.ts_from if a.ts_from is not None else a.ts_to
-            if at is None or start <= at < end:
+            lo = a.ts_from if a.ts_from is not None else -1
+            hi = a.ts_to if a.ts_to is not None else 2**63
+            if lo < end and hi > start:
                 out.append(a)
         return out
 
     def _gaps(self, cam: bytes, start: int, end: int, frames: list[FrameRef], codec: dict | None) -> list[Gap]:
-        """Holes whose last frame before them lies in this window, plus the lost tail."""
+        """Every lost sequence number whose capture time falls in [start, end).
+
+        Holes are found among this window's frames and the nearest frames on either side. The
+        capture time of a lost frame is interpolated between its neighbours (or extrapolated at
+        the frame rate before the first and after the last), so a hole that spans a window
+        boundary is split between the two windows instead of being charged to one of them."""
         node = self.node
         row = node.state.camera_row(cam)
         last_seq = row[2] if row else None
-        first_seq = (row[3] if row and row[3] is not None else 0)
-        fps = _fps(codec)
-        seen = sorted((f.seq, f.timestamp_ms, f.keyframe) for f in frames)
-        before_first = node.state.neighbours(cam, frames[0].seq)[0] if frames else None
-        after_last = node.state.neighbours(cam, frames[-1].seq)[1] if frames else None
-        scan = ([before_first] if before_first else []) + seen + ([after_last] if after_last else [])
-        floor = (before_first[0] if before_first else first_seq - 1)
-        is_tail = after_last is None and last_seq is not None
-        holes = find_holes(floor, [s for s in scan if s[0] > floor], last_seq if is_tail else None)
-        alarms = {a.seq_from: a for a in node.state.alarms(camera=cam, kind="missing")}
+        first_seq = row[3] if row and row[3] is not None else 0
+        step_ms = 1000 / _fps(codec)
+        before = node.state.frame_before_time(cam, start)
+        after = node.state.frame_from_time(cam, end)
+        floor = before[0] if before else first_seq - 1
+        seen = sorted({(f.seq, f.timestamp_ms, f.keyframe) for f in frames} | ({after} if after else set()))
+        holes = find_holes(floor, [x for x in seen if x[0] > floor], None if after else last_seq)
+        if before:
+            holes = [Hole(h.from_seq, h.to_seq, h.before or before, h.after) for h in holes]
+        key_lost = {(a.seq_from, a.seq_to): a.keyframe_lost for a in node.state.alarms(camera=cam, kind="missing")}
         gaps = []
         for h in holes:
-            anchor_ts = h.before[1] if h.before else (h.after[1] if h.after else None)
-            if anchor_ts is None or not start <= anchor_ts < end:
+            def t(seq: int) -> float:
+                if h.before and h.after:
+                    return h.before[1] + (seq - h.before[0]) * (h.after[1] - h.before[1]) / (h.after[0] - h.before[0])
+                if h.before:
+                    return h.before[1] + (seq - h.before[0]) * step_ms
+                return h.after[1] - (h.after[0] - seq) * step_ms
+
+            mine = [s for s in h.seqs if start <= t(s) < end]
+            if not mine:
                 continue
-            from_ms = h.before[1] + 1 if h.before else start
-            to_ms = h.after[1] if h.after else min(end, from_ms + int((h.to_seq - h.from_seq + 1) * 1000 / fps))
-            alarm = alarms.get(h.from_seq)
-            gaps.append(Gap(h.from_seq, h.to_seq, from_ms, max(to_ms, from_ms + 1), bool(alarm and alarm.keyframe_lost)))
+            lost_key = any(v for (lo, hi), v in key_lost.items() if lo <= mine[-1] and hi >= mine[0])
+            to_ms = int(t(mine[-1] + 1)) if h.after or mine[-1] < h.to_seq else int(t(mine[-1]) + step_ms)
+            gaps.append(Gap(mine[0], mine[-1], int(t(mine[0])), max(min(to_ms, end), int(t(mine[0])) + 1), lost_key))
         return gaps
 
     async def _propose(self, cam: bytes, info, start: int, end: int, height: int, prev_hash: bytes) -> None:

@@ -31,16 +31,25 @@ class CameraRegistry:
         self._cameras: dict[bytes, CameraInfo] = {}
         self._last_refresh = 0.0
         self._camera_checked: dict[bytes, float] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def refresh(self, force: bool = False) -> bool:
-        with self._lock:
+        """Re-read the whole whitelist. Returns False when skipped: within `min_refresh_s` of
+        the last one (unless forced), or while another thread is already refreshing, so a burst
+        of unknown packets never queues refreshes behind each other."""
+        if not self._lock.acquire(blocking=force):
+            return False
+        try:
             if not force and time.monotonic() - self._last_refresh < self.min_refresh_s:
                 return False
+            # Under the lock: a slow full read that began before a key rotation must not
+            # overwrite the newer answer of a per-camera read that finished meanwhile.
             self._last_refresh = time.monotonic()
-        cams = {cid: self.consortium.camera(cid) for cid in self.consortium.camera_ids()}
-        self._cameras = cams
-        self._retired = self._key_history()
+            cams = {cid: self.consortium.camera(cid) for cid in self.consortium.camera_ids()}
+            retired = self._key_history()
+            self._cameras, self._retired = cams, retired
+        finally:
+            self._lock.release()
         log.debug("whitelist refreshed", extra={"cameras": len(cams)})
         return True
 
@@ -51,13 +60,15 @@ class CameraRegistry:
         if now - self._camera_checked.get(camera, 0.0) < min_interval_s:
             return self._cameras.get(camera)
         self._camera_checked[camera] = now
-        try:
-            info = self.consortium.camera(camera)
-        except ContractRevert:
-            return None
-        if self._cameras.get(camera) is not None and self._cameras[camera].device_public_key != info.device_public_key:
-            self._retired = self._key_history()
-        self._cameras[camera] = info
+        with self._lock:
+            try:
+                info = self.consortium.camera(camera)
+            except ContractRevert:
+                return None
+            known = self._cameras.get(camera)
+            if known is not None and known.device_public_key != info.device_public_key:
+                self._retired = self._key_history()
+            self._cameras = {**self._cameras, camera: info}
         return info
 
     def _key_history(self) -> dict[bytes, list[tuple[bytes, int]]]:

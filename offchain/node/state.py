@@ -137,6 +137,16 @@ class NodeState:
         return [(s, t, bool(k)) for s, t, k in self.db.execute(
             "SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND seq>? ORDER BY seq", (camera, seq))]
 
+    def frame_before_time(self, camera: bytes, ts: int) -> tuple[int, int, bool] | None:
+        row = self.db.execute("SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND ts<? ORDER BY ts DESC, seq DESC LIMIT 1",
+                              (camera, ts)).fetchone()
+        return (row[0], row[1], bool(row[2])) if row else None
+
+    def frame_from_time(self, camera: bytes, ts: int) -> tuple[int, int, bool] | None:
+        row = self.db.execute("SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND ts>=? ORDER BY ts, seq LIMIT 1",
+                              (camera, ts)).fetchone()
+        return (row[0], row[1], bool(row[2])) if row else None
+
     def recent_keyframes(self, camera: bytes, limit: int = 50) -> list[int]:
         rows = self.db.execute("SELECT seq FROM frames WHERE camera_id=? AND keyframe=1 ORDER BY seq DESC LIMIT ?",
                                (camera, limit)).fetchall()

@@ -165,6 +165,9 @@ def test_node_killed_mid_stream_resumes_without_losing_accepted_frames(tmp_path)
         store = LocalStore(victim.config.data_dir / "store")
         assert all(store.has(cid_from_digest(bytes.fromhex(d))) for _, d in list(after)[:100])
         assert ledger.chain_length(cid) == 3
+        recs = [ledger.block_at(cid, h) for h in (1, 2, 3)]
+        assert all(r.attestations == 3 and r.disputes == 0 for r in recs), [(r.attestations, r.disputes) for r in recs]  # the restarted node agreed
+        assert [r.header.frame_count for r in recs] == [250, 250, 250]
     finally:
         cluster.stop()
 
@@ -223,9 +226,12 @@ def test_next_node_takes_over_from_a_dead_proposer(tmp_path):
         nodes = cluster.consortium().nodes()
         dead_address = cluster.deployment.record["nodes"][2]["address"]
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and ledger.chain_length(cid) < 6:
+        recs: list = []
+        while time.monotonic() < deadline:
+            recs = [ledger.block_at(cid, h) for h in range(1, ledger.chain_length(cid) + 1)]
+            if len(recs) == 6 and all(r.finalized for r in recs):
+                break
             time.sleep(0.5)
-        recs = [ledger.block_at(cid, h) for h in range(1, ledger.chain_length(cid) + 1)]
         assert len(recs) == 6 and all(r.finalized for r in recs)  # quorum 2 of the 2 live nodes
         taken_over = [r for r in recs if proposer_for(cid, r.header.window_start_ms, nodes) == dead_address]
         assert taken_over, "no window fell to the dead node; pick another camera ip"
@@ -253,10 +259,15 @@ def test_rotated_device_key_is_picked_up_from_chain(tmp_path):
         new_key = Ed25519PrivateKey.generate()
         cluster.consortium(1).rotate_camera_key(camera_id(ip), new_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
         asyncio.run(CameraAgent(ip, new_key, frames[50:], ingest, speed=0).run())
+        for node in cluster.nodes:  # the rotation reaches a node within a tick; let every node see it
+            deadline = time.monotonic() + 20
+            while len(cluster.api(node, f"/api/v1/frames/{ip}")) < 100 and time.monotonic() < deadline:
+                time.sleep(0.2)
         # the retired key is refused for frames captured after the rotation
         from offchain.camera.sources import EncodedFrame
 
-        now = int(time.time() * 1000) + 5_000
+        # Anvil's block clock runs ahead of the wall clock when blocks come fast: use chain time.
+        now = cluster.w3.eth.get_block("latest")["timestamp"] * 1000 + 5_000
         late = [EncodedFrame(100 + i, now + 40 * i, f.keyframe, f.data) for i, f in enumerate(frames[:10])]
         asyncio.run(CameraAgent(ip, old_key, late, ingest, speed=0).run())
         for node in cluster.nodes:
