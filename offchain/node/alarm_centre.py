@@ -1,7 +1,8 @@
 """The alarm centre (I9): inspects every node's alarm pool periodically. When every node has held
 a missing-frame alarm covering the same frames of a camera for `alarm_hold_ms`, the stream is
 unhealthy everywhere (a network or camera fault, not one node's loss): it raises a risk warning on
-chain for that camera, and clears it once no node holds such an alarm any more.
+chain for that camera, and clears it once the nodes no longer share such an alarm (one of them got
+the frames back, or the gap was declared in an anchored block and the alarms were settled).
 
 It runs inside one node (config `alarm_centre = true`) and sends transactions from that node's
 account. A node that does not answer is not assumed healthy or unhealthy: nothing changes until
@@ -28,6 +29,7 @@ class AlarmCentre:
         self.node = node
         self.common_since: dict[bytes, float] = {}
         self.active: dict[bytes, bool] = {}
+        self.loaded = False
 
     async def _open_missing(self, url: str) -> dict[bytes, tuple[set[int], int | None]] | None:
         try:
@@ -46,6 +48,11 @@ class AlarmCentre:
 
     async def inspect(self) -> None:
         node = self.node
+        if not self.loaded:
+            # After a restart, risks raised earlier are known from the chain, so they still clear.
+            for info in node.registry.all():
+                self.active[info.camera_id] = (await asyncio.to_thread(node.ledger.risk, info.camera_id))["active"]
+            self.loaded = True
         urls = [node.config.api_url] + [p for p in node.config.peers if p != node.config.api_url]
         pools = await asyncio.gather(*(self._open_missing(u) for u in urls))
         if any(p is None for p in pools):

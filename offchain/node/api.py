@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 def _camera(ref: str) -> bytes:
     """A camera named by its IP or its 0x id."""
     if ref.startswith("0x") and len(ref) == 66:
-        return bytes.fromhex(ref[2:])
+        try:
+            return bytes.fromhex(ref[2:])
+        except ValueError as exc:
+            raise HTTPException(400, "camera id is not hex") from exc
     return camera_id(ref)
 
 
@@ -54,6 +57,8 @@ def build_app(node: "Node") -> FastAPI:
 
     @app.get("/api/v1/frames/{camera}")
     async def frames(camera: str, from_ms: int = 0, to_ms: int = 2**63 - 1) -> list[dict[str, Any]]:
+        if not (0 <= from_ms < 2**63 and 0 <= to_ms < 2**63):
+            raise HTTPException(400, "times are epoch milliseconds")
         rows = node.state.frames_in(_camera(camera), from_ms, to_ms)
         return [{"seq": f.ref.seq, "timestampMs": f.ref.timestamp_ms, "sha256": f.ref.sha256.hex(),
                  "keyframe": f.ref.keyframe, "size": f.ref.size, "source": f.source, "anchored": f.anchored} for f in rows]
@@ -68,7 +73,10 @@ def build_app(node: "Node") -> FastAPI:
 
     @app.post("/peer/v1/alarm/clear")
     async def peer_alarm_clear(request: Request) -> dict[str, Any]:
-        return await node.repairer.on_alarm_clear(await request.json())
+        msg = await request.json()
+        if not isinstance(msg, dict):
+            raise HTTPException(400, "a clear message is a JSON object")
+        return await node.repairer.on_alarm_clear(msg)
 
     @app.post("/peer/v1/repair")
     async def peer_repair(request: Request) -> dict[str, Any]:
@@ -82,6 +90,8 @@ def build_app(node: "Node") -> FastAPI:
         """The original signed packet of one frame, so the asker can verify the camera's
         signature itself."""
         cam = _camera(camera)
+        if not 0 <= seq < 2**63:
+            raise HTTPException(400, "seq out of range")
         frame = node.state.frame(cam, seq)
         info = node.registry.get(cam)
         if frame is None or info is None:
@@ -90,7 +100,8 @@ def build_app(node: "Node") -> FastAPI:
             payload = await asyncio.to_thread(node.store.get, _cid(frame.ref.sha256))
         except StoreError as exc:
             raise HTTPException(404, f"frame bytes unavailable: {exc}") from exc
-        return Response(node.repairer.packet_bytes(info.ip, frame, payload), media_type="application/octet-stream")
+        return Response(node.repairer.packet_bytes(info.ip, frame, payload), media_type="application/octet-stream",
+                        headers={"X-FrameLedger-Node-Name": node.name})
 
     @app.get("/peer/v1/blocks/{cid}")
     async def peer_block(cid: str) -> Response:

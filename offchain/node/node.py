@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ from .state import Alarm, NodeState
 
 log = logging.getLogger(__name__)
 
+MAX_TAIL_SEQS = 10_000  # the most frames a camera's end message may declare lost after the last held one
+MAX_HOLE_SEQS = 100_000  # larger holes are alarmed in pieces, so no alarm holds an unbounded range
+
 
 def open_store(config: NodeConfig) -> ContentStore:
     if config.store == "local":
@@ -53,7 +57,7 @@ class CameraTrack:
     watermark: int  # every seq <= watermark is held or declared lost
     noticed: dict[int, float] = field(default_factory=dict)  # hole start seq -> when first seen
     alarmed: set[int] = field(default_factory=set)  # seqs under an alarm of ours
-    keyframes: list[int] = field(default_factory=list)
+    keyframes: deque[int] = field(default_factory=lambda: deque(maxlen=50))
 
 
 class Node:
@@ -105,7 +109,8 @@ class Node:
         """The periodic work: gap scan, repair, sealing, attestation."""
         while not self.stopping.is_set():
             started = time.monotonic()
-            for step in (self.watch_whitelist, self.scan_gaps, self.producer.tick, self.producer.scan_anchored):
+            for step in (self.watch_whitelist, self.scan_gaps, self.repairer.resend_open_alarms, self.producer.tick,
+                         self.producer.scan_anchored):
                 try:
                     await step()
                 except Exception:  # noqa: BLE001 - one failing step must not stop the node
@@ -115,15 +120,28 @@ class Node:
     # ------------------------------------------------------------------- ingest
     async def _serve_camera(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        # Control messages are unsigned, so they count only for the camera whose validly signed
+        # packets this connection has carried; a hello before that is held until the first one.
+        proven: bytes | None = None
+        pending: list[dict[str, Any]] = []
         try:
             async for body in wire.read_messages(reader):
                 if wire.is_control(body):
-                    self._on_control(wire.parse_control(body))
+                    msg = wire.parse_control(body)
+                    if proven is None:
+                        pending = (pending + [msg])[-4:]
+                    else:
+                        self._on_control(msg, proven)
                     continue
                 outcome = await self.accept_packet(body, source="camera")
                 if outcome == "security":
                     # I2: an unknown or forged source gets nothing stored and loses its connection.
                     break
+                if outcome in ("accepted", "duplicate") and proven is None:
+                    proven = pk.decode_packet(body).camera_id
+                    for msg in pending:
+                        self._on_control(msg, proven)
+                    pending = []
         except wire.WireError as exc:
             self.state.bump("*", "rejected_wire")
             log.warning("camera connection dropped", extra={"node": self.name, "peer": str(peer), "reason": str(exc)})
@@ -132,18 +150,23 @@ class Node:
         finally:
             writer.close()
 
-    def _on_control(self, msg: dict[str, Any]) -> None:
+    def _on_control(self, msg: dict[str, Any], proven: bytes) -> None:
         ip = str(msg.get("camera", ""))
-        if self.registry.active_key(ip) is None:
-            return  # never record anything for a camera that is not whitelisted
-        cam = camera_id(ip)
+        if camera_id(ip) != proven or self.registry.active_key(ip) is None:
+            return  # only about the camera this connection proved to carry
+        cam = proven
         if msg["type"] == "hello":
-            self.state.note_camera(cam, ip, json.dumps(msg.get("codec"), sort_keys=True) if msg.get("codec") else None)
-            if isinstance(msg.get("firstSeq"), int):
-                self.state.note_first_seq(cam, msg["firstSeq"])
+            codec = msg.get("codec")
+            self.state.note_camera(cam, ip, json.dumps(codec, sort_keys=True) if isinstance(codec, dict) else None)
+            first = msg.get("firstSeq")
+            if isinstance(first, int) and 0 <= first < 2**62:
+                self.state.note_first_seq(cam, first)
         elif msg["type"] == "end":
-            self.state.note_camera(cam, ip)
-            self.state.note_last_seq(cam, int(msg.get("lastSeq", -1)))
+            last = msg.get("lastSeq")
+            held = self.state.max_seq(cam)
+            # An end far beyond what was ever held is not believed: it would declare a huge tail lost.
+            if isinstance(last, int) and held is not None and held <= last <= held + MAX_TAIL_SEQS:
+                self.state.note_last_seq(cam, last)
 
     async def accept_packet(self, raw: bytes, source: str, expect_camera: bytes | None = None) -> str:
         """Check one packet and keep it. Returns accepted, duplicate, conflict, integrity or security."""
@@ -170,12 +193,13 @@ class Node:
         cam = packet.camera_id
         held = self.state.frame(cam, packet.seq)
         if held is not None:
-            if held.ref.sha256 == packet.sha256:
-                self.state.bump(ip, "duplicates")
-                return "duplicate"
-            # Two validly signed frames with one seq: the camera itself equivocates.
-            self._alarm_rejected(ip, "security", f"seq {packet.seq} signed twice with different bytes", source)
-            return "conflict"
+            return self._same_or_conflict(held, packet, ip, source)
+        horizon = max(self.state.max_ts(cam) or 0, int(time.time() * 1000)) + 10 * self.config.window_ms
+        if packet.timestamp_ms > horizon:
+            # A clock far ahead would close every real window at once and walk the producer
+            # through empty windows; such a frame is refused, not stored.
+            self._alarm_rejected(ip, "integrity", f"seq {packet.seq} stamped {packet.timestamp_ms}, beyond {horizon}", source)
+            return "integrity"
         try:
             await asyncio.to_thread(self.store.put, packet.payload)
         except StoreError as exc:
@@ -190,7 +214,16 @@ class Node:
             if track and packet.keyframe:
                 track.keyframes.append(packet.seq)
             return "accepted"
-        return "duplicate"
+        # Another copy landed while the bytes were being stored: same frame, or equivocation.
+        return self._same_or_conflict(self.state.frame(cam, packet.seq), packet, ip, source)
+
+    def _same_or_conflict(self, held, packet: pk.FramePacket, ip: str, source: str) -> str:
+        if held.ref.sha256 == packet.sha256 and held.ref.timestamp_ms == packet.timestamp_ms:
+            self.state.bump(ip, "duplicates")
+            return "duplicate"
+        # Two validly signed frames with one seq: the camera itself equivocates.
+        self._alarm_rejected(ip, "security", f"seq {packet.seq} signed twice with different content", source)
+        return "conflict"
 
     async def _signature_ok(self, packet: pk.FramePacket) -> bool:
         """Under a key valid at the frame's capture time; after a failure the camera is re-read
@@ -207,8 +240,10 @@ class Node:
         return False
 
     def _alarm_rejected(self, ip: str | None, kind: str, reason: str, source: str) -> None:
-        self.state.bump(ip or "*", f"rejected_{kind}")
+        # Counters are keyed by whitelisted cameras only: an intruder cannot create rows at will.
+        self.state.bump(ip if ip and self.registry.by_ip(ip) else "*", f"rejected_{kind}")
         alarm_id = f"{self.name}:{kind}:{time.time_ns()}"
+        ip = ip if ip and self.registry.by_ip(ip) else None
         self.state.raise_alarm(Alarm(alarm_id, camera_id(ip) if ip else None, ip, kind, None, None, None, None, False,
                                      time.time(), None, None, f"{reason} (via {source})"))
         log.warning("packet rejected", extra={"node": self.name, "alarm": kind, "camera": ip, "reason": reason})
@@ -227,7 +262,7 @@ class Node:
             # ("firstSeq", e.g. a camera that keeps counting across restarts).
             first = row[3] if row and row[3] is not None else 0
             track = CameraTrack(watermark=first - 1)
-            track.keyframes = self.state.recent_keyframes(cam)
+            track.keyframes.extend(self.state.recent_keyframes(cam))
             for alarm in self.state.alarms(camera=cam, kind="missing"):
                 track.alarmed.update(range(alarm.seq_from, alarm.seq_to + 1))
             self.tracks[cam] = track
@@ -246,15 +281,19 @@ class Node:
             last_seq = row[2] if row else None
             seen = self.state.seqs_after(cam, track.watermark)
             holes = find_holes(track.watermark, seen, last_seq)
-            gop = estimate_gop(track.keyframes[-10:])
+            gop = estimate_gop(list(track.keyframes)[-10:])
             # advance the watermark over everything held or already alarmed
-            blocking = [h for h in holes if not set(h.seqs) <= track.alarmed]
+            blocking = [h for h in holes if not all(s in track.alarmed for s in h.seqs)]
             if blocking:
                 track.watermark = blocking[0].from_seq - 1
             elif seen:
                 track.watermark = max(seen[-1][0], last_seq or -1)
+            # forget what lies below the watermark: those holes are settled one way or another
+            track.alarmed = {s for s in track.alarmed if s > track.watermark}
+            starts = {h.from_seq for h in blocking}
+            track.noticed = {k: v for k, v in track.noticed.items() if k in starts or k > track.watermark}
             for hole in blocking:
-                fresh = [s for s in hole.seqs if s not in track.alarmed]
+                fresh = [s for s in hole.seqs if s not in track.alarmed][:MAX_HOLE_SEQS]
                 first_noticed = track.noticed.setdefault(fresh[0], now)
                 if now - first_noticed < wait:
                     continue
@@ -272,7 +311,7 @@ class Node:
             "uptimeS": round(time.time() - self.started_at, 1),
             "ingestPort": self.config.ingest_port,
             "counters": counters,
-            "openAlarms": len(self.state.alarms(open_only=True)),
+            "openAlarms": self.state.open_alarm_count(),
             "cameras": {ip: "0x" + cid.hex() for cid, ip in self.state.cameras()},
         }
 

@@ -48,66 +48,86 @@ class Producer:
         self.node = node
         self.closed_at: dict[tuple[bytes, int], float] = {}
         self.waiting: dict[bytes, int] = {}  # camera -> windows waiting for an earlier block (B5)
+        self.failures: dict[bytes, int] = {}  # anchored block -> failed attempts to settle it
         self._event_abi = next(e for e in load_artifact("VideoLedger")["abi"] if e.get("name") == "BlockAnchored")
 
     # ------------------------------------------------------------------ sealing
     async def tick(self) -> None:
+        for cam in self.node.state.pool_cameras():
+            try:
+                await self._tick_camera(cam)
+            except Exception:  # noqa: BLE001 - one camera's trouble must not stop the others
+                log.exception("sealing failed", extra={"node": self.node.name, "camera": "0x" + cam.hex()})
+
+    async def _tick_camera(self, cam: bytes) -> None:
         node = self.node
         now = time.time()
         window_ms = node.config.window_ms
-        for cam in node.state.pool_cameras():
-            info = node.registry.get(cam)
-            if info is None:
+        info = node.registry.get(cam)
+        if info is None or not info.active or info.head_block == b"\x00" * 32:
+            return  # revoked, or before the genesis: the chain would refuse any block
+        span = node.state.pool_span(cam)
+        last = node.state.last_frame(cam)
+        if span is None or last is None:
+            return
+        start = window_of(span[0], window_ms)[0]
+        row = node.state.camera_row(cam)
+        ended = row is not None and row[2] is not None and (node.state.max_seq(cam) or -1) >= row[2]
+        # Silence counts from this process's start too: a node just restarted has heard nothing
+        # yet, which says nothing about the camera. Without the camera's end message, silence
+        # closes a window only once it has lasted as long as the rest of that window, so a camera
+        # cut off mid-window is waited for instead of sealed short.
+        heard = max(node.state.max_received_at(cam) or now, node.started_at)
+        silent_s = now - heard
+        prev_hash, height, tip_end = await asyncio.to_thread(node.ledger.tip, cam)
+        pending = 0
+        while start <= last[1]:
+            end = start + window_ms
+            if tip_end > start:
+                # Anchored already. Once this node has settled that block (attested or proposed
+                # it), frames still pooled in the window arrived too late for it; so did frames of
+                # a window the chain moved past without a block. Alarms there are settled too.
+                seen_since = self.closed_at.setdefault((cam, start), now)
+                stale = now - seen_since > 2 * node.config.repair_deadline_ms / 1000
+                if node.state.block_for_window(cam, start) is not None or stale:
+                    late = node.state.mark_anchored(cam, start, end)
+                    if late:
+                        node.state.bump(info.ip, "late_frames", late)
+                    for alarm in self._open_alarms_in(cam, start, end):
+                        if alarm.ts_to is not None and alarm.ts_to <= end:
+                            await node.repairer.clear(alarm, "declared")
+                    self.closed_at.pop((cam, start), None)
+                start = end
                 continue
-            span = node.state.pool_span(cam)
-            last = node.state.last_frame(cam)
-            if span is None or last is None:
+            rest_s = max(node.config.idle_close_ms / 1000, (end - last[1]) / 1000)
+            closed = last[1] >= end or (ended and silent_s > node.config.idle_close_ms / 1000) or silent_s > rest_s
+            if not closed:
+                break
+            closed_at = self.closed_at.setdefault((cam, start), now)
+            frames = [f.ref for f in node.state.frames_in(cam, start, end)]
+            # Holes count whether or not their alarm is out yet: a window is not sealed while
+            # repair can still fill it, unless the repair deadline has passed.
+            holes = self._gaps(cam, start, end, frames, None) or self._open_alarms_in(cam, start, end)
+            deadline = node.config.repair_deadline_ms / 1000
+            if holes and now - closed_at < deadline:
+                pending += 1
+                break
+            if not frames and not holes:
+                # Nothing here: jump to the window of the next frame instead of walking every
+                # empty window in between.
+                nxt = node.state.frame_from_time(cam, end)
+                self.closed_at.pop((cam, start), None)
+                start = window_of(nxt[1], window_ms)[0] if nxt else end
                 continue
-            start = window_of(span[0], window_ms)[0]
-            # Silence counts from this process's start too: a node just restarted has heard
-            # nothing yet, which says nothing about the camera.
-            heard = max(node.state.max_received_at(cam) or now, node.started_at)
-            idle = now - heard > node.config.idle_close_ms / 1000
-            prev_hash, height, tip_end = await asyncio.to_thread(node.ledger.tip, cam)
-            pending = 0
-            while start <= last[1]:
-                end = start + window_ms
-                if tip_end > start:
-                    # Anchored already. Once this node has settled that block (attested or
-                    # proposed it), frames still pooled in the window arrived too late for it;
-                    # so did frames of a window the chain moved past without a block.
-                    seen_since = self.closed_at.setdefault((cam, start), now)
-                    stale = now - seen_since > 2 * node.config.repair_deadline_ms / 1000
-                    if node.state.block_for_window(cam, start) is not None or stale:
-                        late = node.state.mark_anchored(cam, start, end)
-                        if late:
-                            node.state.bump(info.ip, "late_frames", late)
-                    start = end
-                    continue
-                closed = last[1] >= end or idle
-                if not closed:
-                    break
-                closed_at = self.closed_at.setdefault((cam, start), now)
-                frames = [f.ref for f in node.state.frames_in(cam, start, end)]
-                # Holes count whether or not their alarm is out yet: a window is not sealed while
-                # repair can still fill it, unless the repair deadline has passed.
-                holes = self._gaps(cam, start, end, frames, None) or self._open_alarms_in(cam, start, end)
-                deadline = node.config.repair_deadline_ms / 1000
-                if holes and now - closed_at < deadline:
-                    pending += 1
-                    break
-                if not frames and not holes:
-                    start = end
-                    continue
-                ready_at = closed_at + (deadline if holes else 0)
-                attempt = max(0, int((now - ready_at) / (node.config.proposer_timeout_ms / 1000)))
-                proposer = proposer_for(cam, start, node.nodes, attempt)
-                if proposer != node.address:
-                    pending += 1
-                    break  # the proposer's turn; later windows wait in the orphan pool
-                await self._propose(cam, info, start, end, height, prev_hash)
-                break  # one block per camera per tick: the next needs the new tip
-            self.waiting[cam] = pending
+            ready_at = closed_at + (deadline if holes else 0)
+            attempt = max(0, int((now - ready_at) / (node.config.proposer_timeout_ms / 1000)))
+            proposer = proposer_for(cam, start, node.nodes, attempt)
+            if proposer != node.address:
+                pending += 1
+                break  # the proposer's turn; later windows wait in the orphan pool
+            await self._propose(cam, info, start, end, height, prev_hash)
+            break  # one block per camera per tick: the next needs the new tip
+        self.waiting[cam] = pending
 
     def _open_alarms_in(self, cam: bytes, start: int, end: int) -> list:
         """Open missing alarms whose lost span (between the frames around the hole) overlaps the window."""
@@ -229,16 +249,33 @@ class Producer:
         event = node.ledger.contract.events.BlockAnchored()
         logs = await asyncio.to_thread(event.get_logs, from_block=start_block, to_block=to_block)
         for entry in logs:
-            header = BlockHeader.from_tuple(entry.args.header)
-            block_hash = bytes(entry.args.blockHash)
-            if node.state.block_role(block_hash) is not None:
-                continue
-            if header.proposer == node.address:
-                node.state.note_block(block_hash, header.camera_id, header.height, header.window_start_ms,
-                                      header.window_end_ms, "proposed")
-                continue
-            await self._verify_and_attest(header, block_hash)
+            try:
+                await self._on_anchored(entry)
+            except Exception:  # noqa: BLE001 - recorded; this block is retried a few ticks, then skipped
+                key = bytes(entry.args.blockHash)
+                self.failures[key] = self.failures.get(key, 0) + 1
+                log.exception("could not settle an anchored block", extra={"node": node.name, "block": "0x" + key.hex()})
+                if self.failures[key] < 5:
+                    return  # keep the checkpoint here and retry next tick
+                node.state.bump("*", "blocks_skipped")
         node.state.set_meta("log_checkpoint", str(to_block + 1))
+
+    async def _on_anchored(self, entry) -> None:
+        node = self.node
+        header = BlockHeader.from_tuple(entry.args.header)
+        block_hash = bytes(entry.args.blockHash)
+        if node.state.block_role(block_hash) is not None:
+            return
+        if header.proposer == node.address:
+            # Ours, but not recorded: the process stopped between the anchor and its bookkeeping.
+            node.state.note_block(block_hash, header.camera_id, header.height, header.window_start_ms,
+                                  header.window_end_ms, "proposed")
+            manifest = await self.fetch_block(cid_from_digest(header.manifest_digest))
+            gaps = list(Manifest.from_bytes(manifest).gaps) if manifest else []
+            info = node.registry.get(header.camera_id)
+            await self._settle(header.camera_id, info.ip if info else "*", header.window_start_ms, header.window_end_ms, gaps)
+            return
+        await self._verify_and_attest(header, block_hash)
 
     async def _verify_and_attest(self, header: BlockHeader, block_hash: bytes) -> None:
         node = self.node
@@ -257,7 +294,11 @@ class Producer:
             await self._settle(header.camera_id, ip, header.window_start_ms, header.window_end_ms, list(manifest.gaps))
         else:
             log.warning("block disputed", extra={"node": node.name, "camera": ip, "height": header.height, "reason": problem})
-            await asyncio.to_thread(node.ledger.dispute, block_hash, problem[:200])
+            try:
+                await asyncio.to_thread(node.ledger.dispute, block_hash, problem[:200])
+            except reverts.ContractRevert as exc:
+                if exc.name != "AlreadyDisputed":  # a restart between the dispute and its bookkeeping
+                    raise
             node.state.bump(ip, "disputes")
             node.state.note_block(block_hash, header.camera_id, header.height, header.window_start_ms, header.window_end_ms, "disputed")
             node.state.mark_anchored(header.camera_id, header.window_start_ms, header.window_end_ms)
@@ -272,17 +313,21 @@ class Producer:
             return "manifest unavailable", None
         try:
             manifest = Manifest.from_bytes(raw)
-        except ManifestFormatError as exc:
-            return f"manifest malformed: {exc}", None
+            tree = frames_tree(header.camera_id, manifest.frames)
+        except (ManifestFormatError, ValueError, TypeError, OverflowError) as exc:  # InvalidMerkleInput is a ValueError
+            return f"manifest malformed: {type(exc).__name__}", None
         if (manifest.camera_id, manifest.height, manifest.window_start_ms, manifest.window_end_ms) != (
                 header.camera_id, header.height, header.window_start_ms, header.window_end_ms):
             return "manifest does not describe this header", manifest
-        tree = frames_tree(header.camera_id, manifest.frames)
         root = tree.root if tree else b"\x00" * 32
         if root != header.frames_root or len(manifest.frames) != header.frame_count:
             return "frames root or count differs from the manifest", manifest
-        await asyncio.to_thread(node.store.put, raw)  # manifests stay in every node's store
         listed = {f.seq: f for f in manifest.frames}
+        if len(listed) != len(manifest.frames):
+            return "manifest lists a sequence number twice", manifest
+        if any(not header.window_start_ms <= f.timestamp_ms < header.window_end_ms for f in manifest.frames):
+            return "manifest lists a frame outside the window", manifest
+        await asyncio.to_thread(node.store.put, raw)  # manifests stay in every node's store
         for f in manifest.frames:
             if not await self._hold(header.camera_id, info.ip, f):
                 return f"frame {f.seq} cannot be verified by this node", manifest
@@ -302,9 +347,16 @@ class Producer:
         """True when this node holds the frame with the manifest's digest, fetching the signed
         packet from a peer when it lacks it (a late repair, re-verified as usual)."""
         node = self.node
-        held = node.state.frame(cam, ref.seq)
-        if held is not None:
-            return held.ref.sha256 == ref.sha256 and held.ref.timestamp_ms == ref.timestamp_ms
+        def matches() -> bool | None:
+            held = node.state.frame(cam, ref.seq)
+            if held is None:
+                return None
+            # What the camera signed must be what the manifest says, field by field.
+            return (held.ref.sha256, held.ref.timestamp_ms, held.ref.keyframe, held.ref.dts_ms, held.ref.size) == (
+                ref.sha256, ref.timestamp_ms, ref.keyframe, ref.dts_ms, ref.size)
+
+        if (verdict := matches()) is not None:
+            return verdict
         for peer in node.config.peers:
             try:
                 r = await node.http.get(f"{peer.rstrip('/')}/peer/v1/frames/0x{cam.hex()}/{ref.seq}")
@@ -312,10 +364,11 @@ class Producer:
                 continue
             if r.status_code != 200:
                 continue
-            if await node.accept_packet(r.content, source=f"repair:{peer}", expect_camera=cam) == "accepted":
-                node.state.record_repair(cam, ip, ref.seq, peer, None)
-                held = node.state.frame(cam, ref.seq)
-                return held is not None and held.ref.sha256 == ref.sha256
+            name = r.headers.get("X-FrameLedger-Node-Name", peer)
+            if await node.accept_packet(r.content, source=f"repair:{name}", expect_camera=cam) == "accepted":
+                node.state.record_repair(cam, ip, ref.seq, name, None)
+            if (verdict := matches()) is not None:
+                return verdict
         return False
 
     async def fetch_block(self, cid: str) -> bytes | None:

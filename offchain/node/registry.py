@@ -121,7 +121,7 @@ class CameraRegistry:
         if from_block > latest:
             return from_block
         logs = w3.eth.get_logs({"address": self.consortium.address, "fromBlock": from_block, "toBlock": latest,
-                                "topics": [[self._topic(n) for n in ("CameraRegistered", "CameraKeyRotated", "CameraRevoked")]]})
+                                "topics": [[self._topic(n) for n in ("CameraRegistered", "CameraKeyRotated", "CameraRevoked", "HeadBlockSet")]]})
         if logs:
             self.refresh(force=True)
         return latest + 1

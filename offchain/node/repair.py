@@ -36,6 +36,9 @@ class Repairer:
     def __init__(self, node: "Node"):
         self.node = node
         self.seen_alarms: dict[str, float] = {}
+        self.sent_rounds: dict[str, tuple[int, float]] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.replying = asyncio.Semaphore(4)  # concurrent repair replies, each up to a few MB
 
     # ------------------------------------------------------------- requester side
     async def raise_missing(self, cam: bytes, ip: str, seq_from: int, seq_to: int, hole: Hole, key_lost: bool) -> None:
@@ -50,15 +53,40 @@ class Repairer:
         node.state.bump(ip, "alarms_raised")
         self.seen_alarms[alarm_id] = time.time()
         log.info("frames missing", extra={"node": node.name, "camera": ip, "seqs": f"{seq_from}-{seq_to}", "keyframe_lost": key_lost})
-        message = {"alarmId": alarm_id, "origin": node.config.api_url, "originName": node.name, "camera": ip,
-                   "cameraId": "0x" + cam.hex(), "seqs": list(range(seq_from, seq_to + 1)), "hops": node.config.hop_limit}
-        await self._broadcast("/peer/v1/alarm", message, exclude=set())
+        self.send_alarm(alarm, round_no=0)
+
+    def send_alarm(self, alarm: Alarm, round_no: int) -> None:
+        """Broadcast (in the background) one round of an alarm. Each round has its own id, so a
+        peer that had nothing the first time (its own copy was still on the way) answers again."""
+        node = self.node
+        message = {"alarmId": f"{alarm.id}#{round_no}", "origin": node.config.api_url, "originName": node.name,
+                   "camera": alarm.camera_ip, "cameraId": "0x" + alarm.camera_id.hex(),
+                   "seqs": list(range(alarm.seq_from, alarm.seq_to + 1)), "hops": node.config.hop_limit}
+        self.sent_rounds[alarm.id] = (round_no, time.time())
+        self.spawn(self._broadcast("/peer/v1/alarm", message, exclude=set()))
+
+    async def resend_open_alarms(self) -> None:
+        node = self.node
+        now = time.time()
+        every = node.config.missing_wait_ms / 1000
+        for alarm in node.state.alarms(open_only=True, kind="missing"):
+            round_no, at = self.sent_rounds.get(alarm.id, (0, alarm.raised_at))
+            if now - at >= every and now - alarm.raised_at < node.config.repair_deadline_ms / 1000:
+                self.send_alarm(alarm, round_no + 1)
+        # forget de-duplication entries older than any alarm can live
+        horizon = now - 10 * max(node.config.repair_deadline_ms / 1000, 60)
+        self.seen_alarms = {k: v for k, v in self.seen_alarms.items() if v > horizon}
+
+    def spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)  # keep a reference until done, or the task may vanish mid-flight
+        task.add_done_callback(self.tasks.discard)
 
     async def on_repair(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Replies from peers: re-verify each packet under the camera's key before keeping it."""
         node = self.node
         peer = str(msg.get("from", "?"))
-        alarm = node.state.alarm(str(msg.get("alarmId", "")))
+        alarm = node.state.alarm(str(msg.get("alarmId", "")).split("#")[0])
         expect = alarm.camera_id if alarm else None
         accepted = rejected = confirmed = 0
         for encoded in msg.get("packets", []):
@@ -97,9 +125,10 @@ class Repairer:
             return
         node.state.bump(alarm.camera_ip or "*", "alarms_cleared")
         log.info("alarm cleared", extra={"node": node.name, "alarm": alarm.id, "resolution": resolution})
-        seqs = list(range(alarm.seq_from, alarm.seq_to + 1))
-        await self._broadcast("/peer/v1/alarm/clear", {"alarmId": alarm.id, "camera": alarm.camera_ip, "seqs": seqs,
-                                                        "resolution": resolution, "from": node.name}, exclude=set())
+        self.sent_rounds.pop(alarm.id, None)
+        self.spawn(self._broadcast("/peer/v1/alarm/clear", {"alarmId": alarm.id, "camera": alarm.camera_ip,
+                                                             "seqFrom": alarm.seq_from, "seqTo": alarm.seq_to,
+                                                             "resolution": resolution, "from": node.name}, exclude=set()))
         await self.feedback({"type": "repair", "node": node.name, "camera": alarm.camera_ip, "seqFrom": alarm.seq_from,
                              "seqTo": alarm.seq_to, "resolution": resolution, "keyframeLost": alarm.keyframe_lost})
 
@@ -118,14 +147,25 @@ class Repairer:
         alarm_id = str(msg["alarmId"])
         if alarm_id in self.seen_alarms:
             return {"status": "duplicate"}
+        origin = str(msg["origin"]).rstrip("/")
+        if origin not in {p.rstrip("/") for p in node.config.peers}:
+            # Frames go only to consortium peers: an alarm must not turn a node into a sender of
+            # evidence to any URL someone names.
+            return {"status": "refused", "reason": "origin is not a peer of this node"}
+        try:
+            cam = bytes.fromhex(str(msg["cameraId"])[2:])
+            seqs = [int(s) for s in msg["seqs"]][:10_000]
+        except (ValueError, TypeError):
+            return {"status": "refused", "reason": "malformed cameraId or seqs"}
+        info = node.registry.get(cam)
+        if len(cam) != 32 or info is None or any(not 0 <= s < 2**62 for s in seqs):
+            return {"status": "refused", "reason": "unknown camera or seq out of range"}
         self.seen_alarms[alarm_id] = time.time()
-        cam = bytes.fromhex(str(msg["cameraId"])[2:])
-        seqs = [int(s) for s in msg["seqs"]][:10_000]
         held = [node.state.frame(cam, s) for s in seqs]
         have = [(s, f) for s, f in zip(seqs, held) if f is not None]
         lacking = [s for s, f in zip(seqs, held) if f is None]
         if have:
-            asyncio.create_task(self._reply(msg, cam, have))
+            self.spawn(self._reply(dict(msg, camera=info.ip, origin=origin), cam, have))
         same_alarm = bool(lacking) and any(
             a.seq_from <= s <= a.seq_to for a in node.state.alarms(open_only=True, camera=cam, kind="missing") for s in lacking
         )
@@ -133,17 +173,22 @@ class Repairer:
         hops = int(msg.get("hops", 0))
         if lacking and not same_alarm and hops > 0:
             forward = dict(msg, seqs=lacking, hops=hops - 1)
-            asyncio.create_task(self._broadcast("/peer/v1/alarm", forward, exclude={msg.get("origin"), sender}))
+            self.spawn(self._broadcast("/peer/v1/alarm", forward, exclude={origin, sender}))
             forwarded = True
-        node.state.bump(str(msg.get("camera", "*")), "alarms_answered" if have else "alarms_heard")
+        node.state.bump(info.ip, "alarms_answered" if have else "alarms_heard")
         return {"status": "ok", "have": len(have), "sameAlarm": same_alarm, "forwarded": forwarded}
 
     async def on_alarm_clear(self, msg: dict[str, Any]) -> dict[str, Any]:
-        self.seen_alarms.setdefault(str(msg.get("alarmId")), time.time())
-        self.node.state.bump(str(msg.get("camera", "*")), "neighbour_alarms_cleared")
+        """A neighbour's alarm is settled: nothing to keep but a counter (for whitelisted cameras)."""
+        ip = str(msg.get("camera", ""))
+        self.node.state.bump(ip if self.node.registry.by_ip(ip) else "*", "neighbour_alarms_cleared")
         return {"status": "ok"}
 
     async def _reply(self, msg: dict[str, Any], cam: bytes, have: list) -> None:
+        async with self.replying:
+            await self._send_reply(msg, cam, have)
+
+    async def _send_reply(self, msg: dict[str, Any], cam: bytes, have: list) -> None:
         node = self.node
         packets = []
         for seq, frame in have:

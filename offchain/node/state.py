@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS alarms (
     raised_at REAL NOT NULL, cleared_at REAL, resolution TEXT, detail TEXT
 );
 CREATE INDEX IF NOT EXISTS open_alarms ON alarms (cleared_at, camera_id);
+CREATE INDEX IF NOT EXISTS alarms_by_camera ON alarms (camera_id, kind, seq_from);
+CREATE INDEX IF NOT EXISTS pool ON frames (camera_id, ts) WHERE anchored = 0;
+CREATE INDEX IF NOT EXISTS frames_by_arrival ON frames (camera_id, received_at);
 CREATE TABLE IF NOT EXISTS repairs (
     id INTEGER PRIMARY KEY, camera_id BLOB NOT NULL, camera_ip TEXT, seq INTEGER NOT NULL, peer TEXT NOT NULL,
     alarm_id TEXT, at REAL NOT NULL, confirmations INTEGER NOT NULL DEFAULT 1
@@ -146,6 +149,15 @@ class NodeState:
         row = self.db.execute("SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND ts>=? ORDER BY ts, seq LIMIT 1",
                               (camera, ts)).fetchone()
         return (row[0], row[1], bool(row[2])) if row else None
+
+    def max_seq(self, camera: bytes) -> int | None:
+        return self.db.execute("SELECT MAX(seq) FROM frames WHERE camera_id=?", (camera,)).fetchone()[0]
+
+    def max_ts(self, camera: bytes) -> int | None:
+        return self.db.execute("SELECT MAX(ts) FROM frames WHERE camera_id=?", (camera,)).fetchone()[0]
+
+    def open_alarm_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM alarms WHERE cleared_at IS NULL").fetchone()[0]
 
     def recent_keyframes(self, camera: bytes, limit: int = 50) -> list[int]:
         rows = self.db.execute("SELECT seq FROM frames WHERE camera_id=? AND keyframe=1 ORDER BY seq DESC LIMIT ?",

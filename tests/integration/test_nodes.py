@@ -217,14 +217,17 @@ def test_next_node_takes_over_from_a_dead_proposer(tmp_path):
         cluster.start_nodes()
         dead = cluster.node("node-customer")
         cluster.kill_node(dead)  # it never comes back: its turns must be taken by the others
+        nodes = cluster.consortium().nodes()
+        dead_address = cluster.deployment.record["nodes"][2]["address"]
         now = int(time.time() * 1000)
         t0 = now - now % 5_000 - 60_000
+        # start where the rotation gives the dead node the first window, so a takeover must happen
+        while proposer_for(camera_id(ip), t0, nodes) != dead_address:
+            t0 -= 5_000
         alive = {n.name: n.ingest for n in cluster.nodes if n is not dead}
         asyncio.run(CameraAgent(ip, key, FileSource(sample_path("bikes"), start_ms=t0, loop=True), alive,
                                 speed=0, max_duration_ms=30_000).run())
         ledger, cid = cluster.ledger(0), camera_id(ip)
-        nodes = cluster.consortium().nodes()
-        dead_address = cluster.deployment.record["nodes"][2]["address"]
         deadline = time.monotonic() + 90
         recs: list = []
         while time.monotonic() < deadline:
@@ -234,7 +237,7 @@ def test_next_node_takes_over_from_a_dead_proposer(tmp_path):
             time.sleep(0.5)
         assert len(recs) == 6 and all(r.finalized for r in recs)  # quorum 2 of the 2 live nodes
         taken_over = [r for r in recs if proposer_for(cid, r.header.window_start_ms, nodes) == dead_address]
-        assert taken_over, "no window fell to the dead node; pick another camera ip"
+        assert taken_over and taken_over[0].header.window_start_ms == t0
         for r in taken_over:
             assert r.header.proposer == proposer_for(cid, r.header.window_start_ms, nodes, attempt=1) != dead_address
     finally:
