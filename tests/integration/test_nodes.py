@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -21,6 +22,21 @@ from offchain.node.scenario import Scenario, ScenarioRun
 from offchain.store.local import LocalStore
 
 WINDOW = 20_000
+
+
+@contextmanager
+def one_camera_cluster(tmp_path, ip: str, owner: int, settings: dict):
+    """Anvil, the contracts, one whitelisted camera and three node processes; stopped on exit."""
+    cluster = Cluster(tmp_path, settings=settings)
+    try:
+        cluster.start_chain()
+        key = cluster.register_camera(ip, owner, b"g")
+        cluster.seal_genesis()
+        cluster.configure_nodes()
+        cluster.start_nodes()
+        yield cluster, key
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="module")
@@ -120,15 +136,10 @@ def test_alarm_centre_raised_and_cleared_risk_for_the_cut_camera(run):
 
 
 def test_node_killed_mid_stream_resumes_without_losing_accepted_frames(tmp_path):
-    cluster = Cluster(tmp_path, settings={"window_ms": 10_000, "missing_wait_ms": 800, "repair_deadline_ms": 4000,
-                                          "idle_close_ms": 2000, "proposer_timeout_ms": 4000, "store_fsync": "file"})
     ip = "10.0.5.1"
-    try:
-        cluster.start_chain()
-        key = cluster.register_camera(ip, 1, b"g")
-        cluster.seal_genesis()
-        cluster.configure_nodes()
-        cluster.start_nodes()
+    settings = {"window_ms": 10_000, "missing_wait_ms": 800, "repair_deadline_ms": 4000, "idle_close_ms": 2000,
+                "proposer_timeout_ms": 4000, "store_fsync": "file"}
+    with one_camera_cluster(tmp_path, ip, owner=1, settings=settings) as (cluster, key):
         victim = cluster.node("node-customer")
         now = int(time.time() * 1000)
         t0 = now - now % 10_000 - 60_000
@@ -168,8 +179,6 @@ def test_node_killed_mid_stream_resumes_without_losing_accepted_frames(tmp_path)
         recs = [ledger.block_at(cid, h) for h in (1, 2, 3)]
         assert all(r.attestations == 3 and r.disputes == 0 for r in recs), [(r.attestations, r.disputes) for r in recs]  # the restarted node agreed
         assert [r.header.frame_count for r in recs] == [250, 250, 250]
-    finally:
-        cluster.stop()
 
 
 def test_repair_feedback_names_the_peers(run):
@@ -206,15 +215,10 @@ def test_lying_peer_is_rejected_and_reported(run):
 def test_next_node_takes_over_from_a_dead_proposer(tmp_path):
     from offchain.core.block import proposer_for
 
-    cluster = Cluster(tmp_path, settings={"window_ms": 5_000, "missing_wait_ms": 500, "repair_deadline_ms": 2000,
-                                          "idle_close_ms": 1500, "proposer_timeout_ms": 2000, "store_fsync": "none"})
     ip = "10.0.6.1"
-    try:
-        cluster.start_chain()
-        key = cluster.register_camera(ip, 2, b"g")
-        cluster.seal_genesis()
-        cluster.configure_nodes()
-        cluster.start_nodes()
+    settings = {"window_ms": 5_000, "missing_wait_ms": 500, "repair_deadline_ms": 2000, "idle_close_ms": 1500,
+                "proposer_timeout_ms": 2000, "store_fsync": "none"}
+    with one_camera_cluster(tmp_path, ip, owner=2, settings=settings) as (cluster, key):
         dead = cluster.node("node-customer")
         cluster.kill_node(dead)  # it never comes back: its turns must be taken by the others
         nodes = cluster.consortium().nodes()
@@ -240,22 +244,14 @@ def test_next_node_takes_over_from_a_dead_proposer(tmp_path):
         assert taken_over and taken_over[0].header.window_start_ms == t0
         for r in taken_over:
             assert r.header.proposer == proposer_for(cid, r.header.window_start_ms, nodes, attempt=1) != dead_address
-    finally:
-        cluster.stop()
 
 
 def test_rotated_device_key_is_picked_up_from_chain(tmp_path):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    cluster = Cluster(tmp_path, settings={"store_fsync": "none"})
     ip = "10.0.7.1"
-    try:
-        cluster.start_chain()
-        old_key = cluster.register_camera(ip, 1, b"g")
-        cluster.seal_genesis()
-        cluster.configure_nodes()
-        cluster.start_nodes()
+    with one_camera_cluster(tmp_path, ip, owner=1, settings={"store_fsync": "none"}) as (cluster, old_key):
         frames = [f for _, f in zip(range(100), FileSource(sample_path("bikes"), start_ms=1_700_000_000_000))]
         ingest = {n.name: n.ingest for n in cluster.nodes}
         asyncio.run(CameraAgent(ip, old_key, frames[:50], ingest, speed=0).run())
@@ -280,5 +276,3 @@ def test_rotated_device_key_is_picked_up_from_chain(tmp_path):
             assert [f["seq"] for f in held] == list(range(100)), node.name
             security = [a for a in cluster.api(node, "/api/v1/alarms") if a["kind"] == "security"]
             assert len(security) >= 1 and all(a["camera"] == ip for a in security)
-    finally:
-        cluster.stop()
