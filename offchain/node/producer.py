@@ -203,7 +203,7 @@ class Producer:
             node.state.bump(info.ip, "substituted", substituted)
         log.info("block anchored", extra={"node": node.name, "camera": info.ip, "height": block.header.height,
                                           "frames": len(frames), "gaps": len(gaps), "gas": result.gas_used})
-        await self._settle(cam, info.ip, start, end, gaps)
+        await self._settle(cam, info.ip, start, end, gaps, [f.seq for f in frames])
 
     def _substitute(self, cam: bytes, gaps: list[Gap]) -> tuple[list[Gap], list[tuple[bytes, list[FrameRef]]]]:
         """I7: a long gap is filled from another camera of the same group, for playback only."""
@@ -226,11 +226,12 @@ class Producer:
                 out_gaps.append(g)
         return out_gaps, subs
 
-    async def _settle(self, cam: bytes, ip: str, start: int, end: int, gaps: list[Gap]) -> None:
-        """After a window's block is anchored: its frames leave the pool and its alarms clear,
-        as repaired, declared or substituted."""
+    async def _settle(self, cam: bytes, ip: str, start: int, end: int, gaps: list[Gap], seqs: list[int]) -> None:
+        """After a window's block is anchored: the frames it lists leave the pool (anything else
+        in the window arrived too late for it and is counted as such by the next tick) and its
+        alarms clear, as repaired, declared or substituted."""
         node = self.node
-        node.state.mark_anchored(cam, start, end)
+        node.state.mark_anchored_seqs(cam, seqs)
         await node.repairer.clear_satisfied_alarms()
         by_seq = {g.from_seq: g for g in gaps}
         for alarm in self._open_alarms_in(cam, start, end):
@@ -270,10 +271,11 @@ class Producer:
             # Ours, but not recorded: the process stopped between the anchor and its bookkeeping.
             node.state.note_block(block_hash, header.camera_id, header.height, header.window_start_ms,
                                   header.window_end_ms, "proposed")
-            manifest = await self.fetch_block(cid_from_digest(header.manifest_digest))
-            gaps = list(Manifest.from_bytes(manifest).gaps) if manifest else []
+            raw = await self.fetch_block(cid_from_digest(header.manifest_digest))
+            manifest = Manifest.from_bytes(raw) if raw else None
             info = node.registry.get(header.camera_id)
-            await self._settle(header.camera_id, info.ip if info else "*", header.window_start_ms, header.window_end_ms, gaps)
+            await self._settle(header.camera_id, info.ip if info else "*", header.window_start_ms, header.window_end_ms,
+                               list(manifest.gaps) if manifest else [], [f.seq for f in manifest.frames] if manifest else [])
             return
         await self._verify_and_attest(header, block_hash)
 
@@ -291,7 +293,8 @@ class Producer:
                 if exc.name != "AlreadyAttested":
                     raise
             node.state.note_block(block_hash, header.camera_id, header.height, header.window_start_ms, header.window_end_ms, "attested")
-            await self._settle(header.camera_id, ip, header.window_start_ms, header.window_end_ms, list(manifest.gaps))
+            await self._settle(header.camera_id, ip, header.window_start_ms, header.window_end_ms, list(manifest.gaps),
+                               [f.seq for f in manifest.frames])
         else:
             log.warning("block disputed", extra={"node": node.name, "camera": ip, "height": header.height, "reason": problem})
             try:

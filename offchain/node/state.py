@@ -175,6 +175,10 @@ class NodeState:
         return self.db.execute("UPDATE frames SET anchored=1 WHERE camera_id=? AND ts>=? AND ts<? AND anchored=0",
                                (camera, from_ms, to_ms)).rowcount
 
+    def mark_anchored_seqs(self, camera: bytes, seqs: list[int]) -> int:
+        return self.db.executemany("UPDATE frames SET anchored=1 WHERE camera_id=? AND seq=?",
+                                   [(camera, s) for s in seqs]).rowcount
+
     def pool_cameras(self) -> list[bytes]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT camera_id FROM frames WHERE anchored=0")]
 
