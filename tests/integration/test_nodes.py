@@ -276,3 +276,25 @@ def test_rotated_device_key_is_picked_up_from_chain(tmp_path):
             assert [f["seq"] for f in held] == list(range(100)), node.name
             security = [a for a in cluster.api(node, "/api/v1/alarms") if a["kind"] == "security"]
             assert len(security) >= 1 and all(a["camera"] == ip for a in security)
+
+
+def test_unsigned_control_messages_and_future_frames_are_not_believed(run):
+    import socket
+
+    from offchain.core import packet as pk
+    from offchain.core import wire
+
+    node = run.cluster.node("node-authority")
+    before = run.cluster.api(node, "/api/v1/status")["counters"].get("10.0.1.11", {})
+    far = int(time.time() * 1000) + 365 * 86_400_000
+    with socket.create_connection(node.ingest, timeout=5) as s:
+        # an "end" claiming a billion lost frames, from a connection that proved no camera
+        s.sendall(wire.frame_message(wire.end_message("10.0.1.11", 10**9)))
+        # a validly signed frame from a clock a year ahead
+        s.sendall(wire.frame_message(pk.encode_packet(run.keys["10.0.1.11"], "10.0.1.11", 10**6, far, True, b"x")))
+    time.sleep(2.0)  # a few ticks
+    after = run.cluster.api(node, "/api/v1/status")["counters"]["10.0.1.11"]
+    assert after.get("rejected_integrity", 0) == before.get("rejected_integrity", 0) + 1
+    alarms = run.cluster.api(node, "/api/v1/alarms", camera="10.0.1.11", kind="missing")
+    assert all(a["seqTo"] < 10_000 for a in alarms)
+    assert all(f["seq"] < 10_000 for f in run.cluster.api(node, "/api/v1/frames/10.0.1.11"))
