@@ -230,43 +230,58 @@ class FileSource:
         return self.frames()
 
     def frames(self) -> Iterator[EncodedFrame]:
-        seq = 0
+        run = PassState()
         offset_ticks = 0
         while True:
             container, stream = self._open()
             try:
-                time_base = Fraction(stream.time_base)
-                default_duration = _default_duration_ticks(stream, time_base)
-                reorders = bool(stream.codec_context.reorder_depth)
-                end_ticks: int | None = None
-                first_ticks: int | None = None
-                for pts, dts, duration, keyframe, data in _presentation_order(
-                    container, stream, default_duration
-                ):
-                    if first_ticks is None:
-                        first_ticks = pts
-                    if end_ticks is None or pts + duration > end_ticks:
-                        end_ticks = pts + duration
-                    yield EncodedFrame(
-                        seq=seq,
-                        timestamp_ms=self.start_ms + _ticks_to_ms(pts + offset_ticks, time_base),
-                        keyframe=keyframe,
-                        data=data,
-                        duration_ms=_ticks_to_ms(duration, time_base),
-                        dts_ms=(
-                            self.start_ms + _ticks_to_ms(dts + offset_ticks, time_base)
-                            if reorders or dts != pts
-                            else None
-                        ),
-                    )
-                    seq += 1
+                yield from encoded_frames(container, stream, self.start_ms, offset_ticks, run)
             finally:
                 container.close()
-            if not self.loop or first_ticks is None or end_ticks is None:
+            if not self.loop or run.first_ticks is None or run.end_ticks is None:
                 return
             # The next repetition starts where this one's last frame ends, so
             # timestamps keep increasing as a live camera's would.
-            offset_ticks += end_ticks - first_ticks
+            offset_ticks += run.end_ticks - run.first_ticks
+
+
+@dataclass
+class PassState:
+    """Where a source stands across repetitions: the next seq, and the span of the last pass."""
+
+    seq: int = 0
+    first_ticks: int | None = None
+    end_ticks: int | None = None
+
+
+def encoded_frames(container: Any, stream: Any, start_ms: int, offset_ticks: int, run: PassState,
+                   rebase: bool = False) -> Iterator[EncodedFrame]:
+    """One pass over an opened container: packets in presentation order as `EncodedFrame`s,
+    numbered on from ``run.seq``. With ``rebase`` the first packet's time becomes ``start_ms``
+    (live streams, whose clocks start anywhere); otherwise the file's own timeline is kept."""
+    time_base = Fraction(stream.time_base)
+    default_duration = _default_duration_ticks(stream, time_base)
+    reorders = bool(stream.codec_context.reorder_depth)
+    run.first_ticks = run.end_ticks = None
+    base: int | None = None if rebase else 0
+    for pts, dts, duration, keyframe, data in _presentation_order(container, stream, default_duration):
+        if base is None:
+            # Presentation order starts at the smallest pts, which is >= the first decode
+            # time: no timestamp ever falls before start_ms.
+            base = min(dts, pts)
+        if run.first_ticks is None:
+            run.first_ticks = pts
+        if run.end_ticks is None or pts + duration > run.end_ticks:
+            run.end_ticks = pts + duration
+        yield EncodedFrame(
+            seq=run.seq,
+            timestamp_ms=start_ms + _ticks_to_ms(pts - base + offset_ticks, time_base),
+            keyframe=keyframe,
+            data=data,
+            duration_ms=_ticks_to_ms(duration, time_base),
+            dts_ms=(start_ms + _ticks_to_ms(dts - base + offset_ticks, time_base) if reorders or dts != pts else None),
+        )
+        run.seq += 1
 
 
 def _codec_config(stream: av.video.stream.VideoStream) -> CodecConfig:

@@ -17,21 +17,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from fractions import Fraction
 from typing import Any
 from urllib.parse import urlsplit
 
 import av
 
-from .sources import (
-    CodecConfig,
-    EncodedFrame,
-    SourceError,
-    _codec_config,
-    _default_duration_ticks,
-    _presentation_order,
-    _ticks_to_ms,
-)
+from .sources import CodecConfig, EncodedFrame, PassState, SourceError, _codec_config, encoded_frames
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +114,7 @@ class UrlSource:
         return self.frames()
 
     def frames(self) -> Iterator[EncodedFrame]:
-        seq = 0
+        run = PassState()
         offset_ticks = 0
         while True:
             if self._opened is not None:
@@ -133,39 +124,15 @@ class UrlSource:
                 container, stream = self._open()
             if self._codec is None:
                 self._codec = _codec_config(stream)
-            first_ticks = end_ticks = None
             try:
-                time_base = Fraction(stream.time_base)
-                default_duration = _default_duration_ticks(stream, time_base)
-                reorders = bool(stream.codec_context.reorder_depth)
-                base: int | None = None if self.rebase else 0
                 try:
-                    for pts, dts, duration, keyframe, data in _presentation_order(container, stream,
-                                                                                   default_duration):
-                        if base is None:
-                            # Presentation order starts at the smallest pts, which is >= the
-                            # first decode time: no timestamp ever falls before start_ms.
-                            base = min(dts, pts)
-                        if first_ticks is None:
-                            first_ticks = pts
-                        if end_ticks is None or pts + duration > end_ticks:
-                            end_ticks = pts + duration
-                        yield EncodedFrame(
-                            seq=seq,
-                            timestamp_ms=self.start_ms + _ticks_to_ms(pts - base + offset_ticks, time_base),
-                            keyframe=keyframe,
-                            data=data,
-                            duration_ms=_ticks_to_ms(duration, time_base),
-                            dts_ms=(self.start_ms + _ticks_to_ms(dts - base + offset_ticks, time_base)
-                                    if reorders or dts != pts else None),
-                        )
-                        seq += 1
+                    yield from encoded_frames(container, stream, self.start_ms, offset_ticks, run, rebase=self.rebase)
                 except av.FFmpegError as exc:
                     if not self.loop:
                         raise SourceError(f"{_redact(self.url)}: stream failed: {exc}") from exc
                     log.warning("url source broke; re-opening", extra={"url": _redact(self.url), "error": str(exc)})
             finally:
                 container.close()
-            if not self.loop or first_ticks is None or end_ticks is None:
+            if not self.loop or run.first_ticks is None or run.end_ticks is None:
                 return
-            offset_ticks += end_ticks - first_ticks
+            offset_ticks += run.end_ticks - run.first_ticks
