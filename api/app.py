@@ -18,7 +18,7 @@ from offchain.chain import reverts
 from offchain.chain.client import connect
 from offchain.chain.deployer import Deployment
 from offchain.chain.ledger import ConsortiumClient, VideoLedgerClient
-from offchain.core.block import camera_id
+from offchain.core.block import camera_ref
 
 
 class _ReadOnlySigner:
@@ -30,7 +30,10 @@ class _ReadOnlySigner:
 
 
 def _camera(ref: str) -> bytes:
-    return bytes.fromhex(ref[2:]) if ref.startswith("0x") and len(ref) == 66 else camera_id(ref)
+    try:
+        return camera_ref(ref)
+    except ValueError as exc:
+        raise HTTPException(400, "camera id is not hex") from exc
 
 
 def create_app(rpc_url: str, deployment_path: str) -> FastAPI:

@@ -14,7 +14,6 @@ import logging
 import time
 from pathlib import Path
 
-from .chain.ledger import BlockRecord
 from .core.block import FRAME_LEAF_ENCODING, Manifest
 from .core.cid import cid_from_digest
 from .core.merkle import StandardMerkleTree

@@ -36,6 +36,14 @@ def camera_id(camera_ip: str) -> bytes:
     return keccak(camera_ip.encode("utf-8"))
 
 
+def camera_ref(ref: str) -> bytes:
+    """A camera named by its 0x-prefixed 32-byte id or by its IP (→ `camera_id`). A malformed
+    0x id raises ValueError rather than being taken for an IP."""
+    if ref.startswith("0x") and len(ref) == 66:
+        return bytes.fromhex(ref[2:])
+    return camera_id(ref)
+
+
 def head_block_hash(genesis_hash: bytes, camera_ip: str, timestamp: int) -> bytes:
     """C4: the head block every camera chain starts from, as Consortium._setHead computes it."""
     return keccak(abi_encode(["bytes32", "string", "uint64"], [genesis_hash, camera_ip, timestamp]))

@@ -11,22 +11,20 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
 
-from ..core.block import camera_id
+from ..core.block import camera_ref
 from ..store.base import StoreError
-from ..core.cid import InvalidCid
+from ..core.cid import InvalidCid, cid_from_digest
 
 if TYPE_CHECKING:
     from .node import Node
 
 
 def _camera(ref: str) -> bytes:
-    """A camera named by its IP or its 0x id."""
-    if ref.startswith("0x") and len(ref) == 66:
-        try:
-            return bytes.fromhex(ref[2:])
-        except ValueError as exc:
-            raise HTTPException(400, "camera id is not hex") from exc
-    return camera_id(ref)
+    """A camera named by its IP or its 0x id; a malformed id is the caller's error."""
+    try:
+        return camera_ref(ref)
+    except ValueError as exc:
+        raise HTTPException(400, "camera id is not hex") from exc
 
 
 def build_app(node: "Node") -> FastAPI:
@@ -97,7 +95,7 @@ def build_app(node: "Node") -> FastAPI:
         if frame is None or info is None:
             raise HTTPException(404, "frame not held")
         try:
-            payload = await asyncio.to_thread(node.store.get, _cid(frame.ref.sha256))
+            payload = await asyncio.to_thread(node.store.get, cid_from_digest(frame.ref.sha256))
         except StoreError as exc:
             raise HTTPException(404, f"frame bytes unavailable: {exc}") from exc
         return Response(node.repairer.packet_bytes(info.ip, frame, payload), media_type="application/octet-stream",
@@ -116,8 +114,3 @@ def build_app(node: "Node") -> FastAPI:
 
     return app
 
-
-def _cid(digest: bytes) -> str:
-    from ..core.cid import cid_from_digest
-
-    return cid_from_digest(digest)

@@ -15,7 +15,6 @@ from collections import deque
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -315,6 +314,3 @@ class Node:
             "cameras": {ip: "0x" + cid.hex() for cid, ip in self.state.cameras()},
         }
 
-
-def data_path(config: NodeConfig, name: str) -> Path:
-    return config.data_dir / name

@@ -22,7 +22,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -125,7 +125,7 @@ class Producer:
             if proposer != node.address:
                 pending += 1
                 break  # the proposer's turn; later windows wait in the orphan pool
-            await self._propose(cam, info, start, end, height, prev_hash)
+            await self._propose(cam, info, start, end, height, prev_hash, frames)
             break  # one block per camera per tick: the next needs the new tip
         self.waiting[cam] = pending
 
@@ -176,10 +176,9 @@ class Producer:
             gaps.append(Gap(mine[0], mine[-1], int(t(mine[0])), max(min(to_ms, end), int(t(mine[0])) + 1), lost_key))
         return gaps
 
-    async def _propose(self, cam: bytes, info, start: int, end: int, height: int, prev_hash: bytes) -> None:
+    async def _propose(self, cam: bytes, info, start: int, end: int, height: int, prev_hash: bytes,
+                       frames: list[FrameRef]) -> None:
         node = self.node
-        stored = node.state.frames_in(cam, start, end)
-        frames = [s.ref for s in stored]
         row = node.state.camera_row(cam)
         codec = json.loads(row[1]) if row and row[1] else {}
         gaps = self._gaps(cam, start, end, frames, codec)
@@ -401,6 +400,3 @@ def _fps(codec: dict | None) -> float:
     except (ValueError, ZeroDivisionError):
         return 25.0
 
-
-def summary(node: "Node") -> dict[str, Any]:
-    return {"waiting": {("0x" + c.hex()): n for c, n in node.producer.waiting.items()}}

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ..core import packet as pk
+from ..core.cid import cid_from_digest
 from ..core.gaps import Hole
 from ..store.base import StoreError
 from .state import Alarm
@@ -193,7 +194,7 @@ class Repairer:
         packets = []
         for seq, frame in have:
             try:
-                payload = await asyncio.to_thread(node.store.get, _cid(frame.ref.sha256))
+                payload = await asyncio.to_thread(node.store.get, cid_from_digest(frame.ref.sha256))
             except StoreError:
                 continue
             packets.append(base64.b64encode(self.packet_bytes(msg["camera"], frame, payload)).decode())
@@ -224,8 +225,3 @@ class Repairer:
 
         await asyncio.gather(*(send(p) for p in targets))
 
-
-def _cid(digest: bytes) -> str:
-    from ..core.cid import cid_from_digest
-
-    return cid_from_digest(digest)

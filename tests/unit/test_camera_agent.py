@@ -415,7 +415,9 @@ def test_keystore_round_trip_rotation_and_wrong_passphrase(tmp_path, monkeypatch
 
 def test_keystore_key_signs_what_nodes_verify(tmp_path, clip):
     key = ks.create_key(tmp_path, CAMERA, "pw")
-    stats, events = _stream(clip, ks.load_key(tmp_path, CAMERA, "pw"), None, nodes=("n",))
+    loaded = ks.load_key(tmp_path, CAMERA, "pw")
+    assert ks.public_key_bytes(loaded) == ks.public_key_bytes(key)
+    stats, events = _stream(clip, loaded, None, nodes=("n",))
     assert [v for k, v in events["n"] if k == "frame"] == list(range(50))
 
 

@@ -107,3 +107,12 @@ def test_windows_and_proposer_rotation():
     assert set(picks) == set(nodes)  # every node takes turns
     assert picks == [proposer_for(cam, w * 60_000, nodes) for w in range(60)]  # deterministic
     assert proposer_for(cam, 0, nodes, attempt=1) == nodes[(nodes.index(picks[0]) + 1) % 3]
+
+
+def test_camera_ref_reads_ids_and_ips():
+    from offchain.core.block import camera_ref
+
+    cam = camera_id("10.0.0.1")
+    assert camera_ref("0x" + cam.hex()) == cam == camera_ref("10.0.0.1")
+    with pytest.raises(ValueError):
+        camera_ref("0x" + "zz" * 32)
