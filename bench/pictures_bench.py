@@ -114,13 +114,14 @@ def _measure(name: str, codec: CodecConfig, frames: list[EncodedFrame], work: Pa
     row = {"clip": name, "codec": codec.codec, "size": f"{codec.width}x{codec.height}",
            "target": f"{target[0]}x{target[1]}" if target else "same"}
     n = sum(1 for _ in decode_frames(codec, frames))
-    cmp = compare_pictures(honest, codec, frames, n)
+    in_decode_order = sorted(frames, key=lambda f: (f.dts_ms if f.dts_ms is not None else f.timestamp_ms, f.seq))
+    cmp = compare_pictures(honest, codec, in_decode_order, n)
     row["honest_min_db"] = cmp.worst_db
     row["honest_ok"] = cmp.matches
     if target is None:
         for kind in ("inverted", "black", "patch64"):
             forged = _forged(codec, frames, kind, work / f"{name}-{kind}.mp4")
-            c = compare_pictures(forged, codec, frames, n)
+            c = compare_pictures(forged, codec, in_decode_order, n)
             row[f"{kind}_min_db"] = c.worst_db
             row[f"{kind}_caught"] = not c.matches
     return row

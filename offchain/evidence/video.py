@@ -15,6 +15,7 @@ timestamps and MP4 flags.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
@@ -369,21 +370,24 @@ def _decoder_for(codec: CodecConfig) -> av.codec.context.CodecContext:
 
 
 def decode_frames(
-    codec: CodecConfig, frames: Iterable[EncodedFrame]
+    codec: CodecConfig, frames: Iterable[EncodedFrame], *, in_decode_order: bool = False
 ) -> Iterator[tuple[int, av.VideoFrame]]:
     """Decode a camera's packets into ``(timestamp_ms, picture)`` in presentation order.
 
     The span must open on a keyframe: anything before one references pictures
-    that are not in the span and would decode to garbage.
+    that are not in the span and would decode to garbage. With ``in_decode_order``
+    the frames are taken lazily as given (the caller ordered them), so a long span
+    never sits in memory at once.
     """
-    ordered = _decode_order(codec, list(frames))
-    if not ordered:
+    ordered: Iterator[EncodedFrame] = iter(frames) if in_decode_order else iter(_decode_order(codec, list(frames)))
+    first = next(ordered, None)
+    if first is None:
         return
-    if not ordered[0].keyframe:
-        raise ValueError(f"span starts at seq={ordered[0].seq}, which is not a keyframe")
+    if not first.keyframe:
+        raise ValueError(f"span starts at seq={first.seq}, which is not a keyframe")
     decoder = _decoder_for(codec)
     tb = Fraction(1, 1000)
-    for frame in ordered:
+    for frame in itertools.chain((first,), ordered):
         packet = av.Packet(frame.data)
         packet.pts = frame.timestamp_ms
         packet.dts = frame.dts_ms if frame.dts_ms is not None else frame.timestamp_ms
@@ -655,8 +659,9 @@ def _clip_pictures(path: Path) -> Iterator[av.VideoFrame]:
 
 def compare_pictures(clip_path: str | os.PathLike[str], codec: CodecConfig, originals: Iterable[EncodedFrame],
                      expected: int, *, threshold_db: float = PICTURE_THRESHOLD_DB) -> PictureComparison:
-    """Decode the clip and the anchored originals side by side (both in presentation order) and
-    compare picture by picture. Memory: one picture of each at a time."""
+    """Decode the clip and the anchored originals (given in decode order, read lazily) side by
+    side, both in presentation order, and compare picture by picture. Memory: the decoders'
+    reference pictures and one picture of each."""
     compared = below = 0
     worst: tuple[float, int] | None = None
     try:
@@ -669,7 +674,7 @@ def compare_pictures(clip_path: str | os.PathLike[str], codec: CodecConfig, orig
     size = (first.width, first.height)
     pending: av.VideoFrame | None = first
     try:
-        original_iter = iter(decode_frames(codec, originals))
+        original_iter = iter(decode_frames(codec, originals, in_decode_order=True))
         for index in range(expected):
             clip_pic = pending if pending is not None else next(clip_iter, None)
             pending = None
