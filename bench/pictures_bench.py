@@ -28,9 +28,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-import av  # noqa: E402
 
-from offchain.camera.samples import sample_path  # noqa: E402
+from offchain.camera.samples import sample_path, synthetic_stream  # noqa: E402
 from offchain.camera.sources import CodecConfig, EncodedFrame, FileSource  # noqa: E402
 from offchain.evidence.video import (  # noqa: E402
     PICTURE_THRESHOLD_DB,
@@ -42,26 +41,6 @@ from offchain.evidence.video import (  # noqa: E402
 from offchain.tables import render_table  # noqa: E402
 
 RESULTS = HERE / "results" / "pictures.json"
-
-
-def _synthetic(path: Path, codec: str, pix_fmt: str, frames: int, width: int = 320, height: int = 240,
-               profile: str | None = None) -> Path:
-    """A clip with a moving bar and texture in a given codec, encoded by PyAV's bundled encoders."""
-    from offchain.camera.samples import _synthetic_picture
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=25)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        if profile:
-            stream.codec_context.profile = profile
-        stream.options = {"g": "250"} if codec == "libx264" else {}
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(_synthetic_picture(i, 25.0, width, height), format="bgr24")
-            for packet in stream.encode(frame.reformat(format=pix_fmt)):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
 
 
 def _first(path: Path, n: int) -> tuple[CodecConfig, list[EncodedFrame]]:
@@ -138,10 +117,10 @@ def main(argv: list[str]) -> int:
             ("vtest (MPEG-4 part 2, real)", lambda: sample_path("vtest_avi")),
             ("vtest (H.264, real)", lambda: sample_path("vtest")),
             ("bikes (H.264 B-frames, real)", lambda: sample_path("bikes")),
-            ("synthetic VP9", lambda: _synthetic(work / "vp9.webm", "libvpx-vp9", "yuv420p", args.frames)),
-            ("synthetic MJPEG", lambda: _synthetic(work / "mjpeg.avi", "mjpeg", "yuvj420p", args.frames)),
-            ("synthetic HEVC", lambda: _synthetic(work / "hevc.mp4", "libx265", "yuv420p", args.frames)),
-            ("synthetic H.264 High 4:4:4", lambda: _synthetic(work / "h444.mp4", "libx264", "yuv444p", args.frames)),
+            ("synthetic VP9", lambda: synthetic_stream(work / "vp9.webm", "libvpx-vp9", frames=args.frames)),
+            ("synthetic MJPEG", lambda: synthetic_stream(work / "mjpeg.avi", "mjpeg", frames=args.frames, pix_fmt="yuvj420p")),
+            ("synthetic HEVC", lambda: synthetic_stream(work / "hevc.mp4", "libx265", frames=args.frames)),
+            ("synthetic H.264 High 4:4:4", lambda: synthetic_stream(work / "h444.mp4", "libx264", frames=args.frames, pix_fmt="yuv444p", gop=250)),
         ]
         for name, make in sources:
             codec, frames = _first(make(), args.frames)

@@ -80,6 +80,7 @@ __all__ = [
     "IndexParse",
     "bundle_index",
     "parse_index",
+    "note_decoded",
     "probe_remuxed_clips",
     "read_clip_samples",
     "verify_bundle",
@@ -537,6 +538,7 @@ def verify_bundle(path: str | os.PathLike[str], rpc_url: str, *, ledger_address:
         pictures = _picture_checks(reader, claim, trusted, facts, raw_digests)
         report = verify_evidence(claim, facts, clips, raw_digests, pictures=pictures, produced_by=produced_by, notes=notes)
         report.clips = clip_entries(claim, trusted)
+        note_decoded(report, claim, pictures)
         if probe:
             probe_remuxed_clips(report, claim, reader.file_path)
         return report
@@ -669,6 +671,14 @@ def _clip_codec(clip: ClipClaim, claim: EvidenceClaim, trusted: Mapping[int, Man
         return CodecConfig.from_json(manifest.codec) if manifest is not None and manifest.codec else None
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def note_decoded(report: Report, claim: EvidenceClaim, pictures: Mapping[str, PictureComparison | None]) -> None:
+    """Re-encoded clips were decoded end to end by the picture check: say how far."""
+    for entry, clip in zip(report.clips, claim.clips):
+        p = pictures.get(clip.path)
+        if clip.reencoded and p is not None and p.clip_error is None:
+            entry.decoded_frames = p.compared
 
 
 def probe_remuxed_clips(report: Report, claim: EvidenceClaim, path_of: Callable[[str], Path]) -> None:

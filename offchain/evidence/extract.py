@@ -46,7 +46,7 @@ from ..chain.ledger import VideoLedgerClient
 from ..core.block import FrameRef, Manifest, ManifestFormatError, camera_id
 from ..core.cid import cid_from_digest
 from ..store.base import BlockNotFound, ContentStore, CorruptBlock, StoreError
-from .bundle import ChainReader, bundle_index, probe_remuxed_clips, read_clip_samples, write_bundle
+from .bundle import ChainReader, bundle_index, note_decoded, probe_remuxed_clips, read_clip_samples, write_bundle
 from .report import Report
 from .verify import (
     PRIMARY,
@@ -732,6 +732,7 @@ def _self_check(claim: EvidenceClaim, facts: ChainFacts, restored: Restoration, 
     report = verify_evidence(claim, facts, samples, raw_digests, pictures=pictures, produced_by=produced_by,
                              notes=notes, skip=loaded.skip)
     report.clips = clip_entries(claim, loaded.trusted)
+    note_decoded(report, claim, pictures)
     for entry, c in zip(report.clips, claim.clips):
         entry.path = Path(c.path).name
     return report
