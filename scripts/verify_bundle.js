@@ -323,16 +323,18 @@ class FileRange {
 
 // Members go through `sink(chunk)` chunk by chunk; returns the number of bytes, bounded by `cap`.
 async function streamMember(range, deflated, cap, onOversize, sink) {
-  let total = 0;
+  let total = 0, overflow = null;
   const consume = async source => {
     for await (const d of source) {
       total += d.length;
-      if (total > cap) throw onOversize();
+      if (total > cap) throw (overflow = onOversize());
       sink(d);
     }
   };
-  if (deflated) await pipeline(Readable.from(range.chunks()), zlib.createInflateRaw(), consume);
-  else await consume(range.chunks());
+  try {
+    if (deflated) await pipeline(Readable.from(range.chunks()), zlib.createInflateRaw(), consume);
+    else await consume(range.chunks());
+  } catch (e) { throw overflow || e; }  // pipeline reports a stage's throw as an AbortError
   return total;
 }
 
@@ -792,8 +794,8 @@ function parseTrustFile(doc, where) {
 function loadTrust({ ledger = null, deployment = null, trust = null, deploymentsDir = null } = {}) {
   const deployments = [];
   if (ledger !== null) deployments.push({ name: '--ledger', chainId: null, VideoLedger: trustedAddress(ledger, '--ledger'), Consortium: null });
-  if (deployment !== null) deployments.push(parseDeploymentRecord(readJsonFile(deployment, '--deployment'), deployment));
-  if (trust !== null) deployments.push(...parseTrustFile(readJsonFile(trust, '--trust'), trust));
+  if (deployment !== null) deployments.push(parseDeploymentRecord(readJsonFile(deployment, '--deployment'), `--deployment ${deployment}`));
+  if (trust !== null) deployments.push(...parseTrustFile(readJsonFile(trust, '--trust'), `--trust ${trust}`));
   const dir = deploymentsDir || process.env.FRAMELEDGER_DEPLOYMENTS_DIR || DEFAULT_DEPLOYMENTS_DIR;
   return { explicit: ledger !== null || deployment !== null || trust !== null, deployments, deploymentsDir: dir };
 }
@@ -803,7 +805,7 @@ function trustedFor(trust, chainId) {
   if (trust.explicit) return trust.deployments.filter(d => d.chainId === null || d.chainId === chainId);
   const file = path.join(trust.deploymentsDir, `${chainId}.json`);
   if (!fs.existsSync(file)) return [];
-  const d = parseDeploymentRecord(readJsonFile(file, 'default deployment'), file);
+  const d = parseDeploymentRecord(readJsonFile(file, 'default deployment'), `default deployment ${file}`);
   return d.chainId === chainId ? [d] : [];
 }
 
@@ -1457,7 +1459,7 @@ async function verifyBundle(bundlePath, rpcUrl, trust = loadTrust()) {
       facts = await chainFacts(chain, claim, media.proofs);
     } catch (e) {
       if (e instanceof UsageError) throw e;
-      return failed('chain.unavailable', `${rpcUrl}: ${e.message}`, bundle.findings);
+      return failed('chain.unavailable', `${rpcUrl}: ${e.message}`, [...bundle.findings, ...(ledger ? ledger.findings : [])]);
     }
     const pre = [...bundle.findings, ...ledger.findings, ...duplicates];
     const report = verifyEvidence(claim, facts, media, pre);
