@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -76,21 +77,16 @@ def empty_deployments(tmp_path_factory) -> Path:
 
 
 def run_js(bundle: Path, ev, *flags: str, deployments: Path | None = None, env: dict | None = None):
-    """(exit code, JSON report or None, stderr, peak RSS in KiB of the node process)."""
+    """(exit code, JSON report or None, stderr, peak RSS of the node process in KiB)."""
     cmd = ["node", str(JS_VERIFIER), str(bundle), "--rpc", ev.rpc_url, "--json", *flags]
-    full_env = dict(os.environ, **(env or {}))
+    full_env = dict(os.environ, FRAMELEDGER_VERIFY_PEAK_RSS="1", **(env or {}))
     if deployments is not None:
         full_env["FRAMELEDGER_DEPLOYMENTS_DIR"] = str(deployments)
-    out_path = Path(full_env.get("TMPDIR", "/tmp")) / f"js-out-{os.getpid()}-{len(str(bundle))}.json"
-    with open(out_path, "wb") as out, open(out_path.with_suffix(".err"), "wb") as err:
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO_ROOT, env=full_env)
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-    text, stderr = out_path.read_text(), out_path.with_suffix(".err").read_text()
-    out_path.unlink()
-    out_path.with_suffix(".err").unlink()
-    assert "Traceback" not in stderr and "    at " not in stderr, stderr
-    return p.returncode, (json.loads(text) if text.strip() else None), stderr, usage.ru_maxrss
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, env=full_env, timeout=300)
+    assert "Traceback" not in p.stderr and "    at " not in p.stderr, p.stderr
+    peak = re.search(r"^peak RSS (\d+) KiB$", p.stderr, re.M)
+    stderr = re.sub(r"^peak RSS \d+ KiB\n", "", p.stderr, flags=re.M)
+    return p.returncode, (json.loads(p.stdout) if p.stdout.strip() else None), stderr, int(peak.group(1)) if peak else None
 
 
 def failures(doc: dict) -> set[str]:
