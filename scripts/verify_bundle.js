@@ -338,6 +338,13 @@ async function streamMember(range, deflated, cap, onOversize, sink) {
   return total;
 }
 
+// A bundle's own findings ([code, message]), each once (a zip may repeat one bad name 100,000 times).
+function noteOnce(bundle, code, message) {
+  bundle.noted = bundle.noted || new Set();
+  const k = `${code}\n${message}`;
+  if (!bundle.noted.has(k)) { bundle.noted.add(k); bundle.findings.push([code, message]); }
+}
+
 class ZipBundle {
   constructor(p) {
     this.path = p;
@@ -346,7 +353,7 @@ class ZipBundle {
     this.findings = [];   // [code, message] from the directory scan and from reads, first one each
     this.entries = this.readCentralDirectory();
   }
-  note(code, message) { if (!this.findings.some(([c, m]) => c === code && m === message)) this.findings.push([code, message]); }
+  note(code, message) { noteOnce(this, code, message); }
   readAt(pos, len) { if (pos < 0 || pos + len > this.size) throw new BundleError('truncated zip'); return readExact(this.fd, pos, len); }
   endOfDirectory() {
     const tailLen = Math.min(this.size, 65557);
@@ -461,7 +468,7 @@ class ZipBundle {
 
 class DirBundle {
   constructor(p) { this.path = p; this.root = fs.realpathSync(p); this.findings = []; }
-  note(code, message) { if (!this.findings.some(([c, m]) => c === code && m === message)) this.findings.push([code, message]); }
+  note(code, message) { noteOnce(this, code, message); }
   member(name, kind) {
     const why = unsafeReason(name);
     if (why) throw new MemberError('bundle.member.unsafe', unsafeMessage(name, why));
@@ -1277,12 +1284,15 @@ function checkRaw(report, raw, index, rawDigests) {
 }
 
 function checkProofs(report, index, facts, proofs, knownLeaves) {
+  const presentedByHeight = new Map();
+  for (const fr of index.frames.values()) {
+    if (!fr.primary || !(fr.listed || fr.inRaw)) continue;
+    if (!presentedByHeight.has(fr.height)) presentedByHeight.set(fr.height, new Set());
+    presentedByHeight.get(fr.height).add(`${fr.ref.seq}:${fr.ref.timestampMs}:${fr.ref.sha256}`);
+  }
   for (const h of byHeight(index.trusted)) {
     const bc = index.claimed.get(h), cb = facts.blocks.get(h), proof = proofs.get(h) ?? null;
-    const presented = new Set();
-    for (const fr of index.frames.values()) {
-      if (fr.height === h && fr.primary && (fr.listed || fr.inRaw)) presented.add(`${fr.ref.seq}:${fr.ref.timestampMs}:${fr.ref.sha256}`);
-    }
+    const presented = presentedByHeight.get(h) || new Set();
     if (!presented.size && proof === null) continue;
     let parsed, ok;
     try {

@@ -272,6 +272,12 @@ def test_duplicate_member_names(ev, b_bundle, tmp_path):
     assert (rc, failures(doc)) == (1, {"bundle.member.duplicate"})
 
 
+def test_too_many_members(ev, b_bundle, tmp_path):
+    bad = rewrite(b_bundle, tmp_path / "many.zip", extra=[(f"pad/{i}", b"") for i in range(100_000)])
+    rc, doc, _, _ = run_js(bad, ev, "--ledger", ev.ledger_address)
+    assert (rc, doc["codes"]) == (1, ["bundle.invalid"]) and "limit of 100000" in doc["findings"][0]["message"]
+
+
 def _zip_with_zeros(src: Path, dst: Path, name: str, size: int, lie_size: int | None = None) -> Path:
     """`src` with member `name` replaced by `size` zero bytes, deflated (about 1 MB per GiB), written
     in chunks; with `lie_size`, the zip's headers claim that size instead."""
@@ -404,12 +410,17 @@ def _clip_frame_triple(ix):
     ix["clips"][0]["frames"][0] = ix["clips"][0]["frames"][0] + [1]
 
 
+def _too_many_blocks(ix):
+    ix["blocks"] = [ix["blocks"][0]] * 10_001
+
+
 def _codec_source_without_header(ix):
     ix["codecSources"] = [{"camera": ix["camera"]["id"], "height": 1, "blockHash": "0x" + "00" * 32, "manifest": "m"}]
 
 
 @pytest.mark.parametrize("change", [_header_as_string, _header_field_as_string, _chain_id_as_string, _reencoded_as_string,
-                                    _seq_as_float, _blocks_as_object, _clip_frame_triple, _codec_source_without_header])
+                                    _seq_as_float, _blocks_as_object, _clip_frame_triple, _codec_source_without_header,
+                                    _too_many_blocks])
 def test_malformed_fields_are_bundle_invalid(ev, gap_bundle, tmp_path, change):
     bad = with_index(gap_bundle, tmp_path / "bad.zip", change)
     rc, doc, _, _ = run_js(bad, ev, "--ledger", ev.ledger_address)
