@@ -21,14 +21,19 @@
 // This verifier cannot decode video: a re-encoded clip's pictures are reported as unchecked.
 //
 // Hostile bundles: the zip central directory is checked first (names, duplicates, member count),
-// every member is read against the limit of its kind, inflation is streamed and capped, the zip is
-// read positionally (never whole), clips are parsed from box headers with only `moov` in memory.
+// every member is read against the limit of its kind (MEMBER_LIMITS, LIMITS), inflation is
+// streamed and capped whatever the zip headers claim, the zip is read positionally (never whole),
+// clips are parsed from box headers with only `moov` in memory (a deflated clip is inflated to a
+// temp file under os.tmpdir(), removed afterwards). bundle.json is read strictly: a field of the
+// wrong type is bundle.invalid.
 //
-// usage: node scripts/verify_bundle.js BUNDLE.zip|DIR --rpc URL [--ledger 0xADDR | --deployment FILE |
-//                                      --trust FILE] [--json]
+// usage: node scripts/verify_bundle.js BUNDLE.zip|DIR --rpc URL [--ledger 0xADDR] [--deployment FILE]
+//                                      [--trust FILE] [--json]
 //        node scripts/verify_bundle.js --codes      (the status code table: code -> severity, JSON)
+// env:   FRAMELEDGER_RPC (default --rpc), FRAMELEDGER_DEPLOYMENTS_DIR (where <chainId>.json is
+//        looked up without a trust flag), FRAMELEDGER_VERIFY_PEAK_RSS=1 (print "peak RSS N KiB" on stderr)
 // exit:  0 verified, 3 verified with declared gaps, 1 failed, 4 untrusted, 5 partially verified,
-//        2 usage error
+//        2 usage error (bad flag, unreadable or malformed trust configuration)
 'use strict';
 
 const fs = require('node:fs');
@@ -60,6 +65,7 @@ const MEMBER_LIMITS = { index: 16 * MiB, manifest: 16 * MiB, proof: 64 * MiB, fr
 const LIMITS = { members: 100_000, blocks: 10_000, clips: 10_000, framesPerClip: 1_000_000, rawFrames: 1_000_000,
   codecSources: 10_000, centralDirectory: 64 * MiB, moov: 64 * MiB, topLevelBoxes: 4096, trustFile: 16 * MiB };
 const CHUNK = MiB;
+const RPC_TIMEOUT_MS = 30_000;  // per JSON-RPC request, as the Python verifier's default timeout
 
 // code -> [severity, meaning]. The same table as offchain/evidence/report.py (a test keeps them equal).
 const CODE_TABLE = {
@@ -683,7 +689,7 @@ class Chain {
   constructor(url, ledger) { this.url = url; this.ledger = ledger; this.id = 0; }
   async rpc(method, params) {
     const res = await fetch(this.url, { method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: ++this.id, method, params }) });
+      body: JSON.stringify({ jsonrpc: '2.0', id: ++this.id, method, params }), signal: AbortSignal.timeout(RPC_TIMEOUT_MS) });
     const body = await res.json();
     if (body.error) { const e = new Error(`${method}: ${body.error.message}`); e.rpc = body.error; throw e; }
     return body.result;
