@@ -1576,4 +1576,5 @@ if (require.main === module) {
   });
 }
 
-module.exports = { verifyBundle, verifyEvidence, clipSamples, openBundle, loadTrust, parseIndex, CODES, CODE_TABLE, LIMITS, MEMBER_LIMITS };
+module.exports = { verifyBundle, verifyEvidence, clipSamples, openBundle, loadTrust, trustedFor, parseIndex, unsafeReason, Report,
+  readSmall, hashMember, CODES, CODE_TABLE, LIMITS, MEMBER_LIMITS, BundleError, UsageError };

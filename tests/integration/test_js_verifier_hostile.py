@@ -582,3 +582,11 @@ def test_zlib_crc_catches_a_stored_member_changed_in_place(ev, b_bundle, tmp_pat
     (tmp_path / "crc.zip").write_bytes(bytes(data))
     rc, doc, _, _ = run_js(tmp_path / "crc.zip", ev, "--ledger", ev.ledger_address)
     assert rc == 1 and failures(doc) == {"manifest.missing"}
+
+
+def test_js_unit_tests_pass():
+    """tests/js/verify_bundle.test.js: index strictness, names, trust files, directory bundles."""
+    p = subprocess.run(["node", "--test", str(REPO_ROOT / "tests" / "js" / "verify_bundle.test.js")],
+                       capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+    assert "# fail 0" in p.stdout
