@@ -438,6 +438,7 @@ class ZipBundle {
     if (ent.uncomp > MEMBER_LIMITS[kind]) throw new MemberError('bundle.member.oversize', oversizeMessage(name, kind, ent.uncomp));
     if (ent.flags & 1) throw new MemberError(null, `${name} is encrypted`);
     if (ent.method !== 0 && ent.method !== 8) throw new MemberError(null, `${name}: unsupported compression method ${ent.method}`);
+    if (ent.method === 0 && ent.comp !== ent.uncomp) throw new MemberError(null, `${name}: stored member with two sizes`);
     const local = this.readAt(ent.offset, 30);
     if (local.readUInt32LE(0) !== 0x04034b50) throw new MemberError(null, `${name}: bad local header`);
     const start = ent.offset + 30 + local.readUInt16LE(26) + local.readUInt16LE(28);
