@@ -590,3 +590,56 @@ def test_js_unit_tests_pass():
                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
     assert "# fail 0" in p.stdout
+
+
+# --------------------------------------------------------------------------- fuzzing (seeded, deterministic)
+
+
+def _leaves(doc, path=()):
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _leaves(v, path + (k,))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc[:3]):
+            yield from _leaves(v, path + (i,))
+    yield path
+
+
+def _assert_clean_answer(rc: int, doc: dict | None, err: str) -> None:
+    assert "internal error" not in err, err
+    assert rc in (0, 1, 3, 4, 5) and doc is not None and doc["verdict"] in EXIT, (rc, err)
+    assert EXIT[doc["verdict"]] == rc
+
+
+def test_fuzzed_index_fields_never_crash(ev, b_bundle, tmp_path):
+    import random
+    rng = random.Random(7)
+    index = index_of(b_bundle)
+    paths = [p for p in _leaves(index) if p]
+    values = ["x", "", -1, 1.5, 2**70, None, True, [], {}, [[1]], {"a": 1}, "0x" + "zz" * 32]
+    for i in range(25):
+        doc = json.loads(json.dumps(index))
+        path = rng.choice(paths)
+        at = doc
+        for k in path[:-1]:
+            at = at[k]
+        at[path[-1]] = rng.choice(values)
+        bad = rewrite(b_bundle, tmp_path / f"f{i}.zip", {"bundle.json": json.dumps(doc).encode()})
+        rc, out, err, _ = run_js(bad, ev, "--ledger", ev.ledger_address)
+        _assert_clean_answer(rc, out, err)
+
+
+def test_fuzzed_zip_bytes_never_crash(ev, b_bundle, tmp_path):
+    import random
+    rng = random.Random(11)
+    data = b_bundle.read_bytes()
+    cd = data.rfind(b"PK\x01\x02", 0, len(data) - 22)
+    for i in range(25):
+        mutated = bytearray(data)
+        region = (max(0, cd - 4096), len(mutated)) if i % 2 else (0, len(mutated))  # the directory, or anywhere
+        for _ in range(rng.randint(1, 8)):
+            mutated[rng.randrange(*region)] = rng.randrange(256)
+        bad = tmp_path / f"z{i}.zip"
+        bad.write_bytes(bytes(mutated))
+        rc, out, err, _ = run_js(bad, ev, "--ledger", ev.ledger_address)
+        _assert_clean_answer(rc, out, err)
