@@ -1325,7 +1325,7 @@ function checkCompleteness(report, claim, index, matched) {
       else if (fr.inReencoded && !fr.inClip && !fr.inRaw) {
         failFrame(report, index, 'frame.missing', fr, 're-encoded frame\'s original bytes are not presented');
       }
-    } else if ((inRange || fr.listed) && !fr.inRaw) {
+    } else if ((inRange || fr.listed) && !(fr.inClip || fr.inRaw)) {
       failFrame(report, index, 'frame.missing', fr, 'substituted frame\'s original bytes are not presented');
     }
   }
@@ -1337,7 +1337,7 @@ function checkPlayability(report, claim, index) {
   let preroll = 0;
   for (const fr of index.frames.values()) {
     if (fr.primary && fr.inRaw && !fr.inClip && !fr.inReencoded) notPlayable.set(fr.height, (notPlayable.get(fr.height) || 0) + 1);
-    if (fr.primary && fr.inClip && !(claim.fromMs <= fr.ref.timestampMs && fr.ref.timestampMs < claim.toMs)) preroll++;
+    if (fr.primary && (fr.inClip || fr.inReencoded) && !(claim.fromMs <= fr.ref.timestampMs && fr.ref.timestampMs < claim.toMs)) preroll++;
   }
   for (const [h, n] of [...notPlayable].sort((a, b) => a[0] - b[0])) {
     report.add('frame.not_playable', `${n} verified frame(s) cannot be decoded`, h, { count: n });

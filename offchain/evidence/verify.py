@@ -572,20 +572,22 @@ class _AnchoredCodecs:
     own: dict[int, bytes | None]
     substitutes: dict[bytes, list[tuple[int, int, bytes | None]]]
 
-    def for_clip(self, clip: ClipClaim, index: "_FrameIndex") -> tuple[bool, bytes | None]:
-        """(known, extradata) for the clip's first frame: known is False when no anchored
-        manifest vouches for any configuration."""
+    def for_clip(self, clip: ClipClaim, index: "_FrameIndex") -> tuple[bool, bool, bytes | None]:
+        """(applies, known, extradata) for the clip's first frame. The rule does not apply when
+        that frame is not in a trusted manifest (already a failure: no second code); known is
+        False when no anchored manifest vouches for any configuration."""
         if not clip.frames:
-            return False, None
+            return False, False, None
         h, seq = clip.frames[0]
-        if clip.camera == index.camera:
-            return (h in self.own), self.own.get(h)
         fr = index.get(h, clip.camera, seq)
-        ts = fr.ref.timestamp_ms if fr is not None else None
+        if fr is None:
+            return False, False, None
+        if clip.camera == index.camera:
+            return True, h in self.own, self.own.get(h)
         for start, end, data in self.substitutes.get(clip.camera, []):
-            if ts is not None and start <= ts < end:
-                return True, data
-        return False, None
+            if start <= fr.ref.timestamp_ms < end:
+                return True, True, data
+        return True, False, None
 
 
 def _anchored_extradata(claim: EvidenceClaim, chain: ChainFacts, trusted: Mapping[int, Manifest],
@@ -735,9 +737,9 @@ def _codec_matches(clip: ClipClaim, cs: ClipSamples, codecs: _AnchoredCodecs, in
                    report: Report) -> bool:
     """The parameter sets decide what the packets show (size, cropping, colour): a remux must
     carry the anchored ones."""
-    known, expected = codecs.for_clip(clip, index)
-    if not known and clip.camera == index.camera:
-        return True  # the clip's first block is not trusted: already a failure, no second code
+    applies, known, expected = codecs.for_clip(clip, index)
+    if not applies:
+        return True
     if not known:
         report.add("clip.codec.mismatch", f"{clip.path}: no anchored manifest of camera {h0x(clip.camera)[:12]}… "
                                           "vouches for its codec configuration")
@@ -862,6 +864,8 @@ def _check_completeness(claim: EvidenceClaim, index: _FrameIndex, matched: int, 
         carried = fr.in_clip or fr.in_raw
         if fr.primary and in_range and not carried:
             index.fail(report, "frame.missing", fr, "anchored frame of the range is not presented")
+        elif fr.primary and fr.listed and not carried:  # shown only re-encoded: its picture needs its bytes
+            index.fail(report, "frame.missing", fr, "re-encoded frame's original bytes are not presented")
         elif not fr.primary and (in_range or fr.listed) and not carried:
             index.fail(report, "frame.missing", fr, "substituted frame's original bytes are not presented")
     if matched:

@@ -84,7 +84,7 @@ def assert_same_verdict_everywhere(bundle: Path, ev, expected_failures: set[str]
     """verify (Python) and verify_bundle.js agree code for code; optionally with extraction too."""
     py = verify_bundle(bundle, ev.rpc_url, ledger_address=ev.ledger_address)
     rc, js = run_js(bundle, ev.rpc_url, ev.ledger_address)
-    assert js["verdict"] == py.verdict
+    assert js["verdict"] == py.verdict, [f for f in js["findings"] if f["severity"] == "failure"]
     assert js_keys(js) == py.code_keys(), sorted(js_keys(js) ^ py.code_keys(), key=str)
     assert rc == EXIT_CODES[py.verdict]
     if expected_failures is not None:
