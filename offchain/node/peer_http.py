@@ -185,7 +185,8 @@ async def _read_body(receive: Receive) -> bytes | None:
 class PeerGate:
     """Every `/peer/v1/*` request must be signed by a registered consortium node, within the time
     window, with an unused nonce; else 401 (no or bad signature) or 403 (valid signature, not a
-    node), and the app never sees it. Admitted requests reach the app with the signer in
+    node; also, before the body is read, a request that names a non-node), and the app never
+    sees it. Admitted requests reach the app with the signer in
     `scope["state"]["peer"]`; their responses are signed by this node."""
 
     def __init__(self, app: ASGIApp, identity: PeerIdentity, roster: NodeRoster, window_ms: int = pa.DEFAULT_WINDOW_MS,
@@ -203,6 +204,10 @@ class PeerGate:
         try:
             headers = pa.parse_headers(_Headers(scope))
             pa.check_time(headers.time_ms, self.clock(), self.window_ms)
+            if not await self.roster.is_node(headers.node):
+                # Refused before a byte of the body is read: an anonymous client cannot make
+                # the node buffer a body by naming an address that is not a node.
+                raise pa.PeerAuthError(pa.AuthFailure.NOT_A_NODE, f"{headers.node} is not a registered consortium node")
         except pa.PeerAuthError as exc:
             return await self._refuse(send, exc)
         body = await _read_body(receive)
