@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
@@ -111,10 +110,6 @@ def response_text(binding: ChainBinding, status: int, method: str, target: str, 
                   request_nonce: str) -> str:
     return "\n".join([SCHEME, "response", binding.line(), str(status), f"{method.upper()} {target}", digest,
                       str(time_ms), request_nonce])
-
-
-def new_nonce() -> str:
-    return secrets.token_hex(16)
 
 
 def sign_text(private_key: str, text: str) -> str:

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..core.block import camera_ref
 from ..core.cid import InvalidCid, cid_from_digest
 from ..store.base import StoreError
-from .peer_http import MAX_ALARM_SEQS, MAX_REPAIR_PACKETS, BodyLimit, CrashGuard, PeerGate
+from .peer_http import MAX_ALARM_SEQS, MAX_REPAIR_PACKETS, BodyLimit, CrashGuard, InflightLimit, PeerGate
 from .problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, ProblemError, ProblemType, problem_body
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def build_app(node: "Node") -> Any:
-    """The node API as an ASGI app: FastAPI routes inside PeerGate, BodyLimit and CrashGuard."""
+    """The node API as an ASGI app: FastAPI routes inside PeerGate, BodyLimit, InflightLimit and CrashGuard."""
     app = FastAPI(title=f"FrameLedger node {node.name}", version="1", responses=PROBLEM_RESPONSES)
     _install_error_handlers(app)
     _read_routes(app, node)
@@ -121,7 +121,7 @@ def build_app(node: "Node") -> Any:
     config = node.config
     gate = PeerGate(app, node.peer_identity, node.roster, window_ms=config.peer_auth_window_ms,
                     nonce_capacity=config.peer_nonce_capacity)
-    guarded = CrashGuard(BodyLimit(gate, config.http_max_body_bytes), node.name)
+    guarded = CrashGuard(InflightLimit(BodyLimit(gate, config.http_max_body_bytes), config.http_max_inflight), node.name)
     guarded.fastapi = app  # type: ignore[attr-defined]  # for tests and the OpenAPI document
     return guarded
 

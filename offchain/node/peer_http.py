@@ -8,13 +8,16 @@ outer guards:
   in a body;
 * `PeerSigning` (an httpx auth) signs this node's peer requests and verifies the responses.
 
-Order, outermost first: CrashGuard, BodyLimit, PeerGate, the FastAPI app.
+* `InflightLimit` answers 503 once too many requests are in flight;
+
+Order, outermost first: CrashGuard, InflightLimit, BodyLimit, PeerGate, the FastAPI app.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncGenerator, Awaitable, Callable, Generator
@@ -41,6 +44,10 @@ _FAILURE_PROBLEM = {f: ProblemType.by_code(f.value) for f in pa.AuthFailure}
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
 
 
 class NodeRoster:
@@ -139,6 +146,27 @@ class BodyLimit:
                 await send(message)
 
         await self.app(scope, counting_receive, guarded_send)
+
+
+class InflightLimit:
+    """At most `limit` requests handled at once; one more is answered 503 `busy` at once, so the
+    memory held for request bodies is bounded by `limit` x the body limit."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+        self.inflight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.inflight >= self.limit:
+            return await _send_all(send, problem_asgi_messages(ProblemType.BUSY, f"more than {self.limit} requests in flight"))
+        self.inflight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1
 
 
 class CrashGuard:
@@ -304,7 +332,7 @@ class PeerSigning(httpx.Auth):
         self.clock = clock
 
     def _sign(self, request: httpx.Request) -> str:
-        nonce, t = pa.new_nonce(), self.clock()
+        nonce, t = new_nonce(), self.clock()
         target = request.url.raw_path.decode("latin-1")
         text = pa.request_text(self.identity.binding, request.method, target, pa.body_digest(request.content), t, nonce)
         request.headers.update(pa.sign_headers(self.identity.private_key, self.identity.address, text, t, nonce).as_dict())

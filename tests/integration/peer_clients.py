@@ -11,7 +11,7 @@ from eth_account import Account
 
 from offchain.core import peer_auth as pa
 from offchain.node.cluster import Cluster
-from offchain.node.peer_http import NodeRoster, PeerIdentity, PeerSigning, now_ms
+from offchain.node.peer_http import NodeRoster, PeerIdentity, PeerSigning, new_nonce, now_ms
 
 
 def binding(cluster: Cluster) -> pa.ChainBinding:
@@ -30,7 +30,7 @@ def signing_client(cluster: Cluster, account: int) -> httpx.Client:
 def signed_headers(cluster: Cluster, account: int, method: str, target: str, body: bytes, nonce: str | None = None,
                    time_ms: int | None = None) -> dict[str, str]:
     key = cluster.keys[account]
-    nonce = nonce or pa.new_nonce()
+    nonce = nonce or new_nonce()
     t = now_ms() if time_ms is None else time_ms
     text = pa.request_text(binding(cluster), method, target, pa.body_digest(body), t, nonce)
     return pa.sign_headers(key, Account.from_key(key).address, text, t, nonce).as_dict()

@@ -191,6 +191,7 @@ BAD_BODIES = [b"{", b"", b"\xff\xfe\x00garbage", b"[]", b"null", b'"x"',
               b'{"alarmId":"a","origin":"o","cameraId":"0x' + b"00" * 32 + b'","seqs":[1],"hops":1e999}',
               b'{"alarmId":"a","origin":"o","cameraId":"0x' + b"00" * 32 + b'","seqs":[-1],"hops":1}',
               b'{"alarmId":"a","origin":"o","cameraId":"nothex","seqs":[1],"hops":1}',
+              b'{"alarmId":"a","origin":"o","cameraId":"0x' + b"00" * 32 + b'","seqs":[1],"hops":true}',
               b'{"alarmId":5,"packets":"abc","seqFrom":"x"}', b'{"packets":[1,2]}']
 
 

@@ -290,3 +290,29 @@ def test_unexpected_exception_is_a_500_problem_without_traceback(caplog):
     assert "secret internals" not in r.text and "Traceback" not in r.text
     logged = [rec for rec in caplog.records if rec.getMessage() == "unhandled API error"]
     assert logged and logged[0].error == "RuntimeError" and logged[0].exc_info
+
+
+def test_requests_beyond_the_inflight_limit_get_503_busy():
+    from offchain.node.peer_http import InflightLimit
+
+    release = asyncio.Event()
+
+    async def slow(scope, receive, send):
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    app = InflightLimit(slow, limit=2)
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node") as c:
+            held = [asyncio.create_task(c.get("/x")) for _ in range(2)]
+            while app.inflight < 2:
+                await asyncio.sleep(0)
+            extra = await c.get("/x")
+            release.set()
+            return extra, await asyncio.gather(*held)
+
+    extra, held = run(go())
+    assert extra.status_code == 503 and extra.json()["type"].endswith("/busy")
+    assert [r.status_code for r in held] == [200, 200] and app.inflight == 0
