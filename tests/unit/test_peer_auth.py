@@ -4,7 +4,6 @@ in-process ASGI app: signed requests in, signed responses out, every refusal a p
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
 import pytest
