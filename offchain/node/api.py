@@ -92,8 +92,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         if any(e.get("type") == "json_invalid" for e in errors):
             return _problem(ProblemType.BODY_NOT_JSON, "body is not valid UTF-8 JSON")
         first = errors[0] if errors else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        kind = ProblemType.BODY_INVALID if first.get("loc", ("",))[0] == "body" else ProblemType.PARAMS_INVALID
+        loc = tuple(first.get("loc") or ("",))
+        where = ".".join(str(p) for p in loc)
+        kind = ProblemType.BODY_INVALID if loc[0] == "body" else ProblemType.PARAMS_INVALID
         body = {"type": kind.uri, "title": kind.title, "status": kind.status, "detail": f"{where}: {first.get('msg', 'invalid')}"[:500],
                 "errors": jsonable_encoder([{"loc": e.get("loc"), "msg": e.get("msg"), "type": e.get("type")} for e in errors[:20]])}
         return JSONResponse(body, status_code=kind.status, media_type=PROBLEM_MEDIA_TYPE)

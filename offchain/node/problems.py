@@ -68,6 +68,7 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
+    errors: list[dict] | None = None  # validation failures only: loc, msg, type of each
 
 
 class ProblemError(Exception):
