@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -200,7 +201,8 @@ class Repairer:
         """The held frames as original signed packets, in as many POSTs as the peers' body limit
         needs (every node runs with the same `http_max_body_bytes` unless told otherwise)."""
         node = self.node
-        budget = node.config.http_max_body_bytes * 3 // 4 - 4096  # base64 grows 4/3; JSON framing
+        # The POST body: {"alarmId": ..., "from": ..., "packets": ["<base64>", ...]}
+        budget = node.config.http_max_body_bytes - 64 - len(json.dumps(msg["alarmId"])) - len(json.dumps(node.name))
         batch: list[str] = []
         size = 0
         for seq, frame in have:
@@ -208,15 +210,16 @@ class Repairer:
                 payload = await asyncio.to_thread(node.store.get, cid_from_digest(frame.ref.sha256))
             except StoreError:
                 continue
-            packet = self.packet_bytes(msg["camera"], frame, payload)
-            if len(packet) > budget:
-                log.warning("frame too large for a repair reply", extra={"node": node.name, "seq": seq, "bytes": len(packet)})
+            encoded = base64.b64encode(self.packet_bytes(msg["camera"], frame, payload)).decode()
+            cost = len(encoded) + 4  # quotes, comma, space
+            if cost > budget:
+                log.warning("frame too large for a repair reply", extra={"node": node.name, "seq": seq, "bytes": len(encoded)})
                 continue
-            if batch and (size + len(packet) > budget or len(batch) >= MAX_REPAIR_PACKETS):
+            if batch and (size + cost > budget or len(batch) >= MAX_REPAIR_PACKETS):
                 await self._post_reply(msg, batch)
                 batch, size = [], 0
-            batch.append(base64.b64encode(packet).decode())
-            size += len(packet)
+            batch.append(encoded)
+            size += cost
         if batch:
             await self._post_reply(msg, batch)
 

@@ -341,3 +341,62 @@ def test_schemathesis_signed_as_a_node_finds_no_server_error(live):
     failures, runs, statuses = schemathesis_failures(bank, session=session, only_peer=True)
     assert runs > 50 and failures == []
     assert 401 not in statuses and statuses.get(200, 0) > 0  # the generated requests got past the gate
+
+
+def test_repair_reply_is_signed_and_split_to_fit_the_peers_body_limit(tmp_path):
+    """node-bank, with a 4 KiB body limit, answers a signed alarm for ten ~1 KiB frames: the
+    frames reach the origin in several signed POSTs, each within the limit."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from offchain.core import peer_auth as pa
+
+    limit = 4096
+    cluster = Cluster(tmp_path, settings={"store_fsync": "none", "http_max_body_bytes": limit})
+    try:
+        cluster.start_chain()
+        key = cluster.register_camera(CAMERA, 1, b"g")
+        cluster.seal_genesis()
+        cluster.configure_nodes()
+        bank, authority = cluster.node("node-bank"), cluster.node("node-authority")
+        cluster.start_node(bank)
+        t0 = int(time.time() * 1000) - 5_000
+        with socket.create_connection(bank.ingest, timeout=5) as s:
+            for seq in range(10):
+                s.sendall(wire.frame_message(pk.encode_packet(key, CAMERA, seq, t0 + 40 * seq, seq == 0, bytes([seq]) * 1000)))
+        deadline = time.monotonic() + 20
+        while len(cluster.api(bank, f"/api/v1/frames/{CAMERA}")) < 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        posts: list[tuple[str, int, list[str]]] = []  # (signer, body size, packets)
+        chain = pa.ChainBinding(cluster.w3.eth.chain_id, cluster.deployment.consortium)
+
+        class Origin(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                h = pa.parse_headers({k.lower(): v for k, v in self.headers.items()})
+                text = pa.request_text(chain, "POST", self.path, pa.body_digest(body), h.time_ms, h.nonce)
+                posts.append((pa.verify(text, h), len(body), json.loads(body)["packets"]))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", authority.config.api_port), Origin)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            with signing_client(cluster, AUTHORITY) as peer:
+                r = peer.post(url(bank, "/peer/v1/alarm"), json={**alarm(bank, list(range(10))), "origin": authority.config.api_url})
+            assert r.status_code == 200 and r.json()["have"] == 10
+            deadline = time.monotonic() + 20
+            while sum(len(p) for _, _, p in posts) < 10 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            server.shutdown()
+        assert sum(len(p) for _, _, p in posts) == 10 and len(posts) > 1
+        assert all(size <= limit for _, size, _ in posts)
+        assert {signer for signer, _, _ in posts} == {Account.from_key(cluster.keys[BANK]).address}
+    finally:
+        cluster.stop()
