@@ -6,9 +6,8 @@ outer guards:
   fresh, nonce unused) and signs every response it lets through;
 * `CrashGuard` turns anything unexpected into a 500 problem document, logged, never a traceback
   in a body;
-* `PeerSigning` (an httpx auth) signs this node's peer requests and verifies the responses.
-
 * `InflightLimit` answers 503 once too many requests are in flight;
+* `PeerSigning` (an httpx auth) signs this node's peer requests and verifies the responses.
 
 Order, outermost first: CrashGuard, InflightLimit, BodyLimit, PeerGate, the FastAPI app.
 """

@@ -315,3 +315,25 @@ def test_requests_beyond_the_inflight_limit_get_503_busy():
     extra, held = run(go())
     assert extra.status_code == 503 and extra.json()["type"].endswith("/busy")
     assert [r.status_code for r in held] == [200, 200] and app.inflight == 0
+
+
+def test_roster_rereads_the_chain_on_a_miss_at_most_once_per_interval_and_survives_a_dead_chain():
+    calls = []
+    answers = [[NODE_A.address, NODE_B.address], RuntimeError("chain down")]
+
+    def fetch():
+        calls.append(1)
+        answer = answers[min(len(calls) - 1, len(answers) - 1)]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    r = NodeRoster(fetch, initial=[NODE_A.address], min_refresh_s=0.0, max_age_s=3600)
+    assert run(r.is_node(NODE_A.address)) and calls == []  # a hit costs nothing
+    assert run(r.is_node(NODE_B.address)) and len(calls) == 1  # newly registered: one re-read
+    assert not run(r.is_node(OUTSIDER.address)) and len(calls) == 2  # the chain is down ...
+    assert run(r.is_node(NODE_B.address))  # ... and the last list is kept
+    r.min_refresh_s = 3600
+    for _ in range(5):
+        assert not run(r.is_node(OUTSIDER.address))
+    assert len(calls) == 2  # misses within the interval do not reach the chain
