@@ -22,6 +22,10 @@
     alarm_centre = false            # this node runs the alarm centre (I9)
     alarm_hold_ms = 3000            # same alarm at every node this long -> risk warning on chain
     feedback_webhooks = []          # repair feedback is also POSTed here (I8)
+    http_max_body_bytes = 8388608   # any HTTP request body over this is refused with 413
+    http_max_inflight = 64          # HTTP requests handled at once; more get 503
+    peer_auth_window_ms = 30000     # a peer signature's time may differ from ours by this much
+    peer_nonce_capacity = 100000    # nonces remembered per window; beyond, signed requests get 503
 
 Environment: FRAMELEDGER_NODE_<KEY> (upper case) overrides <key>; lists are comma-separated.
 """
@@ -68,6 +72,10 @@ class NodeConfig:
     alarm_poll_ms: int = 1_000
     feedback_webhooks: list[str] = field(default_factory=list)
     tick_ms: int = 250
+    http_max_body_bytes: int = 8 * 1024 * 1024
+    http_max_inflight: int = 64
+    peer_auth_window_ms: int = 30_000
+    peer_nonce_capacity: int = 100_000
 
     def key(self) -> str:
         if self.private_key:

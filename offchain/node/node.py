@@ -27,7 +27,9 @@ from ..core import wire
 from ..core.block import camera_id
 from ..core.gaps import estimate_gop, find_holes, keyframe_lost
 from ..store.base import ContentStore, StoreError
+from ..core.peer_auth import ChainBinding
 from .config import NodeConfig
+from .peer_http import NodeRoster, PeerIdentity, PeerSigning
 from .registry import CameraRegistry
 from .state import Alarm, NodeState
 
@@ -72,6 +74,8 @@ class Node:
         self.deployment = Deployment.load(config.deployment)
         self.consortium = ConsortiumClient(self.signer, self.deployment.consortium)
         self.ledger = VideoLedgerClient(self.signer, self.deployment.video_ledger)
+        # Peer HTTP is signed with the node account's key, for this deployment only (peer_http.py).
+        self.peer_identity = PeerIdentity(config.key(), self.address, ChainBinding(self.signer.chain_id, self.deployment.consortium))
         self.registry = CameraRegistry(self.consortium, from_block=self.deployment.record["contracts"]["Consortium"]["blockNumber"])
         self.tracks: dict[bytes, CameraTrack] = {}
         self.http: httpx.AsyncClient | None = None
@@ -91,7 +95,8 @@ class Node:
         self.nodes = await asyncio.to_thread(self.consortium.nodes)
         if self.address not in self.nodes:
             raise RuntimeError(f"{self.name}: account {self.address} is not a registered node of {self.deployment.consortium}")
-        self.http = httpx.AsyncClient(timeout=5.0)
+        self.roster = NodeRoster(self.consortium.nodes, initial=self.nodes)
+        self.http = httpx.AsyncClient(timeout=5.0, auth=PeerSigning(self.peer_identity, self.roster, self.config.peer_auth_window_ms))
         self.ingest_server = await asyncio.start_server(self._serve_camera, self.config.ingest_host, self.config.ingest_port)
         self.config.ingest_port = self.ingest_server.sockets[0].getsockname()[1]
         log.info("node started", extra={"node": self.name, "address": self.address, "ingest_port": self.config.ingest_port})

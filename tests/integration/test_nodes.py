@@ -190,10 +190,13 @@ def test_repair_feedback_names_the_peers(run):
 
 
 def test_lying_peer_is_rejected_and_reported(run):
+    """A consortium node (signing with its own key) that sends forged or conflicting frames is
+    refused and reported under its address, whatever name it claims."""
     import base64
 
-    import httpx
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from eth_account import Account
+    from peer_clients import signing_client
 
     from offchain.core import packet as pk
 
@@ -203,10 +206,13 @@ def test_lying_peer_is_rejected_and_reported(run):
     # validly signed by the camera, but contradicting a frame the node already holds
     conflicting = pk.encode_packet(run.keys["10.0.1.11"], "10.0.1.11", held["seq"], held["timestampMs"], False, b"other")
     body = {"alarmId": "none", "from": "mallory", "packets": [base64.b64encode(p).decode() for p in (forged_key, conflicting)]}
-    answer = httpx.post(bank.config.api_url + "/peer/v1/repair", json=body, timeout=10).json()
+    liar_account = 5  # node-customer (chain/consortium.json)
+    with signing_client(run.cluster, liar_account) as liar:
+        answer = liar.post(bank.config.api_url + "/peer/v1/repair", json=body).json()
     assert answer == {"accepted": 0, "confirmed": 0, "rejected": 2}
     reports = run.cluster.api(bank, "/api/v1/peer-reports")
-    assert [r["peer"] for r in reports].count("mallory") == 2
+    assert [r["peer"] for r in reports].count(Account.from_key(run.cluster.keys[liar_account]).address) == 2
+    assert "mallory" not in {r["peer"] for r in reports}
     still = run.cluster.api(bank, "/api/v1/frames/10.0.1.11")
     assert {(f["seq"], f["sha256"]) for f in still} >= {(held["seq"], held["sha256"])}
     assert all(f["seq"] != 10_000 for f in still)
