@@ -710,12 +710,11 @@ class StandardMerkleTree:
         hashes: list[bytes] = []
         append = hashes.append
         leaf_hash_of = codec.leaf_hash
-        index = 0
         try:
-            for index, value in enumerate(values):
+            for value in values:
                 append(leaf_hash_of(value))
-        except InvalidMerkleInput as exc:
-            raise type(exc)(f"values[{index}]: {exc}") from exc
+        except InvalidMerkleInput as exc:  # the failing value is the one after the hashed ones
+            raise type(exc)(f"values[{len(hashes)}]: {exc}") from exc
         n = len(values)
         # A stable sort, like V8's Array.prototype.sort, so equal leaves keep input order.
         order = sorted(range(n), key=hashes.__getitem__) if sort_leaves else range(n)
