@@ -28,7 +28,6 @@ from evidence_fixtures import CAM_A, CAM_B, build_evidence_ledger
 from offchain.camera.samples import sample_path
 from offchain.chain.deployer import deploy
 from offchain.core.block import camera_id
-from offchain.evidence.video import remux_to_mp4
 from offchain.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -452,10 +451,22 @@ def test_a_swapped_avcc_is_a_codec_mismatch(ev, b_bundle, tmp_path):
 
 
 def test_reencoded_clips_are_never_verified_by_js(ev, gap_bundle, tmp_path):
+    """The substituted clip relabelled as a re-encode (its packets riding along raw): JS cannot
+    decode, so it says `clip.pictures.unchecked` and never `verified`."""
+    index = index_of(gap_bundle)
+    i = next(i for i, c in enumerate(index["clips"]) if c["kind"] == "substituted")
+    clip = index["clips"][i]
+    raw, extra = [], []
+    for h, seq in clip["frames"]:
+        data = ev.frames[CAM_B][seq].data
+        name = "frames/" + hashlib.sha256(data).hexdigest()
+        raw.append({"height": h, "camera": clip["camera"], "seq": seq, "path": name})
+        extra.append((name, data))
+
     def why(ix):
-        for c in ix["clips"]:
-            c["why"] = "codec h264 substitute re-encoded for the test" if c["reencoded"] else "remux"
-    bundle = with_index(gap_bundle, tmp_path / "why.zip", why)
+        ix["clips"][i].update(reencoded=True, why="codec h264 substitute re-encoded for the test")
+        ix["rawFrames"] += raw
+    bundle = with_index(gap_bundle, tmp_path / "why.zip", why, extra=list(dict(extra).items()))
     rc, doc, _, _ = run_js(bundle, ev, "--ledger", ev.ledger_address)
     reencoded = [c for c in index_of(bundle)["clips"] if c["reencoded"]]
     assert (rc, doc["verdict"]) == (5, "partially_verified") and not failures(doc)
@@ -492,29 +503,12 @@ def test_own_clip_relabelled_as_a_reencode_is_not_verified(ev, b_bundle, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def remuxed_substitute(ev, gap_bundle, tmp_path_factory) -> tuple[Path, dict]:
-    """The gap bundle with its substituted span remuxed from camera B's anchored packets (not
-    re-encoded) and camera B's block carried as the codec source."""
-    tmp = tmp_path_factory.mktemp("sub")
+def remuxed_substitute(ev, gap_bundle) -> tuple[Path, dict]:
+    """The gap bundle: the extractor remuxes its substituted span from camera B's anchored
+    packets (not re-encoded) and carries camera B's block as the codec source."""
     index = index_of(gap_bundle)
-    i, clip = next((i, c) for i, c in enumerate(index["clips"]) if c["kind"] == "substituted")
-    frames = [ev.frames[CAM_B][seq] for _, seq in clip["frames"]]
-    ordered = sorted(frames, key=lambda f: (f.dts_ms if f.dts_ms is not None else f.timestamp_ms, f.seq))
-    mp4 = remux_to_mp4(ev.codecs[CAM_B], ordered, tmp / "sub.mp4").path.read_bytes()
-    first_ts = min(f.timestamp_ms for f in frames)
-    sub_block = next(b.sealed for b in ev.blocks[CAM_B]
-                     if b.sealed.header.window_start_ms <= first_ts < b.sealed.header.window_end_ms)
-    h = sub_block.header.height
-    source = {"camera": "0x" + camera_id(CAM_B).hex(), "height": h, "blockHash": "0x" + sub_block.hash.hex(),
-              "header": sub_block.header.to_json(), "manifest": f"manifests/{camera_id(CAM_B).hex()[:8]}-{h:06d}.json"}
-
-    def remux(ix):
-        ix["clips"][i].update(reencoded=False, why="remux", path="clips/clip-001-substituted-remux.mp4",
-                              frames=[[clip["frames"][0][0], f.seq] for f in ordered])
-        ix["codecSources"] = [source]
-    bundle = with_index(gap_bundle, tmp / "remuxed.zip", remux,
-                        extra=[("clips/clip-001-substituted-remux.mp4", mp4), (source["manifest"], sub_block.manifest_bytes)])
-    return bundle, source
+    assert not next(c for c in index["clips"] if c["kind"] == "substituted")["reencoded"]
+    return gap_bundle, index["codecSources"][0]
 
 
 def test_a_substitute_remux_is_checked_against_its_codec_source(ev, remuxed_substitute, tmp_path):
