@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import pytest
 from fastapi.testclient import TestClient
 
 from api import siwe
