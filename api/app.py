@@ -18,7 +18,11 @@ import os
 import time
 from typing import Annotated, Any, Callable
 
+from pathlib import Path as FilePath
+
 from fastapi import Depends, FastAPI, Path, Query, Response
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from offchain.chain.client import Signer, connect
 from offchain.chain.deployer import Deployment
@@ -32,6 +36,7 @@ from .context import Context, Settings, caller_dependency
 from .models import U64_MAX, SiweBody
 from .problems import Problem
 
+WEB_DIR = FilePath(__file__).resolve().parent / "web"
 CameraRef = Annotated[str, Path(min_length=1, max_length=128, description="0x-prefixed camera id or camera IP",
                                 examples=["10.7.0.1"])]
 
@@ -148,6 +153,12 @@ def create_app(rpc_url: str, deployment_path: str, *, relayer_key: str | None = 
     def health() -> dict[str, Any]:
         return {"status": "ok", "chainId": deployment.chain_id, "block": w3.eth.block_number}
 
+    @app.get("/sign", include_in_schema=False)
+    def signing_page() -> FileResponse:
+        """The signing page (static; it holds no data, everything it shows needs a token)."""
+        return FileResponse(WEB_DIR / "sign.html", media_type="text/html")
+
+    app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
     caller = caller_dependency(ctx)
     _auth_routes(app, ctx)
     _chain_routes(app, ctx, caller)
