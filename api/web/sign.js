@@ -7,6 +7,7 @@ const $ = (id) => document.getElementById(id);
 const sessionId = new URLSearchParams(location.search).get("session");
 let wallet = null;
 let token = null;
+let finalEvidence = null; // once every camera is anchored past the end, the evidence cannot change
 
 async function api(path, options = {}) {
   const headers = { "Content-Type": "application/json" };
@@ -83,8 +84,9 @@ async function refresh() {
       s.cameras.filter((_, c) => s.cameraParty[c] === i).length, p.response, p.signed ? "yes" : "no"]));
     $("risk").textContent = s.risk.active ? `Risk warning active for camera ${s.risk.cameraId}` : "No risk warning.";
     $("risk").className = s.risk.active ? "active" : "";
-    const evidence = await loadEvidence();
+    const evidence = finalEvidence || await loadEvidence();
     if (evidence.ok) {
+      finalEvidence = evidence;
       $("root").textContent = evidence.doc.evidenceRoot;
       fillTable("blocks", evidence.doc.leaves.map(([camera, height, hash]) => [camera.slice(0, 10) + "…", height, hash]));
     }

@@ -10,6 +10,9 @@ from pathlib import Path
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
+    import requests
+    from web3.exceptions import Web3Exception
+
     from ..chain.client import connect
     from .scanner import Monitor, MonitorSettings, ReorgTooDeep
 
@@ -26,9 +29,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     out = open(args.out, "a+") if args.out != "-" else sys.stdout
     try:
         settings = MonitorSettings(confirmations=args.confirmations, max_blocks=args.max_blocks, window=args.window)
-        monitor = Monitor(w3, contracts, Path(args.checkpoint), out, start, settings)
+        monitor = Monitor(w3, contracts, Path(args.checkpoint), out, start, settings, resumable=out is not sys.stdout)
         monitor.run(poll_s=args.poll, once=args.once, should_stop=lambda: stop["now"])
-    except (ReorgTooDeep, ValueError) as exc:
+    except (ReorgTooDeep, ValueError, OSError, requests.exceptions.RequestException, Web3Exception) as exc:
         print(f"frameledger monitor: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -110,8 +110,11 @@ class MonitorSettings:
 
 class Monitor:
     def __init__(self, w3: Web3, contracts: dict[str, str], checkpoint_path: Path, out: IO[str],
-                 start_block: int, settings: MonitorSettings | None = None):
+                 start_block: int, settings: MonitorSettings | None = None, resumable: bool = True):
+        """`out` is the JSON-lines file, opened for reading and appending; with `resumable` False
+        (a pipe or a terminal) it is never cut back and delivery is at least once."""
         self.w3 = w3
+        self.resumable = resumable and out.seekable()
         self.settings = settings or MonitorSettings()
         self.decoder = EventDecoder(w3, contracts)
         self.addresses = list(self.decoder.names)
@@ -128,7 +131,7 @@ class Monitor:
 
     def _resume_output(self) -> None:
         """Cut the output back to what the checkpoint covers (lines after it will be re-emitted)."""
-        if self.out.seekable():
+        if self.resumable:
             self.out.seek(0, os.SEEK_END)
             if self.out.tell() > self.state.out_offset:
                 self.out.truncate(self.state.out_offset)
@@ -138,11 +141,11 @@ class Monitor:
         for e in events:
             self.out.write(json.dumps(e, sort_keys=True) + "\n")
         self.out.flush()
-        if hasattr(self.out, "fileno") and self.out.seekable():
+        if self.resumable:
             os.fsync(self.out.fileno())
 
     def _commit(self) -> None:
-        self.state.out_offset = self.out.tell() if self.out.seekable() else 0
+        self.state.out_offset = self.out.tell() if self.resumable else 0
         self.state.save(self.checkpoint_path)
 
     def _handle_reorg(self) -> int:

@@ -136,3 +136,5 @@ def test_cli_killed_mid_stream_resumes_without_skipping_or_repeating(chain_env, 
                           str(tmp_path / "missing.json"), "--checkpoint", str(tmp_path / "x.json")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    down = subprocess.run(_run_cli(tmp_path, "http://127.0.0.1:9", "--once"), capture_output=True, text=True, timeout=60)
+    assert down.returncode == 2 and "Traceback" not in down.stderr and len(down.stderr.strip().splitlines()) == 1
