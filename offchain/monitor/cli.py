@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     from ..chain.client import connect
     from .scanner import Monitor, MonitorSettings, ReorgTooDeep
+    from .webhooks import DeliveryFailed, Webhooks
 
     try:
         record = json.loads(Path(args.deployment).read_text())
@@ -26,12 +28,17 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         return 2
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    if args.webhook and not os.environ.get("FRAMELEDGER_WEBHOOK_SECRET"):
+        print("frameledger monitor: --webhook needs FRAMELEDGER_WEBHOOK_SECRET (the HMAC key)", file=sys.stderr)
+        return 2
+    hooks = Webhooks(args.webhook, os.environ["FRAMELEDGER_WEBHOOK_SECRET"].encode()) if args.webhook else None
     out = open(args.out, "a+") if args.out != "-" else sys.stdout
     try:
         settings = MonitorSettings(confirmations=args.confirmations, max_blocks=args.max_blocks, window=args.window)
-        monitor = Monitor(w3, contracts, Path(args.checkpoint), out, start, settings, resumable=out is not sys.stdout)
+        monitor = Monitor(w3, contracts, Path(args.checkpoint), out, start, settings, resumable=out is not sys.stdout,
+                          deliver=hooks.deliver if hooks else None)
         monitor.run(poll_s=args.poll, once=args.once, should_stop=lambda: stop["now"])
-    except (ReorgTooDeep, ValueError, OSError, requests.exceptions.RequestException, Web3Exception) as exc:
+    except (ReorgTooDeep, DeliveryFailed, ValueError, OSError, requests.exceptions.RequestException, Web3Exception) as exc:
         print(f"frameledger monitor: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -39,6 +46,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
+        if hooks:
+            hooks.close()
     return 0
 
 
@@ -54,4 +63,6 @@ def add_monitor_commands(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--poll", type=float, default=1.0, help="seconds between polls when caught up")
     m.add_argument("--from-block", type=int, default=None, help="first block (default: the deployment's)")
     m.add_argument("--once", action="store_true", help="scan up to the confirmed head, then exit")
+    m.add_argument("--webhook", action="append", default=[],
+                   help="POST every event here, HMAC-signed with $FRAMELEDGER_WEBHOOK_SECRET (repeatable)")
     m.set_defaults(func=cmd_monitor)

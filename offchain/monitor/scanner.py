@@ -110,11 +110,13 @@ class MonitorSettings:
 
 class Monitor:
     def __init__(self, w3: Web3, contracts: dict[str, str], checkpoint_path: Path, out: IO[str],
-                 start_block: int, settings: MonitorSettings | None = None, resumable: bool = True):
+                 start_block: int, settings: MonitorSettings | None = None, resumable: bool = True,
+                 deliver: Callable[[list[dict[str, Any]]], None] | None = None):
         """`out` is the JSON-lines file, opened for reading and appending; with `resumable` False
         (a pipe or a terminal) it is never cut back and delivery is at least once."""
         self.w3 = w3
         self.resumable = resumable and out.seekable()
+        self.deliver = deliver  # e.g. Webhooks.deliver; runs before the checkpoint moves
         self.settings = settings or MonitorSettings()
         self.decoder = EventDecoder(w3, contracts)
         self.addresses = list(self.decoder.names)
@@ -138,6 +140,8 @@ class Monitor:
             self.out.seek(self.state.out_offset)
 
     def _write(self, events: list[dict[str, Any]]) -> None:
+        if self.deliver is not None and events:
+            self.deliver(events)
         for e in events:
             self.out.write(json.dumps(e, sort_keys=True) + "\n")
         self.out.flush()

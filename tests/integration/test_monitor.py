@@ -138,3 +138,70 @@ def test_cli_killed_mid_stream_resumes_without_skipping_or_repeating(chain_env, 
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     down = subprocess.run(_run_cli(tmp_path, "http://127.0.0.1:9", "--once"), capture_output=True, text=True, timeout=60)
     assert down.returncode == 2 and "Traceback" not in down.stderr and len(down.stderr.strip().splitlines()) == 1
+
+
+class _Receiver:
+    """A loopback webhook receiver that refuses the first `fail_first` deliveries with a 500."""
+
+    def __init__(self, fail_first: int):
+        import http.server
+        import threading
+
+        self.fail_first, self.received, self.refused = fail_first, [], 0
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if receiver.refused < receiver.fail_first:
+                    receiver.refused += 1
+                    self.send_response(500)
+                else:
+                    receiver.received.append((dict(self.headers), body))
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_webhooks_get_every_event_signed_with_retries_and_none_is_lost(chain_env, tmp_path):
+    import hmac
+
+    from offchain.monitor.webhooks import DeliveryFailed, Webhooks, event_id, signature
+
+    register(chain_env, 3, "10.53.0")
+    secret = b"webhook secret"
+    down = Webhooks(["http://127.0.0.1:9/hook"], secret, attempts=3, sleep=lambda s: None, timeout_s=1)
+    out = open(tmp_path / "events.jsonl", "a+")
+    m = Monitor(chain_env.w3, contracts_of(chain_env), tmp_path / "checkpoint.json", out, start_block(chain_env),
+                MonitorSettings(confirmations=0, max_blocks=1000), deliver=down.deliver)
+    with pytest.raises(DeliveryFailed):
+        m.step()
+    out.close()
+    assert not (tmp_path / "checkpoint.json").exists() and (tmp_path / "events.jsonl").read_text() == ""
+
+    receiver = _Receiver(fail_first=2)
+    try:
+        hooks = Webhooks([receiver.url], secret, sleep=lambda s: None)
+        out = open(tmp_path / "events.jsonl", "a+")
+        m = Monitor(chain_env.w3, contracts_of(chain_env), tmp_path / "checkpoint.json", out, start_block(chain_env),
+                    MonitorSettings(confirmations=0, max_blocks=1000), deliver=hooks.deliver)
+        drain(m)
+        out.close()
+    finally:
+        receiver.close()
+    written = lines(tmp_path / "events.jsonl")
+    assert receiver.refused == 2 and len(receiver.received) == len(written) == len(chain_logs(chain_env))
+    for (headers, body), line in zip(receiver.received, written):
+        assert json.loads(body) == line
+        assert hmac.compare_digest(headers["X-FrameLedger-Signature"], signature(secret, body))
+        assert headers["X-FrameLedger-Event-Id"] == event_id(line)
