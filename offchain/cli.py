@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_evidence_commands(sub)
 
+    from .monitor.cli import add_monitor_commands
+
+    add_monitor_commands(sub)
+
     node = sub.add_parser("node", help="run one consortium node (ingest, repair, blocks, API)")
     node.add_argument("--config", required=True, help="node TOML file (see offchain/node/config.py)")
     node.set_defaults(func=cmd_node)

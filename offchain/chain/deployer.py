@@ -21,6 +21,9 @@ from .ledger import ConsortiumClient, Role, VideoLedgerClient
 
 log = logging.getLogger(__name__)
 
+# SigningSession limits when the plan has no "signingSession" entry (the contract caps them at 32/64).
+SIGNING_DEFAULTS = {"maxParties": 8, "maxCameras": 16}
+
 
 @dataclass
 class Deployment:
@@ -30,12 +33,14 @@ class Deployment:
     consortium: str
     video_ledger: str
     record: dict[str, Any]
+    signing_session: str | None = None  # absent from records made before SigningSession existed
 
     @classmethod
     def load(cls, path: Path) -> "Deployment":
         rec = json.loads(Path(path).read_text())
         c = rec["contracts"]
-        return cls(rec["chainId"], c["Consortium"]["address"], c["VideoLedger"]["address"], rec)
+        session = c.get("SigningSession", {}).get("address")
+        return cls(rec["chainId"], c["Consortium"]["address"], c["VideoLedger"]["address"], rec, session)
 
     def clients(self, signer: Signer) -> tuple[ConsortiumClient, VideoLedgerClient]:
         return ConsortiumClient(signer, self.consortium), VideoLedgerClient(signer, self.video_ledger)
@@ -52,7 +57,7 @@ def deploy(
     out_dir: Path | None = DEPLOYMENTS_DIR,
     plan_name: str = "chain/consortium.json",
 ) -> Deployment:
-    """Deploy Consortium and VideoLedger, admit the plan's members, register its nodes and set
+    """Deploy Consortium, VideoLedger and SigningSession, admit the plan's members, register its nodes and set
     the quorum. `private_keys[i]` is the plan's account i; account 0 deploys and governs."""
     plan = plan or load_plan()
     signers = [Signer(w3, k) for k in private_keys]
@@ -63,6 +68,10 @@ def deploy(
     gas["deploy Consortium"] = tx_c.gas_used
     ledger_contract, tx_l = founder.deploy("VideoLedger", consortium_contract.address)
     gas["deploy VideoLedger"] = tx_l.gas_used
+    limits = {**SIGNING_DEFAULTS, **plan.get("signingSession", {})}
+    session_contract, tx_s = founder.deploy(
+        "SigningSession", ledger_contract.address, int(limits["maxParties"]), int(limits["maxCameras"]))
+    gas["deploy SigningSession"] = tx_s.gas_used
     consortium = ConsortiumClient(founder, consortium_contract.address)
 
     threshold = int(plan.get("admissionThreshold", 1))
@@ -94,6 +103,9 @@ def deploy(
         "contracts": {
             "Consortium": {"address": consortium_contract.address, "txHash": tx_c.tx_hash, "blockNumber": tx_c.block_number},
             "VideoLedger": {"address": ledger_contract.address, "txHash": tx_l.tx_hash, "blockNumber": tx_l.block_number},
+            "SigningSession": {"address": session_contract.address, "txHash": tx_s.tx_hash,
+                               "blockNumber": tx_s.block_number, "maxParties": int(limits["maxParties"]),
+                               "maxCameras": int(limits["maxCameras"])},
         },
         "compiler": {"version": art["compiler"]["version"], "evmVersion": art["compiler"]["settings"]["evmVersion"]},
         "plan": plan_name,
@@ -107,4 +119,5 @@ def deploy(
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"{record['chainId']}.json").write_text(json.dumps(record, indent=2) + "\n")
     log.info("deployed", extra={"consortium": consortium_contract.address, "ledger": ledger_contract.address})
-    return Deployment(record["chainId"], consortium_contract.address, ledger_contract.address, record)
+    return Deployment(record["chainId"], consortium_contract.address, ledger_contract.address, record,
+                      session_contract.address)
