@@ -22,6 +22,14 @@
     alarm_centre = false            # this node runs the alarm centre (I9)
     alarm_hold_ms = 3000            # same alarm at every node this long -> risk warning on chain
     feedback_webhooks = []          # repair feedback is also POSTed here (I8)
+    # camera ingest limits (docs/TRANSPORT.md, "Limits"):
+    ingest_max_connections = 512    # open camera connections; one more is closed at once
+    ingest_max_per_address = 32     # open camera connections from one IP address
+    ingest_handshake_timeout_ms = 5000   # no valid signed hello this long after connecting -> closed
+    ingest_idle_timeout_ms = 60000  # nothing received this long -> closed
+    ingest_max_message_bytes = 16781312  # largest message after the hello (16 MiB + 4 KiB; 64 KiB before)
+    ingest_max_invalid = 100        # closed once invalid messages exceed this + 1/10 of the valid ones
+    ingest_ack_interval_ms = 50     # acknowledgements are sent at most this often per connection
 
 Environment: FRAMELEDGER_NODE_<KEY> (upper case) overrides <key>; lists are comma-separated.
 """
@@ -68,6 +76,13 @@ class NodeConfig:
     alarm_poll_ms: int = 1_000
     feedback_webhooks: list[str] = field(default_factory=list)
     tick_ms: int = 250
+    ingest_max_connections: int = 512
+    ingest_max_per_address: int = 32
+    ingest_handshake_timeout_ms: int = 5_000
+    ingest_idle_timeout_ms: int = 60_000
+    ingest_max_message_bytes: int = 16 * 1024 * 1024 + 4 * 1024
+    ingest_max_invalid: int = 100
+    ingest_ack_interval_ms: int = 50
 
     def key(self) -> str:
         if self.private_key:
