@@ -32,14 +32,17 @@ import concurrent.futures
 import logging
 import math
 import time
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ..core.acks import SeqRanges, overlap
 from ..core.packet import encode_packet
-from ..core.wire import end_message, frame_message, hello_message
+from ..core.wire import (MAX_ACK_RANGES, MAX_CONTROL_BYTES, MessageReader, NodeMessage, WireError, end_message,
+                         frame_message, hello_message, parse_node_message)
 from .faults import FaultInjector, FaultSpec
 from .sources import EncodedFrame
 
@@ -71,6 +74,14 @@ class NodeStats:
     disconnects: int = 0
     end_sent: bool = False
     last_error: str | None = None
+    # acknowledged delivery (final after run()): of the frames produced, how many this node
+    # acknowledged as durable, explicitly rejected, or neither
+    acked: int = 0
+    unacked: int = 0
+    rejected: int = 0
+    rejected_reason: str | None = None  # why the node refused this camera's hello (e.g. not-registered)
+    retransmitted: int = 0              # unacknowledged frames sent again after a reconnect
+    dropped_unacked: int = 0            # unacknowledged frames evicted from the full buffer (not resendable)
 
     @property
     def dropped(self) -> int:
@@ -92,21 +103,31 @@ def parse_node(text: str) -> tuple[str, tuple[str, int]]:
 def stats_table(stats: dict[str, NodeStats], title: str | None = None) -> str:
     from ..tables import render_table
 
-    headers = ["node", "address", "frames", "sent", "MB", "drop", "cut", "unreach", "qfull",
-               "corrupt", "trunc", "dup", "reord", "delay", "conn", "end"]
-    rows = [[s.node, s.address, s.frames, s.sent, f"{s.bytes_sent / 1e6:.1f}", s.dropped_by_fault, s.dropped_cut,
+    headers = ["node", "address", "frames", "sent", "acked", "unacked", "rejected", "MB", "drop", "cut", "unreach",
+               "qfull", "corrupt", "trunc", "dup", "reord", "delay", "resent", "evicted", "conn", "end"]
+    rows = [[s.node, s.address, s.frames, s.sent, s.acked, s.unacked,
+             s.rejected if not s.rejected_reason else f"{s.rejected} ({s.rejected_reason})",
+             f"{s.bytes_sent / 1e6:.1f}", s.dropped_by_fault, s.dropped_cut,
              s.dropped_unreachable, s.dropped_queue_full, s.corrupted, s.truncated, s.duplicated, s.reordered,
-             s.delayed, s.connects, "yes" if s.end_sent else "no"] for s in stats.values()]
+             s.delayed, s.retransmitted, s.dropped_unacked, s.connects, "yes" if s.end_sent else "no"]
+            for s in stats.values()]
     return render_table(headers, rows, title=title)
 
 
 _FRAME = 0
-_CONTROL = 1
+_END = 1
 _BATCH = 32  # frames read and signed per trip to the source thread (bounded by 5 ms)
 
 
+@dataclass
+class _Unacked:
+    packet: bytes          # the clean signed packet (retransmitted as is)
+    written: bool = False  # written unfaulted to this node at least once
+
+
 class _NodeLink:
-    """One node: its connection, reconnect loop, bounded queue and writer."""
+    """One node: its connection, reconnect loop, bounded queue, writer, and the frames the node
+    has not acknowledged yet (bounded: ``agent.unacked_frames``)."""
 
     def __init__(self, agent: CameraAgent, name: str, host: str, port: int) -> None:
         self.agent = agent
@@ -114,22 +135,37 @@ class _NodeLink:
         self.host = host
         self.port = port
         self.stats = NodeStats(name, f"{host}:{port}")
-        self.queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(agent.queue_size)
+        self.queue: asyncio.Queue[tuple[int, int, bytes]] = asyncio.Queue(agent.queue_size)
+        self.unacked: OrderedDict[int, _Unacked] = OrderedDict()
+        self.acked = SeqRanges(0)
+        self.rejected_seqs = SeqRanges(0)
+        self.refused: str | None = None  # reason the node gave for refusing our hello, until it accepts one
         self.connected = asyncio.Event()
         self.closing = False
+        self.ending = False
         self.end_written = asyncio.Event()
         self.room = asyncio.Event()     # set whenever the writer takes a message off the queue
         self.last_progress = 0.0        # loop time the writer last took a message
         self.task: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._nonce = ""
 
     # -- producer side (never blocks) --------------------------------------------------------
-    def offer(self, data: bytes) -> None:
+    def keep(self, seq: int, packet: bytes) -> None:
+        """Hold the clean packet until the node acknowledges it; the oldest goes when full."""
+        if seq in self.unacked or seq in self.acked:
+            return
+        self.unacked[seq] = _Unacked(packet)
+        while len(self.unacked) > self.agent.unacked_frames:
+            self.unacked.popitem(last=False)
+            self.stats.dropped_unacked += 1
+
+    def offer(self, seq: int, data: bytes) -> None:
         if not self.connected.is_set():
             self.stats.dropped_unreachable += 1
             return
         try:
-            self.queue.put_nowait((_FRAME, frame_message(data)))
+            self.queue.put_nowait((_FRAME, seq, frame_message(data)))
         except asyncio.QueueFull:
             self.stats.dropped_queue_full += 1
 
@@ -147,14 +183,75 @@ class _NodeLink:
             except asyncio.TimeoutError:
                 return
 
+    # -- acknowledgements --------------------------------------------------------------------
+    def awaiting(self) -> int:
+        """Unacknowledged frames this node can still be expected to acknowledge: ones some node
+        took intact (written unfaulted, or acknowledged), so this node has them or can repair them."""
+        links = self.agent._links.values()
+        return sum(1 for seq in self.unacked
+                   if any(link.acked.__contains__(seq) or (seq in link.unacked and link.unacked[seq].written)
+                          for link in links))
+
+    def _on_node_message(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == NodeMessage.ACK.value:
+            self._on_ack(msg)
+        elif kind == NodeMessage.REJECT.value:
+            reason = str(msg.get("reason", "?"))[:100]
+            seq = msg.get("seq")
+            self.stats.last_error = f"rejected: {reason}: {str(msg.get('detail', ''))[:200]}"
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                if self.rejected_seqs.add(seq):
+                    self.unacked.pop(seq, None)
+            else:
+                self.refused = reason
+                self.stats.rejected_reason = reason
+
+    def _on_ack(self, msg: dict[str, Any]) -> None:
+        up_to, ranges = msg.get("upTo"), msg.get("ranges") or []
+        if not isinstance(up_to, int) or not isinstance(ranges, list):
+            return
+        self.refused = None
+        self.acked.add_range(0, up_to)
+        for r in ranges[:MAX_ACK_RANGES]:
+            if isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r):
+                self.acked.add_range(r[0], r[1])
+        while self.unacked:
+            seq = next(iter(self.unacked))
+            if seq > up_to:
+                break
+            self.unacked.popitem(last=False)
+        if ranges:
+            for seq in [s for s in self.unacked if s in self.acked]:
+                del self.unacked[seq]
+
     # -- connection loop ---------------------------------------------------------------------
+    async def _handshake(self, reader: asyncio.StreamReader, msgs: MessageReader, ready: deque[bytes]) -> str:
+        """Read the node's challenge; its nonce goes into every control message we sign."""
+        deadline = time.monotonic() + self.agent.connect_timeout
+        while not ready:
+            chunk = await asyncio.wait_for(reader.read(4096), max(0.001, deadline - time.monotonic()))
+            if not chunk:
+                raise ConnectionError("node closed the connection before its challenge")
+            ready.extend(msgs.feed(chunk))
+        msg = parse_node_message(ready.popleft())
+        nonce = msg.get("nonce")
+        if msg.get("type") != NodeMessage.CHALLENGE.value or not isinstance(nonce, str) or len(nonce) > 128:
+            raise ConnectionError(f"expected the node's challenge, got {msg.get('type')!r}")
+        return nonce
+
     async def run(self) -> None:
         delay = self.agent.backoff[0]
         while not self.closing:
+            msgs, ready = MessageReader(MAX_CONTROL_BYTES), deque()
+            writer: asyncio.StreamWriter | None = None
             try:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
                                                         self.agent.connect_timeout)
-            except (OSError, asyncio.TimeoutError) as exc:
+                self._nonce = await self._handshake(reader, msgs, ready)
+            except (OSError, asyncio.TimeoutError, WireError) as exc:
+                if writer is not None:
+                    writer.transport.abort()
                 self.stats.last_error = f"connect: {exc!r}"
                 log.debug("node unreachable", extra={"node": self.name, "error": repr(exc), "retry_s": delay})
                 await asyncio.sleep(delay)
@@ -163,31 +260,31 @@ class _NodeLink:
             delay = self.agent.backoff[0]
             self._writer = writer
             self.last_progress = asyncio.get_running_loop().time()
-            writer.write(frame_message(self.agent.hello))
+            writer.write(frame_message(self.agent.hello_body(self._nonce)))
             self.stats.connects += 1
+            resend = list(self.unacked)  # taken with connected set in the same step: nothing slips between
             self.connected.set()
             log.info("connected to node", extra={"node": self.name, "camera": self.agent.camera_ip,
-                                                 "connects": self.stats.connects})
+                                                 "connects": self.stats.connects, "resend": len(resend)})
             try:
-                await self._session(reader, writer)
+                await self._session(reader, writer, msgs, ready, resend)
             finally:
                 self.connected.clear()
                 self._writer = None
                 lost = 0
                 while not self.queue.empty():
-                    kind, _ = self.queue.get_nowait()
+                    kind, _, _ = self.queue.get_nowait()
                     self.queue.task_done()
                     lost += kind == _FRAME
                 self.stats.dropped_unreachable += lost
-                if self.end_written.is_set():
-                    # Normal end: FIN after the buffered data, so the end message arrives.
+                if self.closing and self.end_written.is_set():
+                    # Normal end: FIN after the buffered data.
                     writer.close()
                     try:
                         await asyncio.wait_for(writer.wait_closed(), 1.0)
                     except (OSError, asyncio.TimeoutError):
                         pass
                 else:
-                    # Broken or abandoned (a stuck node at shutdown): no point flushing to it.
                     writer.transport.abort()
             if not self.closing:
                 self.stats.disconnects += 1
@@ -195,9 +292,10 @@ class _NodeLink:
                                                            "error": self.stats.last_error})
                 await asyncio.sleep(delay)
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        pump = asyncio.ensure_future(self._pump(writer))
-        watch = asyncio.ensure_future(self._watch(reader))
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, msgs: MessageReader,
+                       ready: deque[bytes], resend: list[int]) -> None:
+        pump = asyncio.ensure_future(self._pump(writer, resend))
+        watch = asyncio.ensure_future(self._watch(reader, msgs, ready))
         try:
             done, _ = await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -205,82 +303,94 @@ class _NodeLink:
                 task.cancel()
             await asyncio.gather(pump, watch, return_exceptions=True)
         for task in done:
-            exc = task.exception()
-            if exc is not None:
+            exc = task.cancelled() or task.exception()
+            if isinstance(exc, BaseException):
                 self.stats.last_error = repr(exc)
 
-    async def _watch(self, reader: asyncio.StreamReader) -> None:
-        """The node never writes; EOF (or a reset) means it closed the connection."""
+    async def _watch(self, reader: asyncio.StreamReader, msgs: MessageReader, ready: deque[bytes]) -> None:
+        """The node's acknowledgements and rejections; EOF (or a reset) means it closed."""
         try:
-            while await reader.read(65536):
-                pass
-        except OSError as exc:
+            while True:
+                while ready:
+                    self._on_node_message(parse_node_message(ready.popleft()))
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                ready.extend(msgs.feed(chunk))
+        except (OSError, WireError) as exc:
             self.stats.last_error = f"read: {exc!r}"
             return
-        self.stats.last_error = "node closed the connection"
+        if not self.stats.last_error or not self.stats.last_error.startswith("rejected"):
+            self.stats.last_error = "node closed the connection"
 
-    async def _pump(self, writer: asyncio.StreamWriter) -> None:
-        stats = self.stats
+    async def _write(self, writer: asyncio.StreamWriter, seq: int, data: bytes) -> None:
+        entry = self.unacked.get(seq)
+        if entry is not None and not entry.written and len(data) == len(entry.packet) + 4 and data[4:] == entry.packet:
+            entry.written = True
+        writer.write(data)
+        self.stats.sent += 1
+        self.stats.bytes_sent += len(data)
+        await writer.drain()
+
+    async def _pump(self, writer: asyncio.StreamWriter, resend: list[int]) -> None:
+        # After a (re)connect: every frame still unacknowledged, oldest first, unfaulted.
+        for seq in resend:
+            entry = self.unacked.get(seq)
+            if entry is None:
+                continue  # acknowledged meanwhile
+            if entry.written or self.stats.connects > 1:
+                self.stats.retransmitted += 1
+            await self._write(writer, seq, frame_message(entry.packet))
+        if self.ending:
+            await self._write_end(writer)
         loop = asyncio.get_running_loop()
         while True:
-            kind, data = await self.queue.get()
+            kind, seq, data = await self.queue.get()
             self.last_progress = loop.time()
             self.room.set()
             try:
-                writer.write(data)
                 if kind == _FRAME:
-                    stats.sent += 1
-                    stats.bytes_sent += len(data)
-                await writer.drain()
+                    await self._write(writer, seq, data)
+                else:
+                    await self._write_end(writer)
             finally:
                 self.queue.task_done()
-            if kind != _FRAME:
-                # End is the last message: the connection is closed (after its buffer is
-                # flushed) and not re-opened.
-                self.closing = True
-                self.end_written.set()
-                return
+
+    async def _write_end(self, writer: asyncio.StreamWriter) -> None:
+        writer.write(frame_message(self.agent.end_body(self._nonce)))
+        await writer.drain()
+        self.end_written.set()
 
     # -- end of stream -----------------------------------------------------------------------
-    async def finish(self, body: bytes, timeout: float) -> None:
-        """Deliver the end message (waiting up to ``timeout`` for a connection and for the queue
-        to drain), then close."""
+    async def finish(self, timeout: float) -> None:
+        """Send the signed end, then wait up to ``timeout`` (from now) until the node has
+        acknowledged every frame it can be expected to hold; then close."""
         deadline = time.monotonic() + timeout
+        self.ending = True
         try:
-            while not self.end_written.is_set():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
+            if self.connected.is_set():
                 try:
-                    await asyncio.wait_for(self.connected.wait(), remaining)
-                    await asyncio.wait_for(self.queue.put((_CONTROL, frame_message(body))),
-                                           max(0.0, deadline - time.monotonic()))
+                    await asyncio.wait_for(self.queue.put((_END, -1, b"")), max(0.0, deadline - time.monotonic()))
                 except asyncio.TimeoutError:
+                    pass
+            while time.monotonic() < deadline:
+                if self.end_written.is_set() and not self.awaiting():
                     break
-                # Wait for the end to be written; if the connection drops first, go round again
-                # (its queue, end included, was discarded) and re-send on the next connection.
-                while (not self.end_written.is_set() and self.connected.is_set()
-                       and time.monotonic() < deadline):
-                    try:
-                        await asyncio.wait_for(self.end_written.wait(),
-                                               min(0.05, max(0.0, deadline - time.monotonic())))
-                    except asyncio.TimeoutError:
-                        pass
+                if self.refused is not None and not self.connected.is_set():
+                    break  # the node refuses this camera: it will acknowledge nothing
+                await asyncio.sleep(0.02)
             self.stats.end_sent = self.end_written.is_set()
         finally:
+            self.closing = True
             await self.close(graceful=self.end_written.is_set(), timeout=max(0.5, deadline - time.monotonic()))
 
     async def close(self, graceful: bool = False, timeout: float = 1.0) -> None:
         self.closing = True
         if self.task is None or self.task.done():
             return
-        if graceful:
-            # The connection loop is closing the socket after the end message: let it finish.
-            try:
-                await asyncio.wait_for(asyncio.shield(self.task), timeout)
-                return
-            except asyncio.TimeoutError:
-                pass
+        if graceful and self._writer is not None:
+            # Let the connection loop close the socket after the buffered data (FIN).
+            self._writer.close()
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
 
@@ -309,8 +419,9 @@ class CameraAgent:
         connect_timeout: float = 2.0,
         initial_connect_timeout: float = 2.0,
         backoff: tuple[float, float] = (0.05, 2.0),
-        end_timeout: float = 3.0,
+        end_timeout: float = 10.0,
         stall_timeout: float = 1.0,
+        unacked_frames: int = 2048,
         wait_when_full: bool | None = None,
     ) -> None:
         if not nodes:
@@ -335,12 +446,16 @@ class CameraAgent:
         self.initial_connect_timeout = initial_connect_timeout
         self.backoff = backoff
         self.end_timeout = end_timeout
+        if unacked_frames < 1:
+            raise ValueError("unacked_frames must be >= 1")
+        self.unacked_frames = unacked_frames
+        self.produced: SeqRanges | None = None
+        self.codec: dict[str, Any] | None = None
         self.stall_timeout = stall_timeout
         self.wait_when_full = (not self.paced) if wait_when_full is None else wait_when_full
         self.frames_produced = 0
         self.last_seq = -1
         self.first_timestamp_ms: int | None = None
-        self.hello = b""
         self._links: dict[str, _NodeLink] = {}
         self._stop = asyncio.Event()
         self._started = False
@@ -358,6 +473,12 @@ class CameraAgent:
             c = counters.get(name)
             s = link.stats
             s.frames = self.frames_produced
+            produced = self.produced
+            s.acked = overlap(produced, link.acked) if produced else 0
+            s.rejected = overlap(produced, link.rejected_seqs) if produced else 0
+            if link.refused is not None:
+                s.rejected = s.frames - s.acked  # the node refuses the camera: nothing else will be taken
+            s.unacked = max(0, s.frames - s.acked - s.rejected)
             if c is not None:
                 s.dropped_by_fault, s.dropped_cut = c.dropped, c.cut
                 s.corrupted, s.truncated, s.duplicated = c.corrupted, c.truncated, c.duplicated
@@ -374,7 +495,7 @@ class CameraAgent:
         try:
             # Probing a file or URL for its codec blocks: keep it off the event loop.
             codec = await loop.run_in_executor(executor, lambda: getattr(self.source, "codec", None))
-            self.hello = hello_message(self.camera_ip, codec.to_dict() if hasattr(codec, "to_dict") else codec)
+            self.codec = codec.to_dict() if hasattr(codec, "to_dict") else codec
             self._links = {name: _NodeLink(self, name, host, port) for name, (host, port) in self.nodes.items()}
             for link in self._links.values():
                 link.task = asyncio.ensure_future(link.run())
@@ -391,6 +512,13 @@ class CameraAgent:
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
         return self.stats
+
+    def hello_body(self, nonce: str) -> bytes:
+        """The signed hello for one connection (its challenge nonce)."""
+        return hello_message(self.key, self.camera_ip, self.codec, nonce, int(time.time() * 1000))
+
+    def end_body(self, nonce: str) -> bytes:
+        return end_message(self.key, self.camera_ip, self.last_seq, nonce, int(time.time() * 1000))
 
     # -- internals ---------------------------------------------------------------------------
     async def _stream(self, executor: concurrent.futures.Executor) -> None:
@@ -457,13 +585,17 @@ class CameraAgent:
                                 await link.wait_for_room(self.stall_timeout)
                     self.frames_produced += 1
                     self.last_seq = frame.seq
+                    if self.produced is None:
+                        self.produced = SeqRanges(frame.seq)
+                    self.produced.add(frame.seq)
                     size = len(frame.data)
                     for name, link in self._links.items():
+                        link.keep(frame.seq, packet)
                         for d in self.faults.apply(name, frame.seq, t_rel, packet, size):
                             if d.delay_ms:
-                                delayed.add(self._later(link, d.data, d.delay_ms))
+                                delayed.add(self._later(link, d.seq, d.data, d.delay_ms))
                             else:
-                                link.offer(d.data)
+                                link.offer(d.seq, d.data)
                     # Let the node writers run after every frame (nothing above yields when
                     # unpaced or behind schedule), so a burst never overflows a healthy node's queue.
                     await asyncio.sleep(0)
@@ -472,9 +604,9 @@ class CameraAgent:
             for name, link in self._links.items():
                 for d in self.faults.flush(name):
                     if d.delay_ms:
-                        delayed.add(self._later(link, d.data, d.delay_ms))
+                        delayed.add(self._later(link, d.seq, d.data, d.delay_ms))
                     else:
-                        link.offer(d.data)
+                        link.offer(d.seq, d.data)
             if delayed:
                 await asyncio.gather(*delayed, return_exceptions=True)
         finally:
@@ -487,16 +619,15 @@ class CameraAgent:
             if close is not None:
                 await loop.run_in_executor(executor, close)
 
-    def _later(self, link: _NodeLink, data: bytes, delay_ms: int) -> asyncio.Future[None]:
+    def _later(self, link: _NodeLink, seq: int, data: bytes, delay_ms: int) -> asyncio.Future[None]:
         async def send_later() -> None:
             await asyncio.sleep(delay_ms / 1000.0)
-            link.offer(data)
+            link.offer(seq, data)
 
         return asyncio.ensure_future(send_later())
 
     async def _finish(self) -> None:
-        body = end_message(self.camera_ip, self.last_seq)
-        await asyncio.gather(*(link.finish(body, self.end_timeout) for link in self._links.values()),
+        await asyncio.gather(*(link.finish(self.end_timeout) for link in self._links.values()),
                              return_exceptions=True)
         for link in self._links.values():
             log.info("camera stream ended for node", extra={"node": link.name, **{

@@ -13,7 +13,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable
 
-__all__ = ["MAX_RANGES", "SeqRanges"]
+__all__ = ["MAX_RANGES", "SeqRanges", "overlap"]
 
 MAX_RANGES = 4096
 
@@ -95,3 +95,23 @@ class SeqRanges:
     def head(self, limit: int) -> list[list[int]]:
         """The lowest `limit` ranges above ``upto`` (what an acknowledgement carries)."""
         return [list(r) for r in self.ranges[:limit]]
+
+    def intervals(self) -> list[tuple[int, int]]:
+        """Every member as disjoint inclusive intervals, ascending."""
+        head = [(self.start, self.upto)] if self.upto >= self.start else []
+        return head + [(a, b) for a, b in self.ranges]
+
+
+def overlap(a: SeqRanges, b: SeqRanges) -> int:
+    """How many seqs are in both sets (O(ranges))."""
+    x, y = a.intervals(), b.intervals()
+    i = j = total = 0
+    while i < len(x) and j < len(y):
+        lo, hi = max(x[i][0], y[j][0]), min(x[i][1], y[j][1])
+        if lo <= hi:
+            total += hi - lo + 1
+        if x[i][1] < y[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
