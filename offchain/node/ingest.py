@@ -84,6 +84,8 @@ class _Conn:
     valid: int = 0
     invalid: int = 0
     ended: bool = False
+    superseded: bool = False
+    released: bool = False  # its slot in the connection counts was already given back
     acked_version: int = -1
 
     @property
@@ -98,23 +100,27 @@ class IngestServer:
         self.open_total = 0
         self.per_address: Counter[str] = Counter()
         self.held: dict[bytes, SeqRanges] = {}
+        self.unproven: dict[int, _Conn] = {}     # connections still in their handshake, oldest first
+        self.by_camera: dict[bytes, _Conn] = {}  # the one stream connection of each camera
 
     # ------------------------------------------------------------------ connection
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-        cfg = self.config
-        if self.open_total >= cfg.ingest_max_connections or self.per_address[host] >= cfg.ingest_max_per_address:
+        if not self._admit(host):
             self.node.state.bump("*", "refused_connections")
             writer.transport.abort()
             return
         self.open_total += 1
         self.per_address[host] += 1
         conn = _Conn(host, os.urandom(16).hex(), writer, wire.MessageReader(wire.MAX_CONTROL_BYTES))
+        self.unproven[id(conn)] = conn
         acks: asyncio.Task[None] | None = None
         try:
             writer.write(wire.frame_message(wire.challenge_message(conn.nonce, self.node.name)))
             await self._handshake(conn, reader)
+            self.unproven.pop(id(conn), None)
+            self._bind(conn)
             acks = asyncio.ensure_future(self._ack_loop(conn))
             await self._stream(conn, reader)
         except _Close:
@@ -129,13 +135,48 @@ class IngestServer:
         finally:
             if acks is not None:
                 acks.cancel()
-            self.open_total -= 1
-            self.per_address[host] -= 1
-            if not self.per_address[host]:
-                del self.per_address[host]
-            if conn.camera is not None and not conn.ended:
+            self.unproven.pop(id(conn), None)
+            if conn.camera is not None and self.by_camera.get(conn.camera) is conn:
+                del self.by_camera[conn.camera]
+            self._release(conn)
+            if conn.camera is not None and not conn.ended and not conn.superseded:
                 self._note_stream(conn.camera, StreamState.UNENDED, self.node.state.max_seq(conn.camera))
             writer.close()
+
+    def _admit(self, host: str) -> bool:
+        """Per-address cap: refused. Total cap: the oldest connection still in its handshake is
+        closed to make room (so half-open floods from many addresses cannot lock cameras out);
+        only when every open connection is a proven camera is the new one refused."""
+        cfg = self.config
+        if self.per_address[host] >= cfg.ingest_max_per_address:
+            return False
+        if self.open_total >= cfg.ingest_max_connections:
+            if not self.unproven:
+                return False
+            oldest = self.unproven.pop(next(iter(self.unproven)))
+            self._release(oldest)
+            oldest.writer.transport.abort()
+            self.node.state.bump("*", "evicted_handshakes")
+        return True
+
+    def _release(self, conn: _Conn) -> None:
+        if conn.released:
+            return
+        conn.released = True
+        self.open_total -= 1
+        self.per_address[conn.host] -= 1
+        if not self.per_address[conn.host]:
+            del self.per_address[conn.host]
+
+    def _bind(self, conn: _Conn) -> None:
+        """One stream connection per camera: a new proven one replaces the old (a camera that
+        reconnects; and no camera can hold more than one unfinished message's memory)."""
+        assert conn.camera is not None
+        old = self.by_camera.get(conn.camera)
+        if old is not None and old is not conn:
+            old.superseded = True
+            old.writer.transport.abort()
+        self.by_camera[conn.camera] = conn
 
     async def _next(self, conn: _Conn, reader: asyncio.StreamReader, deadline: float) -> bytes | None:
         """The next complete body, reading no more than completes the message under way."""
