@@ -25,6 +25,7 @@
     # camera ingest limits (docs/TRANSPORT.md, "Limits"):
     ingest_max_connections = 512    # open camera connections; one more is closed at once
     ingest_max_per_address = 32     # open camera connections from one IP address
+    ingest_max_unproven_per_address = 4  # of those, still in their handshake (no valid hello yet)
     ingest_handshake_timeout_ms = 5000   # no valid signed hello this long after connecting -> closed
     ingest_idle_timeout_ms = 60000  # nothing received this long -> closed
     ingest_max_message_bytes = 16781312  # largest message after the hello (16 MiB + 4 KiB; 64 KiB before)
@@ -78,6 +79,7 @@ class NodeConfig:
     tick_ms: int = 250
     ingest_max_connections: int = 512
     ingest_max_per_address: int = 32
+    ingest_max_unproven_per_address: int = 4
     ingest_handshake_timeout_ms: int = 5_000
     ingest_idle_timeout_ms: int = 60_000
     ingest_max_message_bytes: int = 16 * 1024 * 1024 + 4 * 1024

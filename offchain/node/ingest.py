@@ -43,6 +43,7 @@ from ..core import packet as pk
 from ..core import wire
 from ..core.acks import SeqRanges
 from ..core.block import camera_id
+from .state import Alarm
 
 if TYPE_CHECKING:
     from .node import Node
@@ -100,42 +101,90 @@ class IngestServer:
         self.open_total = 0
         self.per_address: Counter[str] = Counter()
         self.held: dict[bytes, SeqRanges] = {}
+        self.counts: Counter[tuple[str, str]] = Counter()  # (camera or "*", counter) not yet in SQLite
+        self.alarms: dict[str, tuple[Alarm, int]] = {}      # coalesced alarms not yet in SQLite
         self.unproven: dict[int, _Conn] = {}     # connections still in their handshake, oldest first
+        self.unproven_per_address: Counter[str] = Counter()
         self.by_camera: dict[bytes, _Conn] = {}  # the one stream connection of each camera
 
+    # ------------------------------------------------------------------ counters and alarms
+    def count(self, camera: str, name: str) -> None:
+        """A counter bump, written with the next `flush` (a flood costs no SQLite write per event)."""
+        self.counts[(camera, name)] += 1
+
+    def alarm(self, alarm: Alarm) -> None:
+        """A coalesced alarm (its id names source and kind): the first occurrence of an id is
+        written at once, later ones are counted and written with the next `flush`."""
+        held = self.alarms.get(alarm.id)
+        if held is None and self.node.state.alarm_count(alarm.id) is None:
+            self.node.state.raise_coalesced_alarm(alarm)
+            self.alarms[alarm.id] = (alarm, 0)
+        else:
+            self.alarms[alarm.id] = (alarm, (held[1] if held else 0) + 1)
+
+    def flush(self) -> None:
+        counts, self.counts = self.counts, Counter()
+        alarms, self.alarms = self.alarms, {}
+        state = self.node.state
+        with state.transaction():
+            for (camera, name), n in counts.items():
+                state.bump(camera, name, n)
+        for alarm, n in alarms.values():
+            if n:
+                state.raise_coalesced_alarm(alarm, by=n)
+
+    async def flush_forever(self, every_s: float = 0.5) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - a failed flush is retried with the next one
+                log.exception("ingest counter flush failed", extra={"node": self.node.name})
+
     # ------------------------------------------------------------------ connection
+    def protocol(self) -> asyncio.Protocol:
+        """Protocol factory for ``loop.create_server``: a connection over a cap is aborted in
+        ``connection_made``, before any task or buffer exists, so refusing a flood is cheap."""
+        return _GateProtocol(self)
+
+    def would_admit(self, host: str) -> bool:
+        cfg = self.config
+        return (self.per_address[host] < cfg.ingest_max_per_address
+                and self.unproven_per_address[host] < cfg.ingest_max_unproven_per_address
+                and (self.open_total < cfg.ingest_max_connections or bool(self.unproven)))
+
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
         if not self._admit(host):
-            self.node.state.bump("*", "refused_connections")
+            self.count("*", "refused_connections")
             writer.transport.abort()
             return
         self.open_total += 1
         self.per_address[host] += 1
         conn = _Conn(host, os.urandom(16).hex(), writer, wire.MessageReader(wire.MAX_CONTROL_BYTES))
-        self.unproven[id(conn)] = conn
+        self._unproven_add(conn)
         acks: asyncio.Task[None] | None = None
         try:
             writer.write(wire.frame_message(wire.challenge_message(conn.nonce, self.node.name)))
             await self._handshake(conn, reader)
-            self.unproven.pop(id(conn), None)
+            self._unproven_drop(conn)
             self._bind(conn)
             acks = asyncio.ensure_future(self._ack_loop(conn))
             await self._stream(conn, reader)
         except _Close:
             pass
         except asyncio.TimeoutError:
-            self.node.state.bump("*", "closed_timeout")
+            self.count("*", "closed_timeout")
         except wire.WireError as exc:
-            self.node.state.bump("*", "rejected_wire")
+            self.count("*", "rejected_wire")
             log.warning("camera connection dropped", extra={"node": self.node.name, "peer": host, "reason": str(exc)})
         except (ConnectionError, asyncio.IncompleteReadError, OSError):
             pass
         finally:
             if acks is not None:
                 acks.cancel()
-            self.unproven.pop(id(conn), None)
+            self._unproven_drop(conn)
             if conn.camera is not None and self.by_camera.get(conn.camera) is conn:
                 del self.by_camera[conn.camera]
             self._release(conn)
@@ -148,16 +197,28 @@ class IngestServer:
         closed to make room (so half-open floods from many addresses cannot lock cameras out);
         only when every open connection is a proven camera is the new one refused."""
         cfg = self.config
-        if self.per_address[host] >= cfg.ingest_max_per_address:
+        if self.per_address[host] >= cfg.ingest_max_per_address \
+                or self.unproven_per_address[host] >= cfg.ingest_max_unproven_per_address:
             return False
         if self.open_total >= cfg.ingest_max_connections:
             if not self.unproven:
                 return False
-            oldest = self.unproven.pop(next(iter(self.unproven)))
+            oldest = self.unproven[next(iter(self.unproven))]
+            self._unproven_drop(oldest)
             self._release(oldest)
             oldest.writer.transport.abort()
-            self.node.state.bump("*", "evicted_handshakes")
+            self.count("*", "evicted_handshakes")
         return True
+
+    def _unproven_add(self, conn: _Conn) -> None:
+        self.unproven[id(conn)] = conn
+        self.unproven_per_address[conn.host] += 1
+
+    def _unproven_drop(self, conn: _Conn) -> None:
+        if self.unproven.pop(id(conn), None) is not None:
+            self.unproven_per_address[conn.host] -= 1
+            if not self.unproven_per_address[conn.host]:
+                del self.unproven_per_address[conn.host]
 
     def _release(self, conn: _Conn) -> None:
         if conn.released:
@@ -236,7 +297,7 @@ class IngestServer:
     def _invalid(self, conn: _Conn) -> None:
         conn.invalid += 1
         if conn.invalid > self.config.ingest_max_invalid + conn.valid // 10:
-            self.node.state.bump(conn.ip or "*", "closed_invalid")
+            self.count(conn.ip or "*", "closed_invalid")
             self._send(conn, wire.reject_message(wire.RejectReason.TOO_MANY_INVALID,
                                                  f"{conn.invalid} invalid messages on this connection"))
             raise _Close
@@ -361,6 +422,27 @@ class IngestServer:
                 await asyncio.sleep(interval)
         except _Close:
             conn.writer.transport.abort()
+
+
+class _GateProtocol(asyncio.StreamReaderProtocol):
+    def __init__(self, server: IngestServer) -> None:
+        self._gate = server
+        self._refused = False
+        super().__init__(asyncio.StreamReader(limit=_CHUNK), server.serve)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if not self._gate.would_admit(host):
+            self._refused = True
+            self._gate.count("*", "refused_connections")
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._refused:
+            super().connection_lost(exc)
 
 
 def _seq_of(body: bytes) -> int | None:

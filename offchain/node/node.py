@@ -92,15 +92,18 @@ class Node:
         if self.address not in self.nodes:
             raise RuntimeError(f"{self.name}: account {self.address} is not a registered node of {self.deployment.consortium}")
         self.http = httpx.AsyncClient(timeout=5.0)
-        self.ingest_server = await asyncio.start_server(self._serve_camera, self.config.ingest_host, self.config.ingest_port,
-                                                       backlog=1024)
+        self.ingest_server = await asyncio.get_running_loop().create_server(
+            self.ingest.protocol, self.config.ingest_host, self.config.ingest_port, backlog=1024)
         self.config.ingest_port = self.ingest_server.sockets[0].getsockname()[1]
+        self._ingest_flush = asyncio.ensure_future(self.ingest.flush_forever())
         log.info("node started", extra={"node": self.name, "address": self.address, "ingest_port": self.config.ingest_port})
 
     async def stop(self) -> None:
         self.stopping.set()
         if self.ingest_server:
             self.ingest_server.close()
+            self._ingest_flush.cancel()
+            self.ingest.flush()
         if self.http:
             await self.http.aclose()
         self.state.close()
@@ -212,15 +215,16 @@ class Node:
 
     def _alarm_rejected(self, ip: str | None, kind: str, reason: str, source: str, origin: str | None = None) -> None:
         # Counters are keyed by whitelisted cameras only: an intruder cannot create rows at will.
-        # Alarms are coalesced: one durable row per (kind, camera or anonymous, origin), counted.
+        # Alarms are coalesced: one durable row per (kind, camera or anonymous, origin), counted
+        # (`IngestServer.alarm`); a flood costs memory for one entry, not a SQLite write per packet.
         ip = ip if ip and self.registry.by_ip(ip) else None
-        self.state.bump(ip or "*", f"rejected_{kind}")
+        self.ingest.count(ip or "*", f"rejected_{kind}")
         alarm_id = f"{self.name}:{kind}:{ip or 'anonymous'}:{(origin or source)[:100]}"
-        count = self.state.raise_coalesced_alarm(Alarm(alarm_id, camera_id(ip) if ip else None, ip, kind, None, None, None,
-                                                       None, False, time.time(), None, None, f"{reason} (via {source})"))
-        if count & (count - 1) == 0:  # log the 1st, 2nd, 4th, 8th, ... occurrence, not every one
-            log.warning("packet rejected", extra={"node": self.name, "alarm": kind, "camera": ip, "reason": reason,
-                                                  "count": count})
+        first = alarm_id not in self.ingest.alarms
+        self.ingest.alarm(Alarm(alarm_id, camera_id(ip) if ip else None, ip, kind, None, None, None, None, False,
+                                time.time(), None, None, f"{reason} (via {source})"))
+        if first:
+            log.warning("packet rejected", extra={"node": self.name, "alarm": kind, "camera": ip, "reason": reason})
 
     async def watch_whitelist(self) -> None:
         """Key rotations and revocations take effect within a tick, not at the next miss."""

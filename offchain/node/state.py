@@ -266,15 +266,15 @@ class NodeState:
         row = self.db.execute("SELECT * FROM alarms WHERE id=?", (alarm_id,)).fetchone()
         return _alarm(row) if row else None
 
-    def raise_coalesced_alarm(self, alarm: Alarm) -> int:
+    def raise_coalesced_alarm(self, alarm: Alarm, by: int = 1) -> int:
         """One durable row per alarm id (the caller makes the id from source and kind): the first
         occurrence inserts the alarm, every later one only bumps its count, last-seen time and
         detail. Returns how often it has fired. Written for ingest rejections (issue 8)."""
         with self.transaction():
             self.raise_alarm(alarm)
             self.db.execute(
-                "INSERT INTO alarm_counts VALUES (?,1,?,?) ON CONFLICT(id) DO UPDATE SET count = count + 1, "
-                "last_seen = excluded.last_seen", (alarm.id, alarm.raised_at, alarm.raised_at))
+                "INSERT INTO alarm_counts VALUES (?,?,?,?) ON CONFLICT(id) DO UPDATE SET count = count + excluded.count, "
+                "last_seen = excluded.last_seen", (alarm.id, by, alarm.raised_at, alarm.raised_at))
             count = self.db.execute("SELECT count FROM alarm_counts WHERE id=?", (alarm.id,)).fetchone()[0]
             if count > 1:
                 self.db.execute("UPDATE alarms SET detail=?, cleared_at=NULL, resolution=NULL WHERE id=?",
