@@ -71,6 +71,7 @@ class NodeStats:
     reordered: int = 0
     delayed: int = 0
     connects: int = 0
+    connects_refused: int = 0       # handshakes the node refused (e.g. camera not registered)
     disconnects: int = 0
     end_sent: bool = False
     last_error: str | None = None
@@ -112,6 +113,10 @@ def stats_table(stats: dict[str, NodeStats], title: str | None = None) -> str:
              s.delayed, s.retransmitted, s.dropped_unacked, s.connects, "yes" if s.end_sent else "no"]
             for s in stats.values()]
     return render_table(headers, rows, title=title)
+
+
+class _Refused(Exception):
+    """The node refused our hello (reason in `_NodeLink.refused`)."""
 
 
 _FRAME = 0
@@ -226,19 +231,30 @@ class _NodeLink:
                 del self.unacked[seq]
 
     # -- connection loop ---------------------------------------------------------------------
-    async def _handshake(self, reader: asyncio.StreamReader, msgs: MessageReader, ready: deque[bytes]) -> str:
-        """Read the node's challenge; its nonce goes into every control message we sign."""
-        deadline = time.monotonic() + self.agent.connect_timeout
+    async def _next_message(self, reader: asyncio.StreamReader, msgs: MessageReader, ready: deque[bytes],
+                            deadline: float) -> dict[str, Any]:
         while not ready:
             chunk = await asyncio.wait_for(reader.read(4096), max(0.001, deadline - time.monotonic()))
             if not chunk:
-                raise ConnectionError("node closed the connection before its challenge")
+                raise ConnectionError("node closed the connection during the handshake")
             ready.extend(msgs.feed(chunk))
-        msg = parse_node_message(ready.popleft())
+        return parse_node_message(ready.popleft())
+
+    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, msgs: MessageReader,
+                         ready: deque[bytes]) -> None:
+        """Challenge, signed hello, verdict: frames go out only once the node has accepted the
+        hello (its first acknowledgement), so a camera the node refuses sends it nothing."""
+        deadline = time.monotonic() + self.agent.connect_timeout
+        msg = await self._next_message(reader, msgs, ready, deadline)
         nonce = msg.get("nonce")
         if msg.get("type") != NodeMessage.CHALLENGE.value or not isinstance(nonce, str) or len(nonce) > 128:
             raise ConnectionError(f"expected the node's challenge, got {msg.get('type')!r}")
-        return nonce
+        self._nonce = nonce
+        writer.write(frame_message(self.agent.hello_body(nonce)))
+        verdict = await self._next_message(reader, msgs, ready, deadline)
+        self._on_node_message(verdict)
+        if verdict.get("type") != NodeMessage.ACK.value:
+            raise _Refused(self.refused or f"unexpected {verdict.get('type')!r}")
 
     async def run(self) -> None:
         delay = self.agent.backoff[0]
@@ -248,7 +264,14 @@ class _NodeLink:
             try:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
                                                         self.agent.connect_timeout)
-                self._nonce = await self._handshake(reader, msgs, ready)
+                await self._handshake(reader, writer, msgs, ready)
+            except _Refused:
+                if writer is not None:
+                    writer.transport.abort()
+                self.stats.connects_refused += 1
+                delay = self.agent.backoff[1]  # refused, not broken: retry at the slowest pace
+                await asyncio.sleep(delay)
+                continue
             except (OSError, asyncio.TimeoutError, WireError) as exc:
                 if writer is not None:
                     writer.transport.abort()
@@ -260,7 +283,6 @@ class _NodeLink:
             delay = self.agent.backoff[0]
             self._writer = writer
             self.last_progress = asyncio.get_running_loop().time()
-            writer.write(frame_message(self.agent.hello_body(self._nonce)))
             self.stats.connects += 1
             resend = list(self.unacked)  # taken with connected set in the same step: nothing slips between
             self.connected.set()
@@ -362,35 +384,49 @@ class _NodeLink:
         self.end_written.set()
 
     # -- end of stream -----------------------------------------------------------------------
-    async def finish(self, timeout: float) -> None:
-        """Send the signed end, then wait up to ``timeout`` (from now) until the node has
-        acknowledged every frame it can be expected to hold; then close."""
-        deadline = time.monotonic() + timeout
+    async def finish(self, timeout: float, max_timeout: float) -> None:
+        """Send the signed end, then wait until the node has acknowledged every frame it can be
+        expected to hold: at most ``timeout`` without any acknowledgement progress and
+        ``max_timeout`` in all. Then close gracefully: FIN, and read until the node has read
+        everything and closed too (closing with unread acknowledgements would reset the
+        connection and destroy frames still in the node's socket buffer)."""
+        started = time.monotonic()
+        hard = started + max(timeout, max_timeout)
+        progress_at, version = started, self.acked.version
         self.ending = True
         try:
             if self.connected.is_set():
                 try:
-                    await asyncio.wait_for(self.queue.put((_END, -1, b"")), max(0.0, deadline - time.monotonic()))
+                    await asyncio.wait_for(self.queue.put((_END, -1, b"")), timeout)
                 except asyncio.TimeoutError:
                     pass
-            while time.monotonic() < deadline:
+            while True:
+                now = time.monotonic()
+                if self.acked.version != version:
+                    progress_at, version = now, self.acked.version
                 if self.end_written.is_set() and not self.awaiting():
                     break
                 if self.refused is not None and not self.connected.is_set():
                     break  # the node refuses this camera: it will acknowledge nothing
+                if now - progress_at > timeout or now > hard:
+                    break
                 await asyncio.sleep(0.02)
             self.stats.end_sent = self.end_written.is_set()
         finally:
             self.closing = True
-            await self.close(graceful=self.end_written.is_set(), timeout=max(0.5, deadline - time.monotonic()))
+            await self.close(graceful=self.end_written.is_set(), timeout=max(1.0, min(timeout, hard - time.monotonic())))
 
     async def close(self, graceful: bool = False, timeout: float = 1.0) -> None:
         self.closing = True
         if self.task is None or self.task.done():
             return
-        if graceful and self._writer is not None:
-            # Let the connection loop close the socket after the buffered data (FIN).
-            self._writer.close()
+        if graceful and self._writer is not None and self._writer.can_write_eof():
+            try:
+                self._writer.write_eof()
+                await asyncio.wait_for(asyncio.shield(self.task), timeout)  # until the node closes its side
+                return
+            except (OSError, RuntimeError, asyncio.TimeoutError):
+                pass
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
 
@@ -420,6 +456,7 @@ class CameraAgent:
         initial_connect_timeout: float = 2.0,
         backoff: tuple[float, float] = (0.05, 2.0),
         end_timeout: float = 10.0,
+        end_max_timeout: float = 120.0,
         stall_timeout: float = 1.0,
         unacked_frames: int = 2048,
         wait_when_full: bool | None = None,
@@ -446,6 +483,7 @@ class CameraAgent:
         self.initial_connect_timeout = initial_connect_timeout
         self.backoff = backoff
         self.end_timeout = end_timeout
+        self.end_max_timeout = end_max_timeout
         if unacked_frames < 1:
             raise ValueError("unacked_frames must be >= 1")
         self.unacked_frames = unacked_frames
@@ -627,7 +665,7 @@ class CameraAgent:
         return asyncio.ensure_future(send_later())
 
     async def _finish(self) -> None:
-        await asyncio.gather(*(link.finish(self.end_timeout) for link in self._links.values()),
+        await asyncio.gather(*(link.finish(self.end_timeout, self.end_max_timeout) for link in self._links.values()),
                              return_exceptions=True)
         for link in self._links.values():
             log.info("camera stream ended for node", extra={"node": link.name, **{

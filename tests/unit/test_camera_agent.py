@@ -50,12 +50,16 @@ class Node:
     Control messages are recorded without their nonce and time when their signature verifies
     and the nonce is this connection's (else as ``"bad-control"``)."""
 
-    def __init__(self, public_key: bytes, read: bool = True, ack: bool = True, reject: str | None = None) -> None:
+    def __init__(self, public_key: bytes, read: bool | str = True, ack: bool | str = True,
+                 reject: str | None = None) -> None:
+        # ack="hello": accepts the hello (one acknowledgement), then acknowledges nothing
+        # read=False: accepts and never reads; read="hello": accepts the hello, then stops reading
         self.public_key = public_key
         self.read = read
         self.ack = ack
         self.reject = reject
         self.held = SeqRanges(0)
+        self.packets: list = []
         self.conns: list[list[tuple[str, object]]] = []
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
@@ -98,8 +102,11 @@ class Node:
             while chunk := await r.read(65536):
                 for body in reader.feed(chunk):
                     events.append(self._classify(body, nonce))
-                if self.ack:
+                if self.ack is True or (self.ack == "hello" and len(events) == 1):
                     w.write(wire.frame_message(wire.ack_message(CAMERA, self.held.upto, self.held.head(64))))
+                if self.read == "hello":
+                    await self._stopped.wait()
+                    return
         except (ConnectionError, OSError):
             pass
         finally:
@@ -116,6 +123,7 @@ class Node:
             packet = decode_packet(body)
             verify_signature(packet, self.public_key)
             self.held.add(packet.seq)
+            self.packets.append(packet)
             return "frame", packet.seq
         except PacketError as exc:
             return type(exc).__name__, None
@@ -143,7 +151,7 @@ def pub(key: Ed25519PrivateKey) -> bytes:
 async def _run(agent: CameraAgent, nodes: list[Node]):
     stats = await agent.run()
     for n in nodes:
-        if n.read:
+        if n.read is True:
             await n.wait_end()
     return stats
 
@@ -179,24 +187,15 @@ def test_every_node_gets_hello_every_frame_verified_and_end(clip, key):
 
 def test_packets_carry_capture_time_and_keyframes(clip, key):
     frames = list(FileSource(clip, start_ms=EPOCH))
-    got: list = []
 
     async def main():
-        async def handle(r, w):
-            reader = MessageReader()
-            w.write(wire.frame_message(wire.challenge_message("00", "raw")))
-            while chunk := await r.read(65536):
-                got.extend(decode_packet(b) for b in reader.feed(chunk) if not is_control(b))
-            w.close()
+        node = await Node(pub(key)).start()
+        agent = CameraAgent(CAMERA, key, FileSource(clip, start_ms=EPOCH), {"n": node.addr}, speed=0, **FAST)
+        await _run(agent, [node])
+        await node.stop()
+        return node.packets
 
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        agent = CameraAgent(CAMERA, key, FileSource(clip, start_ms=EPOCH), {"n": ("127.0.0.1", port)}, speed=0, **FAST)
-        await agent.run()
-        await asyncio.sleep(0.05)
-        server.close()
-
-    asyncio.run(main())
+    got = asyncio.run(main())
     assert [(p.seq, p.timestamp_ms, p.keyframe, p.payload) for p in got] == \
         [(f.seq, f.timestamp_ms, f.keyframe, f.data) for f in frames]
     assert got[0].timestamp_ms == EPOCH and got[25].keyframe
@@ -345,7 +344,7 @@ def big_frames(n: int, size: int) -> list[EncodedFrame]:
 def test_dead_or_stuck_node_never_holds_back_the_others(key, speed, size):
     async def main():
         good = await Node(pub(key)).start()
-        stuck = await Node(pub(key), read=False).start()   # accepts, never reads
+        stuck = await Node(pub(key), read="hello").start()  # accepts the hello, then never reads
         dead_port = (await Node(pub(key)).start())
         port = dead_port.port
         await dead_port.stop()                             # nothing listens there any more
@@ -386,6 +385,38 @@ def test_stop_ends_the_stream_with_end_message(clip, key):
     node, agent = asyncio.run(main())
     assert node.events[-1][1]["lastSeq"] == agent.last_seq == node.seqs[-1]
     assert node.seqs == list(range(agent.frames_produced))
+
+
+def test_a_node_that_refuses_the_camera_gets_no_frames_and_every_frame_counts_rejected(clip, key):
+    async def main():
+        node = await Node(pub(key), reject="not-registered").start()
+        agent = CameraAgent(CAMERA, key, FileSource(clip, start_ms=EPOCH), {"n": node.addr}, speed=0, **FAST)
+        stats = await agent.run()
+        await node.stop()
+        return stats["n"], node
+
+    s, node = asyncio.run(main())
+    assert node.seqs == [] and s.sent == 0 and s.connects == 0 and s.connects_refused >= 1
+    assert (s.frames, s.acked, s.unacked, s.rejected, s.rejected_reason) == (50, 0, 0, 50, "not-registered")
+    assert "not-registered" in stats_table({"n": s})
+
+
+def test_unacknowledged_frames_are_kept_in_a_bounded_buffer(clip, key):
+    async def main():
+        silent = await Node(pub(key), ack="hello").start()  # takes the hello, acknowledges no frame
+        good = await Node(pub(key)).start()
+        agent = CameraAgent(CAMERA, key, FileSource(clip, start_ms=EPOCH), {"silent": silent.addr, "good": good.addr},
+                            speed=0, unacked_frames=10, **FAST)
+        stats = await agent.run()
+        await silent.stop()
+        await good.stop()
+        return stats, silent
+
+    stats, silent = asyncio.run(main())
+    s = stats["silent"]
+    assert silent.seqs == list(range(50))  # it got everything, but never said so
+    assert (s.acked, s.unacked, s.dropped_unacked) == (0, 50, 40)  # only the newest 10 could still be resent
+    assert (stats["good"].acked, stats["good"].unacked, stats["good"].dropped_unacked) == (50, 0, 0)
 
 
 def test_parse_node():
