@@ -107,6 +107,11 @@ class IngestServer:
         self.unproven_per_address: Counter[str] = Counter()
         self.by_camera: dict[bytes, _Conn] = {}  # the one stream connection of each camera
 
+    def snapshot(self) -> dict[str, Any]:
+        """Open connections now (for a status page)."""
+        return {"openConnections": self.open_total, "inHandshake": len(self.unproven), "cameras": len(self.by_camera),
+                "addresses": len(self.per_address)}
+
     # ------------------------------------------------------------------ counters and alarms
     def count(self, camera: str, name: str) -> None:
         """A counter bump, written with the next `flush` (a flood costs no SQLite write per event)."""
@@ -287,9 +292,9 @@ class IngestServer:
                 conn.valid += 1
             elif outcome == "security":
                 # I2: a forged or foreign frame loses the connection (the camera is told why).
-                seq = _seq_of(body)
-                self._send(conn, wire.reject_message(wire.RejectReason.BAD_SIGNATURE,
-                                                     "frame refused: signature or camera", seq))
+                seq, cam = _seq_and_camera(body)
+                reason = wire.RejectReason.WRONG_CAMERA if cam != conn.camera else wire.RejectReason.BAD_SIGNATURE
+                self._send(conn, wire.reject_message(reason, "frame refused; connection closed", seq))
                 raise _Close
             else:
                 self._invalid(conn)
@@ -445,12 +450,9 @@ class _GateProtocol(asyncio.StreamReaderProtocol):
             super().connection_lost(exc)
 
 
-def _seq_of(body: bytes) -> int | None:
+def _seq_and_camera(body: bytes) -> tuple[int | None, bytes | None]:
     try:
-        return pk.decode_packet(body).seq
+        packet = pk.decode_packet(body)
     except pk.PacketError:
-        return None
-
-
-def ingest_status(server: IngestServer) -> dict[str, Any]:
-    return {"openConnections": server.open_total, "addresses": len(server.per_address)}
+        return None, None
+    return packet.seq, packet.camera_id

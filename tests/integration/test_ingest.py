@@ -117,7 +117,16 @@ def test_unsigned_replayed_or_forged_control_is_refused_and_changes_nothing(clus
     time.sleep(0.5)
     with node_db(node.config.data_dir) as db:
         assert db.execute("SELECT last_seq FROM cameras WHERE ip=?", (ip,)).fetchone()[0] is None
-    c.close()
+    # a validly signed frame of another camera on this camera's connection: refused, closed
+    other = CAMS["end"]
+    c.send(pk.encode_packet(cluster.keys_by_ip[other], other, 0, _now(), True, b"other"))
+    assert _refused(c) == "wrong-camera"
+    # a frame with a forged signature: refused, closed
+    c = IngestClient(node.ingest)
+    c.hello(key, ip, codec)
+    c.wait_ack(0)
+    c.send(pk.encode_packet(Ed25519PrivateKey.generate(), ip, 1, _now(), False, b"forged"))
+    assert _refused(c) == "bad-signature"
 
 
 def test_stream_without_a_signed_end_is_marked_unended(cluster):
@@ -303,7 +312,7 @@ def test_every_node_acknowledges_every_frame_even_the_ones_it_repaired(cluster):
 
     async def run():
         agent = CameraAgent(ip, cluster.keys_by_ip[ip], source, nodes, speed=20, max_frames=150,
-                            faults="node-bank:drop=0.1", seed=3, end_timeout=20)
+                            faults="node-bank:drop=0.1", seed=3, end_timeout=30)
         return await agent.run()
 
     stats = asyncio.run(run())
