@@ -3,8 +3,9 @@
 One `CameraAgent` is one camera. It reads encoded frames from a source (`FileSource`,
 `UrlSource`, or any iterable of `EncodedFrame` with an optional ``codec``), signs each as a
 frame packet with the device key, and sends it to every node over that node's own persistent
-TCP connection, framed as ``offchain.core.wire`` describes (hello first on every connection,
-end at the end of the stream).
+TCP connection, framed as ``offchain.core.wire`` describes: the node's challenge, a hello signed
+over its nonce, frames once the node has accepted the hello, the node's acknowledgements back,
+and a signed end at the end of the stream (docs/TRANSPORT.md, "The protocol on the connection").
 
 Behaviour that matters for evidence:
 
@@ -18,11 +19,19 @@ Behaviour that matters for evidence:
   to keep, so the camera waits for a full queue of a node that is still taking frames, and only
   a node that has taken nothing for ``stall_timeout`` (stuck) loses frames; it is not waited
   for again until it moves. ``wait_when_full`` overrides this choice.
-* Reconnect: a lost connection is retried with exponential backoff (50 ms doubling to 2 s);
-  every new connection starts with the hello control message.
+* Reconnect: a lost connection is retried with exponential backoff (50 ms doubling to 2 s); a
+  refused hello (e.g. camera not registered) is retried every 2 s and counts every frame as
+  rejected until the node accepts one.
+* Acknowledged delivery: per node, frames the node has not acknowledged as durable stay in a
+  buffer of ``unacked_frames`` (default 2,048; when full the oldest is dropped, counted as
+  ``dropped_unacked``). After every reconnect they are sent again first (``retransmitted``,
+  unfaulted). At the end the agent sends the signed end and waits for the acknowledgements of
+  every frame some node took intact: at most ``end_timeout`` without progress, ``end_max_timeout``
+  in all; then it closes gracefully (FIN, read until the node closes).
 * Faults (`offchain.camera.faults`) are applied per node after signing, deterministically per seed.
 
-`run()` returns per-node `NodeStats`.
+`run()` returns per-node `NodeStats`: ``acked`` / ``unacked`` / ``rejected`` say what each node did
+with the frames produced.
 """
 
 from __future__ import annotations
