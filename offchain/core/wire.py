@@ -72,6 +72,8 @@ __all__ = [
     "SIGNED_CONTROL_MAGIC",
     "SignedControl",
     "ack_message",
+    "codec_proof",
+    "verify_codec_proof",
     "challenge_message",
     "is_node_message",
     "is_signed_control",
@@ -344,6 +346,25 @@ def end_message(key: Ed25519PrivateKey, camera_ip: str, last_seq: int, nonce: st
     """Signed end-of-stream body."""
     return signed_control(key, {"type": "end", "camera": camera_ip, "lastSeq": int(last_seq), "nonce": nonce,
                                 "ts": int(ts_ms)})
+
+
+def codec_proof(hello: SignedControl) -> dict[str, str]:
+    """What a manifest's ``codecProof`` carries: the signed hello's JSON, signature and domain."""
+    return {"signedJson": hello.signed_json.decode("utf-8"), "signature": hello.signature.hex(),
+            "domain": CONTROL_SIGNING_DOMAIN.decode()}
+
+
+def verify_codec_proof(proof: Any, codec: dict[str, Any], device_public_key: bytes) -> bool:
+    """True when ``proof`` is a hello signed by the device key whose codec is exactly ``codec``
+    (what a manifest commits): anyone with the camera's key from the chain can check it."""
+    try:
+        if not isinstance(proof, dict) or proof.get("domain") != CONTROL_SIGNING_DOMAIN.decode():
+            return False
+        signed = str(proof["signedJson"]).encode("utf-8")
+        hello = SignedControl(_json_object(signed, "codec proof"), signed, bytes.fromhex(str(proof["signature"])))
+    except (KeyError, ValueError, ControlError):
+        return False
+    return hello.type == "hello" and hello.message.get("codec") == codec and hello.verify(device_public_key)
 
 
 # ------------------------------------------------------------------ node -> camera

@@ -376,9 +376,7 @@ class IngestServer:
         codec = hello.message.get("codec")
         state.note_camera(cam, ip, json.dumps(codec, sort_keys=True) if isinstance(codec, dict) else None)
         if isinstance(codec, dict):
-            state.set_meta(f"hello:{cam.hex()}", json.dumps(
-                {"signedJson": hello.signed_json.decode("utf-8"), "signature": hello.signature.hex(),
-                 "domain": wire.CONTROL_SIGNING_DOMAIN.decode(), "at": time.time()}))
+            state.set_meta(f"hello:{cam.hex()}", json.dumps({**wire.codec_proof(hello), "at": time.time()}))
         first = hello.message.get("firstSeq")
         if isinstance(first, int) and not isinstance(first, bool) and 0 <= first < 2**62:
             state.note_first_seq(cam, first)

@@ -131,6 +131,21 @@ class Node:
         (its connection closed without a signed end), for the producer to declare."""
         return self.ingest.stream_state(cam)
 
+    def manifest_extras(self, cam: bytes, start_ms: int, end_ms: int) -> dict[str, Any]:
+        """Keyword arguments for `core.block.build_block` of the camera's window [start, end):
+        ``codec_proof`` (the signed hello behind the recorded codec) and ``stream_end="unended"``
+        when the camera's last connection closed without a signed end and its newest frame falls
+        in this window (its tail may be missing: declared, not hidden)."""
+        extras: dict[str, Any] = {}
+        hello = self.signed_hello(cam)
+        if hello is not None:
+            extras["codec_proof"] = {k: hello[k] for k in ("signedJson", "signature", "domain")}
+        stream = self.stream_state(cam)
+        newest = self.state.max_ts(cam)
+        if stream is not None and stream.state == "unended" and newest is not None and start_ms <= newest < end_ms:
+            extras["stream_end"] = "unended"
+        return extras
+
     def signed_hello(self, cam: bytes) -> dict[str, Any] | None:
         """The signed hello whose codec this node recorded: the JSON the camera signed, its
         signature (hex) and the signing domain, so anyone can check the codec a manifest commits."""

@@ -108,9 +108,7 @@ def test_unsigned_replayed_or_forged_control_is_refused_and_changes_nothing(clus
     assert c.wait_ack(0)["upTo"] == 0
     assert json.loads(_camera_codec(node, ip)) == codec
     proof = json.loads(meta(node.config.data_dir, f"hello:{camera_id(ip).hex()}"))
-    signed = wire.SignedControl(json.loads(proof["signedJson"]), proof["signedJson"].encode(),
-                                bytes.fromhex(proof["signature"]))
-    assert signed.verify(cluster.keys_by_ip[ip].public_key().public_bytes_raw()) and signed.message["codec"] == codec
+    assert wire.verify_codec_proof(proof, codec, key.public_key().public_bytes_raw())
     # on the proven connection: an unsigned end and an end signed by another key change nothing
     c.send(wire.control_message({"type": "end", "camera": ip, "lastSeq": 5}))
     c.send(wire.end_message(Ed25519PrivateKey.generate(), ip, 5, c.nonce, _now()))

@@ -125,6 +125,20 @@ def test_signed_hello_and_end_verify_only_under_the_device_key():
         wire.hello_message(key, "10.0.0.1", {"pad": "x" * wire.MAX_CONTROL_BYTES}, "n", 0)
 
 
+def test_codec_proof_binds_the_codec_to_the_device_key():
+    key = Ed25519PrivateKey.generate()
+    pub = key.public_key().public_bytes_raw()
+    codec = {"codec": "h264", "fps": 25}
+    proof = wire.codec_proof(wire.parse_signed_control(wire.hello_message(key, "10.0.0.1", codec, "n", 1)))
+    assert wire.verify_codec_proof(proof, codec, pub)
+    assert not wire.verify_codec_proof(proof, {"codec": "h265", "fps": 25}, pub)  # another codec
+    assert not wire.verify_codec_proof(proof, codec, Ed25519PrivateKey.generate().public_key().public_bytes_raw())
+    end = wire.codec_proof(wire.parse_signed_control(wire.end_message(key, "10.0.0.1", 3, "n", 1)))
+    assert not wire.verify_codec_proof(end, codec, pub)  # signed, but not a hello
+    for bad in (None, {}, {**proof, "signature": "zz"}, {**proof, "domain": "x"}, {**proof, "signedJson": "[1]"}):
+        assert not wire.verify_codec_proof(bad, codec, pub)
+
+
 def test_node_messages():
     assert wire.parse_node_message(wire.challenge_message("ff00", "node-a")) == {
         "type": "challenge", "nonce": "ff00", "node": "node-a"}
