@@ -29,13 +29,14 @@ from offchain.node.cluster import Cluster
 from ingest_client import IngestClient, alarm_rows, cpu_s, meta, node_db, rss_mib
 
 CAMS = {"flood": "10.0.7.1", "base": "10.0.7.2", "base2": "10.0.7.7", "control": "10.0.7.3", "acks": "10.0.7.4", "end": "10.0.7.5",
-        "mem": "10.0.7.6"}
+        "mem": "10.0.7.6", "idle": "10.0.7.8", "kill": "10.0.7.9"}
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     settings = {"window_ms": 10_000, "missing_wait_ms": 800, "repair_deadline_ms": 4000, "idle_close_ms": 2000,
-                "proposer_timeout_ms": 4000, "store_fsync": "none"}
+                "proposer_timeout_ms": 4000, "store_fsync": "file",
+                "ingest_handshake_timeout_ms": 2000, "ingest_idle_timeout_ms": 3000}
     c = Cluster(tmp_path_factory.mktemp("ingest"), settings=settings)
     try:
         c.start_chain()
@@ -152,6 +153,30 @@ def test_stream_without_a_signed_end_is_marked_unended(cluster):
     state = json.loads(meta(node.config.data_dir, stream_key))
     assert (state["state"], state["lastSeq"]) == ("ended", 3)
     c.close()
+
+
+def test_silent_oversized_and_idle_connections_are_closed(cluster):
+    node = cluster.nodes[1]
+    ip = CAMS["idle"]
+    key = cluster.keys_by_ip[ip]
+    c = IngestClient(node.ingest)  # says nothing after the challenge
+    assert c.until_closed(timeout=30) == []  # closed by the 2 s handshake timeout
+    c.close()
+    c = IngestClient(node.ingest)
+    c.hello(key, ip, _codec())
+    c.wait_ack(-1)
+    c.sock.sendall(struct.pack(">I", wire.MAX_MESSAGE_BYTES + 1))  # one byte over ingest_max_message_bytes
+    assert c.until_closed(timeout=30) == []
+    c.close()
+    c = IngestClient(node.ingest)
+    c.hello(key, ip, _codec())
+    c.wait_ack(-1)
+    assert [m["type"] for m in c.until_closed(timeout=30)] == []  # silent after the hello: 3 s idle timeout
+    c.close()
+    assert json.loads(meta(node.config.data_dir, f"stream:{camera_id(ip).hex()}"))["state"] == "unended"
+    time.sleep(1.0)  # counters reach SQLite with the node's next flush (every 0.5 s)
+    counters = cluster.api(node, "/api/v1/status")["counters"].get("*", {})
+    assert counters.get("closed_timeout", 0) >= 2 and counters.get("rejected_wire", 0) >= 1
 
 
 # -- floods -----------------------------------------------------------------------------------
@@ -331,3 +356,33 @@ def test_cli_exits_non_zero_when_a_node_refuses_the_camera(cluster, tmp_path):
     assert "Traceback" not in out.stderr
     s = json.loads((tmp_path / "s.json").read_text())["nodes"][node.name]
     assert (s["acked"], s["rejected"], s["rejected_reason"]) == (0, 20, "not-registered")
+
+
+def test_a_node_killed_mid_stream_loses_nothing_it_acknowledged(cluster):
+    """kill -9 while the camera streams to that node alone: after the restart the camera re-sends
+    what was not acknowledged, and every frame the node ever acknowledged is in its SQLite."""
+    ip = CAMS["kill"]
+    victim = cluster.nodes[2]
+    now = _now()
+    source = FileSource(sample_path("vtest"), start_ms=now - now % 10_000 - 60_000, loop=True)
+    seen_acked: list[int] = []
+
+    async def stream_and_kill():
+        agent = CameraAgent(ip, cluster.keys_by_ip[ip], source, {victim.name: victim.ingest}, speed=4,
+                            max_frames=160, end_timeout=30, backoff=(0.05, 0.5))
+        task = asyncio.create_task(agent.run())
+        await asyncio.sleep(1.5)
+        seen_acked.append(agent._links[victim.name].acked.upto)  # acknowledged before the kill
+        await asyncio.to_thread(cluster.kill_node, victim, True)
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(cluster.start_node, victim)
+        return await task
+
+    stats = asyncio.run(stream_and_kill())[victim.name]
+    with node_db(victim.config.data_dir) as db:
+        held = {r[0] for r in db.execute("SELECT seq FROM frames WHERE camera_id=?", (camera_id(ip),))}
+    print(f"\nkill -9 mid-stream: {seen_acked[0] + 1} frames acknowledged before the kill; after the restart "
+          f"{stats.retransmitted} re-sent, {stats.acked}/{stats.frames} acknowledged, {len(held)} held")
+    assert seen_acked[0] >= 10 and set(range(seen_acked[0] + 1)) <= held  # nothing acknowledged was lost
+    assert stats.connects >= 2 and stats.retransmitted > 0
+    assert (stats.acked, stats.unacked) == (160, 0) and held >= set(range(160))
