@@ -191,6 +191,7 @@ def test_garbage_floods_close_the_connection_and_leave_bounded_alarm_rows(cluste
     data = node.config.data_dir
     ip = CAMS["flood"]
     before = alarm_rows(data)
+    rss_before = rss_mib(node.process.pid)
     # 20,000 garbage packets on a connection that proved a camera
     c = IngestClient(node.ingest)
     c.hello(cluster.keys_by_ip[ip], ip, _codec())
@@ -222,7 +223,7 @@ def test_garbage_floods_close_the_connection_and_leave_bounded_alarm_rows(cluste
             break
         time.sleep(0.2)
     print(f"\ngarbage: {sent} written on the proven connection, 20 anonymous connections; "
-          f"{rows} new alarm rows; counts {counts}")
+          f"{rows} new alarm rows; counts {counts}; node RSS {rss_before:.0f} -> {rss_mib(node.process.pid):.0f} MiB")
     assert rows == 2  # one per (kind, source), however many packets
     # counted, not dropped: 101 invalid packets closed the proven connection (the bound is 100),
     # each anonymous connection was refused at its first message
@@ -257,6 +258,7 @@ def test_half_open_flood_leaves_the_honest_camera_its_frames(cluster):
     frames = 1000
     pid = node.process.pid
     cpu0 = cpu_s(pid)
+    rss_base = rss_mib(pid)
     base_rate, base_acked = _honest_rate(cluster, node, CAMS["base"], frames)
     cpu1 = cpu_s(pid)
     flood = subprocess.Popen([sys.executable, str(Path(__file__).with_name("ingest_flood.py")), *map(str, node.ingest),
@@ -266,8 +268,10 @@ def test_half_open_flood_leaves_the_honest_camera_its_frames(cluster):
             held = int(flood.stdout.readline().split()[1])
         refused0 = _refusals(cluster, node)
         cpu2 = cpu_s(pid)
+        rss_flood = rss_mib(pid)
         rate, acked = _honest_rate(cluster, node, CAMS["flood"], frames)
         cpu3 = cpu_s(pid)
+        rss_flood = max(rss_flood, rss_mib(pid))
         refused = _refusals(cluster, node) - refused0
     finally:
         flood.stdin.close()
@@ -278,7 +282,7 @@ def test_half_open_flood_leaves_the_honest_camera_its_frames(cluster):
           f"{after_rate:.0f} frames/s after; {held} attacker connections held open (1,100 attempted, "
           f"re-opened as soon as closed); node counters {counters}; node CPU {1e3 * (cpu1 - cpu0) / frames:.2f} ms "
           f"per honest frame before, {1e3 * (cpu3 - cpu2):.0f} ms for {frames} frames and ~{refused} refused "
-          f"connections during")
+          f"connections during; node RSS {rss_base:.0f} MiB before, {rss_flood:.0f} MiB during")
     assert base_acked == acked == after_acked == frames
     assert counters.get("evicted_handshakes", 0) + counters.get("refused_connections", 0) > 0
 
