@@ -48,7 +48,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..core.acks import SeqRanges, overlap
+from ..core.acks import SeqRanges, missing, overlap
 from ..core.packet import encode_packet
 from ..core.wire import (MAX_ACK_RANGES, MAX_CONTROL_BYTES, MessageReader, NodeMessage, WireError, end_message,
                          frame_message, hello_message, parse_node_message)
@@ -92,6 +92,7 @@ class NodeStats:
     rejected_reason: str | None = None  # why the node refused this camera's hello (e.g. not-registered)
     retransmitted: int = 0              # unacknowledged frames sent again after a reconnect
     dropped_unacked: int = 0            # unacknowledged frames evicted from the full buffer (not resendable)
+    unacked_seqs: str = ""              # the first unacknowledged seq ranges, e.g. "736-799,1200"
 
     @property
     def dropped(self) -> int:
@@ -526,6 +527,10 @@ class CameraAgent:
             if link.refused is not None:
                 s.rejected = s.frames - s.acked  # the node refuses the camera: nothing else will be taken
             s.unacked = max(0, s.frames - s.acked - s.rejected)
+            if produced and s.unacked and link.refused is None:
+                gaps = missing(produced, [link.acked, link.rejected_seqs], limit=10)
+                s.unacked_seqs = ",".join(f"{a}-{b}" if b > a else str(a) for a, b in gaps) + (
+                    ",..." if len(gaps) == 10 else "")
             if c is not None:
                 s.dropped_by_fault, s.dropped_cut = c.dropped, c.cut
                 s.corrupted, s.truncated, s.duplicated = c.corrupted, c.truncated, c.duplicated

@@ -197,6 +197,8 @@ def _verdict(stats: dict[str, Any]) -> int:
     """1 when some node acknowledged nothing (or rejected everything) of a non-empty stream."""
     failed = 0
     for name, s in stats.items():
+        if s.unacked_seqs:
+            print(f"warning: node {name} did not acknowledge {s.unacked} frames: seqs {s.unacked_seqs}", file=sys.stderr)
         if s.frames and s.acked == 0:
             why = (f"rejected every frame ({s.rejected_reason})" if s.rejected_reason or s.rejected >= s.frames
                    else f"acknowledged none of {s.frames} frames ({s.last_error or 'no acknowledgement'})")

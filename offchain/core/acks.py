@@ -13,7 +13,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable
 
-__all__ = ["MAX_RANGES", "SeqRanges", "overlap"]
+__all__ = ["MAX_RANGES", "SeqRanges", "missing", "overlap"]
 
 MAX_RANGES = 4096
 
@@ -115,3 +115,27 @@ def overlap(a: SeqRanges, b: SeqRanges) -> int:
         else:
             j += 1
     return total
+
+
+def missing(a: SeqRanges, minus: list[SeqRanges], limit: int = 10) -> list[tuple[int, int]]:
+    """The first `limit` intervals of seqs in `a` but in none of `minus` (what a node did not
+    acknowledge), ascending."""
+    out: list[tuple[int, int]] = []
+    holes = sorted(iv for m in minus for iv in m.intervals())
+    for lo, hi in a.intervals():
+        cur = lo
+        for h_lo, h_hi in holes:
+            if h_hi < cur or h_lo > hi:
+                continue
+            if h_lo > cur:
+                out.append((cur, h_lo - 1))
+                if len(out) >= limit:
+                    return out
+            cur = max(cur, h_hi + 1)
+            if cur > hi:
+                break
+        if cur <= hi:
+            out.append((cur, hi))
+            if len(out) >= limit:
+                return out
+    return out

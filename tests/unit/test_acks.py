@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from offchain.core.acks import SeqRanges, overlap
+from offchain.core.acks import SeqRanges, missing, overlap
 
 
 def test_contiguous_run_and_ranges_above_it():
@@ -60,3 +60,14 @@ def test_overlap_counts_common_members():
     b.add_range(95, 200)
     assert overlap(a, b) == 11 + 5 == overlap(b, a)
     assert overlap(a, SeqRanges(0)) == 0
+
+
+def test_missing_lists_what_neither_set_holds():
+    produced, acked, rejected = SeqRanges(0), SeqRanges(0), SeqRanges(0)
+    produced.add_range(0, 99)
+    acked.add_range(0, 9)
+    acked.add_range(20, 29)
+    rejected.add(50)
+    assert missing(produced, [acked, rejected]) == [(10, 19), (30, 49), (51, 99)]
+    assert missing(produced, [acked, rejected], limit=2) == [(10, 19), (30, 49)]
+    assert missing(acked, [produced]) == []

@@ -416,6 +416,7 @@ def test_unacknowledged_frames_are_kept_in_a_bounded_buffer(clip, key):
     s = stats["silent"]
     assert silent.seqs == list(range(50))  # it got everything, but never said so
     assert (s.acked, s.unacked, s.dropped_unacked) == (0, 50, 40)  # only the newest 10 could still be resent
+    assert s.unacked_seqs == "0-49" and stats["good"].unacked_seqs == ""
     assert (stats["good"].acked, stats["good"].unacked, stats["good"].dropped_unacked) == (50, 0, 0)
 
 
