@@ -37,7 +37,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..core import packet as pk
 from ..core import wire
@@ -336,7 +336,7 @@ class IngestServer:
                                       "camera", conn.origin)
             self._invalid(conn)
 
-    def _refuse(self, conn: _Conn, reason: wire.RejectReason, detail: str, ip: str | None) -> None:
+    def _refuse(self, conn: _Conn, reason: wire.RejectReason, detail: str, ip: str | None) -> NoReturn:
         known = ip if ip and self.node.registry.by_ip(ip) else None
         self.node._alarm_rejected(known, "security", f"handshake refused ({reason.value}): {detail}", "camera",
                                   conn.origin)
