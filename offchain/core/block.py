@@ -230,6 +230,12 @@ class Manifest:
     gaps: tuple[Gap, ...] = ()
     substitutions: tuple[tuple[bytes, tuple[FrameRef, ...]], ...] = ()
     codec: dict[str, Any] = field(default_factory=dict)
+    # Optional (issue 8), written only when set, so manifests without them keep their bytes:
+    # "unended" = the camera's stream stopped in this window without a signed end message (its
+    # tail may be missing, and is not hidden); codec_proof = the camera's signed hello that
+    # carried `codec` ({"signedJson", "signature" hex, "domain"}; `offchain.core.wire`).
+    stream_end: str | None = None
+    codec_proof: dict[str, Any] | None = None
 
     def to_bytes(self) -> bytes:
         """Canonical JSON: sorted keys, no whitespace, so every node produces identical bytes."""
@@ -249,6 +255,10 @@ class Manifest:
                 for cam, frames in self.substitutions
             ],
         }
+        if self.stream_end is not None:
+            doc["streamEnd"] = self.stream_end
+        if self.codec_proof is not None:
+            doc["codecProof"] = self.codec_proof
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
     @property
@@ -279,9 +289,17 @@ class Manifest:
                     for s in doc["substitutions"]
                 ),
                 codec=doc.get("codec", {}),
+                stream_end=_optional_str(doc.get("streamEnd")),
+                codec_proof=doc.get("codecProof") if isinstance(doc.get("codecProof"), dict) else None,
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ManifestFormatError(f"malformed manifest: {exc!r}") from exc
+
+
+def _optional_str(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"expected a string, got {value!r}")
 
 
 class ManifestFormatError(ValueError):
@@ -323,6 +341,8 @@ def build_block(
     codec: dict[str, Any] | None = None,
     gaps: Iterable[Gap] = (),
     substitutions: Iterable[tuple[bytes, Iterable[FrameRef]]] = (),
+    stream_end: str | None = None,
+    codec_proof: dict[str, Any] | None = None,
 ) -> SealedBlock:
     """Seal one camera window. Frames are ordered by (timestamp, seq); any frame outside the
     window or a repeated sequence number is a caller bug and raises `BlockBuildError`."""
@@ -347,6 +367,8 @@ def build_block(
         gaps=tuple(sorted(gaps, key=lambda g: (g.from_ms, g.from_seq))),
         substitutions=tuple((c, tuple(sorted(fs))) for c, fs in substitutions),
         codec=dict(codec or {}),
+        stream_end=stream_end,
+        codec_proof=codec_proof,
     )
     manifest_bytes = manifest.to_bytes()
     tree = frames_tree(cam, ordered)

@@ -23,19 +23,18 @@ from ..chain.client import Signer, connect
 from ..chain.deployer import Deployment
 from ..chain.ledger import ConsortiumClient, VideoLedgerClient
 from ..core import packet as pk
-from ..core import wire
 from ..core.block import camera_id
 from ..core.gaps import estimate_gop, find_holes, keyframe_lost
 from ..store.base import ContentStore, StoreError
 from ..core.peer_auth import ChainBinding
 from .config import NodeConfig
+from .ingest import IngestServer, StreamRecord
 from .peer_http import NodeRoster, PeerIdentity, PeerSigning
 from .registry import CameraRegistry
 from .state import Alarm, NodeState
 
 log = logging.getLogger(__name__)
 
-MAX_TAIL_SEQS = 10_000  # the most frames a camera's end message may declare lost after the last held one
 MAX_HOLE_SEQS = 100_000  # larger holes are alarmed in pieces, so no alarm holds an unbounded range
 
 
@@ -88,6 +87,7 @@ class Node:
 
         self.repairer = Repairer(self)
         self.producer = Producer(self)
+        self.ingest = IngestServer(self)
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -97,14 +97,18 @@ class Node:
             raise RuntimeError(f"{self.name}: account {self.address} is not a registered node of {self.deployment.consortium}")
         self.roster = NodeRoster(self.consortium.nodes, initial=self.nodes)
         self.http = httpx.AsyncClient(timeout=5.0, auth=PeerSigning(self.peer_identity, self.roster, self.config.peer_auth_window_ms))
-        self.ingest_server = await asyncio.start_server(self._serve_camera, self.config.ingest_host, self.config.ingest_port)
+        self.ingest_server = await asyncio.get_running_loop().create_server(
+            self.ingest.protocol, self.config.ingest_host, self.config.ingest_port, backlog=1024)
         self.config.ingest_port = self.ingest_server.sockets[0].getsockname()[1]
+        self._ingest_flush = asyncio.ensure_future(self.ingest.flush_forever())
         log.info("node started", extra={"node": self.name, "address": self.address, "ingest_port": self.config.ingest_port})
 
     async def stop(self) -> None:
         self.stopping.set()
         if self.ingest_server:
             self.ingest_server.close()
+            self._ingest_flush.cancel()
+            self.ingest.flush()
         if self.http:
             await self.http.aclose()
         self.state.close()
@@ -123,86 +127,70 @@ class Node:
 
     # ------------------------------------------------------------------- ingest
     async def _serve_camera(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        # Control messages are unsigned, so they count only for the camera whose validly signed
-        # packets this connection has carried; a hello before that is held until the first one.
-        proven: bytes | None = None
-        pending: list[dict[str, Any]] = []
-        try:
-            async for body in wire.read_messages(reader):
-                if wire.is_control(body):
-                    msg = wire.parse_control(body)
-                    if proven is None:
-                        pending = (pending + [msg])[-4:]
-                    else:
-                        self._on_control(msg, proven)
-                    continue
-                outcome = await self.accept_packet(body, source="camera")
-                if outcome == "security":
-                    # I2: an unknown or forged source gets nothing stored and loses its connection.
-                    break
-                if outcome in ("accepted", "duplicate") and proven is None:
-                    proven = pk.decode_packet(body).camera_id
-                    for msg in pending:
-                        self._on_control(msg, proven)
-                    pending = []
-        except wire.WireError as exc:
-            self.state.bump("*", "rejected_wire")
-            log.warning("camera connection dropped", extra={"node": self.name, "peer": str(peer), "reason": str(exc)})
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+        """One camera connection: handshake, limits, signed control, acknowledgements
+        (`offchain.node.ingest`)."""
+        await self.ingest.serve(reader, writer)
 
-    def _on_control(self, msg: dict[str, Any], proven: bytes) -> None:
-        ip = str(msg.get("camera", ""))
-        if camera_id(ip) != proven or self.registry.active_key(ip) is None:
-            return  # only about the camera this connection proved to carry
-        cam = proven
-        if msg["type"] == "hello":
-            codec = msg.get("codec")
-            self.state.note_camera(cam, ip, json.dumps(codec, sort_keys=True) if isinstance(codec, dict) else None)
-            first = msg.get("firstSeq")
-            if isinstance(first, int) and 0 <= first < 2**62:
-                self.state.note_first_seq(cam, first)
-        elif msg["type"] == "end":
-            last = msg.get("lastSeq")
-            held = self.state.max_seq(cam)
-            # An end far beyond what was ever held is not believed: it would declare a huge tail lost.
-            if isinstance(last, int) and held is not None and held <= last <= held + MAX_TAIL_SEQS:
-                self.state.note_last_seq(cam, last)
+    def stream_state(self, cam: bytes) -> StreamRecord | None:
+        """How the camera's stream last stood here: streaming, ended (signed end) or unended
+        (its connection closed without a signed end), for the producer to declare."""
+        return self.ingest.stream_state(cam)
 
-    async def accept_packet(self, raw: bytes, source: str, expect_camera: bytes | None = None) -> str:
-        """Check one packet and keep it. Returns accepted, duplicate, conflict, integrity or security."""
+    def manifest_extras(self, cam: bytes, start_ms: int, end_ms: int) -> dict[str, Any]:
+        """Keyword arguments for `core.block.build_block` of the camera's window [start, end):
+        ``codec_proof`` (the signed hello behind the recorded codec) and ``stream_end="unended"``
+        when the camera's last connection closed without a signed end and its newest frame falls
+        in this window (its tail may be missing: declared, not hidden)."""
+        extras: dict[str, Any] = {}
+        hello = self.signed_hello(cam)
+        if hello is not None:
+            extras["codec_proof"] = {k: hello[k] for k in ("signedJson", "signature", "domain")}
+        stream = self.stream_state(cam)
+        newest = self.state.max_ts(cam)
+        if stream is not None and stream.state == "unended" and newest is not None and start_ms <= newest < end_ms:
+            extras["stream_end"] = "unended"
+        return extras
+
+    def signed_hello(self, cam: bytes) -> dict[str, Any] | None:
+        """The signed hello whose codec this node recorded: the JSON the camera signed, its
+        signature (hex) and the signing domain, so anyone can check the codec a manifest commits."""
+        raw = self.state.get_meta(f"hello:{cam.hex()}")
+        return json.loads(raw) if raw else None
+
+    async def accept_packet(self, raw: bytes, source: str, expect_camera: bytes | None = None,
+                            origin: str | None = None) -> str:
+        """Check one packet and keep it. Returns accepted, duplicate, conflict, integrity or security.
+        ``origin`` (e.g. ``camera@10.0.0.5``) keys the coalesced alarm of a refusal; default ``source``."""
+        origin = origin or source
         try:
             packet = pk.decode_packet(raw)
         except pk.PacketError as exc:
             # Only a whitelisted camera's name goes into the pool; anything else stays anonymous.
             ip = exc.camera_ip if exc.camera_ip and self.registry.active_key(exc.camera_ip) else None
-            self._alarm_rejected(ip, "integrity", str(exc), source)
+            self._alarm_rejected(ip, "integrity", str(exc), source, origin)
             return "integrity"
         ip = packet.camera_ip
         if expect_camera is not None and packet.camera_id != expect_camera:
-            self._alarm_rejected(ip, "security", f"packet for another camera from {source}", source)
+            self._alarm_rejected(ip, "security", f"packet for another camera from {source}", source, origin)
             return "security"
         key = self.registry.active_key(ip)
         if key is None and await asyncio.to_thread(self.registry.refresh):
             key = self.registry.active_key(ip)
         if key is None:
-            self._alarm_rejected(ip, "security", f"camera {ip} is not on the whitelist (or revoked)", source)
+            self._alarm_rejected(ip, "security", f"camera {ip} is not on the whitelist (or revoked)", source, origin)
             return "security"
         if not await self._signature_ok(packet):
-            self._alarm_rejected(ip, "security", f"{ip} seq {packet.seq}: device signature does not verify", source)
+            self._alarm_rejected(ip, "security", f"{ip} seq {packet.seq}: device signature does not verify", source, origin)
             return "security"
         cam = packet.camera_id
         held = self.state.frame(cam, packet.seq)
         if held is not None:
-            return self._same_or_conflict(held, packet, ip, source)
+            return self._same_or_conflict(held, packet, ip, source, origin)
         horizon = max(self.state.max_ts(cam) or 0, int(time.time() * 1000)) + 10 * self.config.window_ms
         if packet.timestamp_ms > horizon:
             # A clock far ahead would close every real window at once and walk the producer
             # through empty windows; such a frame is refused, not stored.
-            self._alarm_rejected(ip, "integrity", f"seq {packet.seq} stamped {packet.timestamp_ms}, beyond {horizon}", source)
+            self._alarm_rejected(ip, "integrity", f"seq {packet.seq} stamped {packet.timestamp_ms}, beyond {horizon}", source, origin)
             return "integrity"
         try:
             await asyncio.to_thread(self.store.put, packet.payload)
@@ -217,16 +205,18 @@ class Node:
             track = self.tracks.get(cam)
             if track and packet.keyframe:
                 track.keyframes.append(packet.seq)
+            self.ingest.note_held(cam, packet.seq)
             return "accepted"
         # Another copy landed while the bytes were being stored: same frame, or equivocation.
-        return self._same_or_conflict(self.state.frame(cam, packet.seq), packet, ip, source)
+        return self._same_or_conflict(self.state.frame(cam, packet.seq), packet, ip, source, origin)
 
-    def _same_or_conflict(self, held, packet: pk.FramePacket, ip: str, source: str) -> str:
+    def _same_or_conflict(self, held, packet: pk.FramePacket, ip: str, source: str, origin: str) -> str:
         if held.ref.sha256 == packet.sha256 and held.ref.timestamp_ms == packet.timestamp_ms:
             self.state.bump(ip, "duplicates")
+            self.ingest.note_held(packet.camera_id, packet.seq)
             return "duplicate"
         # Two validly signed frames with one seq: the camera itself equivocates.
-        self._alarm_rejected(ip, "security", f"seq {packet.seq} signed twice with different content", source)
+        self._alarm_rejected(ip, "security", f"seq {packet.seq} signed twice with different content", source, origin)
         return "conflict"
 
     async def _signature_ok(self, packet: pk.FramePacket) -> bool:
@@ -243,14 +233,18 @@ class Node:
                 await asyncio.to_thread(self.registry.refresh_camera, packet.camera_id)
         return False
 
-    def _alarm_rejected(self, ip: str | None, kind: str, reason: str, source: str) -> None:
+    def _alarm_rejected(self, ip: str | None, kind: str, reason: str, source: str, origin: str | None = None) -> None:
         # Counters are keyed by whitelisted cameras only: an intruder cannot create rows at will.
-        self.state.bump(ip if ip and self.registry.by_ip(ip) else "*", f"rejected_{kind}")
-        alarm_id = f"{self.name}:{kind}:{time.time_ns()}"
+        # Alarms are coalesced: one durable row per (kind, camera or anonymous, origin), counted
+        # (`IngestServer.alarm`); a flood costs memory for one entry, not a SQLite write per packet.
         ip = ip if ip and self.registry.by_ip(ip) else None
-        self.state.raise_alarm(Alarm(alarm_id, camera_id(ip) if ip else None, ip, kind, None, None, None, None, False,
-                                     time.time(), None, None, f"{reason} (via {source})"))
-        log.warning("packet rejected", extra={"node": self.name, "alarm": kind, "camera": ip, "reason": reason})
+        self.ingest.count(ip or "*", f"rejected_{kind}")
+        alarm_id = f"{self.name}:{kind}:{ip or 'anonymous'}:{(origin or source)[:100]}"
+        first = alarm_id not in self.ingest.alarms
+        self.ingest.alarm(Alarm(alarm_id, camera_id(ip) if ip else None, ip, kind, None, None, None, None, False,
+                                time.time(), None, None, f"{reason} (via {source})"))
+        if first:
+            log.warning("packet rejected", extra={"node": self.name, "alarm": kind, "camera": ip, "reason": reason})
 
     async def watch_whitelist(self) -> None:
         """Key rotations and revocations take effect within a tick, not at the next miss."""

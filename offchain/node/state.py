@@ -56,6 +56,13 @@ CREATE TABLE IF NOT EXISTS blocks (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# Ingest hardening (issue 8): how often a coalesced alarm fired, kept beside its one alarm row.
+INGEST_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alarm_counts (
+    id TEXT PRIMARY KEY, count INTEGER NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
 
 @dataclass(frozen=True)
 class StoredFrame:
@@ -106,6 +113,7 @@ class NodeState:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self.db.executescript(INGEST_SCHEMA)
 
     def close(self) -> None:
         self.db.close()
@@ -152,6 +160,22 @@ class NodeState:
 
     def max_seq(self, camera: bytes) -> int | None:
         return self.db.execute("SELECT MAX(seq) FROM frames WHERE camera_id=?", (camera,)).fetchone()[0]
+
+    def held_run_end(self, camera: bytes, start: int) -> int:
+        """The highest s with every seq of start..s held (start - 1 if start is not held): where a
+        node's cumulative acknowledgement of the camera stands after a restart."""
+        if self.frame(camera, start) is None:
+            return start - 1
+        row = self.db.execute(
+            "SELECT f.seq FROM frames f WHERE f.camera_id=? AND f.seq>=? AND NOT EXISTS "
+            "(SELECT 1 FROM frames g WHERE g.camera_id=f.camera_id AND g.seq=f.seq+1) ORDER BY f.seq LIMIT 1",
+            (camera, start)).fetchone()
+        return row[0]
+
+    def seqs_from(self, camera: bytes, seq: int, limit: int) -> list[int]:
+        """Up to `limit` held seqs above `seq`, ascending."""
+        return [r[0] for r in self.db.execute(
+            "SELECT seq FROM frames WHERE camera_id=? AND seq>? ORDER BY seq LIMIT ?", (camera, seq, limit))]
 
     def max_ts(self, camera: bytes) -> int | None:
         return self.db.execute("SELECT MAX(ts) FROM frames WHERE camera_id=?", (camera,)).fetchone()[0]
@@ -241,6 +265,26 @@ class NodeState:
     def alarm(self, alarm_id: str) -> Alarm | None:
         row = self.db.execute("SELECT * FROM alarms WHERE id=?", (alarm_id,)).fetchone()
         return _alarm(row) if row else None
+
+    def raise_coalesced_alarm(self, alarm: Alarm, by: int = 1) -> int:
+        """One durable row per alarm id (the caller makes the id from source and kind): the first
+        occurrence inserts the alarm, every later one only bumps its count, last-seen time and
+        detail. Returns how often it has fired. Written for ingest rejections (issue 8)."""
+        with self.transaction():
+            self.raise_alarm(alarm)
+            self.db.execute(
+                "INSERT INTO alarm_counts VALUES (?,?,?,?) ON CONFLICT(id) DO UPDATE SET count = count + excluded.count, "
+                "last_seen = excluded.last_seen", (alarm.id, by, alarm.raised_at, alarm.raised_at))
+            count = self.db.execute("SELECT count FROM alarm_counts WHERE id=?", (alarm.id,)).fetchone()[0]
+            if count > 1:
+                self.db.execute("UPDATE alarms SET detail=?, cleared_at=NULL, resolution=NULL WHERE id=?",
+                                (f"{alarm.detail} [x{count}, last at {alarm.raised_at:.3f}]", alarm.id))
+        return count
+
+    def alarm_count(self, alarm_id: str) -> tuple[int, float] | None:
+        """(count, last seen) of a coalesced alarm."""
+        row = self.db.execute("SELECT count, last_seen FROM alarm_counts WHERE id=?", (alarm_id,)).fetchone()
+        return (row[0], row[1]) if row else None
 
     # repairs and reports --------------------------------------------------------------------
     def record_repair(self, camera: bytes, ip: str, seq: int, peer: str, alarm_id: str | None) -> None:

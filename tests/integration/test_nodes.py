@@ -285,22 +285,30 @@ def test_rotated_device_key_is_picked_up_from_chain(tmp_path):
 
 
 def test_unsigned_control_messages_and_future_frames_are_not_believed(run):
-    import socket
+    from ingest_client import IngestClient
 
     from offchain.core import packet as pk
     from offchain.core import wire
 
     node = run.cluster.node("node-authority")
-    before = run.cluster.api(node, "/api/v1/status")["counters"].get("10.0.1.11", {})
+    ip, key = "10.0.1.11", run.keys["10.0.1.11"]
+    before = run.cluster.api(node, "/api/v1/status")["counters"].get(ip, {})
     far = int(time.time() * 1000) + 365 * 86_400_000
-    with socket.create_connection(node.ingest, timeout=5) as s:
-        # an "end" claiming a billion lost frames, from a connection that proved no camera
-        s.sendall(wire.frame_message(wire.end_message("10.0.1.11", 10**9)))
-        # a validly signed frame from a clock a year ahead
-        s.sendall(wire.frame_message(pk.encode_packet(run.keys["10.0.1.11"], "10.0.1.11", 10**6, far, True, b"x")))
+    # an unsigned "end" claiming a billion lost frames: refused, the connection closed
+    c = IngestClient(node.ingest)
+    c.send(wire.control_message({"type": "end", "camera": ip, "lastSeq": 10**9}))
+    assert c.until_closed()[-1]["reason"] == "unsigned-control"
+    c.close()
+    # on a proven connection: the same end signed, far beyond anything held, and a validly
+    # signed frame from a clock a year ahead
+    c = IngestClient(node.ingest)
+    c.hello(key, ip, None)
+    c.end(key, ip, 10**9)
+    c.send(pk.encode_packet(key, ip, 10**6, far, True, b"x"))
     time.sleep(2.0)  # a few ticks
-    after = run.cluster.api(node, "/api/v1/status")["counters"]["10.0.1.11"]
-    assert after.get("rejected_integrity", 0) == before.get("rejected_integrity", 0) + 1
-    alarms = run.cluster.api(node, "/api/v1/alarms", camera="10.0.1.11", kind="missing")
+    c.close()
+    after = run.cluster.api(node, "/api/v1/status")["counters"][ip]
+    assert after.get("rejected_integrity", 0) == before.get("rejected_integrity", 0) + 2
+    alarms = run.cluster.api(node, "/api/v1/alarms", camera=ip, kind="missing")
     assert all(a["seqTo"] < 10_000 for a in alarms)
     assert all(f["seq"] < 10_000 for f in run.cluster.api(node, "/api/v1/frames/10.0.1.11"))
