@@ -17,7 +17,7 @@ import uvicorn
 
 from api.app import create_app
 from api.context import Settings
-from api_fixtures import BANK, CAMS, CUSTOMER, NODE, Api, Clock
+from api_fixtures import BANK, CAMS, CUSTOMER, NODE, Api
 from offchain.chain.devchain import free_loopback_port
 from offchain.chain.sessions import SigningSessionClient
 

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import time
 from pathlib import Path
 
 import httpx
 from eth_account import Account
 import pytest
+from ingest_client import IngestClient
 
 from offchain.core import packet as pk
-from offchain.core import wire
 from offchain.core.block import camera_id
 from offchain.core.cid import cid_from_digest
 from offchain.node.cluster import Cluster
@@ -41,9 +40,12 @@ def live(tmp_path_factory):
         cluster.start_node(bank)
         t0 = int(time.time() * 1000) - 5_000
         packets = [pk.encode_packet(key, CAMERA, seq, t0 + 40 * seq, seq == 0, f"frame {seq}".encode() * 50) for seq in range(5)]
-        with socket.create_connection(bank.ingest, timeout=5) as s:
-            for p in packets:
-                s.sendall(wire.frame_message(p))
+        camera = IngestClient(bank.ingest)  # the signed handshake, then the frames, acknowledged
+        camera.hello(key, CAMERA)
+        for p in packets:
+            camera.send(p)
+        camera.wait_ack(4)
+        camera.close()
         deadline = time.monotonic() + 20
         while len(cluster.api(bank, f"/api/v1/frames/{CAMERA}")) < 5 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -361,9 +363,12 @@ def test_repair_reply_is_signed_and_split_to_fit_the_peers_body_limit(tmp_path):
         bank, authority = cluster.node("node-bank"), cluster.node("node-authority")
         cluster.start_node(bank)
         t0 = int(time.time() * 1000) - 5_000
-        with socket.create_connection(bank.ingest, timeout=5) as s:
-            for seq in range(10):
-                s.sendall(wire.frame_message(pk.encode_packet(key, CAMERA, seq, t0 + 40 * seq, seq == 0, bytes([seq]) * 1000)))
+        camera = IngestClient(bank.ingest)
+        camera.hello(key, CAMERA)
+        for seq in range(10):
+            camera.send(pk.encode_packet(key, CAMERA, seq, t0 + 40 * seq, seq == 0, bytes([seq]) * 1000))
+        camera.wait_ack(9)
+        camera.close()
         deadline = time.monotonic() + 20
         while len(cluster.api(bank, f"/api/v1/frames/{CAMERA}")) < 10 and time.monotonic() < deadline:
             time.sleep(0.1)
