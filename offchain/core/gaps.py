@@ -146,6 +146,16 @@ def find_holes(after_seq: int, seen: Sequence[Seen], last_seq: int | None = None
     return holes
 
 
+def frame_step_ms(codec: dict | None) -> float:
+    """Milliseconds between frames at the camera's declared rate ("fps": "25/1"), 40 if unknown;
+    at least 1 fps is assumed, so a broken declaration cannot make every hole look plausible."""
+    try:
+        num, den = str((codec or {}).get("fps", "25/1")).split("/")
+        return 1000 / max(float(num) / float(den), 1.0)
+    except (ValueError, ZeroDivisionError):
+        return 40.0
+
+
 def estimate_gop(keyframe_seqs: Sequence[int]) -> int | None:
     """Typical distance between keyframes, or None with fewer than two keyframes seen."""
     diffs = [b - a for a, b in zip(keyframe_seqs, keyframe_seqs[1:]) if b > a]

@@ -1,0 +1,216 @@
+"""Issue 8, item 1: every per-packet and per-tick cost is bounded by the frames held, never by a
+time span or a sequence gap. One node in-process (its real SQLite, store and producer) against a
+real Anvil and real contracts; a one-node consortium (quorum 1), so the node proposes every window.
+
+Each attack is a validly signed frame from a whitelisted camera (the device key is the camera's):
+- a frame stamped 400,000 windows in the past, after the camera's chain has blocks;
+- a sequence number that jumps from 9 to 3,000,000;
+- a camera clock reset to epoch 0.
+The walk over windows is counted: a counter that is exceeded raises a BaseException, which the
+producer's per-camera `except Exception` cannot swallow, so today's code fails fast instead of
+walking for minutes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from offchain.chain.client import Signer
+from offchain.chain.deployer import deploy
+from offchain.chain.ledger import ConsortiumClient, VideoLedgerClient
+from offchain.core import packet as pk
+from offchain.core.block import Manifest, camera_id, window_of
+from offchain.core.cid import cid_from_digest
+from offchain.core.gaps import find_holes
+from offchain.node.config import NodeConfig
+from offchain.node.node import MAX_ALARM_SEQS, Node
+
+W = 60_000
+NODE_ACCOUNT = 3
+SETTINGS = {"window_ms": W, "missing_wait_ms": 0, "repair_deadline_ms": 300, "idle_close_ms": 500,
+            "proposer_timeout_ms": 60_000, "store_fsync": "none"}
+
+
+class Walked(BaseException):
+    """A bounded pass did more than its bound (not an Exception: the producer must not swallow it)."""
+
+
+@pytest.fixture(scope="module")
+def one_node_chain(devchain, w3, tmp_path_factory):
+    plan = {"founderName": "Authority", "admissionThreshold": 1,
+            "members": [{"account": 1, "role": "Operator", "parent": 0, "name": "Bank"}],
+            "nodes": [{"account": NODE_ACCOUNT, "operatedBy": 0, "name": "node-solo"}], "quorum": 1}
+    out = tmp_path_factory.mktemp("deployment")
+    dep = deploy(w3, devchain.private_keys, plan=plan, out_dir=out)
+    owner = ConsortiumClient(Signer(w3, devchain.private_keys[1]), dep.consortium)
+    owner.register_camera("10.8.0.0", b"\x11" * 32, b"\x00" * 32)
+    ConsortiumClient(Signer(w3, devchain.private_keys[0]), dep.consortium).seal_genesis()
+    return devchain, dep, out / f"{dep.chain_id}.json", owner
+
+
+def new_camera(owner: ConsortiumClient, ip: str) -> Ed25519PrivateKey:
+    key = Ed25519PrivateKey.generate()
+    owner.register_camera(ip, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw), b"\x00" * 32)
+    return key
+
+
+def make_node(one_node_chain, tmp_path: Path) -> Node:
+    devchain, _, record_path, _ = one_node_chain
+    config = NodeConfig.from_dict({"name": "node-solo", "data_dir": str(tmp_path / "node"), "rpc_url": devchain.rpc_url,
+                                   "deployment": str(record_path), "private_key": devchain.private_keys[NODE_ACCOUNT],
+                                   **SETTINGS}, env={})
+    return Node(config)
+
+
+async def send(node: Node, key, ip: str, frames: list[tuple[int, int]]) -> None:
+    for seq, ts in frames:
+        raw = pk.encode_packet(key, ip, seq, ts, seq % 25 == 0, b"frame %d" % seq)
+        assert await node.accept_packet(raw, source="camera") == "accepted", (ip, seq, ts)
+
+
+async def tick(node: Node) -> None:
+    await node.scan_gaps()
+    await node.producer.tick()
+
+
+def count_calls(obj, name: str, limit: int) -> list[int]:
+    calls = [0]
+    real = getattr(obj, name)
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] > limit:
+            raise Walked(f"{name} called more than {limit} times in one pass")
+        return real(*args, **kwargs)
+
+    setattr(obj, name, counted)
+    return calls
+
+
+def recent_window(now_ms: int, back: int = 5) -> int:
+    return window_of(now_ms, W)[0] - back * W
+
+
+async def anchored_history(node: Node, key, ip: str, start: int) -> int:
+    """Seq 0..59 over two windows; the first is sealed and anchored. Returns the next seq."""
+    await send(node, key, ip, [(i, start + i * 2_000) for i in range(30)] + [(30 + i, start + W + i * 40) for i in range(30)])
+    await tick(node)
+    assert node.ledger.chain_length(camera_id(ip)) == 1
+    return 60
+
+
+def test_far_past_frame_costs_one_visit_not_one_per_window(one_node_chain, tmp_path):
+    ip = "10.8.0.1"
+    key = new_camera(one_node_chain[3], ip)
+    node = make_node(one_node_chain, tmp_path)
+
+    async def scenario():
+        await node.start()
+        try:
+            start = recent_window(int(time.time() * 1000))
+            seq = await anchored_history(node, key, ip, start)
+            far = start - 400_000 * W + 1_234  # ~ 9 months back, after the chain has blocks
+            await send(node, key, ip, [(seq, far)])
+            windows = count_calls(node.state, "block_for_window", limit=50)
+            tips = count_calls(node.ledger, "tip", limit=50)
+            beats = 0
+
+            async def heartbeat():  # the event loop (API, ingest) keeps running during the pass
+                nonlocal beats
+                while True:
+                    beats += 1
+                    await asyncio.sleep(0)
+
+            hb = asyncio.create_task(heartbeat())
+            for _ in range(6):
+                await tick(node)
+                await asyncio.sleep(0.25)  # past 2 x repair_deadline: the far frame is settled as late
+            hb.cancel()
+            assert windows[0] <= 20 and tips[0] <= 12, (windows, tips)  # 400,000 windows are not visited
+            assert beats > 4
+            held = node.state.frame(camera_id(ip), seq)
+            assert held is not None and held.anchored  # left the pool as late, no block for it
+            assert node.state.counters()[ip]["late_frames"] == 1
+            assert node.ledger.chain_length(camera_id(ip)) == 1
+        finally:
+            await node.stop()
+
+    asyncio.run(scenario())
+
+
+def test_seq_jump_to_three_million_is_one_range_a_capped_alarm_and_bounded_memory(one_node_chain, tmp_path):
+    ip = "10.8.0.2"
+    key = new_camera(one_node_chain[3], ip)
+    node = make_node(one_node_chain, tmp_path)
+    cam = camera_id(ip)
+
+    async def scenario():
+        await node.start()
+        try:
+            start = recent_window(int(time.time() * 1000))
+            frames = [(i, start + i * 40) for i in range(10)] + [(3_000_000 + i, start + 400 + i * 40) for i in range(10)]
+            await send(node, key, ip, frames + [(3_000_010, start + W + 5)])
+            tracemalloc.start()
+            for _ in range(3):
+                await tick(node)
+            await asyncio.sleep(0.4)  # past the repair deadline: the window is sealed with its gap
+            await tick(node)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert peak < 8_000_000, f"peak {peak} bytes"  # a list of the hole's numbers is > 100 MB
+
+            holes = find_holes(-1, node.state.seqs_after(cam, -1))
+            assert [(h.from_seq, h.to_seq) for h in holes] == [(10, 2_999_999)]
+            assert node.tracks[cam].alarmed.range_count <= 2 or node.tracks[cam].watermark > 2_999_999
+            missing = node.state.alarms(camera=cam, kind="missing")
+            assert missing and all(a.seq_to - a.seq_from + 1 <= MAX_ALARM_SEQS for a in missing)
+            assert sum(a.seq_to - a.seq_from + 1 for a in missing) < 1_000  # only the plausible part is asked for
+            jumps = node.state.alarms(camera=cam, kind="camera.seq_jump")
+            assert len(jumps) == 1 and jumps[0].seq_to == 2_999_999 and jumps[0].cleared_at is None
+
+            assert node.ledger.chain_length(cam) == 1
+            rec = node.ledger.block_at(cam, 1)
+            manifest = Manifest.from_bytes(node.store.get(cid_from_digest(rec.header.manifest_digest)))
+            assert [(g.from_seq, g.to_seq) for g in manifest.gaps] == [(10, 2_999_999)]  # declared, as one range
+            assert len(manifest.frames) == 20
+        finally:
+            await node.stop()
+
+    asyncio.run(scenario())
+
+
+def test_clock_reset_to_epoch_zero_is_named_and_other_cameras_keep_their_blocks(one_node_chain, tmp_path):
+    ip, other_ip = "10.8.0.3", "10.8.0.4"
+    key = new_camera(one_node_chain[3], ip)
+    other_key = new_camera(one_node_chain[3], other_ip)
+    node = make_node(one_node_chain, tmp_path)
+
+    async def scenario():
+        await node.start()
+        try:
+            start = recent_window(int(time.time() * 1000))
+            seq = await anchored_history(node, key, ip, start)
+            await send(node, key, ip, [(seq + i, i * 40) for i in range(10)])  # the clock restarts at 1970
+            # the honest camera streams two windows meanwhile
+            await send(node, other_key, other_ip, [(i, start + i * 100) for i in range(20)] + [(20, start + W + 1)])
+            windows = count_calls(node.state, "block_for_window", limit=50)
+            for _ in range(6):
+                await tick(node)
+                await asyncio.sleep(0.25)
+            assert windows[0] <= 20, windows  # 29 million windows since 1970 are not visited
+            clock = node.state.alarms(camera=camera_id(ip), kind="camera.clock_jump")
+            assert len(clock) == 1 and "seq 59" in clock[0].detail
+            assert node.ledger.chain_length(camera_id(ip)) == 1  # nothing anchored for 1970: behind the tip
+            assert node.ledger.chain_length(camera_id(other_ip)) == 1  # the honest camera's window was sealed
+            assert node.state.counters()[ip]["late_frames"] == 10
+        finally:
+            await node.stop()
+
+    asyncio.run(scenario())
