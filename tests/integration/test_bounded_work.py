@@ -214,3 +214,73 @@ def test_clock_reset_to_epoch_zero_is_named_and_other_cameras_keep_their_blocks(
             await node.stop()
 
     asyncio.run(scenario())
+
+
+# --------------------------------------------------------- item 8: the producer's chain alarms
+
+def test_broken_link_with_an_unmoved_tip_is_an_alarm_not_a_lost_race(one_node_chain, tmp_path):
+    """The chain answers a tip whose hash is not what the contract links to (a node behind a
+    broken RPC, a fork): the anchor reverts BrokenChainLink, the tip has not moved, so this is not
+    a race another node won. Today's code files the window's frames as late; now an alarm is
+    raised and the frames stay in the pool."""
+    ip = "10.8.0.5"
+    key = new_camera(one_node_chain[3], ip)
+    node = make_node(one_node_chain, tmp_path)
+    cam = camera_id(ip)
+
+    async def scenario():
+        await node.start()
+        try:
+            real_tip = node.ledger.tip
+            node.ledger.tip = lambda c: (b"\x66" * 32, *real_tip(c)[1:])  # a wrong previous hash, always
+            start = recent_window(int(time.time() * 1000))
+            await send(node, key, ip, [(i, start + i * 2_000) for i in range(30)] + [(30, start + W + 1)])
+            for _ in range(3):
+                await tick(node)
+                await asyncio.sleep(0.25)
+            alarms = node.state.alarms(camera=cam, kind="chain.link_broken")
+            assert len(alarms) == 1 and "BrokenChainLink" in alarms[0].detail
+            assert node.ledger.chain_length(cam) == 0
+            assert not any(f.anchored for f in node.state.frames_in(cam, start, start + W))  # not filed as late
+            assert "late_frames" not in node.state.counters().get(ip, {})
+            node.ledger.tip = real_tip  # the chain is readable again: the window is anchored
+            await tick(node)
+            assert node.ledger.chain_length(cam) == 1
+        finally:
+            await node.stop()
+
+    asyncio.run(scenario())
+
+
+def test_window_beyond_the_contracts_slack_is_an_alarm_and_waits(one_node_chain, tmp_path):
+    devchain, dep, _, _ = one_node_chain
+    governor = VideoLedgerClient(Signer(node_w3 := connect_w3(devchain), devchain.private_keys[0]), dep.video_ledger)
+    ip = "10.8.0.6"
+    key = new_camera(one_node_chain[3], ip)
+    node = make_node(one_node_chain, tmp_path)
+    cam = camera_id(ip)
+
+    async def scenario():
+        await node.start()
+        try:
+            chain_now = node_w3.eth.get_block("latest")["timestamp"] * 1000
+            start = window_of(chain_now, W)[0] + 2 * W  # a camera clock two windows ahead of the chain
+            await send(node, key, ip, [(i, start + i * 2_000) for i in range(30)] + [(30, start + W + 1)])
+            governor.set_window_limits(1_000, 3_600_000)  # the consortium allows 1 s of clock skew
+            for _ in range(3):
+                await tick(node)
+            alarms = node.state.alarms(camera=cam, kind="camera.clock_ahead")
+            assert len(alarms) == 1 and "WindowInFuture" in alarms[0].detail
+            assert node.ledger.chain_length(cam) == 0
+            assert not any(f.anchored for f in node.state.frames_in(cam, start, start + W))
+        finally:
+            governor.set_window_limits(600_000, 3_600_000)
+            await node.stop()
+
+    asyncio.run(scenario())
+
+
+def connect_w3(devchain):
+    from offchain.chain.client import connect
+
+    return connect(devchain.rpc_url)
