@@ -361,5 +361,6 @@ class Node:
             "counters": counters,
             "openAlarms": self.state.open_alarm_count(),
             "cameras": {ip: "0x" + cid.hex() for cid, ip in self.state.cameras()},
+            "chain": self.producer.health.snapshot(),  # cached by the producer's checks: no RPC here
         }
 

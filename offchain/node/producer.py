@@ -28,6 +28,7 @@ import httpx
 
 from ..chain import reverts
 from ..chain.client import load_artifact
+from ..chain.health import ChainHealth, is_chain_fault
 from ..core.block import BlockHeader, FrameRef, Gap, Manifest, ManifestFormatError, build_block, proposer_for, window_of
 from ..core.cid import cid_from_digest
 from ..core.gaps import Hole, find_holes, frame_step_ms
@@ -57,13 +58,50 @@ class Producer:
         self.waiting: dict[bytes, int] = {}  # camera -> windows waiting for an earlier block (B5)
         self.failures: dict[bytes, int] = {}  # anchored block -> failed attempts to settle it
         self._event_abi = next(e for e in load_artifact("VideoLedger")["abi"] if e.get("name") == "BlockAnchored")
+        self.health = ChainHealth(node.w3, node.address, {"Consortium": node.deployment.consortium,
+                                                          "VideoLedger": node.deployment.video_ledger},
+                                  node.deployment.chain_id)
+
+    # ------------------------------------------------------------ chain health
+    async def chain_ready(self) -> bool:
+        """Whether sealing and attesting may call the chain now. While it is unreachable, empty,
+        another chain or out of funds, they wait (backing off) and resume where they stopped."""
+        if self.health.due():
+            await asyncio.to_thread(self.health.check)
+            self._chain_alarms()
+        return self.health.ready()
+
+    def _chain_failed(self, exc: BaseException) -> None:
+        self.health.failed(exc)
+        self._chain_alarms()
+
+    def _chain_alarms(self) -> None:
+        """One open alarm per chain condition while it lasts; cleared ("recovered") when it ends."""
+        node, s = self.node, self.health.status
+        conditions = {"chain.unreachable": not s.reachable or s.chain_id != s.expected_chain_id,
+                      "chain.contracts_missing": s.reachable and not s.contracts_present,
+                      "chain.low_funds": s.low_funds}
+        for kind, on in conditions.items():
+            open_alarms = node.state.alarms(open_only=True, kind=kind)
+            if on and not open_alarms:
+                node.state.raise_alarm(named_alarm(f"{node.name}:{kind}:{time.time_ns()}", kind, None, None,
+                                                   s.error or f"balance {s.balance_wei} wei"))
+                node.state.bump("*", kind.replace(".", "_"))
+            elif not on:
+                for alarm in open_alarms:
+                    node.state.clear_alarm(alarm.id, "recovered")
 
     # ------------------------------------------------------------------ sealing
     async def tick(self) -> None:
+        if not await self.chain_ready():
+            return
         for cam in self.node.state.pool_cameras():
             try:
                 await self._tick_camera(cam)
-            except Exception:  # noqa: BLE001 - one camera's trouble must not stop the others
+            except Exception as exc:  # noqa: BLE001 - one camera's trouble must not stop the others
+                if is_chain_fault(exc):
+                    self._chain_failed(exc)  # the chain's trouble, not the camera's: wait for it
+                    return
                 log.exception("sealing failed", extra={"node": self.node.name, "camera": "0x" + cam.hex()})
 
     async def _tick_camera(self, cam: bytes) -> None:
@@ -232,6 +270,7 @@ class Producer:
             await self._anchor_refused(cam, info.ip, start, end, height, prev_hash, exc)
             return
         node.state.note_block(block.hash, cam, block.header.height, start, end, "proposed")
+        self.health.note_anchor(info.ip, block.header.height, result.tx_hash, result.block_number)
         node.state.bump(info.ip, "blocks_anchored")
         node.state.bump(info.ip, "anchor_gas", result.gas_used)
         substituted = sum(len(fs) for _, fs in substitutions)
@@ -299,6 +338,8 @@ class Producer:
     # -------------------------------------------------------------- attesting
     async def scan_anchored(self) -> None:
         node = self.node
+        if not await self.chain_ready():
+            return  # the checkpoint stays: blocks anchored meanwhile are attested once the chain is back
         latest = await asyncio.to_thread(lambda: node.w3.eth.block_number)
         start_block = int(node.state.get_meta("log_checkpoint") or node.deployment.record["contracts"]["VideoLedger"]["blockNumber"])
         if start_block > latest:
@@ -309,7 +350,10 @@ class Producer:
         for entry in logs:
             try:
                 await self._on_anchored(entry)
-            except Exception:  # noqa: BLE001 - recorded; this block is retried a few ticks, then skipped
+            except Exception as exc:  # noqa: BLE001 - recorded; this block is retried a few ticks, then skipped
+                if is_chain_fault(exc):
+                    self._chain_failed(exc)  # no funds, no connection: not the block's fault, never skipped
+                    return
                 key = bytes(entry.args.blockHash)
                 self.failures[key] = self.failures.get(key, 0) + 1
                 log.exception("could not settle an anchored block", extra={"node": node.name, "block": "0x" + key.hex()})
