@@ -13,7 +13,6 @@ walking for minutes."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import tracemalloc
 from pathlib import Path
