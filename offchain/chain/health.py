@@ -151,9 +151,9 @@ class ChainHealth:
             delay = self.backoff.failed(self.clock())
             log.warning("chain call failed; next check in %.1f s", delay, extra={"reason": self.status.error})
 
-    def note_anchor(self, camera_ip: str, height: int, tx_hash: str, block_number: int) -> None:
-        self.last_anchor = {"camera": camera_ip, "height": height, "tx": tx_hash, "chainBlock": block_number,
-                            "at": round(time.time(), 3)}
+    def note_anchor(self, block_hash: bytes, camera_ip: str, height: int, tx_hash: str, block_number: int) -> None:
+        self.last_anchor = {"block": "0x" + block_hash.hex(), "camera": camera_ip, "height": height, "tx": tx_hash,
+                            "chainBlock": block_number, "at": round(time.time(), 3)}
 
     def snapshot(self) -> dict[str, Any]:
         s = self.status

@@ -61,6 +61,9 @@ class Producer:
         self.health = ChainHealth(node.w3, node.address, {"Consortium": node.deployment.consortium,
                                                           "VideoLedger": node.deployment.video_ledger},
                                   node.deployment.chain_id)
+        if (last := node.state.last_proposed()) is not None:  # across restarts: from the blocks table
+            self.health.last_anchor = {"block": "0x" + last[0].hex(), "cameraId": "0x" + last[1].hex(),
+                                       "height": last[2], "at": round(last[3], 3)}
 
     # ------------------------------------------------------------ chain health
     async def chain_ready(self) -> bool:
@@ -270,7 +273,7 @@ class Producer:
             await self._anchor_refused(cam, info.ip, start, end, height, prev_hash, exc)
             return
         node.state.note_block(block.hash, cam, block.header.height, start, end, "proposed")
-        self.health.note_anchor(info.ip, block.header.height, result.tx_hash, result.block_number)
+        self.health.note_anchor(block.hash, info.ip, block.header.height, result.tx_hash, result.block_number)
         node.state.bump(info.ip, "blocks_anchored")
         node.state.bump(info.ip, "anchor_gas", result.gas_used)
         substituted = sum(len(fs) for _, fs in substitutions)

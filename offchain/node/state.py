@@ -315,6 +315,12 @@ class NodeState:
         row = self.db.execute("SELECT role FROM blocks WHERE block_hash=?", (block_hash,)).fetchone()
         return row[0] if row else None
 
+    def last_proposed(self) -> tuple[bytes, bytes, int, float] | None:
+        """(block hash, camera, height, when) of the newest block this node anchored."""
+        row = self.db.execute("SELECT block_hash, camera_id, height, at FROM blocks WHERE role='proposed' "
+                              "ORDER BY at DESC LIMIT 1").fetchone()
+        return (bytes(row[0]), bytes(row[1]), row[2], row[3]) if row else None
+
     def block_for_window(self, camera: bytes, window_start: int) -> bytes | None:
         row = self.db.execute("SELECT block_hash FROM blocks WHERE camera_id=? AND window_start=?", (camera, window_start)).fetchone()
         return row[0] if row else None

@@ -102,6 +102,8 @@ async def anchored_history(node: Node, key, ip: str, start: int) -> int:
     await send(node, key, ip, [(i, start + i * 2_000) for i in range(30)] + [(30 + i, start + W + i * 40) for i in range(30)])
     await tick(node)
     assert node.ledger.chain_length(camera_id(ip)) == 1
+    last = node.status()["chain"]["lastAnchor"]
+    assert last["block"] == "0x" + node.ledger.block_hash_at(camera_id(ip), 1).hex() and last["height"] == 1
     return 60
 
 
