@@ -28,7 +28,7 @@ from web3.exceptions import BadFunctionCallOutput, TimeExhausted, Web3RPCError
 log = logging.getLogger(__name__)
 
 LOW_FUNDS_ANCHORS = 20  # funds are low below the price of this many anchors
-GAS_PER_ANCHOR = 320_000  # an anchor costs 282-294k gas on Anvil (docs/CONTRACTS.md); rounded up
+GAS_PER_ANCHOR = 320_000  # an anchor costs 285-297k gas on Anvil (bench/results/gas.json); rounded up
 CHECK_EVERY_S = 5.0  # how often a healthy chain is re-read
 
 
