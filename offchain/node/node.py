@@ -38,6 +38,7 @@ MAX_ALARM_SEQS = 500  # one missing alarm asks for at most this many frames (one
 MAX_NEW_ALARMS_PER_TICK = 4  # per camera and tick
 MAX_OPEN_MISSING = 32  # open missing alarms per camera; further holes wait for these to settle
 MAX_SCAN_FRAMES = 20_000  # frames above the watermark read per camera and tick
+MAX_LEAD_SEQS = 15_000  # numbers asked for before a camera's first held frame (10 min at 25 fps)
 
 
 def open_store(config: NodeConfig) -> ContentStore:
@@ -328,6 +329,21 @@ class Node:
         yet: `camera.seq_jump` (the implausible part of the hole is marked skipped, so it is
         neither asked for nor blocking) and `camera.clock_jump` (forward or backwards)."""
         holes_after = {h.before[0]: h for h in holes if h.before}
+        lead = holes[0] if holes and holes[0].before is None and holes[0].after is not None else None
+        slack = MAX_LEAD_SEQS
+        if lead is not None and lead.after[0] > track.checked and len(lead.seqs) > slack:
+            # The first frame held comes far above the numbering start (a camera that joined
+            # mid-count without `firstSeq`, a counter set to 10^9): only the last `slack` numbers
+            # before it are asked for (a node that came up late still repairs its first minutes),
+            # the rest is on record as skipped.
+            skip_to = lead.to_seq - slack
+            track.alarmed.add(lead.from_seq, skip_to)
+            alarm = named_alarm(f"{self.name}:{CameraAnomaly.SEQ_JUMP.value}:{cam.hex()[:16]}:start-{lead.after[0]}",
+                                CameraAnomaly.SEQ_JUMP.value, cam, ip,
+                                f"first frame held is seq {lead.after[0]}; seqs {lead.from_seq}-{skip_to} not asked for",
+                                lead.from_seq, skip_to, None, lead.after[1])
+            if self.state.raise_alarm(alarm):
+                self.state.bump(ip, "seq_jumps")
         prev = None
         for cur in seen:
             if prev is not None and cur[0] > track.checked:

@@ -29,7 +29,7 @@ from offchain.core.block import Manifest, camera_id, window_of
 from offchain.core.cid import cid_from_digest
 from offchain.core.gaps import find_holes
 from offchain.node.config import NodeConfig
-from offchain.node.node import MAX_ALARM_SEQS, Node
+from offchain.node.node import MAX_ALARM_SEQS, MAX_LEAD_SEQS, Node
 
 W = 60_000
 NODE_ACCOUNT = 3
@@ -181,6 +181,32 @@ def test_seq_jump_to_three_million_is_one_range_a_capped_alarm_and_bounded_memor
             manifest = Manifest.from_bytes(node.store.get(cid_from_digest(rec.header.manifest_digest)))
             assert [(g.from_seq, g.to_seq) for g in manifest.gaps] == [(10, 2_999_999)]  # declared, as one range
             assert len(manifest.frames) == 20
+        finally:
+            await node.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_first_frame_numbered_a_billion_asks_for_the_plausible_part_only(one_node_chain, tmp_path):
+    ip = "10.8.0.7"
+    key = new_camera(one_node_chain[3], ip)
+    node = make_node(one_node_chain, tmp_path)
+    cam = camera_id(ip)
+
+    async def scenario():
+        await node.start()
+        try:
+            start = recent_window(int(time.time() * 1000))
+            await send(node, key, ip, [(10**9 + i, start + i * 40) for i in range(10)])
+            for _ in range(5):
+                await node.scan_gaps()
+            missing = node.state.alarms(camera=cam, kind="missing")
+            assert 0 < sum(a.seq_to - a.seq_from + 1 for a in missing) <= MAX_LEAD_SEQS
+            assert all(a.seq_to < 10**9 and a.seq_from >= 10**9 - MAX_LEAD_SEQS for a in missing)
+            assert len(missing) <= 5 * 4  # four new alarms per tick
+            jumps = node.state.alarms(camera=cam, kind="camera.seq_jump")
+            assert len(jumps) == 1 and (jumps[0].seq_from, jumps[0].seq_to) == (0, 10**9 - MAX_LEAD_SEQS - 1)
+            assert node.tracks[cam].alarmed.range_count <= 2
         finally:
             await node.stop()
 
