@@ -46,8 +46,20 @@ class Deployment:
         return ConsortiumClient(signer, self.consortium), VideoLedgerClient(signer, self.video_ledger)
 
 
+# VideoLedger's time bounds when a plan names none: a window may end at most 10 minutes after the
+# anchoring block's time (clock skew between cameras, nodes and chain, and a window still being
+# filled) and last at most an hour (the node's default window is a minute).
+DEFAULT_MAX_FUTURE_MS = 600_000
+DEFAULT_MAX_WINDOW_MS = 3_600_000
+
+
 def load_plan(path: Path | None = None) -> dict[str, Any]:
     return json.loads(Path(path or DEFAULT_PLAN).read_text())
+
+
+def window_limits(plan: dict[str, Any]) -> tuple[int, int]:
+    """(maxFutureMs, maxWindowMs) for VideoLedger's constructor, from the plan or the defaults."""
+    return (int(plan.get("maxFutureMs", DEFAULT_MAX_FUTURE_MS)), int(plan.get("maxWindowMs", DEFAULT_MAX_WINDOW_MS)))
 
 
 def deploy(
@@ -66,7 +78,8 @@ def deploy(
 
     consortium_contract, tx_c = founder.deploy("Consortium", founder.address, plan["founderName"])
     gas["deploy Consortium"] = tx_c.gas_used
-    ledger_contract, tx_l = founder.deploy("VideoLedger", consortium_contract.address)
+    max_future_ms, max_window_ms = window_limits(plan)
+    ledger_contract, tx_l = founder.deploy("VideoLedger", consortium_contract.address, max_future_ms, max_window_ms)
     gas["deploy VideoLedger"] = tx_l.gas_used
     limits = {**SIGNING_DEFAULTS, **plan.get("signingSession", {})}
     session_contract, tx_s = founder.deploy(
@@ -112,6 +125,7 @@ def deploy(
         "members": members,
         "nodes": nodes,
         "quorum": quorum,
+        "windowLimits": {"maxFutureMs": max_future_ms, "maxWindowMs": max_window_ms},
         "gas": gas,
     }
     if out_dir is not None:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from eth_account.messages import encode_typed_data
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from .block import BlockHeader
 from .merkle import StandardMerkleTree
@@ -93,7 +94,7 @@ class Proposal:
     expires_at: int
     salt: bytes
 
-    def as_tuple(self) -> tuple:
+    def as_tuple(self) -> tuple[Any, ...]:
         """The ABI tuple of `ISigningSession.Proposal`."""
         return (to_checksum_address(self.initiator), [to_checksum_address(p) for p in self.parties],
                 list(self.cameras), list(self.camera_party), self.document_hash, self.start_ms, self.end_ms,
@@ -195,6 +196,6 @@ def recover_typed(data: Mapping[str, Any], signature: bytes) -> str:
     from eth_account import Account
 
     try:
-        return Account.recover_message(encode_typed_data(full_message=dict(data)), signature=signature)
+        return str(Account.recover_message(encode_typed_data(full_message=dict(data)), signature=signature))
     except Exception as exc:  # eth-keys raises several types for bad r/s/v
         raise ValueError(f"not a valid signature: {exc}") from None

@@ -166,7 +166,7 @@ class MessageReader:
         have = len(self._buf) - self._pos
         if have < _LEN.size:
             return _LEN.size - have
-        (size,) = _LEN.unpack_from(self._buf, self._pos)
+        size: int = _LEN.unpack_from(self._buf, self._pos)[0]
         return max(1, min(size, self.max_size) + _LEN.size - have)
 
     def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:

@@ -24,18 +24,22 @@ from ..chain.deployer import Deployment
 from ..chain.ledger import ConsortiumClient, VideoLedgerClient
 from ..core import packet as pk
 from ..core.block import camera_id
-from ..core.gaps import estimate_gop, find_holes, keyframe_lost
+from ..core.gaps import CameraAnomaly, Hole, SeqRanges, check_step, estimate_gop, find_holes, frame_step_ms, keyframe_lost, plausible_lost
 from ..store.base import ContentStore, StoreError
 from ..core.peer_auth import ChainBinding
 from .config import NodeConfig
 from .ingest import IngestServer, StreamRecord
 from .peer_http import NodeRoster, PeerIdentity, PeerSigning
 from .registry import CameraRegistry
-from .state import Alarm, NodeState
+from .state import Alarm, NodeState, named_alarm
 
 log = logging.getLogger(__name__)
 
-MAX_HOLE_SEQS = 100_000  # larger holes are alarmed in pieces, so no alarm holds an unbounded range
+MAX_ALARM_SEQS = 500  # one missing alarm asks for at most this many frames (one repair round)
+MAX_NEW_ALARMS_PER_TICK = 4  # per camera and tick
+MAX_OPEN_MISSING = 32  # open missing alarms per camera; further holes wait for these to settle
+MAX_SCAN_FRAMES = 20_000  # frames above the watermark read per camera and tick
+MAX_LEAD_SEQS = 15_000  # numbers asked for before a camera's first held frame (10 min at 25 fps)
 
 
 def open_store(config: NodeConfig) -> ContentStore:
@@ -52,12 +56,14 @@ def open_store(config: NodeConfig) -> ContentStore:
 
 @dataclass
 class CameraTrack:
-    """In-memory gap-scan state of one camera, rebuilt from SQLite on start."""
+    """In-memory gap-scan state of one camera, rebuilt from SQLite on start. Sets of numbers are
+    ranges (`SeqRanges`), so a hole of 3,000,000 numbers costs one entry, not 3,000,000."""
 
     watermark: int  # every seq <= watermark is held or declared lost
     noticed: dict[int, float] = field(default_factory=dict)  # hole start seq -> when first seen
-    alarmed: set[int] = field(default_factory=set)  # seqs under an alarm of ours
+    alarmed: SeqRanges = field(default_factory=SeqRanges)  # seqs under an alarm of ours, or skipped by a jump
     keyframes: deque[int] = field(default_factory=lambda: deque(maxlen=50))
+    checked: int = -1  # highest seq whose step from the frame before it was judged (check_step)
 
 
 class Node:
@@ -259,46 +265,105 @@ class Node:
             # A stream's numbering starts at 0 unless the camera's hello said otherwise
             # ("firstSeq", e.g. a camera that keeps counting across restarts).
             first = row[3] if row and row[3] is not None else 0
-            track = CameraTrack(watermark=first - 1)
+            track = CameraTrack(watermark=first - 1, checked=first)
             track.keyframes.extend(self.state.recent_keyframes(cam))
-            for alarm in self.state.alarms(camera=cam, kind="missing"):
-                track.alarmed.update(range(alarm.seq_from, alarm.seq_to + 1))
+            for kind in ("missing", CameraAnomaly.SEQ_JUMP.value):
+                for alarm in self.state.alarms(camera=cam, kind=kind):
+                    if alarm.seq_from is not None and alarm.seq_to is not None:
+                        track.alarmed.add(alarm.seq_from, alarm.seq_to)
             self.tracks[cam] = track
         return track
 
     async def scan_gaps(self) -> None:
         """I5: a hole in a camera's sequence numbers that stays open for `missing_wait_ms` is
-        declared missing: an alarm goes into the pool and to the peers (I6)."""
+        declared missing: an alarm goes into the pool and to the peers (I6).
+
+        Work per camera and tick is bounded by the frames held: at most MAX_SCAN_FRAMES are read,
+        holes are ranges, at most MAX_NEW_ALARMS_PER_TICK alarms of at most MAX_ALARM_SEQS frames
+        are raised, and no more than MAX_OPEN_MISSING stay open. A counter that jumps further than
+        the time between two frames could explain is a `camera.seq_jump`: only the plausible part
+        is asked of the peers, the rest is on record as skipped."""
         now = time.time()
         wait = self.config.missing_wait_ms / 1000
         for cam, ip in self.state.cameras():
+            await asyncio.sleep(0)  # one camera's scan never holds the loop for all of them
             if self.registry.get(cam) is None:
                 continue
             track = self.track(cam)
             row = self.state.camera_row(cam)
-            last_seq = row[2] if row else None
-            seen = self.state.seqs_after(cam, track.watermark)
-            holes = find_holes(track.watermark, seen, last_seq)
-            gop = estimate_gop(list(track.keyframes)[-10:])
+            step_ms = frame_step_ms(json.loads(row[1]) if row and row[1] else None)
+            seen = self.state.seqs_after(cam, track.watermark, MAX_SCAN_FRAMES)
+            complete = len(seen) < MAX_SCAN_FRAMES
+            last_seq = row[2] if row and complete else None
+            # the frame at the watermark, if held, is the "before" of the first hole
+            at = self.state.frame(cam, track.watermark) if seen else None
+            base = [(track.watermark, at.ref.timestamp_ms, at.ref.keyframe)] if at else []
+            holes = find_holes(track.watermark - len(base), base + seen, last_seq)
+            self._judge_steps(cam, ip, track, base + seen, holes, step_ms)
             # advance the watermark over everything held or already alarmed
-            blocking = [h for h in holes if not all(s in track.alarmed for s in h.seqs)]
+            blocking = [h for h in holes if not track.alarmed.covers(h.from_seq, h.to_seq)]
             if blocking:
                 track.watermark = blocking[0].from_seq - 1
             elif seen:
-                track.watermark = max(seen[-1][0], last_seq or -1)
+                track.watermark = max(seen[-1][0], last_seq if last_seq is not None else -1)
             # forget what lies below the watermark: those holes are settled one way or another
-            track.alarmed = {s for s in track.alarmed if s > track.watermark}
+            track.alarmed.drop_below(track.watermark + 1)
             starts = {h.from_seq for h in blocking}
             track.noticed = {k: v for k, v in track.noticed.items() if k in starts or k > track.watermark}
+            budget = min(MAX_NEW_ALARMS_PER_TICK, MAX_OPEN_MISSING - self.state.open_alarm_count(cam, "missing"))
+            gop = estimate_gop(list(track.keyframes)[-10:])
             for hole in blocking:
-                fresh = [s for s in hole.seqs if s not in track.alarmed][:MAX_HOLE_SEQS]
-                first_noticed = track.noticed.setdefault(fresh[0], now)
-                if now - first_noticed < wait:
-                    continue
-                last_key = max((k for k in track.keyframes if k < hole.from_seq), default=None)
-                await self.repairer.raise_missing(cam, ip, fresh[0], fresh[-1], hole, keyframe_lost(hole, last_key, gop))
-                track.alarmed.update(fresh)
-                track.noticed.pop(fresh[0], None)
+                while budget > 0 and (fresh := track.alarmed.first_gap(hole.from_seq, hole.to_seq)) is not None:
+                    seq_from, seq_to = fresh[0], min(fresh[1], fresh[0] + MAX_ALARM_SEQS - 1)
+                    if now - track.noticed.setdefault(seq_from, now) < wait:
+                        break
+                    last_key = max((k for k in track.keyframes if k < hole.from_seq), default=None)
+                    await self.repairer.raise_missing(cam, ip, seq_from, seq_to, hole, keyframe_lost(hole, last_key, gop))
+                    track.alarmed.add(seq_from, seq_to)
+                    track.noticed.pop(seq_from, None)
+                    budget -= 1
+
+    def _judge_steps(self, cam: bytes, ip: str, track: CameraTrack, seen: list, holes: list[Hole], step_ms: float) -> None:
+        """Name what a camera's numbers and clock do between consecutive held frames not judged
+        yet: `camera.seq_jump` (the implausible part of the hole is marked skipped, so it is
+        neither asked for nor blocking) and `camera.clock_jump` (forward or backwards)."""
+        holes_after = {h.before[0]: h for h in holes if h.before}
+        lead = holes[0] if holes and holes[0].before is None and holes[0].after is not None else None
+        slack = MAX_LEAD_SEQS
+        if lead is not None and lead.after[0] > track.checked and len(lead.seqs) > slack:
+            # The first frame held comes far above the numbering start (a camera that joined
+            # mid-count without `firstSeq`, a counter set to 10^9): only the last `slack` numbers
+            # before it are asked for (a node that came up late still repairs its first minutes),
+            # the rest is on record as skipped.
+            skip_to = lead.to_seq - slack
+            track.alarmed.add(lead.from_seq, skip_to)
+            alarm = named_alarm(f"{self.name}:{CameraAnomaly.SEQ_JUMP.value}:{cam.hex()[:16]}:start-{lead.after[0]}",
+                                CameraAnomaly.SEQ_JUMP.value, cam, ip,
+                                f"first frame held is seq {lead.after[0]}; seqs {lead.from_seq}-{skip_to} not asked for",
+                                lead.from_seq, skip_to, None, lead.after[1])
+            if self.state.raise_alarm(alarm):
+                self.state.bump(ip, "seq_jumps")
+        prev = None
+        for cur in seen:
+            if prev is not None and cur[0] > track.checked:
+                anomaly = check_step(prev, cur, step_ms)
+                if anomaly is not None:
+                    detail = f"seq {prev[0]} at {prev[1]} ms, then seq {cur[0]} at {cur[1]} ms"
+                    skip_from = skip_to = None
+                    if anomaly is CameraAnomaly.SEQ_JUMP and prev[0] in holes_after:
+                        skip_from = prev[0] + 1 + plausible_lost(prev, cur, step_ms)
+                        skip_to = cur[0] - 1
+                        track.alarmed.add(skip_from, skip_to)
+                        detail += f"; seqs {skip_from}-{skip_to} not asked for"
+                    alarm = named_alarm(f"{self.name}:{anomaly.value}:{cam.hex()[:16]}:{prev[0]}-{cur[0]}", anomaly.value,
+                                        cam, ip, detail, skip_from, skip_to, prev[1], cur[1])
+                    if self.state.raise_alarm(alarm):
+                        self.state.bump(ip, anomaly.value.split(".", 1)[1] + "s")
+                        log.warning("camera anomaly", extra={"node": self.name, "camera": ip, "alarm": anomaly.value,
+                                                             "detail": detail})
+            prev = cur
+        if seen:
+            track.checked = max(track.checked, seen[-1][0])
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
@@ -311,5 +376,6 @@ class Node:
             "counters": counters,
             "openAlarms": self.state.open_alarm_count(),
             "cameras": {ip: "0x" + cid.hex() for cid, ip in self.state.cameras()},
+            "chain": self.producer.health.snapshot(),  # cached by the producer's checks: no RPC here
         }
 
