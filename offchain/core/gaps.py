@@ -54,7 +54,7 @@ class Hole:
         lo, hi = self.from_seq, self.to_seq
         rising = self.time_of(hi, step_ms) >= self.time_of(lo, step_ms)
 
-        def first(pred: Callable[[int], bool]) -> int:  # first seq in [lo, hi + 1) for which pred holds (pred monotone)
+        def first(pred: Callable[[float], bool]) -> int:  # first seq in [lo, hi + 1) for which pred holds (pred monotone)
             a, b = lo, hi + 1
             while a < b:
                 mid = (a + b) // 2
