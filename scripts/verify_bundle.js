@@ -123,6 +123,7 @@ const CODE_TABLE = {
   "gap.keyframe_lost": ["gap", "the declared gap lost a keyframe; following frames cannot be decoded until the next one"],
   "gap.substituted": ["gap", "the gap is filled with another camera's frames, shown separately and marked"],
   "range.uncovered": ["gap", "part of the range has no anchored block"],
+  "stream.unended": ["gap", "the camera's stream stopped without a signed end in this block; frames after its last one may be missing (declared, not hidden)"],
   // -- warning
   "block.disputed": ["warning", "at least one node disputed the block"],
   "store.block.corrupt": ["warning", "a store held a corrupt copy; an intact copy came from another store"],
@@ -864,6 +865,7 @@ function parseManifest(bytes) {
         substituteCamera: g.substituteCamera ? hex(unhex(g.substituteCamera)) : null })),
       substitutions: doc.substitutions.map(s => ({ cameraId: hex(unhex(s.cameraId)), frames: s.frames.map(frame) })),
       codec: parseCodec(doc),
+      streamEnd: typeof doc.streamEnd === 'string' ? doc.streamEnd : null,
     };
   } catch (e) { throw new Error(`malformed manifest: ${e.message}`); }
 }
@@ -1355,16 +1357,31 @@ function checkGaps(report, claim, index) {
       if (g.keyframeLost) report.add('gap.keyframe_lost', `seq ${g.fromSeq}-${g.toSeq} included a keyframe`, h);
       if (g.substituteCamera) report.add('gap.substituted', `seq ${g.fromSeq}-${g.toSeq} shown from camera ${g.substituteCamera}`, h);
     }
+    const m = index.trusted.get(h);
+    if (m.streamEnd === 'unended' && m.windowStartMs < claim.toMs && m.windowEndMs > claim.fromMs) {
+      report.add('stream.unended', 'the camera\'s stream stopped in this block without a signed end', h);
+    }
   }
+  declared.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
   const primaries = [...index.frames.values()].filter(fr => fr.primary).sort((a, b) => a.ref.seq - b.ref.seq);
   for (let i = 1; i < primaries.length; i++) {
     const a = primaries[i - 1], b = primaries[i];
     if (b.ref.seq === a.ref.seq + 1 || b.height - a.height > 1) continue;
     if (!(a.ref.timestampMs < claim.toMs && b.ref.timestampMs > claim.fromMs)) continue;
-    let covered = true;
-    for (let s = a.ref.seq + 1; s < b.ref.seq; s++) if (!declared.some(([lo, hi]) => lo <= s && s <= hi)) { covered = false; break; }
-    if (!covered) report.add('gap.undeclared', `seq ${a.ref.seq + 1}-${b.ref.seq - 1} missing without a declared gap`, b.height);
+    if (!coveredBy(a.ref.seq + 1, b.ref.seq - 1, declared)) report.add('gap.undeclared', `seq ${a.ref.seq + 1}-${b.ref.seq - 1} missing without a declared gap`, b.height);
   }
+}
+
+// Whether the sorted declared spans cover every seq of [lo, hi]: O(spans), not O(hole size).
+function coveredBy(lo, hi, spans) {
+  let cursor = lo;
+  for (const [a, b] of spans) {
+    if (b < cursor) continue;
+    if (a > cursor) return false;
+    cursor = b + 1;
+    if (cursor > hi) return true;
+  }
+  return cursor > hi;
 }
 
 // ------------------------------------------------------------------ the shell

@@ -30,6 +30,7 @@ from ..chain import reverts
 from ..chain.client import load_artifact
 from ..chain.health import ChainHealth, is_chain_fault
 from ..core.block import BlockHeader, FrameRef, Gap, Manifest, ManifestFormatError, build_block, proposer_for, window_of
+from ..core import wire
 from ..core.cid import cid_from_digest
 from ..core.gaps import Hole, find_holes, frame_step_ms
 from ..core.block import frames_tree
@@ -263,9 +264,10 @@ class Producer:
         codec = json.loads(row[1]) if row and row[1] else {}
         gaps = self._gaps(cam, start, end, frames, codec)
         gaps, substitutions = self._substitute(cam, gaps)
+        # The camera's signed hello behind the codec, and an unended stream declared, not hidden.
         block = build_block(camera_ip=info.ip, height=height + 1, prev_hash=prev_hash, window_start_ms=start,
                             window_end_ms=end, frames=frames, proposer=node.address, codec=codec, gaps=gaps,
-                            substitutions=substitutions)
+                            substitutions=substitutions, **node.manifest_extras(cam, start, end))
         await asyncio.to_thread(node.store.put, block.manifest_bytes)
         try:
             result = await asyncio.to_thread(node.ledger.anchor, block.header)
@@ -434,6 +436,10 @@ class Producer:
             return "manifest lists a sequence number twice", manifest
         if any(not header.window_start_ms <= f.timestamp_ms < header.window_end_ms for f in manifest.frames):
             return "manifest lists a frame outside the window", manifest
+        if manifest.codec_proof is not None and not any(
+                wire.verify_codec_proof(manifest.codec_proof, manifest.codec, key)
+                for key in node.registry.keys_for(header.camera_id, header.window_start_ms)):
+            return "the manifest's codec is not one the camera signed", manifest
         await asyncio.to_thread(node.store.put, raw)  # manifests stay in every node's store
         for f in manifest.frames:
             if not await self._hold(header.camera_id, info.ip, f):
