@@ -253,7 +253,12 @@ class Node:
             log.warning("packet rejected", extra={"node": self.name, "alarm": kind, "camera": ip, "reason": reason})
 
     async def watch_whitelist(self) -> None:
-        """Key rotations and revocations take effect within a tick, not at the next miss."""
+        """Key rotations and revocations take effect within a tick, not at the next miss. While
+        the chain is unusable (the producer's health check backs off) it waits too, instead of
+        logging one failure per tick."""
+        chain = self.producer.health.status
+        if chain.checked_at is not None and not chain.reachable:
+            return
         start = int(self.state.get_meta("whitelist_checkpoint") or self.deployment.record["contracts"]["Consortium"]["blockNumber"])
         self.state.set_meta("whitelist_checkpoint", str(await asyncio.to_thread(self.registry.watch, start)))
 
