@@ -18,10 +18,12 @@ Importable without pytest (the benchmark builds a longer ledger with the same co
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
+from offchain.camera.samples import sample_path
 from offchain.camera.sources import CodecConfig, EncodedFrame, FileSource
 from offchain.chain.client import Signer
 from offchain.chain.ledger import ConsortiumClient, VideoLedgerClient
@@ -204,3 +206,14 @@ def anchor_recording(w3, keys: Sequence[str], deployment, store: LocalStore, ip:
     for b in blocks:
         store.put(b.sealed.manifest_bytes)
     return blocks
+
+
+@contextmanager
+def evidence_ledger(devchain, w3, base_deployment, tmp_path_factory) -> Iterator[EvidenceLedger]:
+    """The shared evidence ledger (evidence_fixtures), reverted from the chain on exit."""
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
+    try:
+        yield build_evidence_ledger(w3, devchain.private_keys, base_deployment, tmp_path_factory.mktemp("ev") / "store",
+                                    vtest=sample_path("vtest"), bikes=sample_path("bikes"), rpc_url=devchain.rpc_url)
+    finally:
+        w3.provider.make_request("evm_revert", [snapshot])

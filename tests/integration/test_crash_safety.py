@@ -15,37 +15,22 @@ import asyncio
 import os
 import random
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from cluster_fixtures import one_camera_cluster
 from eth_account import Account
 
 from offchain.camera.agent import CameraAgent
 from offchain.camera.samples import sample_path
 from offchain.camera.sources import FileSource
 from offchain.core.block import camera_id
-from offchain.node.cluster import Cluster
 
 pytestmark = pytest.mark.slow
 
 WINDOW = 10_000
 SETTINGS = {"window_ms": WINDOW, "missing_wait_ms": 800, "repair_deadline_ms": 4000, "idle_close_ms": 2000,
             "proposer_timeout_ms": 4000, "store_fsync": "file"}
-
-
-@contextmanager
-def cluster_with_camera(tmp_path, ip: str):
-    cluster = Cluster(tmp_path, settings=SETTINGS)
-    try:
-        cluster.start_chain()
-        key = cluster.register_camera(ip, 1, b"crash")
-        cluster.seal_genesis()
-        cluster.configure_nodes()
-        cluster.start_nodes()
-        yield cluster, key
-    finally:
-        cluster.stop()
 
 
 def frames_of(cluster, node, ip) -> set[tuple[int, str]]:
@@ -81,7 +66,7 @@ def wait_all_final(cluster, ip: str, windows: int, timeout: float) -> list:
 def run_seeded_kills(tmp_path, seed: int, kills_streaming: int, kills_after: int, seconds: int) -> None:
     rng = random.Random(seed)
     ip = f"10.0.7.{seed % 250 + 1}"
-    with cluster_with_camera(tmp_path, ip) as (cluster, key):
+    with one_camera_cluster(tmp_path, ip, owner=1, settings=SETTINGS) as (cluster, key):
         now = int(time.time() * 1000)
         t0 = now - now % WINDOW - 120_000
         accepted = {n.name: set() for n in cluster.nodes}

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from evidence_fixtures import CAM_A, CAM_B, GAP_SEQS, SUB_SEQS, build_evidence_ledger
-from offchain.camera.samples import sample_path
+from evidence_fixtures import CAM_A, CAM_B, GAP_SEQS, SUB_SEQS
 from offchain.core.block import FrameRef, build_block, camera_id
 from offchain.core.cid import cid_from_digest
 from offchain.evidence.bundle import ChainReader, verify_bundle
@@ -43,16 +42,6 @@ JS_VERIFIER = REPO_ROOT / "scripts" / "verify_bundle.js"
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture(scope="module")
-def ev(devchain, w3, base_deployment, tmp_path_factory):
-    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
-    try:
-        yield build_evidence_ledger(w3, devchain.private_keys, base_deployment, tmp_path_factory.mktemp("ev") / "store",
-                                    vtest=sample_path("vtest"), bikes=sample_path("bikes"), rpc_url=devchain.rpc_url)
-    finally:
-        w3.provider.make_request("evm_revert", [snapshot])
 
 
 def run_extract(ev, out: Path, cam: str, a: int, b: int, stores=None, ledger=None, **kw):

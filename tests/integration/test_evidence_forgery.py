@@ -20,7 +20,7 @@ import av
 import numpy as np
 import pytest
 
-from evidence_fixtures import CAM_A, T0, anchor_recording, build_evidence_ledger
+from evidence_fixtures import CAM_A, T0, anchor_recording, build_evidence_ledger, evidence_ledger
 from offchain.camera.samples import sample_path, synthetic_stream
 from offchain.camera.sources import FileSource
 from offchain.chain.deployer import deploy
@@ -43,11 +43,8 @@ CAM_AVI, CAM_MJPEG, CAM_LONG, CAM_444, CAM_UNENDED = "10.9.1.1", "10.9.1.2", "10
 
 @pytest.fixture(scope="module")
 def ev(devchain, w3, base_deployment, tmp_path_factory):
-    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
-    try:
-        ledger = build_evidence_ledger(w3, devchain.private_keys, base_deployment,
-                                       tmp_path_factory.mktemp("ev") / "store", vtest=sample_path("vtest"),
-                                       bikes=sample_path("bikes"), rpc_url=devchain.rpc_url)
+    """The shared evidence ledger plus the cameras of this module (see the module docstring)."""
+    with evidence_ledger(devchain, w3, base_deployment, tmp_path_factory) as ledger:
         store = ledger.store()
         media = tmp_path_factory.mktemp("media")
         sources = {
@@ -64,8 +61,6 @@ def ev(devchain, w3, base_deployment, tmp_path_factory):
                              unended=ip == CAM_UNENDED)
         store.close()
         yield ledger
-    finally:
-        w3.provider.make_request("evm_revert", [snapshot])
 
 
 def run_extract(ev, out: Path, cam: str, a: int, b: int, **kw):

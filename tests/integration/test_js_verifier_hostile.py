@@ -41,16 +41,6 @@ RSS_BOUND_KIB = 256 * 1024
 # --------------------------------------------------------------------------- fixtures and helpers
 
 
-@pytest.fixture(scope="module")
-def ev(devchain, w3, base_deployment, tmp_path_factory):
-    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
-    try:
-        yield build_evidence_ledger(w3, devchain.private_keys, base_deployment, tmp_path_factory.mktemp("ev") / "store",
-                                    vtest=sample_path("vtest"), bikes=sample_path("bikes"), rpc_url=devchain.rpc_url)
-    finally:
-        w3.provider.make_request("evm_revert", [snapshot])
-
-
 def _extract(ledger, cam: str, a: int, b: int, out: Path) -> Path:
     from offchain.evidence.extract import extract
     res = extract(cam, ledger.ms(a), ledger.ms(b), ledger.reader, [ledger.store()], out)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import contextmanager
 
 import pytest
+from cluster_fixtures import one_camera_cluster
 
 from offchain.camera.agent import CameraAgent
 from offchain.camera.samples import sample_path
@@ -17,26 +17,10 @@ from offchain.camera.sources import FileSource
 from offchain.core.block import FRAME_LEAF_ENCODING, Manifest, camera_id
 from offchain.core.cid import cid_from_digest
 from offchain.core.merkle import StandardMerkleTree
-from offchain.node.cluster import Cluster
 from offchain.node.scenario import Scenario, ScenarioRun
 from offchain.store.local import LocalStore
 
 WINDOW = 20_000
-
-
-@contextmanager
-def one_camera_cluster(tmp_path, ip: str, owner: int, settings: dict):
-    """Anvil, the contracts, one whitelisted camera and three node processes; stopped on exit."""
-    cluster = Cluster(tmp_path, settings=settings)
-    try:
-        cluster.start_chain()
-        key = cluster.register_camera(ip, owner, b"g")
-        cluster.seal_genesis()
-        cluster.configure_nodes()
-        cluster.start_nodes()
-        yield cluster, key
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")
