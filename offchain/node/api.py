@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 MAX_SEQ = 2**62
 MAX_MS = 2**63
+MAX_HOLDINGS = 100_000  # frames listed by one holdings answer (a 60 s window at 25 fps is 1,500)
 Seq = Annotated[int, Field(ge=0, lt=MAX_SEQ)]
 OCTETS = {200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
@@ -197,6 +198,17 @@ def _peer_routes(app: FastAPI, node: "Node") -> None:
             raise ProblemError(ProblemType.FRAME_NOT_HELD, f"frame bytes unavailable: {type(exc).__name__}") from exc
         return Response(node.repairer.packet_bytes(info.ip, frame, payload), media_type="application/octet-stream",
                         headers={"X-FrameLedger-Node-Name": node.name})
+
+    @app.get("/peer/v1/holdings/{camera}")
+    async def peer_holdings(camera: Annotated[str, Path(max_length=100)],
+                            from_ms: Annotated[int, Query(ge=0, lt=MAX_MS)],
+                            to_ms: Annotated[int, Query(ge=0, lt=MAX_MS)]) -> dict[str, Any]:
+        """What this node holds of a camera's window [from_ms, to_ms): (seq, sha256) pairs, so a
+        proposer can fetch what it lacks before sealing (at most one window's worth)."""
+        if to_ms - from_ms > node.config.window_ms or to_ms < from_ms:
+            raise ProblemError(ProblemType.PARAMS_INVALID, f"a holdings query spans at most one window ({node.config.window_ms} ms)")
+        rows = node.state.frames_in(_camera(camera), from_ms, to_ms)[:MAX_HOLDINGS]
+        return {"frames": [[f.ref.seq, f.ref.sha256.hex()] for f in rows]}
 
     @app.get("/peer/v1/blocks/{cid}", response_class=Response, responses=OCTETS)
     async def peer_block(cid: Annotated[str, Path(max_length=200)]) -> Response:

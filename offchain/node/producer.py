@@ -50,6 +50,7 @@ _LINK_OR_TIME = {"BrokenChainLink": "chain.link_broken", "TimeNotContinuous": "c
 _WINDOW_REFUSED = {"WindowInFuture": "camera.clock_ahead", "WindowTooLong": "chain.window_refused",
                    "InvalidWindow": "chain.window_refused"}
 MAX_WINDOWS_PER_TICK = 256  # windows one camera's sealing pass visits per tick (each holds frames or alarms)
+MAX_PULL_PER_WINDOW = 20_000  # frames a proposer fetches from one peer before sealing one window
 
 
 class Producer:
@@ -178,6 +179,7 @@ class Producer:
             if proposer != node.address:
                 pending += 1
                 break  # the proposer's turn; later windows wait in the orphan pool
+            frames = await self._pull_from_peers(cam, info.ip, start, end, frames)
             await self._propose(cam, info, start, end, height, prev_hash, frames)
             break  # one block per camera per tick: the next needs the new tip
         self.waiting[cam] = pending
@@ -256,6 +258,39 @@ class Producer:
             lost_key = node.state.keyframe_lost_between(cam, mine[0], mine[-1])
             gaps.append(Gap(mine[0], mine[-1], first_ms, max(min(to_ms, end), first_ms + 1), lost_key))
         return gaps
+
+    async def _pull_from_peers(self, cam: bytes, ip: str, start: int, end: int, frames: list[FrameRef]) -> list[FrameRef]:
+        """Before sealing, learn what the peers hold of this window and fetch what this node lacks
+        (re-verified like any repair), so no block omits a frame a peer holds: a lost tail has no
+        later frame to reveal it as a hole. Bounded by one window's frames and the HTTP timeout."""
+        node = self.node
+        mine = {f.seq for f in frames}
+        pulled = 0
+        for peer in node.config.peers:
+            try:
+                r = await node.http.get(f"{peer.rstrip('/')}/peer/v1/holdings/0x{cam.hex()}",
+                                        params={"from_ms": start, "to_ms": end})
+                listed = r.json().get("frames", []) if r.status_code == 200 else []
+            except (httpx.HTTPError, ValueError, AttributeError):
+                continue
+            for entry in listed[:MAX_PULL_PER_WINDOW]:
+                if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int)) or entry[0] in mine:
+                    continue
+                try:
+                    got = await node.http.get(f"{peer.rstrip('/')}/peer/v1/frames/0x{cam.hex()}/{entry[0]}")
+                except httpx.HTTPError:
+                    continue
+                name = got.headers.get("X-FrameLedger-Node-Name", peer)
+                if got.status_code == 200 and await node.accept_packet(
+                        got.content, source=f"repair:{name}", expect_camera=cam) == "accepted":
+                    node.state.record_repair(cam, ip, entry[0], name, None)  # I8: on record like any repair
+                    mine.add(entry[0])
+                    pulled += 1
+        if not pulled:
+            return frames
+        log.info("pulled frames from peers before sealing", extra={"node": node.name, "camera": ip, "window": start,
+                                                                    "frames": pulled})
+        return [f.ref for f in node.state.frames_in(cam, start, end)]
 
     async def _propose(self, cam: bytes, info, start: int, end: int, height: int, prev_hash: bytes,
                        frames: list[FrameRef]) -> None:

@@ -1,0 +1,57 @@
+"""No block omits a frame a peer holds (issue 8, item 4): the proposer of a window lacks its tail
+(the camera's last frames reached the other nodes only). A lost tail has no later frame to show
+it as a hole, so only asking the peers before sealing can find it; without that the block is
+sealed short and the peers dispute it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from cluster_fixtures import one_camera_cluster
+from eth_account import Account
+from ingest_client import IngestClient
+
+from offchain.core import packet as pk
+from offchain.core.block import camera_id, proposer_for
+
+pytestmark = pytest.mark.slow
+
+IP = "10.9.4.1"
+WINDOW = 10_000
+SETTINGS = {"window_ms": WINDOW, "missing_wait_ms": 800, "repair_deadline_ms": 3000, "idle_close_ms": 2000,
+            "proposer_timeout_ms": 30_000, "store_fsync": "none"}
+
+
+def _send(node, key, packets) -> None:
+    c = IngestClient(node.ingest)
+    c.hello(key, IP)
+    for p in packets:
+        c.send(p)
+    c.wait_ack(max(pk.decode_packet(p).seq for p in packets))
+    c.close()
+
+
+def test_the_proposer_fetches_the_tail_its_peers_hold_before_sealing(tmp_path):
+    with one_camera_cluster(tmp_path, IP, owner=1, settings=SETTINGS) as (cluster, key):
+        now = int(time.time() * 1000)
+        t0 = now - now % WINDOW - 60_000
+        packets = [pk.encode_packet(key, IP, seq, t0 + 100 * seq, seq % 10 == 0, bytes([seq]) * 500) for seq in range(100)]
+        address = {Account.from_key(Path(n.config.private_key_file).read_text().strip()).address: n for n in cluster.nodes}
+        proposer = address[proposer_for(camera_id(IP), t0, cluster.consortium().nodes(), 0)]
+        for node in cluster.nodes:
+            _send(node, key, packets if node is not proposer else packets[:60])  # the proposer lacks 60-99
+        ledger, deadline = cluster.ledger(0), time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if ledger.chain_length(camera_id(IP)) >= 1:
+                rec = ledger.block_at(camera_id(IP), 1)
+                if rec.attestations == 3 or rec.disputes:
+                    break
+            time.sleep(0.5)
+        rec = ledger.block_at(camera_id(IP), 1)
+        assert rec.header.frame_count == 100, f"sealed {rec.header.frame_count} of 100 frames"
+        assert (rec.attestations, rec.disputes, rec.finalized) == (3, 0, True)
+        held = {f["seq"] for f in cluster.api(proposer, f"/api/v1/frames/{IP}")}
+        assert held == set(range(100))
+        assert {r["seq"] for r in cluster.api(proposer, "/api/v1/repairs")} >= set(range(60, 100))
