@@ -45,6 +45,66 @@ def load_plan(path: Path | None = None) -> dict[str, Any]:
     return json.loads(Path(path or DEFAULT_PLAN).read_text())
 
 
+def deploy_contracts(
+    w3: Web3,
+    founder_key: str,
+    plan: dict[str, Any] | None = None,
+    out_dir: Path | None = DEPLOYMENTS_DIR,
+    plan_name: str = "chain/consortium.json",
+) -> Deployment:
+    """Deploy Consortium and VideoLedger with the founder's key alone and set the plan's admission
+    threshold: what one party can do by itself. Members, nodes and the quorum then follow with the
+    members' own keys (`frameledger member`, `node add`, `quorum set`)."""
+    plan = plan or load_plan()
+    founder = Signer(w3, founder_key)
+    consortium_contract, tx_c, ledger_contract, tx_l, gas = _deploy_pair(founder, plan)
+    threshold = int(plan.get("admissionThreshold", 1))
+    if threshold != 1:
+        ConsortiumClient(founder, consortium_contract.address).set_admission_threshold(threshold)
+    members = [{"address": founder.address, "role": "Authority", "name": plan["founderName"]}]
+    record = _record(w3, founder, (consortium_contract, tx_c), (ledger_contract, tx_l), plan_name, members, [], 1, gas)
+    return _write(record, out_dir)
+
+
+def _deploy_pair(founder: Signer, plan: dict[str, Any]) -> tuple[Any, Any, Any, Any, dict[str, int]]:
+    consortium_contract, tx_c = founder.deploy("Consortium", founder.address, plan["founderName"])
+    ledger_contract, tx_l = founder.deploy("VideoLedger", consortium_contract.address)
+    gas = {"deploy Consortium": tx_c.gas_used, "deploy VideoLedger": tx_l.gas_used}
+    return consortium_contract, tx_c, ledger_contract, tx_l, gas
+
+
+def _record(w3: Web3, founder: Signer, consortium: tuple[Any, Any], ledger: tuple[Any, Any], plan_name: str,
+            members: list[dict[str, Any]], nodes: list[dict[str, Any]], quorum: int, gas: dict[str, int]) -> dict[str, Any]:
+    art = load_artifact("Consortium")
+    (consortium_contract, tx_c), (ledger_contract, tx_l) = consortium, ledger
+    return {
+        "chainId": w3.eth.chain_id,
+        "deployer": founder.address,
+        "deployedAt": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tool": "frameledger",
+        "contracts": {
+            "Consortium": {"address": consortium_contract.address, "txHash": tx_c.tx_hash, "blockNumber": tx_c.block_number},
+            "VideoLedger": {"address": ledger_contract.address, "txHash": tx_l.tx_hash, "blockNumber": tx_l.block_number},
+        },
+        "compiler": {"version": art["compiler"]["version"], "evmVersion": art["compiler"]["settings"]["evmVersion"]},
+        "plan": plan_name,
+        "members": members,
+        "nodes": nodes,
+        "quorum": quorum,
+        "gas": gas,
+    }
+
+
+def _write(record: dict[str, Any], out_dir: Path | None) -> Deployment:
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"{record['chainId']}.json").write_text(json.dumps(record, indent=2) + "\n")
+    c = record["contracts"]
+    log.info("deployed", extra={"consortium": c["Consortium"]["address"], "ledger": c["VideoLedger"]["address"]})
+    return Deployment(record["chainId"], c["Consortium"]["address"], c["VideoLedger"]["address"], record)
+
+
 def deploy(
     w3: Web3,
     private_keys: list[str],
@@ -57,12 +117,7 @@ def deploy(
     plan = plan or load_plan()
     signers = [Signer(w3, k) for k in private_keys]
     founder = signers[0]
-    gas: dict[str, int] = {}
-
-    consortium_contract, tx_c = founder.deploy("Consortium", founder.address, plan["founderName"])
-    gas["deploy Consortium"] = tx_c.gas_used
-    ledger_contract, tx_l = founder.deploy("VideoLedger", consortium_contract.address)
-    gas["deploy VideoLedger"] = tx_l.gas_used
+    consortium_contract, tx_c, ledger_contract, tx_l, gas = _deploy_pair(founder, plan)
     consortium = ConsortiumClient(founder, consortium_contract.address)
 
     threshold = int(plan.get("admissionThreshold", 1))
@@ -84,27 +139,5 @@ def deploy(
     quorum = int(plan.get("quorum", 1))
     if quorum != 1:
         consortium.set_quorum(quorum)
-
-    art = load_artifact("Consortium")
-    record = {
-        "chainId": w3.eth.chain_id,
-        "deployer": founder.address,
-        "deployedAt": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "tool": "frameledger",
-        "contracts": {
-            "Consortium": {"address": consortium_contract.address, "txHash": tx_c.tx_hash, "blockNumber": tx_c.block_number},
-            "VideoLedger": {"address": ledger_contract.address, "txHash": tx_l.tx_hash, "blockNumber": tx_l.block_number},
-        },
-        "compiler": {"version": art["compiler"]["version"], "evmVersion": art["compiler"]["settings"]["evmVersion"]},
-        "plan": plan_name,
-        "members": members,
-        "nodes": nodes,
-        "quorum": quorum,
-        "gas": gas,
-    }
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"{record['chainId']}.json").write_text(json.dumps(record, indent=2) + "\n")
-    log.info("deployed", extra={"consortium": consortium_contract.address, "ledger": ledger_contract.address})
-    return Deployment(record["chainId"], consortium_contract.address, ledger_contract.address, record)
+    record = _record(w3, founder, (consortium_contract, tx_c), (ledger_contract, tx_l), plan_name, members, nodes, quorum, gas)
+    return _write(record, out_dir)
