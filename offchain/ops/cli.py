@@ -556,6 +556,8 @@ def add_camera_admin_commands(camera_sub: Any) -> None:
 def _genesis_table(d: dict[str, Any]) -> str:
     if not d["sealed"]:
         return f"genesis not sealed; {len(d['cameras'])} camera(s) registered: {', '.join(d['cameras']) or '-'}"
+    if d.get("hidden"):
+        return "genesis sealed; its hash is shown to members and nodes only: pass --as ADDRESS|KEYSTORE"
     return render_table(["genesis hash", "sealed at", "cameras"], [[d["hash"], _ms(d["timestamp"] * 1000), len(d["cameras"])]])
 
 
