@@ -642,9 +642,28 @@ def add_ops_commands(sub: Any, node_parser: argparse.ArgumentParser, camera_pars
     add_node_commands(node_parser)
     add_quorum_commands(sub)
     add_camera_admin_commands(_subparsers_of(camera_parser))
+    add_camera_wait_command(_subparsers_of(camera_parser))
     add_genesis_commands(sub)
     add_status_command(sub)
 
 
 def _subparsers_of(parser: argparse.ArgumentParser) -> Any:
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+
+
+@guarded
+def cmd_camera_wait(args: argparse.Namespace) -> int:
+    from .status import wait_final
+
+    block = wait_final(_reading_session(args), args.camera, args.until, args.timeout)
+    return emit(args, block, lambda b: f"camera {args.camera}: block #{b['height']} final "
+                                       f"({b['attestations']} attestations), window ends {_ms(b['windowEndMs'])}")
+
+
+def add_camera_wait_command(camera_sub: Any) -> None:
+    wt = camera_sub.add_parser("wait", help="wait until a camera's blocks are final up to a capture time")
+    wt.add_argument("camera", metavar="IP|0xID")
+    wt.add_argument("--until", required=True, type=int, metavar="MS", help="capture time, epoch ms")
+    wt.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
+    add_chain_args(wt)
+    wt.set_defaults(func=cmd_camera_wait)

@@ -97,3 +97,24 @@ def _problems(nodes: list[dict], cameras: list[dict], unknown: list[str], quorum
     out += [f"camera {c['ip']} block {c['lastBlock']['height']} has disputes" for c in cameras
             if c["lastBlock"] and c["lastBlock"]["disputes"]]
     return out
+
+
+def wait_final(s: Session, camera_ref_text: str, until_ms: int, timeout: float) -> dict[str, Any]:
+    """Poll until the camera's newest anchored block is final and its window reaches ``until_ms``
+    (every block up to it then carries the quorum's attestations too: the chain takes them in
+    order). The block, as `_last_block` describes it."""
+    from .admin import camera_id
+
+    if not 0 < timeout <= 3600:
+        raise OpsError("--timeout must be in (0, 3600] seconds")
+    cid = camera_id(camera_ref_text)
+    deadline = time.monotonic() + timeout
+    while True:
+        last = _last_block(s, cid, s.ledger.chain_length(cid))
+        if last and last["finalized"] and last["windowEndMs"] >= until_ms:
+            return last
+        if time.monotonic() > deadline:
+            state = "no block yet" if not last else (f"newest block #{last['height']} ends {last['windowEndMs']}"
+                                                      f"{'' if last['finalized'] else ', not final'}")
+            raise OpsError(f"camera {camera_ref_text}: no final block reaching {until_ms} within {timeout:g} s ({state})")
+        time.sleep(0.5)
