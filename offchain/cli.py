@@ -26,7 +26,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_node(args: argparse.Namespace) -> int:
     """Run a node; bad configuration or an unusable environment is one line, not a traceback."""
     from .chain.reverts import ContractRevert
-    from .node.config import ConfigError
+    from .node.config import ConfigError, NodeConfig
     from .node.main import run
 
     if not args.config:
@@ -34,6 +34,7 @@ def cmd_node(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
+        NodeConfig.load(args.config).key()  # the usual mistakes, before any port or thread exists
         return run(args.config)
     except (ConfigError, ContractRevert, ConnectionError) as exc:
         print(f"error: node: {exc}", file=sys.stderr)
