@@ -34,7 +34,7 @@ def cmd_node(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        NodeConfig.load(args.config).key()  # the usual mistakes, before any port or thread exists
+        NodeConfig.load(args.config)  # the usual mistakes, before any port or thread exists
         return run(args.config)
     except (ConfigError, ContractRevert, ConnectionError) as exc:
         print(f"error: node: {exc}", file=sys.stderr)

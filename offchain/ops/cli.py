@@ -31,6 +31,7 @@ def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
     def run(args: argparse.Namespace) -> int:
         from web3.exceptions import TimeExhausted, Web3Exception
 
+        from ..camera.keystore import KeystoreError
         from ..chain.keyfile import KeyfileError
         from ..chain.reverts import ContractRevert
         from ..node.config import ConfigError
@@ -40,7 +41,7 @@ def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
         except ContractRevert as exc:
             print(f"error: the chain refused: {exc}", file=sys.stderr)
             return EXIT_REFUSED
-        except (OpsError, KeyfileError, ConfigError) as exc:
+        except (OpsError, KeyfileError, KeystoreError, ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
         except (ConnectionError, TimeExhausted) as exc:
             print(f"error: chain: {exc}", file=sys.stderr)
@@ -645,6 +646,7 @@ def add_ops_commands(sub: Any, node_parser: argparse.ArgumentParser, camera_pars
     add_camera_wait_command(_subparsers_of(camera_parser))
     add_genesis_commands(sub)
     add_status_command(sub)
+    add_up_command(sub)
 
 
 def _subparsers_of(parser: argparse.ArgumentParser) -> Any:
@@ -667,3 +669,54 @@ def add_camera_wait_command(camera_sub: Any) -> None:
     wt.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
     add_chain_args(wt)
     wt.set_defaults(func=cmd_camera_wait)
+
+
+# ----------------------------------------------------------------------- up
+@guarded
+def cmd_up(args: argparse.Namespace) -> int:
+    from .session import open_session
+    from .site import load_site, run_site
+    from .status import gather
+
+    site = load_site(Path(args.site))
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    def report(info: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps({"up": info}), flush=True)
+            return
+        print(render_table(["node", "api", "camera ingest"], [[n["name"], n["api"], n["ingest"]] for n in info["nodes"]],
+                           title=f"consortium up: chain {info['rpc']}, deployment {info['deployment']}"), flush=True)
+        print(f"cameras: {', '.join(c['ip'] + ' <- ' + c['source'] for c in info['cameras']) or 'none'}; "
+              "Ctrl-C stops everything", flush=True)
+
+    def status(deployment: str, apis: list[str]) -> None:
+        data = gather(open_session(site_rpc[0], deployment), apis)
+        print(json.dumps({"status": data}, default=str) if args.json else "\n" + _status_table(data), flush=True)
+
+    site_rpc: list[str] = []
+
+    def report_and_remember(info: dict[str, Any]) -> None:
+        site_rpc.append(info["rpc"])
+        report(info)
+
+    return run_site(site, say, report_and_remember, status)
+
+
+def add_up_command(sub: Any) -> None:
+    up = sub.add_parser("up", help="a whole local consortium from one SITE.toml: chain, deployment, nodes, cameras",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Runs in the foreground until Ctrl-C / SIGTERM; again on the same directory it "
+                                    "resumes. SITE.toml:\n\n" + _site_doc())
+    up.add_argument("site", metavar="SITE.toml")
+    up.add_argument("--json", action="store_true", help="print the ready line and status as JSON lines")
+    up.set_defaults(func=cmd_up)
+
+
+def _site_doc() -> str:
+    from . import site
+
+    doc = site.__doc__ or ""
+    return doc[doc.index("    dir ="):] if "    dir =" in doc else doc
