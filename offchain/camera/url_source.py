@@ -44,6 +44,48 @@ def _redact(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+HTTP_PROBE_BYTES = 64 * 1024
+
+
+def _top_level_atoms(head: bytes) -> list[str]:
+    """The names of the MP4 top-level boxes that start within ``head``."""
+    names, offset = [], 0
+    while offset + 8 <= len(head):
+        size = int.from_bytes(head[offset:offset + 4], "big")
+        names.append(head[offset + 4:offset + 8].decode("latin-1"))
+        if size == 1 and offset + 16 <= len(head):
+            size = int.from_bytes(head[offset + 8:offset + 16], "big")
+        if size < 8:
+            break
+        offset += size
+    return names
+
+
+def _http_mp4_hint(url: str) -> str | None:
+    """Why an HTTP recording could not be streamed, when the reason is the usual one: an MP4 whose
+    index (the moov box) comes after the media (mdat) from a server that ignores range requests,
+    so the demuxer cannot jump to the index. Reads at most the first 64 KiB."""
+    import httpx
+
+    try:
+        with httpx.stream("GET", url, headers={"Range": f"bytes=0-{HTTP_PROBE_BYTES - 1}"}, timeout=5) as r:
+            ranged = r.status_code == 206
+            head = b""
+            for chunk in r.iter_bytes():
+                head += chunk
+                if len(head) >= HTTP_PROBE_BYTES:
+                    break
+    except httpx.HTTPError:
+        return None
+    atoms = _top_level_atoms(head[:HTTP_PROBE_BYTES])
+    if "mdat" in atoms and "moov" not in atoms[: atoms.index("mdat")]:
+        return ("the MP4's index (moov box) comes after its media (mdat)"
+                + ("" if ranged else " and the server does not answer range requests")
+                + ", so it cannot be streamed: serve it with HTTP range support, or move the index to the front "
+                  "(ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4)")
+    return None
+
+
 class UrlSource:
     """Streams a camera or a served recording as `EncodedFrame`s, like `FileSource`."""
 
@@ -128,8 +170,9 @@ class UrlSource:
                 try:
                     yield from encoded_frames(container, stream, self.start_ms, offset_ticks, run, rebase=self.rebase)
                 except av.FFmpegError as exc:
-                    if not self.loop:
-                        raise SourceError(f"{_redact(self.url)}: stream failed: {exc}") from exc
+                    if not self.loop or run.first_ticks is None:
+                        hint = _http_mp4_hint(self.url) if not self.rebase else None
+                        raise SourceError(f"{_redact(self.url)}: stream failed: {hint or exc}") from exc
                     log.warning("url source broke; re-opening", extra={"url": _redact(self.url), "error": str(exc)})
             finally:
                 container.close()
