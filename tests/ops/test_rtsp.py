@@ -1,0 +1,139 @@
+"""A real RTSP camera: GStreamer's RTSP server, started here on loopback, streams a sample clip
+(the file's own H.264 packets over RTP/TCP); `UrlSource` takes it frame by frame. RTSP's first
+packet reaches PyAV without timestamps; it must still come out first, as a keyframe, timed one
+frame before the next, and every frame must carry exactly the file's coded slices.
+
+The server needs Debian packages; `make rtsp-deps` installs them on first use (as the project
+fetches its other parts on first use)."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import signal
+import threading
+import subprocess
+
+import av
+import pytest
+
+from offchain.camera.samples import sample_path
+from offchain.camera.sources import SourceError, _presentation_order
+from offchain.camera.url_source import UrlSource
+from offchain.paths import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+HAVE_GST = [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"]
+
+
+@pytest.fixture(scope="module")
+def rtsp_url():
+    clip = sample_path("vtest")  # H.264 in MP4
+    if subprocess.run(HAVE_GST, capture_output=True).returncode != 0:
+        make = subprocess.run(["make", "-C", str(REPO_ROOT), "rtsp-deps"], capture_output=True, text=True, timeout=900)
+        assert make.returncode == 0, f"make rtsp-deps failed:\n{make.stdout[-2000:]}\n{make.stderr[-2000:]}"
+    server = subprocess.Popen([SYSTEM_PYTHON, str(REPO_ROOT / "scripts" / "rtsp_server.py"), "--file", str(clip)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("READY "), f"rtsp server: {line!r} {server.stderr.read() if server.poll() is not None else ''}"
+        yield line.split()[1], clip
+    finally:
+        os.kill(server.pid, signal.SIGTERM)  # ours, by PID
+        server.wait(timeout=10)
+
+
+def _vcl_nals(data: bytes, annex_b: bool) -> list[bytes]:
+    """The coded-slice NAL units (types 1-5) of one access unit, in order."""
+    nals: list[bytes] = []
+    if annex_b:
+        parts = data.replace(b"\x00\x00\x00\x01", b"\x00\x00\x01").split(b"\x00\x00\x01")
+        nals = [p.rstrip(b"\x00") if i < len(parts) - 1 else p for i, p in enumerate(parts) if p]
+    else:
+        i = 0
+        while i + 4 <= len(data):
+            n = int.from_bytes(data[i:i + 4], "big")
+            nals.append(data[i + 4:i + 4 + n])
+            i += 4 + n
+    return [n for n in nals if n and 1 <= (n[0] & 0x1F) <= 5]
+
+
+def test_rtsp_camera_frames_are_the_files_slices(rtsp_url):
+    url, clip = rtsp_url
+    source = UrlSource(url, start_ms=1_000_000)
+    frames = []
+    for frame in source.frames():
+        frames.append(frame)
+        if len(frames) == 40:
+            break
+    source.close()
+    assert source.codec.codec == "h264"
+    assert [f.seq for f in frames] == list(range(40))
+    assert frames[0].keyframe and frames[0].timestamp_ms == 1_000_000  # the untimed first packet, first
+    steps = {b.timestamp_ms - a.timestamp_ms for a, b in zip(frames, frames[1:])}
+    assert steps == {100}, steps  # 10 fps: RTP's 90 kHz clock, and one interpolated frame before it
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        originals = [bytes(p) for p, _ in zip((p for p in container.demux(stream) if p.size), range(40))]
+    assert len(originals) == 40 and all(_vcl_nals(o, annex_b=False) for o in originals)
+    for frame, original in zip(frames, originals):
+        assert _vcl_nals(frame.data, annex_b=True) == _vcl_nals(original, annex_b=False), f"frame {frame.seq}"
+
+
+class _Packet:
+    def __init__(self, pts, dts, data=b"x", key=False):
+        self.pts, self.dts, self.duration, self.is_keyframe, self._data = pts, dts, 0, key, data
+        self.size = len(data)
+
+    def __bytes__(self) -> bytes:
+        return self._data
+
+
+class _Container:
+    def __init__(self, packets):
+        self.packets = packets
+
+    def demux(self, stream):
+        return iter(self.packets)
+
+
+def test_untimed_packets_are_interpolated_on_live_streams_and_refused_in_files():
+    packets = [_Packet(None, None, b"a", True), _Packet(None, None, b"b"), _Packet(30, 30, b"c"),
+               _Packet(None, None, b"d"), _Packet(50, 50, b"e")]
+    out = list(_presentation_order(_Container(packets), None, default_duration=10, fill_missing=True))
+    assert [(pts, dts, data) for pts, dts, _, _, data in out] == [
+        (10, 10, b"a"), (20, 20, b"b"), (30, 30, b"c"), (40, 40, b"d"), (50, 50, b"e")]
+    assert out[0][3] is True
+    with pytest.raises(SourceError, match="not live"):
+        list(_presentation_order(_Container(packets), None, default_duration=10))
+    with pytest.raises(SourceError, match="before any packet carried a timestamp"):
+        list(_presentation_order(_Container([_Packet(None, None)]), None, default_duration=10, fill_missing=True))
+
+
+def test_http_mp4_with_its_index_at_the_end_is_named(tmp_path):
+    """Python's http.server ignores range requests, as many simple servers do."""
+    with av.open(str(sample_path("vtest"))) as src:
+        stream = src.streams.video[0]
+        with av.open(str(tmp_path / "moov-last.mp4"), "w") as out:  # the muxer's default: index last
+            track = out.add_stream_from_template(stream)
+            for packet, _ in zip((p for p in src.demux(stream) if p.size), range(50)):
+                packet.stream = track
+                out.mux(packet)
+    handler = functools.partial(_QuietHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(SourceError, match="index .moov box. comes after its media") as err:
+            list(UrlSource(f"http://127.0.0.1:{server.server_port}/moov-last.mp4").frames())
+        assert "faststart" in str(err.value) and "range requests" in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
