@@ -9,6 +9,15 @@ derives them from RTP clocks), so for live schemes (rtsp, rtsps, rtmp, udp, rtp,
 stream is *rebased*: the first packet's decode time becomes 0. For http(s) recordings the pts
 are kept as they are, exactly like `FileSource` on the same file. ``rebase`` overrides this.
 
+Capture time on live streams comes from the agent's clock: ``start_ms`` (default: when the agent
+starts) is the first packet's time, and the stream's own clock (RTP's 90 kHz for RTSP) spaces the
+rest. A packet without timestamps (RTSP's first packet reaches PyAV with pts = dts = None) is kept
+and timed by interpolation at the frame rate (see `sources._presentation_order`). RTCP sender
+reports are not read: FFmpeg does not expose them through PyAV.
+
+An HTTP recording that cannot be streamed because its MP4 index comes last and the server ignores
+range requests is named as such (`_http_mp4_hint`).
+
 When a live stream ends or breaks, iteration ends (``loop=True`` re-opens the URL and continues
 the timeline and the sequence numbers, which for a live camera means "reconnect").
 """
