@@ -249,6 +249,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     try:
         plan = load_plan(Path(args.plan) if args.plan else None)
+        if not isinstance(plan, dict) or not isinstance(plan.get("founderName"), str):
+            raise ValueError("it needs a founderName")
     except (OSError, ValueError) as exc:
         raise OpsError(f"cannot read the plan {args.plan or 'chain/consortium.json'}: {exc}") from None
     w3 = open_chain(args.rpc)
@@ -256,8 +258,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if args.dev_accounts:
         if w3.eth.chain_id != DEV_CHAIN_ID:
             raise OpsError("--dev-accounts uses the public dev mnemonic: dev chain only")
-        accounts = 1 + max([0] + [int(m[k]) for m in plan.get("members", []) for k in ("account", "parent")]
-                           + [int(n[k]) for n in plan.get("nodes", []) for k in ("account", "operatedBy")])
+        try:
+            accounts = 1 + max([0] + [int(m[k]) for m in plan.get("members", []) for k in ("account", "parent")]
+                               + [int(n[k]) for n in plan.get("nodes", []) for k in ("account", "operatedBy")])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OpsError(f"plan: members need account and parent, nodes account and operatedBy ({exc})") from None
+        if accounts > 1000:
+            raise OpsError("plan: account indices must stay below 1000")
         dep = deploy(w3, dev_private_keys(accounts), plan, out_dir=out_dir)
     else:
         if not args.keystore:
@@ -692,17 +699,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"cameras: {', '.join(c['ip'] + ' <- ' + c['source'] for c in info['cameras']) or 'none'}; "
               "Ctrl-C stops everything", flush=True)
 
-    def status(deployment: str, apis: list[str]) -> None:
-        data = gather(open_session(site_rpc[0], deployment), apis)
+    def status(info: dict[str, Any]) -> None:
+        data = gather(open_session(info["rpc"], info["deployment"]), [n["api"] for n in info["nodes"]])
         print(json.dumps({"status": data}, default=str) if args.json else "\n" + _status_table(data), flush=True)
 
-    site_rpc: list[str] = []
-
-    def report_and_remember(info: dict[str, Any]) -> None:
-        site_rpc.append(info["rpc"])
-        report(info)
-
-    return run_site(site, say, report_and_remember, status)
+    return run_site(site, say, report, status)
 
 
 def add_up_command(sub: Any) -> None:

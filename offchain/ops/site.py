@@ -253,7 +253,7 @@ class SiteRunner:
 
 
 def run_site(site: Site, say: Callable[[str], None], report: Callable[[dict[str, Any]], None],
-             status: Callable[[str, list[str]], None]) -> int:
+             status: Callable[[dict[str, Any]], None]) -> int:
     """Bring the site up, report it, print its status every ``status_every_s``, stop on a signal."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -261,11 +261,10 @@ def run_site(site: Site, say: Callable[[str], None], report: Callable[[dict[str,
     try:
         info = runner.start()
         report(info)
-        apis = [n["api"] for n in info["nodes"]]
-        status(info["deployment"], apis)
+        status(info)
         while not stop.wait(site.status_every_s or 3600):
             if site.status_every_s:
-                status(info["deployment"], apis)
+                status(info)
         return 0
     finally:
         runner.stop()

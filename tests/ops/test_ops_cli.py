@@ -219,6 +219,8 @@ def _free_port() -> int:
     (["camera", "register", "--ip", "1.2.3.4", "--pubkey", "ab" * 32, "--group", "g" * 33, "--keystore", "{bank}"], "at most 32"),
     (["camera", "revoke", "0x12", "--keystore", "{bank}"], "UnknownCamera"),
     (["node", "--config", "/nonexistent/node.toml"], "cannot read node config"),
+    (["node"], "runs a node with --config"),
+    (["deploy", "--plan", "{empty}", "--keystore", "{authority}"], "cannot read the plan"),
     (["node", "init", "--name", "a/b", "--dir", "{tmp}/x", "--ingest-port", "1", "--api-port", "2"], "--name must be"),
     (["deploy", "--plan", "/nonexistent/plan.json", "--keystore", "{authority}"], "cannot read the plan"),
     (["chain", "fund", "{bank}", "--eth", "-1"], "--eth must be"),
@@ -251,3 +253,12 @@ def test_chain_up_answers_and_stops_on_sigterm(tmp_path):
         chain.terminate()
         assert chain.wait(timeout=30) == 0
     assert state.is_file() and json.loads(state.read_text())
+
+
+def test_deploy_with_dev_accounts_carries_out_the_whole_plan(chain_env, devchain, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FRAMELEDGER_RPC", devchain.rpc_url)
+    rec = run_json(capsys, "deploy", "--dev-accounts", "--out", str(tmp_path))
+    assert (len(rec["members"]), len(rec["nodes"]), rec["quorum"]) == (3, 3, 2)
+    monkeypatch.setenv("FRAMELEDGER_DEPLOYMENT", rec["recordPath"])
+    assert run_json(capsys, "quorum", "show") == {"quorum": 2, "nodes": 3}
+    assert [m["name"] for m in run_json(capsys, "member", "list")["members"]] == ["Consortium authority", "Bank", "Customer"]
