@@ -262,3 +262,13 @@ def test_deploy_with_dev_accounts_carries_out_the_whole_plan(chain_env, devchain
     monkeypatch.setenv("FRAMELEDGER_DEPLOYMENT", rec["recordPath"])
     assert run_json(capsys, "quorum", "show") == {"quorum": 2, "nodes": 3}
     assert [m["name"] for m in run_json(capsys, "member", "list")["members"]] == ["Consortium authority", "Bank", "Customer"]
+
+
+def test_node_with_a_bad_config_is_one_line(tmp_path, capsys):
+    config = tmp_path / "node.toml"
+    config.write_text('name = "n"\nbogus = 1\n')
+    rc, _, err = run(capsys, "node", "--config", str(config))
+    assert rc == 2 and "unknown node config keys: bogus" in err and err.count("\n") == 1
+    config.write_text('name = "n"\ndata_dir = "d"\nrpc_url = "http://127.0.0.1:1"\ndeployment = "x.json"\nwindow_ms = "soon"\n')
+    rc, _, err = run(capsys, "node", "--config", str(config))
+    assert rc == 2 and "window_ms" in err and "Traceback" not in err
