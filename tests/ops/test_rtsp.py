@@ -61,9 +61,10 @@ def _vcl_nals(data: bytes, annex_b: bool) -> list[bytes]:
     return [n for n in nals if n and 1 <= (n[0] & 0x1F) <= 5]
 
 
-def test_rtsp_camera_frames_are_the_files_slices(rtsp_url):
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_rtsp_camera_frames_are_the_files_slices(rtsp_url, transport):
     url, clip = rtsp_url
-    source = UrlSource(url, start_ms=1_000_000)
+    source = UrlSource(url, start_ms=1_000_000, options={"rtsp_transport": transport})
     frames = []
     for frame in source.frames():
         frames.append(frame)
