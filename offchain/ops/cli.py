@@ -49,6 +49,9 @@ def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
             print(f"error: chain: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
         except OSError as exc:
             print(f"error: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            return 130
         return EXIT_INPUT
 
     return run
