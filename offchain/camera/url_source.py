@@ -25,7 +25,8 @@ the timeline and the sequence numbers, which for a live camera means "reconnect"
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -54,6 +55,7 @@ def _redact(url: str) -> str:
 
 
 HTTP_PROBE_BYTES = 64 * 1024
+RECONNECT_GAP_MS = 1000  # shorter outages are kept contiguous: indistinguishable from network jitter
 
 
 def _top_level_atoms(head: bytes) -> list[str]:
@@ -108,6 +110,9 @@ class UrlSource:
         options: dict[str, str] | None = None,
         timeout: float | tuple[float, float] | None = 10.0,
         stream_index: int | None = None,
+        reconnect_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         scheme = urlsplit(url).scheme.lower()
         if scheme not in URL_SCHEMES:
@@ -122,6 +127,8 @@ class UrlSource:
             opts.setdefault("rtsp_transport", "tcp")
         self.options = opts
         self.timeout = timeout
+        self.reconnect_s = reconnect_s
+        self.clock, self.sleep = clock, sleep
         self._stream_index = stream_index
         self._codec: CodecConfig | None = None
         # A container opened to read the codec is kept for the first iteration, so a live
@@ -167,17 +174,24 @@ class UrlSource:
     def frames(self) -> Iterator[EncodedFrame]:
         run = PassState()
         offset_ticks = 0
+        start_ms = self.start_ms
+        left_at: float | None = None
+        last: EncodedFrame | None = None
         while True:
-            if self._opened is not None:
-                container, stream = self._opened
-                self._opened = None
-            else:
-                container, stream = self._open()
+            container, stream = self._reopen(run)
+            if left_at is not None and last is not None and self.rebase:
+                # A live camera kept recording while we were away: an outage of a second or more
+                # shows as a gap in capture time instead of shifting everything after it.
+                gap_ms = int((self.clock() - left_at) * 1000)
+                if gap_ms >= RECONNECT_GAP_MS:
+                    start_ms, offset_ticks = last.timestamp_ms + max(1, last.duration_ms) + gap_ms, 0
+                    log.warning("live source reconnected", extra={"url": _redact(self.url), "gap_ms": gap_ms})
             if self._codec is None:
                 self._codec = _codec_config(stream)
             try:
                 try:
-                    yield from encoded_frames(container, stream, self.start_ms, offset_ticks, run, rebase=self.rebase)
+                    for last in encoded_frames(container, stream, start_ms, offset_ticks, run, rebase=self.rebase):
+                        yield last
                 except av.FFmpegError as exc:
                     if not self.loop or run.first_ticks is None:
                         hint = _http_mp4_hint(self.url) if not self.rebase else None
@@ -188,3 +202,21 @@ class UrlSource:
             if not self.loop or run.first_ticks is None or run.end_ticks is None:
                 return
             offset_ticks += run.end_ticks - run.first_ticks
+            left_at = self.clock()
+
+    def _reopen(self, run: PassState) -> tuple[Any, Any]:
+        """The container for the next pass. A live source that has streamed before retries for up
+        to ``reconnect_s`` (once a second) before giving up: cameras reboot, links flap."""
+        if self._opened is not None:
+            opened, self._opened = self._opened, None
+            return opened
+        if not (self.rebase and run.seq):
+            return self._open()
+        deadline = self.clock() + self.reconnect_s
+        while True:
+            try:
+                return self._open()
+            except SourceError:
+                if self.clock() >= deadline:
+                    raise
+                self.sleep(1.0)

@@ -12,7 +12,9 @@ import functools
 import http.server
 import os
 import signal
+import socket
 import threading
+from pathlib import Path
 import subprocess
 
 import av
@@ -138,3 +140,48 @@ def test_http_mp4_with_its_index_at_the_end_is_named(tmp_path):
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
+
+
+def _serve(clip: Path, port: int) -> subprocess.Popen:
+    server = subprocess.Popen([SYSTEM_PYTHON, str(REPO_ROOT / "scripts" / "rtsp_server.py"), "--file", str(clip),
+                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              start_new_session=True)
+    assert server.stdout.readline().startswith("READY")
+    return server
+
+
+def _stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        os.kill(server.pid, signal.SIGTERM)  # ours, by PID
+        server.wait(timeout=10)
+
+
+def test_rtsp_reconnect_declares_the_outage_as_a_time_gap(rtsp_url):
+    """The camera goes away for ~3 s and comes back: the agent reconnects, numbering goes on, and
+    capture time jumps by the outage instead of pretending the stream never stopped."""
+    _, clip = rtsp_url
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = _serve(clip, port)
+    frames = []
+    restarted: list[subprocess.Popen] = []
+    try:
+        source = UrlSource(f"rtsp://127.0.0.1:{port}/cam", start_ms=5_000_000, loop=True, reconnect_s=30, timeout=5)
+        for frame in source.frames():
+            frames.append(frame)
+            if len(frames) == 20:
+                _stop(server)
+                threading.Timer(3.0, lambda: restarted.append(_serve(clip, port))).start()
+            if len(frames) == 40:
+                break
+    finally:
+        _stop(server)
+        for s in restarted:
+            _stop(s)
+    assert [f.seq for f in frames] == list(range(40))
+    steps = [b.timestamp_ms - a.timestamp_ms for a, b in zip(frames, frames[1:])]
+    jumps = [s for s in steps if s != 100]
+    assert len(jumps) == 1 and jumps[0] >= 100 + 2_000, steps  # the outage, at least 2 s of the 3
+    assert frames[20].keyframe  # a new session starts at a keyframe
+
