@@ -6,13 +6,22 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test deps py-deps js-deps brownie-env rtsp-deps artifacts bench clean
+.PHONY: demo test soak lint deps py-deps js-deps brownie-env rtsp-deps artifacts bench clean
 
 demo: deps
 	$(BIN)/frameledger demo
 
-test: deps brownie-env
+test: deps brownie-env lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Long forms of the fault and load tests (seeded kill -9 x 50, ...): not part of `make test`.
+soak: deps brownie-env
+	$(BIN)/pytest -m soak $(PYTEST_ARGS)
+
+# ruff (pyflakes + bugbear) everywhere; mypy --strict on the pure core and the chain access.
+lint: py-deps
+	$(BIN)/ruff check offchain api tests bench scripts
+	$(BIN)/mypy --strict offchain/core
 
 deps: py-deps js-deps
 

@@ -1,24 +1,44 @@
-"""The REST API's chain side: what a signing app or an auditor reads before it trusts a clip.
+"""The REST API for signing apps (D3): consortium and cameras, risk warnings, signing sessions.
 
-Read-only for now: the consortium, the camera whitelist, a camera's anchored blocks and its risk
-state, all straight from the contracts (no node needs to be trusted for these answers). Signing
-sessions (C5, S3, S4) build on this in later work.
+Every answer comes straight from the contracts (no node needs to be trusted for it). Callers sign
+in with Ethereum (EIP-4361) and get a short-lived bearer token; every route but `/v1/health` and
+the sign-in routes requires one, and session routes require the caller to be a party. Transactions
+are sent by the API's relayer account, but every session action carries the acting party's own
+EIP-712 signature, which the contract checks: the relayer cannot act for anyone. Errors are RFC
+9457 problem documents (`api/problems.py`). Routes, limits and flows: docs/SIGNING.md.
 
-    uvicorn --factory api.app:create_app_from_env   (FRAMELEDGER_RPC_URL, FRAMELEDGER_DEPLOYMENT)
+    uvicorn --factory api.app:create_app_from_env
+      FRAMELEDGER_RPC_URL, FRAMELEDGER_DEPLOYMENT, optional FRAMELEDGER_RELAYER_KEY,
+      FRAMELEDGER_API_DOMAIN (the SIWE domain, default 127.0.0.1:8000)
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: FastAPI resolves the routes' local Annotated aliases at runtime
 
 import os
-from typing import Any
+import time
+from typing import Annotated, Any, Callable
 
-from fastapi import FastAPI, HTTPException
+from pathlib import Path as FilePath
 
-from offchain.chain import reverts
-from offchain.chain.client import connect
+from fastapi import Depends, FastAPI, Path, Query, Response
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from offchain.chain.client import Signer, connect
 from offchain.chain.deployer import Deployment
 from offchain.chain.ledger import ConsortiumClient, VideoLedgerClient
+from offchain.chain.sessions import SigningSessionClient
 from offchain.core.block import camera_ref
+
+from . import problems, session_routes, siwe
+from .auth import AuthError, NonceStore, TokenIssuer
+from .context import Context, Settings, caller_dependency
+from .models import U64_MAX, SiweBody
+from .problems import Problem
+
+WEB_DIR = FilePath(__file__).resolve().parent / "web"
+CameraRef = Annotated[str, Path(min_length=1, max_length=128, description="0x-prefixed camera id or camera IP",
+                                examples=["10.7.0.1"])]
 
 
 class _ReadOnlySigner:
@@ -27,30 +47,54 @@ class _ReadOnlySigner:
     def __init__(self, w3):
         self.w3 = w3
         self.address = None
+        self.chain_id = w3.eth.chain_id
 
 
 def _camera(ref: str) -> bytes:
     try:
         return camera_ref(ref)
     except ValueError as exc:
-        raise HTTPException(400, "camera id is not hex") from exc
+        raise Problem(400, "invalid-camera", "camera id is not hex") from exc
 
 
-def create_app(rpc_url: str, deployment_path: str) -> FastAPI:
-    w3 = connect(rpc_url)
-    deployment = Deployment.load(deployment_path)
-    signer = _ReadOnlySigner(w3)
-    consortium = ConsortiumClient(signer, deployment.consortium)  # type: ignore[arg-type]
-    ledger = VideoLedgerClient(signer, deployment.video_ledger)  # type: ignore[arg-type]
-    app = FastAPI(title="FrameLedger API", version="1")
+def _risk_json(camera: bytes, risk: dict[str, Any]) -> dict[str, Any]:
+    return {"cameraId": "0x" + camera.hex(), **risk}
 
-    @app.get("/v1/consortium")
-    def get_consortium() -> dict[str, Any]:
+
+def _auth_routes(app: FastAPI, ctx: Context) -> None:
+    @app.get("/v1/auth/nonce", tags=["auth"], summary="A single-use nonce for an EIP-4361 message")
+    def nonce() -> dict[str, Any]:
+        value, expires = ctx.nonces.issue()
+        return {"nonce": value, "expiresAt": expires, "domain": ctx.settings.siwe_domain,
+                "chainId": ctx.deployment.chain_id}
+
+    @app.post("/v1/auth/siwe", tags=["auth"], summary="Sign in with Ethereum; returns a bearer token")
+    def sign_in(body: SiweBody) -> dict[str, Any]:
+        msg = siwe.parse(body.message)
+        ctx.nonces.consume(msg.nonce)  # used up even if a check below fails
+        siwe.check(msg, domain=ctx.settings.siwe_domain, chain_id=ctx.deployment.chain_id, now=ctx.clock(),
+                   max_age_s=ctx.settings.siwe_max_age_s)
+        signer = siwe.recover(body.message, bytes.fromhex(body.signature[2:]))
+        if signer != msg.address:
+            raise AuthError("wrong-signer", "the signature is not the message's address's")
+        if not ctx.consortium.is_member(signer):
+            raise AuthError("not-a-member", f"{signer} is not a consortium member", 403)
+        token, expires = ctx.tokens.issue(signer)
+        return {"token": token, "tokenType": "Bearer", "address": signer, "expiresAt": expires}
+
+
+def _chain_routes(app: FastAPI, ctx: Context, caller: Callable[..., str]) -> None:
+    deployment, consortium, ledger = ctx.deployment, ctx.consortium, ctx.ledger
+    Caller = Annotated[str, Depends(caller)]
+
+    @app.get("/v1/consortium", tags=["consortium"])
+    def get_consortium(_: Caller) -> dict[str, Any]:
         return {"chainId": deployment.chain_id, "consortium": deployment.consortium,
-                "videoLedger": deployment.video_ledger, "nodes": consortium.nodes(), "quorum": consortium.quorum()}
+                "videoLedger": deployment.video_ledger, "signingSession": deployment.signing_session,
+                "nodes": consortium.nodes(), "quorum": consortium.quorum()}
 
-    @app.get("/v1/cameras")
-    def cameras() -> list[dict[str, Any]]:
+    @app.get("/v1/cameras", tags=["cameras"])
+    def cameras(_: Caller) -> list[dict[str, Any]]:
         out = []
         for cid in consortium.camera_ids():
             c = consortium.camera(cid)
@@ -59,23 +103,70 @@ def create_app(rpc_url: str, deployment_path: str) -> FastAPI:
                         "risk": ledger.risk(cid)["active"]})
         return out
 
-    @app.get("/v1/cameras/{camera}/blocks")
-    def blocks(camera: str, from_ms: int = 0, to_ms: int = 2**63 - 1) -> list[dict[str, Any]]:
+    @app.get("/v1/cameras/{camera}/blocks", tags=["cameras"],
+             summary="Anchored blocks whose windows overlap [from_ms, to_ms), oldest first")
+    def blocks(_: Caller, response: Response, camera: CameraRef, from_ms: Annotated[int, Query(ge=0, le=U64_MAX)] = 0,
+               to_ms: Annotated[int, Query(ge=0, le=U64_MAX)] = U64_MAX,
+               limit: Annotated[int, Query(ge=1, le=ctx.settings.max_blocks_per_page)] = 100) -> list[dict[str, Any]]:
         cid = _camera(camera)
-        try:
-            heights = ledger.blocks_in_range(cid, from_ms, to_ms)
-            return [{**(rec := ledger.block_at(cid, h)).header.to_json(), "hash": "0x" + rec.header.hash.hex(),
-                     "attestations": rec.attestations, "disputes": rec.disputes, "final": rec.finalized}
-                    for h in heights]
-        except reverts.ContractRevert as exc:
-            raise HTTPException(404, str(exc)) from exc
+        heights = ledger.blocks_in_range(cid, from_ms, to_ms)
+        if len(heights) > limit:
+            response.headers["X-FrameLedger-Truncated"] = f"{len(heights)} blocks match; first {limit} returned"
+        return [{**(rec := ledger.block_at(cid, h)).header.to_json(), "hash": "0x" + rec.header.hash.hex(),
+                 "attestations": rec.attestations, "disputes": rec.disputes, "final": rec.finalized}
+                for h in heights[:limit]]
 
-    @app.get("/v1/cameras/{camera}/risk")
-    def risk(camera: str) -> dict[str, Any]:
-        return ledger.risk(_camera(camera))
+    @app.get("/v1/cameras/{camera}/risk", tags=["alarms"])
+    def risk(_: Caller, camera: CameraRef) -> dict[str, Any]:
+        cid = _camera(camera)
+        return _risk_json(cid, ledger.risk(cid))
 
+    @app.get("/v1/alarms", tags=["alarms"], summary="Active risk warnings of all whitelisted cameras (S4)")
+    def alarms(_: Caller) -> list[dict[str, Any]]:
+        out = []
+        for cid in consortium.camera_ids():
+            r = ledger.risk(cid)
+            if r["active"]:
+                out.append(_risk_json(cid, r))
+        return out
+
+
+def create_app(rpc_url: str, deployment_path: str, *, relayer_key: str | None = None,
+               settings: Settings | None = None, clock: Callable[[], float] = time.time) -> FastAPI:
+    w3 = connect(rpc_url, timeout=15)
+    deployment = Deployment.load(deployment_path)
+    settings = settings or Settings()
+    reader = _ReadOnlySigner(w3)
+    relayer = Signer(w3, relayer_key) if relayer_key else None
+    sessions = SigningSessionClient(reader, deployment.signing_session) if deployment.signing_session else None  # type: ignore[arg-type]
+    ctx = Context(
+        deployment=deployment, consortium=ConsortiumClient(reader, deployment.consortium),  # type: ignore[arg-type]
+        ledger=VideoLedgerClient(reader, deployment.video_ledger), sessions=sessions,  # type: ignore[arg-type]
+        relayer=relayer, nonces=NonceStore(clock, settings.nonce_ttl_s, settings.max_nonces),
+        tokens=TokenIssuer(clock, settings.token_ttl_s), settings=settings, clock=clock)
+    app = FastAPI(title="FrameLedger API", version="1",
+                  description="Consortium, cameras, risk warnings and signing sessions. See docs/SIGNING.md.")
+    app.state.ctx = ctx
+    problems.install(app)
+
+    @app.get("/v1/health", tags=["health"])
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "chainId": deployment.chain_id, "block": w3.eth.block_number}
+
+    @app.get("/sign", include_in_schema=False)
+    def signing_page() -> FileResponse:
+        """The signing page (static; it holds no data, everything it shows needs a token)."""
+        return FileResponse(WEB_DIR / "sign.html", media_type="text/html")
+
+    app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
+    caller = caller_dependency(ctx)
+    _auth_routes(app, ctx)
+    _chain_routes(app, ctx, caller)
+    session_routes.install(app, ctx, caller)
     return app
 
 
 def create_app_from_env() -> FastAPI:
-    return create_app(os.environ["FRAMELEDGER_RPC_URL"], os.environ["FRAMELEDGER_DEPLOYMENT"])
+    return create_app(os.environ["FRAMELEDGER_RPC_URL"], os.environ["FRAMELEDGER_DEPLOYMENT"],
+                      relayer_key=os.environ.get("FRAMELEDGER_RELAYER_KEY"),
+                      settings=Settings(siwe_domain=os.environ.get("FRAMELEDGER_API_DOMAIN", "127.0.0.1:8000")))

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         anchor, attest_open, attest_final = [], [], []
         prev = gov.head_block(cam)[0]
         for h in range(1, 11):
-            start = 1_800_000_000_000 - 1_800_000_000_000 % WINDOW + (h - 1) * WINDOW
+            start = 1_700_000_000_000 - 1_700_000_000_000 % WINDOW + (h - 1) * WINDOW  # in the past: anchor refuses future windows
             blk = build_block(camera_ip="10.0.0.1", height=h, prev_hash=prev, window_start_ms=start, window_end_ms=start + WINDOW,
                               frames=_frames(start, 1500, (h - 1) * 1500), proposer=nodes[h % 3].signer.address)
             anchor.append(nodes[h % 3].anchor(blk.header).gas_used)

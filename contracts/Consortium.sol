@@ -260,10 +260,14 @@ contract Consortium is AccessControl {
         if (_genesisHash != bytes32(0)) _setHead(cameraId, uint64(block.timestamp));
     }
 
-    /// @notice Replace a camera's device key (key rotation, C6). Owner only.
+    /// @notice Replace a camera's device key (key rotation, C6). Its owner only, while the owner
+    ///         is still an active member: a removed member no longer speaks for its cameras.
+    /// @param cameraId keccak256(bytes(ip))
+    /// @param devicePublicKey the new key (Ed25519, 32 bytes)
     function rotateCameraKey(bytes32 cameraId, bytes calldata devicePublicKey) external {
         Camera storage c = _activeCamera(cameraId);
         if (msg.sender != c.owner) revert NotCameraOwner(msg.sender, cameraId);
+        if (!_members[msg.sender].active) revert NotActiveMember(msg.sender);
         if (devicePublicKey.length == 0) revert EmptyDeviceKey();
         c.devicePublicKey = devicePublicKey;
         emit CameraKeyRotated(cameraId, devicePublicKey);

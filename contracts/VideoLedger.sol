@@ -13,6 +13,11 @@ import {Consortium} from "./Consortium.sol";
 ///      camera's history. Frames are proven against `framesRoot`, an OpenZeppelin
 ///      StandardMerkleTree root over leaves (bytes32 cameraId, uint64 seq, uint64 timestampMs,
 ///      bytes32 frameSha256).
+///      Time bounds: a window may end at most `maxFutureMs` after `block.timestamp` and last at
+///      most `maxWindowMs`, both set at deployment and changeable by the consortium's governor,
+///      so that no node can stamp a window that ends a camera's history (windowEnd = 2^64-1).
+///      Finality: a block is final when `Consortium.quorum()` nodes attest it and no node
+///      disputes it; one node can either attest or dispute a block, never both.
 contract VideoLedger {
     /// @notice A video block header. Its hash is keccak256(abi.encode(header)) with the fields in
     ///         this order; off-chain code computes the same (offchain/core/block.py).
@@ -54,6 +59,11 @@ contract VideoLedger {
     error AlreadyDisputed(address node, bytes32 blockHash);
     error RiskAlreadyActive(bytes32 cameraId);
     error NoActiveRisk(bytes32 cameraId);
+    error WindowInFuture(uint64 windowEndMs, uint64 latestAllowedMs);
+    error WindowTooLong(uint64 lengthMs, uint64 maxWindowMs);
+    error InvalidWindowLimits(uint64 maxFutureMs, uint64 maxWindowMs);
+    error NotGovernor(address account);
+    error AttestedAndDisputed(address node, bytes32 blockHash);
 
     // ---------------------------------------------------------------- events
     /// @notice The full header travels in the event, so a monitor can rebuild every chain from logs.
@@ -64,6 +74,8 @@ contract VideoLedger {
     /// @notice I9: every node has held the same alarm for a camera for the configured period.
     event RiskRaised(bytes32 indexed cameraId, address indexed by, string reason, uint64 sinceMs);
     event RiskCleared(bytes32 indexed cameraId, address indexed by);
+    /// @notice The time bounds of `anchor` changed (at deployment, or by the consortium's governor).
+    event WindowLimitsChanged(uint64 maxFutureMs, uint64 maxWindowMs, address indexed by);
 
     struct Risk {
         bool active;
@@ -75,6 +87,12 @@ contract VideoLedger {
 
     /// @notice The consortium whose nodes, cameras and quorum govern this ledger.
     Consortium public immutable consortium;
+    /// @notice How far (ms) a window's end may lie after the anchoring block's timestamp.
+    uint64 public maxFutureMs;
+    /// @notice The longest window (ms) a block may cover.
+    uint64 public maxWindowMs;
+    /// @dev Upper bounds of the settings themselves: a day ahead, a day long.
+    uint64 private constant _LIMIT_CEILING_MS = 86_400_000;
 
     mapping(bytes32 => BlockRecord) private _blocks;
     /// @dev cameraId => block hashes; index i holds height i + 1 (height 0 is the head block).
@@ -88,8 +106,24 @@ contract VideoLedger {
         _;
     }
 
-    constructor(Consortium consortium_) {
+    modifier onlyGovernor() {
+        if (!consortium.hasRole(consortium.GOVERNOR_ROLE(), msg.sender)) revert NotGovernor(msg.sender);
+        _;
+    }
+
+    /// @param consortium_ the registry of nodes, cameras and quorum
+    /// @param maxFutureMs_ how far (ms) a window's end may lie after `block.timestamp`
+    /// @param maxWindowMs_ the longest window (ms) a block may cover
+    constructor(Consortium consortium_, uint64 maxFutureMs_, uint64 maxWindowMs_) {
         consortium = consortium_;
+        _setWindowLimits(maxFutureMs_, maxWindowMs_);
+    }
+
+    /// @notice Change the time bounds of `anchor`. The consortium's governor only.
+    /// @param maxFutureMs_ how far (ms) a window's end may lie after `block.timestamp` (1 ms .. 1 day)
+    /// @param maxWindowMs_ the longest window (ms) a block may cover (1 ms .. 1 day)
+    function setWindowLimits(uint64 maxFutureMs_, uint64 maxWindowMs_) external onlyGovernor {
+        _setWindowLimits(maxFutureMs_, maxWindowMs_);
     }
 
     // ---------------------------------------------------------------- writes
@@ -116,9 +150,7 @@ contract VideoLedger {
 
         bytes32 expectedPrev = length == 0 ? head : chain[length - 1];
         if (header.prevHash != expectedPrev) revert BrokenChainLink(cameraId, expectedPrev, header.prevHash);
-        if (header.windowEndMs <= header.windowStartMs) {
-            revert InvalidWindow(header.windowStartMs, header.windowEndMs);
-        }
+        _checkWindowTime(header.windowStartMs, header.windowEndMs);
         if (length > 0) {
             uint64 previousEnd = _blocks[expectedPrev].header.windowEndMs;
             if (header.windowStartMs < previousEnd) {
@@ -147,17 +179,23 @@ contract VideoLedger {
         BlockRecord storage rec = _blocks[blockHash];
         if (rec.anchoredAt == 0) revert UnknownBlock(blockHash);
         if (_attestedBy[blockHash][msg.sender]) revert AlreadyAttested(msg.sender, blockHash);
+        if (_disputedBy[blockHash][msg.sender]) revert AttestedAndDisputed(msg.sender, blockHash);
         _attestedBy[blockHash][msg.sender] = true;
         rec.attestations += 1;
         emit BlockAttested(blockHash, msg.sender, rec.attestations);
         _finalizeIfQuorum(blockHash, rec);
     }
 
-    /// @notice Put on record that this node's pool contradicts an anchored block (B4).
+    /// @notice Put on record that this node's pool contradicts an anchored block (B4). A block
+    ///         with a dispute does not become final; one disputed after it became final stays
+    ///         final, with the dispute on record (`disputes` in `getBlock`, the event).
+    /// @param blockHash the anchored block
+    /// @param reason what this node's pool contradicts (free text, for the record)
     function dispute(bytes32 blockHash, string calldata reason) external onlyNode {
         BlockRecord storage rec = _blocks[blockHash];
         if (rec.anchoredAt == 0) revert UnknownBlock(blockHash);
         if (_disputedBy[blockHash][msg.sender]) revert AlreadyDisputed(msg.sender, blockHash);
+        if (_attestedBy[blockHash][msg.sender]) revert AttestedAndDisputed(msg.sender, blockHash);
         _disputedBy[blockHash][msg.sender] = true;
         rec.disputes += 1;
         emit BlockDisputed(blockHash, msg.sender, reason);
@@ -239,6 +277,10 @@ contract VideoLedger {
         return _attestedBy[blockHash][node];
     }
 
+    function hasDisputed(bytes32 blockHash, address node) external view returns (bool) {
+        return _disputedBy[blockHash][node];
+    }
+
     /// @notice Number of anchored blocks of a camera (= height of its last block).
     function chainLength(bytes32 cameraId) external view returns (uint64) {
         return uint64(_chains[cameraId].length);
@@ -297,8 +339,27 @@ contract VideoLedger {
 
     // --------------------------------------------------------------- internal
 
+    function _setWindowLimits(uint64 maxFutureMs_, uint64 maxWindowMs_) internal {
+        if (maxFutureMs_ == 0 || maxWindowMs_ == 0 || maxFutureMs_ > _LIMIT_CEILING_MS || maxWindowMs_ > _LIMIT_CEILING_MS) {
+            revert InvalidWindowLimits(maxFutureMs_, maxWindowMs_);
+        }
+        maxFutureMs = maxFutureMs_;
+        maxWindowMs = maxWindowMs_;
+        emit WindowLimitsChanged(maxFutureMs_, maxWindowMs_, msg.sender);
+    }
+
+    /// @dev A window is non-empty, ends at most `maxFutureMs` after this block's timestamp and
+    ///      is at most `maxWindowMs` long.
+    function _checkWindowTime(uint64 startMs, uint64 endMs) internal view {
+        if (endMs <= startMs) revert InvalidWindow(startMs, endMs);
+        uint64 latest = uint64(block.timestamp) * 1000 + maxFutureMs;
+        if (endMs > latest) revert WindowInFuture(endMs, latest);
+        if (endMs - startMs > maxWindowMs) revert WindowTooLong(endMs - startMs, maxWindowMs);
+    }
+
+    /// @dev Final: a quorum of attestations and no dispute.
     function _finalizeIfQuorum(bytes32 blockHash, BlockRecord storage rec) private {
-        if (!rec.finalized && rec.attestations >= consortium.quorum()) {
+        if (!rec.finalized && rec.disputes == 0 && rec.attestations >= consortium.quorum()) {
             rec.finalized = true;
             emit BlockFinalized(blockHash, rec.header.cameraId, rec.header.height);
         }

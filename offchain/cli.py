@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_evidence_commands(sub)
 
+    from .monitor.cli import add_monitor_commands
+
+    add_monitor_commands(sub)
+
     node = sub.add_parser("node", help="run one consortium node (--config FILE); add, remove, list, init nodes")
     node.add_argument("--config", help="run the node configured in this TOML file (see offchain/node/config.py)")
     node.set_defaults(func=cmd_node)

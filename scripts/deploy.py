@@ -8,7 +8,8 @@ chain/consortium.json exactly like offchain/chain/deployer.py: the founder (acco
 and governs; the admission threshold is set if the plan's differs from the default 1; each member
 applies with `applyForMembership(role, parent, name)` from its own account and its parent
 confirms with `confirm(applicant)`; nodes are registered with `addNode(node, operatedBy)`; the
-quorum is set if it is not 1. The record goes to chain/deployments/<chainId>.json (or
+quorum is set if it is not 1. VideoLedger gets the plan's `maxFutureMs`/`maxWindowMs` (defaults
+600000 and 3600000, as in the Python deployer). The record goes to chain/deployments/<chainId>.json (or
 $FRAMELEDGER_DEPLOYMENTS_DIR/<chainId>.json) with "tool": "brownie".
 
 Accounts are the plan's indices into Brownie's `accounts`: the node's unlocked accounts on a dev
@@ -87,7 +88,10 @@ def main() -> dict:
     consortium = Consortium.deploy(founder.address, plan["founderName"], {"from": founder})
     tx_c = _ok(consortium.tx, "deploy Consortium")
     gas["deploy Consortium"] = tx_c.gas_used
-    ledger = VideoLedger.deploy(consortium.address, {"from": founder})
+    # VideoLedger's time bounds, with the same defaults as offchain/chain/deployer.py
+    max_future_ms = int(plan.get("maxFutureMs", 600_000))
+    max_window_ms = int(plan.get("maxWindowMs", 3_600_000))
+    ledger = VideoLedger.deploy(consortium.address, max_future_ms, max_window_ms, {"from": founder})
     tx_l = _ok(ledger.tx, "deploy VideoLedger")
     gas["deploy VideoLedger"] = tx_l.gas_used
 
@@ -132,6 +136,7 @@ def main() -> dict:
         "members": members,
         "nodes": nodes,
         "quorum": quorum,
+        "windowLimits": {"maxFutureMs": max_future_ms, "maxWindowMs": max_window_ms},
         "gas": gas,
     }
     out_dir = deployments_dir()

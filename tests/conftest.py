@@ -4,6 +4,7 @@ test through Anvil's evm_snapshot/evm_revert (fresh signers each time, so no sta
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -14,6 +15,20 @@ from offchain.chain.devchain import DevChain
 from offchain.chain.ledger import ConsortiumClient, VideoLedgerClient
 
 logging.getLogger("web3").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_default_trust(tmp_path_factory):
+    """Evidence verifiers trust chain/deployments/<chainId>.json by default; a file left there by
+    a demo run must not decide a test. Tests name what they trust (an empty default directory)."""
+    empty = tmp_path_factory.mktemp("deployments")
+    old = os.environ.get("FRAMELEDGER_DEPLOYMENTS_DIR")
+    os.environ["FRAMELEDGER_DEPLOYMENTS_DIR"] = str(empty)
+    yield empty
+    if old is None:
+        os.environ.pop("FRAMELEDGER_DEPLOYMENTS_DIR", None)
+    else:
+        os.environ["FRAMELEDGER_DEPLOYMENTS_DIR"] = old
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,11 @@
         --node bank=127.0.0.1:7001 --node customer=127.0.0.1:7002 \\
         --speed 4 --faults 'bank:drop=0.05;*:cut=30s-35s' --seed 7
 
+`camera run` prints, per node, frames sent / acknowledged / unacknowledged / rejected, and exits
+1 when any node acknowledged none of the frames (e.g. it refused the camera: not registered),
+with one line per such node on stderr; 0 otherwise (unacknowledged frames are reported, not fatal:
+the nodes repair from each other).
+
 The keystore passphrase comes from FRAMELEDGER_KEYSTORE_PASSPHRASE (or --passphrase-env NAME).
 """
 
@@ -31,6 +36,20 @@ def _speed(text: str) -> float:
     value = float(text)
     if value < 0:
         raise argparse.ArgumentTypeError("speed must be >= 0")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
@@ -139,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.ip, key, source, nodes, speed=args.speed, faults=injector,
         max_frames=args.max_frames,
         max_duration_ms=int(loop_seconds * 1000) if loop_seconds is not None else None,
-        queue_size=args.queue_size,
+        queue_size=args.queue_size, end_timeout=args.ack_timeout, unacked_frames=args.unacked_frames,
     )
     speed = "max" if math.isinf(args.speed) else f"{args.speed:g}x"
     print(f"camera {args.ip}: {source!r} -> {', '.join(f'{n}={h}:{p}' for n, (h, p) in nodes.items())} "
@@ -171,7 +190,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             {"camera": args.ip, "frames": agent.frames_produced, "lastSeq": agent.last_seq,
              "seconds": round(elapsed, 3), "faults": str(injector.spec), "seed": args.seed,
              "nodes": {n: s.as_dict() for n, s in stats.items()}}, indent=2))
-    return 0
+    return _verdict(stats)
+
+
+def _verdict(stats: dict[str, Any]) -> int:
+    """1 when some node acknowledged nothing (or rejected everything) of a non-empty stream."""
+    failed = 0
+    for name, s in stats.items():
+        if s.unacked_seqs:
+            print(f"warning: node {name} did not acknowledge {s.unacked} frames: seqs {s.unacked_seqs}", file=sys.stderr)
+        if s.frames and s.acked == 0:
+            why = (f"rejected every frame ({s.rejected_reason})" if s.rejected_reason or s.rejected >= s.frames
+                   else f"acknowledged none of {s.frames} frames ({s.last_error or 'no acknowledgement'})")
+            print(f"error: node {name} {why}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
 
 
 def add_camera_commands(subparsers: Any) -> None:
@@ -205,6 +238,11 @@ def add_camera_commands(subparsers: Any) -> None:
                      help="loop the source and stop after S seconds of capture time")
     run.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     run.add_argument("--queue-size", type=int, default=256, help="per-node queue, frames (default 256)")
+    run.add_argument("--ack-timeout", type=_positive, default=10.0, metavar="S",
+                     help="at the end, wait up to S seconds for every node's acknowledgements (default 10)")
+    run.add_argument("--unacked-frames", type=_count, default=2048, metavar="N",
+                     help="per node, frames kept for retransmission until acknowledged; "
+                          "the oldest are dropped and counted beyond N (default 2048)")
     run.add_argument("--stats-json", metavar="PATH", help="also write the per-node stats as JSON")
     run.set_defaults(func=cmd_run)
 

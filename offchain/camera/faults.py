@@ -49,7 +49,8 @@ the timing, reconnects or the order nodes are served in, and one node's faults n
 another's. Several terms of one kind fire independently (the first that fires gives the
 parameter); ``*`` rules come before a node's own. Faults apply in the order cut, drop, corrupt,
 truncate, duplicate, reorder, delay; a frame that is cut or dropped gets no other fault.
-Control messages (hello, end) are never faulted. `FaultInjector.counters` holds, per node, how
+Control messages (hello, end) are never faulted, nor are the agent's retransmissions after a
+reconnect (the buffered original packets). `FaultInjector.counters` holds, per node, how
 many frames were seen and how many of each fault were injected.
 """
 

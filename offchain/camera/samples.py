@@ -43,6 +43,7 @@ __all__ = [
     "cache_dir",
     "sample_path",
     "synthetic_clip",
+    "synthetic_stream",
 ]
 
 CACHE_ENV = "FRAMELEDGER_MEDIA_CACHE"
@@ -412,3 +413,35 @@ def synthetic_clip(
         gop=gop or max(1, round(2 * fps_q)), bframes=bframes,
     )
     return result.path
+
+
+def synthetic_stream(
+    path: str | os.PathLike[str],
+    codec: str,
+    *,
+    frames: int = 100,
+    fps: int = 25,
+    width: int = 320,
+    height: int = 240,
+    pix_fmt: str = "yuv420p",
+    gop: int | None = None,
+) -> Path:
+    """Encode generated pictures with any of PyAV's bundled encoders (``libx264``, ``libvpx-vp9``,
+    ``mjpeg``, ``libx265``…), for footage the project has no recording of: VP9, MJPEG and HEVC
+    cameras, H.264 High 4:4:4 (``pix_fmt="yuv444p"``), a long GOP (``gop=10_000``: one IDR).
+    The container follows the file name's extension."""
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+            if codec == "libx264":
+                stream.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0"}
+        for i in range(frames):
+            picture = av.VideoFrame.from_ndarray(_synthetic_picture(i, float(fps), width, height), format="bgr24")
+            for packet in stream.encode(picture.reformat(format=pix_fmt)):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path

@@ -21,6 +21,9 @@ from .ledger import ConsortiumClient, Role, VideoLedgerClient
 
 log = logging.getLogger(__name__)
 
+# SigningSession limits when the plan has no "signingSession" entry (the contract caps them at 32/64).
+SIGNING_DEFAULTS = {"maxParties": 8, "maxCameras": 16}
+
 
 @dataclass
 class Deployment:
@@ -30,19 +33,33 @@ class Deployment:
     consortium: str
     video_ledger: str
     record: dict[str, Any]
+    signing_session: str | None = None  # absent from records made before SigningSession existed
 
     @classmethod
     def load(cls, path: Path) -> "Deployment":
         rec = json.loads(Path(path).read_text())
         c = rec["contracts"]
-        return cls(rec["chainId"], c["Consortium"]["address"], c["VideoLedger"]["address"], rec)
+        session = c.get("SigningSession", {}).get("address")
+        return cls(rec["chainId"], c["Consortium"]["address"], c["VideoLedger"]["address"], rec, session)
 
     def clients(self, signer: Signer) -> tuple[ConsortiumClient, VideoLedgerClient]:
         return ConsortiumClient(signer, self.consortium), VideoLedgerClient(signer, self.video_ledger)
 
 
+# VideoLedger's time bounds when a plan names none: a window may end at most 10 minutes after the
+# anchoring block's time (clock skew between cameras, nodes and chain, and a window still being
+# filled) and last at most an hour (the node's default window is a minute).
+DEFAULT_MAX_FUTURE_MS = 600_000
+DEFAULT_MAX_WINDOW_MS = 3_600_000
+
+
 def load_plan(path: Path | None = None) -> dict[str, Any]:
     return json.loads(Path(path or DEFAULT_PLAN).read_text())
+
+
+def window_limits(plan: dict[str, Any]) -> tuple[int, int]:
+    """(maxFutureMs, maxWindowMs) for VideoLedger's constructor, from the plan or the defaults."""
+    return (int(plan.get("maxFutureMs", DEFAULT_MAX_FUTURE_MS)), int(plan.get("maxWindowMs", DEFAULT_MAX_WINDOW_MS)))
 
 
 def deploy_contracts(
@@ -52,45 +69,53 @@ def deploy_contracts(
     out_dir: Path | None = DEPLOYMENTS_DIR,
     plan_name: str = "chain/consortium.json",
 ) -> Deployment:
-    """Deploy Consortium and VideoLedger with the founder's key alone and set the plan's admission
-    threshold: what one party can do by itself. Members, nodes and the quorum then follow with the
-    members' own keys (`frameledger member`, `node add`, `quorum set`)."""
+    """Deploy the contracts with the founder's key alone and set the plan's admission threshold:
+    what one party can do by itself. Members, nodes and the quorum then follow with the members'
+    own keys (`frameledger member`, `node add`, `quorum set`)."""
     plan = plan or load_plan()
     founder = Signer(w3, founder_key)
-    consortium_contract, tx_c, ledger_contract, tx_l, gas = _deploy_pair(founder, plan)
+    contracts, gas, extra = _deploy_contracts(founder, plan)
     threshold = int(plan.get("admissionThreshold", 1))
     if threshold != 1:
-        ConsortiumClient(founder, consortium_contract.address).set_admission_threshold(threshold)
+        ConsortiumClient(founder, contracts["Consortium"]["address"]).set_admission_threshold(threshold)
     members = [{"address": founder.address, "role": "Authority", "name": plan["founderName"]}]
-    record = _record(w3, founder, (consortium_contract, tx_c), (ledger_contract, tx_l), plan_name, members, [], 1, gas)
-    return _write(record, out_dir)
+    return _write(_record(w3, founder, contracts, plan_name, members, [], 1, gas, extra), out_dir)
 
 
-def _deploy_pair(founder: Signer, plan: dict[str, Any]) -> tuple[Any, Any, Any, Any, dict[str, int]]:
+def _deploy_contracts(founder: Signer, plan: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int], dict[str, Any]]:
+    """Consortium, VideoLedger (with the plan's window limits) and SigningSession, by the founder."""
     consortium_contract, tx_c = founder.deploy("Consortium", founder.address, plan["founderName"])
-    ledger_contract, tx_l = founder.deploy("VideoLedger", consortium_contract.address)
-    gas = {"deploy Consortium": tx_c.gas_used, "deploy VideoLedger": tx_l.gas_used}
-    return consortium_contract, tx_c, ledger_contract, tx_l, gas
+    max_future_ms, max_window_ms = window_limits(plan)
+    ledger_contract, tx_l = founder.deploy("VideoLedger", consortium_contract.address, max_future_ms, max_window_ms)
+    limits = {**SIGNING_DEFAULTS, **plan.get("signingSession", {})}
+    session_contract, tx_s = founder.deploy(
+        "SigningSession", ledger_contract.address, int(limits["maxParties"]), int(limits["maxCameras"]))
+    gas = {"deploy Consortium": tx_c.gas_used, "deploy VideoLedger": tx_l.gas_used, "deploy SigningSession": tx_s.gas_used}
+    contracts = {
+        "Consortium": {"address": consortium_contract.address, "txHash": tx_c.tx_hash, "blockNumber": tx_c.block_number},
+        "VideoLedger": {"address": ledger_contract.address, "txHash": tx_l.tx_hash, "blockNumber": tx_l.block_number},
+        "SigningSession": {"address": session_contract.address, "txHash": tx_s.tx_hash,
+                           "blockNumber": tx_s.block_number, "maxParties": int(limits["maxParties"]),
+                           "maxCameras": int(limits["maxCameras"])},
+    }
+    return contracts, gas, {"windowLimits": {"maxFutureMs": max_future_ms, "maxWindowMs": max_window_ms}}
 
 
-def _record(w3: Web3, founder: Signer, consortium: tuple[Any, Any], ledger: tuple[Any, Any], plan_name: str,
-            members: list[dict[str, Any]], nodes: list[dict[str, Any]], quorum: int, gas: dict[str, int]) -> dict[str, Any]:
+def _record(w3: Web3, founder: Signer, contracts: dict[str, Any], plan_name: str, members: list[dict[str, Any]],
+            nodes: list[dict[str, Any]], quorum: int, gas: dict[str, int], extra: dict[str, Any]) -> dict[str, Any]:
     art = load_artifact("Consortium")
-    (consortium_contract, tx_c), (ledger_contract, tx_l) = consortium, ledger
     return {
         "chainId": w3.eth.chain_id,
         "deployer": founder.address,
         "deployedAt": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tool": "frameledger",
-        "contracts": {
-            "Consortium": {"address": consortium_contract.address, "txHash": tx_c.tx_hash, "blockNumber": tx_c.block_number},
-            "VideoLedger": {"address": ledger_contract.address, "txHash": tx_l.tx_hash, "blockNumber": tx_l.block_number},
-        },
+        "contracts": contracts,
         "compiler": {"version": art["compiler"]["version"], "evmVersion": art["compiler"]["settings"]["evmVersion"]},
         "plan": plan_name,
         "members": members,
         "nodes": nodes,
         "quorum": quorum,
+        **extra,
         "gas": gas,
     }
 
@@ -102,7 +127,8 @@ def _write(record: dict[str, Any], out_dir: Path | None) -> Deployment:
         (out_dir / f"{record['chainId']}.json").write_text(json.dumps(record, indent=2) + "\n")
     c = record["contracts"]
     log.info("deployed", extra={"consortium": c["Consortium"]["address"], "ledger": c["VideoLedger"]["address"]})
-    return Deployment(record["chainId"], c["Consortium"]["address"], c["VideoLedger"]["address"], record)
+    return Deployment(record["chainId"], c["Consortium"]["address"], c["VideoLedger"]["address"], record,
+                      c["SigningSession"]["address"])
 
 
 def deploy(
@@ -112,13 +138,13 @@ def deploy(
     out_dir: Path | None = DEPLOYMENTS_DIR,
     plan_name: str = "chain/consortium.json",
 ) -> Deployment:
-    """Deploy Consortium and VideoLedger, admit the plan's members, register its nodes and set
+    """Deploy Consortium, VideoLedger and SigningSession, admit the plan's members, register its nodes and set
     the quorum. `private_keys[i]` is the plan's account i; account 0 deploys and governs."""
     plan = plan or load_plan()
     signers = [Signer(w3, k) for k in private_keys]
     founder = signers[0]
-    consortium_contract, tx_c, ledger_contract, tx_l, gas = _deploy_pair(founder, plan)
-    consortium = ConsortiumClient(founder, consortium_contract.address)
+    contracts, gas, extra = _deploy_contracts(founder, plan)
+    consortium = ConsortiumClient(founder, contracts["Consortium"]["address"])
 
     threshold = int(plan.get("admissionThreshold", 1))
     if threshold != 1:
@@ -139,5 +165,5 @@ def deploy(
     quorum = int(plan.get("quorum", 1))
     if quorum != 1:
         consortium.set_quorum(quorum)
-    record = _record(w3, founder, (consortium_contract, tx_c), (ledger_contract, tx_l), plan_name, members, nodes, quorum, gas)
-    return _write(record, out_dir)
+
+    return _write(_record(w3, founder, contracts, plan_name, members, nodes, quorum, gas, extra), out_dir)

@@ -72,6 +72,9 @@ class ConsortiumClient:
     def confirm(self, applicant: str) -> TxResult:
         return self.signer.transact(self.contract.functions.confirm(applicant))
 
+    def withdraw_application(self) -> TxResult:
+        return self.signer.transact(self.contract.functions.withdrawApplication())
+
     def remove_member(self, account: str) -> TxResult:
         return self.signer.transact(self.contract.functions.removeMember(account))
 
@@ -109,7 +112,7 @@ class ConsortiumClient:
         return self.signer.transact(self.contract.functions.addNode(node, operated_by))
 
     def remove_node(self, node: str) -> TxResult:
-        return self.signer.transact(self.contract.functions.removeNode(node))
+        return self.signer.transact(self.contract.functions.removeNode(Web3.to_checksum_address(node)))
 
     def node_operator(self, node: str) -> str:
         return call(self.contract.functions.nodeOperator(node))
@@ -174,6 +177,13 @@ class VideoLedgerClient:
     def dispute(self, block_hash: bytes, reason: str) -> TxResult:
         return self.signer.transact(self.contract.functions.dispute(block_hash, reason))
 
+    def set_window_limits(self, max_future_ms: int, max_window_ms: int) -> TxResult:
+        return self.signer.transact(self.contract.functions.setWindowLimits(max_future_ms, max_window_ms))
+
+    def window_limits(self) -> tuple[int, int]:
+        """(maxFutureMs, maxWindowMs): how far ahead of the chain's time a window may end, and how long it may be."""
+        return call(self.contract.functions.maxFutureMs()), call(self.contract.functions.maxWindowMs())
+
     def hash_header(self, header: BlockHeader) -> bytes:
         return bytes(call(self.contract.functions.hashHeader(header.as_tuple())))
 
@@ -218,3 +228,6 @@ class VideoLedgerClient:
 
     def has_attested(self, block_hash: bytes, node: str) -> bool:
         return call(self.contract.functions.hasAttested(block_hash, Web3.to_checksum_address(node)))
+
+    def has_disputed(self, block_hash: bytes, node: str) -> bool:
+        return call(self.contract.functions.hasDisputed(block_hash, Web3.to_checksum_address(node)))

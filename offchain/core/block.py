@@ -19,8 +19,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from eth_abi import encode as abi_encode
-from eth_utils import keccak
+from eth_abi.abi import encode as abi_encode
+from eth_utils.crypto import keccak
 
 from .merkle import StandardMerkleTree
 
@@ -130,6 +130,28 @@ class Gap:
         )
 
 
+def _hex32(v: Any) -> bytes:
+    if not isinstance(v, str):
+        raise ValueError(f"expected a hex string, got {type(v).__name__}")
+    b = bytes.fromhex(v[2:] if v.startswith("0x") else v)
+    if len(b) != 32:
+        raise ValueError(f"expected 32 bytes, got {len(b)}")
+    return b
+
+
+def _uint(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"expected a non-negative integer, got {v!r}")
+    return v
+
+
+def _address(v: Any) -> str:
+    if not isinstance(v, str) or len(v) != 42 or not v.startswith("0x"):
+        raise ValueError(f"expected an address, got {v!r}")
+    int(v[2:], 16)
+    return v
+
+
 @dataclass(frozen=True)
 class BlockHeader:
     """Mirror of `VideoLedger.BlockHeader`; field order is part of the hash."""
@@ -144,7 +166,7 @@ class BlockHeader:
     manifest_digest: bytes
     proposer: str
 
-    def as_tuple(self) -> tuple:
+    def as_tuple(self) -> tuple[Any, ...]:
         return (
             self.camera_id,
             self.height,
@@ -163,10 +185,14 @@ class BlockHeader:
 
     @classmethod
     def from_tuple(cls, t: Sequence[Any] | dict[str, Any]) -> "BlockHeader":
+        row: Sequence[Any]
         if isinstance(t, dict) or hasattr(t, "keys"):  # event logs decode structs by field name
-            t = [t[k] for k in ("cameraId", "height", "prevHash", "windowStartMs", "windowEndMs", "frameCount",
-                                "framesRoot", "manifestDigest", "proposer")]
-        return cls(bytes(t[0]), int(t[1]), bytes(t[2]), int(t[3]), int(t[4]), int(t[5]), bytes(t[6]), bytes(t[7]), str(t[8]))
+            row = [t[k] for k in ("cameraId", "height", "prevHash", "windowStartMs", "windowEndMs",  # type: ignore[call-overload]
+                                  "frameCount", "framesRoot", "manifestDigest", "proposer")]
+        else:
+            row = t
+        return cls(bytes(row[0]), int(row[1]), bytes(row[2]), int(row[3]), int(row[4]), int(row[5]), bytes(row[6]),
+                   bytes(row[7]), str(row[8]))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -183,10 +209,11 @@ class BlockHeader:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "BlockHeader":
-        h = lambda s: bytes.fromhex(s[2:] if s.startswith("0x") else s)  # noqa: E731
+        """The header as JSON (`to_json`); a field of the wrong type or length is a ValueError."""
         return cls(
-            h(d["cameraId"]), int(d["height"]), h(d["prevHash"]), int(d["windowStartMs"]), int(d["windowEndMs"]),
-            int(d["frameCount"]), h(d["framesRoot"]), h(d["manifestDigest"]), d["proposer"],
+            _hex32(d["cameraId"]), _uint(d["height"]), _hex32(d["prevHash"]), _uint(d["windowStartMs"]),
+            _uint(d["windowEndMs"]), _uint(d["frameCount"]), _hex32(d["framesRoot"]), _hex32(d["manifestDigest"]),
+            _address(d["proposer"]),
         )
 
 
@@ -203,6 +230,12 @@ class Manifest:
     gaps: tuple[Gap, ...] = ()
     substitutions: tuple[tuple[bytes, tuple[FrameRef, ...]], ...] = ()
     codec: dict[str, Any] = field(default_factory=dict)
+    # Optional (issue 8), written only when set, so manifests without them keep their bytes:
+    # "unended" = the camera's stream stopped in this window without a signed end message (its
+    # tail may be missing, and is not hidden); codec_proof = the camera's signed hello that
+    # carried `codec` ({"signedJson", "signature" hex, "domain"}; `offchain.core.wire`).
+    stream_end: str | None = None
+    codec_proof: dict[str, Any] | None = None
 
     def to_bytes(self) -> bytes:
         """Canonical JSON: sorted keys, no whitespace, so every node produces identical bytes."""
@@ -222,6 +255,10 @@ class Manifest:
                 for cam, frames in self.substitutions
             ],
         }
+        if self.stream_end is not None:
+            doc["streamEnd"] = self.stream_end
+        if self.codec_proof is not None:
+            doc["codecProof"] = self.codec_proof
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
     @property
@@ -252,9 +289,17 @@ class Manifest:
                     for s in doc["substitutions"]
                 ),
                 codec=doc.get("codec", {}),
+                stream_end=_optional_str(doc.get("streamEnd")),
+                codec_proof=doc.get("codecProof") if isinstance(doc.get("codecProof"), dict) else None,
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ManifestFormatError(f"malformed manifest: {exc!r}") from exc
+
+
+def _optional_str(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"expected a string, got {value!r}")
 
 
 class ManifestFormatError(ValueError):
@@ -296,6 +341,8 @@ def build_block(
     codec: dict[str, Any] | None = None,
     gaps: Iterable[Gap] = (),
     substitutions: Iterable[tuple[bytes, Iterable[FrameRef]]] = (),
+    stream_end: str | None = None,
+    codec_proof: dict[str, Any] | None = None,
 ) -> SealedBlock:
     """Seal one camera window. Frames are ordered by (timestamp, seq); any frame outside the
     window or a repeated sequence number is a caller bug and raises `BlockBuildError`."""
@@ -320,6 +367,8 @@ def build_block(
         gaps=tuple(sorted(gaps, key=lambda g: (g.from_ms, g.from_seq))),
         substitutions=tuple((c, tuple(sorted(fs))) for c, fs in substitutions),
         codec=dict(codec or {}),
+        stream_end=stream_end,
+        codec_proof=codec_proof,
     )
     manifest_bytes = manifest.to_bytes()
     tree = frames_tree(cam, ordered)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Mapping
 
-from eth_abi import encode as _abi_encode
+from eth_abi.abi import encode as _abi_encode
 from eth_hash.auto import keccak as _keccak
 
 __all__ = [
@@ -118,9 +118,10 @@ def _node(value: Any, what: str = "Merkle tree node") -> bytes:
     if isinstance(value, (bytes, bytearray, memoryview)):
         raw = bytes(value)
     elif isinstance(value, str):
-        raw = _lenient_hex(value)
-        if raw is None:
+        parsed = _lenient_hex(value)
+        if parsed is None:
             raise InvalidMerkleInput(f"{what} must be bytes or a hex string, got {value!r}")
+        raw = parsed
     else:
         raise InvalidMerkleInput(f"{what} must be bytes or a hex string, got {type(value).__name__}")
     if len(raw) != 32:
@@ -233,7 +234,7 @@ def _string_value(value: Any) -> str:
         return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
-def _sequence_value(value: Any, what: str) -> Sequence:
+def _sequence_value(value: Any, what: str) -> Sequence[Any]:
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray, memoryview)):
         return value
     raise InvalidMerkleInput(f"Expected a list or tuple for {what}, got {type(value).__name__}")
@@ -339,7 +340,7 @@ def _function_normalize(value: Any) -> bytes:
 def _array_type(inner: _AbiType, length: int | None) -> _AbiType:
     suffix = "" if length is None else str(length)
 
-    def normalize(value: Any) -> list:
+    def normalize(value: Any) -> list[Any]:
         seq = _sequence_value(value, f"{inner.canonical}[{suffix}]")
         if length is not None and len(seq) != length:
             raise InvalidMerkleInput(
@@ -353,7 +354,7 @@ def _array_type(inner: _AbiType, length: int | None) -> _AbiType:
 def _tuple_type(elements: list[_AbiType]) -> _AbiType:
     canonical = "(" + ",".join(e.canonical for e in elements) + ")"
 
-    def normalize(value: Any) -> tuple:
+    def normalize(value: Any) -> tuple[Any, ...]:
         seq = _sequence_value(value, canonical)
         if len(seq) != len(elements):
             raise InvalidMerkleInput(
@@ -424,8 +425,9 @@ class _LeafCodec:
             raise InvalidMerkleInput(
                 f"The number of types ({len(self._parsed)}) does not match the number of values ({len(seq)})"
             )
-        if self._words is not None:
-            return b"".join([w(v) for w, v in zip(self._words, seq)])
+        words = self._words
+        if words is not None:
+            return b"".join([w(v) for w, v in zip(words, seq)])  # type: ignore[misc]
         normalized = [p.normalize(v) for p, v in zip(self._parsed, seq)]
         try:
             return _abi_encode(self._canonical, normalized)
@@ -450,7 +452,7 @@ def _codec_for(leaf_encoding: Sequence[str]) -> _LeafCodec:
     return _codec(types)
 
 
-def leaf_hash(leaf_encoding: Sequence[str], values: Sequence) -> bytes:
+def leaf_hash(leaf_encoding: Sequence[str], values: Sequence[Any]) -> bytes:
     """Hash one leaf exactly as ``standardLeafHash`` / an on-chain verifier does.
 
     The inner hash makes the preimage 32 bytes, so a 64-byte leaf encoding can
@@ -641,11 +643,11 @@ class MultiProof:
     consume them, which is generally not the order they were requested in.
     """
 
-    leaves: list
+    leaves: list[Any]
     proof: list[bytes]
     proof_flags: list[bool]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """The exact object the JS library returns, ready for ``json.dumps``."""
         return {
             "leaves": [_jsonable(v) for v in self.leaves],
@@ -654,7 +656,7 @@ class MultiProof:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping) -> "MultiProof":
+    def from_json(cls, data: Mapping[str, Any]) -> "MultiProof":
         try:
             return cls(list(data["leaves"]), [_node(p) for p in data["proof"]], list(data["proofFlags"]))
         except (KeyError, TypeError) as exc:
@@ -676,7 +678,7 @@ class StandardMerkleTree:
     def __init__(
         self,
         tree: list[bytes],
-        values: Sequence,
+        values: Sequence[Any],
         tree_indices: list[int],
         leaf_encoding: Sequence[str],
     ) -> None:
@@ -692,7 +694,7 @@ class StandardMerkleTree:
 
     @classmethod
     def of(
-        cls, values: Iterable[Sequence], leaf_encoding: Sequence[str], sort_leaves: bool = True
+        cls, values: Iterable[Sequence[Any]], leaf_encoding: Sequence[str], sort_leaves: bool = True
     ) -> "StandardMerkleTree":
         """Build a tree from leaf values.
 
@@ -705,15 +707,14 @@ class StandardMerkleTree:
         values = tuple(values)
         if not values:
             raise InvalidMerkleInput("Expected non-zero number of leaves")
-        hashes = []
+        hashes: list[bytes] = []
         append = hashes.append
         leaf_hash_of = codec.leaf_hash
-        index = 0
         try:
-            for index, value in enumerate(values):
+            for value in values:
                 append(leaf_hash_of(value))
-        except InvalidMerkleInput as exc:
-            raise type(exc)(f"values[{index}]: {exc}") from exc
+        except InvalidMerkleInput as exc:  # the failing value is the one after the hashed ones
+            raise type(exc)(f"values[{len(hashes)}]: {exc}") from exc
         n = len(values)
         # A stable sort, like V8's Array.prototype.sort, so equal leaves keep input order.
         order = sorted(range(n), key=hashes.__getitem__) if sort_leaves else range(n)
@@ -725,7 +726,7 @@ class StandardMerkleTree:
         return cls(tree, values, tree_indices, leaf_encoding)
 
     @classmethod
-    def load(cls, data: Mapping) -> "StandardMerkleTree":
+    def load(cls, data: Mapping[str, Any]) -> "StandardMerkleTree":
         """Rebuild a tree from a ``standard-v1`` dump (ours or the JS library's).
 
         Every hash is rechecked, since a dump is untrusted input and a forged one
@@ -756,7 +757,7 @@ class StandardMerkleTree:
             raise InvalidMerkleTree("Merkle tree is invalid")
         return self
 
-    def dump(self) -> dict:
+    def dump(self) -> dict[str, Any]:
         """A ``standard-v1`` object that ``StandardMerkleTree.load`` accepts in JS and here."""
         return {
             "format": DUMP_FORMAT,
@@ -782,7 +783,7 @@ class StandardMerkleTree:
         return self._leaf_encoding
 
     @property
-    def values(self) -> tuple:
+    def values(self) -> tuple[Any, ...]:
         """Leaf values in the order they were given, independent of leaf sorting."""
         return self._values
 
@@ -793,7 +794,7 @@ class StandardMerkleTree:
         """The leaf hash an on-chain verifier would receive for this value."""
         return self._leaf_hash(index_or_value)
 
-    def index_of(self, value: Sequence) -> int:
+    def index_of(self, value: Sequence[Any]) -> int:
         """Position in :attr:`values` of the leaf whose hash matches ``value``.
 
         Matching is by hash, so ``"0x01"`` and ``1`` find the same uint leaf.
@@ -836,7 +837,7 @@ class StandardMerkleTree:
 
     @staticmethod
     def verify_with_root(
-        root: bytes | str, leaf_encoding: Sequence[str], value: Sequence, proof: Iterable[bytes | str]
+        root: bytes | str, leaf_encoding: Sequence[str], value: Sequence[Any], proof: Iterable[bytes | str]
     ) -> bool:
         """Verify without the tree, as a third party holding only the root would."""
         return verify_proof(root, leaf_hash(leaf_encoding, value), proof)

@@ -1,28 +1,48 @@
-"""Camera → node wire framing: one persistent TCP connection per (camera, node).
+"""Camera ↔ node wire framing: one persistent TCP connection per (camera, node).
 
-Every message on the connection is framed as
+Every message on the connection, in both directions, is framed as
 
     u32 big-endian length | body
 
-and a body is either
+Camera → node bodies:
 
-* a frame packet (``packet.MAGIC`` = ``b"FLP1"``, see ``offchain.core.packet``), or
-* a control message: ``b"FLC1"`` followed by a UTF-8 JSON object with a string ``"type"``.
+* a frame packet (``packet.MAGIC`` = ``b"FLP1"``, see ``offchain.core.packet``);
+* a **signed control message** (format 2): ``b"FLC2" | signature (64) | JSON``, where the JSON is
+  a UTF-8 object with a string ``"type"`` and ``"camera"`` (canonical: sorted keys, no spaces)
+  and the signature is the camera's Ed25519 device signature over
+  ``CONTROL_SIGNING_DOMAIN ‖ JSON``. Every control message carries the ``"nonce"`` of the
+  node's challenge on that connection, so it cannot be replayed on another connection:
 
-Control messages sent by the camera agent:
+  - ``{"type":"hello","camera":ip,"codec":CodecConfig.to_dict()|null,"nonce":hex,"ts":ms
+    [,"firstSeq":N]}`` — the first message on every connection (also after a reconnect);
+  - ``{"type":"end","camera":ip,"lastSeq":N,"nonce":hex,"ts":ms}`` — at the end of a stream
+    (``N`` is the last sequence number the camera produced, -1 if none).
 
-* ``{"type": "hello", "camera": ip, "codec": CodecConfig.to_dict()}`` — the first message on
-  every connection (also after a reconnect); the node records the codec config once per camera.
-* ``{"type": "end", "camera": ip, "lastSeq": N}`` — at the end of a stream, so a node can
-  detect lost tail frames (``N`` is the last sequence number the camera produced, -1 if none).
+  Format 1 (``b"FLC1"`` + JSON, unsigned) is no longer believed by nodes: it is refused with a
+  security alarm and changes nothing. `control_message` / `parse_control` still build and read
+  it for tools that need an unsigned marker on a private link (the transport bench).
 
-The node never writes back; it may close the connection. Everything here is pure (no I/O)
-except the small `read_messages` convenience for asyncio streams.
+Node → camera bodies (``b"FLN1"`` + UTF-8 JSON, unsigned: they only steer the camera's
+retransmission, never evidence):
+
+* ``{"type":"challenge","nonce":hex,"node":name}`` — first thing a node writes on a connection;
+* ``{"type":"ack","camera":ip,"upTo":N,"ranges":[[a,b],...]}`` — every seq ≤ ``N`` of this
+  camera's stream (from its first seq), and every seq in the listed ranges (at most
+  `MAX_ACK_RANGES`, inclusive), is durable at the node (its row committed). Cumulative: a later
+  ack never takes anything back;
+* ``{"type":"reject","reason":RejectReason,"detail":str[,"seq":N]}`` — the node refuses the
+  hello (camera not on the whitelist, bad signature, ...) or one frame; after a refused hello
+  the node closes the connection.
+
+Everything here is pure (no I/O) except the small `read_messages` convenience for asyncio streams.
 
 Limits: a body is at most `MAX_MESSAGE_BYTES` = 16 MiB (the largest frame payload, see
-``packet.MAX_FRAME_BYTES``) + 4 KiB (packet header and slack). A larger declared length means
-the stream is not ours or is out of sync; `MessageReader` raises `MessageTooLarge` and the
-connection should be closed, since there is no way to resynchronise a length-prefixed stream.
+``packet.MAX_FRAME_BYTES``) + 4 KiB (packet header and slack); a control or node message at most
+`MAX_CONTROL_BYTES` = 64 KiB. A larger declared length means the stream is not ours or is out
+of sync; `MessageReader` raises `MessageTooLarge` and the connection should be closed, since
+there is no way to resynchronise a length-prefixed stream. `MessageReader.wanted` tells a reader
+how many bytes complete the current message, so an unfinished message never holds more memory
+than its declared size.
 """
 
 from __future__ import annotations
@@ -30,14 +50,37 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .packet import MAGIC as PACKET_MAGIC
 
 __all__ = [
     "CONTROL_MAGIC",
+    "CONTROL_SIGNING_DOMAIN",
     "ControlError",
+    "MAX_ACK_RANGES",
+    "MAX_CONTROL_BYTES",
     "MAX_MESSAGE_BYTES",
+    "NODE_MAGIC",
+    "NodeMessage",
+    "RejectReason",
+    "SIGNED_CONTROL_MAGIC",
+    "SignedControl",
+    "ack_message",
+    "codec_proof",
+    "verify_codec_proof",
+    "challenge_message",
+    "is_node_message",
+    "is_signed_control",
+    "parse_node_message",
+    "parse_signed_control",
+    "reject_message",
+    "signed_control",
     "MessageReader",
     "MessageTooLarge",
     "PACKET_MAGIC",
@@ -53,8 +96,14 @@ __all__ = [
     "read_messages",
 ]
 
-CONTROL_MAGIC = b"FLC1"
+CONTROL_MAGIC = b"FLC1"          # format 1: unsigned, refused by nodes
+SIGNED_CONTROL_MAGIC = b"FLC2"   # format 2: signed by the device key
+NODE_MAGIC = b"FLN1"             # node -> camera
+CONTROL_SIGNING_DOMAIN = b"frameledger.control.v2"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024 + 4 * 1024
+MAX_CONTROL_BYTES = 64 * 1024
+MAX_ACK_RANGES = 64
+_SIG = 64
 _LEN = struct.Struct(">I")
 
 
@@ -110,6 +159,15 @@ class MessageReader:
     def pending(self) -> int:
         """Bytes buffered that do not yet form a complete message."""
         return len(self._buf) - self._pos
+
+    def wanted(self) -> int:
+        """Bytes that complete the length prefix or the message under way (at least 1): read no
+        more than this, and an unfinished message holds at most its declared size."""
+        have = len(self._buf) - self._pos
+        if have < _LEN.size:
+            return _LEN.size - have
+        size: int = _LEN.unpack_from(self._buf, self._pos)[0]
+        return max(1, min(size, self.max_size) + _LEN.size - have)
 
     def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
         if self._failed is not None:
@@ -171,7 +229,16 @@ def is_packet(body: bytes) -> bool:
 
 
 def is_control(body: bytes) -> bool:
-    return body[:4] == CONTROL_MAGIC
+    """Any camera control message, signed (FLC2) or the refused unsigned format 1 (FLC1)."""
+    return body[:4] in (CONTROL_MAGIC, SIGNED_CONTROL_MAGIC)
+
+
+def is_signed_control(body: bytes) -> bool:
+    return body[:4] == SIGNED_CONTROL_MAGIC
+
+
+def is_node_message(body: bytes) -> bool:
+    return body[:4] == NODE_MAGIC
 
 
 def control_message(message: dict[str, Any]) -> bytes:
@@ -184,8 +251,8 @@ def control_message(message: dict[str, Any]) -> bytes:
 
 def parse_control(body: bytes) -> dict[str, Any]:
     """The JSON object of a control body; `ControlError` if it is not one."""
-    if not is_control(body):
-        raise ControlError("not a control message (bad magic)")
+    if body[:4] != CONTROL_MAGIC:
+        raise ControlError("not a format-1 control message (bad magic)")
     try:
         message = json.loads(bytes(body[4:]).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -195,11 +262,151 @@ def parse_control(body: bytes) -> dict[str, Any]:
     return message
 
 
-def hello_message(camera_ip: str, codec: dict[str, Any] | None) -> bytes:
-    """``{"type":"hello","camera":ip,"codec":...}`` body; ``codec`` is ``CodecConfig.to_dict()``."""
-    return control_message({"type": "hello", "camera": camera_ip, "codec": codec})
+def _canonical(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode("utf-8")
 
 
-def end_message(camera_ip: str, last_seq: int) -> bytes:
-    """``{"type":"end","camera":ip,"lastSeq":N}`` body."""
-    return control_message({"type": "end", "camera": camera_ip, "lastSeq": int(last_seq)})
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        message = json.loads(bytes(data).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ControlError(f"{what} is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ControlError(f"{what} must be a JSON object with a string 'type'")
+    return message
+
+
+@dataclass(frozen=True)
+class SignedControl:
+    """A parsed FLC2 body: the message, the exact signed JSON bytes and the device signature
+    (kept as received, so a node can show what the camera signed)."""
+
+    message: dict[str, Any]
+    signed_json: bytes
+    signature: bytes
+
+    @property
+    def type(self) -> str:
+        return str(self.message["type"])
+
+    @property
+    def camera_ip(self) -> str:
+        return str(self.message.get("camera", ""))
+
+    @property
+    def nonce(self) -> str:
+        return str(self.message.get("nonce", ""))
+
+    def body(self) -> bytes:
+        return SIGNED_CONTROL_MAGIC + self.signature + self.signed_json
+
+    def verify(self, device_public_key: bytes) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(device_public_key).verify(
+                self.signature, CONTROL_SIGNING_DOMAIN + self.signed_json)
+            return True
+        except (InvalidSignature, ValueError):
+            return False
+
+
+def signed_control(key: Ed25519PrivateKey, message: dict[str, Any]) -> bytes:
+    """FLC2 body: ``magic | Ed25519(domain ‖ canonical JSON) | canonical JSON``."""
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str) \
+            or not isinstance(message.get("camera"), str):
+        raise ControlError("a signed control message is a dict with string 'type' and 'camera'")
+    data = _canonical(message)
+    if len(data) + 4 + _SIG > MAX_CONTROL_BYTES:
+        raise ControlError(f"control message of {len(data)} bytes exceeds {MAX_CONTROL_BYTES}")
+    return SIGNED_CONTROL_MAGIC + key.sign(CONTROL_SIGNING_DOMAIN + data) + data
+
+
+def parse_signed_control(body: bytes) -> SignedControl:
+    """Parse an FLC2 body (the signature is checked by `SignedControl.verify`)."""
+    if not is_signed_control(body):
+        raise ControlError("not a signed control message (bad magic)")
+    if len(body) > MAX_CONTROL_BYTES or len(body) < 4 + _SIG + 2:
+        raise ControlError(f"signed control message of {len(body)} bytes is out of bounds")
+    data = bytes(body[4 + _SIG:])
+    message = _json_object(data, "signed control message")
+    if not isinstance(message.get("camera"), str):
+        raise ControlError("signed control message lacks a string 'camera'")
+    return SignedControl(message, data, bytes(body[4 : 4 + _SIG]))
+
+
+def hello_message(key: Ed25519PrivateKey, camera_ip: str, codec: dict[str, Any] | None, nonce: str,
+                  ts_ms: int, first_seq: int | None = None) -> bytes:
+    """Signed hello body; ``codec`` is ``CodecConfig.to_dict()``, ``nonce`` the node's challenge."""
+    msg: dict[str, Any] = {"type": "hello", "camera": camera_ip, "codec": codec, "nonce": nonce, "ts": int(ts_ms)}
+    if first_seq is not None:
+        msg["firstSeq"] = int(first_seq)
+    return signed_control(key, msg)
+
+
+def end_message(key: Ed25519PrivateKey, camera_ip: str, last_seq: int, nonce: str, ts_ms: int) -> bytes:
+    """Signed end-of-stream body."""
+    return signed_control(key, {"type": "end", "camera": camera_ip, "lastSeq": int(last_seq), "nonce": nonce,
+                                "ts": int(ts_ms)})
+
+
+def codec_proof(hello: SignedControl) -> dict[str, str]:
+    """What a manifest's ``codecProof`` carries: the signed hello's JSON, signature and domain."""
+    return {"signedJson": hello.signed_json.decode("utf-8"), "signature": hello.signature.hex(),
+            "domain": CONTROL_SIGNING_DOMAIN.decode()}
+
+
+def verify_codec_proof(proof: Any, codec: dict[str, Any], device_public_key: bytes) -> bool:
+    """True when ``proof`` is a hello signed by the device key whose codec is exactly ``codec``
+    (what a manifest commits): anyone with the camera's key from the chain can check it."""
+    try:
+        if not isinstance(proof, dict) or proof.get("domain") != CONTROL_SIGNING_DOMAIN.decode():
+            return False
+        signed = str(proof["signedJson"]).encode("utf-8")
+        hello = SignedControl(_json_object(signed, "codec proof"), signed, bytes.fromhex(str(proof["signature"])))
+    except (KeyError, ValueError, ControlError):
+        return False
+    return hello.type == "hello" and hello.message.get("codec") == codec and hello.verify(device_public_key)
+
+
+# ------------------------------------------------------------------ node -> camera
+class NodeMessage(StrEnum):
+    CHALLENGE = "challenge"
+    ACK = "ack"
+    REJECT = "reject"
+
+
+class RejectReason(StrEnum):
+    NOT_REGISTERED = "not-registered"     # camera not on the whitelist, or revoked
+    BAD_SIGNATURE = "bad-signature"       # hello/end or frame signature does not verify
+    BAD_HELLO = "bad-hello"               # first message not a valid signed hello for this challenge
+    WRONG_CAMERA = "wrong-camera"         # a frame of another camera than the hello's
+    TOO_MANY_INVALID = "too-many-invalid"
+    UNSIGNED_CONTROL = "unsigned-control"
+
+
+def _node_message(message: dict[str, Any]) -> bytes:
+    return NODE_MAGIC + _canonical(message)
+
+
+def challenge_message(nonce: str, node: str) -> bytes:
+    return _node_message({"type": NodeMessage.CHALLENGE.value, "nonce": nonce, "node": node})
+
+
+def ack_message(camera_ip: str, up_to: int, ranges: list[list[int]]) -> bytes:
+    return _node_message({"type": NodeMessage.ACK.value, "camera": camera_ip, "upTo": int(up_to),
+                          "ranges": [[int(a), int(b)] for a, b in ranges[:MAX_ACK_RANGES]]})
+
+
+def reject_message(reason: RejectReason, detail: str, seq: int | None = None) -> bytes:
+    msg: dict[str, Any] = {"type": NodeMessage.REJECT.value, "reason": reason.value, "detail": detail[:500]}
+    if seq is not None:
+        msg["seq"] = int(seq)
+    return _node_message(msg)
+
+
+def parse_node_message(body: bytes) -> dict[str, Any]:
+    """A node message's JSON object (`ControlError` if malformed or oversized)."""
+    if not is_node_message(body):
+        raise ControlError("not a node message (bad magic)")
+    if len(body) > MAX_CONTROL_BYTES:
+        raise ControlError(f"node message of {len(body)} bytes exceeds {MAX_CONTROL_BYTES}")
+    return _json_object(body[4:], "node message")

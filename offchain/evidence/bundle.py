@@ -30,12 +30,11 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import zipfile
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import av
 from web3 import Web3
@@ -46,32 +45,43 @@ from eth_utils import keccak
 
 from ..chain.client import as_revert, call, connect, load_artifact
 from ..chain.reverts import ContractRevert
-from ..core.block import FRAME_LEAF_ENCODING, BlockHeader, Manifest, ManifestFormatError
+from ..camera.sources import CodecConfig, EncodedFrame
+from ..core.block import FRAME_LEAF_ENCODING, BlockHeader, FrameRef, Manifest, ManifestFormatError
 from ..core.merkle import MultiProof
+from .bundle_reader import BundleError, BundleReader, MemberError
 from .report import Report
+from .trust import TrustList, TrustOutcome, decide_trust, load_trust
 from .verify import (
     BlockClaim,
     ChainBlock,
     ChainFacts,
     ClipClaim,
     ClipSamples,
+    CodecSourceClaim,
     EvidenceClaim,
+    Note,
     RawClaim,
+    check_codec_source,
     clip_entries,
+    decode_key,
     h0x,
     known_leaves,
     manifest_tree,
     parse_multiproof,
     verify_evidence,
 )
+from .video import PictureComparison, compare_pictures, probe_mp4
 
 __all__ = [
     "BUNDLE_FORMAT",
     "BundleError",
     "BundleReader",
     "ChainReader",
+    "IndexParse",
     "bundle_index",
     "parse_index",
+    "note_decoded",
+    "probe_remuxed_clips",
     "read_clip_samples",
     "verify_bundle",
     "write_bundle",
@@ -81,14 +91,13 @@ log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "frameledger.evidence-bundle/1"
 INDEX = "bundle.json"
-# A bundle member larger than this is refused rather than read into memory (zip bombs, mistakes).
-MAX_MEMBER_BYTES = 8 << 30
 _STORED_SUFFIXES = (".mp4",)
 _VERIFY_FRAMES = keccak(b"verifyFrames(bytes32,bytes32[],bool[],bytes32[])")[:4]
-
-
-class BundleError(ValueError):
-    """The bundle cannot be read: not a zip, no index, malformed index, member missing or too big."""
+# Index entry limits (docs/EVIDENCE.md); the JavaScript verifier has the same.
+MAX_BLOCKS = 10_000
+MAX_CLIPS = 10_000
+MAX_CLIP_FRAMES = 1_000_000
+MAX_RAW_FRAMES = 1_000_000
 
 
 # --------------------------------------------------------------------------- chain access
@@ -213,7 +222,8 @@ class ChainReader:
 
 
 def read_clip_samples(path: str | os.PathLike[str]) -> ClipSamples:
-    """Demux (never decode) a clip: each sample's SHA-256 and presentation time in ms, in file order.
+    """Demux (never decode) a clip: each sample's SHA-256 and presentation time in ms, in file
+    order, and its codec configuration record.
 
     Demuxing is enough to prove the bytes are the anchored frames; decoding proves only that a
     decoder accepts them, which `probe_mp4` does where asked."""
@@ -222,6 +232,7 @@ def read_clip_samples(path: str | os.PathLike[str]) -> ClipSamples:
             if not container.streams.video:
                 return ClipSamples(None, "no video stream")
             stream = container.streams.video[0]
+            extradata = bytes(stream.codec_context.extradata or b"")
             tb = stream.time_base
             out = []
             for packet in container.demux(stream):
@@ -231,7 +242,7 @@ def read_clip_samples(path: str | os.PathLike[str]) -> ClipSamples:
                 if pts is None:
                     return ClipSamples(None, "packet without timestamps")
                 out.append((hashlib.sha256(bytes(packet)).digest(), round(pts * tb * 1000)))
-            return ClipSamples(out)
+            return ClipSamples(out, extradata=extradata)
     except (av.FFmpegError, OSError, ValueError) as exc:
         return ClipSamples(None, f"cannot demux: {exc}")
 
@@ -245,6 +256,7 @@ def bundle_index(
     manifest_paths: Mapping[int, str],
     proof_paths: Mapping[int, str],
     produced_by: str,
+    codec_source_paths: Mapping[tuple[bytes, int], str] | None = None,
 ) -> dict[str, Any]:
     """The bundle.json document for a claim."""
     return {
@@ -270,11 +282,17 @@ def bundle_index(
             for b in claim.blocks
         ],
         "clips": [
-            {"path": c.path, "kind": c.kind, "camera": h0x(c.camera), "reencoded": c.reencoded,
+            {"path": c.path, "kind": c.kind, "camera": h0x(c.camera), "reencoded": c.reencoded, "why": c.why,
              "frames": [[h, s] for h, s in c.frames]}
             for c in claim.clips
         ],
         "rawFrames": [{"height": r.height, "camera": h0x(r.camera), "seq": r.seq, "path": r.path} for r in claim.raw],
+        "codecSources": [
+            {"camera": h0x(c.camera), "height": c.height, "blockHash": c.block_hash,
+             "header": c.header.to_json() if c.header else None,
+             "manifest": (codec_source_paths or {}).get((c.camera, c.height))}
+            for c in claim.codec_sources
+        ],
         "report": "report.json",
     }
 
@@ -308,244 +326,382 @@ def _info(name: str, method: int) -> zipfile.ZipInfo:
     return info
 
 
-# --------------------------------------------------------------------------- reading
+# --------------------------------------------------------------------------- reading the index
+#
+# The index is the forger's own words: every field is checked for type and shape, and one
+# malformed field makes the whole bundle `bundle.invalid` (the same in the JavaScript verifier).
 
 
-class BundleReader:
-    """A bundle as a zip file or as the directory it was unzipped into."""
-
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
-        self._zip: zipfile.ZipFile | None = None
-        self._tmp: tempfile.TemporaryDirectory | None = None
-        if self.path.is_dir():
-            return
-        if not self.path.is_file():
-            raise BundleError(f"{self.path}: no such file or directory")
-        try:
-            self._zip = zipfile.ZipFile(self.path)
-            self._names = {i.filename: i for i in self._zip.infolist()}
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise BundleError(f"{self.path} is not a readable zip: {exc}") from exc
-
-    def close(self) -> None:
-        if self._zip is not None:
-            self._zip.close()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-
-    def __enter__(self) -> "BundleReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _safe(self, name: str) -> str:
-        if not isinstance(name, str) or not name or name.startswith(("/", "\\")) or ".." in Path(name).parts:
-            raise BundleError(f"unsafe member name {name!r}")
-        return name
-
-    def has(self, name: str) -> bool:
-        name = self._safe(name)
-        if self._zip is not None:
-            return name in self._names
-        return (self.path / name).is_file()
-
-    def read(self, name: str) -> bytes:
-        name = self._safe(name)
-        try:
-            if self._zip is not None:
-                info = self._names.get(name)
-                if info is None:
-                    raise BundleError(f"{name} is not in the bundle")
-                if info.file_size > MAX_MEMBER_BYTES:
-                    raise BundleError(f"{name} is {info.file_size} bytes, over the {MAX_MEMBER_BYTES} limit")
-                return self._zip.read(info)
-            p = self.path / name
-            if not p.is_file():
-                raise BundleError(f"{name} is not in the bundle")
-            return p.read_bytes()
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:  # CRC errors, truncation
-            if isinstance(exc, BundleError):
-                raise
-            raise BundleError(f"cannot read {name}: {exc}") from exc
-
-    def read_or_none(self, name: str | None) -> bytes | None:
-        if not name:
-            return None
-        try:
-            return self.read(name)
-        except BundleError:
-            return None
-
-    def file_path(self, name: str) -> Path:
-        """A path on disk for a member (PyAV wants one); zip members go to a private temp dir."""
-        name = self._safe(name)
-        if self._zip is None:
-            p = self.path / name
-            if not p.is_file():
-                raise BundleError(f"{name} is not in the bundle")
-            return p
-        if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="frameledger-bundle-")
-        info = self._names.get(name)
-        if info is None:
-            raise BundleError(f"{name} is not in the bundle")
-        if info.file_size > MAX_MEMBER_BYTES:
-            raise BundleError(f"{name} is too large")
-        out = Path(self._tmp.name) / hashlib.sha256(name.encode()).hexdigest()[:16]
-        try:
-            with self._zip.open(info) as src, open(out, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-            raise BundleError(f"cannot read {name}: {exc}") from exc
-        return out
+def _int(v: Any, what: str, lo: int = 0, hi: int = 2**64 - 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ValueError(f"{what} must be an integer in [{lo}, {hi}], got {v!r}")
+    return v
 
 
-def _hexbytes(s: Any, n: int | None = None) -> bytes:
-    if not isinstance(s, str):
-        raise ValueError(f"expected a hex string, got {type(s).__name__}")
-    b = bytes.fromhex(s.removeprefix("0x"))
+def _str(v: Any, what: str, optional: bool = False) -> str | None:
+    if v is None and optional:
+        return None
+    if not isinstance(v, str):
+        raise ValueError(f"{what} must be a string, got {type(v).__name__}")
+    return v
+
+
+def _hexbytes(s: Any, n: int | None = None, what: str = "value") -> bytes:
+    if not isinstance(s, str) or not s.startswith("0x"):
+        raise ValueError(f"{what} must be a 0x hex string")
+    b = bytes.fromhex(s[2:])
     if n is not None and len(b) != n:
-        raise ValueError(f"expected {n} bytes, got {len(b)}")
+        raise ValueError(f"{what}: expected {n} bytes, got {len(b)}")
     return b
 
 
-def parse_index(doc: Any) -> tuple[EvidenceClaim, dict[int, str | None], dict[int, str | None]]:
-    """bundle.json → the claim, and where each block's manifest and proof are. Raises BundleError."""
+def _list(v: Any, what: str, limit: int, optional: bool = True) -> list:
+    if v is None and optional:
+        return []
+    if not isinstance(v, list):
+        raise ValueError(f"{what} must be a list")
+    if len(v) > limit:
+        raise ValueError(f"{what} has {len(v)} entries, over the limit of {limit}")
+    return v
+
+
+def _header(v: Any, what: str) -> BlockHeader | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise ValueError(f"{what} must be an object")
+    try:
+        return BlockHeader.from_json(v)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{what} is malformed: {exc!r}") from None
+
+
+@dataclass
+class IndexParse:
+    """bundle.json as claims, and where each block's manifest and proof are."""
+
+    claim: EvidenceClaim
+    manifests: dict[int, str | None] = field(default_factory=dict)
+    proofs: dict[int, str | None] = field(default_factory=dict)
+    codec_manifests: dict[tuple[bytes, int], str | None] = field(default_factory=dict)
+
+
+def parse_index(doc: Any) -> IndexParse:
+    """bundle.json → the claims. Raises BundleError for any malformed field. Duplicate entries
+    are kept (the rules report them as `bundle.entry.duplicate`)."""
     try:
         if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
             raise ValueError(f"not a {BUNDLE_FORMAT} index")
-        if list(doc.get("leafEncoding", FRAME_LEAF_ENCODING)) != list(FRAME_LEAF_ENCODING):
+        if list(_list(doc.get("leafEncoding", list(FRAME_LEAF_ENCODING)), "leafEncoding", 8)) != list(FRAME_LEAF_ENCODING):
             raise ValueError("unexpected leafEncoding")
-        cam = _hexbytes(doc["camera"]["id"], 32)
-        claim = EvidenceClaim(
-            camera_id=cam,
-            camera_ip=doc["camera"].get("ip"),
-            from_ms=int(doc["range"]["fromMs"]),
-            to_ms=int(doc["range"]["toMs"]),
-            chain_id=int(doc["chainId"]),
-            ledger=Web3.to_checksum_address(doc["contracts"]["VideoLedger"]),
-            consortium=doc["contracts"].get("Consortium"),
-        )
-        manifests: dict[int, str | None] = {}
-        proofs: dict[int, str | None] = {}
-        for b in doc["blocks"]:
-            h = int(b["height"])
-            header = None
-            if isinstance(b.get("header"), dict):
-                try:
-                    header = BlockHeader.from_json(b["header"])
-                except (KeyError, ValueError, TypeError):
-                    header = None
-            claim.blocks.append(BlockClaim(
-                height=h, header=header, block_hash=b.get("blockHash"), anchor_tx=b.get("anchorTx"),
-                attest_txs=[str(t) for t in b.get("attestTxs") or []], context_only=bool(b.get("contextOnly", False)),
-            ))
-            manifests[h] = b.get("manifest")
-            proofs[h] = b.get("proof")
-        for c in doc.get("clips", []):
-            claim.clips.append(ClipClaim(
-                path=str(c["path"]), kind=str(c.get("kind", "original")), camera=_hexbytes(c["camera"], 32),
-                frames=[(int(h), int(s)) for h, s in c["frames"]], reencoded=bool(c.get("reencoded", False)),
-            ))
-        for r in doc.get("rawFrames", []):
-            claim.raw.append(RawClaim(int(r["height"]), _hexbytes(r["camera"], 32), int(r["seq"]), str(r["path"])))
+        camera, rng, contracts = doc.get("camera"), doc.get("range"), doc.get("contracts")
+        if not isinstance(camera, dict) or not isinstance(rng, dict) or not isinstance(contracts, dict):
+            raise ValueError("camera, range and contracts must be objects")
+        ledger = _str(contracts.get("VideoLedger"), "contracts.VideoLedger")
+        out = IndexParse(EvidenceClaim(
+            camera_id=_hexbytes(camera.get("id"), 32, "camera.id"),
+            camera_ip=_str(camera.get("ip"), "camera.ip", optional=True),
+            from_ms=_int(rng.get("fromMs"), "range.fromMs"), to_ms=_int(rng.get("toMs"), "range.toMs"),
+            chain_id=_int(doc.get("chainId"), "chainId", 1),
+            ledger=Web3.to_checksum_address(ledger), consortium=_str(contracts.get("Consortium"), "contracts.Consortium", True)))
+        for i, b in enumerate(_list(doc.get("blocks"), "blocks", MAX_BLOCKS, optional=False)):
+            _parse_block(out, b, f"blocks[{i}]")
+        for i, c in enumerate(_list(doc.get("clips"), "clips", MAX_CLIPS)):
+            _parse_clip(out, c, f"clips[{i}]")
+        for i, r in enumerate(_list(doc.get("rawFrames"), "rawFrames", MAX_RAW_FRAMES)):
+            if not isinstance(r, dict):
+                raise ValueError(f"rawFrames[{i}] must be an object")
+            out.claim.raw.append(RawClaim(height=_int(r.get("height"), f"rawFrames[{i}].height"),
+                                          camera=_hexbytes(r.get("camera"), 32, f"rawFrames[{i}].camera"),
+                                          seq=_int(r.get("seq"), f"rawFrames[{i}].seq"),
+                                          path=str(_str(r.get("path"), f"rawFrames[{i}].path"))))
+        for i, c in enumerate(_list(doc.get("codecSources"), "codecSources", MAX_BLOCKS)):
+            _parse_codec_source(out, c, f"codecSources[{i}]")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise BundleError(f"malformed {INDEX}: {exc!r}") from exc
-    return claim, manifests, proofs
+        raise BundleError(f"malformed {INDEX}: {exc}") from exc
+    return out
+
+
+def _parse_block(out: IndexParse, b: Any, what: str) -> None:
+    if not isinstance(b, dict):
+        raise ValueError(f"{what} must be an object")
+    h = _int(b.get("height"), f"{what}.height", 1)
+    out.claim.blocks.append(BlockClaim(
+        height=h, header=_header(b.get("header"), f"{what}.header"),
+        block_hash=_str(b.get("blockHash"), f"{what}.blockHash", True),
+        anchor_tx=_str(b.get("anchorTx"), f"{what}.anchorTx", True),
+        attest_txs=[str(_str(t, f"{what}.attestTxs[]")) for t in _list(b.get("attestTxs"), f"{what}.attestTxs", 1000)],
+        context_only=bool(b.get("contextOnly", False))))
+    if h not in out.manifests:  # a duplicate block keeps the first one's members
+        out.manifests[h] = _str(b.get("manifest"), f"{what}.manifest", True)
+        out.proofs[h] = _str(b.get("proof"), f"{what}.proof", True)
+
+
+def _parse_clip(out: IndexParse, c: Any, what: str) -> None:
+    if not isinstance(c, dict):
+        raise ValueError(f"{what} must be an object")
+    frames = []
+    for pair in _list(c.get("frames"), f"{what}.frames", MAX_CLIP_FRAMES, optional=False):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ValueError(f"{what}.frames entries are [height, seq]")
+        frames.append((_int(pair[0], f"{what}.frames height"), _int(pair[1], f"{what}.frames seq")))
+    reencoded = c.get("reencoded", False)
+    if not isinstance(reencoded, bool):
+        raise ValueError(f"{what}.reencoded must be true or false")
+    out.claim.clips.append(ClipClaim(
+        path=str(_str(c.get("path"), f"{what}.path")), kind=str(_str(c.get("kind", "original"), f"{what}.kind")),
+        camera=_hexbytes(c.get("camera"), 32, f"{what}.camera"), frames=frames, reencoded=reencoded,
+        why=str(_str(c.get("why", "remux"), f"{what}.why"))))
+
+
+def _parse_codec_source(out: IndexParse, c: Any, what: str) -> None:
+    if not isinstance(c, dict):
+        raise ValueError(f"{what} must be an object")
+    cam = _hexbytes(c.get("camera"), 32, f"{what}.camera")
+    h = _int(c.get("height"), f"{what}.height", 1)
+    out.claim.codec_sources.append(CodecSourceClaim(camera=cam, height=h, header=_header(c.get("header"), f"{what}.header"),
+                                                    block_hash=_str(c.get("blockHash"), f"{what}.blockHash", True)))
+    out.codec_manifests.setdefault((cam, h), _str(c.get("manifest"), f"{what}.manifest", True))
 
 
 # --------------------------------------------------------------------------- verifying
 
 
-def _failed(code: str, message: str, produced_by: str) -> Report:
+def _failed(code: str, message: str, produced_by: str, notes: Iterable[Note] = ()) -> Report:
     r = Report(produced_by=produced_by)
+    for n in notes:
+        r.add(n.code, n.message)
     r.add(code, message)
     return r
 
 
+def _member(reader: BundleReader, name: str | None, notes: list[Note], height: int | None = None,
+            camera: bytes | None = None) -> bytes | None:
+    """A JSON member under its limit, or None; a refused member is a note with its code."""
+    if not name:
+        return None
+    try:
+        return reader.read(name)
+    except MemberError as exc:
+        if exc.code is not None:
+            notes.append(Note(exc.code, str(exc), height=height, camera=camera))
+        return None
+
+
 def verify_bundle(path: str | os.PathLike[str], rpc_url: str, *, ledger_address: str | None = None,
-                  timeout: float = 30.0, w3: Web3 | None = None) -> Report:
+                  trust: TrustList | None = None, probe: bool = False, timeout: float = 30.0,
+                  w3: Web3 | None = None) -> Report:
     """Re-check a bundle against the chain at ``rpc_url`` and nothing else.
 
-    ``ledger_address`` pins the VideoLedger the verifier trusts (e.g. from the consortium's
-    deployment record); without it the bundle's own claim is used and the report says so
-    (``bundle.contract.unpinned``), because a forger could otherwise point at a ledger of their own.
-    Never raises on bad input: an unreadable bundle or chain is a failed report."""
+    The trusted deployment comes from ``ledger_address``, ``trust`` or the default deployment
+    record for the RPC's chain (`offchain.evidence.trust`); never from the bundle. Without one
+    the verdict is ``untrusted``. Never raises on bad input: an unreadable bundle or chain is a
+    failed report. Raises `TrustError` only when the default deployment record is unreadable."""
     produced_by = "frameledger verify"
     try:
         reader = BundleReader(path)
     except BundleError as exc:
         return _failed("bundle.invalid", str(exc), produced_by)
     with reader:
+        notes = [Note(p.code, p.message) for p in reader.problems]
         try:
-            claim, manifest_paths, proof_paths = parse_index(json.loads(reader.read(INDEX)))
-        except (BundleError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _failed("bundle.invalid", str(exc), produced_by)
-
-        prefindings = []
-        address = claim.ledger
-        if ledger_address is not None:
-            pinned = Web3.to_checksum_address(ledger_address)
-            if pinned != claim.ledger:
-                prefindings.append(("bundle.contract.mismatch", f"bundle names {claim.ledger}, trusted ledger is {pinned}",
-                                    None, None, None))
-            address = pinned
-
-        manifests = {h: reader.read_or_none(p) for h, p in manifest_paths.items()}
-        proofs: dict[int, Any] = {}
-        for h, p in proof_paths.items():
-            raw = reader.read_or_none(p)
-            try:
-                proofs[h] = json.loads(raw) if raw is not None else None
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                proofs[h] = {"malformed": True}
-        for bc in claim.blocks:
-            bc.manifest = manifests.get(bc.height)
-            bc.proof = proofs.get(bc.height)
-
+            parsed = parse_index(json.loads(reader.read(INDEX)))
+        except MemberError as exc:
+            return _failed(exc.code or "bundle.invalid", str(exc), produced_by, notes)
+        except (BundleError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            return _failed("bundle.invalid", str(exc), produced_by, notes)
+        claim = parsed.claim
+        _attach_members(reader, parsed, notes)
         try:
             w3 = w3 or connect(rpc_url, timeout=timeout)
-            chain_reader = ChainReader(w3, address)
-            if not chain_reader.has_code():
-                r = _failed("bundle.contract.mismatch", f"no contract at {address} on this chain", produced_by)
-                r.chain_id = chain_reader.chain_id
-                return r
-            in_range = chain_reader.heights_in_range(claim.camera_id, claim.from_ms, claim.to_ms) \
-                if claim.from_ms < claim.to_ms else []
-            heights = set(in_range) | {b.height for b in claim.blocks}
-            blocks = chain_reader.blocks(claim.camera_id, heights)
-            trusted, known = _anchored_manifests(claim.camera_id, manifests, blocks)
-            facts = ChainFacts(chain_id=chain_reader.chain_id, ledger=chain_reader.address,
-                               consortium=chain_reader.consortium_address, heights_in_range=in_range, blocks=blocks,
-                               proofs_on_chain=chain_reader.proofs_on_chain(blocks, proofs, known))
+            chain_id = int(w3.eth.chain_id)
         except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, odd node answers
+            return _failed("chain.unavailable", f"{rpc_url}: {exc}", produced_by, notes)
+        trust = trust if trust is not None else load_trust(chain_id, ledger=ledger_address)
+        decision = decide_trust(trust, chain_id, claim.ledger)
+        if decision.outcome is TrustOutcome.UNTRUSTED:
+            notes.append(Note("bundle.contract.untrusted", decision.message))
+        elif decision.outcome is TrustOutcome.MISMATCH:
+            notes.append(Note("bundle.contract.mismatch", decision.message))
+        try:
+            facts = _chain_facts(w3, decision.ledger, decision.consortium, claim, notes)
+        except _NoLedger as exc:
+            r = _failed("bundle.contract.mismatch", str(exc), produced_by, notes)
+            r.chain_id = chain_id
+            return r
+        except Exception as exc:  # noqa: BLE001
             log.debug("chain query failed", exc_info=True)
-            return _failed("chain.unavailable", f"{rpc_url}: {exc}", produced_by)
-
-        clips = {}
-        for c in claim.clips:
-            try:
-                clips[c.path] = read_clip_samples(reader.file_path(c.path))
-            except BundleError as exc:
-                clips[c.path] = ClipSamples(None, str(exc))
-        raw_digests: dict[str, bytes | None] = {}
-        for r in claim.raw:
-            data = reader.read_or_none(r.path)
-            raw_digests[r.path] = hashlib.sha256(data).digest() if data is not None else None
-
-        report = verify_evidence(claim, facts, clips, raw_digests, produced_by=produced_by,
-                                 pinned=ledger_address is not None, prefindings=prefindings)
+            return _failed("chain.unavailable", f"{rpc_url}: {exc}", produced_by, notes)
+        clips = _clip_samples(reader, claim)
+        raw_digests = _raw_digests(reader, claim, notes)
+        trusted = _anchored_manifests(claim.camera_id, {b.height: b.manifest for b in claim.blocks}, facts.blocks)[0]
+        pictures = _picture_checks(reader, claim, trusted, facts, raw_digests)
+        report = verify_evidence(claim, facts, clips, raw_digests, pictures=pictures, produced_by=produced_by, notes=notes)
         report.clips = clip_entries(claim, trusted)
+        note_decoded(report, claim, pictures)
+        if probe:
+            probe_remuxed_clips(report, claim, reader.file_path)
         return report
+
+
+class _NoLedger(Exception):
+    """The trusted (or named) ledger address holds no contract on this chain."""
+
+
+def _attach_members(reader: BundleReader, parsed: IndexParse, notes: list[Note]) -> None:
+    """Manifests, multiproofs and codec-source manifests, each under its member limit."""
+    for bc in parsed.claim.blocks:
+        bc.manifest = _member(reader, parsed.manifests.get(bc.height), notes, height=bc.height)
+        raw = _member(reader, parsed.proofs.get(bc.height), notes, height=bc.height)
+        try:
+            bc.proof = json.loads(raw) if raw is not None else None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            bc.proof = {"malformed": True}
+    for src in parsed.claim.codec_sources:
+        src.manifest = _member(reader, parsed.codec_manifests.get((src.camera, src.height)), notes, camera=src.camera)
+
+
+def _chain_facts(w3: Web3, ledger: str, consortium: str | None, claim: EvidenceClaim, notes: list[Note]) -> ChainFacts:
+    if not ledger:
+        raise _NoLedger("the bundle names no ledger and none is trusted")
+    chain_reader = ChainReader(w3, ledger)
+    if not chain_reader.has_code():
+        raise _NoLedger(f"no contract at {ledger} on this chain")
+    if consortium is not None and Web3.to_checksum_address(consortium) != chain_reader.consortium_address:
+        notes.append(Note("bundle.contract.mismatch", f"VideoLedger {ledger} belongs to consortium "
+                                                      f"{chain_reader.consortium_address}, trusted is {consortium}"))
+    in_range = chain_reader.heights_in_range(claim.camera_id, claim.from_ms, claim.to_ms) if claim.from_ms < claim.to_ms else []
+    blocks = chain_reader.blocks(claim.camera_id, set(in_range) | {b.height for b in claim.blocks})
+    codec_blocks: dict[tuple[bytes, int], ChainBlock | None] = {}
+    for src in claim.codec_sources:
+        if (src.camera, src.height) not in codec_blocks:
+            codec_blocks[(src.camera, src.height)] = chain_reader.blocks(src.camera, [src.height]).get(src.height)
+    manifests = {b.height: b.manifest for b in claim.blocks}
+    proofs = {b.height: b.proof for b in claim.blocks}
+    _, known = _anchored_manifests(claim.camera_id, manifests, blocks)
+    return ChainFacts(chain_id=chain_reader.chain_id, ledger=chain_reader.address,
+                      consortium=chain_reader.consortium_address, heights_in_range=in_range, blocks=blocks,
+                      proofs_on_chain=chain_reader.proofs_on_chain(blocks, proofs, known), codec_blocks=codec_blocks)
+
+
+def _clip_samples(reader: BundleReader, claim: EvidenceClaim) -> dict[str, ClipSamples]:
+    out: dict[str, ClipSamples] = {}
+    for c in claim.clips:
+        if c.path in out:
+            continue
+        try:
+            out[c.path] = read_clip_samples(reader.file_path(c.path))
+        except BundleError as exc:
+            out[c.path] = ClipSamples(None, str(exc))
+    return out
+
+
+def _raw_digests(reader: BundleReader, claim: EvidenceClaim, notes: list[Note]) -> dict[str, bytes | None]:
+    """Each raw frame member's SHA-256, hashed in chunks under the frame limit."""
+    out: dict[str, bytes | None] = {}
+    for r in claim.raw:
+        if r.path in out:
+            continue
+        try:
+            out[r.path] = reader.sha256(r.path)
+        except MemberError as exc:
+            if exc.code is not None:
+                notes.append(Note(exc.code, str(exc), height=r.height, seq=r.seq, camera=r.camera))
+            out[r.path] = None
+    return out
+
+
+def _picture_checks(reader: BundleReader, claim: EvidenceClaim, trusted: Mapping[int, Manifest], facts: ChainFacts,
+                    raw_digests: Mapping[str, bytes | None]) -> dict[str, PictureComparison | None]:
+    """Decode every re-encoded clip and the anchored raw frames it stands for, and compare."""
+    raw_paths = {(r.height, r.camera, r.seq): r.path for r in claim.raw}
+    out: dict[str, PictureComparison | None] = {}
+    for clip in claim.clips:
+        if not clip.reencoded or clip.path in out:
+            continue
+        codec = _clip_codec(clip, claim, trusted, facts)
+        refs = [_frame_ref(trusted, h, clip.camera, seq) for h, seq in clip.frames]
+        if codec is None or any(r is None for r in refs):
+            out[clip.path] = PictureComparison(original_error="no trusted manifest vouches for this clip's frames or codec")
+            continue
+        keyed = sorted(((h, ref) for (h, _), ref in zip(clip.frames, refs) if ref is not None), key=lambda it: decode_key(it[1]))
+        paths = [raw_paths.get((h, clip.camera, ref.seq)) for h, ref in keyed]
+        if any(p is None or raw_digests.get(p) != ref.sha256 for p, (_, ref) in zip(paths, keyed)):
+            out[clip.path] = PictureComparison(original_error="the anchored bytes of some of its frames are not in the bundle")
+            continue
+        try:
+            out[clip.path] = compare_pictures(reader.file_path(clip.path), codec,
+                                              _lazy_frames(reader, keyed, paths), len(clip.frames))
+        except BundleError as exc:
+            out[clip.path] = PictureComparison(clip_error=str(exc))
+    return out
+
+
+def _lazy_frames(reader: BundleReader, keyed: list[tuple[int, FrameRef]], paths: list[str | None]) -> Iterator[EncodedFrame]:
+    for (_, ref), p in zip(keyed, paths):
+        yield EncodedFrame(seq=ref.seq, timestamp_ms=ref.timestamp_ms, keyframe=ref.keyframe,
+                           data=reader.read(str(p)), dts_ms=ref.dts_ms)
+
+
+def _frame_ref(trusted: Mapping[int, Manifest], h: int, camera: bytes, seq: int) -> FrameRef | None:
+    m = trusted.get(h)
+    if m is None:
+        return None
+    if camera == m.camera_id:
+        return next((f for f in m.frames if f.seq == seq), None)
+    for sub_cam, frames in m.substitutions:
+        if sub_cam == camera:
+            return next((f for f in frames if f.seq == seq), None)
+    return None
+
+
+def _clip_codec(clip: ClipClaim, claim: EvidenceClaim, trusted: Mapping[int, Manifest], facts: ChainFacts) -> CodecConfig | None:
+    """The anchored codec configuration the clip's originals decode with."""
+    if not clip.frames:
+        return None
+    h = clip.frames[0][0]
+    manifest: Manifest | None = trusted.get(h) if clip.camera == claim.camera_id else None
+    if clip.camera != claim.camera_id:
+        for src in claim.codec_sources:
+            if src.camera == clip.camera:
+                manifest = check_codec_source(src, facts.codec_blocks.get((src.camera, src.height))).manifest
+                if manifest is not None:
+                    break
+    try:
+        return CodecConfig.from_json(manifest.codec) if manifest is not None and manifest.codec else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def note_decoded(report: Report, claim: EvidenceClaim, pictures: Mapping[str, PictureComparison | None]) -> None:
+    """Re-encoded clips were decoded end to end by the picture check: say how far."""
+    for entry, clip in zip(report.clips, claim.clips):
+        p = pictures.get(clip.path)
+        if clip.reencoded and p is not None and p.clip_error is None:
+            entry.decoded_frames = p.compared
+
+
+def probe_remuxed_clips(report: Report, claim: EvidenceClaim, path_of: Callable[[str], Path]) -> None:
+    """--probe: decode every byte-exact clip end to end. Its packets are already proven to be the
+    anchored frames, so a decoder that stops early is this machine's limitation (a warning
+    naming the cause), not a failure of the evidence. Re-encoded clips were decoded already."""
+    for entry, clip in zip(report.clips, claim.clips):
+        if clip.reencoded:
+            continue
+        try:
+            probe = probe_mp4(path_of(clip.path))
+            entry.decoded_frames = probe.frames
+            if probe.frames != len(clip.frames):
+                report.add("clip.decoder.limited", f"{clip.path}: {probe.frames} of {len(clip.frames)} pictures decode here")
+        except Exception as exc:  # noqa: BLE001 - decoders fail in many ways
+            report.add("clip.decoder.limited", f"{clip.path}: the decoder stopped: {exc}")
 
 
 def _anchored_manifests(camera: bytes, manifests: Mapping[int, bytes | None], blocks: Mapping[int, ChainBlock | None],
                         ) -> tuple[dict[int, Manifest], dict[int, dict[tuple, bytes]]]:
-    """Manifests whose bytes are the anchored ones (for the report's clip rows), and their trees'
-    leaf hashes (so the on-chain proof check does not hash every leaf a second time). Judging
-    them is verify_evidence's job; this only prepares."""
+    """Manifests whose bytes are the anchored ones (for the report's clip rows and the picture
+    checks), and their trees' leaf hashes (so the on-chain proof check does not hash every leaf a
+    second time). Judging them is verify_evidence's job; this only prepares."""
     trusted: dict[int, Manifest] = {}
     known: dict[int, dict[tuple, bytes]] = {}
     for h, data in manifests.items():

@@ -1,13 +1,20 @@
 """`frameledger extract | verify | prove`: the evidence commands.
 
 Registered on the main parser by ``add_evidence_commands(subparsers)`` (offchain/cli.py). Each
-command prints a readable table (or JSON with ``--json``) and exits with a code a script can test:
+command prints a readable table (or JSON with ``--json``) and exits with a code a script can test
+(`offchain.evidence.report.EXIT_CODES`, the same in `scripts/verify_bundle.js`):
 
     0  verified                       (prove: the proof holds on chain)
     3  verified with declared gaps
     1  failed                         (prove: no proof, or it does not hold)
+    4  untrusted: no trusted consortium deployment for the chain (never "verified")
+    5  partially verified: some picture shown could not be bound by this verifier
     2  unusable input: camera or time spelling, missing store directory, unreachable chain,
-       no deployment record (argparse uses 2 for usage errors too)
+       an unreadable trust source, no trusted deployment to extract from (argparse uses 2 for
+       usage errors too)
+
+The trusted deployment comes from ``--ledger``, ``--deployment``, ``--trust`` or the default
+``chain/deployments/<chainId>.json`` (``$FRAMELEDGER_DEPLOYMENTS_DIR``): `offchain.evidence.trust`.
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-EXIT = {"verified": 0, "verified_with_declared_gaps": 3, "failed": 1}
 EXIT_INPUT = 2
 DEFAULT_RPC = "http://127.0.0.1:8545"
 
@@ -54,9 +60,8 @@ def add_evidence_commands(subparsers: Any) -> None:
                     "multiproofs (also on chain), clip packets and raw frames. No node, no store.")
     ve.add_argument("bundle", help="evidence bundle (.zip) or the directory it was unzipped into")
     ve.add_argument("--rpc", default=os.environ.get("FRAMELEDGER_RPC", DEFAULT_RPC), help="JSON-RPC URL")
-    pin = ve.add_mutually_exclusive_group()
-    pin.add_argument("--deployment", metavar="FILE", help="deployment record whose VideoLedger to trust (pins the ledger)")
-    pin.add_argument("--ledger", metavar="ADDRESS", help="VideoLedger address to trust (pins the ledger)")
+    _trust_args(ve)
+    ve.add_argument("--probe", action="store_true", help="also decode every byte-exact clip end to end")
     ve.add_argument("--json", action="store_true", help="print the report as JSON")
     ve.set_defaults(func=cmd_verify)
 
@@ -74,10 +79,18 @@ def _camera_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--camera", required=True, help="camera IP as registered, or its 0x camera id")
 
 
+def _trust_args(p: argparse.ArgumentParser) -> None:
+    pin = p.add_mutually_exclusive_group()
+    pin.add_argument("--ledger", metavar="ADDRESS", help="the VideoLedger address to trust")
+    pin.add_argument("--deployment", metavar="FILE", help="a deployment record whose contracts to trust")
+    pin.add_argument("--trust", metavar="FILE", help="a trust list (frameledger.trust/1) of deployments per chain id")
+    p.epilog = ("Without --ledger/--deployment/--trust the trusted deployment is chain/deployments/<chainId>.json "
+                "($FRAMELEDGER_DEPLOYMENTS_DIR); with none, the verdict is 'untrusted' (exit 4).")
+
+
 def _chain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpc", default=os.environ.get("FRAMELEDGER_RPC", DEFAULT_RPC), help="JSON-RPC URL")
-    p.add_argument("--deployment", metavar="FILE",
-                   help="deployment record (default: chain/deployments/<chainId>.json for the chain at --rpc)")
+    _trust_args(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
@@ -101,17 +114,25 @@ def _connect(rpc: str):
         raise _InputError(f"cannot reach the chain at {rpc}: {exc}") from exc
 
 
-def _ledger_address(args: argparse.Namespace, w3) -> str:
-    from ..chain.deployer import Deployment
-    from ..paths import DEPLOYMENTS_DIR
+def _trust_list(args: argparse.Namespace, chain_id: int):
+    from .trust import TrustError, load_trust
 
-    path = Path(args.deployment) if args.deployment else DEPLOYMENTS_DIR / f"{w3.eth.chain_id}.json"
     try:
-        return Deployment.load(path).video_ledger
-    except FileNotFoundError:
-        raise _InputError(f"no deployment record at {path}; pass --deployment FILE") from None
-    except (KeyError, ValueError) as exc:
-        raise _InputError(f"{path} is not a deployment record: {exc}") from None
+        return load_trust(chain_id, ledger=args.ledger, deployment=args.deployment, trust_file=args.trust)
+    except TrustError as exc:
+        raise _InputError(str(exc)) from None
+
+
+def _ledger_address(args: argparse.Namespace, w3) -> str:
+    """The ledger to extract from or prove against: the first trusted one for this chain."""
+    from .trust import default_deployment_path
+
+    chain_id = int(w3.eth.chain_id)
+    trusted = _trust_list(args, chain_id).for_chain(chain_id)
+    if not trusted:
+        raise _InputError(f"no trusted deployment for chain {chain_id} (no {default_deployment_path(chain_id)}); "
+                          "pass --ledger, --deployment or --trust")
+    return trusted[0].video_ledger
 
 
 def _stores(args: argparse.Namespace) -> list:
@@ -182,7 +203,7 @@ def _extract(args: argparse.Namespace) -> int:
         print(f"clips    : {', '.join(str(p) for p in result.clips) or '-'}")
         print(f"bundle   : {result.bundle_path or '-'}")
         print(f"report   : {result.report_json}  {result.report_txt}")
-    return EXIT[result.report.verdict]
+    return result.report.exit_code
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -191,21 +212,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from .bundle import verify_bundle
+    from .trust import TrustError
 
-    pinned = args.ledger
-    if args.deployment:
-        from ..chain.deployer import Deployment
-
-        try:
-            pinned = Deployment.load(Path(args.deployment)).video_ledger
-        except (OSError, KeyError, ValueError) as exc:
-            raise _InputError(f"cannot read deployment record {args.deployment}: {exc}") from None
-    report = verify_bundle(args.bundle, args.rpc, ledger_address=pinned)
+    trust = None
+    if args.ledger or args.deployment or args.trust:
+        trust = _trust_list(args, 0)  # named sources: chain id is only needed for the default
+    try:
+        report = verify_bundle(args.bundle, args.rpc, trust=trust, probe=args.probe)
+    except TrustError as exc:
+        raise _InputError(str(exc)) from None
     if args.json:
         print(report.dumps())
     else:
         print(report.render_text())
-    return EXIT[report.verdict]
+    return report.exit_code
 
 
 def cmd_prove(args: argparse.Namespace) -> int:

@@ -11,11 +11,13 @@ in time order". Here that becomes:
 3. verify everything with the rules of :mod:`offchain.evidence.verify`;
 4. restore the video in time order: the camera's own frames are *remuxed*, packet for packet, into
    a browser-playable MP4 (H.264, ``+faststart``), so every sample in the file is an anchored frame;
-   a span filled from another camera (I7) is re-encoded alone into its own clip and marked;
+   a span filled from another camera (I7) gets its own clip, remuxed from that camera's anchored
+   packets (re-encoded only when they are not H.264) and marked; a camera whose codec a browser
+   cannot play is re-encoded, and every re-encoded picture is compared with the decoded original;
 5. write the clips, the report (JSON and text) and the bundle (S6) to ``out_dir``.
 
-A clip must start on a keyframe, so it starts at the keyframe before the range (in the previous
-block if needed) and, for streams with B-frames, ends where every frame of the range can be
+A clip must start on a keyframe, so it starts at the keyframe before the range (walking back
+across as many earlier blocks as that takes, up to ``MAX_CONTEXT_BLOCKS``) and, for streams with B-frames, ends where every frame of the range can be
 decoded; those extra frames are verified like the others and reported (``clip.preroll``). After a
 gap, frames up to the next keyframe cannot be decoded: they are verified and kept as raw bytes
 in the bundle (``frame.not_playable``), never silently dropped.
@@ -37,22 +39,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..camera.sources import CodecConfig, EncodedFrame
 from ..chain.ledger import VideoLedgerClient
 from ..core.block import FrameRef, Manifest, ManifestFormatError, camera_id
 from ..core.cid import cid_from_digest
 from ..store.base import BlockNotFound, ContentStore, CorruptBlock, StoreError
-from .bundle import ChainReader, bundle_index, read_clip_samples, write_bundle
+from .bundle import ChainReader, bundle_index, note_decoded, probe_remuxed_clips, read_clip_samples, write_bundle
 from .report import Report
 from .verify import (
     PRIMARY,
     SUBSTITUTED,
     BlockClaim,
+    ChainBlock,
     ChainFacts,
     ClipClaim,
+    CodecSourceClaim,
     EvidenceClaim,
+    Note,
     RawClaim,
     check_manifest,
     classify_digest,
@@ -63,12 +68,16 @@ from .verify import (
     manifest_tree,
     verify_evidence,
 )
+from .video import REENCODE_CRF, compare_pictures, decode_frames, encode_frames_to_mp4, reencode_span_to_mp4, remux_to_mp4
 
 __all__ = ["EvidenceError", "ExtractResult", "extract", "parse_camera", "parse_time", "plan_stream"]
 
 log = logging.getLogger(__name__)
 
 FETCH_WORKERS = 8
+# How many blocks before the range extraction walks back for the keyframe the range's first frame
+# depends on (60 blocks of 60 s: an hour-long GOP). Documented in docs/EVIDENCE.md.
+MAX_CONTEXT_BLOCKS = 60
 
 
 class EvidenceError(ValueError):
@@ -283,6 +292,78 @@ class _Timer:
         self._last = now
 
 
+# --------------------------------------------------------------------------- the steps' values
+
+
+@dataclass
+class ManifestLoad:
+    """What the chain and the stores gave for the blocks: records, manifest bytes, the manifests
+    whose frames can be trusted, and what went wrong on the way."""
+
+    in_range: list[int]
+    chain_blocks: dict[int, ChainBlock | None]
+    manifest_bytes: dict[int, bytes | None] = field(default_factory=dict)
+    trusted: dict[int, Manifest] = field(default_factory=dict)
+    context: list[int] = field(default_factory=list)  # blocks before the range, for the keyframe
+    notes: list[Note] = field(default_factory=list)
+    skip: set[tuple] = field(default_factory=set)
+
+    def primary_items(self) -> list[Item]:
+        return [(h, f) for h, m in sorted(self.trusted.items()) for f in m.frames]
+
+    @property
+    def heights(self) -> list[int]:
+        return sorted(set(self.in_range) | set(self.context))
+
+
+@dataclass
+class FramePlan:
+    """Which frames to fetch, and the codec configuration of each trusted block."""
+
+    items: list[Item]
+    codecs: dict[int, CodecConfig | None]
+    wanted: dict[tuple[int, bytes, int], FrameRef]
+    substitutions: list[tuple[int, bytes, list[FrameRef]]]  # (height, substitute camera, its frames)
+
+    def group_of(self, h: int) -> Any:
+        c = self.codecs.get(h)
+        return c.fingerprint if c is not None else None
+
+
+@dataclass
+class FetchResult:
+    data: dict[bytes, bytes]
+    unavailable: dict[bytes, set[int]]   # camera -> seqs no store could deliver intact
+    notes: list[Note] = field(default_factory=list)
+
+
+@dataclass
+class CodecSource:
+    """A substitute camera's own anchored block, whose manifest gives its codec configuration."""
+
+    camera: bytes
+    height: int
+    block: ChainBlock
+    manifest: bytes
+    codec: CodecConfig | None
+
+
+@dataclass
+class Restoration:
+    """The clips written, what each carries, and the frames that travel raw."""
+
+    clips: list[ClipClaim] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+    raw: dict[tuple[int, bytes, int], RawClaim] = field(default_factory=dict)
+    codec_sources: dict[bytes, CodecSource | None] = field(default_factory=dict)
+    originals: dict[str, tuple[CodecConfig, list[EncodedFrame]]] = field(default_factory=dict)  # re-encoded clips
+    notes: list[Note] = field(default_factory=list)
+
+    def add_raw(self, h: int, camera: bytes, f: FrameRef, data: Mapping[bytes, bytes]) -> None:
+        if f.sha256 in data:
+            self.raw[(h, camera, f.seq)] = RawClaim(h, camera, f.seq, f"frames/{f.sha256.hex()}")
+
+
 # --------------------------------------------------------------------------- the shell
 
 
@@ -297,11 +378,14 @@ def extract(
     probe: bool = False,
     bundle: bool = True,
     produced_by: str = "frameledger extract",
+    max_context_blocks: int = MAX_CONTEXT_BLOCKS,
+    notes: Iterable[Note] = (),
 ) -> ExtractResult:
     """Extract, verify and restore ``camera``'s video for [from_ms, to_ms). See the module docstring.
 
-    Raises :class:`EvidenceError` only for unusable input (camera or time spelling, empty range);
-    every problem with the chain, the stores or the data is a status code in the report."""
+    ``notes`` are findings the caller made (the trust decision). Raises :class:`EvidenceError`
+    only for unusable input (camera or time spelling, empty range); every problem with the
+    chain, the stores or the data is a status code in the report."""
     timer = _Timer()
     cam, ip = parse_camera(camera)
     from_ms, to_ms = parse_time(from_ms), parse_time(to_ms)
@@ -311,322 +395,367 @@ def extract(
     out.mkdir(parents=True, exist_ok=True)
     reader = ledger if isinstance(ledger, ChainReader) else ChainReader(ledger.contract.w3, ledger.address)
     fetcher = Fetcher(stores)
-
-    prefindings: list[tuple[str, str, int | None, int | None, bytes | None]] = []
-    skip: set[tuple] = set()
     claim = EvidenceClaim(camera_id=cam, from_ms=from_ms, to_ms=to_ms, chain_id=reader.chain_id,
                           ledger=reader.address, consortium=reader.consortium_address, camera_ip=ip)
-
     registered_ip = reader.camera_ip(cam)
     if registered_ip is None:
         report = Report(camera_id=h0x(cam), camera_ip=ip, from_ms=from_ms, to_ms=to_ms, chain_id=claim.chain_id,
                         ledger=claim.ledger, consortium=claim.consortium, produced_by=produced_by)
+        for n in notes:
+            report.add(n.code, n.message)
         report.add("camera.unknown", f"camera {ip or h0x(cam)} is not registered on this ledger")
         return _finish(report, out, None, [], timer, fetcher)
     claim.camera_ip = registered_ip
 
-    # 1. blocks covering the range, from the chain
-    in_range = reader.heights_in_range(cam, from_ms, to_ms)
-    chain_blocks = reader.blocks(cam, in_range)
-    timer.lap("chain")
-
-    # 2. manifests
-    def load_manifests(heights: Iterable[int]) -> dict[int, bytes | None]:
-        got = {}
-        for h in heights:
-            cb = chain_blocks.get(h)
-            if cb is None:
-                got[h] = None
-                continue
-            f = fetcher.get(cb.header.manifest_digest)
-            if f.data is None:
-                skip.add(("manifest", h))
-                digests = {b.header.manifest_digest: hh for hh, b in chain_blocks.items() if b is not None}
-                actual = next((d for d in f.corrupt if d is not None), None)
-                if f.corrupt:
-                    other = digests.get(actual) if actual is not None else None
-                    if other is not None and other != h:
-                        prefindings.append(("manifest.order.invalid", f"store holds block {other}'s manifest "
-                                                                      f"under this block's CID", h, None, None))
-                    else:
-                        prefindings.append(("manifest.digest.mismatch", "store copy of the manifest is corrupt "
-                                                                        "or forged", h, None, None))
-                else:
-                    prefindings.append(("manifest.missing", "no store has the manifest "
-                                        f"{cid_from_digest(cb.header.manifest_digest)}"
-                                        + (f" ({'; '.join(f.errors)})" if f.errors else ""), h, None, None))
-            elif f.corrupt:
-                prefindings.append(("store.block.corrupt", "a store held a corrupt copy of the manifest", h, None, None))
-            got[h] = f.data
-        return got
-
-    manifest_bytes = load_manifests(in_range)
-    trusted: dict[int, Manifest] = {}
-
-    def trust(heights: Iterable[int]) -> None:
-        digests = {b.header.manifest_digest: hh for hh, b in chain_blocks.items() if b is not None}
-        for h in heights:
-            cb = chain_blocks.get(h)
-            if cb is None or manifest_bytes.get(h) is None:
-                continue
-            mc = check_manifest(manifest_bytes[h], cb.header, digests)
-            if mc.trusted and mc.manifest is not None:
-                trusted[h] = mc.manifest
-
-    trust(in_range)
-
-    def primary_items() -> list[Item]:
-        return [(h, f) for h, m in sorted(trusted.items()) for f in m.frames]
-
-    # A clip must open on a keyframe; if the range's first GOP began in the previous block, that
-    # block is loaded too, verified like the others and marked as context.
-    context: int | None = None
-    if in_range and in_range[0] > 1 and in_range[0] in trusted and needs_previous_block(primary_items(), from_ms, to_ms):
-        h = in_range[0] - 1
-        chain_blocks.update(reader.blocks(cam, [h]))
-        cb = chain_blocks.get(h)
-        if cb is not None and cb.finalized:
-            before = (len(prefindings), set(skip))
-            manifest_bytes.update(load_manifests([h]))
-            trust([h])
-            if h in trusted:
-                context = h
-            else:  # an unusable context block is not evidence of the range: forget it quietly
-                del prefindings[before[0]:]
-                skip.intersection_update(before[1])
-                manifest_bytes.pop(h, None)
-                chain_blocks.pop(h, None)
-        else:
-            chain_blocks.pop(h, None)
+    loaded = load_blocks(reader, fetcher, cam, from_ms, to_ms, max_context_blocks)
     timer.lap("manifests")
+    plan = plan_frames(loaded, cam, from_ms, to_ms)
+    timer.lap("plan")
+    fetched = fetch_frames(fetcher, plan, loaded, cam)
+    timer.lap("fetch")
+    segments, raw = plan_stream(plan.items, from_ms, to_ms, fetched.unavailable[cam], group_of=plan.group_of)
+    restored = restore(segments, raw, plan, fetched, loaded, cam, from_ms, to_ms, reader, fetcher, out)
+    timer.lap("restore")
+    proofs, on_chain = prove_presented(restored, loaded, reader, cam)
+    timer.lap("proofs")
+    _fill_claim(claim, loaded, restored, proofs)
+    facts = ChainFacts(chain_id=claim.chain_id or 0, ledger=claim.ledger or "", consortium=claim.consortium,
+                       heights_in_range=loaded.in_range, blocks={h: loaded.chain_blocks.get(h) for h in loaded.heights},
+                       proofs_on_chain=on_chain,
+                       codec_blocks={(s.camera, s.height): s.block for s in restored.codec_sources.values() if s})
+    report = _self_check(claim, facts, restored, list(notes) + loaded.notes + fetched.notes + restored.notes,
+                         loaded, produced_by)
+    timer.lap("verify")
+    if probe:
+        probe_remuxed_clips(report, claim, lambda p: restored.files[p])
+        timer.lap("probe")
+    bundle_path = _write_bundle(claim, restored, proofs, fetched.data, report, out) if bundle else None
+    timer.lap("bundle")
+    return _finish(report, out, bundle_path, [restored.files[c.path] for c in claim.clips], timer, fetcher)
 
+
+# --------------------------------------------------------------------------- 1-2. blocks and manifests
+
+
+def load_blocks(reader: ChainReader, fetcher: Fetcher, cam: bytes, from_ms: int, to_ms: int,
+                max_context_blocks: int = MAX_CONTEXT_BLOCKS) -> ManifestLoad:
+    """The blocks covering the range from the chain, their manifests from the stores, and as many
+    blocks before the range as the keyframe of its first frame needs (at most
+    ``max_context_blocks``: a long-GOP camera's keyframe can be minutes back)."""
+    in_range = reader.heights_in_range(cam, from_ms, to_ms)
+    loaded = ManifestLoad(in_range=in_range, chain_blocks=reader.blocks(cam, in_range))
+    for h in in_range:
+        _load_manifest(loaded, fetcher, h)
+    if not in_range or in_range[0] not in loaded.trusted:
+        return loaded
+    h = in_range[0] - 1
+    while h >= 1 and len(loaded.context) < max_context_blocks and \
+            needs_previous_block(loaded.primary_items(), from_ms, to_ms):
+        loaded.chain_blocks.update(reader.blocks(cam, [h]))
+        if not _load_context_block(loaded, fetcher, h):
+            break
+        h -= 1
+    return loaded
+
+
+def _load_context_block(loaded: ManifestLoad, fetcher: Fetcher, h: int) -> bool:
+    """Load block h as context; an unusable one (not final, not trusted) is forgotten quietly:
+    it is not evidence of the range."""
+    cb = loaded.chain_blocks.get(h)
+    if cb is not None and cb.finalized:
+        before = (len(loaded.notes), set(loaded.skip))
+        _load_manifest(loaded, fetcher, h)
+        if h in loaded.trusted:
+            loaded.context.append(h)
+            return True
+        del loaded.notes[before[0]:]
+        loaded.skip.intersection_update(before[1])
+        loaded.manifest_bytes.pop(h, None)
+    loaded.chain_blocks.pop(h, None)
+    return False
+
+
+def _load_manifest(loaded: ManifestLoad, fetcher: Fetcher, h: int) -> None:
+    cb = loaded.chain_blocks.get(h)
+    if cb is None:
+        loaded.manifest_bytes[h] = None
+        return
+    digests = {b.header.manifest_digest: hh for hh, b in loaded.chain_blocks.items() if b is not None}
+    got = fetcher.get(cb.header.manifest_digest)
+    loaded.manifest_bytes[h] = got.data
+    if got.data is None:
+        loaded.skip.add(("manifest", h))
+        loaded.notes.append(_manifest_fetch_note(got, cb, digests, h))
+        return
+    if got.corrupt:
+        loaded.notes.append(Note("store.block.corrupt", "a store held a corrupt copy of the manifest", height=h))
+    mc = check_manifest(got.data, cb.header, digests)
+    if mc.trusted and mc.manifest is not None:
+        loaded.trusted[h] = mc.manifest
+
+
+def _manifest_fetch_note(got: Fetched, cb: ChainBlock, digests: Mapping[bytes, int], h: int) -> Note:
+    actual = next((d for d in got.corrupt if d is not None), None)
+    if got.corrupt:
+        other = digests.get(actual) if actual is not None else None
+        if other is not None and other != h:
+            return Note("manifest.order.invalid", f"store holds block {other}'s manifest under this block's CID", height=h)
+        return Note("manifest.digest.mismatch", "store copy of the manifest is corrupt or forged", height=h)
+    return Note("manifest.missing", f"no store has the manifest {cid_from_digest(cb.header.manifest_digest)}"
+                + (f" ({'; '.join(got.errors)})" if got.errors else ""), height=h)
+
+
+# --------------------------------------------------------------------------- 3. plan and fetch
+
+
+def plan_frames(loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int) -> FramePlan:
+    """Plan with everything the trusted manifests list; every frame of the range is wanted, even
+    if no clip can carry it, so a fetch failure is reported."""
     codecs: dict[int, CodecConfig | None] = {}
-    for h, m in trusted.items():
+    for h, m in loaded.trusted.items():
         try:
             codecs[h] = CodecConfig.from_json(m.codec) if m.codec else None
         except (KeyError, ValueError, TypeError):
             codecs[h] = None
-
-    fingerprints = {h: (c.fingerprint if c is not None else None) for h, c in codecs.items()}
-
-    def group_of(h: int) -> Any:
-        return fingerprints.get(h)
-
-    # 3. plan with everything available, fetch, then plan again around what could not be fetched
-    items = primary_items()
-    segments, raw = plan_stream(items, from_ms, to_ms, group_of=group_of)
-    wanted: dict[tuple[int, bytes, int], FrameRef] = {}
+    plan = FramePlan(items=loaded.primary_items(), codecs=codecs, wanted={}, substitutions=[])
+    segments, raw = plan_stream(plan.items, from_ms, to_ms, group_of=plan.group_of)
     for h, f in [it for seg in segments for it in seg] + raw:
-        wanted[(h, cam, f.seq)] = f
-    # frames of the range whose fetch fails must still be reported: want them all
-    for h, f in items:
+        plan.wanted[(h, cam, f.seq)] = f
+    for h, f in plan.items:
         if from_ms <= f.timestamp_ms < to_ms:
-            wanted[(h, cam, f.seq)] = f
-    sub_entries: list[tuple[int, bytes, list[FrameRef]]] = []
-    for h, m in sorted(trusted.items()):
+            plan.wanted[(h, cam, f.seq)] = f
+    for h, m in sorted(loaded.trusted.items()):
         for sub_cam, sub_frames in m.substitutions:
-            sel = [f for f in sub_frames if from_ms <= f.timestamp_ms < to_ms]
-            if not sel:
+            if not any(from_ms <= f.timestamp_ms < to_ms for f in sub_frames):
                 continue
-            sub_entries.append((h, sub_cam, list(sub_frames)))
+            plan.substitutions.append((h, sub_cam, list(sub_frames)))
             s_segments, s_raw = plan_stream([(h, f) for f in sub_frames], from_ms, to_ms)
             for hh, f in [it for seg in s_segments for it in seg] + s_raw:
-                wanted[(hh, sub_cam, f.seq)] = f
-    timer.lap("plan")
-    fetched = fetcher.get_many(f.sha256 for f in wanted.values())
-    timer.lap("fetch")
+                plan.wanted[(hh, sub_cam, f.seq)] = f
+    return plan
 
-    all_anchored = {f.sha256 for m in trusted.values() for f in m.frames} | {
-        f.sha256 for m in trusted.values() for _, fs in m.substitutions for f in fs}
-    data: dict[bytes, bytes] = {}
-    unavailable: dict[bytes, set[int]] = defaultdict(set)  # camera -> seqs
-    for (h, c, seq), f in wanted.items():
-        got = fetched[f.sha256]
-        if got.data is not None:
-            data[f.sha256] = got.data
-            if got.corrupt:
-                prefindings.append(("store.block.corrupt", "a store held a corrupt copy of this frame", h, seq, c))
+
+def fetch_frames(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, cam: bytes) -> FetchResult:
+    """Fetch and re-hash every wanted frame; what no store holds intact is noted and skipped."""
+    got = fetcher.get_many(f.sha256 for f in plan.wanted.values())
+    anchored = {f.sha256 for m in loaded.trusted.values() for f in m.frames} | {
+        f.sha256 for m in loaded.trusted.values() for _, fs in m.substitutions for f in fs}
+    result = FetchResult(data={}, unavailable=defaultdict(set))
+    for (h, c, seq), f in plan.wanted.items():
+        g = got[f.sha256]
+        if g.data is not None:
+            result.data[f.sha256] = g.data
+            if g.corrupt:
+                result.notes.append(Note("store.block.corrupt", "a store held a corrupt copy of this frame", height=h, seq=seq, camera=c))
             continue
-        unavailable[c].add(seq)
-        skip.add(("frame", h, c, seq))
-        actual = next((d for d in got.corrupt if d is not None), None)
-        if got.corrupt:
-            code = classify_digest(actual, f.sha256, all_anchored) or "frame.digest.mismatch"
+        result.unavailable[c].add(seq)
+        loaded.skip.add(("frame", h, c, seq))
+        actual = next((d for d in g.corrupt if d is not None), None)
+        if g.corrupt:
+            code = classify_digest(actual, f.sha256, anchored) or "frame.digest.mismatch"
             what = "another anchored frame's bytes" if code == "frame.order.invalid" else "bytes that hash differently"
-            prefindings.append((code, f"the stores hold {what} under this frame's CID", h, seq, c))
+            result.notes.append(Note(code, f"the stores hold {what} under this frame's CID", height=h, seq=seq, camera=c))
         else:
-            prefindings.append(("frame.missing", "no store has this frame" + (f" ({'; '.join(got.errors[:2])})"
-                                                                            if got.errors else ""), h, seq, c))
+            result.notes.append(Note("frame.missing", "no store has this frame" + (
+                f" ({'; '.join(g.errors[:2])})" if g.errors else ""), height=h, seq=seq, camera=c))
+    return result
 
-    segments, raw = plan_stream(items, from_ms, to_ms, unavailable[cam], group_of=group_of)
-    timer.lap("plan")
 
-    # 4. restore: original segments remuxed (merged unless a substitution or codec change sits
-    # between them), substituted spans re-encoded one clip each
-    pieces: list[tuple[int, str, Any]] = []
-    for seg in segments:
-        pieces.append((min(f.timestamp_ms for _, f in seg), PRIMARY, seg))
-    target = next((codecs[h] for h in sorted(trusted) if codecs.get(h) is not None), None)
-    raw_claims: dict[tuple[int, bytes, int], RawClaim] = {}
+# --------------------------------------------------------------------------- 4. restore
 
-    def add_raw(h: int, c: bytes, f: FrameRef) -> None:
-        if f.sha256 in data:
-            raw_claims[(h, c, f.seq)] = RawClaim(h, c, f.seq, f"frames/{f.sha256.hex()}")
 
+def _copyable(codec: CodecConfig | None) -> bool:
+    """Whether packets of this configuration can be copied into a browser-playable MP4."""
+    return codec is not None and codec.codec == "h264" and codec.extradata[:1] == b"\x01"
+
+
+def restore(segments: list[list[Item]], raw: list[Item], plan: FramePlan, fetched: FetchResult, loaded: ManifestLoad,
+            cam: bytes, from_ms: int, to_ms: int, reader: ChainReader, fetcher: Fetcher, out: Path) -> Restoration:
+    """Write the clips in time order. The camera's own runs are remuxed (merged into one file
+    unless a substitution or codec change sits between them); each substituted span gets its
+    own clip, remuxed from the substitute's anchored packets when they are H.264, else
+    re-encoded. Whatever no clip carries byte for byte travels raw."""
+    restored = Restoration()
     for h, f in raw:
-        add_raw(h, cam, f)
-    for h, sub_cam, sub_frames in sub_entries:
-        s_segments, s_raw = plan_stream([(h, f) for f in sub_frames], from_ms, to_ms, unavailable[sub_cam])
-        for hh, f in [it for seg in s_segments for it in seg] + s_raw:
-            add_raw(hh, sub_cam, f)  # a substitute's original bytes always travel raw
+        restored.add_raw(h, cam, f, fetched.data)
+    pieces: list[tuple[int, str, Any]] = [(min(f.timestamp_ms for _, f in seg), PRIMARY, seg) for seg in segments]
+    for h, sub_cam, sub_frames in plan.substitutions:
+        s_segments, s_raw = plan_stream([(h, f) for f in sub_frames], from_ms, to_ms, fetched.unavailable[sub_cam])
+        for hh, f in s_raw:
+            restored.add_raw(hh, sub_cam, f, fetched.data)
         if s_segments:
-            pieces.append((min(f.timestamp_ms for seg in s_segments for _, f in seg), SUBSTITUTED, (h, sub_cam, s_segments)))
+            pieces.append((min(f.timestamp_ms for seg in s_segments for _, f in seg), SUBSTITUTED,
+                           (h, sub_cam, s_segments)))
     pieces.sort(key=lambda p: (p[0], p[1]))
+    for kind, payload in _group_pieces(pieces, plan):
+        name = f"clip-{len(restored.clips):03d}{'-substituted' if kind == SUBSTITUTED else ''}.mp4"
+        if kind == PRIMARY:
+            _restore_own(restored, [it for seg in payload for it in seg], plan, fetched.data, cam, out / name)
+        else:
+            _restore_substitute(restored, payload, plan, fetched.data, reader, fetcher, out / name)
+    return restored
 
+
+def _group_pieces(pieces: list[tuple[int, str, Any]], plan: FramePlan) -> list[tuple[str, Any]]:
     groups: list[tuple[str, Any]] = []
     for _, kind, payload in pieces:
         if kind == PRIMARY and groups and groups[-1][0] == PRIMARY and \
-                group_of(groups[-1][1][-1][-1][0]) == group_of(payload[0][0]):
+                plan.group_of(groups[-1][1][-1][-1][0]) == plan.group_of(payload[0][0]):
             groups[-1][1].append(payload)
         else:
             groups.append((kind, [payload] if kind == PRIMARY else payload))
+    return groups
 
-    clip_paths: list[Path] = []
-    clips_claim: list[ClipClaim] = []
-    clip_files: dict[str, Path] = {}
-    extra_findings: list[tuple[str, str, int | None, int | None, bytes | None]] = []
-    sub_codec_cache: dict[bytes, CodecConfig | None] = {}
-    for kind, payload in groups:
-        index = len(clips_claim)
-        if kind == PRIMARY:
-            frames = [it for seg in payload for it in seg]
-            codec = codecs.get(frames[0][0])
-            name = f"clip-{index:03d}.mp4"
-            if codec is None:
-                extra_findings.append(("frame.not_playable", "the manifest records no codec configuration; "
-                                       "frames kept as raw bytes", frames[0][0], None, None))
-                for h, f in frames:
-                    add_raw(h, cam, f)
-                continue
-            try:
-                if codec.codec == "h264" and codec.extradata[:1] == b"\x01":
-                    from .video import remux_to_mp4
 
-                    remux_to_mp4(codec, [_encoded(f, data) for _, f in frames], out / name)
-                    reencoded = False
-                else:  # not copyable into a browser MP4: re-encode, keep the original bytes raw
-                    from .video import reencode_span_to_mp4
+def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, data: Mapping[bytes, bytes], cam: bytes,
+                 path: Path) -> None:
+    codec = plan.codecs.get(frames[0][0])
+    if codec is None:
+        restored.notes.append(Note("frame.not_playable", "the manifest records no codec configuration; frames kept as "
+                                   "raw bytes", height=frames[0][0]))
+        for h, f in frames:
+            restored.add_raw(h, cam, f, data)
+        return
+    encoded = [_encoded(f, data) for _, f in frames]
+    try:
+        if _copyable(codec):
+            remux_to_mp4(codec, encoded, path)
+            why, reencoded = "remux", False
+        else:  # not copyable into a browser MP4: re-encode, keep the original bytes raw
+            reencode_span_to_mp4(codec, encoded, path, target=codec)
+            why, reencoded = f"codec {codec.codec} cannot be copied into a browser MP4", True
+            restored.originals[f"clips/{path.name}"] = (codec, encoded)
+            for h, f in frames:
+                restored.add_raw(h, cam, f, data)
+    except Exception as exc:  # noqa: BLE001 - bad bitstreams surface as many exception types
+        log.warning("clip could not be written", extra={"clip": path.name, "error": str(exc)})
+        restored.notes.append(Note("frame.not_playable", f"{path.name} could not be written ({exc}); frames kept as raw "
+                                   "bytes", height=frames[0][0]))
+        for h, f in frames:
+            restored.add_raw(h, cam, f, data)
+        return
+    restored.clips.append(ClipClaim(f"clips/{path.name}", PRIMARY, cam, [(h, f.seq) for h, f in frames], reencoded, why))
+    restored.files[f"clips/{path.name}"] = path
 
-                    reencode_span_to_mp4(codec, [_encoded(f, data) for _, f in frames], out / name, target=codec)
-                    reencoded = True
-                    for h, f in frames:
-                        add_raw(h, cam, f)
-            except Exception as exc:  # noqa: BLE001 - bad bitstreams surface as many exception types
-                log.warning("clip could not be written", extra={"clip": name, "error": str(exc)})
-                extra_findings.append(("frame.not_playable", f"{name} could not be written ({exc}); frames kept "
-                                       "as raw bytes", frames[0][0], None, None))
-                for h, f in frames:
-                    add_raw(h, cam, f)
-                continue
-            listing = [(h, f.seq) for h, f in frames]
-            clips_claim.append(ClipClaim(f"clips/{name}", PRIMARY, cam, listing, reencoded))
+
+def _restore_substitute(restored: Restoration, payload: tuple[int, bytes, list[list[Item]]], plan: FramePlan,
+                        data: Mapping[bytes, bytes], reader: ChainReader, fetcher: Fetcher, path: Path) -> None:
+    h, sub_cam, s_segments = payload
+    span = [f for seg in s_segments for _, f in seg]
+    if sub_cam not in restored.codec_sources:
+        restored.codec_sources[sub_cam] = _substitute_codec_source(reader, fetcher, sub_cam, span)
+    source = restored.codec_sources[sub_cam]
+    sub_codec = source.codec if source is not None else None
+    frames = [it for seg in s_segments for it in seg]
+    try:
+        if sub_codec is None:
+            raise ValueError("the substitute camera's codec configuration is not available from its own blocks")
+        if _copyable(sub_codec):
+            remux_to_mp4(sub_codec, [_encoded(f, data) for _, f in frames], path)
+            listing, reencoded, why = [(hh, f.seq) for hh, f in frames], False, "remux"
         else:
-            h, sub_cam, s_segments = payload
-            name = f"clip-{index:03d}-substituted.mp4"
-            span = [f for seg in s_segments for _, f in seg]
-            if sub_cam not in sub_codec_cache:
-                sub_codec_cache[sub_cam] = _substitute_codec(reader, fetcher, sub_cam, span)
-            sub_codec = sub_codec_cache[sub_cam]
-            try:
-                if sub_codec is None:
-                    raise ValueError("the substitute camera's codec configuration is not available from its own blocks")
-                listing = _reencode_substitute(sub_codec, target or sub_codec, s_segments, data, out / name)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("substituted span not re-encoded", extra={"clip": name, "error": str(exc)})
-                extra_findings.append(("clip.reencode.failed", f"{name}: {exc}", h, None, sub_cam))
-                continue
-            clips_claim.append(ClipClaim(f"clips/{name}", SUBSTITUTED, sub_cam, listing, True))
-        clip_files[clips_claim[-1].path] = out / name
-        clip_paths.append(out / name)
-    timer.lap("restore")
+            target = next((c for c in plan.codecs.values() if c is not None), None) or sub_codec
+            listing = _reencode_substitute(sub_codec, target, s_segments, data, path)
+            reencoded, why = True, f"codec {sub_codec.codec} cannot be copied into a browser MP4"
+            keep = set(listing)
+            restored.originals[f"clips/{path.name}"] = (
+                sub_codec, [_encoded(f, data) for hh, f in sorted(frames, key=lambda it: decode_key(it[1]))
+                            if (hh, f.seq) in keep])
+            for hh, f in frames:
+                restored.add_raw(hh, sub_cam, f, data)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("substituted span not restored", extra={"clip": path.name, "error": str(exc)})
+        restored.notes.append(Note("clip.reencode.failed", f"{path.name}: {exc}", height=h, camera=sub_cam))
+        for hh, f in frames:
+            restored.add_raw(hh, sub_cam, f, data)
+        return
+    restored.clips.append(ClipClaim(f"clips/{path.name}", SUBSTITUTED, sub_cam, listing, reencoded, why))
+    restored.files[f"clips/{path.name}"] = path
 
-    # 5. multiproofs of the presented frames, per block; then the same verification as `verify`
-    seq_index = {h: {f.seq: i for i, f in enumerate(m.frames)} for h, m in trusted.items()}
+
+# --------------------------------------------------------------------------- 5. proofs, self-check, outputs
+
+
+def prove_presented(restored: Restoration, loaded: ManifestLoad, reader: ChainReader, cam: bytes,
+                    ) -> tuple[dict[int, dict[str, Any]], dict[int, bool | None]]:
+    """A multiproof per block of the camera's frames presented, checked with verifyFrames."""
+    seq_index = {h: {f.seq: i for i, f in enumerate(m.frames)} for h, m in loaded.trusted.items()}
     presented: dict[int, set[int]] = defaultdict(set)  # height -> indices into the manifest's frames
-    for c in clips_claim:
+    for c in restored.clips:
         if c.camera == cam:
             for h, seq in c.frames:
                 presented[h].add(seq_index[h][seq])
-    for (h, c, seq) in raw_claims:
+    for (h, c, seq) in restored.raw:
         if c == cam:
             presented[h].add(seq_index[h][seq])
     proofs: dict[int, dict[str, Any]] = {}
-    proofs_on_chain: dict[int, bool | None] = {}
+    on_chain: dict[int, bool | None] = {}
     for h, idx in presented.items():
+        cb = loaded.chain_blocks[h]
+        assert cb is not None  # a trusted manifest has an anchored block
         # The tree's values are the manifest's frames in manifest order, so indices address them.
-        tree = manifest_tree(cam, chain_blocks[h].header.manifest_digest, trusted[h].frames)
+        tree = manifest_tree(cam, cb.header.manifest_digest, loaded.trusted[h].frames)
         if tree is None:
             continue
         mp = tree.get_multiproof(sorted(idx))
-        proofs[h] = {"blockHash": h0x(chain_blocks[h].block_hash), "root": tree.root_hex,
-                     "leafEncoding": list(tree.leaf_encoding), **mp.to_json()}
-        known = known_leaves(cam, trusted[h].frames, tree)  # leaf hashes straight from the tree
-        hashes = [known[("0x" + cam.hex(), v[1], v[2], v[3])] for v in mp.leaves]  # values are the tree's own
-        proofs_on_chain[h] = reader.verify_frames(chain_blocks[h].block_hash, mp, hashes)
-    timer.lap("proofs")
+        proofs[h] = {"blockHash": h0x(cb.block_hash), "root": tree.root_hex, "leafEncoding": list(tree.leaf_encoding),
+                     **mp.to_json()}
+        known = known_leaves(cam, loaded.trusted[h].frames, tree)  # leaf hashes straight from the tree
+        hashes = [known[("0x" + cam.hex(), v[1], v[2], v[3])] for v in mp.leaves]
+        on_chain[h] = reader.verify_frames(cb.block_hash, mp, hashes)
+    return proofs, on_chain
 
-    heights = sorted(set(in_range) | ({context} if context else set()))
-    for h in heights:
-        cb = chain_blocks.get(h)
+
+def _fill_claim(claim: EvidenceClaim, loaded: ManifestLoad, restored: Restoration, proofs: Mapping[int, Any]) -> None:
+    for h in loaded.heights:
+        cb = loaded.chain_blocks.get(h)
         claim.blocks.append(BlockClaim(
             height=h, header=cb.header if cb else None, block_hash=h0x(cb.block_hash) if cb else None,
             anchor_tx=cb.anchor_tx if cb else None, attest_txs=list(cb.attest_txs) if cb else [],
-            manifest=manifest_bytes.get(h), proof=proofs.get(h), context_only=(h == context),
+            manifest=loaded.manifest_bytes.get(h), proof=proofs.get(h), context_only=h in loaded.context,
         ))
-    claim.clips = clips_claim
-    claim.raw = sorted(raw_claims.values(), key=lambda r: (r.height, r.camera, r.seq))
-    facts = ChainFacts(chain_id=claim.chain_id, ledger=claim.ledger, consortium=claim.consortium,
-                       heights_in_range=in_range, blocks={h: chain_blocks.get(h) for h in heights},
-                       proofs_on_chain=proofs_on_chain)
-    timer.lap("chain")
-    samples = {p: read_clip_samples(f) for p, f in clip_files.items()}
+    claim.clips = restored.clips
+    claim.raw = sorted(restored.raw.values(), key=lambda r: (r.height, r.camera, r.seq))
+    claim.codec_sources = [CodecSourceClaim(camera=s.camera, height=s.height, header=s.block.header,
+                                            block_hash=h0x(s.block.block_hash), manifest=s.manifest)
+                           for s in restored.codec_sources.values() if s is not None]
+
+
+def _self_check(claim: EvidenceClaim, facts: ChainFacts, restored: Restoration, notes: list[Note], loaded: ManifestLoad,
+                produced_by: str) -> Report:
+    """Verify the files on disk with the same rules `verify` applies (so the report describes
+    what was written, not what was meant)."""
+    samples = {p: read_clip_samples(f) for p, f in restored.files.items()}
     raw_digests = {r.path: bytes.fromhex(r.path.split("/")[-1]) for r in claim.raw}
-    timer.lap("self-check")
-    report = verify_evidence(claim, facts, samples, raw_digests, produced_by=produced_by,
-                             prefindings=prefindings + extra_findings, skip=skip)
-    report.clips = clip_entries(claim, trusted)
-    for entry, c in zip(report.clips, clips_claim):
+    pictures = {p: compare_pictures(restored.files[p], codec, frames, len(next(c for c in claim.clips if c.path == p).frames))
+                for p, (codec, frames) in restored.originals.items()}
+    report = verify_evidence(claim, facts, samples, raw_digests, pictures=pictures, produced_by=produced_by,
+                             notes=notes, skip=loaded.skip)
+    report.clips = clip_entries(claim, loaded.trusted)
+    note_decoded(report, claim, pictures)
+    for entry, c in zip(report.clips, claim.clips):
         entry.path = Path(c.path).name
-    timer.lap("verify")
-    if probe:
-        from .video import probe_mp4
+    return report
 
-        for entry in report.clips:
-            try:
-                p = probe_mp4(out / entry.path)
-                entry.decoded_frames = p.frames
-                if p.frames != entry.frames:
-                    report.add("clip.undecodable", f"{entry.path}: {p.frames} of {entry.frames} frames decode")
-            except Exception as exc:  # noqa: BLE001
-                report.add("clip.undecodable", f"{entry.path}: {exc}")
-        timer.lap("probe")
 
-    bundle_path = None
-    if bundle:
-        bundle_path = out / _bundle_name(claim)
-        manifest_paths = {b.height: f"manifests/{b.height:06d}.json" for b in claim.blocks if b.manifest is not None}
-        proof_paths = {h: f"proofs/{h:06d}.json" for h in proofs}
-        index = bundle_index(claim=claim, manifest_paths=manifest_paths, proof_paths=proof_paths, produced_by=produced_by)
-        members: list[tuple[str, bytes | Path]] = []
-        members += [(manifest_paths[b.height], b.manifest) for b in claim.blocks if b.manifest is not None]
-        members += [(proof_paths[h], json.dumps(proofs[h], indent=1).encode()) for h in sorted(proofs)]
-        members += [(p, f) for p, f in clip_files.items()]
-        # frames with identical bytes (a static scene can produce them) share one raw file
-        members += [(p, data[bytes.fromhex(p.split("/")[-1])]) for p in dict.fromkeys(r.path for r in claim.raw)]
-        members += [("report.json", report.dumps().encode()), ("report.txt", report.render_text().encode())]
-        write_bundle(bundle_path, index, members)
-        timer.lap("bundle")
-    return _finish(report, out, bundle_path, clip_paths, timer, fetcher)
+def _write_bundle(claim: EvidenceClaim, restored: Restoration, proofs: Mapping[int, Any], data: Mapping[bytes, bytes],
+                  report: Report, out: Path) -> Path:
+    bundle_path = out / _bundle_name(claim)
+    manifest_paths = {b.height: f"manifests/{b.height:06d}.json" for b in claim.blocks if b.manifest is not None}
+    proof_paths = {h: f"proofs/{h:06d}.json" for h in proofs}
+    source_paths = {(s.camera, s.height): f"manifests/{s.camera.hex()[:8]}-{s.height:06d}.json" for s in claim.codec_sources}
+    index = bundle_index(claim=claim, manifest_paths=manifest_paths, proof_paths=proof_paths,
+                         produced_by=report.produced_by, codec_source_paths=source_paths)
+    members: list[tuple[str, bytes | Path]] = []
+    members += [(manifest_paths[b.height], b.manifest) for b in claim.blocks if b.manifest is not None]
+    members += [(source_paths[(s.camera, s.height)], s.manifest) for s in claim.codec_sources if s.manifest is not None]
+    members += [(proof_paths[h], json.dumps(proofs[h], indent=1).encode()) for h in sorted(proofs)]
+    members += [(p, f) for p, f in restored.files.items()]
+    # frames with identical bytes (a static scene can produce them) share one raw file
+    members += [(p, data[bytes.fromhex(p.split("/")[-1])]) for p in dict.fromkeys(r.path for r in claim.raw)]
+    members += [("report.json", report.dumps().encode()), ("report.txt", report.render_text().encode())]
+    write_bundle(bundle_path, index, members)
+    return bundle_path
 
 
 def _finish(report: Report, out: Path, bundle_path: Path | None, clips: list[Path], timer: _Timer,
@@ -643,14 +772,14 @@ def _bundle_name(claim: EvidenceClaim) -> str:
     return f"evidence-{who}-{claim.from_ms}-{claim.to_ms}.zip"
 
 
-def _encoded(f: FrameRef, data: dict[bytes, bytes]) -> EncodedFrame:
+def _encoded(f: FrameRef, data: Mapping[bytes, bytes]) -> EncodedFrame:
     return EncodedFrame(seq=f.seq, timestamp_ms=f.timestamp_ms, keyframe=f.keyframe, data=data[f.sha256],
                         dts_ms=f.dts_ms)
 
 
-def _substitute_codec(reader: ChainReader, fetcher: Fetcher, sub_cam: bytes, span: list[FrameRef]) -> CodecConfig | None:
-    """The substitute camera's codec configuration, from the manifest of its own anchored block
-    for that time (checked against the anchored digest): manifests of the gap's camera record only
+def _substitute_codec_source(reader: ChainReader, fetcher: Fetcher, sub_cam: bytes, span: list[FrameRef]) -> CodecSource | None:
+    """The substitute camera's own anchored block for that time, whose manifest (checked against
+    the anchored digest) holds its codec configuration: manifests of the gap's camera record only
     their own codec."""
     if not span:
         return None
@@ -666,18 +795,17 @@ def _substitute_codec(reader: ChainReader, fetcher: Fetcher, sub_cam: bytes, spa
         return None
     try:
         m = Manifest.from_bytes(got.data)
-        return CodecConfig.from_json(m.codec) if m.codec else None
+        codec = CodecConfig.from_json(m.codec) if m.codec else None
     except (ManifestFormatError, KeyError, ValueError, TypeError):
         return None
+    return CodecSource(camera=sub_cam, height=heights[0], block=cb, manifest=got.data, codec=codec)
 
 
 def _reencode_substitute(codec: CodecConfig, target: CodecConfig, segments: list[list[Item]],
-                         data: dict[bytes, bytes], path: Path) -> list[tuple[int, int]]:
+                         data: Mapping[bytes, bytes], path: Path) -> list[tuple[int, int]]:
     """Decode another camera's segments and encode them alone, at the target camera's picture size
     and the substitute's capture times. Returns the (height, seq) of the frames whose pictures the
     clip holds, in order (a decoder may refuse a broken frame: that frame then travels raw only)."""
-    from .video import decode_frames, encode_frames_to_mp4
-
     by_ts: dict[int, Item] = {}
     pictures = []
     for seg in segments:
@@ -690,5 +818,5 @@ def _reencode_substitute(codec: CodecConfig, target: CodecConfig, segments: list
         raise ValueError("the substituted span decoded to no pictures")
     pictures.sort(key=lambda p: p[0])
     encode_frames_to_mp4((p for _, p in pictures), path, fps=codec.fps, width=target.width, height=target.height,
-                         timestamps_ms=[ts for ts, _ in pictures], crf=20)
+                         timestamps_ms=[ts for ts, _ in pictures], crf=REENCODE_CRF)
     return [(by_ts[ts][0], by_ts[ts][1].seq) for ts, _ in pictures]

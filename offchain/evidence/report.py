@@ -9,16 +9,22 @@ programs (a signing app refusing to sign, a court bundle checker), and those nee
 never change meaning, e.g. ``frame.digest.mismatch`` or ``block.not_final``. Every code has one
 fixed severity:
 
-* ``success``  something was checked and holds (``block.header.match``);
-* ``failure``  the evidence cannot be relied on as presented (``frame.digest.mismatch``);
-* ``gap``      the evidence is sound but incomplete, and the incompleteness is on record
-               (``gap.declared``: anchored in the manifest; ``range.uncovered``: no block anchored);
-* ``warning``  worth a human's attention, does not change the verdict (``block.disputed``);
-* ``info``     how the output was made (``clip.reencoded``).
+* ``success``   something was checked and holds (``block.header.match``);
+* ``failure``   the evidence cannot be relied on as presented (``frame.digest.mismatch``);
+* ``untrusted`` the verifier has no trusted consortium deployment for this chain, so whatever it
+                checked was checked against a ledger nobody vouched for (``bundle.contract.untrusted``);
+* ``unchecked`` this verifier could not bind something a person is shown to anchored bytes (the
+                JavaScript verifier cannot decode pictures: ``clip.pictures.unchecked``);
+* ``gap``       the evidence is sound but incomplete, and the incompleteness is on record
+                (``gap.declared``: anchored in the manifest; ``range.uncovered``: no block anchored);
+* ``warning``   worth a human's attention, does not change the verdict (``block.disputed``);
+* ``info``      how the output was made (``clip.reencoded``).
 
-The verdict follows from severities alone: any failure → ``failed``; else any gap →
-``verified_with_declared_gaps``; else ``verified``. The JavaScript verifier carries the same table
-(kept equal by a test), so both reach the same verdict on the same bundle.
+The verdict follows from severities alone, in this order (fail closed: a verdict that cannot be
+established is never ``verified``): any failure → ``failed``; else any untrusted → ``untrusted``;
+else any unchecked → ``partially_verified``; else any gap → ``verified_with_declared_gaps``; else
+``verified``. Each verdict has a stable exit code (:data:`EXIT_CODES`). The JavaScript verifier
+carries the same table (kept equal by a test).
 """
 
 from __future__ import annotations
@@ -27,14 +33,17 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Any, Iterable
 
 from ..tables import render_table
 
 __all__ = [
     "CODES",
+    "EXIT_CODES",
     "SEVERITIES",
     "VERDICTS",
+    "Verdict",
     "BlockEntry",
     "ClipEntry",
     "Finding",
@@ -44,8 +53,24 @@ __all__ = [
 ]
 
 REPORT_FORMAT = "frameledger.evidence-report/1"
-SEVERITIES = ("failure", "gap", "warning", "info", "success")
-VERDICTS = ("verified", "verified_with_declared_gaps", "failed")
+SEVERITIES = ("failure", "untrusted", "unchecked", "gap", "warning", "info", "success")
+
+
+class Verdict(str, Enum):
+    """The answer, with its stable exit code (documented in docs/EVIDENCE.md)."""
+
+    VERIFIED = "verified"
+    VERIFIED_WITH_DECLARED_GAPS = "verified_with_declared_gaps"
+    FAILED = "failed"
+    UNTRUSTED = "untrusted"
+    PARTIALLY_VERIFIED = "partially_verified"
+
+
+VERDICTS = tuple(v.value for v in Verdict)
+# Exit codes of `frameledger verify|extract` and `scripts/verify_bundle.js`; 2 is unusable input.
+EXIT_CODES: dict[str, int] = {"verified": 0, "failed": 1, "verified_with_declared_gaps": 3, "untrusted": 4,
+                              "partially_verified": 5}
+EXIT_USAGE = 2
 
 # code -> (severity, meaning). Never change a code's meaning or severity; add new codes instead.
 CODES: dict[str, tuple[str, str]] = {
@@ -57,6 +82,7 @@ CODES: dict[str, tuple[str, str]] = {
     "frame.proof.valid": ("success", "the frames' multiproof verifies against the anchored root, on chain"),
     "frame.digest.match": ("success", "every presented frame's bytes hash to the anchored digest"),
     "clip.packets.match": ("success", "the clip's packets are the anchored frames, byte for byte, in order and on time"),
+    "clip.pictures.match": ("success", "every picture of a re-encoded clip matches the decoded anchored frame it stands for"),
     # -- failure
     "bundle.invalid": ("failure", "the bundle cannot be read or its index is malformed"),
     "bundle.contract.mismatch": ("failure", "the bundle names a ledger contract other than the one the verifier trusts"),
@@ -87,6 +113,20 @@ CODES: dict[str, tuple[str, str]] = {
     "clip.undecodable": ("failure", "a clip does not decode end to end"),
     "clip.timing.mismatch": ("failure", "a clip's presentation times differ from the anchored capture times"),
     "gap.undeclared": ("failure", "sequence numbers are missing without a gap declared in the manifest"),
+    "bundle.member.unsafe": ("failure", "a member name is absolute, contains `..` or a backslash, or escapes the bundle"),
+    "bundle.member.duplicate": ("failure", "two members of the zip share a name"),
+    "bundle.member.oversize": ("failure", "a member is larger than the limit for its kind"),
+    "bundle.entry.duplicate": ("failure", "a block, clip, raw frame or codec source is listed twice in the index"),
+    "clip.codec.mismatch": ("failure", "a remuxed clip's codec configuration (avcC parameter sets) is not the one "
+                                       "anchored in the manifest"),
+    "clip.pictures.mismatch": ("failure", "a picture of a re-encoded clip differs from the decoded anchored frame it "
+                                          "stands for"),
+    # -- untrusted
+    "bundle.contract.untrusted": ("untrusted", "no trusted consortium deployment is configured for this chain; checked "
+                                               "only against the ledger the bundle names"),
+    # -- unchecked
+    "clip.pictures.unchecked": ("unchecked", "this verifier cannot decode video, so the pictures of a re-encoded clip "
+                                             "are not bound to anchored bytes"),
     # -- gap
     "gap.declared": ("gap", "frames no node could produce; declared in the anchored manifest"),
     "gap.keyframe_lost": ("gap", "the declared gap lost a keyframe; following frames cannot be decoded until the next one"),
@@ -97,7 +137,8 @@ CODES: dict[str, tuple[str, str]] = {
     "store.block.corrupt": ("warning", "a store held a corrupt copy; an intact copy came from another store"),
     "frame.not_playable": ("warning", "verified frames that cannot be decoded (no keyframe since a gap); kept as raw bytes"),
     "clip.reencode.failed": ("warning", "a substituted span could not be re-encoded; its frames are kept as raw bytes"),
-    "bundle.contract.unpinned": ("warning", "the ledger address was taken from the bundle itself; pin it to trust the answer"),
+    "clip.decoder.limited": ("warning", "(--probe) this machine's decoder could not decode a byte-exact clip from its "
+                                        "keyframe; a decoder limitation, not a failure of the evidence"),
     # -- info
     "clip.reencoded": ("info", "the clip was re-encoded (substituted span); its original bytes are in the bundle"),
     "clip.preroll": ("info", "the clip starts at the keyframe before the range or ends after it, so it decodes"),
@@ -200,6 +241,7 @@ class ClipEntry:
     start_ms: int | None = None
     end_ms: int | None = None
     reencoded: bool = False
+    why: str = "remux"  # "remux" (byte-exact packets) or why the clip had to be re-encoded
     decoded_frames: int | None = None  # set when the clip was decoded end to end (extract --probe)
 
     def to_json(self) -> dict[str, Any]:
@@ -269,16 +311,20 @@ class Report:
 
     @property
     def verdict(self) -> str:
-        if self.by_severity("failure"):
-            return "failed"
-        if self.by_severity("gap"):
-            return "verified_with_declared_gaps"
-        return "verified"
+        """Fail closed: failure > untrusted > unchecked > gap > verified."""
+        for severity, verdict in _VERDICT_ORDER:
+            if self.by_severity(severity):
+                return verdict.value
+        return Verdict.VERIFIED.value
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
 
     @property
     def reasons(self) -> list[str]:
-        """One line per code that decided the verdict (failures, or gaps when nothing failed)."""
-        decisive = self.by_severity("failure") or self.by_severity("gap")
+        """One line per code that decided the verdict (the findings of the deciding severity)."""
+        decisive = next((fs for sev, _ in _VERDICT_ORDER if (fs := self.by_severity(sev))), [])
         counts: Counter[str] = Counter()
         first: dict[str, Finding] = {}
         for f in decisive:
@@ -366,7 +412,7 @@ class Report:
             lines.append(render_table(
                 ["clip", "kind", "frames", "from (UTC)", "to (UTC)", "bytes"],
                 [[c.path, c.kind, c.frames, _fmt_ms(c.start_ms)[11:], _fmt_ms(c.end_ms)[11:],
-                  "re-encoded" if c.reencoded else "original packets"] for c in self.clips],
+                  f"re-encoded: {c.why}" if c.reencoded else "original packets (byte-exact remux)"] for c in self.clips],
                 title="Clips",
             ))
             lines.append("")
@@ -396,6 +442,10 @@ class Report:
         for r in self.reasons:
             lines.append(f"  - {r}")
         return "\n".join(lines) + "\n"
+
+
+_VERDICT_ORDER = (("failure", Verdict.FAILED), ("untrusted", Verdict.UNTRUSTED),
+                  ("unchecked", Verdict.PARTIALLY_VERIFIED), ("gap", Verdict.VERIFIED_WITH_DECLARED_GAPS))
 
 
 def _where(f: Finding) -> str:

@@ -22,10 +22,12 @@ trusted are not checked further (the block has already failed, and guessing woul
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from ..core.block import FRAME_LEAF_ENCODING, ZERO32, BlockHeader, FrameRef, Manifest, ManifestFormatError, camera_id, frames_tree
 from ..core.cid import cid_from_digest
@@ -38,13 +40,18 @@ __all__ = [
     "BlockClaim",
     "ClipClaim",
     "ClipSamples",
+    "CodecSourceClaim",
     "EvidenceClaim",
+    "Note",
+    "PictureCheck",
     "RawClaim",
     "ManifestCheck",
     "check_manifest",
     "known_leaves",
     "manifest_tree",
+    "check_codec_source",
     "classify_digest",
+    "manifest_extradata",
     "decode_key",
     "parse_multiproof",
     "uncovered_spans",
@@ -90,6 +97,8 @@ class ChainFacts:
     heights_in_range: list[int] = field(default_factory=list)
     blocks: dict[int, ChainBlock | None] = field(default_factory=dict)  # None: nothing anchored there
     proofs_on_chain: dict[int, bool | None] = field(default_factory=dict)  # None: not asked
+    # blocks of substitute cameras whose manifests carry the codec of a remuxed substituted clip
+    codec_blocks: dict[tuple[bytes, int], ChainBlock | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,6 +120,19 @@ class ClipClaim:
     camera: bytes
     frames: list[tuple[int, int]]  # (height, seq) in sample (file) order
     reencoded: bool = False
+    why: str = "remux"  # or why it had to be re-encoded (informational: the rules decide)
+
+
+@dataclass
+class CodecSourceClaim:
+    """A substitute camera's own block, presented for its manifest's codec configuration: a
+    remuxed substituted clip must carry exactly that configuration."""
+
+    camera: bytes
+    height: int
+    header: BlockHeader | None
+    block_hash: str | None = None
+    manifest: bytes | None = None
 
 
 @dataclass
@@ -133,14 +155,42 @@ class EvidenceClaim:
     blocks: list[BlockClaim] = field(default_factory=list)
     clips: list[ClipClaim] = field(default_factory=list)
     raw: list[RawClaim] = field(default_factory=list)
+    codec_sources: list[CodecSourceClaim] = field(default_factory=list)
 
 
 @dataclass
 class ClipSamples:
-    """What a clip file holds: its samples in file (decode) order as (sha256, pts in ms)."""
+    """What a clip file holds: its samples in file (decode) order as (sha256, pts in ms), and
+    its codec configuration record (the avcC box for H.264)."""
 
     samples: list[tuple[bytes, int]] | None = None
     error: str | None = None
+    extradata: bytes | None = None
+
+
+class PictureCheck(Protocol):
+    """What comparing a re-encoded clip with the decoded anchored frames found
+    (`offchain.evidence.video.PictureComparison`)."""
+
+    compared: int
+    worst_db: float | None
+    worst_index: int | None
+    below: int
+    clip_error: str | None
+    original_error: str | None
+    threshold_db: float
+
+
+@dataclass(frozen=True)
+class Note:
+    """A finding made before the rules run (by extraction while fetching, by the bundle reader,
+    by the trust decision): code, message and where it applies."""
+
+    code: str
+    message: str = ""
+    height: int | None = None
+    seq: int | None = None
+    camera: bytes | None = None
 
 
 # --------------------------------------------------------------------------- small pure rules
@@ -275,6 +325,48 @@ def uncovered_spans(from_ms: int, to_ms: int, windows: Iterable[tuple[int, int]]
     return [(a, b) for a, b in out if a < b]
 
 
+def manifest_extradata(m: Manifest) -> bytes | None:
+    """The codec configuration record a manifest commits (base64 in its codec object)."""
+    codec = m.codec if isinstance(m.codec, dict) else {}
+    value = codec.get("extradata")
+    if not isinstance(value, str):
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class CodecSourceCheck:
+    manifest: Manifest | None
+    codes: list[tuple[str, str]]
+
+
+def check_codec_source(src: CodecSourceClaim, cb: ChainBlock | None) -> CodecSourceCheck:
+    """A substitute camera's block: anchored at its height, its header the anchored one, its
+    manifest the anchored bytes. Only then is its codec configuration the camera's."""
+    where = f"camera {h0x(src.camera)[:12]}… block {src.height}"
+    if cb is None:
+        return CodecSourceCheck(None, [("block.root.unanchored", f"codec source: nothing anchored at {where}")])
+    authority = cb.header if cb.header.hash == cb.block_hash else (
+        src.header if src.header is not None and src.header.hash == cb.block_hash else None)
+    if authority is None or authority.camera_id != src.camera or (
+            src.header is not None and src.header.hash != cb.block_hash):
+        return CodecSourceCheck(None, [("block.header.mismatch", f"codec source: header of {where} is not the anchored one")])
+    if src.manifest is None:
+        return CodecSourceCheck(None, [("manifest.missing", f"codec source: no manifest for {where}")])
+    if hashlib.sha256(src.manifest).digest() != authority.manifest_digest:
+        return CodecSourceCheck(None, [("manifest.digest.mismatch", f"codec source: manifest of {where} is not the anchored one")])
+    try:
+        m = Manifest.from_bytes(src.manifest)
+    except ManifestFormatError as exc:
+        return CodecSourceCheck(None, [("manifest.invalid", f"codec source {where}: {exc}")])
+    if m.camera_id != src.camera or m.height != src.height:
+        return CodecSourceCheck(None, [("manifest.header.mismatch", f"codec source: manifest of {where} names another block")])
+    return CodecSourceCheck(m, [])
+
+
 def gap_overlaps(gap_from: int, gap_to: int, from_ms: int, to_ms: int) -> bool:
     # Gap bounds are capture times of the span; treat them as inclusive, so a gap is reported when
     # any instant of it touches the range.
@@ -282,20 +374,44 @@ def gap_overlaps(gap_from: int, gap_to: int, from_ms: int, to_ms: int) -> bool:
 
 
 # --------------------------------------------------------------------------- the verifier
+#
+# `verify_evidence` is a sequence of named steps. Each takes what it needs and returns what the
+# next steps use; the report is the one accumulator (the findings list) they all write to.
 
 
 @dataclass
 class _Frame:
-    """A frame as the trusted manifest lists it, with where it was presented."""
+    """A frame as a trusted manifest lists it, with where the evidence presents it."""
 
     height: int
     camera: bytes
     ref: FrameRef
     primary: bool
-    in_clip: bool = False      # listed in a clip that carries its bytes (not re-encoded)
+    in_clip: bool = False      # carried byte-exact by a remuxed clip
     in_raw: bool = False       # carried as raw bytes
-    listed: bool = False       # listed in any clip
+    listed: bool = False       # listed in any clip (remuxed or re-encoded): shown to a person
     flagged: bool = False      # a failure was already reported about it
+
+
+@dataclass
+class _FrameIndex:
+    """Every frame of the trusted manifests, keyed (height, camera, seq)."""
+
+    camera: bytes
+    frames: dict[tuple[int, bytes, int], _Frame]
+    anchored: set[bytes]           # every anchored digest: tells "another frame's bytes" from "no frame's"
+    untrusted_heights: set[int]    # presented blocks whose manifests are not trusted
+    claimed_heights: set[int]
+
+    def get(self, height: int, camera: bytes, seq: int) -> _Frame | None:
+        return self.frames.get((height, camera, seq))
+
+    def fail(self, report: Report, code: str, fr: _Frame, msg: str) -> None:
+        """One failure per frame: the first reason is the one reported."""
+        if fr.flagged:
+            return
+        fr.flagged = True
+        report.add(code, msg, height=fr.height, seq=fr.ref.seq, camera=h0x(fr.camera) if fr.camera != self.camera else None)
 
 
 def verify_evidence(
@@ -304,153 +420,227 @@ def verify_evidence(
     clips: Mapping[str, ClipSamples],
     raw_digests: Mapping[str, bytes | None],
     *,
+    pictures: Mapping[str, PictureCheck | None] | None = None,
     produced_by: str = "frameledger verify",
-    pinned: bool = True,
-    prefindings: Iterable[tuple[str, str, int | None, int | None, bytes | None]] = (),
+    notes: Iterable[Note] = (),
     skip: set[tuple] | frozenset = frozenset(),
 ) -> Report:
-    """Apply every rule; see the module docstring. ``prefindings`` are (code, message, height,
-    seq, camera) found before this call (e.g. by extraction while fetching); ``skip`` holds the
-    keys ``("manifest", h)`` / ``("frame", h, camera, seq)`` they already cover, so nothing is
-    reported twice."""
-    cam = claim.camera_id
-    cam_hex = h0x(cam)
-    report = Report(camera_id=cam_hex, camera_ip=claim.camera_ip, from_ms=claim.from_ms, to_ms=claim.to_ms,
-                    chain_id=chain.chain_id, ledger=chain.ledger, consortium=chain.consortium, produced_by=produced_by)
-    for code, msg, height, seq, camera in prefindings:
-        report.add(code, msg, height=height, seq=seq, camera=h0x(camera) if camera and camera != cam else None)
-    if not pinned:
-        report.add("bundle.contract.unpinned", f"trusting the ledger address in the evidence: {claim.ledger}")
+    """Apply every rule; see the module docstring. ``pictures`` holds, per re-encoded clip, the
+    comparison of its pictures with the decoded anchored frames (absent: this verifier cannot
+    decode, so those pictures are unchecked). ``notes`` are findings made before this call;
+    ``skip`` holds the keys ``("manifest", h)`` / ``("frame", h, camera, seq)`` they already
+    cover, so nothing is reported twice."""
+    report = _new_report(claim, chain, produced_by)
+    for n in notes:
+        report.add(n.code, n.message, height=n.height, seq=n.seq,
+                   camera=h0x(n.camera) if n.camera and n.camera != claim.camera_id else None)
+    if not _check_preconditions(claim, chain, report):
+        return _finish(report, {}, None)
+    in_range = _check_range(claim, chain, report)
+    claimed = _claimed_blocks(claim, in_range, report)
+    trusted = _check_blocks(claim, chain, claimed, in_range, skip, report)
+    extradata = _anchored_extradata(claim, chain, trusted, report)
+    index = _index_frames(claim.camera_id, trusted, set(claimed), skip)
+    matched = _check_clips(claim, index, clips, pictures or {}, extradata, report)
+    matched += _check_raw(claim, index, raw_digests, trusted, report)
+    _check_proofs(claim, chain, claimed, trusted, index, report)
+    _check_completeness(claim, index, matched, report)
+    _check_playability(claim, index, report)
+    _check_gaps(claim, trusted, index, report)
+    return _finish(report, trusted, index)
+
+
+def _new_report(claim: EvidenceClaim, chain: ChainFacts, produced_by: str) -> Report:
+    return Report(camera_id=h0x(claim.camera_id), camera_ip=claim.camera_ip, from_ms=claim.from_ms, to_ms=claim.to_ms,
+                  chain_id=chain.chain_id, ledger=chain.ledger, consortium=chain.consortium, produced_by=produced_by)
+
+
+def _check_preconditions(claim: EvidenceClaim, chain: ChainFacts, report: Report) -> bool:
     if claim.chain_id is not None and claim.chain_id != chain.chain_id:
         report.add("chain.id.mismatch", f"evidence anchored on chain {claim.chain_id}, RPC answers for {chain.chain_id}")
-        return report
-    if claim.camera_ip is not None and camera_id(claim.camera_ip) != cam:
-        report.add("bundle.invalid", f"camera ip {claim.camera_ip} does not hash to camera id {cam_hex}")
+        return False
+    if claim.camera_ip is not None and camera_id(claim.camera_ip) != claim.camera_id:
+        report.add("bundle.invalid", f"camera ip {claim.camera_ip} does not hash to camera id {h0x(claim.camera_id)}")
     if claim.from_ms >= claim.to_ms:
         report.add("range.invalid", f"empty range [{claim.from_ms}, {claim.to_ms})")
-        return report
+        return False
+    return True
 
-    # ---- range coverage, from the chain alone
+
+def _check_range(claim: EvidenceClaim, chain: ChainFacts, report: Report) -> list[int]:
+    """The heights the chain says cover the range; parts no anchored window covers are gaps."""
     in_range = list(chain.heights_in_range)
     if not in_range:
         report.add("range.empty", "no block of this camera is anchored for any part of the range")
+        return in_range
     windows = [(b.header.window_start_ms, b.header.window_end_ms) for h in in_range
                if (b := chain.blocks.get(h)) is not None]
-    if in_range:
-        for a, b in uncovered_spans(claim.from_ms, claim.to_ms, windows):
-            report.gaps.append(GapEntry("uncovered", a, b))
-            report.add("range.uncovered", f"no anchored block covers {a}..{b}")
+    for a, b in uncovered_spans(claim.from_ms, claim.to_ms, windows):
+        report.gaps.append(GapEntry("uncovered", a, b))
+        report.add("range.uncovered", f"no anchored block covers {a}..{b}")
+    return in_range
 
-    claimed = {}
+
+def _claimed_blocks(claim: EvidenceClaim, in_range: list[int], report: Report) -> dict[int, BlockClaim]:
+    claimed: dict[int, BlockClaim] = {}
     for bc in claim.blocks:
         if bc.height in claimed:
-            report.add("bundle.invalid", f"block {bc.height} presented twice", height=bc.height)
+            report.add("bundle.entry.duplicate", f"block {bc.height} presented twice", height=bc.height)
+            continue
         claimed[bc.height] = bc
     for h in in_range:
         if h not in claimed:
             report.block(h)
             report.add("block.missing", f"block {h} covers part of the range but is not in the evidence", height=h)
+    return claimed
 
-    # Every anchored manifest digest this verifier knows, to recognise a manifest filed under the
-    # wrong block.
+
+def _check_blocks(claim: EvidenceClaim, chain: ChainFacts, claimed: dict[int, BlockClaim], in_range: list[int],
+                  skip: set[tuple] | frozenset, report: Report) -> dict[int, Manifest]:
+    """Header, finality, transactions and link of every presented block; the manifests whose
+    frames can be trusted."""
+    # Every anchored manifest digest, to recognise a manifest filed under the wrong block.
     manifest_digests = {b.header.manifest_digest: h for h, b in chain.blocks.items() if b is not None}
-
     trusted: dict[int, Manifest] = {}
     for h in sorted(claimed):
-        bc = claimed[h]
-        entry = report.block(h)
-        entry.context_only = h not in in_range
-        cb = chain.blocks.get(h)
-        if cb is None:
-            report.add("block.root.unanchored", f"no block of this camera is anchored at height {h}", height=h)
+        authority = _check_block(claim.camera_id, claimed[h], chain, h not in in_range, claimed, report)
+        if authority is None or ("manifest", h) in skip:
             continue
-        hdr = cb.header
-        entry.block_hash = h0x(cb.block_hash)
-        entry.window_start_ms, entry.window_end_ms = hdr.window_start_ms, hdr.window_end_ms
-        entry.frame_count, entry.frames_root = hdr.frame_count, h0x(hdr.frames_root)
-        entry.manifest_cid = cid_from_digest(hdr.manifest_digest)
-        entry.anchor_tx, entry.attest_txs = cb.anchor_tx, list(cb.attest_txs)
-        entry.attestations, entry.disputes, entry.finalized = cb.attestations, cb.disputes, cb.finalized
-
-        # The authoritative header is one that hashes to the anchored block hash: the chain's own
-        # record if it does (an honest RPC), else the presented one if it does (a hash preimage is
-        # as good as the record), else none and the block's contents cannot be checked.
-        claimed_hash = bc.header.hash if bc.header is not None else None
-        chain_ok = hdr.hash == cb.block_hash
-        authority = hdr if chain_ok else (bc.header if claimed_hash == cb.block_hash else None)
-        if (claimed_hash != cb.block_hash or not chain_ok or hdr.camera_id != cam
-                or (bc.block_hash is not None and bc.block_hash.lower() != h0x(cb.block_hash))):
-            why = "malformed header" if bc.header is None else (
-                f"header hashes to {claimed_hash.hex()[:16]}…, anchored {cb.block_hash.hex()[:16]}…"
-                if claimed_hash != cb.block_hash else "the chain's header record does not hash to its block hash")
-            report.add("block.header.mismatch", why, height=h)
-        else:
-            report.add("block.header.match", height=h)
-        if cb.finalized:
-            report.add("block.final", height=h)
-        else:
-            report.add("block.not_final", f"{cb.attestations} attestation(s), below quorum", height=h)
-        if cb.disputes:
-            report.add("block.disputed", f"{cb.disputes} node(s) disputed this block", height=h)
-        if bc.anchor_tx is not None and cb.anchor_tx is not None and bc.anchor_tx.lower() != cb.anchor_tx.lower():
-            report.add("tx.anchor.mismatch", f"named {bc.anchor_tx[:18]}…, anchored by {cb.anchor_tx[:18]}…", height=h)
-        if bc.attest_txs and {t.lower() for t in bc.attest_txs} != {t.lower() for t in cb.attest_txs}:
-            report.add("tx.attest.mismatch", "attestation transactions differ from the chain's", height=h)
-        prev = chain.blocks.get(h - 1)
-        if prev is not None and h - 1 in claimed and hdr.prev_hash != prev.block_hash:
-            report.add("block.chain.broken", f"block {h} does not link to block {h - 1}", height=h)
-
-        if ("manifest", h) in skip or authority is None:
-            continue
-        mc = check_manifest(bc.manifest, authority, manifest_digests)
+        mc = check_manifest(claimed[h].manifest, authority, manifest_digests)
         for code, msg in mc.codes:
             report.add(code, msg, height=h)
         if mc.trusted and mc.manifest is not None:
             trusted[h] = mc.manifest
+    return trusted
 
-    # ---- index every frame of the trusted manifests
+
+def _check_block(cam: bytes, bc: BlockClaim, chain: ChainFacts, context_only: bool, claimed: Mapping[int, BlockClaim],
+                 report: Report) -> BlockHeader | None:
+    """One block against the chain; returns the authoritative header, or None when the block's
+    contents cannot be checked."""
+    h = bc.height
+    entry = report.block(h)
+    entry.context_only = context_only
+    cb = chain.blocks.get(h)
+    if cb is None:
+        report.add("block.root.unanchored", f"no block of this camera is anchored at height {h}", height=h)
+        return None
+    hdr = cb.header
+    entry.block_hash = h0x(cb.block_hash)
+    entry.window_start_ms, entry.window_end_ms = hdr.window_start_ms, hdr.window_end_ms
+    entry.frame_count, entry.frames_root = hdr.frame_count, h0x(hdr.frames_root)
+    entry.manifest_cid = cid_from_digest(hdr.manifest_digest)
+    entry.anchor_tx, entry.attest_txs = cb.anchor_tx, list(cb.attest_txs)
+    entry.attestations, entry.disputes, entry.finalized = cb.attestations, cb.disputes, cb.finalized
+
+    # The authoritative header hashes to the anchored block hash: the chain's own record if it
+    # does (an honest RPC), else the presented one if it does (a hash preimage is as good as the
+    # record), else none and the block's contents cannot be checked.
+    claimed_hash = bc.header.hash if bc.header is not None else None
+    chain_ok = hdr.hash == cb.block_hash
+    authority = hdr if chain_ok else (bc.header if claimed_hash == cb.block_hash else None)
+    if (claimed_hash != cb.block_hash or not chain_ok or hdr.camera_id != cam
+            or (bc.block_hash is not None and bc.block_hash.lower() != h0x(cb.block_hash))):
+        why = "malformed header" if bc.header is None else (
+            f"header hashes to {claimed_hash.hex()[:16]}…, anchored {cb.block_hash.hex()[:16]}…"
+            if claimed_hash is not None and claimed_hash != cb.block_hash
+            else "the chain's header record does not hash to its block hash")
+        report.add("block.header.mismatch", why, height=h)
+    else:
+        report.add("block.header.match", height=h)
+    if cb.finalized:
+        report.add("block.final", height=h)
+    else:
+        report.add("block.not_final", f"{cb.attestations} attestation(s), below quorum", height=h)
+    if cb.disputes:
+        report.add("block.disputed", f"{cb.disputes} node(s) disputed this block", height=h)
+    if bc.anchor_tx is not None and cb.anchor_tx is not None and bc.anchor_tx.lower() != cb.anchor_tx.lower():
+        report.add("tx.anchor.mismatch", f"named {bc.anchor_tx[:18]}…, anchored by {cb.anchor_tx[:18]}…", height=h)
+    if bc.attest_txs and {t.lower() for t in bc.attest_txs} != {t.lower() for t in cb.attest_txs}:
+        report.add("tx.attest.mismatch", "attestation transactions differ from the chain's", height=h)
+    prev = chain.blocks.get(h - 1)
+    if prev is not None and h - 1 in claimed and hdr.prev_hash != prev.block_hash:
+        report.add("block.chain.broken", f"block {h} does not link to block {h - 1}", height=h)
+    return authority
+
+
+@dataclass(frozen=True)
+class _AnchoredCodecs:
+    """Codec configuration records committed by anchored manifests: the camera's own per block,
+    and each verified codec source's per substitute camera (with the window it covers)."""
+
+    own: dict[int, bytes | None]
+    substitutes: dict[bytes, list[tuple[int, int, bytes | None]]]
+
+    def for_clip(self, clip: ClipClaim, index: "_FrameIndex") -> tuple[bool, bool, bytes | None]:
+        """(applies, known, extradata) for the clip's first frame. The rule does not apply when
+        that frame is not in a trusted manifest (already a failure: no second code); known is
+        False when no anchored manifest vouches for any configuration."""
+        if not clip.frames:
+            return False, False, None
+        h, seq = clip.frames[0]
+        fr = index.get(h, clip.camera, seq)
+        if fr is None:
+            return False, False, None
+        if clip.camera == index.camera:
+            return True, h in self.own, self.own.get(h)
+        for start, end, data in self.substitutes.get(clip.camera, []):
+            if start <= fr.ref.timestamp_ms < end:
+                return True, True, data
+        return True, False, None
+
+
+def _anchored_extradata(claim: EvidenceClaim, chain: ChainFacts, trusted: Mapping[int, Manifest],
+                        report: Report) -> _AnchoredCodecs:
+    own = {h: manifest_extradata(m) for h, m in trusted.items()}
+    subs: dict[bytes, list[tuple[int, int, bytes | None]]] = defaultdict(list)
+    seen: set[tuple[bytes, int]] = set()
+    for src in claim.codec_sources:
+        if (src.camera, src.height) in seen:
+            report.add("bundle.entry.duplicate", f"codec source {h0x(src.camera)[:12]}… block {src.height} listed twice",
+                       camera=h0x(src.camera))
+            continue
+        seen.add((src.camera, src.height))
+        result = check_codec_source(src, chain.codec_blocks.get((src.camera, src.height)))
+        for code, msg in result.codes:
+            report.add(code, msg, camera=h0x(src.camera))
+        if result.manifest is not None:
+            m = result.manifest
+            subs[src.camera].append((m.window_start_ms, m.window_end_ms, manifest_extradata(m)))
+    return _AnchoredCodecs(own, dict(subs))
+
+
+def _index_frames(cam: bytes, trusted: Mapping[int, Manifest], claimed: set[int], skip: set[tuple] | frozenset) -> _FrameIndex:
     frames: dict[tuple[int, bytes, int], _Frame] = {}
-    anchored_digests: set[bytes] = set()
+    anchored: set[bytes] = set()
     for h, m in trusted.items():
         for f in m.frames:
             frames[(h, cam, f.seq)] = _Frame(h, cam, f, True)
-            anchored_digests.add(f.sha256)
+            anchored.add(f.sha256)
         for sub_cam, sub_frames in m.substitutions:
             for f in sub_frames:
                 frames[(h, sub_cam, f.seq)] = _Frame(h, sub_cam, f, False)
-                anchored_digests.add(f.sha256)
+                anchored.add(f.sha256)
     for key in skip:
         if key[0] == "frame" and key[1:] in frames:
             frames[key[1:]].flagged = True
-    untrusted_heights = set(claimed) - set(trusted)
+    return _FrameIndex(cam, frames, anchored, claimed - set(trusted), claimed)
 
-    def fail_frame(code: str, fr: _Frame | None, msg: str, height: int | None = None, seq: int | None = None,
-                   camera: bytes | None = None) -> None:
-        if fr is not None:
-            if fr.flagged:
-                return
-            fr.flagged = True
-            height, seq, camera = fr.height, fr.ref.seq, fr.camera
-        report.add(code, msg, height=height, seq=seq, camera=h0x(camera) if camera is not None and camera != cam else None)
 
-    matched_bytes = 0
+# ---- clips
 
-    # ---- clips
+
+def _check_clips(claim: EvidenceClaim, index: _FrameIndex, clips: Mapping[str, ClipSamples],
+                 pictures: Mapping[str, PictureCheck | None], codecs: _AnchoredCodecs, report: Report) -> int:
+    """Every clip; returns how many frames were matched byte for byte."""
+    matched = 0
+    seen_paths: set[str] = set()
     for clip in claim.clips:
-        listed: list[_Frame | None] = []
-        involves_untrusted = False
-        for h, seq in clip.frames:
-            fr = frames.get((h, clip.camera, seq))
-            if fr is None:
-                if h in untrusted_heights or h not in claimed:
-                    involves_untrusted = True
-                else:
-                    report.add("frame.unknown", f"clip {clip.path} lists a frame its manifest does not", height=h, seq=seq)
-            else:
-                fr.listed = True
-                if not clip.reencoded:
-                    fr.in_clip = True
-            listed.append(fr)
+        if clip.path in seen_paths:
+            report.add("bundle.entry.duplicate", f"clip {clip.path} listed twice")
+            continue
+        seen_paths.add(clip.path)
+        listed, involves_untrusted = _clip_listing(clip, index, report)
         cs = clips.get(clip.path)
         if cs is None or cs.samples is None:
             report.add("clip.invalid", f"{clip.path}: {cs.error if cs else 'not in the evidence'}")
@@ -458,66 +648,162 @@ def verify_evidence(
                 if fr is not None:
                     fr.flagged = True
             continue
-        samples = cs.samples
-        known = [fr for fr in listed if fr is not None]
-        clip_ok = True
         if clip.reencoded:
-            report.add("clip.reencoded", f"{clip.path} was re-encoded; original bytes are carried as raw frames")
-            exp_ts = sorted(fr.ref.timestamp_ms for fr in known)
-            got_ts = sorted(p for _, p in samples)
-            if len(samples) != len(listed) or (known and _relative(exp_ts) != _relative(got_ts)):
-                report.add("clip.timing.mismatch", f"{clip.path}: {len(samples)} pictures at times that differ from "
-                                                    f"the {len(listed)} anchored frames it stands for")
-            continue
-        # decode order of the listing itself
-        keys = [decode_key(fr.ref) for fr in known]
-        if any(b <= a for a, b in zip(keys, keys[1:])):
-            report.add("frame.order.invalid", f"{clip.path} lists frames out of decode order")
-            clip_ok = False
-        pairs: list[tuple[_Frame, int]] = []
-        if len(samples) == len(listed):
-            for i, fr in enumerate(listed):
-                if fr is None:
-                    continue
-                actual = samples[i][0]
-                code = classify_digest(actual, fr.ref.sha256, anchored_digests)
-                if code is None:
-                    pairs.append((fr, i))
-                else:
-                    clip_ok = False
-                    fail_frame(code, fr, f"{clip.path} sample {i} hashes to {actual.hex()[:16]}…")
+            _check_reencoded_clip(clip, listed, cs.samples, pictures.get(clip.path), report)
         else:
-            clip_ok = False
-            pool: dict[bytes, list[int]] = defaultdict(list)
-            for i, (sha, _) in enumerate(samples):
-                pool[sha].append(i)
-            for fr in known:
-                idx = pool.get(fr.ref.sha256)
-                if idx:
-                    pairs.append((fr, idx.pop(0)))
-                else:
-                    fail_frame("frame.missing", fr, f"{clip.path} lacks this frame's packet")
-            if not involves_untrusted:
-                for sha, idx in pool.items():
-                    for i in idx:
-                        report.add("frame.digest.mismatch", f"{clip.path} sample {i} is no anchored frame")
-            order = [i for _, i in pairs]
-            if any(b < a for a, b in zip(order, order[1:])):
-                report.add("frame.order.invalid", f"{clip.path} carries frames out of order")
-        if pairs:
-            exp = _relative([fr.ref.timestamp_ms for fr, _ in pairs])
-            got = _relative([samples[i][1] for _, i in pairs])
-            if exp != got:
-                clip_ok = False
-                bad = sum(1 for a, b in zip(exp, got) if a != b)
-                report.add("clip.timing.mismatch", f"{clip.path}: {bad} packet(s) presented at times other than captured")
-        matched_bytes += len(pairs)
-        if clip_ok and not involves_untrusted:
-            report.add("clip.packets.match", f"{clip.path}: {len(pairs)} packets")
+            matched += _check_remuxed_clip(clip, listed, cs, involves_untrusted, codecs, index, report)
+    return matched
 
-    # ---- raw frames
+
+def _clip_listing(clip: ClipClaim, index: _FrameIndex, report: Report) -> tuple[list[_Frame | None], bool]:
+    """The frames a clip says it carries, marked as shown; whether any lies in an untrusted block."""
+    listed: list[_Frame | None] = []
+    involves_untrusted = False
+    seen: set[tuple[int, int]] = set()
+    for h, seq in clip.frames:
+        if (h, seq) in seen:
+            report.add("bundle.entry.duplicate", f"clip {clip.path} lists frame {h}/{seq} twice", height=h, seq=seq)
+        seen.add((h, seq))
+        fr = index.get(h, clip.camera, seq)
+        if fr is None:
+            if h in index.untrusted_heights or h not in index.claimed_heights:
+                involves_untrusted = True
+            else:
+                report.add("frame.unknown", f"clip {clip.path} lists a frame its manifest does not", height=h, seq=seq)
+        else:
+            fr.listed = True
+            if not clip.reencoded:
+                fr.in_clip = True
+        listed.append(fr)
+    return listed, involves_untrusted
+
+
+def _check_reencoded_clip(clip: ClipClaim, listed: list[_Frame | None], samples: list[tuple[bytes, int]],
+                          pictures: PictureCheck | None, report: Report) -> None:
+    """A re-encoded clip: its count and times, and its pictures against the decoded originals.
+    Its frames' bytes must travel raw (completeness checks that)."""
+    known = [fr for fr in listed if fr is not None]
+    report.add("clip.reencoded", f"{clip.path} was re-encoded ({clip.why}); original bytes are carried as raw frames")
+    exp_ts = sorted(fr.ref.timestamp_ms for fr in known)
+    got_ts = sorted(p for _, p in samples)
+    if len(samples) != len(listed) or (known and _relative(exp_ts) != _relative(got_ts)):
+        report.add("clip.timing.mismatch", f"{clip.path}: {len(samples)} pictures at times that differ from "
+                                           f"the {len(listed)} anchored frames it stands for")
+        return
+    if pictures is None:
+        report.add("clip.pictures.unchecked", f"{clip.path}: pictures not compared with the anchored frames")
+    elif pictures.clip_error is not None:
+        report.add("clip.undecodable", f"{clip.path}: {pictures.clip_error}")
+    elif pictures.original_error is not None:
+        report.add("clip.pictures.unchecked", f"{clip.path}: {pictures.original_error}")
+    elif pictures.below or not pictures.compared:
+        report.add("clip.pictures.mismatch", f"{clip.path}: {pictures.below} of {pictures.compared} picture(s) below "
+                                             f"{pictures.threshold_db} dB (worst {pictures.worst_db} dB at picture "
+                                             f"{pictures.worst_index})")
+    else:
+        report.add("clip.pictures.match", f"{clip.path}: {pictures.compared} pictures, worst tile {pictures.worst_db} dB "
+                                          f"(threshold {pictures.threshold_db} dB)")
+
+
+def _check_remuxed_clip(clip: ClipClaim, listed: list[_Frame | None], cs: ClipSamples, involves_untrusted: bool,
+                        codecs: _AnchoredCodecs, index: _FrameIndex, report: Report) -> int:
+    """A remux: sample i is the anchored frame listed at i, on time, in decode order, under the
+    anchored codec configuration. Returns the frames matched."""
+    samples = cs.samples or []
+    known = [fr for fr in listed if fr is not None]
+    clip_ok = _codec_matches(clip, cs, codecs, index, report)
+    keys = [decode_key(fr.ref) for fr in known]
+    if any(b <= a for a, b in zip(keys, keys[1:])):
+        report.add("frame.order.invalid", f"{clip.path} lists frames out of decode order")
+        clip_ok = False
+    if len(samples) == len(listed):
+        pairs, ok = _pair_in_order(clip, listed, samples, index, report)
+    else:
+        pairs, ok = _pair_by_digest(clip, known, samples, involves_untrusted, index, report)
+    clip_ok = clip_ok and ok
+    if pairs:
+        exp = _relative([fr.ref.timestamp_ms for fr, _ in pairs])
+        got = _relative([samples[i][1] for _, i in pairs])
+        if exp != got:
+            clip_ok = False
+            bad = sum(1 for a, b in zip(exp, got) if a != b)
+            report.add("clip.timing.mismatch", f"{clip.path}: {bad} packet(s) presented at times other than captured")
+    if clip_ok and not involves_untrusted:
+        report.add("clip.packets.match", f"{clip.path}: {len(pairs)} packets")
+    return len(pairs)
+
+
+def _codec_matches(clip: ClipClaim, cs: ClipSamples, codecs: _AnchoredCodecs, index: _FrameIndex,
+                   report: Report) -> bool:
+    """The parameter sets decide what the packets show (size, cropping, colour): a remux must
+    carry the anchored ones."""
+    applies, known, expected = codecs.for_clip(clip, index)
+    if not applies:
+        return True
+    if not known:
+        report.add("clip.codec.mismatch", f"{clip.path}: no anchored manifest of camera {h0x(clip.camera)[:12]}… "
+                                          "vouches for its codec configuration")
+        return False
+    if expected is None or cs.extradata != expected:
+        report.add("clip.codec.mismatch", f"{clip.path}: codec configuration differs from the anchored manifest's")
+        return False
+    return True
+
+
+def _pair_in_order(clip: ClipClaim, listed: list[_Frame | None], samples: list[tuple[bytes, int]], index: _FrameIndex,
+                   report: Report) -> tuple[list[tuple[_Frame, int]], bool]:
+    pairs: list[tuple[_Frame, int]] = []
+    ok = True
+    for i, fr in enumerate(listed):
+        if fr is None:
+            continue
+        actual = samples[i][0]
+        code = classify_digest(actual, fr.ref.sha256, index.anchored)
+        if code is None:
+            pairs.append((fr, i))
+        else:
+            ok = False
+            index.fail(report, code, fr, f"{clip.path} sample {i} hashes to {actual.hex()[:16]}…")
+    return pairs, ok
+
+
+def _pair_by_digest(clip: ClipClaim, known: list[_Frame], samples: list[tuple[bytes, int]], involves_untrusted: bool,
+                    index: _FrameIndex, report: Report) -> tuple[list[tuple[_Frame, int]], bool]:
+    """Sample count differs from the listing: find each listed frame's packet by digest."""
+    pool: dict[bytes, list[int]] = defaultdict(list)
+    for i, (sha, _) in enumerate(samples):
+        pool[sha].append(i)
+    pairs: list[tuple[_Frame, int]] = []
+    for fr in known:
+        idx = pool.get(fr.ref.sha256)
+        if idx:
+            pairs.append((fr, idx.pop(0)))
+        else:
+            index.fail(report, "frame.missing", fr, f"{clip.path} lacks this frame's packet")
+    if not involves_untrusted:
+        for idx in pool.values():
+            for i in idx:
+                report.add("frame.digest.mismatch", f"{clip.path} sample {i} is no anchored frame")
+    order = [i for _, i in pairs]
+    if any(b < a for a, b in zip(order, order[1:])):
+        report.add("frame.order.invalid", f"{clip.path} carries frames out of order")
+    return pairs, False
+
+
+# ---- raw frames, proofs, completeness, playability, gaps
+
+
+def _check_raw(claim: EvidenceClaim, index: _FrameIndex, raw_digests: Mapping[str, bytes | None],
+               trusted: Mapping[int, Manifest], report: Report) -> int:
+    matched = 0
+    seen: set[tuple[int, bytes, int]] = set()
     for rc in claim.raw:
-        fr = frames.get((rc.height, rc.camera, rc.seq))
+        key = (rc.height, rc.camera, rc.seq)
+        if key in seen:
+            report.add("bundle.entry.duplicate", f"raw frame {rc.height}/{rc.seq} listed twice", height=rc.height, seq=rc.seq)
+            continue
+        seen.add(key)
+        fr = index.get(*key)
         if fr is None:
             if rc.height in trusted:
                 report.add("frame.unknown", f"raw frame {rc.path} is not in its manifest", height=rc.height, seq=rc.seq)
@@ -525,22 +811,31 @@ def verify_evidence(
         fr.in_raw = True
         actual = raw_digests.get(rc.path)
         if actual is None:
-            fail_frame("frame.missing", fr, f"raw frame {rc.path} is not in the evidence")
+            index.fail(report, "frame.missing", fr, f"raw frame {rc.path} is not in the evidence")
             continue
-        code = classify_digest(actual, fr.ref.sha256, anchored_digests)
+        code = classify_digest(actual, fr.ref.sha256, index.anchored)
         if code is None:
-            matched_bytes += 1
+            matched += 1
         else:
-            fail_frame(code, fr, f"raw frame {rc.path} hashes to {actual.hex()[:16]}…")
+            index.fail(report, code, fr, f"raw frame {rc.path} hashes to {actual.hex()[:16]}…")
+    return matched
 
-    # ---- multiproofs: every primary frame presented must be proven against the anchored root
+
+def _check_proofs(claim: EvidenceClaim, chain: ChainFacts, claimed: Mapping[int, BlockClaim],
+                  trusted: Mapping[int, Manifest], index: _FrameIndex, report: Report) -> None:
+    """Every primary frame presented must be proven against the anchored root (locally and, where
+    asked, with `verifyFrames` on chain)."""
+    cam = claim.camera_id
     by_height: dict[int, list[_Frame]] = defaultdict(list)
-    for fr in frames.values():
+    for fr in index.frames.values():
         if fr.primary:
             by_height[fr.height].append(fr)
     for h in sorted(trusted):
         bc, cb = claimed[h], chain.blocks[h]
-        root_anchored = cb.header.frames_root if cb.header.hash == cb.block_hash else bc.header.frames_root
+        if cb is None:
+            continue
+        root_anchored = cb.header.frames_root if cb.header.hash == cb.block_hash or bc.header is None \
+            else bc.header.frames_root
         presented = {(fr.ref.seq, fr.ref.timestamp_ms, fr.ref.sha256) for fr in by_height[h] if fr.listed or fr.in_raw}
         if not presented and bc.proof is None:
             continue
@@ -555,69 +850,99 @@ def verify_evidence(
         if root != root_anchored or on_chain is False:
             report.add("frame.proof.invalid", "multiproof does not verify against the anchored root", height=h)
         elif not presented <= set(keys):
-            report.add("frame.proof.invalid", f"{len(presented - set(keys))} presented frame(s) not covered by the proof", height=h)
+            report.add("frame.proof.invalid", f"{len(presented - set(keys))} presented frame(s) not covered by the proof",
+                       height=h)
         else:
             report.add("frame.proof.valid", f"{len(keys)} frames" + (", verifyFrames on chain" if on_chain else ""), height=h)
 
-    # ---- completeness: every anchored frame of the range must be presented
-    for fr in frames.values():
-        in_range = claim.from_ms <= fr.ref.timestamp_ms < claim.to_ms
-        if fr.primary:
-            if in_range and not (fr.in_clip or fr.in_raw):
-                fail_frame("frame.missing", fr, "anchored frame of the range is not presented")
-        else:
-            if (in_range or fr.listed) and not fr.in_raw:
-                fail_frame("frame.missing", fr, "substituted frame's original bytes are not presented")
-    if matched_bytes:
-        report.add("frame.digest.match", f"{matched_bytes} frame(s) hash to their anchored digests", count=matched_bytes)
 
+def _check_completeness(claim: EvidenceClaim, index: _FrameIndex, matched: int, report: Report) -> None:
+    """Every anchored frame of the range, and every substituted frame shown, must be presented
+    as bytes (in a remux or raw)."""
+    for fr in index.frames.values():
+        in_range = claim.from_ms <= fr.ref.timestamp_ms < claim.to_ms
+        carried = fr.in_clip or fr.in_raw
+        if fr.primary and in_range and not carried:
+            index.fail(report, "frame.missing", fr, "anchored frame of the range is not presented")
+        elif fr.primary and fr.listed and not carried:  # shown only re-encoded: its picture needs its bytes
+            index.fail(report, "frame.missing", fr, "re-encoded frame's original bytes are not presented")
+        elif not fr.primary and (in_range or fr.listed) and not carried:
+            index.fail(report, "frame.missing", fr, "substituted frame's original bytes are not presented")
+    if matched:
+        report.add("frame.digest.match", f"{matched} frame(s) hash to their anchored digests", count=matched)
+
+
+def _check_playability(claim: EvidenceClaim, index: _FrameIndex, report: Report) -> None:
+    """Frames carried only raw (in no clip) cannot be watched; frames before the range that
+    make a clip decodable are reported as preroll."""
     not_playable: dict[int, int] = defaultdict(int)
     preroll = 0
-    for fr in frames.values():
-        if fr.primary and fr.in_raw and not fr.in_clip:
+    for fr in index.frames.values():
+        if fr.primary and fr.in_raw and not fr.listed:
             not_playable[fr.height] += 1
-        if fr.primary and fr.in_clip and not claim.from_ms <= fr.ref.timestamp_ms < claim.to_ms:
+        if fr.primary and fr.listed and not claim.from_ms <= fr.ref.timestamp_ms < claim.to_ms:
             preroll += 1
     for h, n in sorted(not_playable.items()):
-        report.add("frame.not_playable", f"{n} verified frame(s) cannot be decoded and are kept as raw bytes", height=h, count=n)
+        report.add("frame.not_playable", f"{n} verified frame(s) are in no clip (no keyframe since a gap); kept as raw bytes",
+                   height=h, count=n)
     if preroll:
         report.add("clip.preroll", f"{preroll} frame(s) outside the range make the clip decodable", count=preroll)
 
-    # ---- gaps: declared ones, and holes nobody declared
+
+def _check_gaps(claim: EvidenceClaim, trusted: Mapping[int, Manifest], index: _FrameIndex, report: Report) -> None:
+    """Declared gaps that touch the range, and holes in the sequence nobody declared."""
     declared = sorted((g.from_seq, g.to_seq) for m in trusted.values() for g in m.gaps)
-    raw_only = sorted(fr.ref.seq for fr in frames.values() if fr.primary and fr.in_raw and not fr.in_clip)
+    raw_only = sorted(fr.ref.seq for fr in index.frames.values() if fr.primary and fr.in_raw and not fr.listed)
     for h in sorted(trusted):
         for g in trusted[h].gaps:
-            if not gap_overlaps(g.from_ms, g.to_ms, claim.from_ms, claim.to_ms):
-                continue
-            subs = 0
-            if g.substitute_camera is not None:
-                subs = sum(len(fs) for c, fs in trusted[h].substitutions if c == g.substitute_camera)
-            # frames after the gap that could not be decoded (until the next gap)
-            next_gap = min((a for a, _ in declared if a > g.to_seq), default=None)
-            after = sum(1 for s in raw_only if s > g.to_seq and (next_gap is None or s < next_gap))
-            report.gaps.append(GapEntry("substituted" if g.substitute_camera else "declared", g.from_ms, g.to_ms, h,
-                                        g.from_seq, g.to_seq, g.keyframe_lost, h0x(g.substitute_camera), subs, after))
-            report.add("gap.declared", f"seq {g.from_seq}-{g.to_seq} declared lost", height=h)
-            if g.keyframe_lost:
-                report.add("gap.keyframe_lost", f"seq {g.from_seq}-{g.to_seq} included a keyframe", height=h)
-            if g.substitute_camera is not None:
-                report.add("gap.substituted", f"seq {g.from_seq}-{g.to_seq} shown from camera {h0x(g.substitute_camera)[:12]}…",
-                           height=h)
-    primaries = sorted((fr for fr in frames.values() if fr.primary), key=lambda fr: fr.ref.seq)
+            if gap_overlaps(g.from_ms, g.to_ms, claim.from_ms, claim.to_ms):
+                _report_gap(h, g, trusted[h], declared, raw_only, report)
+    primaries = sorted((fr for fr in index.frames.values() if fr.primary), key=lambda fr: fr.ref.seq)
     for a, b in zip(primaries, primaries[1:]):
         if b.ref.seq == a.ref.seq + 1 or b.height - a.height > 1:
             continue
         if not (a.ref.timestamp_ms < claim.to_ms and b.ref.timestamp_ms > claim.from_ms):
             continue
-        missing = range(a.ref.seq + 1, b.ref.seq)
-        if not all(any(lo <= s <= hi for lo, hi in declared) for s in missing):
-            report.add("gap.undeclared", f"seq {missing.start}-{missing.stop - 1} missing without a declared gap",
-                       height=b.height)
+        lo, hi = a.ref.seq + 1, b.ref.seq - 1
+        if not _covered(lo, hi, declared):
+            report.add("gap.undeclared", f"seq {lo}-{hi} missing without a declared gap", height=b.height)
     report.gaps.sort(key=lambda g: (g.from_ms, g.to_ms))
 
-    for h, entry in ((h, report.block(h)) for h in trusted):
-        entry.frames_presented = sum(1 for fr in by_height[h] if fr.in_clip or fr.in_raw)
+
+def _covered(lo: int, hi: int, spans: Sequence[tuple[int, int]]) -> bool:
+    """Whether the declared spans (sorted) cover every seq of [lo, hi]: O(spans), not O(hole)."""
+    cursor = lo
+    for a, b in spans:
+        if b < cursor:
+            continue
+        if a > cursor:
+            return False
+        cursor = b + 1
+        if cursor > hi:
+            return True
+    return cursor > hi
+
+
+def _report_gap(h: int, g: Any, m: Manifest, declared: list[tuple[int, int]], raw_only: list[int], report: Report) -> None:
+    subs = sum(len(fs) for c, fs in m.substitutions if c == g.substitute_camera) if g.substitute_camera else 0
+    # frames after the gap that could not be decoded (until the next gap)
+    next_gap = min((a for a, _ in declared if a > g.to_seq), default=None)
+    after = sum(1 for s in raw_only if s > g.to_seq and (next_gap is None or s < next_gap))
+    report.gaps.append(GapEntry("substituted" if g.substitute_camera else "declared", g.from_ms, g.to_ms, h,
+                                g.from_seq, g.to_seq, g.keyframe_lost, h0x(g.substitute_camera), subs, after))
+    report.add("gap.declared", f"seq {g.from_seq}-{g.to_seq} declared lost", height=h)
+    if g.keyframe_lost:
+        report.add("gap.keyframe_lost", f"seq {g.from_seq}-{g.to_seq} included a keyframe", height=h)
+    if g.substitute_camera is not None:
+        report.add("gap.substituted", f"seq {g.from_seq}-{g.to_seq} shown from camera {h0x(g.substitute_camera)[:12]}…",
+                   height=h)
+
+
+def _finish(report: Report, trusted: Mapping[int, Manifest], index: _FrameIndex | None) -> Report:
+    if index is not None:
+        for h in trusted:
+            report.block(h).frames_presented = sum(
+                1 for fr in index.frames.values() if fr.primary and fr.height == h and (fr.in_clip or fr.in_raw))
     report.findings = merge_findings(report.findings)
     for f in report.findings:  # per-block status column, including findings made before the entry existed
         if f.height is not None:
@@ -644,6 +969,7 @@ def clip_entries(claim: EvidenceClaim, manifests: Mapping[int, Manifest]) -> lis
             index.update(((h, sc, f.seq), f.timestamp_ms) for f in fs)
     for c in claim.clips:
         ts = [index[(h, c.camera, seq)] for h, seq in c.frames if (h, c.camera, seq) in index]
-        out.append(ClipEntry(c.path, c.kind, h0x(c.camera), len(c.frames), min(ts) if ts else None,
-                             max(ts) if ts else None, c.reencoded))
+        out.append(ClipEntry(path=c.path, kind=c.kind, camera=h0x(c.camera) or "", frames=len(c.frames),
+                             start_ms=min(ts) if ts else None, end_ms=max(ts) if ts else None,
+                             reencoded=c.reencoded, why=c.why))
     return out

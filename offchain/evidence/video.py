@@ -15,6 +15,7 @@ timestamps and MP4 flags.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
@@ -47,6 +48,10 @@ __all__ = [
 # so ledger timestamps survive the round trip into the file without rounding.
 _MUX_TIME_BASE = Fraction(1, 90_000)
 _MS_TICKS = 90
+
+# x264 quality of every re-encode the extractor makes: visually lossless, so that the encoder's
+# noise stays far above the picture-similarity threshold (PICTURE_THRESHOLD_DB).
+REENCODE_CRF = 16
 
 
 @dataclass(frozen=True)
@@ -256,7 +261,10 @@ class _H264Writer:
     def write(self, frame: av.VideoFrame, pts: int, duration: int) -> None:
         size = (frame.width, frame.height)
         if size != (self.width, self.height) or frame.format.name != "yuv420p":
-            frame = frame.reformat(width=self.width, height=self.height, format="yuv420p")
+            # JPEG-range sources (MJPEG's yuvj*) must be compressed to the MPEG range x264 writes,
+            # or every re-encoded picture is washed out (measured: -13 dB in bright areas).
+            frame = frame.reformat(width=self.width, height=self.height, format="yuv420p",
+                                   src_color_range=_color_range(frame), dst_color_range="MPEG")
         frame.pts = pts
         frame.duration = duration
         frame.time_base = self.time_base
@@ -362,21 +370,24 @@ def _decoder_for(codec: CodecConfig) -> av.codec.context.CodecContext:
 
 
 def decode_frames(
-    codec: CodecConfig, frames: Iterable[EncodedFrame]
+    codec: CodecConfig, frames: Iterable[EncodedFrame], *, in_decode_order: bool = False
 ) -> Iterator[tuple[int, av.VideoFrame]]:
     """Decode a camera's packets into ``(timestamp_ms, picture)`` in presentation order.
 
     The span must open on a keyframe: anything before one references pictures
-    that are not in the span and would decode to garbage.
+    that are not in the span and would decode to garbage. With ``in_decode_order``
+    the frames are taken lazily as given (the caller ordered them), so a long span
+    never sits in memory at once.
     """
-    ordered = _decode_order(codec, list(frames))
-    if not ordered:
+    ordered: Iterator[EncodedFrame] = iter(frames) if in_decode_order else iter(_decode_order(codec, list(frames)))
+    first = next(ordered, None)
+    if first is None:
         return
-    if not ordered[0].keyframe:
-        raise ValueError(f"span starts at seq={ordered[0].seq}, which is not a keyframe")
+    if not first.keyframe:
+        raise ValueError(f"span starts at seq={first.seq}, which is not a keyframe")
     decoder = _decoder_for(codec)
     tb = Fraction(1, 1000)
-    for frame in ordered:
+    for frame in itertools.chain((first,), ordered):
         packet = av.Packet(frame.data)
         packet.pts = frame.timestamp_ms
         packet.dts = frame.dts_ms if frame.dts_ms is not None else frame.timestamp_ms
@@ -396,7 +407,7 @@ def reencode_span_to_mp4(
     target: CodecConfig | None = None,
     gop: int | None = None,
     preset: str = "veryfast",
-    crf: int = 20,
+    crf: int = REENCODE_CRF,
     faststart: bool = True,
 ) -> MuxResult:
     """Decode another camera's span and encode it alone to H.264.
@@ -577,3 +588,111 @@ def probe_mp4(path: str | os.PathLike[str]) -> ProbeResult:
         faststart=faststart,
         packet_sha256=hashes,
     )
+
+
+# -- binding re-encoded pictures to anchored frames ---------------------------
+
+# A re-encoded clip is accepted only if every picture is close to the decoded anchored frame it
+# stands for. The measure is the *worst 32x32 tile* luma PSNR of each picture (both decoded, the
+# original scaled to the clip's size): a whole-picture PSNR averages a 64x64 pasted patch away
+# (on 768x576 it moves the mean by < 1 %), a tile of it cannot hide. 32 px tiles are half the
+# patch the issue names, so any 64x64 patch covers at least one whole tile. The threshold comes
+# from `python -m bench pictures` (docs/EVIDENCE.md has the table): the encoder's own noise at
+# the extractor's settings stays well above it on every sample clip, and an inverted picture, a
+# blacked-out span and a 64x64 patch over a moving region all fall well below.
+PICTURE_TILE = 32
+PICTURE_THRESHOLD_DB = 20.0
+
+
+def _color_range(frame: av.VideoFrame) -> str:
+    return "JPEG" if frame.format.name.startswith("yuvj") or int(getattr(frame, "color_range", 0) or 0) == 2 else "MPEG"
+
+
+def _luma(picture: av.VideoFrame, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """8-bit full-range luma, at the given size."""
+    return picture.reformat(width=width, height=height, format="gray", interpolation="AREA",
+                            src_color_range=_color_range(picture), dst_color_range="JPEG").to_ndarray()
+
+
+def worst_tile_psnr(reference: np.ndarray, candidate: np.ndarray, tile: int = PICTURE_TILE) -> float:
+    """The lowest PSNR (dB, 8-bit luma) over the tiles of two equal-sized pictures; edge tiles
+    are the partial remainders. Identical tiles count as 99 dB."""
+    if reference.shape != candidate.shape:
+        raise ValueError(f"picture sizes differ: {reference.shape} vs {candidate.shape}")
+    h, w = reference.shape
+    diff = (reference.astype(np.int32) - candidate.astype(np.int32)) ** 2
+    worst = 99.0
+    for y in range(0, h, tile):
+        row = diff[y:y + tile]
+        # sum per tile column with one reduceat per tile row: O(pixels), no Python loop per tile
+        sums = np.add.reduceat(row.sum(axis=0), np.arange(0, w, tile))
+        counts = np.minimum(tile, w - np.arange(0, w, tile)) * row.shape[0]
+        mse = float((sums / counts).max())
+        if mse > 0:
+            worst = min(worst, float(10 * np.log10(255.0 * 255.0 / mse)))
+    return worst
+
+
+@dataclass(frozen=True)
+class PictureComparison:
+    """Outcome of comparing a re-encoded clip with the anchored frames it stands for."""
+
+    compared: int = 0
+    worst_db: float | None = None
+    worst_index: int | None = None   # picture (presentation order) with the lowest tile PSNR
+    below: int = 0                   # pictures under the threshold
+    clip_error: str | None = None    # the clip does not decode
+    original_error: str | None = None  # the anchored frames do not decode here
+    threshold_db: float = PICTURE_THRESHOLD_DB
+
+    @property
+    def matches(self) -> bool:
+        return self.clip_error is None and self.original_error is None and self.compared > 0 and self.below == 0
+
+
+def _clip_pictures(path: Path) -> Iterator[av.VideoFrame]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            yield from packet.decode()
+
+
+def compare_pictures(clip_path: str | os.PathLike[str], codec: CodecConfig, originals: Iterable[EncodedFrame],
+                     expected: int, *, threshold_db: float = PICTURE_THRESHOLD_DB) -> PictureComparison:
+    """Decode the clip and the anchored originals (given in decode order, read lazily) side by
+    side, both in presentation order, and compare picture by picture. Memory: the decoders'
+    reference pictures and one picture of each."""
+    compared = below = 0
+    worst: tuple[float, int] | None = None
+    try:
+        clip_iter = _clip_pictures(Path(clip_path))
+        first = next(clip_iter, None)
+    except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
+        return PictureComparison(clip_error=f"cannot decode the clip: {exc}", threshold_db=threshold_db)
+    if first is None:
+        return PictureComparison(clip_error="the clip holds no pictures", threshold_db=threshold_db)
+    size = (first.width, first.height)
+    pending: av.VideoFrame | None = first
+    try:
+        original_iter = iter(decode_frames(codec, originals, in_decode_order=True))
+        for index in range(expected):
+            clip_pic = pending if pending is not None else next(clip_iter, None)
+            pending = None
+            try:
+                orig = next(original_iter, None)
+            except (av.FFmpegError, ValueError) as exc:
+                return PictureComparison(compared=compared, original_error=f"anchored frames do not decode: {exc}",
+                                         threshold_db=threshold_db)
+            if clip_pic is None or orig is None:
+                why = "the clip" if clip_pic is None else "the anchored frames"
+                return PictureComparison(compared=compared, clip_error=f"{why} ran out at picture {index}",
+                                         threshold_db=threshold_db)
+            db = worst_tile_psnr(_luma(orig[1], *size), _luma(clip_pic))
+            compared += 1
+            below += int(db < threshold_db)
+            if worst is None or db < worst[0]:
+                worst = (db, index)
+    except (av.FFmpegError, OSError) as exc:
+        return PictureComparison(compared=compared, clip_error=f"cannot decode the clip: {exc}", threshold_db=threshold_db)
+    return PictureComparison(compared=compared, worst_db=None if worst is None else round(worst[0], 2),
+                             worst_index=None if worst is None else worst[1], below=below, threshold_db=threshold_db)

@@ -1,22 +1,72 @@
 """A node's HTTP API: the peer protocol (/peer/v1) and the read side for owners, third parties
 and the alarm centre (/api/v1). Served by uvicorn on loopback in the node's own event loop, so
 handlers touch the node's state directly without locks.
+
+Every refusal is an RFC 9457 problem document (`problems.py`, table in docs/NODES.md); peer
+routes are reachable only through `PeerGate` (signed by a consortium node, see `peer_http.py`);
+every body is capped by `BodyLimit`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import Response
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.block import camera_ref
-from ..store.base import StoreError
 from ..core.cid import InvalidCid, cid_from_digest
+from ..store.base import StoreError
+from .peer_http import MAX_ALARM_SEQS, MAX_REPAIR_PACKETS, BodyLimit, CrashGuard, InflightLimit, PeerGate
+from .problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, ProblemError, ProblemType, problem_body
 
 if TYPE_CHECKING:
     from .node import Node
+
+MAX_SEQ = 2**62
+MAX_MS = 2**63
+Seq = Annotated[int, Field(ge=0, lt=MAX_SEQ)]
+OCTETS = {200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+class AlarmMessage(BaseModel):
+    """`POST /peer/v1/alarm`: frames missing at `origin` (I6)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    alarmId: str = Field(min_length=1, max_length=256)
+    origin: str = Field(min_length=1, max_length=512)
+    originName: str = Field("", max_length=128)
+    camera: str = Field("", max_length=100)
+    cameraId: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
+    seqs: list[Seq] = Field(min_length=1)
+    hops: int = Field(0, ge=0)
+    via: str = Field("", max_length=512)  # the node that sent (or forwarded) this copy
+
+
+class AlarmClearMessage(BaseModel):
+    """`POST /peer/v1/alarm/clear`: a neighbour's alarm is settled."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
+    alarmId: str = Field(min_length=1, max_length=256)
+    camera: str = Field("", max_length=100)
+    seqFrom: Seq | None = None
+    seqTo: Seq | None = None
+    resolution: str = Field("", max_length=64)
+    sender: str = Field("", max_length=128, alias="from")
+
+
+class RepairMessage(BaseModel):
+    """`POST /peer/v1/repair`: original signed packets for one of our alarms (base64)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
+    alarmId: str = Field("", max_length=256)
+    sender: str = Field("", max_length=128, alias="from")
+    packets: list[Annotated[str, Field(max_length=24 * 1024 * 1024)]] = Field(max_length=MAX_REPAIR_PACKETS)
 
 
 def _camera(ref: str) -> bytes:
@@ -24,28 +74,76 @@ def _camera(ref: str) -> bytes:
     try:
         return camera_ref(ref)
     except ValueError as exc:
-        raise HTTPException(400, "camera id is not hex") from exc
+        raise ProblemError(ProblemType.CAMERA_INVALID, "camera id is not 0x + 64 hex digits") from exc
 
 
-def build_app(node: "Node") -> FastAPI:
-    app = FastAPI(title=f"FrameLedger node {node.name}", version="1")
+def _problem(kind: ProblemType, detail: str, status: int | None = None) -> Response:
+    return Response(problem_body(kind, detail, status), status_code=status or kind.status, media_type=PROBLEM_MEDIA_TYPE)
 
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def on_problem(_: Request, exc: ProblemError) -> Response:
+        return _problem(exc.kind, exc.detail, exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return _problem(ProblemType.BODY_NOT_JSON, "body is not valid UTF-8 JSON")
+        first = errors[0] if errors else {}
+        loc = tuple(first.get("loc") or ("",))
+        where = ".".join(str(p) for p in loc)
+        kind = ProblemType.BODY_INVALID if loc[0] == "body" else ProblemType.PARAMS_INVALID
+        body = {"type": kind.uri, "title": kind.title, "status": kind.status, "detail": f"{where}: {first.get('msg', 'invalid')}"[:500],
+                "errors": jsonable_encoder([{"loc": e.get("loc"), "msg": e.get("msg"), "type": e.get("type")} for e in errors[:20]])}
+        return JSONResponse(body, status_code=kind.status, media_type=PROBLEM_MEDIA_TYPE)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_: Request, exc: StarletteHTTPException) -> Response:
+        kind = {404: ProblemType.NOT_FOUND, 405: ProblemType.METHOD_NOT_ALLOWED}.get(exc.status_code)
+        if kind is None:
+            # FastAPI answers an unreadable body (not UTF-8, cut off) with a bare 400.
+            kind = ProblemType.BODY_NOT_JSON if exc.status_code == 400 else ProblemType.HTTP_ERROR
+        return _problem(kind, str(exc.detail), exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def on_crash(_: Request, exc: Exception) -> Response:
+        # Starlette's outermost layer calls this, then re-raises for CrashGuard to log.
+        return _problem(ProblemType.INTERNAL, "internal error; see the node log")
+
+
+def build_app(node: "Node") -> Any:
+    """The node API as an ASGI app: FastAPI routes inside PeerGate, BodyLimit, InflightLimit and CrashGuard."""
+    app = FastAPI(title=f"FrameLedger node {node.name}", version="1", responses=PROBLEM_RESPONSES)
+    _install_error_handlers(app)
+    _read_routes(app, node)
+    _peer_routes(app, node)
+    config = node.config
+    gate = PeerGate(app, node.peer_identity, node.roster, window_ms=config.peer_auth_window_ms,
+                    nonce_capacity=config.peer_nonce_capacity)
+    guarded = CrashGuard(InflightLimit(BodyLimit(gate, config.http_max_body_bytes), config.http_max_inflight), node.name)
+    guarded.fastapi = app  # type: ignore[attr-defined]  # for tests and the OpenAPI document
+    return guarded
+
+
+def _read_routes(app: FastAPI, node: "Node") -> None:
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"ok": True, "node": node.name}
 
-    # ------------------------------------------------------------- read side
     @app.get("/api/v1/status")
     async def status() -> dict[str, Any]:
         return node.status()
 
     @app.get("/api/v1/alarms")
-    async def alarms(open: bool = False, kind: str | None = None, camera: str | None = None) -> list[dict[str, Any]]:
+    async def alarms(open: bool = False, kind: Annotated[str | None, Query(max_length=32)] = None,
+                     camera: Annotated[str | None, Query(max_length=100)] = None) -> list[dict[str, Any]]:
         cam = _camera(camera) if camera else None
         return [a.to_json() for a in node.state.alarms(open_only=open, camera=cam, kind=kind)]
 
     @app.get("/api/v1/repairs")
-    async def repairs(camera: str | None = None) -> list[dict[str, Any]]:
+    async def repairs(camera: Annotated[str | None, Query(max_length=100)] = None) -> list[dict[str, Any]]:
         """I8: what was repaired, from which peer, with how many confirmations."""
         return node.state.repairs(_camera(camera) if camera else None)
 
@@ -54,63 +152,59 @@ def build_app(node: "Node") -> FastAPI:
         return node.state.peer_reports()
 
     @app.get("/api/v1/frames/{camera}")
-    async def frames(camera: str, from_ms: int = 0, to_ms: int = 2**63 - 1) -> list[dict[str, Any]]:
-        if not (0 <= from_ms < 2**63 and 0 <= to_ms < 2**63):
-            raise HTTPException(400, "times are epoch milliseconds")
+    async def frames(camera: Annotated[str, Path(max_length=100)],
+                     from_ms: Annotated[int, Query(ge=0, lt=MAX_MS)] = 0,
+                     to_ms: Annotated[int, Query(ge=0, lt=MAX_MS)] = MAX_MS - 1) -> list[dict[str, Any]]:
         rows = node.state.frames_in(_camera(camera), from_ms, to_ms)
         return [{"seq": f.ref.seq, "timestampMs": f.ref.timestamp_ms, "sha256": f.ref.sha256.hex(),
                  "keyframe": f.ref.keyframe, "size": f.ref.size, "source": f.source, "anchored": f.anchored} for f in rows]
 
-    # ---------------------------------------------------------- peer protocol
+
+def _peer(request: Request) -> str:
+    """The consortium node that signed this request (set by PeerGate)."""
+    return str(request.state.peer)
+
+
+def _peer_routes(app: FastAPI, node: "Node") -> None:
     @app.post("/peer/v1/alarm")
-    async def peer_alarm(request: Request) -> dict[str, Any]:
-        msg = await request.json()
-        if not isinstance(msg, dict) or not {"alarmId", "cameraId", "seqs", "origin"} <= set(msg):
-            raise HTTPException(400, "alarm needs alarmId, cameraId, seqs and origin")
-        return await node.repairer.on_alarm(msg, request.headers.get("X-FrameLedger-Node", ""))
+    async def peer_alarm(msg: AlarmMessage, request: Request) -> dict[str, Any]:
+        if msg.hops > node.config.hop_limit:
+            raise ProblemError(ProblemType.HOPS_OVER_LIMIT, f"hops {msg.hops} > hop limit {node.config.hop_limit}")
+        if len(msg.seqs) > MAX_ALARM_SEQS:
+            raise ProblemError(ProblemType.TOO_MANY_SEQS, f"{len(msg.seqs)} seqs; at most {MAX_ALARM_SEQS} per alarm")
+        return await node.repairer.on_alarm(msg, _peer(request))
 
     @app.post("/peer/v1/alarm/clear")
-    async def peer_alarm_clear(request: Request) -> dict[str, Any]:
-        msg = await request.json()
-        if not isinstance(msg, dict):
-            raise HTTPException(400, "a clear message is a JSON object")
+    async def peer_alarm_clear(msg: AlarmClearMessage, request: Request) -> dict[str, Any]:
         return await node.repairer.on_alarm_clear(msg)
 
     @app.post("/peer/v1/repair")
-    async def peer_repair(request: Request) -> dict[str, Any]:
-        msg = await request.json()
-        if not isinstance(msg, dict) or not isinstance(msg.get("packets"), list):
-            raise HTTPException(400, "repair needs a list of packets")
-        return await node.repairer.on_repair(msg)
+    async def peer_repair(msg: RepairMessage, request: Request) -> dict[str, Any]:
+        return await node.repairer.on_repair(msg, _peer(request))
 
-    @app.get("/peer/v1/frames/{camera}/{seq}")
-    async def peer_frame(camera: str, seq: int) -> Response:
+    @app.get("/peer/v1/frames/{camera}/{seq}", response_class=Response, responses=OCTETS)
+    async def peer_frame(camera: Annotated[str, Path(max_length=100)], seq: Annotated[int, Path(ge=0, lt=MAX_SEQ)]) -> Response:
         """The original signed packet of one frame, so the asker can verify the camera's
         signature itself."""
         cam = _camera(camera)
-        if not 0 <= seq < 2**63:
-            raise HTTPException(400, "seq out of range")
         frame = node.state.frame(cam, seq)
         info = node.registry.get(cam)
         if frame is None or info is None:
-            raise HTTPException(404, "frame not held")
+            raise ProblemError(ProblemType.FRAME_NOT_HELD, "frame not held")
         try:
             payload = await asyncio.to_thread(node.store.get, cid_from_digest(frame.ref.sha256))
         except StoreError as exc:
-            raise HTTPException(404, f"frame bytes unavailable: {exc}") from exc
+            raise ProblemError(ProblemType.FRAME_NOT_HELD, f"frame bytes unavailable: {type(exc).__name__}") from exc
         return Response(node.repairer.packet_bytes(info.ip, frame, payload), media_type="application/octet-stream",
                         headers={"X-FrameLedger-Node-Name": node.name})
 
-    @app.get("/peer/v1/blocks/{cid}")
-    async def peer_block(cid: str) -> Response:
+    @app.get("/peer/v1/blocks/{cid}", response_class=Response, responses=OCTETS)
+    async def peer_block(cid: Annotated[str, Path(max_length=200)]) -> Response:
         """Raw content-store blocks (manifests, frames) by CID; the asker re-checks the digest."""
         try:
             data = await asyncio.to_thread(node.store.get, cid)
         except InvalidCid as exc:
-            raise HTTPException(400, str(exc)) from exc
+            raise ProblemError(ProblemType.PARAMS_INVALID, f"cid: {exc}"[:200]) from exc
         except StoreError as exc:
-            raise HTTPException(404, "not held") from exc
+            raise ProblemError(ProblemType.BLOCK_NOT_HELD, "not held") from exc
         return Response(data, media_type="application/octet-stream")
-
-    return app
-

@@ -24,6 +24,19 @@
     alarm_centre = false            # this node runs the alarm centre (I9)
     alarm_hold_ms = 3000            # same alarm at every node this long -> risk warning on chain
     feedback_webhooks = []          # repair feedback is also POSTed here (I8)
+    http_max_body_bytes = 8388608   # any HTTP request body over this is refused with 413
+    http_max_inflight = 64          # HTTP requests handled at once; more get 503
+    peer_auth_window_ms = 30000     # a peer signature's time may differ from ours by this much
+    peer_nonce_capacity = 100000    # nonces remembered per window; beyond, signed requests get 503
+    # camera ingest limits (docs/TRANSPORT.md, "Limits"):
+    ingest_max_connections = 512    # open camera connections; one more is closed at once
+    ingest_max_per_address = 32     # open camera connections from one IP address
+    ingest_max_unproven_per_address = 4  # of those, still in their handshake (no valid hello yet)
+    ingest_handshake_timeout_ms = 5000   # no valid signed hello this long after connecting -> closed
+    ingest_idle_timeout_ms = 60000  # nothing received this long -> closed
+    ingest_max_message_bytes = 16781312  # largest message after the hello (16 MiB + 4 KiB; 64 KiB before)
+    ingest_max_invalid = 100        # closed once invalid messages exceed this + 1/10 of the valid ones
+    ingest_ack_interval_ms = 50     # acknowledgements are sent at most this often per connection
 
 Environment: FRAMELEDGER_NODE_<KEY> (upper case) overrides <key>; lists are comma-separated.
 """
@@ -72,6 +85,18 @@ class NodeConfig:
     alarm_poll_ms: int = 1_000
     feedback_webhooks: list[str] = field(default_factory=list)
     tick_ms: int = 250
+    http_max_body_bytes: int = 8 * 1024 * 1024
+    http_max_inflight: int = 64
+    peer_auth_window_ms: int = 30_000
+    peer_nonce_capacity: int = 100_000
+    ingest_max_connections: int = 512
+    ingest_max_per_address: int = 32
+    ingest_max_unproven_per_address: int = 4
+    ingest_handshake_timeout_ms: int = 5_000
+    ingest_idle_timeout_ms: int = 60_000
+    ingest_max_message_bytes: int = 16 * 1024 * 1024 + 4 * 1024
+    ingest_max_invalid: int = 100
+    ingest_ack_interval_ms: int = 50
 
     def key(self) -> str:
         if self.private_key:

@@ -23,18 +23,23 @@ from ..chain.client import Signer, connect
 from ..chain.deployer import Deployment
 from ..chain.ledger import ConsortiumClient, VideoLedgerClient
 from ..core import packet as pk
-from ..core import wire
 from ..core.block import camera_id
-from ..core.gaps import estimate_gop, find_holes, keyframe_lost
+from ..core.gaps import CameraAnomaly, Hole, SeqRanges, check_step, estimate_gop, find_holes, frame_step_ms, keyframe_lost, plausible_lost
 from ..store.base import ContentStore, StoreError
+from ..core.peer_auth import ChainBinding
 from .config import NodeConfig
+from .ingest import IngestServer, StreamRecord
+from .peer_http import NodeRoster, PeerIdentity, PeerSigning
 from .registry import CameraRegistry
-from .state import Alarm, NodeState
+from .state import Alarm, NodeState, named_alarm
 
 log = logging.getLogger(__name__)
 
-MAX_TAIL_SEQS = 10_000  # the most frames a camera's end message may declare lost after the last held one
-MAX_HOLE_SEQS = 100_000  # larger holes are alarmed in pieces, so no alarm holds an unbounded range
+MAX_ALARM_SEQS = 500  # one missing alarm asks for at most this many frames (one repair round)
+MAX_NEW_ALARMS_PER_TICK = 4  # per camera and tick
+MAX_OPEN_MISSING = 32  # open missing alarms per camera; further holes wait for these to settle
+MAX_SCAN_FRAMES = 20_000  # frames above the watermark read per camera and tick
+MAX_LEAD_SEQS = 15_000  # numbers asked for before a camera's first held frame (10 min at 25 fps)
 
 
 def open_store(config: NodeConfig) -> ContentStore:
@@ -51,12 +56,14 @@ def open_store(config: NodeConfig) -> ContentStore:
 
 @dataclass
 class CameraTrack:
-    """In-memory gap-scan state of one camera, rebuilt from SQLite on start."""
+    """In-memory gap-scan state of one camera, rebuilt from SQLite on start. Sets of numbers are
+    ranges (`SeqRanges`), so a hole of 3,000,000 numbers costs one entry, not 3,000,000."""
 
     watermark: int  # every seq <= watermark is held or declared lost
     noticed: dict[int, float] = field(default_factory=dict)  # hole start seq -> when first seen
-    alarmed: set[int] = field(default_factory=set)  # seqs under an alarm of ours
+    alarmed: SeqRanges = field(default_factory=SeqRanges)  # seqs under an alarm of ours, or skipped by a jump
     keyframes: deque[int] = field(default_factory=lambda: deque(maxlen=50))
+    checked: int = -1  # highest seq whose step from the frame before it was judged (check_step)
 
 
 class Node:
@@ -72,6 +79,8 @@ class Node:
         self.deployment = Deployment.load(config.deployment)
         self.consortium = ConsortiumClient(self.signer, self.deployment.consortium)
         self.ledger = VideoLedgerClient(self.signer, self.deployment.video_ledger)
+        # Peer HTTP is signed with the node account's key, for this deployment only (peer_http.py).
+        self.peer_identity = PeerIdentity(config.key(), self.address, ChainBinding(self.signer.chain_id, self.deployment.consortium))
         self.registry = CameraRegistry(self.consortium, from_block=self.deployment.record["contracts"]["Consortium"]["blockNumber"])
         self.tracks: dict[bytes, CameraTrack] = {}
         self.http: httpx.AsyncClient | None = None
@@ -84,6 +93,7 @@ class Node:
 
         self.repairer = Repairer(self)
         self.producer = Producer(self)
+        self.ingest = IngestServer(self)
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -91,15 +101,20 @@ class Node:
         self.nodes = await asyncio.to_thread(self.consortium.nodes)
         if self.address not in self.nodes:
             raise RuntimeError(f"{self.name}: account {self.address} is not a registered node of {self.deployment.consortium}")
-        self.http = httpx.AsyncClient(timeout=5.0)
-        self.ingest_server = await asyncio.start_server(self._serve_camera, self.config.ingest_host, self.config.ingest_port)
+        self.roster = NodeRoster(self.consortium.nodes, initial=self.nodes)
+        self.http = httpx.AsyncClient(timeout=5.0, auth=PeerSigning(self.peer_identity, self.roster, self.config.peer_auth_window_ms))
+        self.ingest_server = await asyncio.get_running_loop().create_server(
+            self.ingest.protocol, self.config.ingest_host, self.config.ingest_port, backlog=1024)
         self.config.ingest_port = self.ingest_server.sockets[0].getsockname()[1]
+        self._ingest_flush = asyncio.ensure_future(self.ingest.flush_forever())
         log.info("node started", extra={"node": self.name, "address": self.address, "ingest_port": self.config.ingest_port})
 
     async def stop(self) -> None:
         self.stopping.set()
         if self.ingest_server:
             self.ingest_server.close()
+            self._ingest_flush.cancel()
+            self.ingest.flush()
         if self.http:
             await self.http.aclose()
         self.state.close()
@@ -118,86 +133,70 @@ class Node:
 
     # ------------------------------------------------------------------- ingest
     async def _serve_camera(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        # Control messages are unsigned, so they count only for the camera whose validly signed
-        # packets this connection has carried; a hello before that is held until the first one.
-        proven: bytes | None = None
-        pending: list[dict[str, Any]] = []
-        try:
-            async for body in wire.read_messages(reader):
-                if wire.is_control(body):
-                    msg = wire.parse_control(body)
-                    if proven is None:
-                        pending = (pending + [msg])[-4:]
-                    else:
-                        self._on_control(msg, proven)
-                    continue
-                outcome = await self.accept_packet(body, source="camera")
-                if outcome == "security":
-                    # I2: an unknown or forged source gets nothing stored and loses its connection.
-                    break
-                if outcome in ("accepted", "duplicate") and proven is None:
-                    proven = pk.decode_packet(body).camera_id
-                    for msg in pending:
-                        self._on_control(msg, proven)
-                    pending = []
-        except wire.WireError as exc:
-            self.state.bump("*", "rejected_wire")
-            log.warning("camera connection dropped", extra={"node": self.name, "peer": str(peer), "reason": str(exc)})
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+        """One camera connection: handshake, limits, signed control, acknowledgements
+        (`offchain.node.ingest`)."""
+        await self.ingest.serve(reader, writer)
 
-    def _on_control(self, msg: dict[str, Any], proven: bytes) -> None:
-        ip = str(msg.get("camera", ""))
-        if camera_id(ip) != proven or self.registry.active_key(ip) is None:
-            return  # only about the camera this connection proved to carry
-        cam = proven
-        if msg["type"] == "hello":
-            codec = msg.get("codec")
-            self.state.note_camera(cam, ip, json.dumps(codec, sort_keys=True) if isinstance(codec, dict) else None)
-            first = msg.get("firstSeq")
-            if isinstance(first, int) and 0 <= first < 2**62:
-                self.state.note_first_seq(cam, first)
-        elif msg["type"] == "end":
-            last = msg.get("lastSeq")
-            held = self.state.max_seq(cam)
-            # An end far beyond what was ever held is not believed: it would declare a huge tail lost.
-            if isinstance(last, int) and held is not None and held <= last <= held + MAX_TAIL_SEQS:
-                self.state.note_last_seq(cam, last)
+    def stream_state(self, cam: bytes) -> StreamRecord | None:
+        """How the camera's stream last stood here: streaming, ended (signed end) or unended
+        (its connection closed without a signed end), for the producer to declare."""
+        return self.ingest.stream_state(cam)
 
-    async def accept_packet(self, raw: bytes, source: str, expect_camera: bytes | None = None) -> str:
-        """Check one packet and keep it. Returns accepted, duplicate, conflict, integrity or security."""
+    def manifest_extras(self, cam: bytes, start_ms: int, end_ms: int) -> dict[str, Any]:
+        """Keyword arguments for `core.block.build_block` of the camera's window [start, end):
+        ``codec_proof`` (the signed hello behind the recorded codec) and ``stream_end="unended"``
+        when the camera's last connection closed without a signed end and its newest frame falls
+        in this window (its tail may be missing: declared, not hidden)."""
+        extras: dict[str, Any] = {}
+        hello = self.signed_hello(cam)
+        if hello is not None:
+            extras["codec_proof"] = {k: hello[k] for k in ("signedJson", "signature", "domain")}
+        stream = self.stream_state(cam)
+        newest = self.state.max_ts(cam)
+        if stream is not None and stream.state == "unended" and newest is not None and start_ms <= newest < end_ms:
+            extras["stream_end"] = "unended"
+        return extras
+
+    def signed_hello(self, cam: bytes) -> dict[str, Any] | None:
+        """The signed hello whose codec this node recorded: the JSON the camera signed, its
+        signature (hex) and the signing domain, so anyone can check the codec a manifest commits."""
+        raw = self.state.get_meta(f"hello:{cam.hex()}")
+        return json.loads(raw) if raw else None
+
+    async def accept_packet(self, raw: bytes, source: str, expect_camera: bytes | None = None,
+                            origin: str | None = None) -> str:
+        """Check one packet and keep it. Returns accepted, duplicate, conflict, integrity or security.
+        ``origin`` (e.g. ``camera@10.0.0.5``) keys the coalesced alarm of a refusal; default ``source``."""
+        origin = origin or source
         try:
             packet = pk.decode_packet(raw)
         except pk.PacketError as exc:
             # Only a whitelisted camera's name goes into the pool; anything else stays anonymous.
             ip = exc.camera_ip if exc.camera_ip and self.registry.active_key(exc.camera_ip) else None
-            self._alarm_rejected(ip, "integrity", str(exc), source)
+            self._alarm_rejected(ip, "integrity", str(exc), source, origin)
             return "integrity"
         ip = packet.camera_ip
         if expect_camera is not None and packet.camera_id != expect_camera:
-            self._alarm_rejected(ip, "security", f"packet for another camera from {source}", source)
+            self._alarm_rejected(ip, "security", f"packet for another camera from {source}", source, origin)
             return "security"
         key = self.registry.active_key(ip)
         if key is None and await asyncio.to_thread(self.registry.refresh):
             key = self.registry.active_key(ip)
         if key is None:
-            self._alarm_rejected(ip, "security", f"camera {ip} is not on the whitelist (or revoked)", source)
+            self._alarm_rejected(ip, "security", f"camera {ip} is not on the whitelist (or revoked)", source, origin)
             return "security"
         if not await self._signature_ok(packet):
-            self._alarm_rejected(ip, "security", f"{ip} seq {packet.seq}: device signature does not verify", source)
+            self._alarm_rejected(ip, "security", f"{ip} seq {packet.seq}: device signature does not verify", source, origin)
             return "security"
         cam = packet.camera_id
         held = self.state.frame(cam, packet.seq)
         if held is not None:
-            return self._same_or_conflict(held, packet, ip, source)
+            return self._same_or_conflict(held, packet, ip, source, origin)
         horizon = max(self.state.max_ts(cam) or 0, int(time.time() * 1000)) + 10 * self.config.window_ms
         if packet.timestamp_ms > horizon:
             # A clock far ahead would close every real window at once and walk the producer
             # through empty windows; such a frame is refused, not stored.
-            self._alarm_rejected(ip, "integrity", f"seq {packet.seq} stamped {packet.timestamp_ms}, beyond {horizon}", source)
+            self._alarm_rejected(ip, "integrity", f"seq {packet.seq} stamped {packet.timestamp_ms}, beyond {horizon}", source, origin)
             return "integrity"
         try:
             await asyncio.to_thread(self.store.put, packet.payload)
@@ -212,16 +211,18 @@ class Node:
             track = self.tracks.get(cam)
             if track and packet.keyframe:
                 track.keyframes.append(packet.seq)
+            self.ingest.note_held(cam, packet.seq)
             return "accepted"
         # Another copy landed while the bytes were being stored: same frame, or equivocation.
-        return self._same_or_conflict(self.state.frame(cam, packet.seq), packet, ip, source)
+        return self._same_or_conflict(self.state.frame(cam, packet.seq), packet, ip, source, origin)
 
-    def _same_or_conflict(self, held, packet: pk.FramePacket, ip: str, source: str) -> str:
+    def _same_or_conflict(self, held, packet: pk.FramePacket, ip: str, source: str, origin: str) -> str:
         if held.ref.sha256 == packet.sha256 and held.ref.timestamp_ms == packet.timestamp_ms:
             self.state.bump(ip, "duplicates")
+            self.ingest.note_held(packet.camera_id, packet.seq)
             return "duplicate"
         # Two validly signed frames with one seq: the camera itself equivocates.
-        self._alarm_rejected(ip, "security", f"seq {packet.seq} signed twice with different content", source)
+        self._alarm_rejected(ip, "security", f"seq {packet.seq} signed twice with different content", source, origin)
         return "conflict"
 
     async def _signature_ok(self, packet: pk.FramePacket) -> bool:
@@ -238,17 +239,26 @@ class Node:
                 await asyncio.to_thread(self.registry.refresh_camera, packet.camera_id)
         return False
 
-    def _alarm_rejected(self, ip: str | None, kind: str, reason: str, source: str) -> None:
+    def _alarm_rejected(self, ip: str | None, kind: str, reason: str, source: str, origin: str | None = None) -> None:
         # Counters are keyed by whitelisted cameras only: an intruder cannot create rows at will.
-        self.state.bump(ip if ip and self.registry.by_ip(ip) else "*", f"rejected_{kind}")
-        alarm_id = f"{self.name}:{kind}:{time.time_ns()}"
+        # Alarms are coalesced: one durable row per (kind, camera or anonymous, origin), counted
+        # (`IngestServer.alarm`); a flood costs memory for one entry, not a SQLite write per packet.
         ip = ip if ip and self.registry.by_ip(ip) else None
-        self.state.raise_alarm(Alarm(alarm_id, camera_id(ip) if ip else None, ip, kind, None, None, None, None, False,
-                                     time.time(), None, None, f"{reason} (via {source})"))
-        log.warning("packet rejected", extra={"node": self.name, "alarm": kind, "camera": ip, "reason": reason})
+        self.ingest.count(ip or "*", f"rejected_{kind}")
+        alarm_id = f"{self.name}:{kind}:{ip or 'anonymous'}:{(origin or source)[:100]}"
+        first = alarm_id not in self.ingest.alarms
+        self.ingest.alarm(Alarm(alarm_id, camera_id(ip) if ip else None, ip, kind, None, None, None, None, False,
+                                time.time(), None, None, f"{reason} (via {source})"))
+        if first:
+            log.warning("packet rejected", extra={"node": self.name, "alarm": kind, "camera": ip, "reason": reason})
 
     async def watch_whitelist(self) -> None:
-        """Key rotations and revocations take effect within a tick, not at the next miss."""
+        """Key rotations and revocations take effect within a tick, not at the next miss. While
+        the chain is unusable (the producer's health check backs off) it waits too, instead of
+        logging one failure per tick."""
+        chain = self.producer.health.status
+        if chain.checked_at is not None and not chain.reachable:
+            return
         start = int(self.state.get_meta("whitelist_checkpoint") or self.deployment.record["contracts"]["Consortium"]["blockNumber"])
         self.state.set_meta("whitelist_checkpoint", str(await asyncio.to_thread(self.registry.watch, start)))
 
@@ -260,46 +270,105 @@ class Node:
             # A stream's numbering starts at 0 unless the camera's hello said otherwise
             # ("firstSeq", e.g. a camera that keeps counting across restarts).
             first = row[3] if row and row[3] is not None else 0
-            track = CameraTrack(watermark=first - 1)
+            track = CameraTrack(watermark=first - 1, checked=first)
             track.keyframes.extend(self.state.recent_keyframes(cam))
-            for alarm in self.state.alarms(camera=cam, kind="missing"):
-                track.alarmed.update(range(alarm.seq_from, alarm.seq_to + 1))
+            for kind in ("missing", CameraAnomaly.SEQ_JUMP.value):
+                for alarm in self.state.alarms(camera=cam, kind=kind):
+                    if alarm.seq_from is not None and alarm.seq_to is not None:
+                        track.alarmed.add(alarm.seq_from, alarm.seq_to)
             self.tracks[cam] = track
         return track
 
     async def scan_gaps(self) -> None:
         """I5: a hole in a camera's sequence numbers that stays open for `missing_wait_ms` is
-        declared missing: an alarm goes into the pool and to the peers (I6)."""
+        declared missing: an alarm goes into the pool and to the peers (I6).
+
+        Work per camera and tick is bounded by the frames held: at most MAX_SCAN_FRAMES are read,
+        holes are ranges, at most MAX_NEW_ALARMS_PER_TICK alarms of at most MAX_ALARM_SEQS frames
+        are raised, and no more than MAX_OPEN_MISSING stay open. A counter that jumps further than
+        the time between two frames could explain is a `camera.seq_jump`: only the plausible part
+        is asked of the peers, the rest is on record as skipped."""
         now = time.time()
         wait = self.config.missing_wait_ms / 1000
         for cam, ip in self.state.cameras():
+            await asyncio.sleep(0)  # one camera's scan never holds the loop for all of them
             if self.registry.get(cam) is None:
                 continue
             track = self.track(cam)
             row = self.state.camera_row(cam)
-            last_seq = row[2] if row else None
-            seen = self.state.seqs_after(cam, track.watermark)
-            holes = find_holes(track.watermark, seen, last_seq)
-            gop = estimate_gop(list(track.keyframes)[-10:])
+            step_ms = frame_step_ms(json.loads(row[1]) if row and row[1] else None)
+            seen = self.state.seqs_after(cam, track.watermark, MAX_SCAN_FRAMES)
+            complete = len(seen) < MAX_SCAN_FRAMES
+            last_seq = row[2] if row and complete else None
+            # the frame at the watermark, if held, is the "before" of the first hole
+            at = self.state.frame(cam, track.watermark) if seen else None
+            base = [(track.watermark, at.ref.timestamp_ms, at.ref.keyframe)] if at else []
+            holes = find_holes(track.watermark - len(base), base + seen, last_seq)
+            self._judge_steps(cam, ip, track, base + seen, holes, step_ms)
             # advance the watermark over everything held or already alarmed
-            blocking = [h for h in holes if not all(s in track.alarmed for s in h.seqs)]
+            blocking = [h for h in holes if not track.alarmed.covers(h.from_seq, h.to_seq)]
             if blocking:
                 track.watermark = blocking[0].from_seq - 1
             elif seen:
-                track.watermark = max(seen[-1][0], last_seq or -1)
+                track.watermark = max(seen[-1][0], last_seq if last_seq is not None else -1)
             # forget what lies below the watermark: those holes are settled one way or another
-            track.alarmed = {s for s in track.alarmed if s > track.watermark}
+            track.alarmed.drop_below(track.watermark + 1)
             starts = {h.from_seq for h in blocking}
             track.noticed = {k: v for k, v in track.noticed.items() if k in starts or k > track.watermark}
+            budget = min(MAX_NEW_ALARMS_PER_TICK, MAX_OPEN_MISSING - self.state.open_alarm_count(cam, "missing"))
+            gop = estimate_gop(list(track.keyframes)[-10:])
             for hole in blocking:
-                fresh = [s for s in hole.seqs if s not in track.alarmed][:MAX_HOLE_SEQS]
-                first_noticed = track.noticed.setdefault(fresh[0], now)
-                if now - first_noticed < wait:
-                    continue
-                last_key = max((k for k in track.keyframes if k < hole.from_seq), default=None)
-                await self.repairer.raise_missing(cam, ip, fresh[0], fresh[-1], hole, keyframe_lost(hole, last_key, gop))
-                track.alarmed.update(fresh)
-                track.noticed.pop(fresh[0], None)
+                while budget > 0 and (fresh := track.alarmed.first_gap(hole.from_seq, hole.to_seq)) is not None:
+                    seq_from, seq_to = fresh[0], min(fresh[1], fresh[0] + MAX_ALARM_SEQS - 1)
+                    if now - track.noticed.setdefault(seq_from, now) < wait:
+                        break
+                    last_key = max((k for k in track.keyframes if k < hole.from_seq), default=None)
+                    await self.repairer.raise_missing(cam, ip, seq_from, seq_to, hole, keyframe_lost(hole, last_key, gop))
+                    track.alarmed.add(seq_from, seq_to)
+                    track.noticed.pop(seq_from, None)
+                    budget -= 1
+
+    def _judge_steps(self, cam: bytes, ip: str, track: CameraTrack, seen: list, holes: list[Hole], step_ms: float) -> None:
+        """Name what a camera's numbers and clock do between consecutive held frames not judged
+        yet: `camera.seq_jump` (the implausible part of the hole is marked skipped, so it is
+        neither asked for nor blocking) and `camera.clock_jump` (forward or backwards)."""
+        holes_after = {h.before[0]: h for h in holes if h.before}
+        lead = holes[0] if holes and holes[0].before is None and holes[0].after is not None else None
+        slack = MAX_LEAD_SEQS
+        if lead is not None and lead.after[0] > track.checked and len(lead.seqs) > slack:
+            # The first frame held comes far above the numbering start (a camera that joined
+            # mid-count without `firstSeq`, a counter set to 10^9): only the last `slack` numbers
+            # before it are asked for (a node that came up late still repairs its first minutes),
+            # the rest is on record as skipped.
+            skip_to = lead.to_seq - slack
+            track.alarmed.add(lead.from_seq, skip_to)
+            alarm = named_alarm(f"{self.name}:{CameraAnomaly.SEQ_JUMP.value}:{cam.hex()[:16]}:start-{lead.after[0]}",
+                                CameraAnomaly.SEQ_JUMP.value, cam, ip,
+                                f"first frame held is seq {lead.after[0]}; seqs {lead.from_seq}-{skip_to} not asked for",
+                                lead.from_seq, skip_to, None, lead.after[1])
+            if self.state.raise_alarm(alarm):
+                self.state.bump(ip, "seq_jumps")
+        prev = None
+        for cur in seen:
+            if prev is not None and cur[0] > track.checked:
+                anomaly = check_step(prev, cur, step_ms)
+                if anomaly is not None:
+                    detail = f"seq {prev[0]} at {prev[1]} ms, then seq {cur[0]} at {cur[1]} ms"
+                    skip_from = skip_to = None
+                    if anomaly is CameraAnomaly.SEQ_JUMP and prev[0] in holes_after:
+                        skip_from = prev[0] + 1 + plausible_lost(prev, cur, step_ms)
+                        skip_to = cur[0] - 1
+                        track.alarmed.add(skip_from, skip_to)
+                        detail += f"; seqs {skip_from}-{skip_to} not asked for"
+                    alarm = named_alarm(f"{self.name}:{anomaly.value}:{cam.hex()[:16]}:{prev[0]}-{cur[0]}", anomaly.value,
+                                        cam, ip, detail, skip_from, skip_to, prev[1], cur[1])
+                    if self.state.raise_alarm(alarm):
+                        self.state.bump(ip, anomaly.value.split(".", 1)[1] + "s")
+                        log.warning("camera anomaly", extra={"node": self.name, "camera": ip, "alarm": anomaly.value,
+                                                             "detail": detail})
+            prev = cur
+        if seen:
+            track.checked = max(track.checked, seen[-1][0])
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
@@ -312,5 +381,6 @@ class Node:
             "counters": counters,
             "openAlarms": self.state.open_alarm_count(),
             "cameras": {ip: "0x" + cid.hex() for cid, ip in self.state.cameras()},
+            "chain": self.producer.health.snapshot(),  # cached by the producer's checks: no RPC here
         }
 

@@ -28,11 +28,14 @@ import httpx
 
 from ..chain import reverts
 from ..chain.client import load_artifact
+from ..chain.health import ChainHealth, is_chain_fault
 from ..core.block import BlockHeader, FrameRef, Gap, Manifest, ManifestFormatError, build_block, proposer_for, window_of
+from ..core import wire
 from ..core.cid import cid_from_digest
-from ..core.gaps import Hole, find_holes
+from ..core.gaps import Hole, find_holes, frame_step_ms
 from ..core.block import frames_tree
 from ..store.base import StoreError
+from .state import named_alarm
 
 if TYPE_CHECKING:
     from .node import Node
@@ -40,7 +43,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Reverts that mean "another node anchored this height first": not an error, attest instead.
-_LOST_RACE = ("ConflictingBlock", "BlockAlreadyAnchored", "UnexpectedHeight", "BrokenChainLink", "TimeNotContinuous")
+_LOST_RACE = ("ConflictingBlock", "BlockAlreadyAnchored", "UnexpectedHeight")
+# A lost race only when the chain's tip moved since this node read it; otherwise an alarm.
+_LINK_OR_TIME = {"BrokenChainLink": "chain.link_broken", "TimeNotContinuous": "chain.time_discontinuity"}
+# The contract refused the window itself (its time bounds): an alarm, the window waits.
+_WINDOW_REFUSED = {"WindowInFuture": "camera.clock_ahead", "WindowTooLong": "chain.window_refused",
+                   "InvalidWindow": "chain.window_refused"}
+MAX_WINDOWS_PER_TICK = 256  # windows one camera's sealing pass visits per tick (each holds frames or alarms)
 
 
 class Producer:
@@ -50,13 +59,53 @@ class Producer:
         self.waiting: dict[bytes, int] = {}  # camera -> windows waiting for an earlier block (B5)
         self.failures: dict[bytes, int] = {}  # anchored block -> failed attempts to settle it
         self._event_abi = next(e for e in load_artifact("VideoLedger")["abi"] if e.get("name") == "BlockAnchored")
+        self.health = ChainHealth(node.w3, node.address, {"Consortium": node.deployment.consortium,
+                                                          "VideoLedger": node.deployment.video_ledger},
+                                  node.deployment.chain_id)
+        if (last := node.state.last_proposed()) is not None:  # across restarts: from the blocks table
+            self.health.last_anchor = {"block": "0x" + last[0].hex(), "cameraId": "0x" + last[1].hex(),
+                                       "height": last[2], "at": round(last[3], 3)}
+
+    # ------------------------------------------------------------ chain health
+    async def chain_ready(self) -> bool:
+        """Whether sealing and attesting may call the chain now. While it is unreachable, empty,
+        another chain or out of funds, they wait (backing off) and resume where they stopped."""
+        if self.health.due():
+            await asyncio.to_thread(self.health.check)
+            self._chain_alarms()
+        return self.health.ready()
+
+    def _chain_failed(self, exc: BaseException) -> None:
+        self.health.failed(exc)
+        self._chain_alarms()
+
+    def _chain_alarms(self) -> None:
+        """One open alarm per chain condition while it lasts; cleared ("recovered") when it ends."""
+        node, s = self.node, self.health.status
+        conditions = {"chain.unreachable": not s.reachable or s.chain_id != s.expected_chain_id,
+                      "chain.contracts_missing": s.reachable and not s.contracts_present,
+                      "chain.low_funds": s.low_funds}
+        for kind, on in conditions.items():
+            open_alarms = node.state.alarms(open_only=True, kind=kind)
+            if on and not open_alarms:
+                node.state.raise_alarm(named_alarm(f"{node.name}:{kind}:{time.time_ns()}", kind, None, None,
+                                                   s.error or f"balance {s.balance_wei} wei"))
+                node.state.bump("*", kind.replace(".", "_"))
+            elif not on:
+                for alarm in open_alarms:
+                    node.state.clear_alarm(alarm.id, "recovered")
 
     # ------------------------------------------------------------------ sealing
     async def tick(self) -> None:
+        if not await self.chain_ready():
+            return
         for cam in self.node.state.pool_cameras():
             try:
                 await self._tick_camera(cam)
-            except Exception:  # noqa: BLE001 - one camera's trouble must not stop the others
+            except Exception as exc:  # noqa: BLE001 - one camera's trouble must not stop the others
+                if is_chain_fault(exc):
+                    self._chain_failed(exc)  # the chain's trouble, not the camera's: wait for it
+                    return
                 log.exception("sealing failed", extra={"node": self.node.name, "camera": "0x" + cam.hex()})
 
     async def _tick_camera(self, cam: bytes) -> None:
@@ -80,8 +129,12 @@ class Producer:
         heard = max(node.state.max_received_at(cam) or now, node.started_at)
         silent_s = now - heard
         prev_hash, height, tip_end = await asyncio.to_thread(node.ledger.tip, cam)
+        self._check_tip(cam, info.ip, height, tip_end, now)
         pending = 0
-        while start <= last[1]:
+        visits = 0
+        while start <= last[1] and visits < MAX_WINDOWS_PER_TICK:
+            visits += 1
+            await asyncio.sleep(0)  # a long pass never holds the event loop (API, ingest, other cameras)
             end = start + window_ms
             if tip_end > start:
                 # Anchored already. Once this node has settled that block (attested or proposed
@@ -97,7 +150,7 @@ class Producer:
                         if alarm.ts_to is not None and alarm.ts_to <= end:
                             await node.repairer.clear(alarm, "declared")
                     self.closed_at.pop((cam, start), None)
-                start = end
+                start = self._after_anchored(cam, end, tip_end)
                 continue
             rest_s = max(node.config.idle_close_ms / 1000, (end - last[1]) / 1000)
             closed = last[1] >= end or (ended and silent_s > node.config.idle_close_ms / 1000) or silent_s > rest_s
@@ -129,6 +182,36 @@ class Producer:
             break  # one block per camera per tick: the next needs the new tip
         self.waiting[cam] = pending
 
+    def _after_anchored(self, cam: bytes, end: int, tip_end: int) -> int:
+        """Where to look after a window the chain has moved past: the next window that holds
+        pooled frames or the end of an open alarm, but never beyond the first window after the
+        tip (windows there may hold parts of holes). So a frame stamped decades back costs one
+        visit, not one per window between it and the tip."""
+        window_ms = self.node.config.window_ms
+        targets = [window_of(tip_end - 1, window_ms)[0] + window_ms]
+        nxt = self.node.state.next_pool_ts(cam, end)
+        if nxt is not None:
+            targets.append(window_of(nxt, window_ms)[0])
+        for a in self.node.state.alarms(open_only=True, camera=cam, kind="missing"):
+            if a.ts_to is not None and a.ts_to - 1 >= end:
+                targets.append(window_of(a.ts_to - 1, window_ms)[0])
+        return max(end, min(targets))
+
+    def _check_tip(self, cam: bytes, ip: str, height: int, tip_end: int, now: float) -> None:
+        """A tip whose window ends far beyond this node's clock (a block anchored before the
+        contract bounded windows) would make every real frame "late": say so, once per tip."""
+        if tip_end > now * 1000 + 10 * self.node.config.window_ms:
+            self._alarm(cam, ip, "chain.tip_in_future", f"tip:{height}",
+                        f"block {height} ends at {tip_end} ms, beyond this node's clock; later frames cannot be anchored")
+
+    def _alarm(self, cam: bytes, ip: str, kind: str, key: str, detail: str, start: int | None = None,
+               end: int | None = None) -> None:
+        node = self.node
+        alarm = named_alarm(f"{node.name}:{kind}:{cam.hex()[:16]}:{key}", kind, cam, ip, detail, ts_from=start, ts_to=end)
+        if node.state.raise_alarm(alarm):  # once per id: a window retried every tick is one alarm
+            node.state.bump(ip, kind.replace(".", "_"))
+            log.warning("block production alarm", extra={"node": node.name, "camera": ip, "alarm": kind, "detail": detail})
+
     def _open_alarms_in(self, cam: bytes, start: int, end: int) -> list:
         """Open missing alarms whose lost span (between the frames around the hole) overlaps the window."""
         out = []
@@ -140,17 +223,19 @@ class Producer:
         return out
 
     def _gaps(self, cam: bytes, start: int, end: int, frames: list[FrameRef], codec: dict | None) -> list[Gap]:
-        """Every lost sequence number whose capture time falls in [start, end).
+        """Every lost sequence number whose capture time falls in [start, end), as ranges.
 
         Holes are found among this window's frames and the nearest frames on either side. The
         capture time of a lost frame is interpolated between its neighbours (or extrapolated at
         the frame rate before the first and after the last), so a hole that spans a window
-        boundary is split between the two windows instead of being charged to one of them."""
+        boundary is split between the two windows instead of being charged to one of them. The
+        part in the window is found by binary search (`Hole.seqs_in_window`): a hole of millions
+        of numbers costs no more than one of three."""
         node = self.node
         row = node.state.camera_row(cam)
         last_seq = row[2] if row else None
         first_seq = row[3] if row and row[3] is not None else 0
-        step_ms = 1000 / _fps(codec)
+        step_ms = frame_step_ms(codec)
         before = node.state.frame_before_time(cam, start)
         after = node.state.frame_from_time(cam, end)
         floor = before[0] if before else first_seq - 1
@@ -158,22 +243,18 @@ class Producer:
         holes = find_holes(floor, [x for x in seen if x[0] > floor], None if after else last_seq)
         if before:
             holes = [Hole(h.from_seq, h.to_seq, h.before or before, h.after) for h in holes]
-        key_lost = {(a.seq_from, a.seq_to): a.keyframe_lost for a in node.state.alarms(camera=cam, kind="missing")}
         gaps = []
         for h in holes:
-            def t(seq: int) -> float:
-                if h.before and h.after:
-                    return h.before[1] + (seq - h.before[0]) * (h.after[1] - h.before[1]) / (h.after[0] - h.before[0])
-                if h.before:
-                    return h.before[1] + (seq - h.before[0]) * step_ms
-                return h.after[1] - (h.after[0] - seq) * step_ms
-
-            mine = [s for s in h.seqs if start <= t(s) < end]
+            mine = h.seqs_in_window(start, end, step_ms)
             if not mine:
                 continue
-            lost_key = any(v for (lo, hi), v in key_lost.items() if lo <= mine[-1] and hi >= mine[0])
-            to_ms = int(t(mine[-1] + 1)) if h.after or mine[-1] < h.to_seq else int(t(mine[-1]) + step_ms)
-            gaps.append(Gap(mine[0], mine[-1], int(t(mine[0])), max(min(to_ms, end), int(t(mine[0])) + 1), lost_key))
+            first_ms = int(h.time_of(mine[0], step_ms))
+            if h.after or mine[-1] < h.to_seq:
+                to_ms = int(h.time_of(mine[-1] + 1, step_ms))
+            else:
+                to_ms = int(h.time_of(mine[-1], step_ms) + step_ms)
+            lost_key = node.state.keyframe_lost_between(cam, mine[0], mine[-1])
+            gaps.append(Gap(mine[0], mine[-1], first_ms, max(min(to_ms, end), first_ms + 1), lost_key))
         return gaps
 
     async def _propose(self, cam: bytes, info, start: int, end: int, height: int, prev_hash: bytes,
@@ -183,18 +264,18 @@ class Producer:
         codec = json.loads(row[1]) if row and row[1] else {}
         gaps = self._gaps(cam, start, end, frames, codec)
         gaps, substitutions = self._substitute(cam, gaps)
+        # The camera's signed hello behind the codec, and an unended stream declared, not hidden.
         block = build_block(camera_ip=info.ip, height=height + 1, prev_hash=prev_hash, window_start_ms=start,
                             window_end_ms=end, frames=frames, proposer=node.address, codec=codec, gaps=gaps,
-                            substitutions=substitutions)
+                            substitutions=substitutions, **node.manifest_extras(cam, start, end))
         await asyncio.to_thread(node.store.put, block.manifest_bytes)
         try:
             result = await asyncio.to_thread(node.ledger.anchor, block.header)
         except reverts.ContractRevert as exc:
-            if exc.name in _LOST_RACE:
-                log.info("another node anchored first", extra={"node": node.name, "camera": info.ip, "reason": exc.name})
-                return
-            raise
+            await self._anchor_refused(cam, info.ip, start, end, height, prev_hash, exc)
+            return
         node.state.note_block(block.hash, cam, block.header.height, start, end, "proposed")
+        self.health.note_anchor(block.hash, info.ip, block.header.height, result.tx_hash, result.block_number)
         node.state.bump(info.ip, "blocks_anchored")
         node.state.bump(info.ip, "anchor_gas", result.gas_used)
         substituted = sum(len(fs) for _, fs in substitutions)
@@ -203,6 +284,27 @@ class Producer:
         log.info("block anchored", extra={"node": node.name, "camera": info.ip, "height": block.header.height,
                                           "frames": len(frames), "gaps": len(gaps), "gas": result.gas_used})
         await self._settle(cam, info.ip, start, end, gaps, [f.seq for f in frames])
+
+    async def _anchor_refused(self, cam: bytes, ip: str, start: int, end: int, height: int, prev_hash: bytes,
+                              exc: reverts.ContractRevert) -> None:
+        """Another node anchored first (attest instead, next tick), or the chain is not what this
+        node expected, or the contract refused the window: the last two are alarms, and the
+        window's frames stay in the pool (they are not filed as late)."""
+        node = self.node
+        if exc.name in _LOST_RACE:
+            log.info("another node anchored first", extra={"node": node.name, "camera": ip, "reason": exc.name})
+            return
+        if exc.name in _LINK_OR_TIME:
+            now_prev, now_height, _ = await asyncio.to_thread(node.ledger.tip, cam)
+            if (now_prev, now_height) != (prev_hash, height):
+                log.info("another node anchored first", extra={"node": node.name, "camera": ip, "reason": exc.name})
+                return
+            self._alarm(cam, ip, _LINK_OR_TIME[exc.name], f"{height + 1}:{start}", str(exc), start, end)
+            return
+        if exc.name in _WINDOW_REFUSED:
+            self._alarm(cam, ip, _WINDOW_REFUSED[exc.name], str(start), str(exc), start, end)
+            return
+        raise exc
 
     def _substitute(self, cam: bytes, gaps: list[Gap]) -> tuple[list[Gap], list[tuple[bytes, list[FrameRef]]]]:
         """I7: a long gap is filled from another camera of the same group, for playback only."""
@@ -241,6 +343,8 @@ class Producer:
     # -------------------------------------------------------------- attesting
     async def scan_anchored(self) -> None:
         node = self.node
+        if not await self.chain_ready():
+            return  # the checkpoint stays: blocks anchored meanwhile are attested once the chain is back
         latest = await asyncio.to_thread(lambda: node.w3.eth.block_number)
         start_block = int(node.state.get_meta("log_checkpoint") or node.deployment.record["contracts"]["VideoLedger"]["blockNumber"])
         if start_block > latest:
@@ -251,7 +355,10 @@ class Producer:
         for entry in logs:
             try:
                 await self._on_anchored(entry)
-            except Exception:  # noqa: BLE001 - recorded; this block is retried a few ticks, then skipped
+            except Exception as exc:  # noqa: BLE001 - recorded; this block is retried a few ticks, then skipped
+                if is_chain_fault(exc):
+                    self._chain_failed(exc)  # no funds, no connection: not the block's fault, never skipped
+                    return
                 key = bytes(entry.args.blockHash)
                 self.failures[key] = self.failures.get(key, 0) + 1
                 log.exception("could not settle an anchored block", extra={"node": node.name, "block": "0x" + key.hex()})
@@ -329,6 +436,10 @@ class Producer:
             return "manifest lists a sequence number twice", manifest
         if any(not header.window_start_ms <= f.timestamp_ms < header.window_end_ms for f in manifest.frames):
             return "manifest lists a frame outside the window", manifest
+        if manifest.codec_proof is not None and not any(
+                wire.verify_codec_proof(manifest.codec_proof, manifest.codec, key)
+                for key in node.registry.keys_for(header.camera_id, header.window_start_ms)):
+            return "the manifest's codec is not one the camera signed", manifest
         await asyncio.to_thread(node.store.put, raw)  # manifests stay in every node's store
         for f in manifest.frames:
             if not await self._hold(header.camera_id, info.ip, f):
@@ -391,12 +502,3 @@ class Producer:
             if r.status_code == 200 and hashlib.sha256(r.content).digest() == digest_from_cid(cid):
                 return r.content
         return None
-
-
-def _fps(codec: dict | None) -> float:
-    try:
-        num, den = str((codec or {}).get("fps", "25/1")).split("/")
-        return max(float(num) / float(den), 1.0)
-    except (ValueError, ZeroDivisionError):
-        return 25.0
-

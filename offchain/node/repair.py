@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -25,9 +26,11 @@ from ..core import packet as pk
 from ..core.cid import cid_from_digest
 from ..core.gaps import Hole
 from ..store.base import StoreError
+from .peer_http import MAX_ALARM_SEQS, MAX_REPAIR_PACKETS
 from .state import Alarm
 
 if TYPE_CHECKING:
+    from .api import AlarmClearMessage, AlarmMessage, RepairMessage
     from .node import Node
 
 log = logging.getLogger(__name__)
@@ -58,13 +61,18 @@ class Repairer:
 
     def send_alarm(self, alarm: Alarm, round_no: int) -> None:
         """Broadcast (in the background) one round of an alarm. Each round has its own id, so a
-        peer that had nothing the first time (its own copy was still on the way) answers again."""
+        peer that had nothing the first time (its own copy was still on the way) answers again.
+        A hole of more than MAX_ALARM_SEQS frames goes out as several messages (peers refuse
+        larger ones), each with its own id."""
         node = self.node
-        message = {"alarmId": f"{alarm.id}#{round_no}", "origin": node.config.api_url, "originName": node.name,
-                   "camera": alarm.camera_ip, "cameraId": "0x" + alarm.camera_id.hex(),
-                   "seqs": list(range(alarm.seq_from, alarm.seq_to + 1)), "hops": node.config.hop_limit}
+        seqs = range(alarm.seq_from, alarm.seq_to + 1)
+        pieces = [seqs[i:i + MAX_ALARM_SEQS] for i in range(0, len(seqs), MAX_ALARM_SEQS)]
         self.sent_rounds[alarm.id] = (round_no, time.time())
-        self.spawn(self._broadcast("/peer/v1/alarm", message, exclude=set()))
+        for k, piece in enumerate(pieces):
+            message = {"alarmId": f"{alarm.id}#{round_no}" + (f".{k}" if len(pieces) > 1 else ""),
+                       "origin": node.config.api_url, "originName": node.name, "camera": alarm.camera_ip or "",
+                       "cameraId": "0x" + alarm.camera_id.hex(), "seqs": list(piece), "hops": node.config.hop_limit}
+            self.spawn(self._broadcast("/peer/v1/alarm", message, exclude=set()))
 
     async def resend_open_alarms(self) -> None:
         node = self.node
@@ -83,19 +91,21 @@ class Repairer:
         self.tasks.add(task)  # keep a reference until done, or the task may vanish mid-flight
         task.add_done_callback(self.tasks.discard)
 
-    async def on_repair(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """Replies from peers: re-verify each packet under the camera's key before keeping it."""
+    async def on_repair(self, msg: "RepairMessage", signer: str) -> dict[str, Any]:
+        """Replies from peers: re-verify each packet under the camera's key before keeping it.
+        A bad reply is reported against the node account that signed it (`signer`), never
+        against the name the message claims; repairs are credited to the claimed name (feedback)."""
         node = self.node
-        peer = str(msg.get("from", "?"))
-        alarm = node.state.alarm(str(msg.get("alarmId", "")).split("#")[0])
+        peer = msg.sender or signer
+        alarm = node.state.alarm(msg.alarmId.split("#")[0])
         expect = alarm.camera_id if alarm else None
         accepted = rejected = confirmed = 0
-        for encoded in msg.get("packets", []):
+        for encoded in msg.packets:
             try:
                 raw = base64.b64decode(encoded, validate=True)
             except (ValueError, TypeError):
                 rejected += 1
-                node.state.report_peer(peer, expect, None, "undecodable repair payload")
+                node.state.report_peer(signer, expect, None, "undecodable repair payload")
                 continue
             outcome = await node.accept_packet(raw, source=f"repair:{peer}", expect_camera=expect)
             if outcome == "accepted":
@@ -108,7 +118,7 @@ class Repairer:
                 node.state.confirm_repair(p.camera_id, p.seq)
             else:
                 rejected += 1
-                node.state.report_peer(peer, expect, None, f"repair reply rejected ({outcome})")
+                node.state.report_peer(signer, expect, None, f"repair reply rejected ({outcome}; claimed to be from {peer!r})"[:300])
                 node.state.bump(alarm.camera_ip if alarm else "*", "peer_reports")
         if accepted:
             await self.clear_satisfied_alarms()
@@ -143,45 +153,43 @@ class Repairer:
                 log.warning("feedback webhook failed", extra={"url": url, "error": str(exc)})
 
     # --------------------------------------------------------------- peer side
-    async def on_alarm(self, msg: dict[str, Any], sender: str) -> dict[str, Any]:
+    async def on_alarm(self, msg: "AlarmMessage", signer: str) -> dict[str, Any]:
+        """An alarm from an authenticated consortium node (`signer`); the API has already capped
+        its seqs (MAX_ALARM_SEQS) and hops (the hop limit)."""
         node = self.node
-        alarm_id = str(msg["alarmId"])
-        if alarm_id in self.seen_alarms:
+        if msg.alarmId in self.seen_alarms:
             return {"status": "duplicate"}
-        origin = str(msg["origin"]).rstrip("/")
+        origin = msg.origin.rstrip("/")
         if origin not in {p.rstrip("/") for p in node.config.peers}:
             # Frames go only to consortium peers: an alarm must not turn a node into a sender of
             # evidence to any URL someone names.
             return {"status": "refused", "reason": "origin is not a peer of this node"}
-        try:
-            cam = bytes.fromhex(str(msg["cameraId"])[2:])
-            seqs = [int(s) for s in msg["seqs"]][:10_000]
-        except (ValueError, TypeError):
-            return {"status": "refused", "reason": "malformed cameraId or seqs"}
+        cam = bytes.fromhex(msg.cameraId[2:])
         info = node.registry.get(cam)
-        if len(cam) != 32 or info is None or any(not 0 <= s < 2**62 for s in seqs):
-            return {"status": "refused", "reason": "unknown camera or seq out of range"}
-        self.seen_alarms[alarm_id] = time.time()
+        if info is None:
+            return {"status": "refused", "reason": "unknown camera"}
+        self.seen_alarms[msg.alarmId] = time.time()
+        seqs = list(dict.fromkeys(msg.seqs))
         held = [node.state.frame(cam, s) for s in seqs]
         have = [(s, f) for s, f in zip(seqs, held) if f is not None]
         lacking = [s for s, f in zip(seqs, held) if f is None]
         if have:
-            self.spawn(self._reply(dict(msg, camera=info.ip, origin=origin), cam, have))
+            self.spawn(self._reply({"alarmId": msg.alarmId, "camera": info.ip, "origin": origin}, cam, have))
         same_alarm = bool(lacking) and any(
             a.seq_from <= s <= a.seq_to for a in node.state.alarms(open_only=True, camera=cam, kind="missing") for s in lacking
         )
         forwarded = False
-        hops = int(msg.get("hops", 0))
-        if lacking and not same_alarm and hops > 0:
-            forward = dict(msg, seqs=lacking, hops=hops - 1)
-            self.spawn(self._broadcast("/peer/v1/alarm", forward, exclude={origin, sender}))
+        if lacking and not same_alarm and msg.hops > 0:
+            forward = msg.model_dump() | {"seqs": lacking, "hops": msg.hops - 1}
+            self.spawn(self._broadcast("/peer/v1/alarm", forward, exclude={origin, msg.via.rstrip("/")}))
             forwarded = True
         node.state.bump(info.ip, "alarms_answered" if have else "alarms_heard")
+        log.debug("alarm heard", extra={"node": node.name, "from": signer, "alarm": msg.alarmId, "have": len(have)})
         return {"status": "ok", "have": len(have), "sameAlarm": same_alarm, "forwarded": forwarded}
 
-    async def on_alarm_clear(self, msg: dict[str, Any]) -> dict[str, Any]:
+    async def on_alarm_clear(self, msg: "AlarmClearMessage") -> dict[str, Any]:
         """A neighbour's alarm is settled: nothing to keep but a counter (for whitelisted cameras)."""
-        ip = str(msg.get("camera", ""))
+        ip = msg.camera
         self.node.state.bump(ip if self.node.registry.by_ip(ip) else "*", "neighbour_alarms_cleared")
         return {"status": "ok"}
 
@@ -190,20 +198,40 @@ class Repairer:
             await self._send_reply(msg, cam, have)
 
     async def _send_reply(self, msg: dict[str, Any], cam: bytes, have: list) -> None:
+        """The held frames as original signed packets, in as many POSTs as the peers' body limit
+        needs (every node runs with the same `http_max_body_bytes` unless told otherwise)."""
         node = self.node
-        packets = []
+        # The POST body: {"alarmId": ..., "from": ..., "packets": ["<base64>", ...]}
+        budget = node.config.http_max_body_bytes - 64 - len(json.dumps(msg["alarmId"])) - len(json.dumps(node.name))
+        batch: list[str] = []
+        size = 0
         for seq, frame in have:
             try:
                 payload = await asyncio.to_thread(node.store.get, cid_from_digest(frame.ref.sha256))
             except StoreError:
                 continue
-            packets.append(base64.b64encode(self.packet_bytes(msg["camera"], frame, payload)).decode())
-        if not packets:
-            return
+            encoded = base64.b64encode(self.packet_bytes(msg["camera"], frame, payload)).decode()
+            cost = len(encoded) + 4  # quotes, comma, space
+            if cost > budget:
+                log.warning("frame too large for a repair reply", extra={"node": node.name, "seq": seq, "bytes": len(encoded)})
+                continue
+            if batch and (size + cost > budget or len(batch) >= MAX_REPAIR_PACKETS):
+                await self._post_reply(msg, batch)
+                batch, size = [], 0
+            batch.append(encoded)
+            size += cost
+        if batch:
+            await self._post_reply(msg, batch)
+
+    async def _post_reply(self, msg: dict[str, Any], packets: list[str]) -> None:
+        node = self.node
         try:
-            await node.http.post(str(msg["origin"]).rstrip("/") + "/peer/v1/repair",
-                                 json={"alarmId": msg["alarmId"], "from": node.name, "packets": packets})
-            node.state.bump(str(msg["camera"]), "frames_served")
+            r = await node.http.post(msg["origin"] + "/peer/v1/repair",
+                                     json={"alarmId": msg["alarmId"], "from": node.name, "packets": packets})
+            if r.status_code == 200:
+                node.state.bump(str(msg["camera"]), "frames_served", len(packets))
+            else:
+                log.warning("repair reply refused", extra={"node": node.name, "to": msg["origin"], "status": r.status_code})
         except httpx.HTTPError as exc:
             log.warning("repair reply failed", extra={"node": node.name, "to": msg["origin"], "error": str(exc)})
 
@@ -214,11 +242,14 @@ class Repairer:
 
     async def _broadcast(self, path: str, message: dict[str, Any], exclude: set) -> None:
         node = self.node
-        targets = [p for p in node.config.peers if p not in exclude and p != node.config.api_url]
+        me = node.config.api_url.rstrip("/")
+        targets = [p for p in node.config.peers if p.rstrip("/") not in exclude and p.rstrip("/") != me]
+        message = {**message, "via": me}
 
         async def send(peer: str) -> None:
             try:
-                await node.http.post(peer.rstrip("/") + path, json=message, headers={"X-FrameLedger-Node": node.config.api_url})
+                # Signed by node.http's PeerSigning auth; the response is verified the same way.
+                await node.http.post(peer.rstrip("/") + path, json=message)
             except httpx.HTTPError as exc:
                 # A dead peer is expected: the others still hear the alarm.
                 log.info("peer unreachable", extra={"node": node.name, "peer": peer, "error": type(exc).__name__})

@@ -56,6 +56,13 @@ CREATE TABLE IF NOT EXISTS blocks (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# Ingest hardening (issue 8): how often a coalesced alarm fired, kept beside its one alarm row.
+INGEST_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alarm_counts (
+    id TEXT PRIMARY KEY, count INTEGER NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
 
 @dataclass(frozen=True)
 class StoredFrame:
@@ -99,6 +106,16 @@ class Alarm:
         }
 
 
+def named_alarm(alarm_id: str, kind: str, camera: bytes | None, ip: str | None, detail: str,
+                seq_from: int | None = None, seq_to: int | None = None,
+                ts_from: int | None = None, ts_to: int | None = None) -> Alarm:
+    """An open alarm of a kind other than `missing` (camera.seq_jump, chain.*, ...): on record for
+    the operator, never repaired or cleared by the repair path."""
+    return Alarm(id=alarm_id, camera_id=camera, camera_ip=ip, kind=kind, seq_from=seq_from, seq_to=seq_to,
+                 ts_from=ts_from, ts_to=ts_to, keyframe_lost=False, raised_at=time.time(), cleared_at=None,
+                 resolution=None, detail=detail)
+
+
 class NodeState:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +123,7 @@ class NodeState:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self.db.executescript(INGEST_SCHEMA)
 
     def close(self) -> None:
         self.db.close()
@@ -135,10 +153,16 @@ class NodeState:
         ).fetchall()
         return [_stored(r) for r in rows]
 
-    def seqs_after(self, camera: bytes, seq: int) -> list[tuple[int, int, bool]]:
-        """(seq, ts, keyframe) of frames above `seq`, ascending: the gap scan's input."""
+    def seqs_after(self, camera: bytes, seq: int, limit: int = -1) -> list[tuple[int, int, bool]]:
+        """(seq, ts, keyframe) of frames above `seq`, ascending, at most `limit` (-1: all): the
+        gap scan's input."""
         return [(s, t, bool(k)) for s, t, k in self.db.execute(
-            "SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND seq>? ORDER BY seq", (camera, seq))]
+            "SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND seq>? ORDER BY seq LIMIT ?", (camera, seq, limit))]
+
+    def next_pool_ts(self, camera: bytes, ts: int) -> int | None:
+        """Capture time of the earliest frame still in the pool at or after `ts`."""
+        return self.db.execute("SELECT MIN(ts) FROM frames WHERE camera_id=? AND ts>=? AND anchored=0",
+                               (camera, ts)).fetchone()[0]
 
     def frame_before_time(self, camera: bytes, ts: int) -> tuple[int, int, bool] | None:
         row = self.db.execute("SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND ts<? ORDER BY ts DESC, seq DESC LIMIT 1",
@@ -153,11 +177,34 @@ class NodeState:
     def max_seq(self, camera: bytes) -> int | None:
         return self.db.execute("SELECT MAX(seq) FROM frames WHERE camera_id=?", (camera,)).fetchone()[0]
 
+    def held_run_end(self, camera: bytes, start: int) -> int:
+        """The highest s with every seq of start..s held (start - 1 if start is not held): where a
+        node's cumulative acknowledgement of the camera stands after a restart."""
+        if self.frame(camera, start) is None:
+            return start - 1
+        row = self.db.execute(
+            "SELECT f.seq FROM frames f WHERE f.camera_id=? AND f.seq>=? AND NOT EXISTS "
+            "(SELECT 1 FROM frames g WHERE g.camera_id=f.camera_id AND g.seq=f.seq+1) ORDER BY f.seq LIMIT 1",
+            (camera, start)).fetchone()
+        return row[0]
+
+    def seqs_from(self, camera: bytes, seq: int, limit: int) -> list[int]:
+        """Up to `limit` held seqs above `seq`, ascending."""
+        return [r[0] for r in self.db.execute(
+            "SELECT seq FROM frames WHERE camera_id=? AND seq>? ORDER BY seq LIMIT ?", (camera, seq, limit))]
+
     def max_ts(self, camera: bytes) -> int | None:
         return self.db.execute("SELECT MAX(ts) FROM frames WHERE camera_id=?", (camera,)).fetchone()[0]
 
-    def open_alarm_count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM alarms WHERE cleared_at IS NULL").fetchone()[0]
+    def open_alarm_count(self, camera: bytes | None = None, kind: str | None = None) -> int:
+        q, args = "SELECT COUNT(*) FROM alarms WHERE cleared_at IS NULL", []
+        if camera is not None:
+            q += " AND camera_id=?"
+            args.append(camera)
+        if kind is not None:
+            q += " AND kind=?"
+            args.append(kind)
+        return self.db.execute(q, args).fetchone()[0]
 
     def recent_keyframes(self, camera: bytes, limit: int = 50) -> list[int]:
         rows = self.db.execute("SELECT seq FROM frames WHERE camera_id=? AND keyframe=1 ORDER BY seq DESC LIMIT ?",
@@ -238,9 +285,35 @@ class NodeState:
             args.append(kind)
         return [_alarm(r) for r in self.db.execute(q + " ORDER BY raised_at", args)]
 
+    def keyframe_lost_between(self, camera: bytes, seq_from: int, seq_to: int) -> bool:
+        """Whether a missing alarm of this camera that overlaps [seq_from, seq_to] lost a keyframe."""
+        return self.db.execute(
+            "SELECT 1 FROM alarms WHERE camera_id=? AND kind='missing' AND keyframe_lost=1 AND seq_from<=? AND seq_to>=? LIMIT 1",
+            (camera, seq_to, seq_from)).fetchone() is not None
+
     def alarm(self, alarm_id: str) -> Alarm | None:
         row = self.db.execute("SELECT * FROM alarms WHERE id=?", (alarm_id,)).fetchone()
         return _alarm(row) if row else None
+
+    def raise_coalesced_alarm(self, alarm: Alarm, by: int = 1) -> int:
+        """One durable row per alarm id (the caller makes the id from source and kind): the first
+        occurrence inserts the alarm, every later one only bumps its count, last-seen time and
+        detail. Returns how often it has fired. Written for ingest rejections (issue 8)."""
+        with self.transaction():
+            self.raise_alarm(alarm)
+            self.db.execute(
+                "INSERT INTO alarm_counts VALUES (?,?,?,?) ON CONFLICT(id) DO UPDATE SET count = count + excluded.count, "
+                "last_seen = excluded.last_seen", (alarm.id, by, alarm.raised_at, alarm.raised_at))
+            count = self.db.execute("SELECT count FROM alarm_counts WHERE id=?", (alarm.id,)).fetchone()[0]
+            if count > 1:
+                self.db.execute("UPDATE alarms SET detail=?, cleared_at=NULL, resolution=NULL WHERE id=?",
+                                (f"{alarm.detail} [x{count}, last at {alarm.raised_at:.3f}]", alarm.id))
+        return count
+
+    def alarm_count(self, alarm_id: str) -> tuple[int, float] | None:
+        """(count, last seen) of a coalesced alarm."""
+        row = self.db.execute("SELECT count, last_seen FROM alarm_counts WHERE id=?", (alarm_id,)).fetchone()
+        return (row[0], row[1]) if row else None
 
     # repairs and reports --------------------------------------------------------------------
     def record_repair(self, camera: bytes, ip: str, seq: int, peer: str, alarm_id: str | None) -> None:
@@ -285,6 +358,12 @@ class NodeState:
     def block_role(self, block_hash: bytes) -> str | None:
         row = self.db.execute("SELECT role FROM blocks WHERE block_hash=?", (block_hash,)).fetchone()
         return row[0] if row else None
+
+    def last_proposed(self) -> tuple[bytes, bytes, int, float] | None:
+        """(block hash, camera, height, when) of the newest block this node anchored."""
+        row = self.db.execute("SELECT block_hash, camera_id, height, at FROM blocks WHERE role='proposed' "
+                              "ORDER BY at DESC LIMIT 1").fetchone()
+        return (bytes(row[0]), bytes(row[1]), row[2], row[3]) if row else None
 
     def block_for_window(self, camera: bytes, window_start: int) -> bytes | None:
         row = self.db.execute("SELECT block_hash FROM blocks WHERE camera_id=? AND window_start=?", (camera, window_start)).fetchone()

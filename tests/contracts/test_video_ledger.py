@@ -146,7 +146,7 @@ def test_frame_leaf_and_proofs_verify_on_chain(ledger_env):
     env.ledger(3).anchor(b1.header)
     led = env.ledger(3)
     tree = frames_tree(CAM, b1.manifest.frames)
-    for i, f in enumerate(b1.manifest.frames[:5]):
+    for f in b1.manifest.frames[:5]:
         assert led.frame_leaf(CAM, f.seq, f.timestamp_ms, f.sha256) == leaf_hash(FRAME_LEAF_ENCODING, f.leaf_values(CAM))
         proof = tree.get_proof(f.leaf_values(CAM))
         assert led.verify_frame(b1.hash, proof, f.seq, f.timestamp_ms, f.sha256)

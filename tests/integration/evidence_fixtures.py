@@ -177,3 +177,25 @@ def build_evidence_ledger(w3, keys: Sequence[str], deployment, store_dir: Path, 
         frames={CAM_A: frames_a, CAM_B: frames_b}, codecs={CAM_A: codec_a, CAM_B: codec_b},
         blocks={CAM_A: blocks_a, CAM_B: blocks_b},
     )
+
+
+def anchor_recording(w3, keys: Sequence[str], deployment, store: LocalStore, ip: str, frames: Sequence[EncodedFrame],
+                     codec: CodecConfig, *, t0: int = T0, window_ms: int = WINDOW_MS) -> list[AnchoredBlock]:
+    """Register camera ``ip`` and anchor its frames (already stamped with capture times from
+    ``t0``) in final blocks of ``window_ms``, every frame and manifest in ``store``."""
+    _register(w3, keys, deployment.consortium, [ip])
+    for f in frames:
+        store.put(f.data)
+    refs = [FrameRef.of_bytes(f.seq, f.timestamp_ms, f.data, f.keyframe, f.dts_ms) for f in frames]
+    last = max(r.timestamp_ms for r in refs)
+    specs = []
+    start = t0
+    while start <= last:
+        specs.append({"start": start, "end": start + window_ms,
+                      "frames": [r for r in refs if start <= r.timestamp_ms < start + window_ms]})
+        start += window_ms
+    nodes = ConsortiumClient(Signer(w3, keys[0]), deployment.consortium).nodes()
+    blocks = _anchor_chain(w3, keys, deployment.video_ledger, nodes, ip, specs, codec, [True] * len(specs))
+    for b in blocks:
+        store.put(b.sealed.manifest_bytes)
+    return blocks

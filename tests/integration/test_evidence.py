@@ -12,6 +12,7 @@ the specific status code from `extract`, from `verify` and from scripts/verify_b
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import hashlib
 import json
@@ -30,7 +31,7 @@ from offchain.evidence.bundle import ChainReader, verify_bundle
 from offchain.evidence.cli import add_evidence_commands
 from offchain.evidence.extract import EvidenceError, extract, parse_camera, parse_time, plan_stream
 from offchain.evidence.prove import ProofError, prove
-from offchain.evidence.report import CODES
+from offchain.evidence.report import CODES, EXIT_CODES
 from offchain.evidence.verify import uncovered_spans
 from offchain.evidence.video import probe_mp4, remux_to_mp4
 from offchain.paths import REPO_ROOT
@@ -83,9 +84,9 @@ def assert_same_verdict_everywhere(bundle: Path, ev, expected_failures: set[str]
     """verify (Python) and verify_bundle.js agree code for code; optionally with extraction too."""
     py = verify_bundle(bundle, ev.rpc_url, ledger_address=ev.ledger_address)
     rc, js = run_js(bundle, ev.rpc_url, ev.ledger_address)
-    assert js["verdict"] == py.verdict
+    assert js["verdict"] == py.verdict, [f for f in js["findings"] if f["severity"] == "failure"]
     assert js_keys(js) == py.code_keys(), sorted(js_keys(js) ^ py.code_keys(), key=str)
-    assert rc == {"verified": 0, "verified_with_declared_gaps": 3, "failed": 1}[py.verdict]
+    assert rc == EXIT_CODES[py.verdict]
     if expected_failures is not None:
         assert failures(py) == expected_failures, py.render_text()
     if extract_report is not None:
@@ -191,7 +192,8 @@ def test_range_across_declared_gap_and_substituted_span(ev, gap_extraction):
     res = gap_extraction
     r = res.report
     assert r.verdict == "verified_with_declared_gaps", r.render_text()
-    assert {"gap.declared", "gap.keyframe_lost", "gap.substituted", "frame.not_playable", "clip.reencoded"} <= r.codes
+    assert {"gap.declared", "gap.keyframe_lost", "gap.substituted", "frame.not_playable", "clip.packets.match"} <= r.codes
+    assert "clip.reencoded" not in r.codes  # the substitute is H.264: remuxed from its own packets
     assert not failures(r)
     kinds = [(g.kind, g.from_seq, g.to_seq, g.keyframe_lost) for g in r.gaps]
     assert kinds == [("declared", *GAP_SEQS, True), ("substituted", *SUB_SEQS, True)]
@@ -199,16 +201,19 @@ def test_range_across_declared_gap_and_substituted_span(ev, gap_extraction):
     assert [g.not_playable_frames for g in r.gaps] == [10, 18]
     assert r.gaps[1].substitute_camera == "0x" + camera_id(CAM_B).hex() and r.gaps[1].substitute_frames == 55
     assert [c.kind for c in r.clips] == ["original", "substituted", "original"]
-    assert [c.reencoded for c in r.clips] == [False, True, False]
+    assert [c.reencoded for c in r.clips] == [False, False, False]
+    assert [c.why for c in r.clips] == ["remux"] * 3
     assert all(c.decoded_frames == c.frames for c in r.clips)
     assert r.clips[1].frames == 55 and r.clips[1].start_ms == ev.ms(46_000)
-    # the substitute's original bitstream travels in the bundle, next to its re-encoded clip
+    # the substituted clip carries camera B's anchored packets byte for byte, under B's own
+    # anchored codec configuration, whose block travels in the bundle as a codec source
     index = bundle_index(res.bundle_path)
-    raw_b = [x for x in index["rawFrames"] if x["camera"] == "0x" + camera_id(CAM_B).hex()]
-    assert len(raw_b) == 55
+    assert not [x for x in index["rawFrames"] if x["camera"] == "0x" + camera_id(CAM_B).hex()]
+    [source] = index["codecSources"]
+    assert source["camera"] == "0x" + camera_id(CAM_B).hex() and source["manifest"].startswith("manifests/")
     with zipfile.ZipFile(res.bundle_path) as zf:
-        for x in raw_b:
-            assert ev.frames[CAM_B][x["seq"]].data == zf.read(x["path"])
+        sub_manifest = json.loads(zf.read(source["manifest"]))
+    assert base64.b64decode(sub_manifest["codec"]["extradata"]) == ev.codecs[CAM_B].extradata
     assert_clip_plays_and_matches_manifest(ev, res)
 
 
@@ -283,11 +288,11 @@ def test_bundles_verify_the_same_in_python_and_javascript(ev, gap_extraction, tm
         zf.extractall(unzipped)
     py, _ = assert_same_verdict_everywhere(unzipped, ev, set())
     assert py.verdict == "verified"
-    # without a pinned ledger the answer stands but says whose address it trusted
+    # without any trusted deployment the answer is "untrusted", never "verified" (fail closed)
     unpinned = verify_bundle(b.bundle_path, ev.rpc_url)
     rc, js = run_js(b.bundle_path, ev.rpc_url, None)
-    assert unpinned.verdict == js["verdict"] == "verified" and rc == 0
-    assert unpinned.has("bundle.contract.unpinned") and "bundle.contract.unpinned" in js["codes"]
+    assert unpinned.verdict == js["verdict"] == "untrusted" and rc == 4
+    assert unpinned.has("bundle.contract.untrusted") and "bundle.contract.untrusted" in js["codes"]
 
 
 def test_js_and_python_share_one_status_code_table():
@@ -337,11 +342,11 @@ def _forged_manifest(ev, height: int) -> bytes:
 
 
 class LyingChain(ChainReader):
-    """An RPC that reports block 2's header with one field changed."""
+    """An RPC that reports camera A's block 2 header with one field changed."""
 
     def blocks(self, camera, heights):
         out = super().blocks(camera, heights)
-        if out.get(2) is not None:
+        if camera == camera_id(CAM_A) and out.get(2) is not None:
             b = out[2]
             out[2] = dataclasses.replace(b, header=dataclasses.replace(b.header, window_end_ms=b.header.window_end_ms + 1))
         return out

@@ -190,10 +190,13 @@ def test_repair_feedback_names_the_peers(run):
 
 
 def test_lying_peer_is_rejected_and_reported(run):
+    """A consortium node (signing with its own key) that sends forged or conflicting frames is
+    refused and reported under its address, whatever name it claims."""
     import base64
 
-    import httpx
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from eth_account import Account
+    from peer_clients import signing_client
 
     from offchain.core import packet as pk
 
@@ -203,10 +206,13 @@ def test_lying_peer_is_rejected_and_reported(run):
     # validly signed by the camera, but contradicting a frame the node already holds
     conflicting = pk.encode_packet(run.keys["10.0.1.11"], "10.0.1.11", held["seq"], held["timestampMs"], False, b"other")
     body = {"alarmId": "none", "from": "mallory", "packets": [base64.b64encode(p).decode() for p in (forged_key, conflicting)]}
-    answer = httpx.post(bank.config.api_url + "/peer/v1/repair", json=body, timeout=10).json()
+    liar_account = 5  # node-customer (chain/consortium.json)
+    with signing_client(run.cluster, liar_account) as liar:
+        answer = liar.post(bank.config.api_url + "/peer/v1/repair", json=body).json()
     assert answer == {"accepted": 0, "confirmed": 0, "rejected": 2}
     reports = run.cluster.api(bank, "/api/v1/peer-reports")
-    assert [r["peer"] for r in reports].count("mallory") == 2
+    assert [r["peer"] for r in reports].count(Account.from_key(run.cluster.keys[liar_account]).address) == 2
+    assert "mallory" not in {r["peer"] for r in reports}
     still = run.cluster.api(bank, "/api/v1/frames/10.0.1.11")
     assert {(f["seq"], f["sha256"]) for f in still} >= {(held["seq"], held["sha256"])}
     assert all(f["seq"] != 10_000 for f in still)
@@ -279,22 +285,30 @@ def test_rotated_device_key_is_picked_up_from_chain(tmp_path):
 
 
 def test_unsigned_control_messages_and_future_frames_are_not_believed(run):
-    import socket
+    from ingest_client import IngestClient
 
     from offchain.core import packet as pk
     from offchain.core import wire
 
     node = run.cluster.node("node-authority")
-    before = run.cluster.api(node, "/api/v1/status")["counters"].get("10.0.1.11", {})
+    ip, key = "10.0.1.11", run.keys["10.0.1.11"]
+    before = run.cluster.api(node, "/api/v1/status")["counters"].get(ip, {})
     far = int(time.time() * 1000) + 365 * 86_400_000
-    with socket.create_connection(node.ingest, timeout=5) as s:
-        # an "end" claiming a billion lost frames, from a connection that proved no camera
-        s.sendall(wire.frame_message(wire.end_message("10.0.1.11", 10**9)))
-        # a validly signed frame from a clock a year ahead
-        s.sendall(wire.frame_message(pk.encode_packet(run.keys["10.0.1.11"], "10.0.1.11", 10**6, far, True, b"x")))
+    # an unsigned "end" claiming a billion lost frames: refused, the connection closed
+    c = IngestClient(node.ingest)
+    c.send(wire.control_message({"type": "end", "camera": ip, "lastSeq": 10**9}))
+    assert c.until_closed()[-1]["reason"] == "unsigned-control"
+    c.close()
+    # on a proven connection: the same end signed, far beyond anything held, and a validly
+    # signed frame from a clock a year ahead
+    c = IngestClient(node.ingest)
+    c.hello(key, ip, None)
+    c.end(key, ip, 10**9)
+    c.send(pk.encode_packet(key, ip, 10**6, far, True, b"x"))
     time.sleep(2.0)  # a few ticks
-    after = run.cluster.api(node, "/api/v1/status")["counters"]["10.0.1.11"]
-    assert after.get("rejected_integrity", 0) == before.get("rejected_integrity", 0) + 1
-    alarms = run.cluster.api(node, "/api/v1/alarms", camera="10.0.1.11", kind="missing")
+    c.close()
+    after = run.cluster.api(node, "/api/v1/status")["counters"][ip]
+    assert after.get("rejected_integrity", 0) == before.get("rejected_integrity", 0) + 2
+    alarms = run.cluster.api(node, "/api/v1/alarms", camera=ip, kind="missing")
     assert all(a["seqTo"] < 10_000 for a in alarms)
     assert all(f["seq"] < 10_000 for f in run.cluster.api(node, "/api/v1/frames/10.0.1.11"))

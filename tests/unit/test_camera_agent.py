@@ -21,8 +21,10 @@ from offchain.camera.faults import FaultInjector, FaultSpec, FaultSpecError
 from offchain.camera.samples import synthetic_clip
 from offchain.camera.sources import EncodedFrame, FileSource
 from offchain.camera.url_source import UrlSource, is_url
+from offchain.core import wire
+from offchain.core.acks import SeqRanges
 from offchain.core.packet import PacketError, decode_packet, verify_signature
-from offchain.core.wire import MessageReader, is_control, parse_control
+from offchain.core.wire import MessageReader, is_control
 
 CAMERA = "10.0.0.7"
 EPOCH = 1_700_000_000_000
@@ -42,12 +44,22 @@ def key() -> Ed25519PrivateKey:
 
 
 class Node:
-    """A minimal ingest endpoint: MessageReader + decode_packet + signature check, recording
-    what arrived per connection."""
+    """A minimal ingest endpoint speaking the node's side of the protocol: a challenge, then
+    MessageReader + decode_packet + signature check, recording what arrived per connection, and
+    (``ack=True``) a cumulative acknowledgement of every verified frame after each chunk read.
+    Control messages are recorded without their nonce and time when their signature verifies
+    and the nonce is this connection's (else as ``"bad-control"``)."""
 
-    def __init__(self, public_key: bytes, read: bool = True) -> None:
+    def __init__(self, public_key: bytes, read: bool | str = True, ack: bool | str = True,
+                 reject: str | None = None) -> None:
+        # ack="hello": accepts the hello (one acknowledgement), then acknowledges nothing
+        # read=False: accepts and never reads; read="hello": accepts the hello, then stops reading
         self.public_key = public_key
         self.read = read
+        self.ack = ack
+        self.reject = reject
+        self.held = SeqRanges(0)
+        self.packets: list = []
         self.conns: list[list[tuple[str, object]]] = []
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
@@ -76,26 +88,42 @@ class Node:
         self.conns.append(events)
         self._writers.add(w)
         reader = MessageReader()
+        nonce = os.urandom(8).hex()
         try:
+            w.write(wire.frame_message(wire.challenge_message(nonce, "fake")))
             if not self.read:
                 await self._stopped.wait()
                 return
+            if self.reject:
+                await r.read(65536)
+                w.write(wire.frame_message(wire.reject_message(wire.RejectReason(self.reject), "no")))
+                await w.drain()
+                return
             while chunk := await r.read(65536):
                 for body in reader.feed(chunk):
-                    events.append(self._classify(body))
+                    events.append(self._classify(body, nonce))
+                if self.ack is True or (self.ack == "hello" and len(events) == 1):
+                    w.write(wire.frame_message(wire.ack_message(CAMERA, self.held.upto, self.held.head(64))))
+                if self.read == "hello":
+                    await self._stopped.wait()
+                    return
         except (ConnectionError, OSError):
             pass
         finally:
             self._writers.discard(w)
             w.close()
 
-    def _classify(self, body: bytes) -> tuple[str, object]:
+    def _classify(self, body: bytes, nonce: str) -> tuple[str, object]:
         if is_control(body):
-            msg = parse_control(body)
-            return msg["type"], msg
+            msg = wire.parse_signed_control(body) if wire.is_signed_control(body) else None
+            if msg is None or not msg.verify(self.public_key) or msg.nonce != nonce:
+                return "bad-control", None
+            return msg.type, {k: v for k, v in msg.message.items() if k not in ("nonce", "ts")}
         try:
             packet = decode_packet(body)
             verify_signature(packet, self.public_key)
+            self.held.add(packet.seq)
+            self.packets.append(packet)
             return "frame", packet.seq
         except PacketError as exc:
             return type(exc).__name__, None
@@ -123,7 +151,7 @@ def pub(key: Ed25519PrivateKey) -> bytes:
 async def _run(agent: CameraAgent, nodes: list[Node]):
     stats = await agent.run()
     for n in nodes:
-        if n.read:
+        if n.read is True:
             await n.wait_end()
     return stats
 
@@ -159,23 +187,15 @@ def test_every_node_gets_hello_every_frame_verified_and_end(clip, key):
 
 def test_packets_carry_capture_time_and_keyframes(clip, key):
     frames = list(FileSource(clip, start_ms=EPOCH))
-    got: list = []
 
     async def main():
-        async def handle(r, w):
-            reader = MessageReader()
-            while chunk := await r.read(65536):
-                got.extend(decode_packet(b) for b in reader.feed(chunk) if not is_control(b))
-            w.close()
+        node = await Node(pub(key)).start()
+        agent = CameraAgent(CAMERA, key, FileSource(clip, start_ms=EPOCH), {"n": node.addr}, speed=0, **FAST)
+        await _run(agent, [node])
+        await node.stop()
+        return node.packets
 
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        agent = CameraAgent(CAMERA, key, FileSource(clip, start_ms=EPOCH), {"n": ("127.0.0.1", port)}, speed=0, **FAST)
-        await agent.run()
-        await asyncio.sleep(0.05)
-        server.close()
-
-    asyncio.run(main())
+    got = asyncio.run(main())
     assert [(p.seq, p.timestamp_ms, p.keyframe, p.payload) for p in got] == \
         [(f.seq, f.timestamp_ms, f.keyframe, f.data) for f in frames]
     assert got[0].timestamp_ms == EPOCH and got[25].keyframe
@@ -284,7 +304,7 @@ def test_injector_is_independent_of_call_order():
 
 # -- connections -----------------------------------------------------------------------------
 
-def test_reconnects_after_node_restart_and_resends_hello(clip, key):
+def test_reconnects_after_node_restart_resends_hello_and_unacknowledged_frames(clip, key):
     async def main():
         node = await Node(pub(key)).start()
         port = node.port
@@ -308,12 +328,11 @@ def test_reconnects_after_node_restart_and_resends_hello(clip, key):
     assert s.dropped_unreachable > 0
     assert before.conns[0][0][0] == "hello" and after.conns[0][0][0] == "hello"
     assert after.events[-1] == ("end", {"type": "end", "camera": CAMERA, "lastSeq": 149})
-    got = before.seqs + after.seqs
-    assert got == sorted(got) and len(set(got)) == len(got)
-    assert after.seqs[-1] == 149 and after.seqs[0] > before.seqs[-1]
-    # Every frame is accounted for: delivered, or dropped while the node was unreachable, or
-    # handed to the connection just before it was torn down.
-    assert len(got) + s.dropped_unreachable <= 150 <= s.sent + s.dropped_unreachable
+    # Frames produced while the node was down, or written but not yet acknowledged when it died,
+    # stayed in the camera's buffer and were sent again on the new connection: nothing is lost.
+    assert set(before.seqs) | set(after.seqs) == set(range(150))
+    assert s.retransmitted > 0 and after.seqs[0] <= before.seqs[-1] + 1
+    assert (s.acked, s.unacked, s.rejected, s.dropped_unacked) == (150, 0, 0, 0)
     assert all(k in ("hello", "frame", "end") for k, _ in before.events + after.events)
 
 
@@ -325,7 +344,7 @@ def big_frames(n: int, size: int) -> list[EncodedFrame]:
 def test_dead_or_stuck_node_never_holds_back_the_others(key, speed, size):
     async def main():
         good = await Node(pub(key)).start()
-        stuck = await Node(pub(key), read=False).start()   # accepts, never reads
+        stuck = await Node(pub(key), read="hello").start()  # accepts the hello, then never reads
         dead_port = (await Node(pub(key)).start())
         port = dead_port.port
         await dead_port.stop()                             # nothing listens there any more
@@ -366,6 +385,39 @@ def test_stop_ends_the_stream_with_end_message(clip, key):
     node, agent = asyncio.run(main())
     assert node.events[-1][1]["lastSeq"] == agent.last_seq == node.seqs[-1]
     assert node.seqs == list(range(agent.frames_produced))
+
+
+def test_a_node_that_refuses_the_camera_gets_no_frames_and_every_frame_counts_rejected(clip, key):
+    async def main():
+        node = await Node(pub(key), reject="not-registered").start()
+        agent = CameraAgent(CAMERA, key, FileSource(clip, start_ms=EPOCH), {"n": node.addr}, speed=0, **FAST)
+        stats = await agent.run()
+        await node.stop()
+        return stats["n"], node
+
+    s, node = asyncio.run(main())
+    assert node.seqs == [] and s.sent == 0 and s.connects == 0 and s.connects_refused >= 1
+    assert (s.frames, s.acked, s.unacked, s.rejected, s.rejected_reason) == (50, 0, 0, 50, "not-registered")
+    assert "not-registered" in stats_table({"n": s})
+
+
+def test_unacknowledged_frames_are_kept_in_a_bounded_buffer(clip, key):
+    async def main():
+        silent = await Node(pub(key), ack="hello").start()  # takes the hello, acknowledges no frame
+        good = await Node(pub(key)).start()
+        agent = CameraAgent(CAMERA, key, FileSource(clip, start_ms=EPOCH), {"silent": silent.addr, "good": good.addr},
+                            speed=0, unacked_frames=10, **FAST)
+        stats = await agent.run()
+        await silent.stop()
+        await good.stop()
+        return stats, silent
+
+    stats, silent = asyncio.run(main())
+    s = stats["silent"]
+    assert silent.seqs == list(range(50))  # it got everything, but never said so
+    assert (s.acked, s.unacked, s.dropped_unacked) == (0, 50, 40)  # only the newest 10 could still be resent
+    assert s.unacked_seqs == "0-49" and stats["good"].unacked_seqs == ""
+    assert (stats["good"].acked, stats["good"].unacked, stats["good"].dropped_unacked) == (50, 0, 0)
 
 
 def test_parse_node():

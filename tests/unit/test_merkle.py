@@ -425,7 +425,7 @@ def test_native_python_values_give_identical_trees(reference):
             for got, want in zip(native[key], js[key], strict=True):
                 assert (got["proof"], got["proofFlags"]) == (want["proof"], want["proofFlags"]), (name, key)
                 # leaves come back in each side's own spelling; they must be the same leaves
-                hashes = lambda leaves: [leaf_hash(encoding, v) for v in leaves]  # noqa: E731
+                hashes = lambda leaves, enc=encoding: [leaf_hash(enc, v) for v in leaves]  # noqa: E731
                 assert hashes(got["leaves"]) == hashes(want["leaves"]), (name, key)
 
 

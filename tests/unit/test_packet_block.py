@@ -79,6 +79,21 @@ def test_manifest_round_trip_is_canonical():
         Manifest.from_bytes(b'{"format":"other"}')
 
 
+def test_optional_stream_end_and_codec_proof_leave_older_manifests_unchanged():
+    args = dict(camera_ip="cam", height=1, prev_hash=b"\x01" * 32, window_start_ms=0, window_end_ms=60_000,
+                frames=frames(5), proposer="0x" + "ab" * 20, codec={"name": "h264"})
+    plain = build_block(**args)
+    assert b"streamEnd" not in plain.manifest_bytes and b"codecProof" not in plain.manifest_bytes
+    proof = {"signedJson": '{"type":"hello"}', "signature": "00" * 64, "domain": "frameledger.control.v2"}
+    marked = build_block(**args, stream_end="unended", codec_proof=proof)
+    again = Manifest.from_bytes(marked.manifest_bytes)
+    assert (again.stream_end, again.codec_proof) == ("unended", proof) and again.to_bytes() == marked.manifest_bytes
+    assert marked.header.manifest_digest != plain.header.manifest_digest
+    assert Manifest.from_bytes(plain.manifest_bytes).stream_end is None
+    with pytest.raises(ManifestFormatError):
+        Manifest.from_bytes(plain.manifest_bytes.replace(b'"windowEndMs"', b'"streamEnd":7,"windowEndMs"'))
+
+
 def test_block_rejects_frames_outside_window_and_duplicates():
     with pytest.raises(BlockBuildError):
         build_block(camera_ip="c", height=1, prev_hash=b"\x00" * 32, window_start_ms=0, window_end_ms=1000,

@@ -1,0 +1,456 @@
+"""The node's camera listener: handshake, limits, signed control and acknowledgements (issue 8).
+
+One connection, in order (the wire format is in ``offchain.core.wire``, the limits and their
+defaults in docs/TRANSPORT.md):
+
+1. **Admission.** Over ``ingest_max_connections`` open connections, or
+   ``ingest_max_per_address`` from the connecting address, the connection is closed at once.
+2. **Handshake.** The node writes a challenge (a fresh random nonce) and waits at most
+   ``ingest_handshake_timeout_ms`` for the first message, which must be a hello signed by a
+   whitelisted camera's device key over that nonce; before it, a message may be at most
+   ``wire.MAX_CONTROL_BYTES`` (64 KiB), so an anonymous connection holds almost no memory.
+   Anything else gets a reject message, a (coalesced) security alarm, and the connection closes.
+   The hello binds the connection to that camera; the codec it carries is recorded together with
+   the signed bytes (`Node.signed_hello`), so the codec a manifest commits is one the camera signed.
+3. **Stream.** Frames of that camera only, at most ``ingest_max_message_bytes`` each, read in
+   chunks no larger than what completes the current message. Nothing for
+   ``ingest_idle_timeout_ms``: closed. Invalid messages (integrity failures, unsigned or badly
+   signed control messages) are counted; above ``ingest_max_invalid`` + 1/10 of the valid ones
+   the connection is closed. A frame with a bad device signature (I2) closes it at once.
+4. **Acknowledgements.** Every ``ingest_ack_interval_ms`` at most, when something changed, the
+   node writes the camera's cumulative acknowledgement: every seq durable here (row committed),
+   whatever brought it (this camera, a reconnect, a peer's repair). After a signed end it writes
+   one at once. A camera that does not read its acknowledgements (write buffer above 1 MiB) is
+   closed.
+5. **End.** A signed end records the camera's last seq (stream state ``ended``); a connection
+   that closes without one leaves the stream ``unended`` (`Node.stream_state`), which the
+   producer can declare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ..core import packet as pk
+from ..core import wire
+from ..core.acks import SeqRanges
+from ..core.block import camera_id
+from .state import Alarm
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+_MAX_WRITE_BUFFER = 1024 * 1024  # node -> camera bytes not yet taken by the camera
+_CHUNK = 256 * 1024
+_RANGES_LOADED = 20_000          # held seqs above the contiguous run read back after a restart
+MAX_TAIL_SEQS = 10_000           # the most frames an end message may declare lost after the last held one
+
+
+class StreamState(StrEnum):
+    STREAMING = "streaming"  # a camera connection with a valid hello is (or was last) open
+    ENDED = "ended"          # the camera sent a signed end
+    UNENDED = "unended"      # its last connection closed without a signed end
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    state: StreamState
+    at: float
+    last_seq: int | None = None  # from the signed end (ENDED), else the highest seq held
+
+
+class _Close(Exception):
+    """End this connection (after an optional reject message)."""
+
+
+@dataclass
+class _Conn:
+    host: str
+    nonce: str
+    writer: asyncio.StreamWriter
+    msgs: wire.MessageReader
+    ready: deque[bytes] = field(default_factory=deque)
+    camera: bytes | None = None
+    ip: str | None = None
+    valid: int = 0
+    invalid: int = 0
+    ended: bool = False
+    superseded: bool = False
+    released: bool = False  # its slot in the connection counts was already given back
+    acked_version: int = -1
+
+    @property
+    def origin(self) -> str:
+        return f"camera@{self.host}"
+
+
+class IngestServer:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.config = node.config
+        self.open_total = 0
+        self.per_address: Counter[str] = Counter()
+        self.held: dict[bytes, SeqRanges] = {}
+        self.counts: Counter[tuple[str, str]] = Counter()  # (camera or "*", counter) not yet in SQLite
+        self.alarms: dict[str, tuple[Alarm, int]] = {}      # coalesced alarms not yet in SQLite
+        self.unproven: dict[int, _Conn] = {}     # connections still in their handshake, oldest first
+        self.unproven_per_address: Counter[str] = Counter()
+        self.by_camera: dict[bytes, _Conn] = {}  # the one stream connection of each camera
+
+    def snapshot(self) -> dict[str, Any]:
+        """Open connections now (for a status page)."""
+        return {"openConnections": self.open_total, "inHandshake": len(self.unproven), "cameras": len(self.by_camera),
+                "addresses": len(self.per_address)}
+
+    # ------------------------------------------------------------------ counters and alarms
+    def count(self, camera: str, name: str) -> None:
+        """A counter bump, written with the next `flush` (a flood costs no SQLite write per event)."""
+        self.counts[(camera, name)] += 1
+
+    def alarm(self, alarm: Alarm) -> None:
+        """A coalesced alarm (its id names source and kind): the first occurrence of an id is
+        written at once, later ones are counted and written with the next `flush`."""
+        held = self.alarms.get(alarm.id)
+        if held is None and self.node.state.alarm_count(alarm.id) is None:
+            self.node.state.raise_coalesced_alarm(alarm)
+            self.alarms[alarm.id] = (alarm, 0)
+        else:
+            self.alarms[alarm.id] = (alarm, (held[1] if held else 0) + 1)
+
+    def flush(self) -> None:
+        counts, self.counts = self.counts, Counter()
+        alarms, self.alarms = self.alarms, {}
+        state = self.node.state
+        with state.transaction():
+            for (camera, name), n in counts.items():
+                state.bump(camera, name, n)
+        for alarm, n in alarms.values():
+            if n:
+                state.raise_coalesced_alarm(alarm, by=n)
+
+    async def flush_forever(self, every_s: float = 0.5) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - a failed flush is retried with the next one
+                log.exception("ingest counter flush failed", extra={"node": self.node.name})
+
+    # ------------------------------------------------------------------ connection
+    def protocol(self) -> asyncio.Protocol:
+        """Protocol factory for ``loop.create_server``: a connection over a cap is aborted in
+        ``connection_made``, before any task or buffer exists, so refusing a flood is cheap."""
+        return _GateProtocol(self)
+
+    def would_admit(self, host: str) -> bool:
+        cfg = self.config
+        return (self.per_address[host] < cfg.ingest_max_per_address
+                and self.unproven_per_address[host] < cfg.ingest_max_unproven_per_address
+                and (self.open_total < cfg.ingest_max_connections or bool(self.unproven)))
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if not self._admit(host):
+            self.count("*", "refused_connections")
+            writer.transport.abort()
+            return
+        self.open_total += 1
+        self.per_address[host] += 1
+        conn = _Conn(host, os.urandom(16).hex(), writer, wire.MessageReader(wire.MAX_CONTROL_BYTES))
+        self._unproven_add(conn)
+        acks: asyncio.Task[None] | None = None
+        try:
+            writer.write(wire.frame_message(wire.challenge_message(conn.nonce, self.node.name)))
+            await self._handshake(conn, reader)
+            self._unproven_drop(conn)
+            self._bind(conn)
+            acks = asyncio.ensure_future(self._ack_loop(conn))
+            await self._stream(conn, reader)
+        except _Close:
+            pass
+        except asyncio.TimeoutError:
+            self.count("*", "closed_timeout")
+        except wire.WireError as exc:
+            self.count("*", "rejected_wire")
+            log.warning("camera connection dropped", extra={"node": self.node.name, "peer": host, "reason": str(exc)})
+        except (ConnectionError, asyncio.IncompleteReadError, OSError):
+            pass
+        finally:
+            if acks is not None:
+                acks.cancel()
+            self._unproven_drop(conn)
+            if conn.camera is not None and self.by_camera.get(conn.camera) is conn:
+                del self.by_camera[conn.camera]
+            self._release(conn)
+            if conn.camera is not None and not conn.ended and not conn.superseded:
+                self._note_stream(conn.camera, StreamState.UNENDED, self.node.state.max_seq(conn.camera))
+            writer.close()
+
+    def _admit(self, host: str) -> bool:
+        """Per-address cap: refused. Total cap: the oldest connection still in its handshake is
+        closed to make room (so half-open floods from many addresses cannot lock cameras out);
+        only when every open connection is a proven camera is the new one refused."""
+        cfg = self.config
+        if self.per_address[host] >= cfg.ingest_max_per_address \
+                or self.unproven_per_address[host] >= cfg.ingest_max_unproven_per_address:
+            return False
+        if self.open_total >= cfg.ingest_max_connections:
+            if not self.unproven:
+                return False
+            oldest = self.unproven[next(iter(self.unproven))]
+            self._unproven_drop(oldest)
+            self._release(oldest)
+            oldest.writer.transport.abort()
+            self.count("*", "evicted_handshakes")
+        return True
+
+    def _unproven_add(self, conn: _Conn) -> None:
+        self.unproven[id(conn)] = conn
+        self.unproven_per_address[conn.host] += 1
+
+    def _unproven_drop(self, conn: _Conn) -> None:
+        if self.unproven.pop(id(conn), None) is not None:
+            self.unproven_per_address[conn.host] -= 1
+            if not self.unproven_per_address[conn.host]:
+                del self.unproven_per_address[conn.host]
+
+    def _release(self, conn: _Conn) -> None:
+        if conn.released:
+            return
+        conn.released = True
+        self.open_total -= 1
+        self.per_address[conn.host] -= 1
+        if not self.per_address[conn.host]:
+            del self.per_address[conn.host]
+
+    def _bind(self, conn: _Conn) -> None:
+        """One stream connection per camera: a new proven one replaces the old (a camera that
+        reconnects; and no camera can hold more than one unfinished message's memory)."""
+        assert conn.camera is not None
+        old = self.by_camera.get(conn.camera)
+        if old is not None and old is not conn:
+            old.superseded = True
+            old.writer.transport.abort()
+        self.by_camera[conn.camera] = conn
+
+    async def _next(self, conn: _Conn, reader: asyncio.StreamReader, deadline: float) -> bytes | None:
+        """The next complete body, reading no more than completes the message under way."""
+        while not conn.ready:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                raise asyncio.TimeoutError
+            chunk = await asyncio.wait_for(reader.read(min(conn.msgs.wanted(), _CHUNK)), timeout)
+            if not chunk:
+                conn.msgs.finish()
+                return None
+            conn.ready.extend(conn.msgs.feed(chunk))
+        return conn.ready.popleft()
+
+    async def _handshake(self, conn: _Conn, reader: asyncio.StreamReader) -> None:
+        body = await self._next(conn, reader, time.monotonic() + self.config.ingest_handshake_timeout_ms / 1000)
+        if body is None:
+            raise _Close
+        if not wire.is_signed_control(body):
+            reason = wire.RejectReason.UNSIGNED_CONTROL if wire.is_control(body) else wire.RejectReason.BAD_HELLO
+            self._refuse(conn, reason, "the first message must be a hello signed by the camera's device key", None)
+        try:
+            hello = wire.parse_signed_control(body)
+        except wire.ControlError as exc:
+            self._refuse(conn, wire.RejectReason.BAD_HELLO, str(exc), None)
+        ip = hello.camera_ip
+        if hello.type != "hello" or hello.nonce != conn.nonce:
+            self._refuse(conn, wire.RejectReason.BAD_HELLO, "not a hello for this connection's challenge", ip)
+        key = await self._active_key(ip)
+        if key is None:
+            self._refuse(conn, wire.RejectReason.NOT_REGISTERED, f"camera {ip} is not on the whitelist (or revoked)", ip)
+        if not await self._control_ok(hello, ip):
+            self._refuse(conn, wire.RejectReason.BAD_SIGNATURE, f"{ip}: hello signature does not verify", ip)
+        conn.camera, conn.ip = camera_id(ip), ip
+        conn.msgs.max_size = max(wire.MAX_CONTROL_BYTES, self.config.ingest_max_message_bytes)
+        self._record_hello(conn.camera, ip, hello)
+
+    async def _stream(self, conn: _Conn, reader: asyncio.StreamReader) -> None:
+        idle = self.config.ingest_idle_timeout_ms / 1000
+        while (body := await self._next(conn, reader, time.monotonic() + idle)) is not None:
+            if wire.is_control(body):
+                await self._control(conn, body)
+                continue
+            outcome = await self.node.accept_packet(body, source="camera", expect_camera=conn.camera,
+                                                    origin=conn.origin)
+            if outcome in ("accepted", "duplicate"):
+                conn.valid += 1
+            elif outcome == "security":
+                # I2: a forged or foreign frame loses the connection (the camera is told why).
+                seq, cam = _seq_and_camera(body)
+                reason = wire.RejectReason.WRONG_CAMERA if cam != conn.camera else wire.RejectReason.BAD_SIGNATURE
+                self._send(conn, wire.reject_message(reason, "frame refused; connection closed", seq))
+                raise _Close
+            else:
+                self._invalid(conn)
+
+    def _invalid(self, conn: _Conn) -> None:
+        conn.invalid += 1
+        if conn.invalid > self.config.ingest_max_invalid + conn.valid // 10:
+            self.count(conn.ip or "*", "closed_invalid")
+            self._send(conn, wire.reject_message(wire.RejectReason.TOO_MANY_INVALID,
+                                                 f"{conn.invalid} invalid messages on this connection"))
+            raise _Close
+
+    async def _control(self, conn: _Conn, body: bytes) -> None:
+        """A control message after the hello: only a signed end for this connection counts."""
+        assert conn.camera is not None and conn.ip is not None
+        try:
+            msg = wire.parse_signed_control(body) if wire.is_signed_control(body) else None
+        except wire.ControlError:
+            msg = None
+        if msg is None or msg.camera_ip != conn.ip or msg.nonce != conn.nonce or not await self._control_ok(msg, conn.ip):
+            kind = "unsigned" if not wire.is_signed_control(body) else "badly signed or foreign"
+            self.node._alarm_rejected(conn.ip, "security", f"{kind} control message refused", "camera", conn.origin)
+            self._invalid(conn)
+            return
+        if msg.type != "end":
+            return  # a second hello changes nothing
+        last = msg.message.get("lastSeq")
+        held = self.node.state.max_seq(conn.camera)
+        # An end far beyond what was ever held is not believed: it would declare a huge tail lost.
+        if isinstance(last, int) and not isinstance(last, bool) and -1 <= last and (
+                (held is None and last < MAX_TAIL_SEQS) or (held is not None and held <= last <= held + MAX_TAIL_SEQS)):
+            if last >= 0:
+                self.node.state.note_last_seq(conn.camera, last)
+            conn.ended = True
+            self._note_stream(conn.camera, StreamState.ENDED, last)
+            self._ack(conn, force=True)
+        else:
+            self.node._alarm_rejected(conn.ip, "integrity", f"end with lastSeq {last!r} not believed (held {held})",
+                                      "camera", conn.origin)
+            self._invalid(conn)
+
+    def _refuse(self, conn: _Conn, reason: wire.RejectReason, detail: str, ip: str | None) -> NoReturn:
+        known = ip if ip and self.node.registry.by_ip(ip) else None
+        self.node._alarm_rejected(known, "security", f"handshake refused ({reason.value}): {detail}", "camera",
+                                  conn.origin)
+        self._send(conn, wire.reject_message(reason, detail))
+        raise _Close
+
+    def _send(self, conn: _Conn, body: bytes) -> None:
+        transport = conn.writer.transport
+        if transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > _MAX_WRITE_BUFFER:
+            raise _Close  # the camera does not read what we send
+        conn.writer.write(wire.frame_message(body))
+
+    # ------------------------------------------------------------------ keys and records
+    async def _active_key(self, ip: str) -> bytes | None:
+        registry = self.node.registry
+        key = registry.active_key(ip)
+        if key is None and await asyncio.to_thread(registry.refresh):
+            key = registry.active_key(ip)
+        return key
+
+    async def _control_ok(self, msg: wire.SignedControl, ip: str) -> bool:
+        """Under the camera's current key; after a failure the camera is re-read once (its key
+        may just have been rotated)."""
+        cam = camera_id(ip)
+        for attempt in range(2):
+            key = self.node.registry.active_key(ip)
+            if key is not None and msg.verify(key):
+                return True
+            if attempt == 0:
+                await asyncio.to_thread(self.node.registry.refresh_camera, cam)
+        return False
+
+    def _record_hello(self, cam: bytes, ip: str, hello: wire.SignedControl) -> None:
+        state = self.node.state
+        codec = hello.message.get("codec")
+        state.note_camera(cam, ip, json.dumps(codec, sort_keys=True) if isinstance(codec, dict) else None)
+        if isinstance(codec, dict):
+            state.set_meta(f"hello:{cam.hex()}", json.dumps({**wire.codec_proof(hello), "at": time.time()}))
+        first = hello.message.get("firstSeq")
+        if isinstance(first, int) and not isinstance(first, bool) and 0 <= first < 2**62:
+            state.note_first_seq(cam, first)
+        self._note_stream(cam, StreamState.STREAMING, None)
+
+    def _note_stream(self, cam: bytes, state: StreamState, last_seq: int | None) -> None:
+        self.node.state.set_meta(f"stream:{cam.hex()}", json.dumps(
+            {"state": state.value, "at": time.time(), "lastSeq": last_seq}))
+
+    def stream_state(self, cam: bytes) -> StreamRecord | None:
+        raw = self.node.state.get_meta(f"stream:{cam.hex()}")
+        if raw is None:
+            return None
+        doc = json.loads(raw)
+        return StreamRecord(StreamState(doc["state"]), float(doc["at"]), doc.get("lastSeq"))
+
+    # ------------------------------------------------------------------ acknowledgements
+    def tracker(self, cam: bytes) -> SeqRanges:
+        """What this node holds of the camera, as ranges (read back from SQLite once per process)."""
+        held = self.held.get(cam)
+        if held is None:
+            row = self.node.state.camera_row(cam)
+            start = row[3] if row and row[3] is not None else 0
+            held = SeqRanges(start)
+            held.upto = self.node.state.held_run_end(cam, start)
+            held.add_many(self.node.state.seqs_from(cam, held.upto + 1, _RANGES_LOADED))
+            self.held[cam] = held
+        return held
+
+    def note_held(self, cam: bytes, seq: int) -> None:
+        """A frame of `cam` is durable here (called once its row is committed)."""
+        self.tracker(cam).add(seq)
+
+    def _ack(self, conn: _Conn, force: bool = False) -> None:
+        assert conn.camera is not None and conn.ip is not None
+        held = self.tracker(conn.camera)
+        if force or held.version != conn.acked_version:
+            conn.acked_version = held.version
+            self._send(conn, wire.ack_message(conn.ip, held.upto, held.head(wire.MAX_ACK_RANGES)))
+
+    async def _ack_loop(self, conn: _Conn) -> None:
+        interval = max(0.005, self.config.ingest_ack_interval_ms / 1000)
+        try:
+            while True:
+                self._ack(conn)
+                await asyncio.sleep(interval)
+        except _Close:
+            conn.writer.transport.abort()
+
+
+class _GateProtocol(asyncio.StreamReaderProtocol):
+    def __init__(self, server: IngestServer) -> None:
+        self._gate = server
+        self._refused = False
+        super().__init__(asyncio.StreamReader(limit=_CHUNK), server.serve)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if not self._gate.would_admit(host):
+            self._refused = True
+            self._gate.count("*", "refused_connections")
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._refused:
+            super().connection_lost(exc)
+
+
+def _seq_and_camera(body: bytes) -> tuple[int | None, bytes | None]:
+    try:
+        packet = pk.decode_packet(body)
+    except pk.PacketError:
+        return None, None
+    return packet.seq, packet.camera_id
