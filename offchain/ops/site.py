@@ -37,7 +37,7 @@ from typing import Any, Callable
 from ..camera import keystore as camera_keys
 from ..chain.client import Signer
 from ..chain.deployer import Deployment, deploy, load_plan
-from ..chain.devchain import DevChain, DevChainError, dev_private_keys, free_loopback_port
+from ..chain.devchain import DevChain, DevChainError, free_loopback_port
 from ..chain.keyfile import PASSWORD_ENV, PasswordSource, write_keystore
 from ..chain.ledger import ConsortiumClient
 from ..core.block import camera_id
