@@ -33,7 +33,8 @@ def load_artifact(name: str) -> dict[str, Any]:
     path = ARTIFACTS_DIR / f"{name}.json"
     if not path.exists():
         raise FileNotFoundError(f"no artifact {path}: run `make artifacts`")
-    return json.loads(path.read_text())
+    artifact: dict[str, Any] = json.loads(path.read_text())
+    return artifact
 
 
 def connect(rpc_url: str, timeout: float = 30.0) -> Web3:
@@ -88,7 +89,7 @@ class Signer:
 
     def _next_nonce(self) -> int:
         if self._nonce is None:
-            self._nonce = self.w3.eth.get_transaction_count(self.address, "pending")
+            self._nonce = self.w3.eth.get_transaction_count(Web3.to_checksum_address(self.address), "pending")
         n = self._nonce
         self._nonce += 1
         return n
@@ -127,10 +128,10 @@ class Signer:
         address = result.receipt["contractAddress"]
         return self.w3.eth.contract(address=address, abi=art["abi"]), result
 
-    def _replay_failure(self, tx: dict, receipt: Any, ctx: str) -> Exception:
+    def _replay_failure(self, tx: dict[str, Any], receipt: Any, ctx: str) -> Exception:
         call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
         try:
-            self.w3.eth.call(call, receipt["blockNumber"] - 1)
+            self.w3.eth.call(call, receipt["blockNumber"] - 1)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001
             revert = as_revert(exc, ctx)
             if revert is not None:

@@ -46,7 +46,7 @@ class Backoff:
 
     def failed(self, now: float) -> float:
         self.failures += 1
-        delay = min(self.max_s, self.base_s * 2 ** min(self.failures - 1, 30))
+        delay = float(min(self.max_s, self.base_s * 2 ** min(self.failures - 1, 30)))
         self.next_at = now + delay
         return delay
 
@@ -119,10 +119,11 @@ class ChainHealth:
                 status.block_number = self.w3.eth.block_number
                 status.contracts_present = all(len(self.w3.eth.get_code(Web3.to_checksum_address(a))) > 0
                                                for a in self.contracts.values())
-                status.balance_wei = self.w3.eth.get_balance(self.address)
+                account = Web3.to_checksum_address(self.address)
+                status.balance_wei = self.w3.eth.get_balance(account)
                 status.gas_price_wei = self.w3.eth.gas_price
-                pending = self.w3.eth.get_transaction_count(self.address, "pending")
-                status.pending_transactions = pending - self.w3.eth.get_transaction_count(self.address, "latest")
+                pending = self.w3.eth.get_transaction_count(account, "pending")
+                status.pending_transactions = pending - self.w3.eth.get_transaction_count(account, "latest")
                 one_anchor = status.gas_price_wei * GAS_PER_ANCHOR  # 0 on a free-gas network: never low
                 status.low_funds = status.balance_wei < one_anchor * LOW_FUNDS_ANCHORS
                 status.broke = status.balance_wei < one_anchor

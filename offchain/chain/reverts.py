@@ -11,8 +11,9 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from eth_abi import decode as abi_decode
-from eth_utils import keccak, to_checksum_address
+from eth_abi.abi import decode as abi_decode
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from ..paths import ARTIFACTS_DIR
 
@@ -43,7 +44,7 @@ def _show(v: Any) -> str:
 
 
 def _canonical_type(param: dict[str, Any]) -> str:
-    t = param["type"]
+    t = str(param["type"])
     if t.startswith("tuple"):
         inner = ",".join(_canonical_type(c) for c in param["components"])
         return f"({inner}){t[5:]}"
@@ -96,8 +97,8 @@ def decode_revert(data: bytes | str | None, context: str = "") -> ContractRevert
         values = abi_decode(types, data[4:])
     except Exception:  # malformed payload: still say which error it claims to be
         return error_class(name)(name, {"raw": data[4:]}, data, context)
-    values = [to_checksum_address(v) if t == "address" else v for t, v in zip(types, values)]
-    return error_class(name)(name, dict(zip(names, values)), data, context)
+    named = [to_checksum_address(v) if t == "address" else v for t, v in zip(types, values)]
+    return error_class(name)(name, dict(zip(names, named)), data, context)
 
 
 def __getattr__(name: str) -> type[ContractRevert]:

@@ -142,7 +142,7 @@ def _hex32(v: Any) -> bytes:
 def _uint(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise ValueError(f"expected a non-negative integer, got {v!r}")
-    return v
+    return int(v)
 
 
 def _address(v: Any) -> str:

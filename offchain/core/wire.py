@@ -381,6 +381,7 @@ class RejectReason(StrEnum):
     WRONG_CAMERA = "wrong-camera"         # a frame of another camera than the hello's
     TOO_MANY_INVALID = "too-many-invalid"
     UNSIGNED_CONTROL = "unsigned-control"
+    STORAGE_UNAVAILABLE = "storage-unavailable"  # the node's disk is full or read-only: try again later
 
 
 def _node_message(message: dict[str, Any]) -> bytes:

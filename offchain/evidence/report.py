@@ -132,6 +132,8 @@ CODES: dict[str, tuple[str, str]] = {
     "gap.keyframe_lost": ("gap", "the declared gap lost a keyframe; following frames cannot be decoded until the next one"),
     "gap.substituted": ("gap", "the gap is filled with another camera's frames, shown separately and marked"),
     "range.uncovered": ("gap", "part of the range has no anchored block"),
+    "stream.unended": ("gap", "the camera's stream stopped without a signed end in this block; frames after its last one "
+                              "may be missing (declared, not hidden)"),
     # -- warning
     "block.disputed": ("warning", "at least one node disputed the block"),
     "store.block.corrupt": ("warning", "a store held a corrupt copy; an intact copy came from another store"),

@@ -897,6 +897,9 @@ def _check_gaps(claim: EvidenceClaim, trusted: Mapping[int, Manifest], index: _F
         for g in trusted[h].gaps:
             if gap_overlaps(g.from_ms, g.to_ms, claim.from_ms, claim.to_ms):
                 _report_gap(h, g, trusted[h], declared, raw_only, report)
+        m = trusted[h]
+        if m.stream_end == "unended" and m.window_start_ms < claim.to_ms and m.window_end_ms > claim.from_ms:
+            report.add("stream.unended", "the camera's stream stopped in this block without a signed end", height=h)
     primaries = sorted((fr for fr in index.frames.values() if fr.primary), key=lambda fr: fr.ref.seq)
     for a, b in zip(primaries, primaries[1:]):
         if b.ref.seq == a.ref.seq + 1 or b.height - a.height > 1:

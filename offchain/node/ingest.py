@@ -290,6 +290,12 @@ class IngestServer:
                                                     origin=conn.origin)
             if outcome in ("accepted", "duplicate"):
                 conn.valid += 1
+            elif outcome == "storage":
+                # Not the camera's fault: no seq in the refusal, so it keeps the frame unacknowledged
+                # and sends it again after reconnecting (offchain/node/storage_guard.py).
+                self._send(conn, wire.reject_message(wire.RejectReason.STORAGE_UNAVAILABLE,
+                                                     f"node cannot store frames ({self.node.storage.fault})"))
+                raise _Close
             elif outcome == "security":
                 # I2: a forged or foreign frame loses the connection (the camera is told why).
                 seq, cam = _seq_and_camera(body)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections import deque
 import logging
 import time
@@ -31,6 +32,7 @@ from .config import NodeConfig
 from .ingest import IngestServer, StreamRecord
 from .peer_http import NodeRoster, PeerIdentity, PeerSigning
 from .registry import CameraRegistry
+from .storage_guard import StorageGuard
 from .state import Alarm, NodeState, named_alarm
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class Node:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.state = NodeState(config.data_dir / "node.sqlite")
         self.store = open_store(config)
+        self.storage = StorageGuard(self.name)
         self.w3 = connect(config.rpc_url)
         self.signer = Signer(self.w3, config.key())
         self.address = self.signer.address
@@ -165,7 +168,8 @@ class Node:
 
     async def accept_packet(self, raw: bytes, source: str, expect_camera: bytes | None = None,
                             origin: str | None = None) -> str:
-        """Check one packet and keep it. Returns accepted, duplicate, conflict, integrity or security.
+        """Check one packet and keep it. Returns accepted, duplicate, conflict, integrity, security or
+        storage (this node cannot write: a full disk or a read-only data directory).
         ``origin`` (e.g. ``camera@10.0.0.5``) keys the coalesced alarm of a refusal; default ``source``."""
         origin = origin or source
         try:
@@ -198,15 +202,20 @@ class Node:
             # through empty windows; such a frame is refused, not stored.
             self._alarm_rejected(ip, "integrity", f"seq {packet.seq} stamped {packet.timestamp_ms}, beyond {horizon}", source, origin)
             return "integrity"
+        if self.storage.blocked():
+            return "storage"
         try:
+            # Bytes first, then the row: a row never points at bytes that are not there.
             await asyncio.to_thread(self.store.put, packet.payload)
-        except StoreError as exc:
-            # Nothing is recorded for a frame whose bytes could not be kept; peers can repair it.
-            self.state.bump(ip, "store_errors")
-            log.error("store put failed", extra={"node": self.name, "camera": ip, "seq": packet.seq, "error": str(exc)})
-            return "integrity"
-        self.state.note_camera(cam, ip)
-        if self.state.add_frame(cam, packet.frame_ref(), packet.signature, source):
+            self.state.note_camera(cam, ip)
+            added = self.state.add_frame(cam, packet.frame_ref(), packet.signature, source)
+        except (StoreError, sqlite3.Error, OSError) as exc:
+            # A full disk or a read-only data directory: nothing is recorded (the frame is not
+            # acknowledged, so the camera keeps it), ingest pauses and says why (status, alarm).
+            self.storage.failed(exc, self.state)
+            return "storage"
+        self.storage.ok()
+        if added:
             self.state.bump(ip, "received" if source == "camera" else "repaired")
             track = self.tracks.get(cam)
             if track and packet.keyframe:
@@ -382,5 +391,6 @@ class Node:
             "openAlarms": self.state.open_alarm_count(),
             "cameras": {ip: "0x" + cid.hex() for cid, ip in self.state.cameras()},
             "chain": self.producer.health.snapshot(),  # cached by the producer's checks: no RPC here
+            "storage": self.storage.snapshot(),
         }
 

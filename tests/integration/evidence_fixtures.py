@@ -103,7 +103,8 @@ def _anchor_chain(w3, keys: Sequence[str], ledger_address: str, node_addresses: 
         proposer = proposer_for(cam, spec["start"], node_addresses)
         sealed = build_block(camera_ip=ip, height=height + 1, prev_hash=prev, window_start_ms=spec["start"],
                              window_end_ms=spec["end"], frames=spec["frames"], proposer=proposer, codec=codec.to_dict(),
-                             gaps=spec.get("gaps", ()), substitutions=spec.get("substitutions", ()))
+                             gaps=spec.get("gaps", ()), substitutions=spec.get("substitutions", ()),
+                             stream_end=spec.get("stream_end"))
         anchored = VideoLedgerClient(signers[proposer], ledger_address).anchor(sealed.header)
         attests = []
         if is_final:
@@ -180,9 +181,11 @@ def build_evidence_ledger(w3, keys: Sequence[str], deployment, store_dir: Path, 
 
 
 def anchor_recording(w3, keys: Sequence[str], deployment, store: LocalStore, ip: str, frames: Sequence[EncodedFrame],
-                     codec: CodecConfig, *, t0: int = T0, window_ms: int = WINDOW_MS) -> list[AnchoredBlock]:
+                     codec: CodecConfig, *, t0: int = T0, window_ms: int = WINDOW_MS,
+                     unended: bool = False) -> list[AnchoredBlock]:
     """Register camera ``ip`` and anchor its frames (already stamped with capture times from
-    ``t0``) in final blocks of ``window_ms``, every frame and manifest in ``store``."""
+    ``t0``) in final blocks of ``window_ms``, every frame and manifest in ``store``; with
+    ``unended`` the last block declares that the stream stopped without a signed end."""
     _register(w3, keys, deployment.consortium, [ip])
     for f in frames:
         store.put(f.data)
@@ -194,6 +197,8 @@ def anchor_recording(w3, keys: Sequence[str], deployment, store: LocalStore, ip:
         specs.append({"start": start, "end": start + window_ms,
                       "frames": [r for r in refs if start <= r.timestamp_ms < start + window_ms]})
         start += window_ms
+    if unended:
+        specs[-1]["stream_end"] = "unended"
     nodes = ConsortiumClient(Signer(w3, keys[0]), deployment.consortium).nodes()
     blocks = _anchor_chain(w3, keys, deployment.video_ledger, nodes, ip, specs, codec, [True] * len(specs))
     for b in blocks:

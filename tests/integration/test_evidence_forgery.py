@@ -35,7 +35,7 @@ from offchain.paths import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 JS_VERIFIER = REPO_ROOT / "scripts" / "verify_bundle.js"
-CAM_AVI, CAM_MJPEG, CAM_LONG, CAM_444 = "10.9.1.1", "10.9.1.2", "10.9.1.3", "10.9.1.4"
+CAM_AVI, CAM_MJPEG, CAM_LONG, CAM_444, CAM_UNENDED = "10.9.1.1", "10.9.1.2", "10.9.1.3", "10.9.1.4", "10.9.1.5"
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -55,11 +55,13 @@ def ev(devchain, w3, base_deployment, tmp_path_factory):
             CAM_MJPEG: (synthetic_stream(media / "mjpeg.avi", "mjpeg", frames=100, fps=10, pix_fmt="yuvj420p"), 100),
             CAM_LONG: (synthetic_stream(media / "long.mp4", "libx264", frames=600, fps=10, gop=10_000), 600),
             CAM_444: (synthetic_stream(media / "h444.mp4", "libx264", frames=200, fps=10, pix_fmt="yuv444p", gop=40), 200),
+            CAM_UNENDED: (synthetic_stream(media / "unended.mp4", "libx264", frames=250, fps=10, gop=20), 250),
         }
         for ip, (path, n) in sources.items():
             src = FileSource(path, start_ms=T0)
             frames = [f for _, f in zip(range(n), src.frames())]
-            anchor_recording(w3, devchain.private_keys, base_deployment, store, ip, frames, src.codec)
+            anchor_recording(w3, devchain.private_keys, base_deployment, store, ip, frames, src.codec,
+                             unended=ip == CAM_UNENDED)
         store.close()
         yield ledger
     finally:
@@ -421,6 +423,18 @@ def test_mjpeg_camera_is_reencoded_playable_and_bound(ev, tmp_path):
     [clip] = rep.clips
     assert clip.reencoded and "mjpeg" in clip.why and clip.decoded_frames == clip.frames == 100
     assert rep.has("clip.pictures.match") and not rep.has("frame.not_playable")
+
+
+def test_a_stream_that_stopped_without_a_signed_end_is_declared(ev, tmp_path):
+    """The proposer marks the block where a camera's connection closed without a signed end
+    (acknowledged delivery); the evidence says so instead of passing a short tail as complete."""
+    early = run_extract(ev, tmp_path / "a", CAM_UNENDED, 2_000, 8_000)
+    assert early.report.verdict == "verified" and not early.report.has("stream.unended")
+    r = run_extract(ev, tmp_path / "b", CAM_UNENDED, 15_000, 25_000)
+    assert r.report.verdict == "verified_with_declared_gaps" and r.report.has("stream.unended")
+    py, (rc, js) = both(r.bundle_path, ev)
+    assert py.verdict == js["verdict"] == "verified_with_declared_gaps" and rc == 3
+    assert "stream.unended" in js["codes"] and py.has("stream.unended")
 
 
 # --------------------------------------------------------------------------- fuzzing the reader
