@@ -16,8 +16,10 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from eth_account import Account
+from eth_typing import HexStr
 from web3 import Web3
 
 
@@ -61,7 +63,7 @@ class PasswordSource:
         raise KeyfileError(f"no password for {purpose}: use --password-file FILE, set {self.env}, or run in a terminal")
 
 
-def _read_keystore(path: Path) -> dict:
+def _read_keystore(path: Path) -> dict[str, Any]:
     try:
         if path.stat().st_size > MAX_KEYSTORE_BYTES:
             raise KeyfileError(f"{path} is larger than {MAX_KEYSTORE_BYTES} bytes: not a keystore")
@@ -104,7 +106,7 @@ def write_keystore(path: str | os.PathLike[str], private_key: str, password: Pas
     if path.exists() and not overwrite:
         raise KeyfileError(f"{path} exists; refusing to replace a key (remove it deliberately first)")
     secret = password.resolve(f"new keystore {path}")
-    data = Account.encrypt(private_key, secret)
+    data = Account.encrypt(HexStr(private_key), secret)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".new")
     tmp.unlink(missing_ok=True)
@@ -115,7 +117,7 @@ def write_keystore(path: str | os.PathLike[str], private_key: str, password: Pas
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    return Account.from_key(private_key).address
+    return str(Account.from_key(private_key).address)
 
 
 def new_keystore(path: str | os.PathLike[str], password: PasswordSource) -> str:
