@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test soak lint deps py-deps js-deps brownie-env artifacts bench clean
+.PHONY: demo test soak lint deps py-deps js-deps brownie-env rtsp-deps artifacts bench clean
 
 demo: deps
 	$(BIN)/frameledger demo
@@ -45,6 +45,14 @@ brownie-env: .venv-brownie/.installed
 	.venv-brownie/bin/python -m pip install --quiet --upgrade pip
 	.venv-brownie/bin/python -m pip install --quiet -r scripts/brownie-requirements.txt
 	touch $@
+
+# A real RTSP server for the live-camera tests (GStreamer's, from Debian); the RTSP test calls
+# this on first use. Needs root (or sudo) and apt; the stamp keeps it to once per machine.
+RTSP_PKGS := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-rtsp
+rtsp-deps:
+	@/usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" 2>/dev/null \
+	  || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends $(RTSP_PKGS) \
+	       || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends $(RTSP_PKGS); }; }
 
 # Recompile contracts/ with solc-js into contracts/artifacts/ (committed).
 artifacts: js-deps

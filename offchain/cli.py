@@ -24,9 +24,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
+    """Run a node; bad configuration or an unusable environment is one line, not a traceback."""
+    from .chain.reverts import ContractRevert
+    from .node.config import ConfigError, NodeConfig
     from .node.main import run
 
-    return run(args.config)
+    if not args.config:
+        print("error: `frameledger node` runs a node with --config FILE, or use add|remove|list|init (see --help)",
+              file=sys.stderr)
+        return 2
+    try:
+        NodeConfig.load(args.config)  # the usual mistakes, before any port or thread exists
+        return run(args.config)
+    except (ConfigError, ContractRevert, ConnectionError) as exc:
+        print(f"error: node: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"error: node: {exc.strerror or exc}{' (' + str(exc.filename) + ')' if exc.filename else ''}",
+              file=sys.stderr)
+    except (KeyError, ValueError) as exc:
+        print(f"error: node: unusable deployment record or configuration ({type(exc).__name__}: {exc})", file=sys.stderr)
+    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,9 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_monitor_commands(sub)
 
-    node = sub.add_parser("node", help="run one consortium node (ingest, repair, blocks, API)")
-    node.add_argument("--config", required=True, help="node TOML file (see offchain/node/config.py)")
+    node = sub.add_parser("node", help="run one consortium node (--config FILE); add, remove, list, init nodes")
+    node.add_argument("--config", help="run the node configured in this TOML file (see offchain/node/config.py)")
     node.set_defaults(func=cmd_node)
+
+    from .ops.cli import add_ops_commands
+
+    add_ops_commands(sub, node_parser=node, camera_parser=sub.choices["camera"])
     return p
 
 

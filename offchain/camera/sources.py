@@ -264,7 +264,7 @@ def encoded_frames(container: Any, stream: Any, start_ms: int, offset_ticks: int
     reorders = bool(stream.codec_context.reorder_depth)
     run.first_ticks = run.end_ticks = None
     base: int | None = None if rebase else 0
-    for pts, dts, duration, keyframe, data in _presentation_order(container, stream, default_duration):
+    for pts, dts, duration, keyframe, data in _presentation_order(container, stream, default_duration, fill_missing=rebase):
         if base is None:
             # Presentation order starts at the smallest pts, which is >= the first decode
             # time: no timestamp ever falls before start_ms.
@@ -309,10 +309,14 @@ def _default_duration_ticks(stream: av.video.stream.VideoStream, time_base: Frac
     return max(1, round(1 / (Fraction(fps) * time_base)))
 
 
+MAX_UNTIMED_LEAD = 64  # packets without timestamps held before the first timed one (live streams)
+
+
 def _presentation_order(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
     default_duration: int,
+    fill_missing: bool = False,
 ) -> Iterator[tuple[int, int, int, bool, bytes]]:
     """Yield (pts, dts, duration, keyframe, data) sorted by pts, streaming.
 
@@ -320,21 +324,42 @@ def _presentation_order(
     once a packet with dts D has been read no later packet can present before
     D: everything buffered with pts <= D is final.  This keeps the buffer to the
     stream's reorder depth instead of a whole GOP or file.
+
+    With ``fill_missing`` (live streams) a packet without timestamps is kept and timed by
+    interpolation at the stream's frame rate: one frame after the packet before it, or, before
+    the first timed packet (RTSP's first packet often has none), one frame before the packet
+    after it. Without it (files), such a packet is an error.
     """
     heap: list[tuple[int, int, int, int, bool, bytes]] = []
+    untimed_lead: list[tuple[int, bool, bytes]] = []
     order = 0
-    for packet in container.demux(stream):
+    last_dts: int | None = None
+    step = max(1, default_duration)
+    for index, packet in enumerate(container.demux(stream)):
         if packet.size == 0:  # flush/EOF marker, not a frame
             continue
         pts, dts = packet.pts, packet.dts
         if pts is None:
             pts = dts
         if pts is None:
-            raise SourceError(
-                "packet without timestamps: raw elementary streams need a container"
-            )
+            if not fill_missing:
+                raise SourceError(f"packet #{index} has no timestamps (pts and dts unset), and this source is not "
+                                  "live: a raw elementary stream needs a container")
+            if last_dts is None:
+                if len(untimed_lead) >= MAX_UNTIMED_LEAD:
+                    raise SourceError(f"the first {MAX_UNTIMED_LEAD} packets of the live stream have no timestamps")
+                untimed_lead.append((packet.duration or default_duration, bool(packet.is_keyframe), bytes(packet)))
+                continue
+            pts = dts = last_dts + step
         if dts is None:
             dts = pts
+        if untimed_lead:
+            for k, (lead_duration, lead_key, lead_data) in enumerate(untimed_lead):
+                lead_ts = dts - (len(untimed_lead) - k) * step
+                heapq.heappush(heap, (lead_ts, order, lead_ts, lead_duration, lead_key, lead_data))
+                order += 1
+            untimed_lead.clear()
+        last_dts = dts
         duration = packet.duration or default_duration
         while heap and heap[0][0] <= dts:
             item = heapq.heappop(heap)
@@ -342,6 +367,8 @@ def _presentation_order(
         # ``order`` breaks pts ties so bytes are never compared.
         heapq.heappush(heap, (pts, order, dts, duration, bool(packet.is_keyframe), bytes(packet)))
         order += 1
+    if untimed_lead:
+        raise SourceError("the stream ended before any packet carried a timestamp")
     while heap:
         item = heapq.heappop(heap)
         yield item[0], item[2], item[3], item[4], item[5]

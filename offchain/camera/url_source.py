@@ -9,6 +9,15 @@ derives them from RTP clocks), so for live schemes (rtsp, rtsps, rtmp, udp, rtp,
 stream is *rebased*: the first packet's decode time becomes 0. For http(s) recordings the pts
 are kept as they are, exactly like `FileSource` on the same file. ``rebase`` overrides this.
 
+Capture time on live streams comes from the agent's clock: ``start_ms`` (default: when the agent
+starts) is the first packet's time, and the stream's own clock (RTP's 90 kHz for RTSP) spaces the
+rest. A packet without timestamps (RTSP's first packet reaches PyAV with pts = dts = None) is kept
+and timed by interpolation at the frame rate (see `sources._presentation_order`). RTCP sender
+reports are not read: FFmpeg does not expose them through PyAV.
+
+An HTTP recording that cannot be streamed because its MP4 index comes last and the server ignores
+range requests is named as such (`_http_mp4_hint`).
+
 When a live stream ends or breaks, iteration ends (``loop=True`` re-opens the URL and continues
 the timeline and the sequence numbers, which for a live camera means "reconnect").
 """
@@ -16,7 +25,8 @@ the timeline and the sequence numbers, which for a live camera means "reconnect"
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +54,49 @@ def _redact(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+HTTP_PROBE_BYTES = 64 * 1024
+RECONNECT_GAP_MS = 1000  # shorter outages are kept contiguous: indistinguishable from network jitter
+
+
+def _top_level_atoms(head: bytes) -> list[str]:
+    """The names of the MP4 top-level boxes that start within ``head``."""
+    names, offset = [], 0
+    while offset + 8 <= len(head):
+        size = int.from_bytes(head[offset:offset + 4], "big")
+        names.append(head[offset + 4:offset + 8].decode("latin-1"))
+        if size == 1 and offset + 16 <= len(head):
+            size = int.from_bytes(head[offset + 8:offset + 16], "big")
+        if size < 8:
+            break
+        offset += size
+    return names
+
+
+def _http_mp4_hint(url: str) -> str | None:
+    """Why an HTTP recording could not be streamed, when the reason is the usual one: an MP4 whose
+    index (the moov box) comes after the media (mdat) from a server that ignores range requests,
+    so the demuxer cannot jump to the index. Reads at most the first 64 KiB."""
+    import httpx
+
+    try:
+        with httpx.stream("GET", url, headers={"Range": f"bytes=0-{HTTP_PROBE_BYTES - 1}"}, timeout=5) as r:
+            ranged = r.status_code == 206
+            head = b""
+            for chunk in r.iter_bytes():
+                head += chunk
+                if len(head) >= HTTP_PROBE_BYTES:
+                    break
+    except httpx.HTTPError:
+        return None
+    atoms = _top_level_atoms(head[:HTTP_PROBE_BYTES])
+    if "mdat" in atoms and "moov" not in atoms[: atoms.index("mdat")]:
+        return ("the MP4's index (moov box) comes after its media (mdat)"
+                + ("" if ranged else " and the server does not answer range requests")
+                + ", so it cannot be streamed: serve it with HTTP range support, or move the index to the front "
+                  "(ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4)")
+    return None
+
+
 class UrlSource:
     """Streams a camera or a served recording as `EncodedFrame`s, like `FileSource`."""
 
@@ -57,6 +110,9 @@ class UrlSource:
         options: dict[str, str] | None = None,
         timeout: float | tuple[float, float] | None = 10.0,
         stream_index: int | None = None,
+        reconnect_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         scheme = urlsplit(url).scheme.lower()
         if scheme not in URL_SCHEMES:
@@ -71,6 +127,8 @@ class UrlSource:
             opts.setdefault("rtsp_transport", "tcp")
         self.options = opts
         self.timeout = timeout
+        self.reconnect_s = reconnect_s
+        self.clock, self.sleep = clock, sleep
         self._stream_index = stream_index
         self._codec: CodecConfig | None = None
         # A container opened to read the codec is kept for the first iteration, so a live
@@ -116,23 +174,49 @@ class UrlSource:
     def frames(self) -> Iterator[EncodedFrame]:
         run = PassState()
         offset_ticks = 0
+        start_ms = self.start_ms
+        left_at: float | None = None
+        last: EncodedFrame | None = None
         while True:
-            if self._opened is not None:
-                container, stream = self._opened
-                self._opened = None
-            else:
-                container, stream = self._open()
+            container, stream = self._reopen(run)
+            if left_at is not None and last is not None and self.rebase:
+                # A live camera kept recording while we were away: an outage of a second or more
+                # shows as a gap in capture time instead of shifting everything after it.
+                gap_ms = int((self.clock() - left_at) * 1000)
+                if gap_ms >= RECONNECT_GAP_MS:
+                    start_ms, offset_ticks = last.timestamp_ms + max(1, last.duration_ms) + gap_ms, 0
+                    log.warning("live source reconnected", extra={"url": _redact(self.url), "gap_ms": gap_ms})
             if self._codec is None:
                 self._codec = _codec_config(stream)
             try:
                 try:
-                    yield from encoded_frames(container, stream, self.start_ms, offset_ticks, run, rebase=self.rebase)
+                    for last in encoded_frames(container, stream, start_ms, offset_ticks, run, rebase=self.rebase):
+                        yield last
                 except av.FFmpegError as exc:
-                    if not self.loop:
-                        raise SourceError(f"{_redact(self.url)}: stream failed: {exc}") from exc
+                    if not self.loop or run.first_ticks is None:
+                        hint = _http_mp4_hint(self.url) if not self.rebase else None
+                        raise SourceError(f"{_redact(self.url)}: stream failed: {hint or exc}") from exc
                     log.warning("url source broke; re-opening", extra={"url": _redact(self.url), "error": str(exc)})
             finally:
                 container.close()
             if not self.loop or run.first_ticks is None or run.end_ticks is None:
                 return
             offset_ticks += run.end_ticks - run.first_ticks
+            left_at = self.clock()
+
+    def _reopen(self, run: PassState) -> tuple[Any, Any]:
+        """The container for the next pass. A live source that has streamed before retries for up
+        to ``reconnect_s`` (once a second) before giving up: cameras reboot, links flap."""
+        if self._opened is not None:
+            opened, self._opened = self._opened, None
+            return opened
+        if not (self.rebase and run.seq):
+            return self._open()
+        deadline = self.clock() + self.reconnect_s
+        while True:
+            try:
+                return self._open()
+            except SourceError:
+                if self.clock() >= deadline:
+                    raise
+                self.sleep(1.0)

@@ -62,6 +62,75 @@ def window_limits(plan: dict[str, Any]) -> tuple[int, int]:
     return (int(plan.get("maxFutureMs", DEFAULT_MAX_FUTURE_MS)), int(plan.get("maxWindowMs", DEFAULT_MAX_WINDOW_MS)))
 
 
+def deploy_contracts(
+    w3: Web3,
+    founder_key: str,
+    plan: dict[str, Any] | None = None,
+    out_dir: Path | None = DEPLOYMENTS_DIR,
+    plan_name: str = "chain/consortium.json",
+) -> Deployment:
+    """Deploy the contracts with the founder's key alone and set the plan's admission threshold:
+    what one party can do by itself. Members, nodes and the quorum then follow with the members'
+    own keys (`frameledger member`, `node add`, `quorum set`)."""
+    plan = plan or load_plan()
+    founder = Signer(w3, founder_key)
+    contracts, gas, extra = _deploy_contracts(founder, plan)
+    threshold = int(plan.get("admissionThreshold", 1))
+    if threshold != 1:
+        ConsortiumClient(founder, contracts["Consortium"]["address"]).set_admission_threshold(threshold)
+    members = [{"address": founder.address, "role": "Authority", "name": plan["founderName"]}]
+    return _write(_record(w3, founder, contracts, plan_name, members, [], 1, gas, extra), out_dir)
+
+
+def _deploy_contracts(founder: Signer, plan: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int], dict[str, Any]]:
+    """Consortium, VideoLedger (with the plan's window limits) and SigningSession, by the founder."""
+    consortium_contract, tx_c = founder.deploy("Consortium", founder.address, plan["founderName"])
+    max_future_ms, max_window_ms = window_limits(plan)
+    ledger_contract, tx_l = founder.deploy("VideoLedger", consortium_contract.address, max_future_ms, max_window_ms)
+    limits = {**SIGNING_DEFAULTS, **plan.get("signingSession", {})}
+    session_contract, tx_s = founder.deploy(
+        "SigningSession", ledger_contract.address, int(limits["maxParties"]), int(limits["maxCameras"]))
+    gas = {"deploy Consortium": tx_c.gas_used, "deploy VideoLedger": tx_l.gas_used, "deploy SigningSession": tx_s.gas_used}
+    contracts = {
+        "Consortium": {"address": consortium_contract.address, "txHash": tx_c.tx_hash, "blockNumber": tx_c.block_number},
+        "VideoLedger": {"address": ledger_contract.address, "txHash": tx_l.tx_hash, "blockNumber": tx_l.block_number},
+        "SigningSession": {"address": session_contract.address, "txHash": tx_s.tx_hash,
+                           "blockNumber": tx_s.block_number, "maxParties": int(limits["maxParties"]),
+                           "maxCameras": int(limits["maxCameras"])},
+    }
+    return contracts, gas, {"windowLimits": {"maxFutureMs": max_future_ms, "maxWindowMs": max_window_ms}}
+
+
+def _record(w3: Web3, founder: Signer, contracts: dict[str, Any], plan_name: str, members: list[dict[str, Any]],
+            nodes: list[dict[str, Any]], quorum: int, gas: dict[str, int], extra: dict[str, Any]) -> dict[str, Any]:
+    art = load_artifact("Consortium")
+    return {
+        "chainId": w3.eth.chain_id,
+        "deployer": founder.address,
+        "deployedAt": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tool": "frameledger",
+        "contracts": contracts,
+        "compiler": {"version": art["compiler"]["version"], "evmVersion": art["compiler"]["settings"]["evmVersion"]},
+        "plan": plan_name,
+        "members": members,
+        "nodes": nodes,
+        "quorum": quorum,
+        **extra,
+        "gas": gas,
+    }
+
+
+def _write(record: dict[str, Any], out_dir: Path | None) -> Deployment:
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"{record['chainId']}.json").write_text(json.dumps(record, indent=2) + "\n")
+    c = record["contracts"]
+    log.info("deployed", extra={"consortium": c["Consortium"]["address"], "ledger": c["VideoLedger"]["address"]})
+    return Deployment(record["chainId"], c["Consortium"]["address"], c["VideoLedger"]["address"], record,
+                      c["SigningSession"]["address"])
+
+
 def deploy(
     w3: Web3,
     private_keys: list[str],
@@ -74,18 +143,8 @@ def deploy(
     plan = plan or load_plan()
     signers = [Signer(w3, k) for k in private_keys]
     founder = signers[0]
-    gas: dict[str, int] = {}
-
-    consortium_contract, tx_c = founder.deploy("Consortium", founder.address, plan["founderName"])
-    gas["deploy Consortium"] = tx_c.gas_used
-    max_future_ms, max_window_ms = window_limits(plan)
-    ledger_contract, tx_l = founder.deploy("VideoLedger", consortium_contract.address, max_future_ms, max_window_ms)
-    gas["deploy VideoLedger"] = tx_l.gas_used
-    limits = {**SIGNING_DEFAULTS, **plan.get("signingSession", {})}
-    session_contract, tx_s = founder.deploy(
-        "SigningSession", ledger_contract.address, int(limits["maxParties"]), int(limits["maxCameras"]))
-    gas["deploy SigningSession"] = tx_s.gas_used
-    consortium = ConsortiumClient(founder, consortium_contract.address)
+    contracts, gas, extra = _deploy_contracts(founder, plan)
+    consortium = ConsortiumClient(founder, contracts["Consortium"]["address"])
 
     threshold = int(plan.get("admissionThreshold", 1))
     if threshold != 1:
@@ -107,31 +166,4 @@ def deploy(
     if quorum != 1:
         consortium.set_quorum(quorum)
 
-    art = load_artifact("Consortium")
-    record = {
-        "chainId": w3.eth.chain_id,
-        "deployer": founder.address,
-        "deployedAt": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "tool": "frameledger",
-        "contracts": {
-            "Consortium": {"address": consortium_contract.address, "txHash": tx_c.tx_hash, "blockNumber": tx_c.block_number},
-            "VideoLedger": {"address": ledger_contract.address, "txHash": tx_l.tx_hash, "blockNumber": tx_l.block_number},
-            "SigningSession": {"address": session_contract.address, "txHash": tx_s.tx_hash,
-                               "blockNumber": tx_s.block_number, "maxParties": int(limits["maxParties"]),
-                               "maxCameras": int(limits["maxCameras"])},
-        },
-        "compiler": {"version": art["compiler"]["version"], "evmVersion": art["compiler"]["settings"]["evmVersion"]},
-        "plan": plan_name,
-        "members": members,
-        "nodes": nodes,
-        "quorum": quorum,
-        "windowLimits": {"maxFutureMs": max_future_ms, "maxWindowMs": max_window_ms},
-        "gas": gas,
-    }
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"{record['chainId']}.json").write_text(json.dumps(record, indent=2) + "\n")
-    log.info("deployed", extra={"consortium": consortium_contract.address, "ledger": ledger_contract.address})
-    return Deployment(record["chainId"], consortium_contract.address, ledger_contract.address, record,
-                      session_contract.address)
+    return _write(_record(w3, founder, contracts, plan_name, members, nodes, quorum, gas, extra), out_dir)

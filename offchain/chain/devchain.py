@@ -55,6 +55,10 @@ class DevChain:
     block_time: float | None = None
     anvil_bin: Path = ANVIL_BIN
     log_path: Path | None = None
+    # Keep the chain across restarts: Anvil loads this file on start (when it exists), dumps to
+    # it on exit and every `state_interval` seconds, so even a SIGKILL loses at most that much.
+    state_path: Path | None = None
+    state_interval: int = 5
     process: subprocess.Popen | None = field(default=None, init=False)
 
     @property
@@ -80,6 +84,8 @@ class DevChain:
         ]
         if self.block_time:
             cmd += ["--block-time", str(self.block_time)]
+        if self.state_path:
+            cmd += ["--state", str(self.state_path), "--state-interval", str(self.state_interval)]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout

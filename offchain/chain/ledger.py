@@ -88,12 +88,34 @@ class ConsortiumClient:
     def is_member(self, account: str) -> bool:
         return call(self.contract.functions.isMember(account))
 
+    def members(self) -> list[str]:
+        return list(call(self.contract.functions.members()))
+
+    def application(self, applicant: str) -> dict[str, Any]:
+        role, is_open, parent_confirmed, confirmations, parent, applied_at, round_, name = call(
+            self.contract.functions.application(applicant))
+        return {"role": Role(role), "open": is_open, "parentConfirmed": parent_confirmed, "confirmations": confirmations,
+                "parent": parent, "appliedAt": applied_at, "round": round_, "name": name}
+
+    def applicants(self, from_block: int = 0) -> list[str]:
+        """Everyone who ever applied (MemberApplied logs), first application first."""
+        seen: dict[str, None] = {}
+        for entry in self.contract.events.MemberApplied().get_logs(from_block=from_block):
+            seen.setdefault(entry["args"]["applicant"], None)
+        return list(seen)
+
+    def admission_threshold(self) -> int:
+        return call(self.contract.functions.admissionThreshold())
+
     # nodes --------------------------------------------------------------------
     def add_node(self, node: str, operated_by: str) -> TxResult:
         return self.signer.transact(self.contract.functions.addNode(node, operated_by))
 
     def remove_node(self, node: str) -> TxResult:
         return self.signer.transact(self.contract.functions.removeNode(Web3.to_checksum_address(node)))
+
+    def node_operator(self, node: str) -> str:
+        return call(self.contract.functions.nodeOperator(node))
 
     def set_quorum(self, quorum: int) -> TxResult:
         return self.signer.transact(self.contract.functions.setQuorum(quorum))
@@ -123,6 +145,9 @@ class ConsortiumClient:
 
     def seal_genesis(self) -> TxResult:
         return self.signer.transact(self.contract.functions.sealGenesis())
+
+    def genesis_sealed(self) -> bool:
+        return call(self.contract.functions.genesisSealed())
 
     def genesis_hash(self) -> tuple[bytes, int]:
         """Members only: the call is made from this client's signer address."""

@@ -2,7 +2,9 @@
 
     name = "node-bank"
     data_dir = "/var/lib/frameledger/node-bank"
-    private_key = "0x..."            # or private_key_file = "..." (hex in a file, mode 0600)
+    keystore_file = "node-key.json"  # encrypted V3 keystore (`frameledger node init` writes one);
+    keystore_password_file = ""      # its password: this file, else FRAMELEDGER_KEYSTORE_PASSPHRASE
+    # (or, for dev chains only: private_key = "0x..." / private_key_file = "..." hex, mode 0600)
     rpc_url = "http://127.0.0.1:8545"
     deployment = "chain/deployments/1337.json"
     ingest_host = "127.0.0.1"
@@ -60,6 +62,8 @@ class NodeConfig:
     deployment: Path
     private_key: str = ""
     private_key_file: str = ""
+    keystore_file: str = ""
+    keystore_password_file: str = ""
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 0
     api_host: str = "127.0.0.1"
@@ -99,7 +103,15 @@ class NodeConfig:
             return self.private_key
         if self.private_key_file:
             return Path(self.private_key_file).read_text().strip()
-        raise ConfigError(f"{self.name}: set private_key or private_key_file")
+        if self.keystore_file:
+            from ..chain.keyfile import KeyfileError, PasswordSource, load_private_key
+
+            try:
+                return load_private_key(self.keystore_file, PasswordSource(file=self.keystore_password_file or None,
+                                                                           prompt=False))
+            except KeyfileError as exc:
+                raise ConfigError(f"{self.name}: {exc}") from None
+        raise ConfigError(f"{self.name}: set keystore_file (or, on a dev chain, private_key or private_key_file)")
 
     @property
     def api_url(self) -> str:

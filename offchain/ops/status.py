@@ -1,0 +1,120 @@
+"""`frameledger status`: the consortium's health at a glance, from the chain and from the nodes'
+own APIs: every node (registered on chain, answering, frames stored, open alarms) and every
+camera (active, blocks anchored, the last block's window and finality, risk warnings)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from .admin import camera_list, node_list
+from .errors import OpsError
+from .session import Session
+
+MAX_APIS = 64
+API_TIMEOUT_S = 3.0
+
+
+def node_api(url: str) -> dict[str, Any] | None:
+    """A node's /api/v1/status, or None when it does not answer."""
+    try:
+        r = httpx.get(url.rstrip("/") + "/api/v1/status", timeout=API_TIMEOUT_S)
+        if r.status_code == 200 and len(r.content) <= 1024 * 1024:
+            return r.json()
+    except (httpx.HTTPError, ValueError):
+        pass
+    return None
+
+
+def wait_for_apis(urls: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    missing = list(urls)
+    while missing:
+        missing = [u for u in missing if node_api(u) is None]
+        if missing and time.monotonic() > deadline:
+            raise OpsError(f"no node API answered within {timeout:g} s at: {', '.join(missing)}")
+        if missing:
+            time.sleep(0.25)
+
+
+def _totals(counters: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Per-camera counters of a node summed: frames kept (received + repaired), frames rejected."""
+    frames = rejected = 0
+    for per_camera in counters.values():
+        for name, value in per_camera.items():
+            if name in ("received", "repaired"):
+                frames += int(value)
+            elif name.startswith("rejected_"):
+                rejected += int(value)
+    return {"frames": frames, "rejected": rejected}
+
+
+def _last_block(s: Session, cid: bytes, length: int) -> dict[str, Any] | None:
+    if not length:
+        return None
+    rec = s.ledger.block_at(cid, length)
+    return {"height": rec.header.height, "windowStartMs": rec.header.window_start_ms,
+            "windowEndMs": rec.header.window_end_ms, "frames": rec.header.frame_count,
+            "attestations": rec.attestations, "disputes": rec.disputes, "finalized": rec.finalized}
+
+
+def gather(s: Session, api_urls: list[str]) -> dict[str, Any]:
+    if len(api_urls) > MAX_APIS:
+        raise OpsError(f"at most {MAX_APIS} --api URLs")
+    answers = {url: node_api(url) for url in api_urls}
+    by_address = {a["address"]: (url, a) for url, a in answers.items() if a and "address" in a}
+    nodes = []
+    for row in node_list(s):
+        url, answer = by_address.get(row["address"], (None, None))
+        counters = (answer or {}).get("counters", {})
+        totals = _totals(counters)
+        nodes.append({**row, "name": (answer or {}).get("node"), "api": url, "up": answer is not None,
+                      "frames": totals["frames"] if answer else None, "rejected": totals["rejected"] if answer else None,
+                      "openAlarms": (answer or {}).get("openAlarms")})
+    unknown = [url for url, a in answers.items() if a is None or a.get("address") not in {n["address"] for n in nodes}]
+    cameras = []
+    for cam in camera_list(s):
+        cid = bytes.fromhex(cam["cameraId"][2:])
+        cameras.append({**cam, "lastBlock": _last_block(s, cid, cam["blocks"])})
+    quorum = s.consortium.quorum()
+    problems = _problems(nodes, cameras, unknown, quorum, bool(api_urls))
+    return {"chainId": s.deployment.chain_id, "consortium": s.deployment.consortium, "quorum": quorum,
+            "genesisSealed": s.consortium.genesis_sealed(), "nodes": nodes, "cameras": cameras,
+            "unmatchedApis": unknown, "problems": problems, "healthy": not problems}
+
+
+def _problems(nodes: list[dict], cameras: list[dict], unknown: list[str], quorum: int, asked: bool) -> list[str]:
+    out = []
+    if asked:
+        out += [f"node {n['address']} does not answer" for n in nodes if not n["up"]]
+        out += [f"{u} is not a registered node's API (or does not answer)" for u in unknown]
+        if sum(1 for n in nodes if n["up"]) < quorum:
+            out.append(f"fewer nodes up than the quorum ({quorum}): blocks cannot become final")
+        out += [f"node {n['name'] or n['address']} has {n['openAlarms']} open alarms" for n in nodes if n.get("openAlarms")]
+    out += [f"camera {c['ip']} at risk: {c['risk']}" for c in cameras if c["risk"]]
+    out += [f"camera {c['ip']} block {c['lastBlock']['height']} has disputes" for c in cameras
+            if c["lastBlock"] and c["lastBlock"]["disputes"]]
+    return out
+
+
+def wait_final(s: Session, camera_ref_text: str, until_ms: int, timeout: float) -> dict[str, Any]:
+    """Poll until the camera's newest anchored block is final and its window reaches ``until_ms``
+    (every block up to it then carries the quorum's attestations too: the chain takes them in
+    order). The block, as `_last_block` describes it."""
+    from .admin import camera_id
+
+    if not 0 < timeout <= 3600:
+        raise OpsError("--timeout must be in (0, 3600] seconds")
+    cid = camera_id(camera_ref_text)
+    deadline = time.monotonic() + timeout
+    while True:
+        last = _last_block(s, cid, s.ledger.chain_length(cid))
+        if last and last["finalized"] and last["windowEndMs"] >= until_ms:
+            return last
+        if time.monotonic() > deadline:
+            state = "no block yet" if not last else (f"newest block #{last['height']} ends {last['windowEndMs']}"
+                                                      f"{'' if last['finalized'] else ', not final'}")
+            raise OpsError(f"camera {camera_ref_text}: no final block reaching {until_ms} within {timeout:g} s ({state})")
+        time.sleep(0.5)
