@@ -21,7 +21,7 @@ soak: deps brownie-env
 # ruff (pyflakes + bugbear) everywhere; mypy --strict on the pure core and the chain access.
 lint: py-deps
 	$(BIN)/ruff check offchain api tests bench scripts
-	$(BIN)/mypy --strict offchain/core
+	$(BIN)/mypy --strict offchain/core offchain/chain
 
 deps: py-deps js-deps
 

@@ -54,7 +54,8 @@ DEFAULT_MAX_WINDOW_MS = 3_600_000
 
 
 def load_plan(path: Path | None = None) -> dict[str, Any]:
-    return json.loads(Path(path or DEFAULT_PLAN).read_text())
+    plan: dict[str, Any] = json.loads(Path(path or DEFAULT_PLAN).read_text())
+    return plan
 
 
 def window_limits(plan: dict[str, Any]) -> tuple[int, int]:

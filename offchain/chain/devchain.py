@@ -34,7 +34,7 @@ class DevChainError(RuntimeError):
 def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def dev_private_keys(count: int, mnemonic: str = DEV_MNEMONIC) -> list[str]:
@@ -59,7 +59,7 @@ class DevChain:
     # it on exit and every `state_interval` seconds, so even a SIGKILL loses at most that much.
     state_path: Path | None = None
     state_interval: int = 5
-    process: subprocess.Popen | None = field(default=None, init=False)
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
     def rpc_url(self) -> str:
@@ -117,5 +117,5 @@ class DevChain:
     def __enter__(self) -> "DevChain":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -86,7 +86,7 @@ class ConsortiumClient:
         return {"role": Role(role), "active": active, "parent": parent, "admittedAt": admitted_at, "name": name}
 
     def is_member(self, account: str) -> bool:
-        return call(self.contract.functions.isMember(account))
+        return bool(call(self.contract.functions.isMember(account)))
 
     def members(self) -> list[str]:
         return list(call(self.contract.functions.members()))
@@ -105,7 +105,7 @@ class ConsortiumClient:
         return list(seen)
 
     def admission_threshold(self) -> int:
-        return call(self.contract.functions.admissionThreshold())
+        return int(call(self.contract.functions.admissionThreshold()))
 
     # nodes --------------------------------------------------------------------
     def add_node(self, node: str, operated_by: str) -> TxResult:
@@ -115,7 +115,7 @@ class ConsortiumClient:
         return self.signer.transact(self.contract.functions.removeNode(Web3.to_checksum_address(node)))
 
     def node_operator(self, node: str) -> str:
-        return call(self.contract.functions.nodeOperator(node))
+        return str(call(self.contract.functions.nodeOperator(node)))
 
     def set_quorum(self, quorum: int) -> TxResult:
         return self.signer.transact(self.contract.functions.setQuorum(quorum))
@@ -124,7 +124,7 @@ class ConsortiumClient:
         return list(call(self.contract.functions.nodes()))
 
     def quorum(self) -> int:
-        return call(self.contract.functions.quorum())
+        return int(call(self.contract.functions.quorum()))
 
     # cameras ------------------------------------------------------------------
     def register_camera(self, ip: str, device_public_key: bytes, group: bytes) -> TxResult:
@@ -147,7 +147,7 @@ class ConsortiumClient:
         return self.signer.transact(self.contract.functions.sealGenesis())
 
     def genesis_sealed(self) -> bool:
-        return call(self.contract.functions.genesisSealed())
+        return bool(call(self.contract.functions.genesisSealed()))
 
     def genesis_hash(self) -> tuple[bytes, int]:
         """Members only: the call is made from this client's signer address."""
@@ -191,10 +191,10 @@ class VideoLedgerClient:
         return bytes(call(self.contract.functions.frameLeaf(camera_id, seq, ts, sha)))
 
     def verify_frame(self, block_hash: bytes, proof: list[bytes], seq: int, ts: int, sha: bytes) -> bool:
-        return call(self.contract.functions.verifyFrame(block_hash, proof, seq, ts, sha))
+        return bool(call(self.contract.functions.verifyFrame(block_hash, proof, seq, ts, sha)))
 
     def verify_frames(self, block_hash: bytes, proof: list[bytes], flags: list[bool], leaves: list[bytes]) -> bool:
-        return call(self.contract.functions.verifyFrames(block_hash, proof, flags, leaves))
+        return bool(call(self.contract.functions.verifyFrames(block_hash, proof, flags, leaves)))
 
     def get_block(self, block_hash: bytes) -> BlockRecord:
         return BlockRecord.from_tuple(call(self.contract.functions.getBlock(block_hash)))
@@ -206,7 +206,7 @@ class VideoLedgerClient:
         return bytes(call(self.contract.functions.blockHashAt(camera_id, height)))
 
     def chain_length(self, camera_id: bytes) -> int:
-        return call(self.contract.functions.chainLength(camera_id))
+        return int(call(self.contract.functions.chainLength(camera_id)))
 
     def tip(self, camera_id: bytes) -> tuple[bytes, int, int]:
         prev, height, end = call(self.contract.functions.tip(camera_id))
@@ -227,7 +227,7 @@ class VideoLedgerClient:
         return {"active": active, "raisedAt": raised_at, "sinceMs": since_ms, "raisedBy": by, "reason": reason}
 
     def has_attested(self, block_hash: bytes, node: str) -> bool:
-        return call(self.contract.functions.hasAttested(block_hash, Web3.to_checksum_address(node)))
+        return bool(call(self.contract.functions.hasAttested(block_hash, Web3.to_checksum_address(node))))
 
     def has_disputed(self, block_hash: bytes, node: str) -> bool:
-        return call(self.contract.functions.hasDisputed(block_hash, Web3.to_checksum_address(node)))
+        return bool(call(self.contract.functions.hasDisputed(block_hash, Web3.to_checksum_address(node))))
