@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test soak lint deps py-deps js-deps brownie-env rtsp-deps artifacts bench clean
+.PHONY: demo test soak lint deps py-deps js-deps brownie-env rtsp-deps browser-deps artifacts bench clean
 
 demo: deps
 	$(BIN)/frameledger demo
@@ -53,6 +53,14 @@ rtsp-deps:
 	@/usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" 2>/dev/null \
 	  || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends $(RTSP_PKGS) \
 	       || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends $(RTSP_PKGS); }; }
+
+# Debian's Chromium and ChromeDriver for the signing-page test, which calls this on first use
+# (never `playwright install`/Selenium Manager downloads). Needs root (or sudo) and apt.
+BROWSER_PKGS := chromium chromium-driver
+browser-deps:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver \
+	  || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends $(BROWSER_PKGS) \
+	       || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends $(BROWSER_PKGS); }; }
 
 # Recompile contracts/ with solc-js into contracts/artifacts/ (committed).
 artifacts: js-deps

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from api.context import Settings
 from api_fixtures import BANK, CAMS, CUSTOMER, NODE, Api
 from offchain.chain.devchain import free_loopback_port
 from offchain.chain.sessions import SigningSessionClient
+from offchain.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +53,10 @@ def page_server(chain_env, devchain, tmp_path):
 @pytest.fixture
 def browser():
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+        # The project installs them itself on first use (make browser-deps: Debian's packages).
+        subprocess.run(["make", "-C", str(REPO_ROOT), "browser-deps"], capture_output=True, text=True, timeout=900)
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("needs Debian's chromium and chromium-driver; `make browser-deps` could not install them here")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
