@@ -382,6 +382,7 @@ class RejectReason(StrEnum):
     TOO_MANY_INVALID = "too-many-invalid"
     UNSIGNED_CONTROL = "unsigned-control"
     STORAGE_UNAVAILABLE = "storage-unavailable"  # the node's disk is full or read-only: try again later
+    CAMERA_RESTART = "camera-restart"     # this seq is taken by a frame from before the camera restarted
 
 
 def _node_message(message: dict[str, Any]) -> bytes:

@@ -290,6 +290,10 @@ class IngestServer:
                                                     origin=conn.origin)
             if outcome in ("accepted", "duplicate"):
                 conn.valid += 1
+            elif outcome == "restart":
+                seq, _ = _seq_and_camera(body)
+                self._send(conn, wire.reject_message(wire.RejectReason.CAMERA_RESTART,
+                                                     "seq already taken by a frame from before the restart", seq))
             elif outcome == "storage":
                 # Not the camera's fault: no seq in the refusal, so it keeps the frame unacknowledged
                 # and sends it again after reconnecting (offchain/node/storage_guard.py).

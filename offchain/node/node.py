@@ -25,7 +25,7 @@ from ..chain.deployer import Deployment
 from ..chain.ledger import ConsortiumClient, VideoLedgerClient
 from ..core import packet as pk
 from ..core.block import camera_id
-from ..core.gaps import CameraAnomaly, Hole, SeqRanges, check_step, estimate_gop, find_holes, frame_step_ms, keyframe_lost, plausible_lost
+from ..core.gaps import Arrival, CameraAnomaly, classify_arrival, Hole, SeqRanges, check_step, estimate_gop, find_holes, frame_step_ms, keyframe_lost, plausible_lost
 from ..store.base import ContentStore, StoreError
 from ..core.peer_auth import ChainBinding
 from .config import NodeConfig
@@ -226,10 +226,22 @@ class Node:
         return self._same_or_conflict(self.state.frame(cam, packet.seq), packet, ip, source, origin)
 
     def _same_or_conflict(self, held, packet: pk.FramePacket, ip: str, source: str, origin: str) -> str:
-        if held.ref.sha256 == packet.sha256 and held.ref.timestamp_ms == packet.timestamp_ms:
+        arrival = classify_arrival((held.ref.timestamp_ms, held.ref.sha256), packet.timestamp_ms, packet.sha256,
+                                   self.state.max_ts(packet.camera_id))
+        if arrival is Arrival.DUPLICATE:
             self.state.bump(ip, "duplicates")
             self.ingest.note_held(packet.camera_id, packet.seq)
             return "duplicate"
+        if arrival is Arrival.RESTART:
+            # A reboot numbers from 0 again while its clock goes on (core.gaps.classify_arrival):
+            # a named alarm, not an attack. The frames table is keyed by seq, so the restarted
+            # stream's frames are refused by name until its numbers pass the old ones.
+            self.state.raise_alarm(named_alarm(
+                f"{self.name}:{packet.camera_id.hex()}:restart", "camera.restart", packet.camera_id, ip,
+                f"seq {packet.seq} captured at {packet.timestamp_ms}, after every frame held: the camera restarted "
+                "its numbering", seq_from=packet.seq, ts_from=packet.timestamp_ms))
+            self.state.bump(ip, "restart_refused")
+            return "restart"
         # Two validly signed frames with one seq: the camera itself equivocates.
         self._alarm_rejected(ip, "security", f"seq {packet.seq} signed twice with different content", source, origin)
         return "conflict"
