@@ -98,7 +98,7 @@ def run_demo(work_dir: Path, window_ms: int = 60_000, speed: float = 8.0, out=pr
         run.setup()
         run.stream()
         out("waiting    : repair, sealing, anchoring and attestation ...")
-        blocks = run.wait_final()
+        blocks = run.wait_final(progress=True)
         status = run.node_status()
         risks = run.risk_events()
         store = LocalStore(run.cluster.nodes[0].config.data_dir / "store")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tqdm import tqdm
 
 from ..camera.agent import CameraAgent
 from ..camera.samples import sample_path, synthetic_clip
@@ -131,13 +132,22 @@ class ScenarioRun:
     def expected_windows(self) -> int:
         return -(-self.s.seconds * 1000 // self.s.window_ms)
 
-    def wait_final(self, timeout: float = 120.0) -> dict[str, list]:
+    def wait_final(self, timeout: float = 120.0, progress: bool = False) -> dict[str, list]:
         """Until every whitelisted camera has all its windows anchored and final, every node has
         attested (or disputed) each block, and no risk is active. Finality needs only the quorum;
-        waiting for every node's verdict means every node has checked, and so holds, each frame."""
+        waiting for every node's verdict means every node has checked, and so holds, each frame.
+        With ``progress`` a bar (stderr) counts the blocks final and judged by every node."""
         ledger = self.cluster.ledger(0)
         cams = [c for c in self.s.cameras if c.owner_account is not None]
         deadline = time.monotonic() + timeout
+        bar = tqdm(total=len(cams) * self.expected_windows(), desc="blocks final, judged by every node",
+                   unit="block", disable=not progress, leave=False)
+        try:
+            return self._wait_final(ledger, cams, deadline, bar)
+        finally:
+            bar.close()
+
+    def _wait_final(self, ledger, cams, deadline: float, bar: tqdm) -> dict[str, list]:
         while True:
             done, blocks = True, {}
             for cam in cams:
@@ -149,6 +159,9 @@ class ScenarioRun:
                 if (n < self.expected_windows() or not all(r.finalized for r in recs) or not everyone
                         or ledger.risk(cid)["active"]):
                     done = False
+            settled = sum(1 for recs in blocks.values() for r in recs
+                          if r.finalized and r.attestations + r.disputes >= len(self.cluster.nodes))
+            bar.update(max(0, min(settled, bar.total) - bar.n))
             if done or time.monotonic() > deadline:
                 return blocks
             time.sleep(0.5)
