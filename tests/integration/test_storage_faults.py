@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from cluster_fixtures import one_camera_cluster
 from ingest_client import IngestClient
 
 from offchain.core import packet as pk
-from offchain.node.cluster import Cluster
 from offchain.node.storage_guard import RETRY_S
 
 pytestmark = pytest.mark.slow
@@ -49,17 +49,11 @@ def small_disk_node(tmp_path):
     except (subprocess.CalledProcessError, FileNotFoundError) as exc:
         subprocess.run(["umount", "-l", str(data)], capture_output=True)
         pytest.skip(f"mounting a small tmpfs needs CAP_SYS_ADMIN here: {exc}")
-    cluster = Cluster(tmp_path, settings={"store_fsync": "file"})
     try:
-        cluster.start_chain()
-        key = cluster.register_camera(CAMERA, 1, b"g")
-        cluster.seal_genesis()
-        cluster.configure_nodes()
-        bank = cluster.node("node-bank")
-        cluster.start_node(bank)
-        yield cluster, bank, key, data
+        with one_camera_cluster(tmp_path, CAMERA, owner=1, settings={"store_fsync": "file"},
+                                start=("node-bank",)) as (cluster, key):
+            yield cluster, cluster.node("node-bank"), key, data
     finally:
-        cluster.stop()
         subprocess.run(["umount", "-l", str(data / "store")], capture_output=True)
         subprocess.run(["umount", "-l", str(data)], capture_output=True)
 
