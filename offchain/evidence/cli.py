@@ -188,11 +188,22 @@ def _extract(args: argparse.Namespace) -> int:
     stores = _stores(args)
     w3 = _connect(args.rpc)
     reader = ChainReader(w3, _ledger_address(args, w3))
-    try:
-        result = extract(cam, from_ms, to_ms, reader, stores, out, probe=args.probe, bundle=not args.no_bundle)
-    finally:
-        for s in stores:
-            s.close()
+    from tqdm import tqdm
+
+    from .extract import PHASES
+
+    phases = [p for p in PHASES if args.probe or p != "probe"]
+    with tqdm(total=len(phases), desc="extract", unit="phase", leave=False, disable=args.json) as bar:
+        def step(name: str) -> None:
+            bar.set_postfix_str(f"{name} done")
+            bar.update(1)
+
+        try:
+            result = extract(cam, from_ms, to_ms, reader, stores, out, probe=args.probe, bundle=not args.no_bundle,
+                             progress=step)
+        finally:
+            for s in stores:
+                s.close()
     if args.json:
         doc = result.report.to_json()
         doc["outputs"] = {"dir": str(result.out_dir), "bundle": str(result.bundle_path) if result.bundle_path else None,

@@ -281,15 +281,22 @@ class ExtractResult:
         return self.report.verdict
 
 
+# The phases `extract` reports to its ``progress`` callback, in order (probe only with --probe).
+PHASES = ("manifests", "plan", "fetch", "restore", "proofs", "verify", "probe", "bundle", "report")
+
+
 class _Timer:
-    def __init__(self) -> None:
+    def __init__(self, on_lap: Callable[[str], None] | None = None) -> None:
         self.t: dict[str, float] = defaultdict(float)
         self._last = time.perf_counter()
+        self._on_lap = on_lap
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.t[name] += now - self._last
         self._last = now
+        if self._on_lap is not None:
+            self._on_lap(name)
 
 
 # --------------------------------------------------------------------------- the steps' values
@@ -380,13 +387,15 @@ def extract(
     produced_by: str = "frameledger extract",
     max_context_blocks: int = MAX_CONTEXT_BLOCKS,
     notes: Iterable[Note] = (),
+    progress: Callable[[str], None] | None = None,
 ) -> ExtractResult:
     """Extract, verify and restore ``camera``'s video for [from_ms, to_ms). See the module docstring.
 
-    ``notes`` are findings the caller made (the trust decision). Raises :class:`EvidenceError`
+    ``notes`` are findings the caller made (the trust decision); ``progress`` is told each phase
+    of `PHASES` as it ends (the CLI shows a bar). Raises :class:`EvidenceError`
     only for unusable input (camera or time spelling, empty range); every problem with the
     chain, the stores or the data is a status code in the report."""
-    timer = _Timer()
+    timer = _Timer(progress)
     cam, ip = parse_camera(camera)
     from_ms, to_ms = parse_time(from_ms), parse_time(to_ms)
     if from_ms >= to_ms:
