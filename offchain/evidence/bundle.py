@@ -524,7 +524,7 @@ def verify_bundle(path: str | os.PathLike[str], rpc_url: str, *, ledger_address:
         elif decision.outcome is TrustOutcome.MISMATCH:
             notes.append(Note("bundle.contract.mismatch", decision.message))
         try:
-            facts = _chain_facts(w3, decision.ledger, decision.consortium, claim, notes)
+            facts, trusted = _chain_facts(w3, decision.ledger, decision.consortium, claim, notes)
         except _NoLedger as exc:
             r = _failed("bundle.contract.mismatch", str(exc), produced_by, notes)
             r.chain_id = chain_id
@@ -534,7 +534,6 @@ def verify_bundle(path: str | os.PathLike[str], rpc_url: str, *, ledger_address:
             return _failed("chain.unavailable", f"{rpc_url}: {exc}", produced_by, notes)
         clips = _clip_samples(reader, claim)
         raw_digests = _raw_digests(reader, claim, notes)
-        trusted = _anchored_manifests(claim.camera_id, {b.height: b.manifest for b in claim.blocks}, facts.blocks)[0]
         pictures = _picture_checks(reader, claim, trusted, facts, raw_digests)
         report = verify_evidence(claim, facts, clips, raw_digests, pictures=pictures, produced_by=produced_by, notes=notes)
         report.clips = clip_entries(claim, trusted)
@@ -561,7 +560,9 @@ def _attach_members(reader: BundleReader, parsed: IndexParse, notes: list[Note])
         src.manifest = _member(reader, parsed.codec_manifests.get((src.camera, src.height)), notes, camera=src.camera)
 
 
-def _chain_facts(w3: Web3, ledger: str, consortium: str | None, claim: EvidenceClaim, notes: list[Note]) -> ChainFacts:
+def _chain_facts(w3: Web3, ledger: str, consortium: str | None, claim: EvidenceClaim, notes: list[Note],
+                 ) -> tuple[ChainFacts, dict[int, Manifest]]:
+    """What the chain says, and the presented manifests whose bytes are the anchored ones."""
     if not ledger:
         raise _NoLedger("the bundle names no ledger and none is trusted")
     chain_reader = ChainReader(w3, ledger)
@@ -578,10 +579,11 @@ def _chain_facts(w3: Web3, ledger: str, consortium: str | None, claim: EvidenceC
             codec_blocks[(src.camera, src.height)] = chain_reader.blocks(src.camera, [src.height]).get(src.height)
     manifests = {b.height: b.manifest for b in claim.blocks}
     proofs = {b.height: b.proof for b in claim.blocks}
-    _, known = _anchored_manifests(claim.camera_id, manifests, blocks)
-    return ChainFacts(chain_id=chain_reader.chain_id, ledger=chain_reader.address,
-                      consortium=chain_reader.consortium_address, heights_in_range=in_range, blocks=blocks,
-                      proofs_on_chain=chain_reader.proofs_on_chain(blocks, proofs, known), codec_blocks=codec_blocks)
+    trusted, known = _anchored_manifests(claim.camera_id, manifests, blocks)
+    facts = ChainFacts(chain_id=chain_reader.chain_id, ledger=chain_reader.address,
+                       consortium=chain_reader.consortium_address, heights_in_range=in_range, blocks=blocks,
+                       proofs_on_chain=chain_reader.proofs_on_chain(blocks, proofs, known), codec_blocks=codec_blocks)
+    return facts, trusted
 
 
 def _clip_samples(reader: BundleReader, claim: EvidenceClaim) -> dict[str, ClipSamples]:
@@ -615,12 +617,14 @@ def _picture_checks(reader: BundleReader, claim: EvidenceClaim, trusted: Mapping
                     raw_digests: Mapping[str, bytes | None]) -> dict[str, PictureComparison | None]:
     """Decode every re-encoded clip and the anchored raw frames it stands for, and compare."""
     raw_paths = {(r.height, r.camera, r.seq): r.path for r in claim.raw}
+    refs_by_key = {(h, m.camera_id, f.seq): f for h, m in trusted.items() for f in m.frames}
+    refs_by_key.update({(h, cam, f.seq): f for h, m in trusted.items() for cam, fs in m.substitutions for f in fs})
     out: dict[str, PictureComparison | None] = {}
     for clip in claim.clips:
         if not clip.reencoded or clip.path in out:
             continue
         codec = _clip_codec(clip, claim, trusted, facts)
-        refs = [_frame_ref(trusted, h, clip.camera, seq) for h, seq in clip.frames]
+        refs = [refs_by_key.get((h, clip.camera, seq)) for h, seq in clip.frames]
         if codec is None or any(r is None for r in refs):
             out[clip.path] = PictureComparison(original_error="no trusted manifest vouches for this clip's frames or codec")
             continue
@@ -641,18 +645,6 @@ def _lazy_frames(reader: BundleReader, keyed: list[tuple[int, FrameRef]], paths:
     for (_, ref), p in zip(keyed, paths):
         yield EncodedFrame(seq=ref.seq, timestamp_ms=ref.timestamp_ms, keyframe=ref.keyframe,
                            data=reader.read(str(p)), dts_ms=ref.dts_ms)
-
-
-def _frame_ref(trusted: Mapping[int, Manifest], h: int, camera: bytes, seq: int) -> FrameRef | None:
-    m = trusted.get(h)
-    if m is None:
-        return None
-    if camera == m.camera_id:
-        return next((f for f in m.frames if f.seq == seq), None)
-    for sub_cam, frames in m.substitutions:
-        if sub_cam == camera:
-            return next((f for f in frames if f.seq == seq), None)
-    return None
 
 
 def _clip_codec(clip: ClipClaim, claim: EvidenceClaim, trusted: Mapping[int, Manifest], facts: ChainFacts) -> CodecConfig | None:

@@ -165,13 +165,6 @@ class BundleReader:
             raise MemberError(f"{name} is not in the bundle")
         return info.file_size
 
-    def has(self, name: str) -> bool:
-        try:
-            self.size(name)
-            return True
-        except MemberError:
-            return False
-
     def _open(self, name: str, limit: int | None):
         """An open binary stream of the member, after the size check."""
         limit = member_limit(name) if limit is None else limit
@@ -232,10 +225,4 @@ class BundleReader:
             out.unlink(missing_ok=True)
             raise
         return out
-
-    def drop_file(self, name: str) -> None:
-        """Forget a temp copy (clips can be large; verification holds one at a time)."""
-        if self._zip is None or self._tmp is None:
-            return
-        (Path(self._tmp.name) / hashlib.sha256(name.encode()).hexdigest()[:16]).unlink(missing_ok=True)
 
