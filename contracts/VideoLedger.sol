@@ -3,6 +3,7 @@ pragma solidity 0.8.28;
 
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {Consortium} from "./Consortium.sol";
+import {BlockHeader, LedgerHashes} from "./BlockHeader.sol";
 
 /// @title FrameLedger video ledger
 /// @notice One hash chain of video block headers per camera (B1, B6). A node anchors a block
@@ -19,20 +20,6 @@ import {Consortium} from "./Consortium.sol";
 ///      Finality: a block is final when `Consortium.quorum()` nodes attest it and no node
 ///      disputes it; one node can either attest or dispute a block, never both.
 contract VideoLedger {
-    /// @notice A video block header. Its hash is keccak256(abi.encode(header)) with the fields in
-    ///         this order; off-chain code computes the same (offchain/core/block.py).
-    struct BlockHeader {
-        bytes32 cameraId;
-        uint64 height;
-        bytes32 prevHash;
-        uint64 windowStartMs;
-        uint64 windowEndMs;
-        uint32 frameCount;
-        bytes32 framesRoot;
-        bytes32 manifestDigest;
-        address proposer;
-    }
-
     struct BlockRecord {
         BlockHeader header;
         uint64 anchoredAt;
@@ -229,7 +216,7 @@ contract VideoLedger {
 
     /// @notice The block hash the ledger uses: keccak256 of the ABI-encoded header.
     function hashHeader(BlockHeader calldata header) public pure returns (bytes32) {
-        return keccak256(abi.encode(header));
+        return LedgerHashes.hashHeader(header);
     }
 
     /// @notice The StandardMerkleTree leaf of one frame.
@@ -238,7 +225,7 @@ contract VideoLedger {
         pure
         returns (bytes32)
     {
-        return keccak256(bytes.concat(keccak256(abi.encode(cameraId, seq, timestampMs, frameSha256))));
+        return LedgerHashes.frameLeaf(cameraId, seq, timestampMs, frameSha256);
     }
 
     /// @notice Whether a frame belongs to an anchored block (single proof).
