@@ -9,7 +9,7 @@ and governs; the admission threshold is set if the plan's differs from the defau
 applies with `applyForMembership(role, parent, name)` from its own account and its parent
 confirms with `confirm(applicant)`; nodes are registered with `addNode(node, operatedBy)`; the
 quorum is set if it is not 1. VideoLedger gets the plan's `maxFutureMs`/`maxWindowMs` (defaults
-600000 and 3600000, as in the Python deployer). The record goes to chain/deployments/<chainId>.json (or
+600000 and 3600000, as in the Python deployer); BatchLedger (batch mode) gets the same limits. The record goes to chain/deployments/<chainId>.json (or
 $FRAMELEDGER_DEPLOYMENTS_DIR/<chainId>.json) with "tool": "brownie".
 
 Accounts are the plan's indices into Brownie's `accounts`: the node's unlocked accounts on a dev
@@ -25,7 +25,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from brownie import Consortium, VideoLedger, accounts, network, web3
+from brownie import BatchLedger, Consortium, VideoLedger, accounts, network, web3
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PLAN = REPO_ROOT / "chain" / "consortium.json"
@@ -94,6 +94,9 @@ def main() -> dict:
     ledger = VideoLedger.deploy(consortium.address, max_future_ms, max_window_ms, {"from": founder})
     tx_l = _ok(ledger.tx, "deploy VideoLedger")
     gas["deploy VideoLedger"] = tx_l.gas_used
+    batch = BatchLedger.deploy(consortium.address, max_future_ms, max_window_ms, {"from": founder})
+    tx_b = _ok(batch.tx, "deploy BatchLedger")
+    gas["deploy BatchLedger"] = tx_b.gas_used
 
     threshold = int(plan.get("admissionThreshold", 1))
     if threshold != 1:
@@ -130,6 +133,7 @@ def main() -> dict:
         "contracts": {
             "Consortium": {"address": consortium.address, "txHash": tx_c.txid, "blockNumber": tx_c.block_number},
             "VideoLedger": {"address": ledger.address, "txHash": tx_l.txid, "blockNumber": tx_l.block_number},
+            "BatchLedger": {"address": batch.address, "txHash": tx_b.txid, "blockNumber": tx_b.block_number},
         },
         "compiler": {"version": str(compiler["version"]), "evmVersion": compiler["evm_version"]},
         "plan": plan_label(path),
@@ -146,5 +150,5 @@ def main() -> dict:
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, out)
     print(f"FrameLedger deployed on chain {record['chainId']}: Consortium {consortium.address}, "
-          f"VideoLedger {ledger.address}; record {out}")
+          f"VideoLedger {ledger.address}, BatchLedger {batch.address}; record {out}")
     return record

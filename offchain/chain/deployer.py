@@ -17,7 +17,7 @@ from web3 import Web3
 
 from ..paths import DEFAULT_PLAN, DEPLOYMENTS_DIR
 from .client import Signer, load_artifact
-from .ledger import ConsortiumClient, Role, VideoLedgerClient
+from .ledger import BatchLedgerClient, ConsortiumClient, Role, VideoLedgerClient
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +34,26 @@ class Deployment:
     video_ledger: str
     record: dict[str, Any]
     signing_session: str | None = None  # absent from records made before SigningSession existed
+    batch_ledger: str | None = None     # absent from records made before BatchLedger existed
 
     @classmethod
     def load(cls, path: Path) -> "Deployment":
-        rec = json.loads(Path(path).read_text())
+        return cls.from_record(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> "Deployment":
         c = rec["contracts"]
-        session = c.get("SigningSession", {}).get("address")
-        return cls(rec["chainId"], c["Consortium"]["address"], c["VideoLedger"]["address"], rec, session)
+        return cls(rec["chainId"], c["Consortium"]["address"], c["VideoLedger"]["address"], rec,
+                   c.get("SigningSession", {}).get("address"), c.get("BatchLedger", {}).get("address"))
 
     def clients(self, signer: Signer) -> tuple[ConsortiumClient, VideoLedgerClient]:
         return ConsortiumClient(signer, self.consortium), VideoLedgerClient(signer, self.video_ledger)
+
+    def batch_client(self, signer: Signer) -> BatchLedgerClient:
+        """The BatchLedger of this deployment (LookupError for a record made before it existed)."""
+        if self.batch_ledger is None:
+            raise LookupError(f"deployment on chain {self.chain_id} has no BatchLedger; redeploy to use batch mode")
+        return BatchLedgerClient(signer, self.batch_ledger)
 
 
 # VideoLedger's time bounds when a plan names none: a window may end at most 10 minutes after the
@@ -84,20 +94,23 @@ def deploy_contracts(
 
 
 def _deploy_contracts(founder: Signer, plan: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int], dict[str, Any]]:
-    """Consortium, VideoLedger (with the plan's window limits) and SigningSession, by the founder."""
+    """Consortium, VideoLedger and BatchLedger (with the plan's window limits) and SigningSession, by the founder."""
     consortium_contract, tx_c = founder.deploy("Consortium", founder.address, plan["founderName"])
     max_future_ms, max_window_ms = window_limits(plan)
     ledger_contract, tx_l = founder.deploy("VideoLedger", consortium_contract.address, max_future_ms, max_window_ms)
+    batch_contract, tx_b = founder.deploy("BatchLedger", consortium_contract.address, max_future_ms, max_window_ms)
     limits = {**SIGNING_DEFAULTS, **plan.get("signingSession", {})}
     session_contract, tx_s = founder.deploy(
         "SigningSession", ledger_contract.address, int(limits["maxParties"]), int(limits["maxCameras"]))
-    gas = {"deploy Consortium": tx_c.gas_used, "deploy VideoLedger": tx_l.gas_used, "deploy SigningSession": tx_s.gas_used}
+    gas = {"deploy Consortium": tx_c.gas_used, "deploy VideoLedger": tx_l.gas_used, "deploy SigningSession": tx_s.gas_used,
+           "deploy BatchLedger": tx_b.gas_used}
     contracts = {
         "Consortium": {"address": consortium_contract.address, "txHash": tx_c.tx_hash, "blockNumber": tx_c.block_number},
         "VideoLedger": {"address": ledger_contract.address, "txHash": tx_l.tx_hash, "blockNumber": tx_l.block_number},
         "SigningSession": {"address": session_contract.address, "txHash": tx_s.tx_hash,
                            "blockNumber": tx_s.block_number, "maxParties": int(limits["maxParties"]),
                            "maxCameras": int(limits["maxCameras"])},
+        "BatchLedger": {"address": batch_contract.address, "txHash": tx_b.tx_hash, "blockNumber": tx_b.block_number},
     }
     return contracts, gas, {"windowLimits": {"maxFutureMs": max_future_ms, "maxWindowMs": max_window_ms}}
 
@@ -127,9 +140,9 @@ def _write(record: dict[str, Any], out_dir: Path | None) -> Deployment:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"{record['chainId']}.json").write_text(json.dumps(record, indent=2) + "\n")
     c = record["contracts"]
-    log.info("deployed", extra={"consortium": c["Consortium"]["address"], "ledger": c["VideoLedger"]["address"]})
-    return Deployment(record["chainId"], c["Consortium"]["address"], c["VideoLedger"]["address"], record,
-                      c["SigningSession"]["address"])
+    log.info("deployed", extra={"consortium": c["Consortium"]["address"], "ledger": c["VideoLedger"]["address"],
+                                "batchLedger": c["BatchLedger"]["address"]})
+    return Deployment.from_record(record)
 
 
 def deploy(
@@ -139,7 +152,7 @@ def deploy(
     out_dir: Path | None = DEPLOYMENTS_DIR,
     plan_name: str = "chain/consortium.json",
 ) -> Deployment:
-    """Deploy Consortium, VideoLedger and SigningSession, admit the plan's members, register its nodes and set
+    """Deploy Consortium, VideoLedger, BatchLedger and SigningSession, admit the plan's members, register its nodes and set
     the quorum. `private_keys[i]` is the plan's account i; account 0 deploys and governs."""
     plan = plan or load_plan()
     signers = [Signer(w3, k) for k in private_keys]

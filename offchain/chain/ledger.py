@@ -1,4 +1,4 @@
-"""Typed wrappers over the Consortium and VideoLedger contracts.
+"""Typed wrappers over the Consortium, VideoLedger and BatchLedger contracts.
 
 Each wrapper is bound to one signer (the account that sends) and speaks in core types
 (`BlockHeader`, bytes ids), so callers never touch ABI tuples.
@@ -12,8 +12,9 @@ from typing import Any
 
 from web3 import Web3
 
+from ..core.batch import Batch, BatchDomain
 from ..core.block import BlockHeader
-from .client import Signer, TxResult, bind, call
+from .client import Signer, TxResult, bind, call, events
 
 
 class Role(IntEnum):
@@ -231,3 +232,120 @@ class VideoLedgerClient:
 
     def has_disputed(self, block_hash: bytes, node: str) -> bool:
         return bool(call(self.contract.functions.hasDisputed(block_hash, Web3.to_checksum_address(node))))
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """An anchored batch as `BatchLedger.batchAt` returns it (final on inclusion)."""
+
+    index: int
+    window_start_ms: int
+    window_end_ms: int
+    anchored_at: int
+    block_count: int
+    batch_root: bytes
+    manifest_digest: bytes
+
+    @classmethod
+    def from_tuple(cls, index: int, t: Any) -> "BatchRecord":
+        return cls(index, int(t[0]), int(t[1]), int(t[2]), int(t[3]), bytes(t[4]), bytes(t[5]))
+
+
+@dataclass(frozen=True)
+class AnchoredBatch:
+    """What `anchor_batch` did: the index, the signers the contract verified, the transaction."""
+
+    index: int
+    signers: tuple[str, ...]
+    tx: TxResult
+
+
+class BatchLedgerClient:
+    """BatchLedger (batch mode): one quorum-signed root per window for every camera.
+
+    Reads go through the contract's views only, so extraction needs nothing but the chain and the
+    content store: `batch_for_time` → `batch_at` → the record's manifest digest names the batch
+    manifest (its CID is `cid_from_digest(manifest_digest)`), which names every header of the window.
+    Reverts surface as the contract's named errors (`offchain.chain.reverts`)."""
+
+    PAGE = 256  # BatchLedger.MAX_PAGE
+
+    def __init__(self, signer: Signer, address: str):
+        self.signer = signer
+        self.contract = bind(signer.w3, "BatchLedger", address)
+        self.address = self.contract.address
+
+    def as_signer(self, signer: Signer) -> "BatchLedgerClient":
+        return BatchLedgerClient(signer, self.address)
+
+    @property
+    def domain(self) -> BatchDomain:
+        """The EIP-712 domain nodes sign batches under for this deployment."""
+        return BatchDomain(chain_id=self.signer.chain_id, verifying_contract=self.address)
+
+    # writes -------------------------------------------------------------------
+    def anchor_batch(self, batch: Batch, signatures: list[bytes]) -> AnchoredBatch:
+        """Anchor a batch with the quorum's signatures, ascending by signer
+        (`offchain.core.batch.order_signatures`)."""
+        tx = self.signer.transact(self.contract.functions.anchorBatch(batch.as_tuple(), list(signatures)),
+                                  context=f"anchorBatch window {batch.window_start_ms}")
+        ev = events(self.contract, "BatchAnchored", tx.receipt)[0]
+        return AnchoredBatch(int(ev.args.index), tuple(ev.args.signers), tx)
+
+    def set_window_limits(self, max_future_ms: int, max_window_ms: int) -> TxResult:
+        return self.signer.transact(self.contract.functions.setWindowLimits(max_future_ms, max_window_ms))
+
+    # views --------------------------------------------------------------------
+    def window_limits(self) -> tuple[int, int]:
+        return call(self.contract.functions.maxFutureMs()), call(self.contract.functions.maxWindowMs())
+
+    def consortium(self) -> str:
+        return str(call(self.contract.functions.consortium()))
+
+    def batch_count(self) -> int:
+        return int(call(self.contract.functions.batchCount()))
+
+    def batch_at(self, index: int) -> BatchRecord:
+        return BatchRecord.from_tuple(index, call(self.contract.functions.batchAt(index)))
+
+    def last_root(self) -> bytes:
+        """The root the next batch's prevBatchRoot must name (zero before the first)."""
+        n = self.batch_count()
+        return self.batch_at(n - 1).batch_root if n else b"\x00" * 32
+
+    def batch_for_time(self, time_ms: int) -> BatchRecord:
+        """The batch whose window holds `time_ms` (raises reverts.NoBatchAt)."""
+        return self.batch_at(int(call(self.contract.functions.batchForTime(time_ms))))
+
+    def batches_in_range(self, from_ms: int, to_ms: int, limit: int = 10_000) -> list[BatchRecord]:
+        """The batches whose windows overlap [from_ms, to_ms), read in pages of `PAGE`; at most
+        `limit` (ValueError beyond: a caller asking for more than a week of minutes is a bug)."""
+        first, end = call(self.contract.functions.batchesInRange(from_ms, to_ms))
+        if end - first > limit:
+            raise ValueError(f"{end - first} batches overlap [{from_ms}, {to_ms}); the limit is {limit}")
+        out: list[BatchRecord] = []
+        for start in range(first, end, self.PAGE):
+            count = min(self.PAGE, end - start)
+            rows = call(self.contract.functions.batchesAt(start, count))
+            out.extend(BatchRecord.from_tuple(start + i, r) for i, r in enumerate(rows))
+        return out
+
+    def hash_batch(self, batch: Batch) -> bytes:
+        return bytes(call(self.contract.functions.hashBatch(batch.as_tuple())))
+
+    def hash_header(self, header: BlockHeader) -> bytes:
+        return bytes(call(self.contract.functions.hashHeader(header.as_tuple())))
+
+    def verify_block(self, index: int, block_hash: bytes, proof: list[bytes]) -> bool:
+        return bool(call(self.contract.functions.verifyBlockInBatch(index, block_hash, proof)))
+
+    def verify_frame(self, index: int, header: BlockHeader, batch_proof: list[bytes], seq: int, ts: int, sha: bytes,
+                     frame_proof: list[bytes]) -> bool:
+        """Frame → block root → batch root, on chain."""
+        return bool(call(self.contract.functions.verifyFrameInBatch(
+            index, header.as_tuple(), batch_proof, seq, ts, sha, frame_proof)))
+
+    def signers_of(self, index: int, from_block: int = 0) -> tuple[str, ...]:
+        """The nodes whose signatures the contract verified for a batch (its BatchAnchored log)."""
+        logs = self.contract.events.BatchAnchored().get_logs(from_block=from_block, argument_filters={"index": index})
+        return tuple(logs[0]["args"]["signers"]) if logs else ()

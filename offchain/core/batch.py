@@ -134,6 +134,9 @@ class BatchManifest:
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise BatchFormatError(f"malformed batch manifest: {exc!r}") from None
+        ids = [h.camera_id for h in manifest.headers]
+        if ids != sorted(ids):
+            raise BatchFormatError("batch manifest headers are not in canonical (ascending camera id) order")
         if manifest.to_bytes() != bytes(data):
             raise BatchFormatError("batch manifest is not in canonical form (order, spelling or whitespace)")
         return manifest

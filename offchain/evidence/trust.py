@@ -10,7 +10,8 @@ consortium's. The list comes from, in order of precedence:
 3. ``--trust FILE``: a trust list, in the spirit of C2PA's trust lists::
 
        {"format": "frameledger.trust/1",
-        "deployments": [{"name": "acme", "chainId": 31337, "VideoLedger": "0x…", "Consortium": "0x…"}]}
+        "deployments": [{"name": "acme", "chainId": 31337, "VideoLedger": "0x…", "Consortium": "0x…",
+                         "BatchLedger": "0x…"}]}          (BatchLedger optional: batch mode)
 
 4. the default, ``<deployments dir>/<chainId>.json`` for the chain at ``--rpc``, where the
    deployments dir is ``$FRAMELEDGER_DEPLOYMENTS_DIR`` or the repository's ``chain/deployments``.
@@ -59,6 +60,9 @@ class TrustedDeployment:
     video_ledger: str                  # checksum address
     chain_id: int | None = None        # None: whatever chain the RPC answers for (--ledger)
     consortium: str | None = None      # when known, VideoLedger.consortium() must equal it
+    # The deployment's BatchLedger (batch mode); None for records and trust files made before it
+    # existed, which then trust per-header evidence only.
+    batch_ledger: str | None = None
     name: str = ""
     source: str = ""                   # where the operator configured it (flag or file)
 
@@ -138,6 +142,8 @@ def deployment_from_record(rec: Any, source: str) -> TrustedDeployment:
         return TrustedDeployment(
             video_ledger=_address(contracts["VideoLedger"]["address"], "VideoLedger"),
             consortium=_address(contracts["Consortium"]["address"], "Consortium"),
+            batch_ledger=(_address(contracts["BatchLedger"]["address"], "BatchLedger")
+                          if "BatchLedger" in contracts else None),
             chain_id=int(rec["chainId"]), name=str(rec.get("name") or ""), source=source)
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, TrustError):
@@ -158,6 +164,8 @@ def _trust_file(path: Path) -> list[TrustedDeployment]:
         out.append(TrustedDeployment(
             video_ledger=_address(d.get("VideoLedger"), f"{path}: deployment {i} VideoLedger"),
             consortium=_address(d["Consortium"], f"{path}: deployment {i} Consortium") if d.get("Consortium") else None,
+            batch_ledger=(_address(d["BatchLedger"], f"{path}: deployment {i} BatchLedger")
+                          if d.get("BatchLedger") else None),
             chain_id=d["chainId"], name=str(d.get("name") or ""), source=str(path)))
     return out
 
