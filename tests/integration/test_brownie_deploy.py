@@ -196,7 +196,7 @@ def test_brownie_deploy_matches_plan_and_artifacts(tmp_path, brownie, anvil):
         {"address": acct[n["account"]], "operatedBy": acct[n["operatedBy"]], "name": n["name"]}
         for n in plan["nodes"]
     ]
-    for name in ("Consortium", "VideoLedger"):
+    for name in ("Consortium", "VideoLedger", "BatchLedger"):
         c = rec["contracts"][name]
         assert Web3.is_checksum_address(c["address"])
         receipt = w3.eth.get_transaction_receipt(c["txHash"])
@@ -206,11 +206,15 @@ def test_brownie_deploy_matches_plan_and_artifacts(tmp_path, brownie, anvil):
         assert receipt["from"] == founder
 
     # 4. the deployed state, read over JSON-RPC
-    artifacts = {n: json.loads((ARTIFACTS / f"{n}.json").read_text()) for n in ("Consortium", "VideoLedger")}
+    artifacts = {n: json.loads((ARTIFACTS / f"{n}.json").read_text()) for n in ("Consortium", "VideoLedger", "BatchLedger")}
     consortium = w3.eth.contract(rec["contracts"]["Consortium"]["address"], abi=artifacts["Consortium"]["abi"])
     ledger = w3.eth.contract(rec["contracts"]["VideoLedger"]["address"], abi=artifacts["VideoLedger"]["abi"])
+    batch_ledger = w3.eth.contract(rec["contracts"]["BatchLedger"]["address"], abi=artifacts["BatchLedger"]["abi"])
 
     assert ledger.functions.consortium().call() == consortium.address
+    assert batch_ledger.functions.consortium().call() == consortium.address
+    assert (batch_ledger.functions.maxFutureMs().call(), batch_ledger.functions.maxWindowMs().call()) == (
+        plan["maxFutureMs"], plan["maxWindowMs"])
     governor = consortium.functions.GOVERNOR_ROLE().call()
     assert consortium.functions.hasRole(governor, founder).call()
     assert consortium.functions.admissionThreshold().call() == plan["admissionThreshold"]
