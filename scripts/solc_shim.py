@@ -13,7 +13,9 @@ POSIX shell script at that path that
   <dir>``: the base path is ``--base-path`` if py-solc-x passes one, else the working directory
   (Brownie runs the compiler from the project root), so remapped imports such as
   ``node_modules/@openzeppelin/...`` are read from the project;
-* writes solc-js's output to a temporary file rather than a pipe (solc-js ends with
+* passes the input through a temporary file (solc-js reads stdin with ``readFileSync``, which
+  fails with EAGAIN on a pipe once the input outgrows the 64 KiB pipe buffer) and
+  writes solc-js's output to a temporary file rather than a pipe (solc-js ends with
   ``process.exit``, which may cut a large piped write short) and drops the non-JSON line solc-js
   prints before the JSON (">>> Cannot retry compilation with SMT ...").
 
@@ -43,7 +45,7 @@ import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MARKER = "# frameledger-solc-shim v1"
+MARKER = "# frameledger-solc-shim v2"
 
 _SHIM_TEMPLATE = """#!/bin/sh
 {marker}
@@ -86,8 +88,12 @@ fi
 
 [ -n "$base_path" ] || base_path=$(pwd)
 out=$(mktemp "${{TMPDIR:-/tmp}}/solc-shim.XXXXXX") || exit 1
-trap 'rm -f "$out"' EXIT HUP INT TERM
-"$NODE" "$SOLCJS" --standard-json --base-path "$base_path" > "$out"
+in=$(mktemp "${{TMPDIR:-/tmp}}/solc-shim-in.XXXXXX") || exit 1
+trap 'rm -f "$out" "$in"' EXIT HUP INT TERM
+# The input goes through a file: solc-js reads stdin with readFileSync, which fails with EAGAIN
+# on a pipe whose writer (py-solc-x) has not yet written everything beyond the 64 KiB pipe buffer.
+cat > "$in"
+"$NODE" "$SOLCJS" --standard-json --base-path "$base_path" < "$in" > "$out"
 rc=$?
 if [ $rc -ne 0 ]; then
   cat "$out" >&2

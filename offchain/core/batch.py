@@ -41,7 +41,7 @@ BLOCK_LEAF_ENCODING: tuple[str, ...] = ("bytes32",)
 DOMAIN_NAME = "FrameLedger BatchLedger"
 DOMAIN_VERSION = "1"
 # One block per camera per window: 10,000 cameras is ten times the largest consortium the gas
-# benchmark measures. A header is ~560 bytes of JSON, so 10,000 of them stay under 6 MB; the
+# benchmark measures. A header is ~480 bytes of JSON (bench gas), so 10,000 stay under 5 MB; the
 # manifest limit bounds what a parser reads before it knows the count.
 MAX_BLOCKS_PER_BATCH = 10_000
 MAX_BATCH_MANIFEST_BYTES = 8 * 1024 * 1024
