@@ -10,8 +10,10 @@ Modes, per camera-minute (one 60 s window; 25 fps = 1,500 frames):
 - per frame: one transaction per frame carrying its 32-byte hash, measured (the floor of any
   per-frame anchoring: no contract, no storage) x 1,500;
 - per header: VideoLedger.anchor + the attest reaching quorum + the third node's attest, measured
-  per camera on 10 cameras; beyond 10 cameras computed as N x the per-camera median (each camera's
-  transactions touch only that camera's storage, so the cost is linear);
+  per camera on 10 cameras, for the current (lean) storage layout and for the one before it
+  (bench/reference/, same ABI, deployed on the same Consortium in the same run); beyond 10 cameras
+  computed as N x the per-camera median (each camera's transactions touch only that camera's
+  storage, so the cost is linear);
 - batch: BatchLedger.anchorBatch with all 3 nodes' signatures (and with the quorum's 2), measured at
   every camera count (headers stay off chain, so the calldata does not grow), divided by N.
 Capacity: a Besu QBFT network with chain/besu/genesis.json's 30,000,000 gas per block and 2 s
@@ -39,6 +41,7 @@ from offchain.core.block import BlockHeader, FrameRef, build_block, camera_id
 from offchain.tables import render_table
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gas.json"
+REFERENCE_LEDGER = Path(__file__).resolve().parent / "reference" / "VideoLedger_before_lean.json"
 WINDOW = 60_000
 FRAMES_PER_MINUTE = 1_500  # 25 fps
 CAMERA_COUNTS = (1, 10, 100, 200, 1_000)
@@ -55,6 +58,11 @@ def _median(xs: list[int]) -> int:
     return sorted(xs)[len(xs) // 2]
 
 
+def _header_minute(m: dict[str, list[int]]) -> int:
+    """One camera-minute in per-header mode: the anchor and both other nodes' attestations."""
+    return _median(m["anchor"]) + _median(m["attest_final"]) + _median(m["attest_open"])
+
+
 def _frames(start: int, n: int, seq0: int) -> list[FrameRef]:
     return [FrameRef.of_bytes(seq0 + i, start + i * 40, hashlib.sha256(b"%d" % (seq0 + i)).digest(), i % 50 == 0)
             for i in range(n)]
@@ -68,15 +76,27 @@ def _raw_tx(w3: Any, sender: Signer, to: str, data: bytes) -> int:
     return int(w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(raw))["gasUsed"])
 
 
-def _per_header(w3: Any, keys: list[str], dep: Deployment) -> dict[str, list[int]]:
-    """Today's per-header mode on PER_HEADER_CAMERAS cameras, three windows each (1,500-frame blocks)."""
-    gov = ConsortiumClient(Signer(w3, keys[0]), dep.consortium)
+def _register_cameras(w3: Any, keys: list[str], dep: Deployment) -> list[str]:
     owner = ConsortiumClient(Signer(w3, keys[1]), dep.consortium)
     ips = [f"10.0.0.{i}" for i in range(1, PER_HEADER_CAMERAS + 1)]
     for ip in ips:
         owner.register_camera(ip, b"\x11" * 32, b"\x01" * 32)
-    gov.seal_genesis()
-    nodes = [VideoLedgerClient(Signer(w3, keys[i]), dep.video_ledger) for i in (3, 4, 5)]
+    ConsortiumClient(Signer(w3, keys[0]), dep.consortium).seal_genesis()
+    return ips
+
+
+def _deploy_reference_ledger(w3: Any, keys: list[str], dep: Deployment) -> str:
+    """The VideoLedger of before the lean storage layout (bench/reference/), on the same Consortium."""
+    art = json.loads(REFERENCE_LEDGER.read_text())
+    founder = Signer(w3, keys[0])
+    factory = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
+    return str(founder.transact(factory.constructor(dep.consortium, 600_000, 3_600_000)).receipt["contractAddress"])
+
+
+def _per_header(w3: Any, keys: list[str], dep: Deployment, ledger: str, ips: list[str]) -> dict[str, list[int]]:
+    """Per-header mode on PER_HEADER_CAMERAS cameras, three windows each (1,500-frame blocks)."""
+    gov = ConsortiumClient(Signer(w3, keys[0]), dep.consortium)
+    nodes = [VideoLedgerClient(Signer(w3, keys[i]), ledger) for i in (3, 4, 5)]
     out: dict[str, list[int]] = {"anchor_first": [], "anchor": [], "attest_final": [], "attest_open": []}
     for c, ip in enumerate(ips):
         prev = gov.head_block(camera_id(ip))[0]
@@ -127,13 +147,15 @@ def _batch_mode(w3: Any, keys: list[str], dep: Deployment) -> dict[int, dict[str
     return out
 
 
-def _mode_rows(per_frame_tx: int, header_minute: int, batch: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+def _mode_rows(per_frame_tx: int, header_minute: int, before_minute: int,
+               batch: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for n in CAMERA_COUNTS:
         b = batch[n]["median_3_signatures"]
         rows.append({
             "cameras": n,
             "per_frame": per_frame_tx * FRAMES_PER_MINUTE,
+            "per_header_before_lean": before_minute,
             "per_header": header_minute,
             "per_header_basis": "measured" if n <= PER_HEADER_CAMERAS else f"computed: N x {PER_HEADER_CAMERAS}-camera median",
             "batch": round(b / n, 1),
@@ -150,10 +172,12 @@ def _print(rows: list[dict[str, Any]], transfer: int, raw_storage: int, legacy: 
     print(render_table(["transaction", "gas", "vs transfer", "vs 9 fresh SSTOREs (computed)"], table,
                        title=f"Gas on Anvil (1,500-frame blocks; transfer = {transfer:,} gas, raw header storage = {raw_storage:,} gas)"))
     print()
-    cells = [[f"{r['cameras']:,}", f"{r['per_frame']:,}", f"{r['per_header']:,}", f"{r['batch']:,.1f}",
+    cells = [[f"{r['cameras']:,}", f"{r['per_frame']:,}", f"{r['per_header_before_lean']:,}", f"{r['per_header']:,}",
+              f"{r['batch']:,.1f}",
               f"{r['batch_tx_gas']:,}", f"{r['per_header'] / r['batch']:,.0f}x", f"{r['batch'] / TARGET:.3f}x"]
              for r in rows]
-    print(render_table(["cameras", "per frame", "per header", "batch", "batch tx", "header/batch", "batch/target"], cells,
+    print(render_table(["cameras", "per frame", "per header (before)", "per header (lean)", "batch", "batch tx",
+                        "header/batch", "batch/target"], cells,
                        title="Gas per camera-minute (3 nodes, 60 s windows, 25 fps; target 1,000 at 200 cameras)"))
     print()
     cap = [[f"{r['cameras']:,}", f"{BESU_GAS_PER_MINUTE // r['per_frame']:,}", f"{BESU_GAS_PER_MINUTE // r['per_header']:,}",
@@ -171,12 +195,17 @@ def main(argv: list[str] | None = None) -> int:
         sender, receiver = Signer(w3, keys[6]), Signer(w3, keys[7])
         transfer = _raw_tx(w3, sender, receiver.address, b"")
         per_frame_tx = _raw_tx(w3, sender, receiver.address, hashlib.sha256(b"frame").digest())
-        header = _per_header(w3, keys, dep)
+        ips = _register_cameras(w3, keys, dep)
+        header = _per_header(w3, keys, dep, dep.video_ledger, ips)
+        header_before = _per_header(w3, keys, dep, _deploy_reference_ledger(w3, keys, dep), ips)
         batch = _batch_mode(w3, keys, dep)
 
     raw_storage = 21_000 + 9 * 22_100  # computed, not measured: 9 header words into fresh slots + the floor
-    header_minute = _median(header["anchor"]) + _median(header["attest_final"]) + _median(header["attest_open"])
+    header_minute = _header_minute(header)
+    before_minute = _header_minute(header_before)
     legacy = [
+        ("anchor, before the lean layout (median)", _median(header_before["anchor"])),
+        ("attest reaching quorum, before the lean layout", _median(header_before["attest_final"])),
         ("anchor (first block of a camera)", _median(header["anchor_first"])),
         ("anchor (next blocks, median)", _median(header["anchor"])),
         ("attest reaching quorum (finalises)", _median(header["attest_final"])),
@@ -189,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         ("anchorBatch, first batch of the ledger (1 camera)", batch[1]["first"]),
         ("one transaction with a 32-byte frame hash", per_frame_tx),
     ]
-    rows = _mode_rows(per_frame_tx, header_minute, batch)
+    rows = _mode_rows(per_frame_tx, header_minute, before_minute, batch)
     _print(rows, transfer, raw_storage, legacy)
     at_200 = next(r for r in rows if r["cameras"] == 200)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_per_camera_minute_at_200": TARGET,
         "batch_vs_target_at_200": round(at_200["batch"] / TARGET, 4),
         "per_header_vs_batch_at_200": round(at_200["per_header"] / at_200["batch"], 1),
+        "per_header_lean_vs_before": round(header_minute / before_minute, 3),
         "besu": {"block_gas_limit": BESU_BLOCK_GAS, "block_period_s": BESU_BLOCK_SECONDS,
                  "gas_per_minute": BESU_GAS_PER_MINUTE, "source": "chain/besu/genesis.json (gasLimit, qbft.blockperiodseconds)",
                  "cameras_carried": {r["cameras"]: {"per_frame": BESU_GAS_PER_MINUTE // r["per_frame"],

@@ -28,6 +28,26 @@ contract VideoLedger {
         bool finalized;
     }
 
+    /// @dev How a block is kept: the header's nine fields and the record's four in six slots
+    ///      (the ABI struct `BlockRecord` would take eight), packed by size. The proposer's
+    ///      attestation is implied by `proposer` instead of an `_attestedBy` slot. Together with the
+    ///      chain entry that is seven fresh slots per anchor instead of ten (docs/CONTRACTS.md).
+    struct StoredBlock {
+        bytes32 cameraId;
+        bytes32 prevHash;
+        bytes32 framesRoot;
+        bytes32 manifestDigest;
+        address proposer; // slot 4: 20 + 8 + 4 bytes
+        uint64 height;
+        uint32 frameCount;
+        uint64 windowStartMs; // slot 5: 8 + 8 + 8 + 2 + 2 + 1 bytes
+        uint64 windowEndMs;
+        uint64 anchoredAt;
+        uint16 attestations;
+        uint16 disputes;
+        bool finalized;
+    }
+
     // ---------------------------------------------------------------- errors
     error NotANode(address account);
     error ProposerMismatch(address sender, address proposer);
@@ -81,7 +101,7 @@ contract VideoLedger {
     /// @dev Upper bounds of the settings themselves: a day ahead, a day long.
     uint64 private constant _LIMIT_CEILING_MS = 86_400_000;
 
-    mapping(bytes32 => BlockRecord) private _blocks;
+    mapping(bytes32 => StoredBlock) private _blocks;
     /// @dev cameraId => block hashes; index i holds height i + 1 (height 0 is the head block).
     mapping(bytes32 => bytes32[]) private _chains;
     mapping(bytes32 => mapping(address => bool)) private _attestedBy;
@@ -139,7 +159,7 @@ contract VideoLedger {
         if (header.prevHash != expectedPrev) revert BrokenChainLink(cameraId, expectedPrev, header.prevHash);
         _checkWindowTime(header.windowStartMs, header.windowEndMs);
         if (length > 0) {
-            uint64 previousEnd = _blocks[expectedPrev].header.windowEndMs;
+            uint64 previousEnd = _blocks[expectedPrev].windowEndMs;
             if (header.windowStartMs < previousEnd) {
                 revert TimeNotContinuous(cameraId, previousEnd, header.windowStartMs);
             }
@@ -149,12 +169,9 @@ contract VideoLedger {
             revert InvalidFramesRoot(header.frameCount, header.framesRoot);
         }
 
-        BlockRecord storage rec = _blocks[blockHash];
-        rec.header = header;
-        rec.anchoredAt = uint64(block.timestamp);
-        rec.attestations = 1;
+        StoredBlock storage rec = _blocks[blockHash];
+        _store(rec, header);
         chain.push(blockHash);
-        _attestedBy[blockHash][msg.sender] = true;
 
         emit BlockAnchored(cameraId, header.height, blockHash, header);
         emit BlockAttested(blockHash, msg.sender, 1);
@@ -163,9 +180,9 @@ contract VideoLedger {
 
     /// @notice Attest an anchored block after checking it against the node's own frame pool.
     function attest(bytes32 blockHash) external onlyNode {
-        BlockRecord storage rec = _blocks[blockHash];
+        StoredBlock storage rec = _blocks[blockHash];
         if (rec.anchoredAt == 0) revert UnknownBlock(blockHash);
-        if (_attestedBy[blockHash][msg.sender]) revert AlreadyAttested(msg.sender, blockHash);
+        if (_hasAttested(blockHash, rec, msg.sender)) revert AlreadyAttested(msg.sender, blockHash);
         if (_disputedBy[blockHash][msg.sender]) revert AttestedAndDisputed(msg.sender, blockHash);
         _attestedBy[blockHash][msg.sender] = true;
         rec.attestations += 1;
@@ -179,10 +196,10 @@ contract VideoLedger {
     /// @param blockHash the anchored block
     /// @param reason what this node's pool contradicts (free text, for the record)
     function dispute(bytes32 blockHash, string calldata reason) external onlyNode {
-        BlockRecord storage rec = _blocks[blockHash];
+        StoredBlock storage rec = _blocks[blockHash];
         if (rec.anchoredAt == 0) revert UnknownBlock(blockHash);
         if (_disputedBy[blockHash][msg.sender]) revert AlreadyDisputed(msg.sender, blockHash);
-        if (_attestedBy[blockHash][msg.sender]) revert AttestedAndDisputed(msg.sender, blockHash);
+        if (_hasAttested(blockHash, rec, msg.sender)) revert AttestedAndDisputed(msg.sender, blockHash);
         _disputedBy[blockHash][msg.sender] = true;
         rec.disputes += 1;
         emit BlockDisputed(blockHash, msg.sender, reason);
@@ -236,10 +253,10 @@ contract VideoLedger {
         uint64 timestampMs,
         bytes32 frameSha256
     ) external view returns (bool) {
-        BlockRecord storage rec = _blocks[blockHash];
+        StoredBlock storage rec = _blocks[blockHash];
         if (rec.anchoredAt == 0) revert UnknownBlock(blockHash);
-        bytes32 leaf = frameLeaf(rec.header.cameraId, seq, timestampMs, frameSha256);
-        return MerkleProof.verifyCalldata(proof, rec.header.framesRoot, leaf);
+        bytes32 leaf = frameLeaf(rec.cameraId, seq, timestampMs, frameSha256);
+        return MerkleProof.verifyCalldata(proof, rec.framesRoot, leaf);
     }
 
     /// @notice Whether a set of frame leaves belongs to an anchored block (multiproof).
@@ -249,19 +266,21 @@ contract VideoLedger {
         bool[] calldata proofFlags,
         bytes32[] calldata leaves
     ) external view returns (bool) {
-        BlockRecord storage rec = _blocks[blockHash];
+        StoredBlock storage rec = _blocks[blockHash];
         if (rec.anchoredAt == 0) revert UnknownBlock(blockHash);
-        return MerkleProof.multiProofVerifyCalldata(proof, proofFlags, rec.header.framesRoot, leaves);
+        return MerkleProof.multiProofVerifyCalldata(proof, proofFlags, rec.framesRoot, leaves);
     }
 
     function getBlock(bytes32 blockHash) external view returns (BlockRecord memory) {
-        BlockRecord storage rec = _blocks[blockHash];
+        StoredBlock storage rec = _blocks[blockHash];
         if (rec.anchoredAt == 0) revert UnknownBlock(blockHash);
-        return rec;
+        return _record(rec);
     }
 
+    /// @notice Whether a node stands behind an anchored block: its proposer, or a node that attested it.
     function hasAttested(bytes32 blockHash, address node) external view returns (bool) {
-        return _attestedBy[blockHash][node];
+        StoredBlock storage rec = _blocks[blockHash];
+        return rec.anchoredAt != 0 && _hasAttested(blockHash, rec, node);
     }
 
     function hasDisputed(bytes32 blockHash, address node) external view returns (bool) {
@@ -279,7 +298,7 @@ contract VideoLedger {
     }
 
     function blockAt(bytes32 cameraId, uint64 height) external view returns (BlockRecord memory) {
-        return _blocks[blockHashAt(cameraId, height)];
+        return _record(_blocks[blockHashAt(cameraId, height)]);
     }
 
     /// @notice Hash of the camera's newest block, or its head block when none is anchored yet:
@@ -291,7 +310,7 @@ contract VideoLedger {
             return (head, 0, 0);
         }
         bytes32 last = _chains[cameraId][length - 1];
-        return (last, uint64(length), _blocks[last].header.windowEndMs);
+        return (last, uint64(length), _blocks[last].windowEndMs);
     }
 
     /// @notice Heights of the blocks whose windows overlap [fromMs, toMs). Empty when
@@ -308,7 +327,7 @@ contract VideoLedger {
         uint256 hi = n;
         while (lo < hi) {
             uint256 mid = (lo + hi) / 2;
-            if (_blocks[chain[mid]].header.windowEndMs > fromMs) hi = mid;
+            if (_blocks[chain[mid]].windowEndMs > fromMs) hi = mid;
             else lo = mid + 1;
         }
         uint256 firstIdx = lo;
@@ -317,7 +336,7 @@ contract VideoLedger {
         hi = n;
         while (lo < hi) {
             uint256 mid = (lo + hi) / 2;
-            if (_blocks[chain[mid]].header.windowStartMs >= toMs) hi = mid;
+            if (_blocks[chain[mid]].windowStartMs >= toMs) hi = mid;
             else lo = mid + 1;
         }
         // heights are index + 1; `lo` is one past the last overlapping index
@@ -344,11 +363,52 @@ contract VideoLedger {
         if (endMs - startMs > maxWindowMs) revert WindowTooLong(endMs - startMs, maxWindowMs);
     }
 
+    /// @dev Write a newly anchored block: the header and its proposer's attestation.
+    function _store(StoredBlock storage rec, BlockHeader calldata header) internal {
+        rec.cameraId = header.cameraId;
+        rec.prevHash = header.prevHash;
+        rec.framesRoot = header.framesRoot;
+        rec.manifestDigest = header.manifestDigest;
+        rec.proposer = header.proposer;
+        rec.height = header.height;
+        rec.frameCount = header.frameCount;
+        rec.windowStartMs = header.windowStartMs;
+        rec.windowEndMs = header.windowEndMs;
+        rec.anchoredAt = uint64(block.timestamp);
+        rec.attestations = 1;
+    }
+
+    /// @dev The ABI form of a stored block.
+    function _record(StoredBlock storage rec) internal view returns (BlockRecord memory) {
+        return BlockRecord({
+            header: BlockHeader({
+                cameraId: rec.cameraId,
+                height: rec.height,
+                prevHash: rec.prevHash,
+                windowStartMs: rec.windowStartMs,
+                windowEndMs: rec.windowEndMs,
+                frameCount: rec.frameCount,
+                framesRoot: rec.framesRoot,
+                manifestDigest: rec.manifestDigest,
+                proposer: rec.proposer
+            }),
+            anchoredAt: rec.anchoredAt,
+            attestations: rec.attestations,
+            disputes: rec.disputes,
+            finalized: rec.finalized
+        });
+    }
+
+    /// @dev The proposer's anchor is its attestation; other nodes attest with `attest`.
+    function _hasAttested(bytes32 blockHash, StoredBlock storage rec, address node) internal view returns (bool) {
+        return rec.proposer == node || _attestedBy[blockHash][node];
+    }
+
     /// @dev Final: a quorum of attestations and no dispute.
-    function _finalizeIfQuorum(bytes32 blockHash, BlockRecord storage rec) private {
+    function _finalizeIfQuorum(bytes32 blockHash, StoredBlock storage rec) private {
         if (!rec.finalized && rec.disputes == 0 && rec.attestations >= consortium.quorum()) {
             rec.finalized = true;
-            emit BlockFinalized(blockHash, rec.header.cameraId, rec.header.height);
+            emit BlockFinalized(blockHash, rec.cameraId, rec.height);
         }
     }
 }
