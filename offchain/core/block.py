@@ -386,11 +386,12 @@ def build_block(
     return SealedBlock(header=header, manifest=manifest, manifest_bytes=manifest_bytes, tree=tree)
 
 
-def proposer_for(camera: bytes, window_start_ms: int, nodes: Sequence[str], attempt: int = 0) -> str:
+def proposer_for(camera: bytes | None, window_start_ms: int, nodes: Sequence[str], attempt: int = 0) -> str:
     """B3: the node that proposes a (camera, window) block. Deterministic, so every node agrees
     without talking; spread across cameras and windows by hashing; `attempt` moves to the next
-    node when the chosen one did not anchor in time."""
+    node when the chosen one did not anchor in its slot (`core.windows.turn_at`). With camera
+    None, the proposer of the window itself (one turn for every camera of it: batch anchoring)."""
     if not nodes:
         raise ValueError("no nodes to propose")
-    slot = int.from_bytes(keccak(camera + window_start_ms.to_bytes(8, "big")), "big")
+    slot = int.from_bytes(keccak((camera or b"") + window_start_ms.to_bytes(8, "big")), "big")
     return list(nodes)[(slot + attempt) % len(nodes)]

@@ -14,31 +14,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
-
-import httpx
-
-if TYPE_CHECKING:
-    from .node import Node
+from ..chain.ledger import VideoLedgerClient
+from .config import NodeConfig
+from .peer_client import PeerClient
+from .registry import CameraRegistry
+from .state import NodeState
 
 log = logging.getLogger(__name__)
 
 
 class AlarmCentre:
-    def __init__(self, node: "Node"):
-        self.node = node
+    """Given the parts it uses: configuration (its own URL, the peers, hold and poll times), the
+    node's state (counters), the whitelist, the ledger it sends risk transactions with, and the
+    peer client it reads every node's alarm pool through."""
+
+    def __init__(self, *, config: NodeConfig, state: NodeState, registry: CameraRegistry, ledger: VideoLedgerClient,
+                 peers: PeerClient):
+        self.config = config
+        self.state = state
+        self.registry = registry
+        self.ledger = ledger
+        self.peers = peers
         self.common_since: dict[bytes, float] = {}
         self.active: dict[bytes, bool] = {}
         self.loaded = False
 
     async def _open_missing(self, url: str) -> dict[bytes, tuple[set[int], int | None]] | None:
-        try:
-            r = await self.node.http.get(url.rstrip("/") + "/api/v1/alarms", params={"open": "true", "kind": "missing"})
-            r.raise_for_status()
-        except httpx.HTTPError:
+        alarms = await self.peers.open_missing_alarms(url)
+        if alarms is None:
             return None
         out: dict[bytes, tuple[set[int], int | None]] = {}
-        for a in r.json():
+        for a in alarms:
             cam = bytes.fromhex(a["cameraId"][2:])
             seqs, since = out.get(cam, (set(), None))
             seqs.update(range(a["seqFrom"], a["seqTo"] + 1))
@@ -47,13 +53,12 @@ class AlarmCentre:
         return out
 
     async def inspect(self) -> None:
-        node = self.node
         if not self.loaded:
             # After a restart, risks raised earlier are known from the chain, so they still clear.
-            for info in node.registry.all():
-                self.active[info.camera_id] = (await asyncio.to_thread(node.ledger.risk, info.camera_id))["active"]
+            for info in self.registry.all():
+                self.active[info.camera_id] = (await asyncio.to_thread(self.ledger.risk, info.camera_id))["active"]
             self.loaded = True
-        urls = [node.config.api_url] + [p for p in node.config.peers if p != node.config.api_url]
+        urls = [self.config.api_url] + [p for p in self.config.peers if p != self.config.api_url]
         pools = await asyncio.gather(*(self._open_missing(u) for u in urls))
         if any(p is None for p in pools):
             return
@@ -63,7 +68,7 @@ class AlarmCentre:
             common = set.intersection(*(p.get(cam, (set(), None))[0] for p in pools))
             if common:
                 first = self.common_since.setdefault(cam, now)
-                if now - first >= node.config.alarm_hold_ms / 1000 and not self.active.get(cam):
+                if now - first >= self.config.alarm_hold_ms / 1000 and not self.active.get(cam):
                     since = min((p[cam][1] for p in pools if p.get(cam) and p[cam][1] is not None), default=0)
                     reason = f"{len(common)} frame(s) missing at all {len(pools)} nodes"
                     await self._set(cam, True, reason, since)
@@ -73,24 +78,23 @@ class AlarmCentre:
                     await self._set(cam, False)
 
     async def _set(self, cam: bytes, raise_it: bool, reason: str = "", since_ms: int = 0) -> None:
-        node = self.node
-        info = node.registry.get(cam)
+        info = self.registry.get(cam)
         ip = info.ip if info else cam.hex()
-        current = (await asyncio.to_thread(node.ledger.risk, cam))["active"]
+        current = (await asyncio.to_thread(self.ledger.risk, cam))["active"]
         if raise_it and not current:
-            await asyncio.to_thread(node.ledger.raise_risk, cam, reason, since_ms)
-            node.state.bump(ip, "risks_raised")
+            await asyncio.to_thread(self.ledger.raise_risk, cam, reason, since_ms)
+            self.state.bump(ip, "risks_raised")
             log.warning("risk warning raised on chain", extra={"camera": ip, "reason": reason})
         elif not raise_it and current:
-            await asyncio.to_thread(node.ledger.clear_risk, cam)
-            node.state.bump(ip, "risks_cleared")
+            await asyncio.to_thread(self.ledger.clear_risk, cam)
+            self.state.bump(ip, "risks_cleared")
             log.info("risk warning cleared on chain", extra={"camera": ip})
         self.active[cam] = raise_it
 
-    async def run(self) -> None:
-        while not self.node.stopping.is_set():
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
             try:
                 await self.inspect()
             except Exception:  # noqa: BLE001 - keep inspecting
                 log.exception("alarm centre inspection failed")
-            await asyncio.sleep(self.node.config.alarm_poll_ms / 1000)
+            await asyncio.sleep(self.config.alarm_poll_ms / 1000)

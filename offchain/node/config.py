@@ -19,6 +19,7 @@
     repair_deadline_ms = 6000       # a window with open alarms is sealed anyway after this
     idle_close_ms = 4000            # a camera silent this long closes its current window
     proposer_timeout_ms = 5000      # the next node in the rotation takes over after this (B3)
+    clock_skew_ms = 500             # tolerated clock difference + anchor inclusion time (docs/NODES.md)
     hop_limit = 2                   # how far a repair alarm travels (I6)
     substitute_min_ms = 1000        # gaps at least this long are filled from a group camera (I7)
     alarm_centre = false            # this node runs the alarm centre (I9)
@@ -78,6 +79,7 @@ class NodeConfig:
     repair_deadline_ms: int = 6_000
     idle_close_ms: int = 4_000
     proposer_timeout_ms: int = 5_000
+    clock_skew_ms: int = 500
     hop_limit: int = 2
     substitute_min_ms: int = 1_000
     alarm_centre: bool = False

@@ -9,7 +9,6 @@ import signal
 
 import uvicorn
 
-from .alarm_centre import AlarmCentre
 from .api import build_app
 from .config import NodeConfig
 from .node import Node
@@ -26,8 +25,8 @@ async def serve(config: NodeConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: (node.stopping.set(), setattr(server, "should_exit", True)))
     tasks = [asyncio.create_task(node.tick_forever(), name="tick")]
-    if config.alarm_centre:
-        tasks.append(asyncio.create_task(AlarmCentre(node).run(), name="alarm-centre"))
+    if node.alarm_centre is not None:  # built by node.start() when config.alarm_centre is set
+        tasks.append(asyncio.create_task(node.alarm_centre.run(node.stopping), name="alarm-centre"))
     # A line a supervisor can wait for: both ports are bound.
     print(f"READY {config.name} ingest={config.ingest_host}:{config.ingest_port} api={config.api_url}", flush=True)
     try:

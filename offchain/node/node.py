@@ -18,8 +18,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from ..chain.client import Signer, connect
 from ..chain.deployer import Deployment
 from ..chain.ledger import ConsortiumClient, VideoLedgerClient
@@ -28,10 +26,15 @@ from ..core.block import camera_id
 from ..core.gaps import Arrival, CameraAnomaly, classify_arrival, Hole, SeqRanges, check_step, estimate_gop, find_holes, frame_step_ms, keyframe_lost, plausible_lost
 from ..store.base import ContentStore, StoreError
 from ..core.peer_auth import ChainBinding
+from ..chain.health import ChainHealth
+from .alarm_centre import AlarmCentre
 from .config import NodeConfig
 from .ingest import IngestServer, StreamRecord
+from .peer_client import PeerClient
 from .peer_http import NodeRoster, PeerIdentity, PeerSigning
+from .producer import Producer
 from .registry import CameraRegistry
+from .repair import Repairer
 from .storage_guard import StorageGuard
 from .state import Alarm, NodeState, named_alarm
 
@@ -86,17 +89,19 @@ class Node:
         self.peer_identity = PeerIdentity(config.key(), self.address, ChainBinding(self.signer.chain_id, self.deployment.consortium))
         self.registry = CameraRegistry(self.consortium, from_block=self.deployment.record["contracts"]["Consortium"]["blockNumber"])
         self.tracks: dict[bytes, CameraTrack] = {}
-        self.http: httpx.AsyncClient | None = None
         self.ingest_server: asyncio.AbstractServer | None = None
         self.started_at = time.time()
         self.stopping = asyncio.Event()
-        # imported here to keep the modules' dependency one-way (they take a Node)
-        from .producer import Producer
-        from .repair import Repairer
-
-        self.repairer = Repairer(self)
-        self.producer = Producer(self)
+        # The parts below get what they use, not the Node (node -> producer -> repair, one way).
+        self.peer_client = PeerClient(config.name, config.peers, config.api_url)
+        self.health = ChainHealth(self.w3, self.address, {"Consortium": self.deployment.consortium,
+                                                          "VideoLedger": self.deployment.video_ledger},
+                                  self.deployment.chain_id)
+        self.repairer = Repairer(config=config, state=self.state, store=self.store, registry=self.registry,
+                                 peers=self.peer_client, accept=self.accept_packet)
         self.ingest = IngestServer(self)
+        self.producer: Producer | None = None  # built by start(), once the node list is read
+        self.alarm_centre: AlarmCentre | None = None
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -105,7 +110,16 @@ class Node:
         if self.address not in self.nodes:
             raise RuntimeError(f"{self.name}: account {self.address} is not a registered node of {self.deployment.consortium}")
         self.roster = NodeRoster(self.consortium.nodes, initial=self.nodes)
-        self.http = httpx.AsyncClient(timeout=5.0, auth=PeerSigning(self.peer_identity, self.roster, self.config.peer_auth_window_ms))
+        self.peer_client.open(PeerSigning(self.peer_identity, self.roster, self.config.peer_auth_window_ms))
+        self.producer = Producer(
+            config=self.config, address=self.address, nodes=self.nodes, state=self.state, store=self.store,
+            registry=self.registry, ledger=self.ledger, health=self.health, peers=self.peer_client,
+            accept=self.accept_packet, repairer=self.repairer, manifest_extras=self.manifest_extras,
+            started_at=self.started_at, latest_block=lambda: int(self.w3.eth.block_number),
+            log_from_block=int(self.deployment.record["contracts"]["VideoLedger"]["blockNumber"]))
+        if self.config.alarm_centre:
+            self.alarm_centre = AlarmCentre(config=self.config, state=self.state, registry=self.registry,
+                                            ledger=self.ledger, peers=self.peer_client)
         self.ingest_server = await asyncio.get_running_loop().create_server(
             self.ingest.protocol, self.config.ingest_host, self.config.ingest_port, backlog=1024)
         self.config.ingest_port = self.ingest_server.sockets[0].getsockname()[1]
@@ -118,8 +132,7 @@ class Node:
             self.ingest_server.close()
             self._ingest_flush.cancel()
             self.ingest.flush()
-        if self.http:
-            await self.http.aclose()
+        await self.peer_client.close()
         self.state.close()
 
     async def tick_forever(self) -> None:
@@ -277,7 +290,7 @@ class Node:
         """Key rotations and revocations take effect within a tick, not at the next miss. While
         the chain is unusable (the producer's health check backs off) it waits too, instead of
         logging one failure per tick."""
-        chain = self.producer.health.status
+        chain = self.health.status
         if chain.checked_at is not None and not chain.reachable:
             return
         start = int(self.state.get_meta("whitelist_checkpoint") or self.deployment.record["contracts"]["Consortium"]["blockNumber"])
@@ -402,7 +415,7 @@ class Node:
             "counters": counters,
             "openAlarms": self.state.open_alarm_count(),
             "cameras": {ip: "0x" + cid.hex() for cid, ip in self.state.cameras()},
-            "chain": self.producer.health.snapshot(),  # cached by the producer's checks: no RPC here
+            "chain": self.health.snapshot(),  # cached by the producer's checks: no RPC here
             "storage": self.storage.snapshot(),
         }
 

@@ -202,8 +202,17 @@ def test_lying_peer_is_rejected_and_reported(run):
     assert all(f["seq"] != 10_000 for f in still)
 
 
+def slot_rules(settings):
+    from offchain.core.windows import WindowRules
+
+    return WindowRules(window_ms=settings["window_ms"], idle_close_ms=settings["idle_close_ms"],
+                       repair_deadline_ms=settings["repair_deadline_ms"],
+                       proposer_timeout_ms=settings["proposer_timeout_ms"], clock_skew_ms=settings.get("clock_skew_ms", 500))
+
+
 def test_next_node_takes_over_from_a_dead_proposer(tmp_path):
     from offchain.core.block import proposer_for
+    from offchain.core.windows import turn_at
 
     ip = "10.0.6.1"
     settings = {"window_ms": 5_000, "missing_wait_ms": 500, "repair_deadline_ms": 2000, "idle_close_ms": 1500,
@@ -232,8 +241,22 @@ def test_next_node_takes_over_from_a_dead_proposer(tmp_path):
         assert len(recs) == 6 and all(r.finalized for r in recs)  # quorum 2 of the 2 live nodes
         taken_over = [r for r in recs if proposer_for(cid, r.header.window_start_ms, nodes) == dead_address]
         assert taken_over and taken_over[0].header.window_start_ms == t0
+        rules = slot_rules(settings)
         for r in taken_over:
-            assert r.header.proposer == proposer_for(cid, r.header.window_start_ms, nodes, attempt=1) != dead_address
+            # Anchored in its own slot, as every node counts slots: from the window's end and the
+            # chain time of the block before (anchoredAt is whole seconds: any instant of it).
+            before = ledger.block_at(cid, r.header.height - 1).anchored_at if r.header.height > 1 else \
+                cluster.consortium().camera(cid).head_timestamp
+            owners = {proposer_for(cid, r.header.window_start_ms, nodes, turn_at(
+                r.anchored_at * 1000 + ms, window_end_ms=r.header.window_end_ms, prev_anchored_ms=before * 1000,
+                rules=rules).attempt) for ms in range(0, 1000, 10)}
+            assert r.header.proposer in owners and r.header.proposer != dead_address
+        # the rotation was followed: no node lost an anchoring race to another
+        for node in cluster.nodes:
+            if node is not dead:
+                counters = cluster.api(node, "/api/v1/status")["counters"]
+                assert sum(c.get("lost_races", 0) for c in counters.values()) == 0, node.name
+                assert sum(c.get("takeovers", 0) for c in counters.values()) <= len(taken_over)
 
 
 def test_rotated_device_key_is_picked_up_from_chain(tmp_path):
