@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from ..core import packet as pk
 from ..core import wire
 from ..core.acks import SeqRanges
-from ..core.block import camera_id
+from .registry import cached_camera_id
 from .state import Alarm
 
 if TYPE_CHECKING:
@@ -108,9 +108,10 @@ class IngestServer:
         self.by_camera: dict[bytes, _Conn] = {}  # the one stream connection of each camera
 
     def snapshot(self) -> dict[str, Any]:
-        """Open connections now (for a status page)."""
+        """Open connections now and the pipeline's fill (for a status page)."""
         return {"openConnections": self.open_total, "inHandshake": len(self.unproven), "cameras": len(self.by_camera),
-                "addresses": len(self.per_address)}
+                "addresses": len(self.per_address), "pipeline": self.node.budget.snapshot(),
+                "commits": {"batches": self.node.committer.batches, "frames": self.node.committer.frames}}
 
     # ------------------------------------------------------------------ counters and alarms
     def count(self, camera: str, name: str) -> None:
@@ -276,38 +277,89 @@ class IngestServer:
             self._refuse(conn, wire.RejectReason.NOT_REGISTERED, f"camera {ip} is not on the whitelist (or revoked)", ip)
         if not await self._control_ok(hello, ip):
             self._refuse(conn, wire.RejectReason.BAD_SIGNATURE, f"{ip}: hello signature does not verify", ip)
-        conn.camera, conn.ip = camera_id(ip), ip
+        conn.camera, conn.ip = cached_camera_id(ip), ip
         conn.msgs.max_size = max(wire.MAX_CONTROL_BYTES, self.config.ingest_max_message_bytes)
         self._record_hello(conn.camera, ip, hello)
 
     async def _stream(self, conn: _Conn, reader: asyncio.StreamReader) -> None:
+        """Frames go into the pipeline without waiting for each one's answer (at most
+        ``ingest_inflight_per_connection`` of this connection, and what the node-wide `Budget`
+        admits: when either is full this loop stops reading, and TCP slows the camera). A second
+        task handles the answers in arrival order; a control message waits until every frame
+        before it is answered."""
         idle = self.config.ingest_idle_timeout_ms / 1000
-        while (body := await self._next(conn, reader, time.monotonic() + idle)) is not None:
-            if wire.is_control(body):
-                await self._control(conn, body)
-                continue
-            outcome = await self.node.accept_packet(body, source="camera", expect_camera=conn.camera,
-                                                    origin=conn.origin)
-            if outcome in ("accepted", "duplicate"):
-                conn.valid += 1
-            elif outcome == "restart":
-                seq, _ = _seq_and_camera(body)
-                self._send(conn, wire.reject_message(wire.RejectReason.CAMERA_RESTART,
-                                                     "seq already taken by a frame from before the restart", seq))
-            elif outcome == "storage":
-                # Not the camera's fault: no seq in the refusal, so it keeps the frame unacknowledged
-                # and sends it again after reconnecting (offchain/node/storage_guard.py).
-                self._send(conn, wire.reject_message(wire.RejectReason.STORAGE_UNAVAILABLE,
-                                                     f"node cannot store frames ({self.node.storage.fault})"))
-                raise _Close
-            elif outcome == "security":
-                # I2: a forged or foreign frame loses the connection (the camera is told why).
-                seq, cam = _seq_and_camera(body)
-                reason = wire.RejectReason.WRONG_CAMERA if cam != conn.camera else wire.RejectReason.BAD_SIGNATURE
-                self._send(conn, wire.reject_message(reason, "frame refused; connection closed", seq))
-                raise _Close
-            else:
-                self._invalid(conn)
+        room = asyncio.Semaphore(max(1, self.config.ingest_inflight_per_connection))
+        budget = self.node.budget
+        inflight: asyncio.Queue[tuple[bytes, asyncio.Future[str]]] = asyncio.Queue()
+        answers = asyncio.ensure_future(self._answers(conn, inflight))
+        try:
+            while (body := await self._next(conn, reader, time.monotonic() + idle)) is not None:
+                if answers.done():
+                    break  # the answers closed this connection
+                if wire.is_control(body):
+                    await self._settled(inflight, answers)
+                    await self._control(conn, body)
+                    continue
+                pre = self.node.precheck(body, "camera", conn.camera, conn.origin)
+                if isinstance(pre, str):
+                    await self._answer(conn, body, pre)  # refused at once, counted in order
+                    continue
+                await room.acquire()
+                await budget.acquire(len(body))
+                task = asyncio.ensure_future(
+                    self.node.accept_checked(pre, body, "camera", conn.origin) if pre is not None else
+                    self.node.accept_packet(body, source="camera", expect_camera=conn.camera, origin=conn.origin))
+                task.add_done_callback(lambda _t, n=len(body): (budget.release(n), room.release()))
+                inflight.put_nowait((body, task))
+            await self._settled(inflight, answers)
+        finally:
+            answers.cancel()
+            while not inflight.empty():
+                inflight.get_nowait()[1].cancel()  # not acknowledged: the camera sends these again
+        if answers.done() and not answers.cancelled() and answers.exception() is not None:
+            raise answers.exception()  # type: ignore[misc]
+
+    @staticmethod
+    async def _settled(inflight: asyncio.Queue[tuple[bytes, asyncio.Future[str]]], answers: asyncio.Task[None]) -> None:
+        """Until every frame read so far is answered (or the answers ended the connection)."""
+        join = asyncio.ensure_future(inflight.join())
+        await asyncio.wait([join, answers], return_when=asyncio.FIRST_COMPLETED)
+        join.cancel()
+        if answers.done():
+            raise _Close
+
+    async def _answers(self, conn: _Conn, inflight: asyncio.Queue[tuple[bytes, asyncio.Future[str]]]) -> None:
+        try:
+            while True:
+                body, task = await inflight.get()
+                try:
+                    await self._answer(conn, body, await task)
+                finally:
+                    inflight.task_done()
+        except _Close:
+            conn.writer.close()  # after what was written (the reject) is sent
+
+    async def _answer(self, conn: _Conn, body: bytes, outcome: str) -> None:
+        if outcome in ("accepted", "duplicate"):
+            conn.valid += 1
+        elif outcome == "restart":
+            seq, _ = _seq_and_camera(body)
+            self._send(conn, wire.reject_message(wire.RejectReason.CAMERA_RESTART,
+                                                 "seq already taken by a frame from before the restart", seq))
+        elif outcome == "storage":
+            # Not the camera's fault: no seq in the refusal, so it keeps the frame unacknowledged
+            # and sends it again after reconnecting (offchain/node/storage_guard.py).
+            self._send(conn, wire.reject_message(wire.RejectReason.STORAGE_UNAVAILABLE,
+                                                 f"node cannot store frames ({self.node.storage.fault})"))
+            raise _Close
+        elif outcome == "security":
+            # I2: a forged or foreign frame loses the connection (the camera is told why).
+            seq, cam = _seq_and_camera(body)
+            reason = wire.RejectReason.WRONG_CAMERA if cam != conn.camera else wire.RejectReason.BAD_SIGNATURE
+            self._send(conn, wire.reject_message(reason, "frame refused; connection closed", seq))
+            raise _Close
+        else:
+            self._invalid(conn)
 
     def _invalid(self, conn: _Conn) -> None:
         conn.invalid += 1
@@ -372,7 +424,7 @@ class IngestServer:
     async def _control_ok(self, msg: wire.SignedControl, ip: str) -> bool:
         """Under the camera's current key; after a failure the camera is re-read once (its key
         may just have been rotated)."""
-        cam = camera_id(ip)
+        cam = cached_camera_id(ip)
         for attempt in range(2):
             key = self.node.registry.active_key(ip)
             if key is not None and msg.verify(key):
@@ -460,7 +512,7 @@ class _GateProtocol(asyncio.StreamReaderProtocol):
 
 def _seq_and_camera(body: bytes) -> tuple[int | None, bytes | None]:
     try:
-        packet = pk.decode_packet(body)
+        packet = pk.decode_packet(body, check_digest=False)
     except pk.PacketError:
         return None, None
-    return packet.seq, packet.camera_id
+    return packet.seq, cached_camera_id(packet.camera_ip)
