@@ -82,20 +82,21 @@ class LocalStore(StoreHelpers):
         self._tmp = self.root / "tmp"
         self._packs = self.root / "packs"
         self._lock = threading.Lock()  # the index connection and this writer's segment
-        self._pack_fd: int | None = None
-        self._pack_name = ""
+        self._pack_name = ""  # this writer's current segment ("" until its first batch)
         self._pack_size = 0
         try:
             self._blocks.mkdir(parents=True, exist_ok=True)
             self._tmp.mkdir(exist_ok=True)
             self._packs.mkdir(exist_ok=True)
             self._check_marker()
-            self._index = sqlite3.connect(self.root / "packs.sqlite", isolation_level=None, check_same_thread=False,
-                                          timeout=30.0)
-            self._index.execute("PRAGMA journal_mode=WAL")
-            self._index.execute("PRAGMA synchronous=NORMAL")  # the packs are the truth: see _recover
-            self._index.execute(_INDEX_SCHEMA)
-            self._recover()
+            self._index_path = self.root / "packs.sqlite"
+            self._reader: sqlite3.Connection | None = None
+            try:
+                self._recover()
+            except sqlite3.DatabaseError:
+                # the index is only a cache of the packs: a damaged one is rebuilt from them
+                os.replace(self._index_path, self._index_path.with_suffix(f".damaged-{int(time.time())}"))
+                self._recover()
         except (OSError, sqlite3.Error) as e:
             if isinstance(e, sqlite3.Error):
                 raise StoreUnavailable(f"cannot open the pack index of {self.root}: {e}") from e
@@ -127,11 +128,40 @@ class LocalStore(StoreHelpers):
         if found != _LAYOUT:
             raise StoreUnavailable(f"{self.root} holds a store of another layout: {found}")
 
+    def _open_writer(self) -> sqlite3.Connection:
+        """The index, opened for one write and closed after it. Nothing in the store stays open
+        for writing between batches (so its filesystem can be remounted read-only, as an
+        operator may, and as tests/integration/test_storage_faults.py does). Rollback journal,
+        no fsync: the packs are the truth, and `_recover` rebuilds what the index lost."""
+        db = sqlite3.connect(self._index_path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        try:
+            db.execute("PRAGMA journal_mode=DELETE")
+            db.execute("PRAGMA synchronous=OFF")
+            db.execute(_INDEX_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _read(self, sql: str, args: tuple | list) -> list[tuple]:
+        """A query on the read-only index connection (opened O_RDONLY; kept)."""
+        if self._reader is None:
+            self._reader = sqlite3.connect(f"file:{self._index_path}?mode=ro", uri=True, isolation_level=None,
+                                           check_same_thread=False, timeout=30.0)
+        return self._reader.execute(sql, args).fetchall()
+
     def _recover(self) -> None:
         """Index what a writer appended and fsynced but was killed before indexing: each pack is
         read from the end of its indexed records on; a record counts only if complete and its
         bytes hash to its digest (a torn tail from a crash is skipped, never indexed)."""
-        ends = dict(self._index.execute("SELECT pack, MAX(offset + length) FROM packed GROUP BY pack"))
+        db = self._open_writer()
+        try:
+            self._recover_into(db)
+        finally:
+            db.close()
+
+    def _recover_into(self, db: sqlite3.Connection) -> None:
+        ends = dict(db.execute("SELECT pack, MAX(offset + length) FROM packed GROUP BY pack"))
         for entry in os.scandir(self._packs):
             if not entry.name.endswith(".pack"):
                 continue
@@ -150,9 +180,9 @@ class LocalStore(StoreHelpers):
                     rows.append((digest, entry.name, pos + _RECORD.size, length))
                     pos += _RECORD.size + length
             if rows:
-                self._index.execute("BEGIN")
-                self._index.executemany("INSERT OR IGNORE INTO packed VALUES (?,?,?,?)", rows)
-                self._index.execute("COMMIT")
+                db.execute("BEGIN")
+                db.executemany("INSERT OR IGNORE INTO packed VALUES (?,?,?,?)", rows)
+                db.execute("COMMIT")
 
     def _sweep_stale_tmp(self) -> None:
         """Remove temp files left by writers that died a day ago or more. Younger ones may belong
@@ -253,14 +283,14 @@ class LocalStore(StoreHelpers):
         found: set[bytes] = set()
         for i in range(0, len(digests), 500):
             part = digests[i : i + 500]
-            found.update(r[0] for r in self._index.execute(
+            found.update(r[0] for r in self._read(
                 f"SELECT digest FROM packed WHERE digest IN ({','.join('?' * len(part))})", part))
         return found
 
     def _append(self, todo: dict[bytes, bytes]) -> None:
-        if self._pack_fd is None or self._pack_size >= PACK_MAX_BYTES:
-            self._open_segment()
-        assert self._pack_fd is not None
+        if not self._pack_name or self._pack_size >= PACK_MAX_BYTES:
+            self._new_segment()
+        path = self._packs / self._pack_name
         parts: list[bytes] = []
         rows = []
         pos = self._pack_size
@@ -270,49 +300,46 @@ class LocalStore(StoreHelpers):
             rows.append((digest, self._pack_name, pos + _RECORD.size, len(data)))
             pos += _RECORD.size + len(data)
         try:
-            view = memoryview(b"".join(parts))
-            while view:
-                n = os.write(self._pack_fd, view)
-                view = view[n:]
-            if self.fsync != "none":
-                os.fdatasync(self._pack_fd)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                view = memoryview(b"".join(parts))
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                if self.fsync != "none":
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            if self.fsync == "full" and self._pack_size == 0:
+                self._fsync_dir(self._packs)
         except OSError as e:
-            # The segment may now end in a partial record: begin a fresh one, so the indexed
-            # prefix of every segment stays contiguous (the torn bytes are never indexed).
-            self._close_segment()
+            # The segment may now end in a partial record: the next batch begins a fresh one, so
+            # the indexed prefix of every segment stays contiguous (torn bytes are never indexed).
+            self._pack_name = ""
             raise self._map_oserror(e, f"cannot append {len(todo)} blocks") from e
         self._pack_size = pos
         try:
-            self._index.execute("BEGIN")
-            self._index.executemany("INSERT OR IGNORE INTO packed VALUES (?,?,?,?)", rows)
-            self._index.execute("COMMIT")
+            db = self._open_writer()
+            try:
+                db.execute("BEGIN")
+                db.executemany("INSERT OR IGNORE INTO packed VALUES (?,?,?,?)", rows)
+                db.execute("COMMIT")
+            finally:
+                db.close()
         except sqlite3.Error as e:
-            if self._index.in_transaction:
-                self._index.execute("ROLLBACK")
+            self._pack_name = ""  # these records stay unindexed until the next open re-reads them
+            if "full" in str(e).lower():
+                raise StoreFull(f"cannot index {len(rows)} packed blocks: {e}") from e
             raise StoreUnavailable(f"cannot index {len(rows)} packed blocks: {e}") from e
 
-    def _open_segment(self) -> None:
-        self._close_segment()
+    def _new_segment(self) -> None:
         self._pack_name = f"{os.getpid()}-{secrets.token_hex(6)}.pack"
-        path = self._packs / self._pack_name
-        try:
-            self._pack_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-            if self.fsync == "full":
-                self._fsync_dir(self._packs)
-        except OSError as e:
-            self._pack_fd = None
-            raise self._map_oserror(e, f"cannot create pack {path}") from e
         self._pack_size = 0
-
-    def _close_segment(self) -> None:
-        if self._pack_fd is not None:
-            os.close(self._pack_fd)
-            self._pack_fd = None
 
     def _packed(self, digest: bytes) -> tuple[str, int, int] | None:
         with self._lock:
-            row = self._index.execute("SELECT pack, offset, length FROM packed WHERE digest=?", (digest,)).fetchone()
-        return (row[0], row[1], row[2]) if row else None
+            rows = self._read("SELECT pack, offset, length FROM packed WHERE digest=?", (digest,))
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
     def _get_packed(self, cid: str, digest: bytes, where: tuple[str, int, int]) -> bytes:
         pack, offset, length = where
@@ -330,8 +357,9 @@ class LocalStore(StoreHelpers):
 
     def close(self) -> None:
         with self._lock:
-            self._close_segment()
-            self._index.close()
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
     def get(self, cid: str) -> bytes:
         digest = digest_from_cid(cid)
@@ -373,7 +401,11 @@ class LocalStore(StoreHelpers):
         for retention tooling and tests). Returns whether a block was removed."""
         digest = digest_from_cid(cid)
         with self._lock:  # a packed block leaves the index; its bytes stay in the segment
-            unpacked = self._index.execute("DELETE FROM packed WHERE digest=?", (digest,)).rowcount == 1
+            db = self._open_writer()
+            try:
+                unpacked = db.execute("DELETE FROM packed WHERE digest=?", (digest,)).rowcount == 1
+            finally:
+                db.close()
         try:
             os.unlink(self._path(digest))
             return True
