@@ -411,6 +411,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seconds", type=float, default=12.0, help="length of each phase")
     ap.add_argument("--memory-minutes", type=float, default=0.0, help="also run 200 cameras paced this long")
     ap.add_argument("--verify-workers", type=int, default=-1, help="the node's ingest_verify_workers")
+    ap.add_argument("--tick-ms", type=int, default=250, help="the node's tick_ms (producer and gap-scan period)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     clip = clip_720p()
@@ -418,6 +419,7 @@ def main(argv: list[str]) -> int:
     print(f"reference (SHA-256 + Ed25519 verify + append-write, 1 process): {ref['frames_per_s']:.0f} frames/s, "
           f"{ref['cpu_us_per_frame']:.0f} µs/frame, packets {ref['avg_packet_bytes']} B on average", flush=True)
     settings = {"window_ms": 3_600_000, "store_fsync": "file", "ingest_verify_workers": args.verify_workers,
+                "tick_ms": args.tick_ms,
                 "ingest_max_per_address": 1024, "ingest_max_connections": 1024}
     most = max(args.cameras + ([200] if args.memory_minutes else []))
     runs: list[dict[str, Any]] = []
@@ -460,6 +462,7 @@ def main(argv: list[str]) -> int:
                        "load_avg_at_end": os.getloadavg()},
            "clip": "bikes scaled to 1280x720, libx264 2 Mbit/s GOP 50, 25 fps", "reference": ref, "runs": runs,
            "memory": memory, "node_ingest_status": status.get("ingest"),
+           "node_settings": settings,
            "target": {"frames_per_s_at_200": 5000, "ratio": 0.5}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")

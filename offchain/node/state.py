@@ -272,7 +272,11 @@ class NodeState:
                                    [(camera, s) for s in seqs]).rowcount
 
     def pool_cameras(self) -> list[bytes]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT camera_id FROM frames WHERE anchored=0")]
+        # One index probe per camera (every camera with frames has its row: hello or FrameWriter),
+        # not a DISTINCT over every pooled frame, which grew with the pool at every tick.
+        return [r[0] for r in self.db.execute(
+            "SELECT camera_id FROM cameras c WHERE EXISTS "
+            "(SELECT 1 FROM frames f WHERE f.camera_id = c.camera_id AND f.anchored = 0)")]
 
     def pool_span(self, camera: bytes) -> tuple[int, int] | None:
         row = self.db.execute("SELECT MIN(ts), MAX(ts) FROM frames WHERE camera_id=? AND anchored=0", (camera,)).fetchone()
