@@ -61,6 +61,7 @@ RESULTS = REPO / "bench" / "results" / "ingest.json"
 FPS = 25
 STEP_MS = 1000 // FPS
 CAMS_PER_SENDER = 100
+WINDOW = 250  # frames a camera sends ahead of the node's acknowledgement (10 s at 25 fps)
 
 
 # ============================================================================================ clip
@@ -178,7 +179,9 @@ def _sender(cams: list[tuple[str, bytes, int]], addr: tuple[str, int], plan: dic
             if events & selectors.EVENT_READ:
                 _drain(socks[ip], readers[ip], acked, ip)
             if events & selectors.EVENT_WRITE:
-                while sent[ip] < count and (due is None or sent[ip] < due):
+                # at most WINDOW frames unacknowledged, as a camera's buffer would allow
+                while sent[ip] < count and (due is None or sent[ip] < due) and \
+                        sent[ip] - (acked[ip] - firsts[ip] + 1) < WINDOW:
                     frame = frame_of(ip)
                     try:
                         n = socks[ip].send(memoryview(frame)[pos[ip]:])
