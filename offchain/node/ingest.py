@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 _MAX_WRITE_BUFFER = 1024 * 1024  # node -> camera bytes not yet taken by the camera
 _CHUNK = 256 * 1024
+_READ_AHEAD = 64 * 1024  # read beyond the message under way (whole frames per read, bounded)
 _RANGES_LOADED = 20_000          # held seqs above the contiguous run read back after a restart
 MAX_TAIL_SEQS = 10_000           # the most frames an end message may declare lost after the last held one
 
@@ -88,6 +89,7 @@ class _Conn:
     superseded: bool = False
     released: bool = False  # its slot in the connection counts was already given back
     acked_version: int = -1
+    last_rx: float = field(default_factory=time.monotonic)
 
     @property
     def origin(self) -> str:
@@ -106,6 +108,8 @@ class IngestServer:
         self.unproven: dict[int, _Conn] = {}     # connections still in their handshake, oldest first
         self.unproven_per_address: Counter[str] = Counter()
         self.by_camera: dict[bytes, _Conn] = {}  # the one stream connection of each camera
+        self.dirty: set[bytes] = set()  # cameras whose held ranges changed since their last ack
+        self._ticker: asyncio.Task[None] | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """Open connections now and the pipeline's fill (for a status page)."""
@@ -170,13 +174,13 @@ class IngestServer:
         self.per_address[host] += 1
         conn = _Conn(host, os.urandom(16).hex(), writer, wire.MessageReader(wire.MAX_CONTROL_BYTES))
         self._unproven_add(conn)
-        acks: asyncio.Task[None] | None = None
         try:
             writer.write(wire.frame_message(wire.challenge_message(conn.nonce, self.node.name)))
             await self._handshake(conn, reader)
             self._unproven_drop(conn)
             self._bind(conn)
-            acks = asyncio.ensure_future(self._ack_loop(conn))
+            self._ack(conn, force=True)  # what is held already (a camera that reconnects learns it at once)
+            self._ensure_ticker()
             await self._stream(conn, reader)
         except _Close:
             pass
@@ -188,8 +192,6 @@ class IngestServer:
         except (ConnectionError, asyncio.IncompleteReadError, OSError):
             pass
         finally:
-            if acks is not None:
-                acks.cancel()
             self._unproven_drop(conn)
             if conn.camera is not None and self.by_camera.get(conn.camera) is conn:
                 del self.by_camera[conn.camera]
@@ -245,16 +247,26 @@ class IngestServer:
             old.writer.transport.abort()
         self.by_camera[conn.camera] = conn
 
-    async def _next(self, conn: _Conn, reader: asyncio.StreamReader, deadline: float) -> bytes | None:
-        """The next complete body, reading no more than completes the message under way."""
+    async def _next(self, conn: _Conn, reader: asyncio.StreamReader, deadline: float | None) -> bytes | None:
+        """The next complete body. Reads at most what completes the message under way plus
+        ``_READ_AHEAD`` (so a read usually brings whole frames, not a length prefix and then a
+        body): an unfinished message holds at most its declared size + 64 KiB. With a deadline
+        (the handshake) the read is timed; on a bound stream the idle timeout is the ticker's."""
         while not conn.ready:
-            timeout = deadline - time.monotonic()
-            if timeout <= 0:
-                raise asyncio.TimeoutError
-            chunk = await asyncio.wait_for(reader.read(min(conn.msgs.wanted(), _CHUNK)), timeout)
+            # In the handshake exactly what completes the message: what follows the hello must
+            # not be parsed under the handshake's 64 KiB message limit.
+            n = min(max(conn.msgs.wanted(), _READ_AHEAD) if deadline is None else conn.msgs.wanted(), _CHUNK)
+            if deadline is None:
+                chunk = await reader.read(n)
+            else:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    raise asyncio.TimeoutError
+                chunk = await asyncio.wait_for(reader.read(n), timeout)
             if not chunk:
                 conn.msgs.finish()
                 return None
+            conn.last_rx = time.monotonic()
             conn.ready.extend(conn.msgs.feed(chunk))
         return conn.ready.popleft()
 
@@ -287,13 +299,12 @@ class IngestServer:
         admits: when either is full this loop stops reading, and TCP slows the camera). A second
         task handles the answers in arrival order; a control message waits until every frame
         before it is answered."""
-        idle = self.config.ingest_idle_timeout_ms / 1000
         room = asyncio.Semaphore(max(1, self.config.ingest_inflight_per_connection))
         budget = self.node.budget
         inflight: asyncio.Queue[tuple[bytes, asyncio.Future[str]]] = asyncio.Queue()
         answers = asyncio.ensure_future(self._answers(conn, inflight))
         try:
-            while (body := await self._next(conn, reader, time.monotonic() + idle)) is not None:
+            while (body := await self._next(conn, reader, None)) is not None:
                 if answers.done():
                     break  # the answers closed this connection
                 if wire.is_control(body):
@@ -306,10 +317,12 @@ class IngestServer:
                     continue
                 await room.acquire()
                 await budget.acquire(len(body))
+                refusals: list[tuple[str | None, str, str, str, str]] = []
                 task = asyncio.ensure_future(
-                    self.node.accept_checked(pre, body, "camera", conn.origin) if pre is not None else
+                    self.node.accept_checked(pre, body, "camera", conn.origin, refusals) if pre is not None else
                     self.node.accept_packet(body, source="camera", expect_camera=conn.camera, origin=conn.origin))
                 task.add_done_callback(lambda _t, n=len(body): (budget.release(n), room.release()))
+                task.refusals = refusals  # type: ignore[attr-defined]
                 inflight.put_nowait((body, task))
             await self._settled(inflight, answers)
         finally:
@@ -333,10 +346,16 @@ class IngestServer:
             while True:
                 body, task = await inflight.get()
                 try:
-                    await self._answer(conn, body, await task)
+                    outcome = await task
+                    for refusal in getattr(task, "refusals", ()):
+                        self.node._alarm_rejected(*refusal)
+                    await self._answer(conn, body, outcome)
                 finally:
                     inflight.task_done()
         except _Close:
+            while not inflight.empty():  # judged after the close: not answered, not counted
+                inflight.get_nowait()[1].cancel()
+                inflight.task_done()
             conn.writer.close()  # after what was written (the reject) is sent
 
     async def _answer(self, conn: _Conn, body: bytes, outcome: str) -> None:
@@ -469,8 +488,9 @@ class IngestServer:
         return held
 
     def note_held(self, cam: bytes, seq: int) -> None:
-        """A frame of `cam` is durable here (called once its row is committed)."""
-        self.tracker(cam).add(seq)
+        """A frame of `cam` is durable here (called once its batch is committed)."""
+        if self.tracker(cam).add(seq):
+            self.dirty.add(cam)
 
     def _ack(self, conn: _Conn, force: bool = False) -> None:
         assert conn.camera is not None and conn.ip is not None
@@ -479,15 +499,33 @@ class IngestServer:
             conn.acked_version = held.version
             self._send(conn, wire.ack_message(conn.ip, held.upto, held.head(wire.MAX_ACK_RANGES)))
 
-    async def _ack_loop(self, conn: _Conn) -> None:
-        interval = max(0.005, self.config.ingest_ack_interval_ms / 1000)
-        try:
-            while True:
-                self._ack(conn)
-                await asyncio.sleep(interval)
-        except _Close:
-            conn.writer.transport.abort()
+    def _ensure_ticker(self) -> None:
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.ensure_future(self._tick_acks())
 
+    async def _tick_acks(self) -> None:
+        """One task for every connection (not one per camera): every ``ingest_ack_interval_ms``
+        the cameras whose held ranges changed get their acknowledgement; once a second, bound
+        connections silent for ``ingest_idle_timeout_ms`` are closed."""
+        interval = max(0.005, self.config.ingest_ack_interval_ms / 1000)
+        idle = self.config.ingest_idle_timeout_ms / 1000
+        next_idle_check = time.monotonic() + 1.0
+        while True:
+            await asyncio.sleep(interval)
+            dirty, self.dirty = self.dirty, set()
+            for cam in dirty:
+                conn = self.by_camera.get(cam)
+                if conn is not None:
+                    try:
+                        self._ack(conn)
+                    except _Close:
+                        conn.writer.transport.abort()  # it does not read what we send
+            now = time.monotonic()
+            if now >= next_idle_check:
+                next_idle_check = now + 1.0
+                for conn in [c for c in self.by_camera.values() if now - c.last_rx > idle]:
+                    self.count("*", "closed_timeout")
+                    conn.writer.transport.abort()
 
 class _GateProtocol(asyncio.StreamReaderProtocol):
     def __init__(self, server: IngestServer) -> None:

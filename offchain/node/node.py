@@ -226,19 +226,25 @@ class Node:
             return "security"
         return packet if self.registry.active_key(ip) is not None else None
 
-    async def accept_checked(self, packet: pk.FramePacket, raw: bytes, source: str, origin: str) -> str:
-        """`accept_packet` after `precheck` passed: digest and signature, then keep it."""
+    async def accept_checked(self, packet: pk.FramePacket, raw: bytes, source: str, origin: str,
+                             refusals: list[tuple[str | None, str, str, str, str]] | None = None) -> str:
+        """`accept_packet` after `precheck` passed: digest and signature, then keep it. With
+        ``refusals`` a failed check's alarm is handed back instead of raised: a connection raises
+        them in arrival order, and none for frames judged after it closed (its bound on invalid
+        messages stays exact although frames are checked concurrently)."""
         ip = packet.camera_ip
         cam = cached_camera_id(ip)
         verdict = await self._verify(cam, raw, packet)
-        if verdict is Verdict.DIGEST:
-            self._alarm_rejected(ip, "integrity", f"{ip} seq {packet.seq}: payload does not match its SHA-256",
-                                 source, origin)
-            return "integrity"
-        if verdict is Verdict.SIGNATURE:
-            self._alarm_rejected(ip, "security", f"{ip} seq {packet.seq}: device signature does not verify", source, origin)
-            return "security"
-        return await self._keep(cam, packet, source, origin)
+        if verdict is Verdict.OK:
+            return await self._keep(cam, packet, source, origin)
+        kind, outcome, reason = (("integrity", "integrity", f"{ip} seq {packet.seq}: payload does not match its SHA-256")
+                                 if verdict is Verdict.DIGEST else
+                                 ("security", "security", f"{ip} seq {packet.seq}: device signature does not verify"))
+        if refusals is None:
+            self._alarm_rejected(ip, kind, reason, source, origin)
+        else:
+            refusals.append((ip, kind, reason, source, origin))
+        return outcome
 
     async def _keep(self, cam: bytes, packet: pk.FramePacket, source: str, origin: str) -> str:
         """A verified packet: duplicate, conflict, beyond the horizon, or into the next batch."""
