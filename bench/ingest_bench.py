@@ -328,6 +328,7 @@ def run_phase(node: Any, cams: list[tuple[str, bytes]], clip: list, paced: bool,
         rss.append(round(_rss_mib(_proc_tree(node.process.pid)), 1))
         time.sleep(1.0)
     cpu_at_end = _cpu_since(node.process.pid, cpu0)
+    main_cpu = _cpus([node.process.pid]).get(node.process.pid, 0.0) - cpu0.get(node.process.pid, 0.0)
     reports = []
     for p, a in senders:
         if not a.poll(seconds + 60):
@@ -351,7 +352,8 @@ def run_phase(node: Any, cams: list[tuple[str, bytes]], clip: list, paced: bool,
         "lost_by_node": sent - acked, "frames_per_s": round(acked / span, 1),
         "lag_of_last_ack_s": round(max(0.0, last_ack - (start_at + seconds)), 2),
         "node_cpu_us_per_frame": round(1e6 * node_cpu / max(1, acked), 1),
-        "node_cpu_cores": round(node_cpu / span, 2), "node_cpu_cores_while_sending": round(cpu_at_end / seconds, 2),
+        "node_cpu_cores": round(node_cpu / span, 2),
+        "node_main_process_cpu_us_per_frame_while_sending": round(1e6 * main_cpu / max(1, acked), 1), "node_cpu_cores_while_sending": round(cpu_at_end / seconds, 2),
         "node_processes": len(procs), "rss_mib": rss,
         "generator": {"senders": len(senders), "cpu_s": round(sum(r["cpu_s"] for r in reports), 2),
                       "cpu_us_per_frame": round(1e6 * sum(r["cpu_s"] for r in reports) / max(1, sent), 1),

@@ -531,7 +531,9 @@ class _GateProtocol(asyncio.StreamReaderProtocol):
     def __init__(self, server: IngestServer) -> None:
         self._gate = server
         self._refused = False
-        super().__init__(asyncio.StreamReader(limit=_CHUNK), server.serve)
+        # The reader stops taking from the socket at 2 x limit buffered: a camera's bytes wait in
+        # its TCP window, not in this process (flow control; 128 KiB per connection here).
+        super().__init__(asyncio.StreamReader(limit=_READ_AHEAD), server.serve)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
