@@ -13,12 +13,15 @@ defaults in docs/TRANSPORT.md):
    The hello binds the connection to that camera; the codec it carries is recorded together with
    the signed bytes (`Node.signed_hello`), so the codec a manifest commits is one the camera signed.
 3. **Stream.** Frames of that camera only, at most ``ingest_max_message_bytes`` each, read in
-   chunks no larger than what completes the current message. Nothing for
-   ``ingest_idle_timeout_ms``: closed. Invalid messages (integrity failures, unsigned or badly
+   chunks of what completes the current message + 64 KiB. Frames are pipelined (issue 9,
+   `offchain.node.pipeline`): up to ``ingest_inflight_per_connection`` per connection under the
+   node-wide `Budget`; when either is full the socket is not read (TCP backpressure). Answers are
+   handled in arrival order by a second task. Nothing for ``ingest_idle_timeout_ms``: closed. Invalid messages (integrity failures, unsigned or badly
    signed control messages) are counted; above ``ingest_max_invalid`` + 1/10 of the valid ones
    the connection is closed. A frame with a bad device signature (I2) closes it at once.
 4. **Acknowledgements.** Every ``ingest_ack_interval_ms`` at most, when something changed, the
-   node writes the camera's cumulative acknowledgement: every seq durable here (row committed),
+   node writes the camera's cumulative acknowledgement (one ticker task for every connection):
+   every seq durable here (its group commit's fsyncs done),
    whatever brought it (this camera, a reconnect, a peer's repair). After a signed end it writes
    one at once. A camera that does not read its acknowledgements (write buffer above 1 MiB) is
    closed.

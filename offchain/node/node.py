@@ -2,8 +2,9 @@
 attestation, the alarm centre and the HTTP API.
 
 Concurrency model: one asyncio event loop owns the SQLite state; chain calls (blocking web3
-HTTP) and store writes run in worker threads through `asyncio.to_thread`, so a slow RPC never
-stalls ingest. Each camera connection is its own task: a bad packet or a misbehaving camera
+HTTP) run in worker threads through `asyncio.to_thread`, so a slow RPC never stalls ingest.
+Frames are checked in worker processes and written in group commits from a thread with their
+own SQLite connection (`offchain.node.pipeline`, issue 9). Each camera connection is its own task: a bad packet or a misbehaving camera
 affects only that connection.
 """
 

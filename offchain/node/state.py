@@ -2,9 +2,10 @@
 counters and chain bookkeeping.
 
 A frame is *accepted* when its row is committed; its bytes are put in the content store before
-the row is written, so every row has its bytes. WAL mode with synchronous=NORMAL keeps every
-committed row across a killed process (the case the node must survive); only an OS crash can
-lose the last transactions. Frames stay in the table after anchoring (`anchored = 1`): they leave
+the row is written, so every row has its bytes. Frames are written in batches by `FrameWriter`
+(its own connection, synchronous=FULL: one WAL fsync per batch, so an acknowledged frame survives
+an OS crash too); everything else uses WAL with synchronous=NORMAL, which keeps every committed
+row across a killed process and can lose only the last transactions in an OS crash. Frames stay in the table after anchoring (`anchored = 1`): they leave
 the *pool* (what blocks are still to be built from) but not the record, so the node can still
 serve them to peers and to evidence extraction.
 """
