@@ -38,6 +38,13 @@
     ingest_max_message_bytes = 16781312  # largest message after the hello (16 MiB + 4 KiB; 64 KiB before)
     ingest_max_invalid = 100        # closed once invalid messages exceed this + 1/10 of the valid ones
     ingest_ack_interval_ms = 50     # acknowledgements are sent at most this often per connection
+    # ingest throughput (docs/TRANSPORT.md, "Throughput"):
+    ingest_verify_workers = -1      # processes checking SHA-256 + signatures; -1: cores - 1 (>= 1), 0: inline
+    ingest_queue_frames = 4096      # frames read and not yet answered, node-wide; full = sockets not read
+    ingest_queue_bytes = 268435456  # the same in bytes (256 MiB)
+    ingest_inflight_per_connection = 64  # frames of one connection in the pipeline at once
+    ingest_commit_max_frames = 1024 # frames per group commit (one fsync of the store, one of SQLite)
+    ingest_commit_linger_ms = 5     # a batch waits this long for more frames before it is committed
 
 Environment: FRAMELEDGER_NODE_<KEY> (upper case) overrides <key>; lists are comma-separated.
 """
@@ -99,6 +106,12 @@ class NodeConfig:
     ingest_max_message_bytes: int = 16 * 1024 * 1024 + 4 * 1024
     ingest_max_invalid: int = 100
     ingest_ack_interval_ms: int = 50
+    ingest_verify_workers: int = -1
+    ingest_queue_frames: int = 4096
+    ingest_queue_bytes: int = 256 * 1024 * 1024
+    ingest_inflight_per_connection: int = 64
+    ingest_commit_max_frames: int = 1024
+    ingest_commit_linger_ms: int = 5
 
     def key(self) -> str:
         if self.private_key:

@@ -13,12 +13,15 @@ defaults in docs/TRANSPORT.md):
    The hello binds the connection to that camera; the codec it carries is recorded together with
    the signed bytes (`Node.signed_hello`), so the codec a manifest commits is one the camera signed.
 3. **Stream.** Frames of that camera only, at most ``ingest_max_message_bytes`` each, read in
-   chunks no larger than what completes the current message. Nothing for
-   ``ingest_idle_timeout_ms``: closed. Invalid messages (integrity failures, unsigned or badly
+   chunks of what completes the current message + 64 KiB. Frames are pipelined (issue 9,
+   `offchain.node.pipeline`): up to ``ingest_inflight_per_connection`` per connection under the
+   node-wide `Budget`; when either is full the socket is not read (TCP backpressure). Answers are
+   handled in arrival order by a second task. Nothing for ``ingest_idle_timeout_ms``: closed. Invalid messages (integrity failures, unsigned or badly
    signed control messages) are counted; above ``ingest_max_invalid`` + 1/10 of the valid ones
    the connection is closed. A frame with a bad device signature (I2) closes it at once.
 4. **Acknowledgements.** Every ``ingest_ack_interval_ms`` at most, when something changed, the
-   node writes the camera's cumulative acknowledgement: every seq durable here (row committed),
+   node writes the camera's cumulative acknowledgement (one ticker task for every connection):
+   every seq durable here (its group commit's fsyncs done),
    whatever brought it (this camera, a reconnect, a peer's repair). After a signed end it writes
    one at once. A camera that does not read its acknowledgements (write buffer above 1 MiB) is
    closed.
@@ -42,7 +45,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from ..core import packet as pk
 from ..core import wire
 from ..core.acks import SeqRanges
-from ..core.block import camera_id
+from .registry import cached_camera_id
 from .state import Alarm
 
 if TYPE_CHECKING:
@@ -52,6 +55,7 @@ log = logging.getLogger(__name__)
 
 _MAX_WRITE_BUFFER = 1024 * 1024  # node -> camera bytes not yet taken by the camera
 _CHUNK = 256 * 1024
+_READ_AHEAD = 64 * 1024  # read beyond the message under way (whole frames per read, bounded)
 _RANGES_LOADED = 20_000          # held seqs above the contiguous run read back after a restart
 MAX_TAIL_SEQS = 10_000           # the most frames an end message may declare lost after the last held one
 
@@ -88,6 +92,7 @@ class _Conn:
     superseded: bool = False
     released: bool = False  # its slot in the connection counts was already given back
     acked_version: int = -1
+    last_rx: float = field(default_factory=time.monotonic)
 
     @property
     def origin(self) -> str:
@@ -106,11 +111,14 @@ class IngestServer:
         self.unproven: dict[int, _Conn] = {}     # connections still in their handshake, oldest first
         self.unproven_per_address: Counter[str] = Counter()
         self.by_camera: dict[bytes, _Conn] = {}  # the one stream connection of each camera
+        self.dirty: set[bytes] = set()  # cameras whose held ranges changed since their last ack
+        self._ticker: asyncio.Task[None] | None = None
 
     def snapshot(self) -> dict[str, Any]:
-        """Open connections now (for a status page)."""
+        """Open connections now and the pipeline's fill (for a status page)."""
         return {"openConnections": self.open_total, "inHandshake": len(self.unproven), "cameras": len(self.by_camera),
-                "addresses": len(self.per_address)}
+                "addresses": len(self.per_address), "pipeline": self.node.budget.snapshot(),
+                "commits": {"batches": self.node.committer.batches, "frames": self.node.committer.frames}}
 
     # ------------------------------------------------------------------ counters and alarms
     def count(self, camera: str, name: str) -> None:
@@ -169,13 +177,13 @@ class IngestServer:
         self.per_address[host] += 1
         conn = _Conn(host, os.urandom(16).hex(), writer, wire.MessageReader(wire.MAX_CONTROL_BYTES))
         self._unproven_add(conn)
-        acks: asyncio.Task[None] | None = None
         try:
             writer.write(wire.frame_message(wire.challenge_message(conn.nonce, self.node.name)))
             await self._handshake(conn, reader)
             self._unproven_drop(conn)
             self._bind(conn)
-            acks = asyncio.ensure_future(self._ack_loop(conn))
+            self._ack(conn, force=True)  # what is held already (a camera that reconnects learns it at once)
+            self._ensure_ticker()
             await self._stream(conn, reader)
         except _Close:
             pass
@@ -187,8 +195,6 @@ class IngestServer:
         except (ConnectionError, asyncio.IncompleteReadError, OSError):
             pass
         finally:
-            if acks is not None:
-                acks.cancel()
             self._unproven_drop(conn)
             if conn.camera is not None and self.by_camera.get(conn.camera) is conn:
                 del self.by_camera[conn.camera]
@@ -244,16 +250,26 @@ class IngestServer:
             old.writer.transport.abort()
         self.by_camera[conn.camera] = conn
 
-    async def _next(self, conn: _Conn, reader: asyncio.StreamReader, deadline: float) -> bytes | None:
-        """The next complete body, reading no more than completes the message under way."""
+    async def _next(self, conn: _Conn, reader: asyncio.StreamReader, deadline: float | None) -> bytes | None:
+        """The next complete body. Reads at most what completes the message under way plus
+        ``_READ_AHEAD`` (so a read usually brings whole frames, not a length prefix and then a
+        body): an unfinished message holds at most its declared size + 64 KiB. With a deadline
+        (the handshake) the read is timed; on a bound stream the idle timeout is the ticker's."""
         while not conn.ready:
-            timeout = deadline - time.monotonic()
-            if timeout <= 0:
-                raise asyncio.TimeoutError
-            chunk = await asyncio.wait_for(reader.read(min(conn.msgs.wanted(), _CHUNK)), timeout)
+            # In the handshake exactly what completes the message: what follows the hello must
+            # not be parsed under the handshake's 64 KiB message limit.
+            n = min(max(conn.msgs.wanted(), _READ_AHEAD) if deadline is None else conn.msgs.wanted(), _CHUNK)
+            if deadline is None:
+                chunk = await reader.read(n)
+            else:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    raise asyncio.TimeoutError
+                chunk = await asyncio.wait_for(reader.read(n), timeout)
             if not chunk:
                 conn.msgs.finish()
                 return None
+            conn.last_rx = time.monotonic()
             conn.ready.extend(conn.msgs.feed(chunk))
         return conn.ready.popleft()
 
@@ -276,38 +292,96 @@ class IngestServer:
             self._refuse(conn, wire.RejectReason.NOT_REGISTERED, f"camera {ip} is not on the whitelist (or revoked)", ip)
         if not await self._control_ok(hello, ip):
             self._refuse(conn, wire.RejectReason.BAD_SIGNATURE, f"{ip}: hello signature does not verify", ip)
-        conn.camera, conn.ip = camera_id(ip), ip
+        conn.camera, conn.ip = cached_camera_id(ip), ip
         conn.msgs.max_size = max(wire.MAX_CONTROL_BYTES, self.config.ingest_max_message_bytes)
         self._record_hello(conn.camera, ip, hello)
 
     async def _stream(self, conn: _Conn, reader: asyncio.StreamReader) -> None:
-        idle = self.config.ingest_idle_timeout_ms / 1000
-        while (body := await self._next(conn, reader, time.monotonic() + idle)) is not None:
-            if wire.is_control(body):
-                await self._control(conn, body)
-                continue
-            outcome = await self.node.accept_packet(body, source="camera", expect_camera=conn.camera,
-                                                    origin=conn.origin)
-            if outcome in ("accepted", "duplicate"):
-                conn.valid += 1
-            elif outcome == "restart":
-                seq, _ = _seq_and_camera(body)
-                self._send(conn, wire.reject_message(wire.RejectReason.CAMERA_RESTART,
-                                                     "seq already taken by a frame from before the restart", seq))
-            elif outcome == "storage":
-                # Not the camera's fault: no seq in the refusal, so it keeps the frame unacknowledged
-                # and sends it again after reconnecting (offchain/node/storage_guard.py).
-                self._send(conn, wire.reject_message(wire.RejectReason.STORAGE_UNAVAILABLE,
-                                                     f"node cannot store frames ({self.node.storage.fault})"))
-                raise _Close
-            elif outcome == "security":
-                # I2: a forged or foreign frame loses the connection (the camera is told why).
-                seq, cam = _seq_and_camera(body)
-                reason = wire.RejectReason.WRONG_CAMERA if cam != conn.camera else wire.RejectReason.BAD_SIGNATURE
-                self._send(conn, wire.reject_message(reason, "frame refused; connection closed", seq))
-                raise _Close
-            else:
-                self._invalid(conn)
+        """Frames go into the pipeline without waiting for each one's answer (at most
+        ``ingest_inflight_per_connection`` of this connection, and what the node-wide `Budget`
+        admits: when either is full this loop stops reading, and TCP slows the camera). A second
+        task handles the answers in arrival order; a control message waits until every frame
+        before it is answered."""
+        room = asyncio.Semaphore(max(1, self.config.ingest_inflight_per_connection))
+        budget = self.node.budget
+        inflight: asyncio.Queue[tuple[bytes, asyncio.Future[str]]] = asyncio.Queue()
+        answers = asyncio.ensure_future(self._answers(conn, inflight))
+        try:
+            while (body := await self._next(conn, reader, None)) is not None:
+                if answers.done():
+                    break  # the answers closed this connection
+                if wire.is_control(body):
+                    await self._settled(inflight, answers)
+                    await self._control(conn, body)
+                    continue
+                pre = self.node.precheck(body, "camera", conn.camera, conn.origin)
+                if isinstance(pre, str):
+                    await self._answer(conn, body, pre)  # refused at once, counted in order
+                    continue
+                await room.acquire()
+                await budget.acquire(len(body))
+                refusals: list[tuple[str | None, str, str, str, str]] = []
+                task = asyncio.ensure_future(
+                    self.node.accept_checked(pre, body, "camera", conn.origin, refusals) if pre is not None else
+                    self.node.accept_packet(body, source="camera", expect_camera=conn.camera, origin=conn.origin))
+                task.add_done_callback(lambda _t, n=len(body): (budget.release(n), room.release()))
+                task.refusals = refusals  # type: ignore[attr-defined]
+                inflight.put_nowait((body, task))
+            await self._settled(inflight, answers)
+        finally:
+            answers.cancel()
+            while not inflight.empty():
+                inflight.get_nowait()[1].cancel()  # not acknowledged: the camera sends these again
+        if answers.done() and not answers.cancelled() and answers.exception() is not None:
+            raise answers.exception()  # type: ignore[misc]
+
+    @staticmethod
+    async def _settled(inflight: asyncio.Queue[tuple[bytes, asyncio.Future[str]]], answers: asyncio.Task[None]) -> None:
+        """Until every frame read so far is answered (or the answers ended the connection)."""
+        join = asyncio.ensure_future(inflight.join())
+        await asyncio.wait([join, answers], return_when=asyncio.FIRST_COMPLETED)
+        join.cancel()
+        if answers.done():
+            raise _Close
+
+    async def _answers(self, conn: _Conn, inflight: asyncio.Queue[tuple[bytes, asyncio.Future[str]]]) -> None:
+        try:
+            while True:
+                body, task = await inflight.get()
+                try:
+                    outcome = await task
+                    for refusal in getattr(task, "refusals", ()):
+                        self.node._alarm_rejected(*refusal)
+                    await self._answer(conn, body, outcome)
+                finally:
+                    inflight.task_done()
+        except _Close:
+            while not inflight.empty():  # judged after the close: not answered, not counted
+                inflight.get_nowait()[1].cancel()
+                inflight.task_done()
+            conn.writer.close()  # after what was written (the reject) is sent
+
+    async def _answer(self, conn: _Conn, body: bytes, outcome: str) -> None:
+        if outcome in ("accepted", "duplicate"):
+            conn.valid += 1
+        elif outcome == "restart":
+            seq, _ = _seq_and_camera(body)
+            self._send(conn, wire.reject_message(wire.RejectReason.CAMERA_RESTART,
+                                                 "seq already taken by a frame from before the restart", seq))
+        elif outcome == "storage":
+            # Not the camera's fault: no seq in the refusal, so it keeps the frame unacknowledged
+            # and sends it again after reconnecting (offchain/node/storage_guard.py).
+            self._send(conn, wire.reject_message(wire.RejectReason.STORAGE_UNAVAILABLE,
+                                                 f"node cannot store frames ({self.node.storage.fault})"))
+            raise _Close
+        elif outcome == "security":
+            # I2: a forged or foreign frame loses the connection (the camera is told why).
+            seq, cam = _seq_and_camera(body)
+            reason = wire.RejectReason.WRONG_CAMERA if cam != conn.camera else wire.RejectReason.BAD_SIGNATURE
+            self._send(conn, wire.reject_message(reason, "frame refused; connection closed", seq))
+            raise _Close
+        else:
+            self._invalid(conn)
 
     def _invalid(self, conn: _Conn) -> None:
         conn.invalid += 1
@@ -372,7 +446,7 @@ class IngestServer:
     async def _control_ok(self, msg: wire.SignedControl, ip: str) -> bool:
         """Under the camera's current key; after a failure the camera is re-read once (its key
         may just have been rotated)."""
-        cam = camera_id(ip)
+        cam = cached_camera_id(ip)
         for attempt in range(2):
             key = self.node.registry.active_key(ip)
             if key is not None and msg.verify(key):
@@ -417,8 +491,9 @@ class IngestServer:
         return held
 
     def note_held(self, cam: bytes, seq: int) -> None:
-        """A frame of `cam` is durable here (called once its row is committed)."""
-        self.tracker(cam).add(seq)
+        """A frame of `cam` is durable here (called once its batch is committed)."""
+        if self.tracker(cam).add(seq):
+            self.dirty.add(cam)
 
     def _ack(self, conn: _Conn, force: bool = False) -> None:
         assert conn.camera is not None and conn.ip is not None
@@ -427,21 +502,41 @@ class IngestServer:
             conn.acked_version = held.version
             self._send(conn, wire.ack_message(conn.ip, held.upto, held.head(wire.MAX_ACK_RANGES)))
 
-    async def _ack_loop(self, conn: _Conn) -> None:
-        interval = max(0.005, self.config.ingest_ack_interval_ms / 1000)
-        try:
-            while True:
-                self._ack(conn)
-                await asyncio.sleep(interval)
-        except _Close:
-            conn.writer.transport.abort()
+    def _ensure_ticker(self) -> None:
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.ensure_future(self._tick_acks())
 
+    async def _tick_acks(self) -> None:
+        """One task for every connection (not one per camera): every ``ingest_ack_interval_ms``
+        the cameras whose held ranges changed get their acknowledgement; once a second, bound
+        connections silent for ``ingest_idle_timeout_ms`` are closed."""
+        interval = max(0.005, self.config.ingest_ack_interval_ms / 1000)
+        idle = self.config.ingest_idle_timeout_ms / 1000
+        next_idle_check = time.monotonic() + 1.0
+        while True:
+            await asyncio.sleep(interval)
+            dirty, self.dirty = self.dirty, set()
+            for cam in dirty:
+                conn = self.by_camera.get(cam)
+                if conn is not None:
+                    try:
+                        self._ack(conn)
+                    except _Close:
+                        conn.writer.transport.abort()  # it does not read what we send
+            now = time.monotonic()
+            if now >= next_idle_check:
+                next_idle_check = now + 1.0
+                for conn in [c for c in self.by_camera.values() if now - c.last_rx > idle]:
+                    self.count("*", "closed_timeout")
+                    conn.writer.transport.abort()
 
 class _GateProtocol(asyncio.StreamReaderProtocol):
     def __init__(self, server: IngestServer) -> None:
         self._gate = server
         self._refused = False
-        super().__init__(asyncio.StreamReader(limit=_CHUNK), server.serve)
+        # The reader stops taking from the socket at 2 x limit buffered: a camera's bytes wait in
+        # its TCP window, not in this process (flow control; 128 KiB per connection here).
+        super().__init__(asyncio.StreamReader(limit=_READ_AHEAD), server.serve)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -460,7 +555,7 @@ class _GateProtocol(asyncio.StreamReaderProtocol):
 
 def _seq_and_camera(body: bytes) -> tuple[int | None, bytes | None]:
     try:
-        packet = pk.decode_packet(body)
+        packet = pk.decode_packet(body, check_digest=False)
     except pk.PacketError:
         return None, None
-    return packet.seq, packet.camera_id
+    return packet.seq, cached_camera_id(packet.camera_ip)

@@ -2,8 +2,9 @@
 attestation, the alarm centre and the HTTP API.
 
 Concurrency model: one asyncio event loop owns the SQLite state; chain calls (blocking web3
-HTTP) and store writes run in worker threads through `asyncio.to_thread`, so a slow RPC never
-stalls ingest. Each camera connection is its own task: a bad packet or a misbehaving camera
+HTTP) run in worker threads through `asyncio.to_thread`, so a slow RPC never stalls ingest.
+Frames are checked in worker processes and written in group commits from a thread with their
+own SQLite connection (`offchain.node.pipeline`, issue 9). Each camera connection is its own task: a bad packet or a misbehaving camera
 affects only that connection.
 """
 
@@ -32,11 +33,12 @@ from .config import NodeConfig
 from .ingest import IngestServer, StreamRecord
 from .peer_client import PeerClient
 from .peer_http import NodeRoster, PeerIdentity, PeerSigning
+from .pipeline import Budget, GroupCommitter, Pending, Verdict, Verifier, default_workers, verify_one
 from .producer import Producer
-from .registry import CameraRegistry
+from .registry import CameraRegistry, cached_camera_id
 from .repair import Repairer
 from .storage_guard import StorageGuard
-from .state import Alarm, NodeState, named_alarm
+from .state import Alarm, FrameWriter, NodeState, named_alarm
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,19 @@ class Node:
         self.ingest = IngestServer(self)
         self.producer: Producer | None = None  # built by start(), once the node list is read
         self.alarm_centre: AlarmCentre | None = None
+        self._init_pipeline()
+
+    def _init_pipeline(self) -> None:
+        """The ingest pipeline (`offchain.node.pipeline`); worker processes start on first use."""
+        cfg = self.config
+        workers = cfg.ingest_verify_workers if cfg.ingest_verify_workers >= 0 else default_workers()
+        self.verifier = Verifier(workers)
+        self.committer = GroupCommitter(self._commit_batch, self._durable, self._commit_failed,
+                                        max_frames=cfg.ingest_commit_max_frames, linger_s=cfg.ingest_commit_linger_ms / 1000)
+        self.budget = Budget(cfg.ingest_queue_frames, cfg.ingest_queue_bytes)
+        self._pending: dict[tuple[bytes, int], asyncio.Future[bool]] = {}
+        self._max_ts: dict[bytes, int | None] = {}
+        self._writer: FrameWriter | None = None
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -132,7 +147,12 @@ class Node:
             self.ingest_server.close()
             self._ingest_flush.cancel()
             self.ingest.flush()
+        await self.committer.drain()
+        self.committer.close()
+        self.verifier.close()
         await self.peer_client.close()
+        if self._writer is not None:
+            self._writer.close()
         self.state.close()
 
     async def tick_forever(self) -> None:
@@ -183,33 +203,76 @@ class Node:
                             origin: str | None = None) -> str:
         """Check one packet and keep it. Returns accepted, duplicate, conflict, integrity, security or
         storage (this node cannot write: a full disk or a read-only data directory).
-        ``origin`` (e.g. ``camera@10.0.0.5``) keys the coalesced alarm of a refusal; default ``source``."""
+        ``origin`` (e.g. ``camera@10.0.0.5``) keys the coalesced alarm of a refusal; default ``source``.
+
+        Returns only once the frame is durable (its batch's fsyncs done, `offchain.node.pipeline`):
+        the cheap checks run here, SHA-256 and the device signature in a worker process."""
         origin = origin or source
+        pre = self.precheck(raw, source, expect_camera, origin)
+        if isinstance(pre, str):
+            return pre
+        if pre is None:  # not (or no longer) on the whitelist as this node knows it: read it again
+            if await asyncio.to_thread(self.registry.refresh):
+                pre = self.precheck(raw, source, expect_camera, origin)
+                if isinstance(pre, str):
+                    return pre
+            if pre is None:
+                ip = pk.decode_packet(raw, check_digest=False).camera_ip
+                self._alarm_rejected(ip, "security", f"camera {ip} is not on the whitelist (or revoked)", source, origin)
+                return "security"
+        return await self.accept_checked(pre, raw, source, origin)
+
+    def precheck(self, raw: bytes, source: str, expect_camera: bytes | None,
+                 origin: str) -> str | pk.FramePacket | None:
+        """The checks that cost no I/O, done at once (so a flood of garbage is judged in order,
+        before anything else is read): the refusal, the parsed packet, or None when its camera is
+        not on the whitelist this node holds (the caller re-reads it before refusing)."""
         try:
-            packet = pk.decode_packet(raw)
+            packet = pk.decode_packet(raw, check_digest=False)
         except pk.PacketError as exc:
             # Only a whitelisted camera's name goes into the pool; anything else stays anonymous.
             ip = exc.camera_ip if exc.camera_ip and self.registry.active_key(exc.camera_ip) else None
             self._alarm_rejected(ip, "integrity", str(exc), source, origin)
             return "integrity"
         ip = packet.camera_ip
-        if expect_camera is not None and packet.camera_id != expect_camera:
+        if expect_camera is not None and cached_camera_id(ip) != expect_camera:
             self._alarm_rejected(ip, "security", f"packet for another camera from {source}", source, origin)
             return "security"
-        key = self.registry.active_key(ip)
-        if key is None and await asyncio.to_thread(self.registry.refresh):
-            key = self.registry.active_key(ip)
-        if key is None:
-            self._alarm_rejected(ip, "security", f"camera {ip} is not on the whitelist (or revoked)", source, origin)
-            return "security"
-        if not await self._signature_ok(packet):
-            self._alarm_rejected(ip, "security", f"{ip} seq {packet.seq}: device signature does not verify", source, origin)
-            return "security"
-        cam = packet.camera_id
+        return packet if self.registry.active_key(ip) is not None else None
+
+    async def accept_checked(self, packet: pk.FramePacket, raw: bytes, source: str, origin: str,
+                             refusals: list[tuple[str | None, str, str, str, str]] | None = None) -> str:
+        """`accept_packet` after `precheck` passed: digest and signature, then keep it. With
+        ``refusals`` a failed check's alarm is handed back instead of raised: a connection raises
+        them in arrival order, and none for frames judged after it closed (its bound on invalid
+        messages stays exact although frames are checked concurrently)."""
+        ip = packet.camera_ip
+        cam = cached_camera_id(ip)
+        verdict = await self._verify(cam, raw, packet)
+        if verdict is Verdict.OK:
+            return await self._keep(cam, packet, source, origin)
+        kind, outcome, reason = (("integrity", "integrity", f"{ip} seq {packet.seq}: payload does not match its SHA-256")
+                                 if verdict is Verdict.DIGEST else
+                                 ("security", "security", f"{ip} seq {packet.seq}: device signature does not verify"))
+        if refusals is None:
+            self._alarm_rejected(ip, kind, reason, source, origin)
+        else:
+            refusals.append((ip, kind, reason, source, origin))
+        return outcome
+
+    async def _keep(self, cam: bytes, packet: pk.FramePacket, source: str, origin: str) -> str:
+        """A verified packet: duplicate, conflict, beyond the horizon, or into the next batch."""
+        ip, key = packet.camera_ip, (cam, packet.seq)
+        in_flight = self._pending.get(key)
+        if in_flight is not None:  # the same seq is in a batch now: judge against it once durable
+            try:
+                await asyncio.shield(in_flight)
+            except Exception:  # noqa: BLE001 - that batch failed: this copy is judged on its own below
+                pass
         held = self.state.frame(cam, packet.seq)
         if held is not None:
             return self._same_or_conflict(held, packet, ip, source, origin)
-        horizon = max(self.state.max_ts(cam) or 0, int(time.time() * 1000)) + 10 * self.config.window_ms
+        horizon = max(self._newest_ts(cam) or 0, int(time.time() * 1000)) + 10 * self.config.window_ms
         if packet.timestamp_ms > horizon:
             # A clock far ahead would close every real window at once and walk the producer
             # through empty windows; such a frame is refused, not stored.
@@ -217,33 +280,76 @@ class Node:
             return "integrity"
         if self.storage.blocked():
             return "storage"
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending[key] = fut
         try:
-            # Bytes first, then the row: a row never points at bytes that are not there.
-            await asyncio.to_thread(self.store.put, packet.payload)
-            self.state.note_camera(cam, ip)
-            added = self.state.add_frame(cam, packet.frame_ref(), packet.signature, source)
-        except (StoreError, sqlite3.Error, OSError) as exc:
+            added = await self.committer.submit(Pending(cam, ip, packet.frame_ref(), packet.signature, source,
+                                                        packet.payload, packet.keyframe, fut))
+        except (StoreError, sqlite3.Error, OSError):
             # A full disk or a read-only data directory: nothing is recorded (the frame is not
             # acknowledged, so the camera keeps it), ingest pauses and says why (status, alarm).
-            self.storage.failed(exc, self.state)
             return "storage"
-        self.storage.ok()
+        finally:
+            if self._pending.get(key) is fut:
+                del self._pending[key]
         if added:
-            self.state.bump(ip, "received" if source == "camera" else "repaired")
-            track = self.tracks.get(cam)
-            if track and packet.keyframe:
-                track.keyframes.append(packet.seq)
-            self.ingest.note_held(cam, packet.seq)
             return "accepted"
         # Another copy landed while the bytes were being stored: same frame, or equivocation.
         return self._same_or_conflict(self.state.frame(cam, packet.seq), packet, ip, source, origin)
 
+    async def _verify(self, cam: bytes, raw: bytes, packet: pk.FramePacket) -> Verdict:
+        """Digest and signature under a key valid at the frame's capture time; after a signature
+        failure the camera is re-read once (its key may have just been rotated, C6)."""
+        verdict = await self.verifier.verify(cam, raw, self.registry.keys_for(cam, packet.timestamp_ms))
+        if verdict is Verdict.SIGNATURE:
+            before = self.registry.keys_for(cam, packet.timestamp_ms)
+            await asyncio.to_thread(self.registry.refresh_camera, cam)
+            after = self.registry.keys_for(cam, packet.timestamp_ms)
+            if after and after != before:
+                verdict = verify_one(raw, after)
+        return verdict
+
+    def _newest_ts(self, cam: bytes) -> int | None:
+        """Capture time of the newest frame held (kept in memory: read from SQLite once)."""
+        if cam not in self._max_ts:
+            self._max_ts[cam] = self.state.max_ts(cam)
+        return self._max_ts[cam]
+
+    def _commit_batch(self, batch: list[Pending]) -> list[bool]:
+        """In the committer's thread: payloads (one fsync), then rows (one transaction, one fsync)."""
+        self.store.put_many([p.payload for p in batch])
+        if self._writer is None:
+            self._writer = self.state.writer()
+        return self._writer.write([(p.cam, p.ip, p.ref, p.signature, p.source) for p in batch])
+
+    def _durable(self, batch: list[Pending], added: list[bool]) -> None:
+        """On the loop after a batch's commit: what acknowledgements and counters see."""
+        self.storage.ok()
+        for p, new in zip(batch, added):
+            if not new:
+                continue
+            self.ingest.count(p.ip, "received" if p.source == "camera" else "repaired")
+            newest = self._max_ts.get(p.cam)
+            if p.cam in self._max_ts and (newest is None or p.ref.timestamp_ms > newest):
+                self._max_ts[p.cam] = p.ref.timestamp_ms
+            track = self.tracks.get(p.cam)
+            if track and p.keyframe:
+                track.keyframes.append(p.ref.seq)
+            self.ingest.note_held(p.cam, p.ref.seq)
+
+    def _commit_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, (StoreError, sqlite3.Error, OSError)):
+            self.storage.failed(exc, self.state)
+        else:
+            log.error("frame batch failed", extra={"node": self.name, "error": repr(exc)})
+
     def _same_or_conflict(self, held, packet: pk.FramePacket, ip: str, source: str, origin: str) -> str:
+        cam = cached_camera_id(ip)
         arrival = classify_arrival((held.ref.timestamp_ms, held.ref.sha256), packet.timestamp_ms, packet.sha256,
-                                   self.state.max_ts(packet.camera_id))
+                                   self._newest_ts(cam))
         if arrival is Arrival.DUPLICATE:
-            self.state.bump(ip, "duplicates")
-            self.ingest.note_held(packet.camera_id, packet.seq)
+            self.ingest.count(ip, "duplicates")
+            self.ingest.note_held(cam, packet.seq)
             return "duplicate"
         if arrival is Arrival.RESTART:
             # A reboot numbers from 0 again while its clock goes on (core.gaps.classify_arrival):
@@ -258,20 +364,6 @@ class Node:
         # Two validly signed frames with one seq: the camera itself equivocates.
         self._alarm_rejected(ip, "security", f"seq {packet.seq} signed twice with different content", source, origin)
         return "conflict"
-
-    async def _signature_ok(self, packet: pk.FramePacket) -> bool:
-        """Under a key valid at the frame's capture time; after a failure the camera is re-read
-        once (its key may have just been rotated, C6) before the packet is refused."""
-        for attempt in range(2):
-            for key in self.registry.keys_for(packet.camera_id, packet.timestamp_ms):
-                try:
-                    pk.verify_signature(packet, key)
-                    return True
-                except pk.BadSignature:
-                    continue
-            if attempt == 0:
-                await asyncio.to_thread(self.registry.refresh_camera, packet.camera_id)
-        return False
 
     def _alarm_rejected(self, ip: str | None, kind: str, reason: str, source: str, origin: str | None = None) -> None:
         # Counters are keyed by whitelisted cameras only: an intruder cannot create rows at will.
@@ -407,6 +499,8 @@ class Node:
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
         counters = self.state.counters()
+        for (camera, name), n in self.ingest.counts.items():  # bumps not flushed yet (ingest.flush)
+            counters.setdefault(camera, {})[name] = counters.get(camera, {}).get(name, 0) + n
         return {
             "node": self.name,
             "address": self.address,
@@ -417,5 +511,6 @@ class Node:
             "cameras": {ip: "0x" + cid.hex() for cid, ip in self.state.cameras()},
             "chain": self.health.snapshot(),  # cached by the producer's checks: no RPC here
             "storage": self.storage.snapshot(),
+            "ingest": self.ingest.snapshot(),
         }
 

@@ -2,9 +2,10 @@
 counters and chain bookkeeping.
 
 A frame is *accepted* when its row is committed; its bytes are put in the content store before
-the row is written, so every row has its bytes. WAL mode with synchronous=NORMAL keeps every
-committed row across a killed process (the case the node must survive); only an OS crash can
-lose the last transactions. Frames stay in the table after anchoring (`anchored = 1`): they leave
+the row is written, so every row has its bytes. Frames are written in batches by `FrameWriter`
+(its own connection, synchronous=FULL: one WAL fsync per batch, so an acknowledged frame survives
+an OS crash too); everything else uses WAL with synchronous=NORMAL, which keeps every committed
+row across a killed process and can lose only the last transactions in an OS crash. Frames stay in the table after anchoring (`anchored = 1`): they leave
 the *pool* (what blocks are still to be built from) but not the record, so the node can still
 serve them to peers and to evidence extraction.
 """
@@ -116,9 +117,50 @@ def named_alarm(alarm_id: str, kind: str, camera: bytes | None, ip: str | None, 
                  resolution=None, detail=detail)
 
 
+class FrameWriter:
+    """The group-commit side of the frame pool (issue 9): its own connection, used by one
+    thread at a time, writing a whole batch of frames in one transaction with
+    ``synchronous=FULL`` (the WAL is fsynced at that commit), so a frame is acknowledged only
+    once its row would survive an OS crash too, for one fsync per batch instead of per frame."""
+
+    def __init__(self, path: Path):
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        self.db.execute("PRAGMA synchronous=FULL")
+        self._cameras: set[bytes] = {r[0] for r in self.db.execute("SELECT camera_id FROM cameras")}
+
+    def write(self, rows: list[tuple[bytes, str, FrameRef, bytes, str]]) -> list[bool]:
+        """(camera, ip, ref, signature, source) per frame; per frame whether its row is new. A
+        camera seen for the first time (a peer's repair before any hello here) gets its row."""
+        now = time.time()
+        values = [(cam, ref.seq, ref.timestamp_ms, ref.sha256, int(ref.keyframe), ref.size, ref.dts_ms, sig, source, now)
+                  for cam, _, ref, sig, source in rows]
+        fresh = {cam: ip for cam, ip, *_ in rows if cam not in self._cameras}
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if fresh:
+                self.db.executemany("INSERT OR IGNORE INTO cameras (camera_id, ip) VALUES (?,?)", list(fresh.items()))
+            cur = self.db.executemany("INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?,?,?,?,?,?,0)", values)
+            if cur.rowcount == len(values):
+                added = [True] * len(values)
+            else:  # some row was already there (rare: the caller dedupes what is in flight)
+                added = [self.db.execute("SELECT sha256 FROM frames WHERE camera_id=? AND seq=? AND received_at=?",
+                                         (v[0], v[1], now)).fetchone() is not None for v in values]
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+        self._cameras.update(fresh)
+        return added
+
+    def close(self) -> None:
+        self.db.close()
+
+
 class NodeState:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -127,6 +169,10 @@ class NodeState:
 
     def close(self) -> None:
         self.db.close()
+
+    def writer(self) -> FrameWriter:
+        """A second connection for batched frame writes (`FrameWriter`)."""
+        return FrameWriter(self.path)
 
     # frames ---------------------------------------------------------------------------------
     def add_frame(self, camera: bytes, ref: FrameRef, signature: bytes, source: str) -> bool:
@@ -227,7 +273,11 @@ class NodeState:
                                    [(camera, s) for s in seqs]).rowcount
 
     def pool_cameras(self) -> list[bytes]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT camera_id FROM frames WHERE anchored=0")]
+        # One index probe per camera (every camera with frames has its row: hello or FrameWriter),
+        # not a DISTINCT over every pooled frame, which grew with the pool at every tick.
+        return [r[0] for r in self.db.execute(
+            "SELECT camera_id FROM cameras c WHERE EXISTS "
+            "(SELECT 1 FROM frames f WHERE f.camera_id = c.camera_id AND f.anchored = 0)")]
 
     def pool_span(self, camera: bytes) -> tuple[int, int] | None:
         row = self.db.execute("SELECT MIN(ts), MAX(ts) FROM frames WHERE camera_id=? AND anchored=0", (camera,)).fetchone()
