@@ -39,12 +39,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ..camera.sources import CodecConfig, EncodedFrame
 from ..chain.ledger import VideoLedgerClient
 from ..core.block import FrameRef, Manifest, ManifestFormatError, camera_id
 from ..core.cid import cid_from_digest
+from ..core.merkle import MultiProof, _tree_multiproof
 from ..store.base import BlockNotFound, ContentStore, CorruptBlock, StoreError
 from .bundle import ChainReader, bundle_index, note_decoded, probe_remuxed_clips, read_clip_samples, write_bundle
 from .report import Report
@@ -55,6 +56,7 @@ from .verify import (
     ChainBlock,
     ChainFacts,
     ClipClaim,
+    ClipSamples,
     CodecSourceClaim,
     EvidenceClaim,
     Note,
@@ -68,7 +70,7 @@ from .verify import (
     manifest_tree,
     verify_evidence,
 )
-from .video import REENCODE_CRF, compare_pictures, decode_frames, encode_frames_to_mp4, reencode_span_to_mp4, remux_to_mp4
+from .video import REENCODE_CRF, compare_pictures, decode_frames, decode_order, encode_frames_to_mp4, reencode_span_to_mp4, remux_to_mp4
 
 __all__ = ["EvidenceError", "ExtractResult", "extract", "parse_camera", "parse_time", "plan_stream"]
 
@@ -331,10 +333,19 @@ class FramePlan:
     codecs: dict[int, CodecConfig | None]
     wanted: dict[tuple[int, bytes, int], FrameRef]
     substitutions: list[tuple[int, bytes, list[FrameRef]]]  # (height, substitute camera, its frames)
+    segments: list[list[Item]] = field(default_factory=list)  # own decodable runs, all frames assumed fetchable
+    _groups: dict[int, Any] = field(default_factory=dict)
 
     def group_of(self, h: int) -> Any:
-        c = self.codecs.get(h)
-        return c.fingerprint if c is not None else None
+        # Called for every frame while planning: the fingerprint (a JSON dump) once per block.
+        if h not in self._groups:
+            c = self.codecs.get(h)
+            self._groups[h] = c.fingerprint if c is not None else None
+        return self._groups[h]
+
+    def streamable(self, cam: bytes) -> set[tuple[int, bytes, int]]:
+        """Own frames that will be remuxed: fetched while the clip is written, not before."""
+        return {(h, cam, f.seq) for seg in self.segments for h, f in seg if _copyable(self.codecs.get(h))}
 
 
 @dataclass
@@ -364,6 +375,7 @@ class Restoration:
     raw: dict[tuple[int, bytes, int], RawClaim] = field(default_factory=dict)
     codec_sources: dict[bytes, CodecSource | None] = field(default_factory=dict)
     originals: dict[str, tuple[CodecConfig, list[EncodedFrame]]] = field(default_factory=dict)  # re-encoded clips
+    samples: dict[str, ClipSamples] = field(default_factory=dict)  # remuxed clips, hashed while written
     notes: list[Note] = field(default_factory=list)
 
     def add_raw(self, h: int, camera: bytes, f: FrameRef, data: Mapping[bytes, bytes]) -> None:
@@ -420,11 +432,7 @@ def extract(
     timer.lap("manifests")
     plan = plan_frames(loaded, cam, from_ms, to_ms)
     timer.lap("plan")
-    fetched = fetch_frames(fetcher, plan, loaded, cam)
-    timer.lap("fetch")
-    segments, raw = plan_stream(plan.items, from_ms, to_ms, fetched.unavailable[cam], group_of=plan.group_of)
-    restored = restore(segments, raw, plan, fetched, loaded, cam, from_ms, to_ms, reader, fetcher, out)
-    timer.lap("restore")
+    fetched, restored = _fetch_and_restore(fetcher, plan, loaded, cam, from_ms, to_ms, reader, out, timer)
     proofs, on_chain = prove_presented(restored, loaded, reader, cam)
     timer.lap("proofs")
     _fill_claim(claim, loaded, restored, proofs)
@@ -528,6 +536,7 @@ def plan_frames(loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int) -> F
             codecs[h] = None
     plan = FramePlan(items=loaded.primary_items(), codecs=codecs, wanted={}, substitutions=[])
     segments, raw = plan_stream(plan.items, from_ms, to_ms, group_of=plan.group_of)
+    plan.segments = segments
     for h, f in [it for seg in segments for it in seg] + raw:
         plan.wanted[(h, cam, f.seq)] = f
     for h, f in plan.items:
@@ -544,13 +553,16 @@ def plan_frames(loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int) -> F
     return plan
 
 
-def fetch_frames(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, cam: bytes) -> FetchResult:
-    """Fetch and re-hash every wanted frame; what no store holds intact is noted and skipped."""
-    got = fetcher.get_many(f.sha256 for f in plan.wanted.values())
+def fetch_frames(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, cam: bytes,
+                 defer: set[tuple[int, bytes, int]] | frozenset = frozenset()) -> FetchResult:
+    """Fetch and re-hash every wanted frame but the deferred ones (fetched while their clip is
+    written); what no store holds intact is noted and skipped."""
+    wanted = {k: f for k, f in plan.wanted.items() if k not in defer}
+    got = fetcher.get_many(f.sha256 for f in wanted.values())
     anchored = {f.sha256 for m in loaded.trusted.values() for f in m.frames} | {
         f.sha256 for m in loaded.trusted.values() for _, fs in m.substitutions for f in fs}
     result = FetchResult(data={}, unavailable=defaultdict(set))
-    for (h, c, seq), f in plan.wanted.items():
+    for (h, c, seq), f in wanted.items():
         g = got[f.sha256]
         if g.data is not None:
             result.data[f.sha256] = g.data
@@ -578,13 +590,59 @@ def _copyable(codec: CodecConfig | None) -> bool:
     return codec is not None and codec.codec == "h264" and codec.extradata[:1] == b"\x01"
 
 
-def restore(segments: list[list[Item]], raw: list[Item], plan: FramePlan, fetched: FetchResult, loaded: ManifestLoad,
-            cam: bytes, from_ms: int, to_ms: int, reader: ChainReader, fetcher: Fetcher, out: Path) -> Restoration:
-    """Write the clips in time order. The camera's own runs are remuxed (merged into one file
-    unless a substitution or codec change sits between them); each substituted span gets its
-    own clip, remuxed from the substitute's anchored packets when they are H.264, else
+class _StreamFailed(Exception):
+    """A frame fetched while its clip was being written was not delivered intact."""
+
+
+def _fetch_and_restore(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int,
+                       reader: ChainReader, out: Path, timer: _Timer) -> tuple[FetchResult, Restoration]:
+    """Fetch, then write the clips. The frames of remuxed clips are fetched (and re-hashed) while
+    the clip is written, a chunk ahead of the muxer, so memory does not grow with the range. If
+    one of them turns out unavailable (the plan assumed it was not), everything is done again the
+    careful way: fetch every frame first, then plan around what is missing."""
+    for defer in (plan.streamable(cam), set()):
+        fetched = fetch_frames(fetcher, plan, loaded, cam, defer)
+        timer.lap("fetch")
+        segments, raw = plan_stream(plan.items, from_ms, to_ms, fetched.unavailable[cam], group_of=plan.group_of)
+        restored = Restoration()
+        try:
+            restore(restored, segments, raw, plan, fetched, loaded, cam, from_ms, to_ms, reader, fetcher, out)
+        except _StreamFailed as exc:
+            log.info("streamed fetch failed; fetching every frame first", extra={"error": str(exc)})
+            for p in restored.files.values():
+                p.unlink(missing_ok=True)
+            continue
+        finally:
+            timer.lap("restore")
+        return fetched, restored
+    raise AssertionError("unreachable: without deferred frames nothing is fetched while writing")
+
+
+def _stream_frames(frames: Sequence[Item], data: Mapping[bytes, bytes], fetcher: Fetcher,
+                   notes: list[Note], cam: bytes) -> Iterator[EncodedFrame]:
+    """The frames' packets in the order given, each fetched (and re-hashed) as the muxer asks for
+    it unless ``data`` holds it, and dropped once muxed. Fetched in this thread: on this 2-core
+    machine worker threads reading ahead measured slower (GIL hand-offs), see docs/EVIDENCE.md."""
+    for h, f in frames:
+        if f.sha256 in data:
+            yield _encoded(f, data)
+            continue
+        g = fetcher.get(f.sha256)
+        if g.data is None:
+            raise _StreamFailed(f"frame seq={f.seq} of block {h}: no store delivered it intact")
+        if g.corrupt:
+            notes.append(Note("store.block.corrupt", "a store held a corrupt copy of this frame", height=h,
+                              seq=f.seq, camera=cam))
+        yield EncodedFrame(seq=f.seq, timestamp_ms=f.timestamp_ms, keyframe=f.keyframe, data=g.data, dts_ms=f.dts_ms)
+
+
+def restore(restored: Restoration, segments: list[list[Item]], raw: list[Item], plan: FramePlan, fetched: FetchResult,
+            loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int, reader: ChainReader, fetcher: Fetcher,
+            out: Path) -> Restoration:
+    """Write the clips in time order into ``restored``. The camera's own runs are remuxed (merged
+    into one file unless a substitution or codec change sits between them); each substituted span
+    gets its own clip, remuxed from the substitute's anchored packets when they are H.264, else
     re-encoded. Whatever no clip carries byte for byte travels raw."""
-    restored = Restoration()
     for h, f in raw:
         restored.add_raw(h, cam, f, fetched.data)
     pieces: list[tuple[int, str, Any]] = [(min(f.timestamp_ms for _, f in seg), PRIMARY, seg) for seg in segments]
@@ -599,7 +657,7 @@ def restore(segments: list[list[Item]], raw: list[Item], plan: FramePlan, fetche
     for kind, payload in _group_pieces(pieces, plan):
         name = f"clip-{len(restored.clips):03d}{'-substituted' if kind == SUBSTITUTED else ''}.mp4"
         if kind == PRIMARY:
-            _restore_own(restored, [it for seg in payload for it in seg], plan, fetched.data, cam, out / name)
+            _restore_own(restored, [it for seg in payload for it in seg], plan, fetched, fetcher, cam, out / name)
         else:
             _restore_substitute(restored, payload, plan, fetched.data, reader, fetcher, out / name)
     return restored
@@ -616,35 +674,53 @@ def _group_pieces(pieces: list[tuple[int, str, Any]], plan: FramePlan) -> list[t
     return groups
 
 
-def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, data: Mapping[bytes, bytes], cam: bytes,
-                 path: Path) -> None:
+def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fetched: FetchResult, fetcher: Fetcher,
+                 cam: bytes, path: Path) -> None:
     codec = plan.codecs.get(frames[0][0])
+    data = fetched.data
     if codec is None:
         restored.notes.append(Note("frame.not_playable", "the manifest records no codec configuration; frames kept as "
                                    "raw bytes", height=frames[0][0]))
         for h, f in frames:
             restored.add_raw(h, cam, f, data)
         return
-    encoded = [_encoded(f, data) for _, f in frames]
     try:
         if _copyable(codec):
-            remux_to_mp4(codec, encoded, path)
+            by_seq = {f.seq: (h, f) for h, f in frames}
+            frames = [by_seq[f.seq] for f in decode_order(codec, [f for _, f in frames])]  # as remux_to_mp4 would
+            mux = remux_to_mp4(codec, _stream_frames(frames, data, fetcher, fetched.notes, cam), path,
+                               origin_ms=min(f.timestamp_ms for _, f in frames))
+            restored.samples[f"clips/{path.name}"] = ClipSamples(mux.samples, extradata=codec.extradata)
             why, reencoded = "remux", False
         else:  # not copyable into a browser MP4: re-encode, keep the original bytes raw
+            encoded = [_encoded(f, data) for _, f in frames]
             reencode_span_to_mp4(codec, encoded, path, target=codec)
             why, reencoded = f"codec {codec.codec} cannot be copied into a browser MP4", True
             restored.originals[f"clips/{path.name}"] = (codec, encoded)
             for h, f in frames:
                 restored.add_raw(h, cam, f, data)
+    except _StreamFailed:
+        raise
     except Exception as exc:  # noqa: BLE001 - bad bitstreams surface as many exception types
         log.warning("clip could not be written", extra={"clip": path.name, "error": str(exc)})
         restored.notes.append(Note("frame.not_playable", f"{path.name} could not be written ({exc}); frames kept as raw "
                                    "bytes", height=frames[0][0]))
+        _fetch_missing(fetched, fetcher, frames)
         for h, f in frames:
             restored.add_raw(h, cam, f, data)
         return
     restored.clips.append(ClipClaim(f"clips/{path.name}", PRIMARY, cam, [(h, f.seq) for h, f in frames], reencoded, why))
     restored.files[f"clips/{path.name}"] = path
+
+
+def _fetch_missing(fetched: FetchResult, fetcher: Fetcher, frames: Sequence[Item]) -> None:
+    """A clip that could not be written travels raw: fetch the frames it was streaming."""
+    for h, f in frames:
+        if f.sha256 not in fetched.data:
+            g = fetcher.get(f.sha256)
+            if g.data is None:
+                raise _StreamFailed(f"frame seq={f.seq} of block {h}: no store delivered it intact")
+            fetched.data[f.sha256] = g.data
 
 
 def _restore_substitute(restored: Restoration, payload: tuple[int, bytes, list[list[Item]]], plan: FramePlan,
@@ -706,13 +782,22 @@ def prove_presented(restored: Restoration, loaded: ManifestLoad, reader: ChainRe
         tree = manifest_tree(cam, cb.header.manifest_digest, loaded.trusted[h].frames)
         if tree is None:
             continue
-        mp = tree.get_multiproof(sorted(idx))
+        mp = _multiproof(tree, sorted(idx))
         proofs[h] = {"blockHash": h0x(cb.block_hash), "root": tree.root_hex, "leafEncoding": list(tree.leaf_encoding),
                      **mp.to_json()}
         known = known_leaves(cam, loaded.trusted[h].frames, tree)  # leaf hashes straight from the tree
         hashes = [known[("0x" + cam.hex(), v[1], v[2], v[3])] for v in mp.leaves]
         on_chain[h] = reader.verify_frames(cb.block_hash, mp, hashes)
     return proofs, on_chain
+
+
+def _multiproof(tree: Any, indices: list[int]) -> MultiProof:
+    """`StandardMerkleTree.get_multiproof` without its guard of re-hashing every requested leaf
+    and processing the proof: the tree was built here from these very values
+    (`manifest_tree`), the self-check processes the proof against the anchored root, and
+    `verifyFrames` checks it on chain. For a full block the guard was twice the tree's work."""
+    leaves, proof, flags = _tree_multiproof(tree._tree, [tree._tree_indices[i] for i in indices])
+    return MultiProof([tree._values[tree._lookup[h]] for h in leaves], proof, flags)
 
 
 def _fill_claim(claim: EvidenceClaim, loaded: ManifestLoad, restored: Restoration, proofs: Mapping[int, Any]) -> None:
@@ -734,7 +819,8 @@ def _self_check(claim: EvidenceClaim, facts: ChainFacts, restored: Restoration, 
                 produced_by: str) -> Report:
     """Verify the files on disk with the same rules `verify` applies (so the report describes
     what was written, not what was meant)."""
-    samples = {p: read_clip_samples(f) for p, f in restored.files.items()}
+    samples = {p: restored.samples[p] if p in restored.samples else read_clip_samples(f)
+               for p, f in restored.files.items()}
     raw_digests = {r.path: bytes.fromhex(r.path.split("/")[-1]) for r in claim.raw}
     pictures = {p: compare_pictures(restored.files[p], codec, frames, len(next(c for c in claim.clips if c.path == p).frames))
                 for p, (codec, frames) in restored.originals.items()}
