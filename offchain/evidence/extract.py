@@ -47,6 +47,8 @@ from ..core.block import FrameRef, Manifest, ManifestFormatError, camera_id
 from ..core.cid import cid_from_digest
 from ..core.merkle import MultiProof, _tree_multiproof
 from ..store.base import BlockNotFound, ContentStore, CorruptBlock, StoreError
+from ..store.local import LocalStore
+from .anchors import AnchorSource
 from .bundle import ChainReader, bundle_index, note_decoded, probe_remuxed_clips, read_clip_samples, write_bundle
 from .report import Report
 from .verify import (
@@ -225,15 +227,16 @@ class Fetcher:
 
     def __init__(self, stores: Sequence[ContentStore]):
         self.stores = list(stores)
+        # Plain LocalStores are read straight from their files (see `_read`).
+        self._dirs = [str(s._blocks) if type(s) is LocalStore else None for s in self.stores]
         self.frames = 0
         self.bytes = 0
 
     def get(self, digest: bytes) -> Fetched:
-        cid = cid_from_digest(digest)
         out = Fetched(None)
-        for store in self.stores:
+        for store, local_dir in zip(self.stores, self._dirs):
             try:
-                data = store.get(cid)
+                data = self._read(store, local_dir, digest)
             except BlockNotFound:
                 continue
             except CorruptBlock as exc:
@@ -254,6 +257,23 @@ class Fetcher:
             self.bytes += len(data)
             return out
         return out
+
+    @staticmethod
+    def _read(store: ContentStore, local_dir: str | None, digest: bytes) -> bytes:
+        """The store's bytes for a digest. A plain LocalStore is read straight from its file: its
+        own `get` would spell the CID in base32, parse it back, build the path with pathlib and
+        hash the bytes, which is hashed here anyway; that was 3/4 of an extraction's time per
+        frame (docs/EVIDENCE.md, Performance). Subclasses and other stores go through `get`."""
+        if local_dir is not None:
+            h = digest.hex()
+            try:
+                with open(f"{local_dir}/{h[0:2]}/{h[2:4]}/{h}", "rb") as fh:
+                    return fh.read()
+            except FileNotFoundError:
+                raise BlockNotFound(h) from None
+            except OSError as exc:
+                raise StoreError(f"cannot read block {h}: {exc}") from exc
+        return store.get(cid_from_digest(digest))
 
     def get_many(self, digests: Iterable[bytes]) -> dict[bytes, Fetched]:
         todo = list(dict.fromkeys(digests))
@@ -390,7 +410,7 @@ def extract(
     camera: str | bytes,
     from_ms: int | str,
     to_ms: int | str,
-    ledger: VideoLedgerClient | ChainReader,
+    ledger: VideoLedgerClient | AnchorSource,
     stores: Sequence[ContentStore],
     out_dir: str | os.PathLike[str],
     *,
@@ -414,7 +434,8 @@ def extract(
         raise EvidenceError(f"empty range: from {from_ms} is not before to {to_ms}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    reader = ledger if isinstance(ledger, ChainReader) else ChainReader(ledger.contract.w3, ledger.address)
+    # Every chain read goes through the AnchorSource seam (per-header mode: ChainReader).
+    reader = ChainReader(ledger.contract.w3, ledger.address) if isinstance(ledger, VideoLedgerClient) else ledger
     fetcher = Fetcher(stores)
     claim = EvidenceClaim(camera_id=cam, from_ms=from_ms, to_ms=to_ms, chain_id=reader.chain_id,
                           ledger=reader.address, consortium=reader.consortium_address, camera_ip=ip)
@@ -454,13 +475,13 @@ def extract(
 # --------------------------------------------------------------------------- 1-2. blocks and manifests
 
 
-def load_blocks(reader: ChainReader, fetcher: Fetcher, cam: bytes, from_ms: int, to_ms: int,
+def load_blocks(reader: AnchorSource, fetcher: Fetcher, cam: bytes, from_ms: int, to_ms: int,
                 max_context_blocks: int = MAX_CONTEXT_BLOCKS) -> ManifestLoad:
     """The blocks covering the range from the chain, their manifests from the stores, and as many
     blocks before the range as the keyframe of its first frame needs (at most
     ``max_context_blocks``: a long-GOP camera's keyframe can be minutes back)."""
-    in_range = reader.heights_in_range(cam, from_ms, to_ms)
-    loaded = ManifestLoad(in_range=in_range, chain_blocks=reader.blocks(cam, in_range))
+    in_range, chain_blocks = reader.blocks_in_range(cam, from_ms, to_ms)
+    loaded = ManifestLoad(in_range=in_range, chain_blocks=chain_blocks)
     for h in in_range:
         _load_manifest(loaded, fetcher, h)
     if not in_range or in_range[0] not in loaded.trusted:
@@ -595,7 +616,7 @@ class _StreamFailed(Exception):
 
 
 def _fetch_and_restore(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int,
-                       reader: ChainReader, out: Path, timer: _Timer) -> tuple[FetchResult, Restoration]:
+                       reader: AnchorSource, out: Path, timer: _Timer) -> tuple[FetchResult, Restoration]:
     """Fetch, then write the clips. The frames of remuxed clips are fetched (and re-hashed) while
     the clip is written, a chunk ahead of the muxer, so memory does not grow with the range. If
     one of them turns out unavailable (the plan assumed it was not), everything is done again the
@@ -637,7 +658,7 @@ def _stream_frames(frames: Sequence[Item], data: Mapping[bytes, bytes], fetcher:
 
 
 def restore(restored: Restoration, segments: list[list[Item]], raw: list[Item], plan: FramePlan, fetched: FetchResult,
-            loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int, reader: ChainReader, fetcher: Fetcher,
+            loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int, reader: AnchorSource, fetcher: Fetcher,
             out: Path) -> Restoration:
     """Write the clips in time order into ``restored``. The camera's own runs are remuxed (merged
     into one file unless a substitution or codec change sits between them); each substituted span
@@ -724,7 +745,7 @@ def _fetch_missing(fetched: FetchResult, fetcher: Fetcher, frames: Sequence[Item
 
 
 def _restore_substitute(restored: Restoration, payload: tuple[int, bytes, list[list[Item]]], plan: FramePlan,
-                        data: Mapping[bytes, bytes], reader: ChainReader, fetcher: Fetcher, path: Path) -> None:
+                        data: Mapping[bytes, bytes], reader: AnchorSource, fetcher: Fetcher, path: Path) -> None:
     h, sub_cam, s_segments = payload
     span = [f for seg in s_segments for _, f in seg]
     if sub_cam not in restored.codec_sources:
@@ -761,7 +782,7 @@ def _restore_substitute(restored: Restoration, payload: tuple[int, bytes, list[l
 # --------------------------------------------------------------------------- 5. proofs, self-check, outputs
 
 
-def prove_presented(restored: Restoration, loaded: ManifestLoad, reader: ChainReader, cam: bytes,
+def prove_presented(restored: Restoration, loaded: ManifestLoad, reader: AnchorSource, cam: bytes,
                     ) -> tuple[dict[int, dict[str, Any]], dict[int, bool | None]]:
     """A multiproof per block of the camera's frames presented, checked with verifyFrames."""
     seq_index = {h: {f.seq: i for i, f in enumerate(m.frames)} for h, m in loaded.trusted.items()}
@@ -872,7 +893,7 @@ def _encoded(f: FrameRef, data: Mapping[bytes, bytes]) -> EncodedFrame:
                         dts_ms=f.dts_ms)
 
 
-def _substitute_codec_source(reader: ChainReader, fetcher: Fetcher, sub_cam: bytes, span: list[FrameRef]) -> CodecSource | None:
+def _substitute_codec_source(reader: AnchorSource, fetcher: Fetcher, sub_cam: bytes, span: list[FrameRef]) -> CodecSource | None:
     """The substitute camera's own anchored block for that time, whose manifest (checked against
     the anchored digest) holds its codec configuration: manifests of the gap's camera record only
     their own codec."""
