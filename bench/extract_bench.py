@@ -75,10 +75,13 @@ SEI_UUID = bytes(range(0x11, 0x21))  # 16 bytes, no zero byte (no emulation prev
 # --------------------------------------------------------------------------- setup
 
 
-def _unique(packet: bytes, length_size: int, tag: bytes) -> bytes:
-    """The packet with a user-data SEI (payload type 5) carrying ``tag`` before its first slice,
-    where H.264 puts SEI; decoders ignore it. ``tag`` must hold no zero byte."""
-    nal = b"\x06\x05" + bytes([16 + len(tag)]) + SEI_UUID + tag + b"\x80"
+def _unique(packet: bytes, length_size: int, tag: bytes, pad: int = 0) -> bytes:
+    """The packet with a user-data SEI (payload type 5) carrying ``tag`` (and ``pad`` more
+    bytes, to make frames as large as a test needs) before its first slice, where H.264 puts
+    SEI; decoders ignore it. ``tag`` must hold no zero byte."""
+    payload = SEI_UUID + tag + b"\x01" * pad
+    size = b"\xff" * (len(payload) // 255) + bytes([len(payload) % 255])
+    nal = b"\x06\x05" + size + payload + b"\x80"
     sei = len(nal).to_bytes(length_size, "big") + nal
     i = 0
     while i + length_size < len(packet):
@@ -100,7 +103,7 @@ def ensure_ffmpeg() -> str:
     return path
 
 
-def _record(store: Any, sample: str, cam_index: int, minutes: float) -> tuple[CodecConfig, list[FrameRef], int]:
+def _record(store: Any, sample: str, cam_index: int, minutes: float, pad: int) -> tuple[CodecConfig, list[FrameRef], int]:
     source = FileSource(sample_path(sample), start_ms=T0, loop=True)
     length_size = (source.codec.extradata[4] & 3) + 1
     end_ms = T0 + int(minutes * 60_000)
@@ -109,7 +112,7 @@ def _record(store: Any, sample: str, cam_index: int, minutes: float) -> tuple[Co
     for f in source:
         if f.timestamp_ms >= end_ms:
             break
-        data = _unique(f.data, length_size, b"c%d-%d" % (cam_index + 1, f.seq + 1))
+        data = _unique(f.data, length_size, b"c%d-%d" % (cam_index + 1, f.seq + 1), pad)
         store.put(data)
         refs.append(FrameRef.of_bytes(f.seq, f.timestamp_ms, data, f.keyframe, f.dts_ms))
         size += len(data)
@@ -117,8 +120,9 @@ def _record(store: Any, sample: str, cam_index: int, minutes: float) -> tuple[Co
 
 
 def anchor_camera(w3: Any, keys: list[str], dep: Any, store: Any, sample: str, cam_index: int, minutes: float,
-                  window_ms: int) -> dict[str, Any]:
-    """Register a camera, put its frames into the store, anchor and attest its blocks."""
+                  window_ms: int, pad: int = 0) -> dict[str, Any]:
+    """Register a camera, put its frames into the store, anchor and attest its blocks (also used
+    by tests/integration/test_evidence_streaming.py)."""
     ip = f"10.8.1.{cam_index + 1}"
     governor = ConsortiumClient(Signer(w3, keys[0]), dep.consortium)
     governor.as_signer(Signer(w3, keys[1])).register_camera(ip, os.urandom(32), b"bench".ljust(32, b"\x00"))
@@ -127,7 +131,7 @@ def anchor_camera(w3: Any, keys: list[str], dep: Any, store: Any, sample: str, c
     except ContractRevert as exc:
         if exc.name != "GenesisAlreadySealed":
             raise
-    codec, refs, size = _record(store, sample, cam_index, minutes)
+    codec, refs, size = _record(store, sample, cam_index, minutes, pad)
     end_ms = T0 + int(minutes * 60_000)
     nodes = governor.nodes()
     signers = {Signer(w3, k).address: Signer(w3, k) for k in keys}
