@@ -68,7 +68,6 @@ from .verify import (
     clip_entries,
     decode_key,
     h0x,
-    known_leaves,
     manifest_tree,
     verify_evidence,
 )
@@ -803,22 +802,32 @@ def prove_presented(restored: Restoration, loaded: ManifestLoad, reader: AnchorS
         tree = manifest_tree(cam, cb.header.manifest_digest, loaded.trusted[h].frames)
         if tree is None:
             continue
-        mp = _multiproof(tree, sorted(idx))
+        mp, hashes = _multiproof(tree, sorted(idx))
         proofs[h] = {"blockHash": h0x(cb.block_hash), "root": tree.root_hex, "leafEncoding": list(tree.leaf_encoding),
-                     **mp.to_json()}
-        known = known_leaves(cam, loaded.trusted[h].frames, tree)  # leaf hashes straight from the tree
-        hashes = [known[("0x" + cam.hex(), v[1], v[2], v[3])] for v in mp.leaves]
+                     **_multiproof_json(mp, cam)}
         on_chain[h] = reader.verify_frames(cb.block_hash, mp, hashes)
     return proofs, on_chain
 
 
-def _multiproof(tree: Any, indices: list[int]) -> MultiProof:
+def _multiproof(tree: Any, indices: list[int]) -> tuple[MultiProof, list[bytes]]:
     """`StandardMerkleTree.get_multiproof` without its guard of re-hashing every requested leaf
     and processing the proof: the tree was built here from these very values
     (`manifest_tree`), the self-check processes the proof against the anchored root, and
-    `verifyFrames` checks it on chain. For a full block the guard was twice the tree's work."""
+    `verifyFrames` checks it on chain. For a full block the guard was twice the tree's work.
+    Returns the proof and its leaves' hashes, in the proof's order."""
     leaves, proof, flags = _tree_multiproof(tree._tree, [tree._tree_indices[i] for i in indices])
-    return MultiProof([tree._values[tree._lookup[h]] for h in leaves], proof, flags)
+    return MultiProof([tree._values[tree._lookup[h]] for h in leaves], proof, flags), leaves  # leaves: their hashes
+
+
+def _multiproof_json(mp: MultiProof, cam: bytes) -> dict[str, Any]:
+    """`MultiProof.to_json` for frame leaves (camera, seq, ts, sha256), which are bytes and ints
+    of JSON-safe size: the same document without the generic per-value conversion."""
+    cam_hex = "0x" + cam.hex()
+    for v in mp.leaves:
+        if v[0] != cam or not (0 <= v[1] < 2**53 and 0 <= v[2] < 2**53):
+            return mp.to_json()
+    return {"leaves": [[cam_hex, v[1], v[2], "0x" + v[3].hex()] for v in mp.leaves],
+            "proof": ["0x" + p.hex() for p in mp.proof], "proofFlags": list(mp.proof_flags)}
 
 
 def _fill_claim(claim: EvidenceClaim, loaded: ManifestLoad, restored: Restoration, proofs: Mapping[int, Any]) -> None:
@@ -865,7 +874,7 @@ def _write_bundle(claim: EvidenceClaim, restored: Restoration, proofs: Mapping[i
     members: list[tuple[str, bytes | Path]] = []
     members += [(manifest_paths[b.height], b.manifest) for b in claim.blocks if b.manifest is not None]
     members += [(source_paths[(s.camera, s.height)], s.manifest) for s in claim.codec_sources if s.manifest is not None]
-    members += [(proof_paths[h], json.dumps(proofs[h], indent=1).encode()) for h in sorted(proofs)]
+    members += [(proof_paths[h], json.dumps(proofs[h], separators=(",", ":")).encode()) for h in sorted(proofs)]
     members += [(p, f) for p, f in restored.files.items()]
     # frames with identical bytes (a static scene can produce them) share one raw file
     members += [(p, data[bytes.fromhex(p.split("/")[-1])]) for p in dict.fromkeys(r.path for r in claim.raw)]

@@ -68,3 +68,26 @@ def test_verify_frames_calldata_is_abi_encode(n):
         ["bytes32", "bytes32[]", "bool[]", "bytes32[]"], [bh, proof, flags, leaves])
     with pytest.raises(ValueError):
         _encode_verify_frames(bh[:31], proof, flags, leaves)
+
+
+def test_integer_times_round_like_fractions():
+    from fractions import Fraction
+
+    from offchain.evidence.bundle import _ms
+    for tb in (Fraction(1, 90_000), Fraction(1, 12_800), Fraction(1001, 30_000), Fraction(1, 3)):
+        for pts in [0, 1, 44, 45, 46, 89, 90, 135, 12_345_678, 2**40 + 7, 1_000_000_001]:
+            assert _ms(pts, 1000 * tb.numerator, tb.denominator) == round(pts * tb * 1000), (pts, tb)
+
+
+def test_proof_documents_are_the_librarys():
+    from offchain.core.block import FrameRef, frames_tree
+    from offchain.evidence.extract import _multiproof, _multiproof_json
+    cam = bytes(range(32))
+    frames = [FrameRef.of_bytes(i, 1_700_000_000_000 + 40 * i, b"frame %d" % i, i % 25 == 0, None) for i in range(50)]
+    tree = frames_tree(cam, frames)
+    for idx in ([0], [3, 7, 49], list(range(50))):
+        mp, hashes = _multiproof(tree, idx)
+        ref = tree.get_multiproof(idx)
+        assert mp.to_json() == ref.to_json()
+        assert _multiproof_json(mp, cam) == ref.to_json()
+        assert hashes == [tree.leaf_hash(v) for v in ref.leaves]
