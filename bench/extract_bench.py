@@ -1,7 +1,11 @@
 """Evidence extraction speed: one hour of one camera, and of 4 cameras in parallel, verified,
 against three references measured in the same run on the same frame bytes.
 
-    python -m bench extract [-- --minutes 60 --cameras 4 --rounds 1 --sample bikes --window 60]
+    python -m bench extract [-- --minutes 20 --cameras 4 --rounds 1 --sample bikes --window 60]
+
+The default is 20 minutes of capture per camera so that the whole run takes a few minutes;
+``--minutes 60`` is the hour of issue 9 (about 11 minutes here, 3 of them setup) and is what
+bench/results/extract.json holds.
 
 Setup (not timed, made cheap): a camera's recording (a sample clip, looped) becomes ``--minutes``
 of capture; every frame gets a unique SEI NAL unit (user data, before its first slice) so the
@@ -335,7 +339,8 @@ def setup(chain: DevChain, work_dir: Path, args: argparse.Namespace) -> tuple[di
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.extract_bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--minutes", type=float, default=60.0, help="capture time per camera (default 60: one hour)")
+    ap.add_argument("--minutes", type=float, default=20.0,
+                    help="capture time per camera (default 20, ~4 min in all; 60 for the hour the issue asks, ~11 min)")
     ap.add_argument("--cameras", type=int, default=4, help="cameras extracted in parallel, one process each (default 4)")
     ap.add_argument("--rounds", type=int, default=1, help="repetitions per measurement; the median is kept (default 1)")
     ap.add_argument("--sample", default="bikes", choices=["bikes", "vtest"], help="recording looped for every camera")
@@ -349,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         ctx, cams = setup(chain, work_dir, args)
         for p in cams[0]["paths"]:  # warm the page cache alike for everyone
             Path(p).read_bytes()
-        groups.append(run_group(cams[:1], ctx, work_dir, args.rounds, None))
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:  # a fresh process: its RSS
+            list(pool.map(warm, range(1)))
+            groups.append(run_group(cams[:1], ctx, work_dir, args.rounds, pool))
         js = None if args.no_js else _js_verify(cams[0]["bundle"], ctx["rpc"], ctx["ledger"])
         if js is not None:
             js["frames_per_s"] = round(len(cams[0]["frames"]) / js["seconds"], 1)

@@ -91,3 +91,6 @@ def test_proof_documents_are_the_librarys():
         assert mp.to_json() == ref.to_json()
         assert _multiproof_json(mp, cam) == ref.to_json()
         assert hashes == [tree.leaf_hash(v) for v in ref.leaves]
+    from offchain.evidence.verify import known_leaves
+    known = known_leaves(cam, frames, tree)
+    assert known == {("0x" + cam.hex(), f.seq, f.timestamp_ms, f.sha256): tree.leaf_hash(i) for i, f in enumerate(frames)}
