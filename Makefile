@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test soak lint deps py-deps js-deps brownie-env rtsp-deps browser-deps artifacts bench clean
+.PHONY: demo test soak lint deps py-deps js-deps brownie-env rtsp-deps browser-deps ffmpeg-deps artifacts bench clean
 
 demo: deps
 	$(BIN)/frameledger demo
@@ -61,6 +61,14 @@ browser-deps:
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver \
 	  || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends $(BROWSER_PKGS) \
 	       || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends $(BROWSER_PKGS); }; }
+
+# Debian's ffmpeg, the reference the extraction bench times (`ffmpeg -c copy` of the same packets);
+# the bench calls this on first use. Needs root (or sudo) and apt.
+FFMPEG_PKGS := ffmpeg
+ffmpeg-deps:
+	@test -x /usr/bin/ffmpeg \
+	  || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends $(FFMPEG_PKGS) \
+	       || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends $(FFMPEG_PKGS); }; }
 
 # Recompile contracts/ with solc-js into contracts/artifacts/ (committed).
 artifacts: js-deps

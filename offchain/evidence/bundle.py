@@ -40,7 +40,6 @@ import av
 from web3 import Web3
 
 from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
 from ..chain.client import as_revert, call, connect, load_artifact
@@ -92,6 +91,8 @@ log = logging.getLogger(__name__)
 BUNDLE_FORMAT = "frameledger.evidence-bundle/1"
 INDEX = "bundle.json"
 _STORED_SUFFIXES = (".mp4",)
+# eth_calls per JSON-RPC batch when reading block records (an hour of one camera: 60 blocks).
+_BATCH = 200
 _VERIFY_FRAMES = keccak(b"verifyFrames(bytes32,bytes32[],bool[],bytes32[])")[:4]
 # Index entry limits (docs/EVIDENCE.md); the JavaScript verifier has the same.
 MAX_BLOCKS = 10_000
@@ -148,26 +149,41 @@ class ChainReader:
     def chain_length(self, camera: bytes) -> int:
         return int(self.contract.functions.chainLength(camera).call())
 
+    def blocks_in_range(self, camera: bytes, from_ms: int, to_ms: int) -> tuple[list[int], dict[int, ChainBlock | None]]:
+        heights = self.heights_in_range(camera, from_ms, to_ms)
+        return heights, self.blocks(camera, heights)
+
     def blocks(self, camera: bytes, heights: Iterable[int]) -> dict[int, ChainBlock | None]:
-        """Block records at these heights, with their anchoring and attesting transactions."""
+        """Block records at these heights, with their anchoring and attesting transactions: the
+        records in JSON-RPC batches (two round trips per `_BATCH` blocks, not two per block),
+        the transactions in two log queries."""
         heights = sorted(set(int(h) for h in heights if h >= 1))
         length = self.chain_length(camera) if heights else 0
-        out: dict[int, ChainBlock | None] = {}
-        records = {}
-        for h in heights:
-            if h > length:
-                out[h] = None
-                continue
-            block_hash = bytes(self.contract.functions.blockHashAt(camera, h).call())
-            rec = self.contract.functions.getBlock(block_hash).call()
-            records[h] = (block_hash, rec)
+        out: dict[int, ChainBlock | None] = {h: None for h in heights if h > length}
+        present = [h for h in heights if h <= length]
+        fns = self.contract.functions
+        hashes = [bytes(b) for b in self._batched([fns.blockHashAt(camera, h) for h in present])]
+        recs = self._batched([fns.getBlock(bh) for bh in hashes])
+        records = {h: (bh, rec) for h, bh, rec in zip(present, hashes, recs)}
         anchors = self._anchor_txs(camera, list(records))
         attests = self._attest_txs([bh for bh, _ in records.values()])
         for h, (block_hash, rec) in records.items():
             header = BlockHeader.from_tuple(rec[0])
             out[h] = ChainBlock(h, block_hash, header, int(rec[1]), int(rec[2]), int(rec[3]), bool(rec[4]),
                                 anchors.get(h), tuple(attests.get(block_hash, ())))
-        return out
+        return dict(sorted(out.items()))
+
+    def _batched(self, calls: list[Any]) -> list[Any]:
+        """eth_calls in JSON-RPC batches of `_BATCH`; one at a time for a single call."""
+        if len(calls) <= 1:
+            return [c.call() for c in calls]
+        results: list[Any] = []
+        for i in range(0, len(calls), _BATCH):
+            with self.w3.batch_requests() as batch:
+                for c in calls[i:i + _BATCH]:
+                    batch.add(c)
+                results.extend(batch.execute())
+        return results
 
     def _anchor_txs(self, camera: bytes, heights: list[int]) -> dict[int, str]:
         if not heights:
@@ -190,8 +206,8 @@ class ChainReader:
         anchored root). A malformed proof reverts in the library; that is a `False` here."""
         # Encoded with eth_abi directly: web3's generic argument normaliser walks every element
         # of the three arrays in Python and costs ~0.3 s per 1,500-frame block.
-        data = _VERIFY_FRAMES + abi_encode(["bytes32", "bytes32[]", "bool[]", "bytes32[]"],
-                                           [block_hash, list(proof.proof), list(proof.proof_flags), list(leaf_hashes)])
+        data = _VERIFY_FRAMES + _encode_verify_frames(block_hash, list(proof.proof), list(proof.proof_flags),
+                                                      list(leaf_hashes))
         try:
             out = self.w3.eth.call({"to": self.address, "data": "0x" + data.hex()})
         except Exception as exc:  # noqa: BLE001 - a revert (malformed multiproof) is a "no"
@@ -218,7 +234,35 @@ class ChainReader:
         return out
 
 
+def _encode_verify_frames(block_hash: bytes, proof: list[bytes], flags: list[bool], leaves: list[bytes]) -> bytes:
+    """abi.encode(bytes32, bytes32[], bool[], bytes32[]) by hand: every element is one word, so
+    the encoding is a concatenation (eth_abi's generic encoder took ~10 µs per element). A
+    test keeps it equal to eth_abi's."""
+    for w in [block_hash, *proof, *leaves]:
+        if not isinstance(w, (bytes, bytearray)) or len(w) != 32:
+            raise ValueError("verifyFrames takes 32-byte words")
+    word = 32
+    head = 4 * word
+    off_proof = head
+    off_flags = off_proof + word * (1 + len(proof))
+    off_leaves = off_flags + word * (1 + len(flags))
+    true, false = (1).to_bytes(32, "big"), bytes(32)
+    return b"".join([
+        bytes(block_hash), off_proof.to_bytes(32, "big"), off_flags.to_bytes(32, "big"), off_leaves.to_bytes(32, "big"),
+        len(proof).to_bytes(32, "big"), *map(bytes, proof),
+        len(flags).to_bytes(32, "big"), *[true if f else false for f in flags],
+        len(leaves).to_bytes(32, "big"), *map(bytes, leaves),
+    ])
+
+
 # --------------------------------------------------------------------------- clips
+
+
+def _ms(pts: int, num: int, den: int) -> int:
+    """round(pts * num / den) in integers, half to even like round(Fraction) (which cost ~10 µs
+    a packet)."""
+    q, r = divmod(pts * num, den)
+    return q + 1 if 2 * r > den or (2 * r == den and q % 2) else q
 
 
 def read_clip_samples(path: str | os.PathLike[str]) -> ClipSamples:
@@ -234,6 +278,7 @@ def read_clip_samples(path: str | os.PathLike[str]) -> ClipSamples:
             stream = container.streams.video[0]
             extradata = bytes(stream.codec_context.extradata or b"")
             tb = stream.time_base
+            num, den = 1000 * tb.numerator, tb.denominator
             out = []
             for packet in container.demux(stream):
                 if packet.size == 0:
@@ -241,7 +286,7 @@ def read_clip_samples(path: str | os.PathLike[str]) -> ClipSamples:
                 pts = packet.pts if packet.pts is not None else packet.dts
                 if pts is None:
                     return ClipSamples(None, "packet without timestamps")
-                out.append((hashlib.sha256(bytes(packet)).digest(), round(pts * tb * 1000)))
+                out.append((hashlib.sha256(bytes(packet)).digest(), _ms(pts, num, den)))
             return ClipSamples(out, extradata=extradata)
     except (av.FFmpegError, OSError, ValueError) as exc:
         return ClipSamples(None, f"cannot demux: {exc}")
@@ -297,6 +342,11 @@ def bundle_index(
     }
 
 
+# Deflate level of JSON members: manifests and proofs are hex-heavy JSON that the default level 6
+# shrinks only a few per cent more, at several times the time.
+_LEVEL = 1
+
+
 def write_bundle(path: str | os.PathLike[str], index: Mapping[str, Any],
                  members: Iterable[tuple[str, bytes | Path]]) -> Path:
     """Write the zip atomically. Video and raw frames are stored (already compressed), JSON deflated."""
@@ -305,14 +355,15 @@ def write_bundle(path: str | os.PathLike[str], index: Mapping[str, Any],
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
-            zf.writestr(_info(INDEX, zipfile.ZIP_DEFLATED), json.dumps(index, indent=1) + "\n")
+            zf.writestr(_info(INDEX, zipfile.ZIP_DEFLATED), json.dumps(index, separators=(",", ":")) + "\n",
+                        compresslevel=_LEVEL)  # compact: json's indenting encoder is pure Python, ~1 s an hour
             for name, data in members:
                 stored = name.endswith(_STORED_SUFFIXES) or name.startswith("frames/")
                 method = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
                 if isinstance(data, Path):
-                    zf.write(data, name, compress_type=method)
+                    zf.write(data, name, compress_type=method, compresslevel=_LEVEL)
                 else:
-                    zf.writestr(_info(name, method), data)
+                    zf.writestr(_info(name, method), data, compresslevel=_LEVEL)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -565,7 +616,7 @@ def _chain_facts(w3: Web3, ledger: str, consortium: str | None, claim: EvidenceC
     """What the chain says, and the presented manifests whose bytes are the anchored ones."""
     if not ledger:
         raise _NoLedger("the bundle names no ledger and none is trusted")
-    chain_reader = ChainReader(w3, ledger)
+    chain_reader = ChainReader(w3, ledger)  # the per-header AnchorSource; a batch-mode one plugs in here
     if not chain_reader.has_code():
         raise _NoLedger(f"no contract at {ledger} on this chain")
     if consortium is not None and Web3.to_checksum_address(consortium) != chain_reader.consortium_address:

@@ -39,13 +39,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ..camera.sources import CodecConfig, EncodedFrame
 from ..chain.ledger import VideoLedgerClient
 from ..core.block import FrameRef, Manifest, ManifestFormatError, camera_id
 from ..core.cid import cid_from_digest
+from ..core.merkle import MultiProof, _tree_multiproof
 from ..store.base import BlockNotFound, ContentStore, CorruptBlock, StoreError
+from ..store.local import LocalStore
+from .anchors import AnchorSource
 from .bundle import ChainReader, bundle_index, note_decoded, probe_remuxed_clips, read_clip_samples, write_bundle
 from .report import Report
 from .verify import (
@@ -55,6 +58,7 @@ from .verify import (
     ChainBlock,
     ChainFacts,
     ClipClaim,
+    ClipSamples,
     CodecSourceClaim,
     EvidenceClaim,
     Note,
@@ -64,11 +68,10 @@ from .verify import (
     clip_entries,
     decode_key,
     h0x,
-    known_leaves,
     manifest_tree,
     verify_evidence,
 )
-from .video import REENCODE_CRF, compare_pictures, decode_frames, encode_frames_to_mp4, reencode_span_to_mp4, remux_to_mp4
+from .video import REENCODE_CRF, compare_pictures, decode_frames, decode_order, encode_frames_to_mp4, reencode_span_to_mp4, remux_to_mp4
 
 __all__ = ["EvidenceError", "ExtractResult", "extract", "parse_camera", "parse_time", "plan_stream"]
 
@@ -223,15 +226,16 @@ class Fetcher:
 
     def __init__(self, stores: Sequence[ContentStore]):
         self.stores = list(stores)
+        # Plain LocalStores are read straight from their files (see `_read`).
+        self._dirs = [str(s._blocks) if type(s) is LocalStore else None for s in self.stores]
         self.frames = 0
         self.bytes = 0
 
     def get(self, digest: bytes) -> Fetched:
-        cid = cid_from_digest(digest)
         out = Fetched(None)
-        for store in self.stores:
+        for store, local_dir in zip(self.stores, self._dirs):
             try:
-                data = store.get(cid)
+                data = self._read(store, local_dir, digest)
             except BlockNotFound:
                 continue
             except CorruptBlock as exc:
@@ -252,6 +256,23 @@ class Fetcher:
             self.bytes += len(data)
             return out
         return out
+
+    @staticmethod
+    def _read(store: ContentStore, local_dir: str | None, digest: bytes) -> bytes:
+        """The store's bytes for a digest. A plain LocalStore is read straight from its file: its
+        own `get` would spell the CID in base32, parse it back, build the path with pathlib and
+        hash the bytes, which is hashed here anyway; that was 3/4 of an extraction's time per
+        frame (docs/EVIDENCE.md, Performance). Subclasses and other stores go through `get`."""
+        if local_dir is not None:
+            h = digest.hex()
+            try:
+                with open(f"{local_dir}/{h[0:2]}/{h[2:4]}/{h}", "rb") as fh:
+                    return fh.read()
+            except FileNotFoundError:
+                raise BlockNotFound(h) from None
+            except OSError as exc:
+                raise StoreError(f"cannot read block {h}: {exc}") from exc
+        return store.get(cid_from_digest(digest))
 
     def get_many(self, digests: Iterable[bytes]) -> dict[bytes, Fetched]:
         todo = list(dict.fromkeys(digests))
@@ -331,10 +352,19 @@ class FramePlan:
     codecs: dict[int, CodecConfig | None]
     wanted: dict[tuple[int, bytes, int], FrameRef]
     substitutions: list[tuple[int, bytes, list[FrameRef]]]  # (height, substitute camera, its frames)
+    segments: list[list[Item]] = field(default_factory=list)  # own decodable runs, all frames assumed fetchable
+    _groups: dict[int, Any] = field(default_factory=dict)
 
     def group_of(self, h: int) -> Any:
-        c = self.codecs.get(h)
-        return c.fingerprint if c is not None else None
+        # Called for every frame while planning: the fingerprint (a JSON dump) once per block.
+        if h not in self._groups:
+            c = self.codecs.get(h)
+            self._groups[h] = c.fingerprint if c is not None else None
+        return self._groups[h]
+
+    def streamable(self, cam: bytes) -> set[tuple[int, bytes, int]]:
+        """Own frames that will be remuxed: fetched while the clip is written, not before."""
+        return {(h, cam, f.seq) for seg in self.segments for h, f in seg if _copyable(self.codecs.get(h))}
 
 
 @dataclass
@@ -364,6 +394,7 @@ class Restoration:
     raw: dict[tuple[int, bytes, int], RawClaim] = field(default_factory=dict)
     codec_sources: dict[bytes, CodecSource | None] = field(default_factory=dict)
     originals: dict[str, tuple[CodecConfig, list[EncodedFrame]]] = field(default_factory=dict)  # re-encoded clips
+    samples: dict[str, ClipSamples] = field(default_factory=dict)  # remuxed clips, hashed while written
     notes: list[Note] = field(default_factory=list)
 
     def add_raw(self, h: int, camera: bytes, f: FrameRef, data: Mapping[bytes, bytes]) -> None:
@@ -378,7 +409,7 @@ def extract(
     camera: str | bytes,
     from_ms: int | str,
     to_ms: int | str,
-    ledger: VideoLedgerClient | ChainReader,
+    ledger: VideoLedgerClient | AnchorSource,
     stores: Sequence[ContentStore],
     out_dir: str | os.PathLike[str],
     *,
@@ -402,7 +433,8 @@ def extract(
         raise EvidenceError(f"empty range: from {from_ms} is not before to {to_ms}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    reader = ledger if isinstance(ledger, ChainReader) else ChainReader(ledger.contract.w3, ledger.address)
+    # Every chain read goes through the AnchorSource seam (per-header mode: ChainReader).
+    reader = ChainReader(ledger.contract.w3, ledger.address) if isinstance(ledger, VideoLedgerClient) else ledger
     fetcher = Fetcher(stores)
     claim = EvidenceClaim(camera_id=cam, from_ms=from_ms, to_ms=to_ms, chain_id=reader.chain_id,
                           ledger=reader.address, consortium=reader.consortium_address, camera_ip=ip)
@@ -420,11 +452,7 @@ def extract(
     timer.lap("manifests")
     plan = plan_frames(loaded, cam, from_ms, to_ms)
     timer.lap("plan")
-    fetched = fetch_frames(fetcher, plan, loaded, cam)
-    timer.lap("fetch")
-    segments, raw = plan_stream(plan.items, from_ms, to_ms, fetched.unavailable[cam], group_of=plan.group_of)
-    restored = restore(segments, raw, plan, fetched, loaded, cam, from_ms, to_ms, reader, fetcher, out)
-    timer.lap("restore")
+    fetched, restored = _fetch_and_restore(fetcher, plan, loaded, cam, from_ms, to_ms, reader, out, timer)
     proofs, on_chain = prove_presented(restored, loaded, reader, cam)
     timer.lap("proofs")
     _fill_claim(claim, loaded, restored, proofs)
@@ -446,13 +474,13 @@ def extract(
 # --------------------------------------------------------------------------- 1-2. blocks and manifests
 
 
-def load_blocks(reader: ChainReader, fetcher: Fetcher, cam: bytes, from_ms: int, to_ms: int,
+def load_blocks(reader: AnchorSource, fetcher: Fetcher, cam: bytes, from_ms: int, to_ms: int,
                 max_context_blocks: int = MAX_CONTEXT_BLOCKS) -> ManifestLoad:
     """The blocks covering the range from the chain, their manifests from the stores, and as many
     blocks before the range as the keyframe of its first frame needs (at most
     ``max_context_blocks``: a long-GOP camera's keyframe can be minutes back)."""
-    in_range = reader.heights_in_range(cam, from_ms, to_ms)
-    loaded = ManifestLoad(in_range=in_range, chain_blocks=reader.blocks(cam, in_range))
+    in_range, chain_blocks = reader.blocks_in_range(cam, from_ms, to_ms)
+    loaded = ManifestLoad(in_range=in_range, chain_blocks=chain_blocks)
     for h in in_range:
         _load_manifest(loaded, fetcher, h)
     if not in_range or in_range[0] not in loaded.trusted:
@@ -528,6 +556,7 @@ def plan_frames(loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int) -> F
             codecs[h] = None
     plan = FramePlan(items=loaded.primary_items(), codecs=codecs, wanted={}, substitutions=[])
     segments, raw = plan_stream(plan.items, from_ms, to_ms, group_of=plan.group_of)
+    plan.segments = segments
     for h, f in [it for seg in segments for it in seg] + raw:
         plan.wanted[(h, cam, f.seq)] = f
     for h, f in plan.items:
@@ -544,13 +573,16 @@ def plan_frames(loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int) -> F
     return plan
 
 
-def fetch_frames(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, cam: bytes) -> FetchResult:
-    """Fetch and re-hash every wanted frame; what no store holds intact is noted and skipped."""
-    got = fetcher.get_many(f.sha256 for f in plan.wanted.values())
+def fetch_frames(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, cam: bytes,
+                 defer: set[tuple[int, bytes, int]] | frozenset = frozenset()) -> FetchResult:
+    """Fetch and re-hash every wanted frame but the deferred ones (fetched while their clip is
+    written); what no store holds intact is noted and skipped."""
+    wanted = {k: f for k, f in plan.wanted.items() if k not in defer}
+    got = fetcher.get_many(f.sha256 for f in wanted.values())
     anchored = {f.sha256 for m in loaded.trusted.values() for f in m.frames} | {
         f.sha256 for m in loaded.trusted.values() for _, fs in m.substitutions for f in fs}
     result = FetchResult(data={}, unavailable=defaultdict(set))
-    for (h, c, seq), f in plan.wanted.items():
+    for (h, c, seq), f in wanted.items():
         g = got[f.sha256]
         if g.data is not None:
             result.data[f.sha256] = g.data
@@ -578,13 +610,59 @@ def _copyable(codec: CodecConfig | None) -> bool:
     return codec is not None and codec.codec == "h264" and codec.extradata[:1] == b"\x01"
 
 
-def restore(segments: list[list[Item]], raw: list[Item], plan: FramePlan, fetched: FetchResult, loaded: ManifestLoad,
-            cam: bytes, from_ms: int, to_ms: int, reader: ChainReader, fetcher: Fetcher, out: Path) -> Restoration:
-    """Write the clips in time order. The camera's own runs are remuxed (merged into one file
-    unless a substitution or codec change sits between them); each substituted span gets its
-    own clip, remuxed from the substitute's anchored packets when they are H.264, else
+class _StreamFailed(Exception):
+    """A frame fetched while its clip was being written was not delivered intact."""
+
+
+def _fetch_and_restore(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int,
+                       reader: AnchorSource, out: Path, timer: _Timer) -> tuple[FetchResult, Restoration]:
+    """Fetch, then write the clips. The frames of remuxed clips are fetched (and re-hashed) while
+    the clip is written, a chunk ahead of the muxer, so memory does not grow with the range. If
+    one of them turns out unavailable (the plan assumed it was not), everything is done again the
+    careful way: fetch every frame first, then plan around what is missing."""
+    for defer in (plan.streamable(cam), set()):
+        fetched = fetch_frames(fetcher, plan, loaded, cam, defer)
+        timer.lap("fetch")
+        segments, raw = plan_stream(plan.items, from_ms, to_ms, fetched.unavailable[cam], group_of=plan.group_of)
+        restored = Restoration()
+        try:
+            restore(restored, segments, raw, plan, fetched, loaded, cam, from_ms, to_ms, reader, fetcher, out)
+        except _StreamFailed as exc:
+            log.info("streamed fetch failed; fetching every frame first", extra={"error": str(exc)})
+            for p in restored.files.values():
+                p.unlink(missing_ok=True)
+            continue
+        finally:
+            timer.lap("restore")
+        return fetched, restored
+    raise AssertionError("unreachable: without deferred frames nothing is fetched while writing")
+
+
+def _stream_frames(frames: Sequence[Item], data: Mapping[bytes, bytes], fetcher: Fetcher,
+                   notes: list[Note], cam: bytes) -> Iterator[EncodedFrame]:
+    """The frames' packets in the order given, each fetched (and re-hashed) as the muxer asks for
+    it unless ``data`` holds it, and dropped once muxed. Fetched in this thread: on this 2-core
+    machine worker threads reading ahead measured slower (GIL hand-offs), see docs/EVIDENCE.md."""
+    for h, f in frames:
+        if f.sha256 in data:
+            yield _encoded(f, data)
+            continue
+        g = fetcher.get(f.sha256)
+        if g.data is None:
+            raise _StreamFailed(f"frame seq={f.seq} of block {h}: no store delivered it intact")
+        if g.corrupt:
+            notes.append(Note("store.block.corrupt", "a store held a corrupt copy of this frame", height=h,
+                              seq=f.seq, camera=cam))
+        yield EncodedFrame(seq=f.seq, timestamp_ms=f.timestamp_ms, keyframe=f.keyframe, data=g.data, dts_ms=f.dts_ms)
+
+
+def restore(restored: Restoration, segments: list[list[Item]], raw: list[Item], plan: FramePlan, fetched: FetchResult,
+            loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int, reader: AnchorSource, fetcher: Fetcher,
+            out: Path) -> Restoration:
+    """Write the clips in time order into ``restored``. The camera's own runs are remuxed (merged
+    into one file unless a substitution or codec change sits between them); each substituted span
+    gets its own clip, remuxed from the substitute's anchored packets when they are H.264, else
     re-encoded. Whatever no clip carries byte for byte travels raw."""
-    restored = Restoration()
     for h, f in raw:
         restored.add_raw(h, cam, f, fetched.data)
     pieces: list[tuple[int, str, Any]] = [(min(f.timestamp_ms for _, f in seg), PRIMARY, seg) for seg in segments]
@@ -599,7 +677,7 @@ def restore(segments: list[list[Item]], raw: list[Item], plan: FramePlan, fetche
     for kind, payload in _group_pieces(pieces, plan):
         name = f"clip-{len(restored.clips):03d}{'-substituted' if kind == SUBSTITUTED else ''}.mp4"
         if kind == PRIMARY:
-            _restore_own(restored, [it for seg in payload for it in seg], plan, fetched.data, cam, out / name)
+            _restore_own(restored, [it for seg in payload for it in seg], plan, fetched, fetcher, cam, out / name)
         else:
             _restore_substitute(restored, payload, plan, fetched.data, reader, fetcher, out / name)
     return restored
@@ -616,30 +694,38 @@ def _group_pieces(pieces: list[tuple[int, str, Any]], plan: FramePlan) -> list[t
     return groups
 
 
-def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, data: Mapping[bytes, bytes], cam: bytes,
-                 path: Path) -> None:
+def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fetched: FetchResult, fetcher: Fetcher,
+                 cam: bytes, path: Path) -> None:
     codec = plan.codecs.get(frames[0][0])
+    data = fetched.data
     if codec is None:
         restored.notes.append(Note("frame.not_playable", "the manifest records no codec configuration; frames kept as "
                                    "raw bytes", height=frames[0][0]))
         for h, f in frames:
             restored.add_raw(h, cam, f, data)
         return
-    encoded = [_encoded(f, data) for _, f in frames]
     try:
         if _copyable(codec):
-            remux_to_mp4(codec, encoded, path)
+            by_seq = {f.seq: (h, f) for h, f in frames}
+            frames = [by_seq[f.seq] for f in decode_order(codec, [f for _, f in frames])]  # as remux_to_mp4 would
+            mux = remux_to_mp4(codec, _stream_frames(frames, data, fetcher, fetched.notes, cam), path,
+                               origin_ms=min(f.timestamp_ms for _, f in frames))
+            restored.samples[f"clips/{path.name}"] = ClipSamples(mux.samples, extradata=codec.extradata)
             why, reencoded = "remux", False
         else:  # not copyable into a browser MP4: re-encode, keep the original bytes raw
+            encoded = [_encoded(f, data) for _, f in frames]
             reencode_span_to_mp4(codec, encoded, path, target=codec)
             why, reencoded = f"codec {codec.codec} cannot be copied into a browser MP4", True
             restored.originals[f"clips/{path.name}"] = (codec, encoded)
             for h, f in frames:
                 restored.add_raw(h, cam, f, data)
+    except _StreamFailed:
+        raise
     except Exception as exc:  # noqa: BLE001 - bad bitstreams surface as many exception types
         log.warning("clip could not be written", extra={"clip": path.name, "error": str(exc)})
         restored.notes.append(Note("frame.not_playable", f"{path.name} could not be written ({exc}); frames kept as raw "
                                    "bytes", height=frames[0][0]))
+        _fetch_missing(fetched, fetcher, frames)
         for h, f in frames:
             restored.add_raw(h, cam, f, data)
         return
@@ -647,8 +733,18 @@ def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, dat
     restored.files[f"clips/{path.name}"] = path
 
 
+def _fetch_missing(fetched: FetchResult, fetcher: Fetcher, frames: Sequence[Item]) -> None:
+    """A clip that could not be written travels raw: fetch the frames it was streaming."""
+    for h, f in frames:
+        if f.sha256 not in fetched.data:
+            g = fetcher.get(f.sha256)
+            if g.data is None:
+                raise _StreamFailed(f"frame seq={f.seq} of block {h}: no store delivered it intact")
+            fetched.data[f.sha256] = g.data
+
+
 def _restore_substitute(restored: Restoration, payload: tuple[int, bytes, list[list[Item]]], plan: FramePlan,
-                        data: Mapping[bytes, bytes], reader: ChainReader, fetcher: Fetcher, path: Path) -> None:
+                        data: Mapping[bytes, bytes], reader: AnchorSource, fetcher: Fetcher, path: Path) -> None:
     h, sub_cam, s_segments = payload
     span = [f for seg in s_segments for _, f in seg]
     if sub_cam not in restored.codec_sources:
@@ -685,7 +781,7 @@ def _restore_substitute(restored: Restoration, payload: tuple[int, bytes, list[l
 # --------------------------------------------------------------------------- 5. proofs, self-check, outputs
 
 
-def prove_presented(restored: Restoration, loaded: ManifestLoad, reader: ChainReader, cam: bytes,
+def prove_presented(restored: Restoration, loaded: ManifestLoad, reader: AnchorSource, cam: bytes,
                     ) -> tuple[dict[int, dict[str, Any]], dict[int, bool | None]]:
     """A multiproof per block of the camera's frames presented, checked with verifyFrames."""
     seq_index = {h: {f.seq: i for i, f in enumerate(m.frames)} for h, m in loaded.trusted.items()}
@@ -706,13 +802,32 @@ def prove_presented(restored: Restoration, loaded: ManifestLoad, reader: ChainRe
         tree = manifest_tree(cam, cb.header.manifest_digest, loaded.trusted[h].frames)
         if tree is None:
             continue
-        mp = tree.get_multiproof(sorted(idx))
+        mp, hashes = _multiproof(tree, sorted(idx))
         proofs[h] = {"blockHash": h0x(cb.block_hash), "root": tree.root_hex, "leafEncoding": list(tree.leaf_encoding),
-                     **mp.to_json()}
-        known = known_leaves(cam, loaded.trusted[h].frames, tree)  # leaf hashes straight from the tree
-        hashes = [known[("0x" + cam.hex(), v[1], v[2], v[3])] for v in mp.leaves]
+                     **_multiproof_json(mp, cam)}
         on_chain[h] = reader.verify_frames(cb.block_hash, mp, hashes)
     return proofs, on_chain
+
+
+def _multiproof(tree: Any, indices: list[int]) -> tuple[MultiProof, list[bytes]]:
+    """`StandardMerkleTree.get_multiproof` without its guard of re-hashing every requested leaf
+    and processing the proof: the tree was built here from these very values
+    (`manifest_tree`), the self-check processes the proof against the anchored root, and
+    `verifyFrames` checks it on chain. For a full block the guard was twice the tree's work.
+    Returns the proof and its leaves' hashes, in the proof's order."""
+    leaves, proof, flags = _tree_multiproof(tree._tree, [tree._tree_indices[i] for i in indices])
+    return MultiProof([tree._values[tree._lookup[h]] for h in leaves], proof, flags), leaves  # leaves: their hashes
+
+
+def _multiproof_json(mp: MultiProof, cam: bytes) -> dict[str, Any]:
+    """`MultiProof.to_json` for frame leaves (camera, seq, ts, sha256), which are bytes and ints
+    of JSON-safe size: the same document without the generic per-value conversion."""
+    cam_hex = "0x" + cam.hex()
+    for v in mp.leaves:
+        if v[0] != cam or not (0 <= v[1] < 2**53 and 0 <= v[2] < 2**53):
+            return mp.to_json()
+    return {"leaves": [[cam_hex, v[1], v[2], "0x" + v[3].hex()] for v in mp.leaves],
+            "proof": ["0x" + p.hex() for p in mp.proof], "proofFlags": list(mp.proof_flags)}
 
 
 def _fill_claim(claim: EvidenceClaim, loaded: ManifestLoad, restored: Restoration, proofs: Mapping[int, Any]) -> None:
@@ -734,7 +849,8 @@ def _self_check(claim: EvidenceClaim, facts: ChainFacts, restored: Restoration, 
                 produced_by: str) -> Report:
     """Verify the files on disk with the same rules `verify` applies (so the report describes
     what was written, not what was meant)."""
-    samples = {p: read_clip_samples(f) for p, f in restored.files.items()}
+    samples = {p: restored.samples[p] if p in restored.samples else read_clip_samples(f)
+               for p, f in restored.files.items()}
     raw_digests = {r.path: bytes.fromhex(r.path.split("/")[-1]) for r in claim.raw}
     pictures = {p: compare_pictures(restored.files[p], codec, frames, len(next(c for c in claim.clips if c.path == p).frames))
                 for p, (codec, frames) in restored.originals.items()}
@@ -758,7 +874,7 @@ def _write_bundle(claim: EvidenceClaim, restored: Restoration, proofs: Mapping[i
     members: list[tuple[str, bytes | Path]] = []
     members += [(manifest_paths[b.height], b.manifest) for b in claim.blocks if b.manifest is not None]
     members += [(source_paths[(s.camera, s.height)], s.manifest) for s in claim.codec_sources if s.manifest is not None]
-    members += [(proof_paths[h], json.dumps(proofs[h], indent=1).encode()) for h in sorted(proofs)]
+    members += [(proof_paths[h], json.dumps(proofs[h], separators=(",", ":")).encode()) for h in sorted(proofs)]
     members += [(p, f) for p, f in restored.files.items()]
     # frames with identical bytes (a static scene can produce them) share one raw file
     members += [(p, data[bytes.fromhex(p.split("/")[-1])]) for p in dict.fromkeys(r.path for r in claim.raw)]
@@ -786,7 +902,7 @@ def _encoded(f: FrameRef, data: Mapping[bytes, bytes]) -> EncodedFrame:
                         dts_ms=f.dts_ms)
 
 
-def _substitute_codec_source(reader: ChainReader, fetcher: Fetcher, sub_cam: bytes, span: list[FrameRef]) -> CodecSource | None:
+def _substitute_codec_source(reader: AnchorSource, fetcher: Fetcher, sub_cam: bytes, span: list[FrameRef]) -> CodecSource | None:
     """The substitute camera's own anchored block for that time, whose manifest (checked against
     the anchored digest) holds its codec configuration: manifests of the gap's camera record only
     their own codec."""

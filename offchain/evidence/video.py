@@ -61,6 +61,9 @@ class MuxResult:
     first_timestamp_ms: int
     duration_ms: int
     reencoded: bool
+    # (SHA-256, pts in ms relative to the first frame) of every sample in file order, hashed from
+    # the very bytes handed to the muxer: the self-check reads these instead of the file again.
+    samples: list[tuple[bytes, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,9 @@ def _decode_order(codec: CodecConfig, frames: Sequence[EncodedFrame]) -> list[En
     return sorted(frames, key=lambda f: (f.timestamp_ms, f.seq))
 
 
+decode_order = _decode_order  # for callers that stream frames to `remux_to_mp4` presorted
+
+
 def _add_copy_stream(container: av.container.OutputContainer, codec: CodecConfig):
     """An output stream that muxes pre-encoded packets under ``codec``'s avcC.
 
@@ -133,37 +139,53 @@ def remux_to_mp4(
     frames: Iterable[EncodedFrame],
     out_path: str | os.PathLike[str],
     faststart: bool = True,
+    *,
+    origin_ms: int | None = None,
 ) -> MuxResult:
     """Write the original packets, byte for byte, into a playable MP4.
 
     Timestamps are made relative to the first frame (in presentation order), so
     the clip starts at 0 in a player whatever the capture clock was.
     The file appears atomically: a reader never sees a half-written MP4.
+
+    With ``origin_ms`` (the earliest presentation time of the span) the frames are taken to be
+    in decode order already and are consumed lazily, one packet at a time, so a caller can
+    stream an hour of video through without holding it; out-of-order input is refused.
     """
     if codec.codec != "h264":
         raise ValueError(f"only H.264 can be copied into browser MP4, not {codec.codec!r}")
     if not codec.extradata or codec.extradata[0] != 1:
         raise ValueError("codec config lacks an avcC record; packets cannot be copied into MP4")
-    ordered = _decode_order(codec, list(frames))
-    if not ordered:
-        raise ValueError("no frames to remux")
-    if not ordered[0].keyframe:
-        # Everything up to the next keyframe would reference pictures outside
-        # the span: players show garbage or nothing.  Spans are cut at GOPs.
-        raise ValueError(f"span starts at seq={ordered[0].seq}, which is not a keyframe")
-    origin = min(f.timestamp_ms for f in ordered)
+    if origin_ms is None:
+        listed = _decode_order(codec, list(frames))
+        if not listed:
+            raise ValueError("no frames to remux")
+        origin = min(f.timestamp_ms for f in listed)
+        ordered: Iterable[EncodedFrame] = listed
+    else:
+        origin, ordered = origin_ms, frames
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(out_path)
     default_dur = max(1, round(codec.frame_duration_ms * _MS_TICKS)) if codec.fps else _MS_TICKS
     last_dts: int | None = None
     end_ticks = 0
+    samples: list[tuple[bytes, int]] = []
+    sha256 = hashlib.sha256
     try:
         with av.open(str(tmp), "w", format="mp4", options=_mp4_options(faststart)) as out:
             stream = _add_copy_stream(out, codec)
             for frame in ordered:
+                if not samples and not frame.keyframe:
+                    # Everything up to the next keyframe would reference pictures outside
+                    # the span: players show garbage or nothing.  Spans are cut at GOPs.
+                    raise ValueError(f"span starts at seq={frame.seq}, which is not a keyframe")
+                if frame.timestamp_ms < origin:
+                    raise ValueError(f"frame seq={frame.seq} is presented before the span's origin")
                 pts = (frame.timestamp_ms - origin) * _MS_TICKS
                 dts = pts if frame.dts_ms is None else (frame.dts_ms - origin) * _MS_TICKS
+                if origin_ms is not None and last_dts is not None and dts < last_dts:
+                    raise ValueError(f"frame seq={frame.seq} is not in decode order")
                 # MP4 needs strictly increasing decode times; ms rounding of
                 # very high frame rates could otherwise produce ties.
                 if last_dts is not None and dts <= last_dts:
@@ -179,17 +201,21 @@ def remux_to_mp4(
                 packet.is_keyframe = frame.keyframe
                 packet.stream = stream
                 out.mux(packet)
+                samples.append((sha256(frame.data).digest(), pts // _MS_TICKS))
                 last_dts = dts
                 end_ticks = max(end_ticks, pts + duration)
+            if not samples:
+                raise ValueError("no frames to remux")
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
     return MuxResult(
         path=out_path,
-        frames=len(ordered),
+        frames=len(samples),
         first_timestamp_ms=origin,
         duration_ms=end_ticks // _MS_TICKS,
         reencoded=False,
+        samples=samples,
     )
 
 

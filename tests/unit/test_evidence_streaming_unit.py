@@ -1,0 +1,96 @@
+"""Pieces of streamed extraction that need no chain: the clip's samples hashed while writing are
+what a demux of the written file reads; a presorted stream is consumed lazily and refused out
+of order; the hand-written verifyFrames calldata is eth_abi's."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+from eth_abi import encode
+
+from offchain.camera.samples import sample_path
+from offchain.camera.sources import FileSource
+from offchain.evidence.bundle import _encode_verify_frames, read_clip_samples
+from offchain.evidence.video import decode_order, remux_to_mp4
+
+
+def _frames(n: int):
+    src = FileSource(sample_path("bikes"), start_ms=1_000, loop=False)
+    return src.codec, [f for _, f in zip(range(n), src)]
+
+
+def test_samples_hashed_while_writing_are_what_the_file_holds(tmp_path):
+    codec, frames = _frames(120)  # bikes has B-frames: file order is decode order, not capture order
+    ordered = decode_order(codec, frames)
+    assert [f.seq for f in ordered] != [f.seq for f in frames]
+    consumed = []
+
+    def lazily():
+        for f in ordered:
+            consumed.append(f.seq)
+            yield f
+
+    gen = lazily()
+    mux = remux_to_mp4(codec, gen, tmp_path / "a.mp4", origin_ms=min(f.timestamp_ms for f in frames))
+    assert consumed == [f.seq for f in ordered]
+    read = read_clip_samples(tmp_path / "a.mp4")
+    assert read.error is None
+    assert [s for s, _ in mux.samples] == [s for s, _ in read.samples]
+    rel = [t - read.samples[0][1] for _, t in read.samples]
+    assert [t - mux.samples[0][1] for _, t in mux.samples] == rel
+    assert read.extradata == codec.extradata
+    # the unsorted path gives the same file content
+    other = remux_to_mp4(codec, frames, tmp_path / "b.mp4")
+    assert other.samples == mux.samples
+
+
+def test_a_presorted_stream_out_of_decode_order_is_refused(tmp_path):
+    codec, frames = _frames(60)
+    ordered = decode_order(codec, frames)
+    swapped = ordered[:10] + [ordered[11], ordered[10]] + ordered[12:]
+    with pytest.raises(ValueError, match="decode order"):
+        remux_to_mp4(codec, iter(swapped), tmp_path / "x.mp4", origin_ms=min(f.timestamp_ms for f in frames))
+    assert not (tmp_path / "x.mp4").exists()
+    with pytest.raises(ValueError, match="keyframe"):
+        remux_to_mp4(codec, iter(ordered[1:]), tmp_path / "y.mp4", origin_ms=min(f.timestamp_ms for f in frames))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 1500])
+def test_verify_frames_calldata_is_abi_encode(n):
+    rng = random.Random(n)
+    bh = os.urandom(32)
+    proof = [os.urandom(32) for _ in range(n // 3)]
+    flags = [rng.random() < 0.5 for _ in range(n)]
+    leaves = [os.urandom(32) for _ in range(n)]
+    assert _encode_verify_frames(bh, proof, flags, leaves) == encode(
+        ["bytes32", "bytes32[]", "bool[]", "bytes32[]"], [bh, proof, flags, leaves])
+    with pytest.raises(ValueError):
+        _encode_verify_frames(bh[:31], proof, flags, leaves)
+
+
+def test_integer_times_round_like_fractions():
+    from fractions import Fraction
+
+    from offchain.evidence.bundle import _ms
+    for tb in (Fraction(1, 90_000), Fraction(1, 12_800), Fraction(1001, 30_000), Fraction(1, 3)):
+        for pts in [0, 1, 44, 45, 46, 89, 90, 135, 12_345_678, 2**40 + 7, 1_000_000_001]:
+            assert _ms(pts, 1000 * tb.numerator, tb.denominator) == round(pts * tb * 1000), (pts, tb)
+
+
+def test_proof_documents_are_the_librarys():
+    from offchain.core.block import FrameRef, frames_tree
+    from offchain.evidence.extract import _multiproof, _multiproof_json
+    cam = bytes(range(32))
+    frames = [FrameRef.of_bytes(i, 1_700_000_000_000 + 40 * i, b"frame %d" % i, i % 25 == 0, None) for i in range(50)]
+    tree = frames_tree(cam, frames)
+    for idx in ([0], [3, 7, 49], list(range(50))):
+        mp, hashes = _multiproof(tree, idx)
+        ref = tree.get_multiproof(idx)
+        assert mp.to_json() == ref.to_json()
+        assert _multiproof_json(mp, cam) == ref.to_json()
+        assert hashes == [tree.leaf_hash(v) for v in ref.leaves]
+    from offchain.evidence.verify import known_leaves
+    known = known_leaves(cam, frames, tree)
+    assert known == {("0x" + cam.hex(), f.seq, f.timestamp_ms, f.sha256): tree.leaf_hash(i) for i, f in enumerate(frames)}
