@@ -194,7 +194,7 @@ contract BatchLedger is IBatchLedger, EIP712 {
         address previous = address(0);
         for (uint256 i = 0; i < signatures.length; ++i) {
             (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signatures[i]);
-            if (err != ECDSA.RecoverError.NoError) revert InvalidSignature(i);
+            if (err != ECDSA.RecoverError.NoError) revert MalformedSignature(i);
             if (signer <= previous) revert SignersNotAscending(i, previous, signer);
             if (!consortium.isNode(signer)) revert SignerNotANode(i, signer);
             signers[i] = signer;

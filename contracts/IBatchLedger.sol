@@ -43,7 +43,7 @@ interface IBatchLedger {
     /// @notice Signers must be given in strictly ascending address order (no repeats).
     error SignersNotAscending(uint256 index, address previous, address signer);
     /// @notice Signature `index` is malformed (length, s or v out of range).
-    error InvalidSignature(uint256 index);
+    error MalformedSignature(uint256 index);
     /// @notice Fewer signatures than the consortium's quorum.
     error BelowQuorum(uint256 signatures, uint16 quorum);
     /// @notice A batch names at least one block.

@@ -152,7 +152,7 @@ def test_signature_refusals_name_their_error(batch_env):
     other = replace(batch, block_count=batch.block_count + 1)
     with pytest.raises(reverts.SignerNotANode):  # signed other data: recovers to a stranger
         led.anchor_batch(batch, sigs(env, other))
-    with pytest.raises(reverts.InvalidSignature):
+    with pytest.raises(reverts.MalformedSignature):
         led.anchor_batch(batch, [b"\x01" * 64] + sigs(env, batch))
     assert led.batch_count() == 0
 
