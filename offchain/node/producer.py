@@ -35,7 +35,7 @@ from ..core import wire
 from ..core.block import BlockHeader, FrameRef, Gap, Manifest, ManifestFormatError, build_block, frames_tree, window_of
 from ..core.cid import cid_from_digest
 from ..core.gaps import frame_step_ms
-from ..core.windows import (Neighbours, Readiness, StreamView, WindowRules, is_closed, may_anchor, next_after_anchored,
+from ..core.windows import (Neighbours, Readiness, StreamView, is_closed, may_anchor, next_after_anchored,
                             next_after_empty, overlaps, readiness, settled_late, turn_at, window_gaps)
 from ..store.base import ContentStore, StoreError
 from .config import NodeConfig
@@ -105,9 +105,7 @@ class Producer:
         self.started_at = started_at
         self.latest_block = latest_block
         self.log_from_block = log_from_block
-        self.rules = WindowRules(window_ms=config.window_ms, idle_close_ms=config.idle_close_ms,
-                                 repair_deadline_ms=config.repair_deadline_ms,
-                                 proposer_timeout_ms=config.proposer_timeout_ms, clock_skew_ms=config.clock_skew_ms)
+        self.rules = config.window_rules()
         self.closed_at: dict[tuple[bytes, int], float] = {}
         self.waiting: dict[bytes, int] = {}  # camera -> windows waiting for an earlier block (B5)
         self.failures: dict[bytes, int] = {}  # anchored block -> failed attempts to settle it
