@@ -57,6 +57,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..core.windows import WindowRules
+
 
 class ConfigError(ValueError):
     """The node configuration is missing something or has a value of the wrong kind."""
@@ -160,7 +162,19 @@ class NodeConfig:
         for required in ("name", "data_dir", "rpc_url", "deployment"):
             if required not in out:
                 raise ConfigError(f"node config needs '{required}'")
-        return cls(**out)
+        config = cls(**out)
+        try:
+            config.window_rules()
+        except ValueError as exc:
+            raise ConfigError(f"node config: {exc}") from None
+        return config
+
+    def window_rules(self) -> WindowRules:
+        """The protocol timing the window decisions use (`core.windows`); raises ValueError when
+        it leaves a proposer no room to send (docs/NODES.md, "Proposer rotation")."""
+        return WindowRules(window_ms=self.window_ms, idle_close_ms=self.idle_close_ms,
+                           repair_deadline_ms=self.repair_deadline_ms, proposer_timeout_ms=self.proposer_timeout_ms,
+                           clock_skew_ms=self.clock_skew_ms)
 
     def to_toml(self) -> str:
         lines = []

@@ -35,7 +35,7 @@ from ..core import wire
 from ..core.block import BlockHeader, FrameRef, Gap, Manifest, ManifestFormatError, build_block, frames_tree, window_of
 from ..core.cid import cid_from_digest
 from ..core.gaps import frame_step_ms
-from ..core.windows import (Neighbours, Readiness, StreamView, WindowRules, is_closed, may_anchor, next_after_anchored,
+from ..core.windows import (Neighbours, Readiness, StreamView, is_closed, may_anchor, next_after_anchored,
                             next_after_empty, overlaps, readiness, settled_late, turn_at, window_gaps)
 from ..store.base import ContentStore, StoreError
 from .config import NodeConfig
@@ -105,13 +105,11 @@ class Producer:
         self.started_at = started_at
         self.latest_block = latest_block
         self.log_from_block = log_from_block
-        self.rules = WindowRules(window_ms=config.window_ms, idle_close_ms=config.idle_close_ms,
-                                 repair_deadline_ms=config.repair_deadline_ms,
-                                 proposer_timeout_ms=config.proposer_timeout_ms, clock_skew_ms=config.clock_skew_ms)
+        self.rules = config.window_rules()
         self.closed_at: dict[tuple[bytes, int], float] = {}
         self.waiting: dict[bytes, int] = {}  # camera -> windows waiting for an earlier block (B5)
         self.failures: dict[bytes, int] = {}  # anchored block -> failed attempts to settle it
-        self._tip_anchored: dict[bytes, tuple[int, int]] = {}  # camera -> (tip height, its anchoredAt in ms)
+        self._tip_anchored: dict[bytes, tuple[bytes, int]] = {}  # camera -> (tip hash, its anchoredAt in ms)
         if (last := state.last_proposed()) is not None:  # across restarts: from the blocks table
             self.health.last_anchor = {"block": "0x" + last[0].hex(), "cameraId": "0x" + last[1].hex(),
                                        "height": last[2], "at": round(last[3], 3)}
@@ -209,7 +207,7 @@ class Producer:
                 self.closed_at.pop((cam, start), None)
                 start = next_after_empty(end, nxt[1] if nxt else None, window_ms)
                 continue
-            tip_at = await self._tip_anchored_ms(cam, info, height)
+            tip_at = await self._tip_anchored_ms(cam, info, height, prev_hash)
             turn = turn_at(int(time.time() * 1000), window_end_ms=end, prev_anchored_ms=tip_at, rules=self.rules)
             if not may_anchor(self.address, turn, window_start_ms=start, nodes=self.nodes, camera=cam):
                 pending += 1
@@ -237,15 +235,16 @@ class Producer:
         alarm_ends = [a.ts_to for a in self.state.alarms(open_only=True, camera=cam, kind="missing") if a.ts_to is not None]
         return next_after_anchored(end, tip_end, self.state.next_pool_ts(cam, end), alarm_ends, self.config.window_ms)
 
-    async def _tip_anchored_ms(self, cam: bytes, info: CameraInfo, height: int) -> int:
+    async def _tip_anchored_ms(self, cam: bytes, info: CameraInfo, height: int, tip_hash: bytes) -> int:
         """When the block before the next window was anchored (chain time, ms): a fact every node
-        reads alike, from which the turn is counted. For the first block, the camera's head."""
+        reads alike, from which the turn is counted. For the first block, the camera's head.
+        Read once per tip (keyed by its hash, so a chain restarted empty is not mistaken)."""
         if height == 0:
             return int(info.head_timestamp) * 1000
         known = self._tip_anchored.get(cam)
-        if known is None or known[0] != height:
+        if known is None or known[0] != tip_hash:
             record = await asyncio.to_thread(self.ledger.block_at, cam, height)
-            known = (height, int(record.anchored_at) * 1000)
+            known = (tip_hash, int(record.anchored_at) * 1000)
             self._tip_anchored[cam] = known
         return known[1]
 

@@ -40,7 +40,7 @@ def test_a_stopped_proposer_is_taken_over_in_its_slot_without_lost_races(tmp_pat
         now = int(time.time() * 1000)
         t0 = now - now % WINDOW + WINDOW
         victim = by_address[proposer_for(cid, t0 + 2 * WINDOW, nodes)]  # the primary of window 2
-        stop_at = t0 + 2 * WINDOW - 1_000  # before its window closes
+        stop_at = t0 + 3 * WINDOW - 1_000  # late in its window, before it closes
         frames = [(seq, t0 + seq * STEP) for seq in range(WINDOWS * WINDOW // STEP)]
         clients = {}
         for node in cluster.nodes:
@@ -78,12 +78,14 @@ def test_a_stopped_proposer_is_taken_over_in_its_slot_without_lost_races(tmp_pat
         taken_over = [r for r in recs[:WINDOWS] if r.header.window_start_ms >= t0 + 2 * WINDOW
                       and proposer_for(cid, r.header.window_start_ms, nodes) == dead]
         assert taken_over and taken_over[0].header.window_start_ms == t0 + 2 * WINDOW
+        story = [(r.header.window_start_ms - t0, r.header.proposer[:6], proposer_for(cid, r.header.window_start_ms, nodes)[:6],
+                  r.anchored_at * 1000 - r.header.window_end_ms) for r in recs[:WINDOWS]]
         for r in recs[:WINDOWS]:
             primary = proposer_for(cid, r.header.window_start_ms, nodes)
             if r in taken_over:
                 assert r.header.proposer != dead
             else:
-                assert r.header.proposer == primary  # a live primary is never taken over
+                assert r.header.proposer == primary, (dead[:6], story)  # a live primary is never taken over
         assert before_stop == 0
         for node in cluster.nodes:
             if node is not victim:

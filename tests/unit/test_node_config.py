@@ -37,3 +37,10 @@ def test_bad_config_is_named(tmp_path):
         NodeConfig.from_dict({"name": "a", "data_dir": "/x", "deployment": "d"}, env={})
     with pytest.raises(ConfigError, match="cannot read"):
         NodeConfig.load(tmp_path / "missing.toml")
+
+
+def test_a_proposer_timeout_without_room_to_send_is_refused():
+    base = {"name": "n", "data_dir": "/tmp/n", "rpc_url": "http://127.0.0.1:1", "deployment": "d.json"}
+    assert NodeConfig.from_dict(base, env={}).window_rules().clock_skew_ms == 500
+    with pytest.raises(ConfigError, match="clock_skew_ms"):
+        NodeConfig.from_dict({**base, "proposer_timeout_ms": 1000, "clock_skew_ms": 500}, env={})
