@@ -408,6 +408,18 @@ def reference(clip: list, seconds: float = 3.0) -> dict[str, Any]:
 
 
 # ============================================================================================ main
+def _write(out: Path, ref: dict, runs: list, memory: dict | None, status: dict | None, drops: dict | None,
+           settings: dict) -> None:
+    doc = {"bench": "ingest", "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                       "load_avg_at_end": os.getloadavg()},
+           "clip": "bikes scaled to 1280x720, libx264 2 Mbit/s GOP 50, 25 fps", "reference": ref, "runs": runs,
+           "memory": memory, "node_ingest_status": (status or {}).get("ingest"), "drops": drops,
+           "node_settings": settings, "target": {"frames_per_s_at_200": 5000, "ratio": 0.5}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+
+
 def _dropped(node: Any, sent: int, wait_s: float = 120.0) -> dict[str, int]:
     """Frames held by the node (its SQLite, read-only) against every frame written to it, once
     the count stops growing (what was still in its pipeline or socket buffers lands first)."""
@@ -478,6 +490,7 @@ def main(argv: list[str]) -> int:
                     r = run_phase(node, cams[:n], clip, paced, args.seconds, firsts, per_cam, pool, t0)
                     r["ratio_to_reference"] = round(r["frames_per_s"] / ref["frames_per_s"], 3)
                     runs.append(r)
+                    _write(args.out, ref, runs, None, None, None, settings)  # kept even if a later phase fails
                     print(f"{n:4d} cameras {r['mode']:8s}: {r['frames_per_s']:7.0f} frames/s acked "
                           f"({r['acked']}/{r['sent']} sent), node CPU {r['node_cpu_us_per_frame']:5.0f} µs/frame "
                           f"({r['node_cpu_cores']} cores), last ack +{r['lag_of_last_ack_s']} s, "
@@ -500,15 +513,7 @@ def main(argv: list[str]) -> int:
         finally:
             pool.terminate()
             cluster.stop()
-    doc = {"bench": "ingest", "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                       "load_avg_at_end": os.getloadavg()},
-           "clip": "bikes scaled to 1280x720, libx264 2 Mbit/s GOP 50, 25 fps", "reference": ref, "runs": runs,
-           "memory": memory, "node_ingest_status": status.get("ingest"), "drops": drops,
-           "node_settings": settings,
-           "target": {"frames_per_s_at_200": 5000, "ratio": 0.5}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    _write(args.out, ref, runs, memory, status, drops, settings)
     print(f"wrote {args.out}")
     return 0
 

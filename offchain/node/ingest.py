@@ -97,6 +97,7 @@ class _Conn:
     acked_version: int = -1
     last_rx: float = field(default_factory=time.monotonic)
     reader: asyncio.StreamReader | None = None
+    waiting_since: float | None = None         # awaiting its socket since (None: not reading now)
     inflight: int = 0                          # its frames in the pipeline now
     room: asyncio.Future[None] | None = None   # set when one of them is answered
 
@@ -266,7 +267,11 @@ class IngestServer:
             # not be parsed under the handshake's 64 KiB message limit.
             n = min(max(conn.msgs.wanted(), _READ_AHEAD) if deadline is None else conn.msgs.wanted(), _CHUNK)
             if deadline is None:
-                chunk = await reader.read(n)
+                conn.waiting_since = time.monotonic()
+                try:
+                    chunk = await reader.read(n)
+                finally:
+                    conn.waiting_since = None
             else:
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
@@ -542,7 +547,10 @@ class IngestServer:
             now = time.monotonic()
             if now >= next_idle_check:
                 next_idle_check = now + 1.0
-                for conn in [c for c in self.by_camera.values() if now - c.last_rx > idle]:
+                # idle = silent while this node waits for it; not while backpressure (a full
+                # pipeline) keeps this node from reading it
+                for conn in [c for c in self.by_camera.values()
+                             if c.waiting_since is not None and now - max(c.waiting_since, c.last_rx) > idle]:
                     # through its reader, so the connection ends as a timeout does: its stream
                     # state recorded before the camera sees the close
                     if conn.reader is not None and conn.reader.exception() is None:
