@@ -73,6 +73,9 @@ class StreamRecord:
     last_seq: int | None = None  # from the signed end (ENDED), else the highest seq held
 
 
+_Inflight = tuple[bytes, "asyncio.Future[str]", list[tuple[str | None, str, str, str, str]]]
+
+
 class _Close(Exception):
     """End this connection (after an optional reject message)."""
 
@@ -93,6 +96,10 @@ class _Conn:
     released: bool = False  # its slot in the connection counts was already given back
     acked_version: int = -1
     last_rx: float = field(default_factory=time.monotonic)
+    reader: asyncio.StreamReader | None = None
+    waiting_since: float | None = None         # awaiting its socket since (None: not reading now)
+    inflight: int = 0                          # its frames in the pipeline now
+    room: asyncio.Future[None] | None = None   # set when one of them is answered
 
     @property
     def origin(self) -> str:
@@ -175,7 +182,7 @@ class IngestServer:
             return
         self.open_total += 1
         self.per_address[host] += 1
-        conn = _Conn(host, os.urandom(16).hex(), writer, wire.MessageReader(wire.MAX_CONTROL_BYTES))
+        conn = _Conn(host, os.urandom(16).hex(), writer, wire.MessageReader(wire.MAX_CONTROL_BYTES), reader=reader)
         self._unproven_add(conn)
         try:
             writer.write(wire.frame_message(wire.challenge_message(conn.nonce, self.node.name)))
@@ -260,7 +267,11 @@ class IngestServer:
             # not be parsed under the handshake's 64 KiB message limit.
             n = min(max(conn.msgs.wanted(), _READ_AHEAD) if deadline is None else conn.msgs.wanted(), _CHUNK)
             if deadline is None:
-                chunk = await reader.read(n)
+                conn.waiting_since = time.monotonic()
+                try:
+                    chunk = await reader.read(n)
+                finally:
+                    conn.waiting_since = None
             else:
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
@@ -302,9 +313,17 @@ class IngestServer:
         admits: when either is full this loop stops reading, and TCP slows the camera). A second
         task handles the answers in arrival order; a control message waits until every frame
         before it is answered."""
-        room = asyncio.Semaphore(max(1, self.config.ingest_inflight_per_connection))
+        limit = max(1, self.config.ingest_inflight_per_connection)
         budget = self.node.budget
-        inflight: asyncio.Queue[tuple[bytes, asyncio.Future[str]]] = asyncio.Queue()
+        inflight: asyncio.Queue[_Inflight] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def done(n: int) -> None:
+            budget.release(n)
+            conn.inflight -= 1
+            if conn.room is not None and not conn.room.done():
+                conn.room.set_result(None)
+
         answers = asyncio.ensure_future(self._answers(conn, inflight))
         try:
             while (body := await self._next(conn, reader, None)) is not None:
@@ -318,15 +337,17 @@ class IngestServer:
                 if isinstance(pre, str):
                     await self._answer(conn, body, pre)  # refused at once, counted in order
                     continue
-                await room.acquire()
+                while conn.inflight >= limit:
+                    conn.room = loop.create_future()
+                    await conn.room
                 await budget.acquire(len(body))
                 refusals: list[tuple[str | None, str, str, str, str]] = []
                 task = asyncio.ensure_future(
                     self.node.accept_checked(pre, body, "camera", conn.origin, refusals) if pre is not None else
                     self.node.accept_packet(body, source="camera", expect_camera=conn.camera, origin=conn.origin))
-                task.add_done_callback(lambda _t, n=len(body): (budget.release(n), room.release()))
-                task.refusals = refusals  # type: ignore[attr-defined]
-                inflight.put_nowait((body, task))
+                conn.inflight += 1
+                task.add_done_callback(lambda _t, n=len(body): done(n))
+                inflight.put_nowait((body, task, refusals))
             await self._settled(inflight, answers)
         finally:
             answers.cancel()
@@ -336,7 +357,7 @@ class IngestServer:
             raise answers.exception()  # type: ignore[misc]
 
     @staticmethod
-    async def _settled(inflight: asyncio.Queue[tuple[bytes, asyncio.Future[str]]], answers: asyncio.Task[None]) -> None:
+    async def _settled(inflight: asyncio.Queue[_Inflight], answers: asyncio.Task[None]) -> None:
         """Until every frame read so far is answered (or the answers ended the connection)."""
         join = asyncio.ensure_future(inflight.join())
         await asyncio.wait([join, answers], return_when=asyncio.FIRST_COMPLETED)
@@ -344,13 +365,13 @@ class IngestServer:
         if answers.done():
             raise _Close
 
-    async def _answers(self, conn: _Conn, inflight: asyncio.Queue[tuple[bytes, asyncio.Future[str]]]) -> None:
+    async def _answers(self, conn: _Conn, inflight: asyncio.Queue[_Inflight]) -> None:
         try:
             while True:
-                body, task = await inflight.get()
+                body, task, refusals = await inflight.get()
                 try:
                     outcome = await task
-                    for refusal in getattr(task, "refusals", ()):
+                    for refusal in refusals:
                         self.node._alarm_rejected(*refusal)
                     await self._answer(conn, body, outcome)
                 finally:
@@ -526,9 +547,14 @@ class IngestServer:
             now = time.monotonic()
             if now >= next_idle_check:
                 next_idle_check = now + 1.0
-                for conn in [c for c in self.by_camera.values() if now - c.last_rx > idle]:
-                    self.count("*", "closed_timeout")
-                    conn.writer.transport.abort()
+                # idle = silent while this node waits for it; not while backpressure (a full
+                # pipeline) keeps this node from reading it
+                for conn in [c for c in self.by_camera.values()
+                             if c.waiting_since is not None and now - max(c.waiting_since, c.last_rx) > idle]:
+                    # through its reader, so the connection ends as a timeout does: its stream
+                    # state recorded before the camera sees the close
+                    if conn.reader is not None and conn.reader.exception() is None:
+                        conn.reader.set_exception(asyncio.TimeoutError())
 
 class _GateProtocol(asyncio.StreamReaderProtocol):
     def __init__(self, server: IngestServer) -> None:
