@@ -179,9 +179,10 @@ def work(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def warm(_: int) -> int:
-    time.sleep(0.2)  # keeps each worker busy so that every one of them starts and imports
-    return os.getpid()
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Every job in a fresh process (so its peak RSS is its own); each job times only its work,
+    after its imports and loading."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), max_tasks_per_child=1)
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -354,16 +355,14 @@ def main(argv: list[str] | None = None) -> int:
         ctx, cams = setup(chain, work_dir, args)
         for p in cams[0]["paths"]:  # warm the page cache alike for everyone
             Path(p).read_bytes()
-        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:  # a fresh process: its RSS
-            list(pool.map(warm, range(1)))
+        with _pool(1) as pool:
             groups.append(run_group(cams[:1], ctx, work_dir, args.rounds, pool))
         js = None if args.no_js else _js_verify(cams[0]["bundle"], ctx["rpc"], ctx["ledger"])
         if js is not None:
             js["frames_per_s"] = round(len(cams[0]["frames"]) / js["seconds"], 1)
             groups[0]["verify_js"] = js
         if args.cameras > 1:
-            with ProcessPoolExecutor(max_workers=args.cameras, mp_context=get_context("spawn")) as pool:
-                list(pool.map(warm, range(args.cameras)))
+            with _pool(args.cameras) as pool:
                 groups.append(run_group(cams, ctx, work_dir, args.rounds, pool))
         info = [{"ip": c["ip"], "frames": len(c["frames"]), "bytes": c["bytes"], "avg_frame_bytes": round(c["bytes"] / len(c["frames"])),
                  "blocks": c["blocks"], "size": c["size"], "fps": c["fps"], "setup_seconds": c["setup_seconds"]} for c in cams]
