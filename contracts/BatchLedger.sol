@@ -25,6 +25,8 @@ contract BatchLedger is IBatchLedger, EIP712 {
     uint256 public constant MAX_PAGE = 256;
     /// @dev Upper bounds of the settings themselves: a day ahead, a day long (as VideoLedger).
     uint64 private constant _LIMIT_CEILING_MS = 86_400_000;
+    /// @notice Longest dispute reason, in bytes (events are not free).
+    uint256 public constant MAX_REASON_BYTES = 200;
 
     /// @notice The consortium whose nodes and quorum govern this ledger.
     IConsortiumNodes public immutable consortium;
@@ -34,6 +36,9 @@ contract BatchLedger is IBatchLedger, EIP712 {
     uint64 public maxWindowMs;
 
     BatchRecord[] private _batches;
+    /// @dev Written only when a node disputes: nothing in the anchoring path pays for it.
+    mapping(uint256 => mapping(address => bool)) private _disputedBy;
+    mapping(uint256 => uint16) private _disputes;
 
     modifier onlyNode() {
         if (!consortium.isNode(msg.sender)) revert NotANode(msg.sender);
@@ -90,7 +95,30 @@ contract BatchLedger is IBatchLedger, EIP712 {
         );
     }
 
+    /// @inheritdoc IBatchLedger
+    function disputeBatch(uint256 index, string calldata reason) external onlyNode {
+        if (index >= _batches.length) revert UnknownBatch(index);
+        if (bytes(reason).length > MAX_REASON_BYTES) revert ReasonTooLong(bytes(reason).length, MAX_REASON_BYTES);
+        if (_disputedBy[index][msg.sender]) revert AlreadyDisputedBatch(msg.sender, index);
+        _disputedBy[index][msg.sender] = true;
+        uint16 disputes = _disputes[index] + 1;
+        _disputes[index] = disputes;
+        emit BatchDisputed(index, msg.sender, reason, disputes);
+    }
+
     // ------------------------------------------------------------------ views
+
+    /// @inheritdoc IBatchLedger
+    function disputesOf(uint256 index) external view returns (uint16) {
+        if (index >= _batches.length) revert UnknownBatch(index);
+        return _disputes[index];
+    }
+
+    /// @inheritdoc IBatchLedger
+    function hasDisputedBatch(uint256 index, address node) external view returns (bool) {
+        if (index >= _batches.length) revert UnknownBatch(index);
+        return _disputedBy[index][node];
+    }
 
     /// @inheritdoc IBatchLedger
     function batchCount() external view returns (uint256) {

@@ -68,6 +68,10 @@ interface IBatchLedger {
     error NoBatchAt(uint64 timeMs);
     /// @notice A page of `batchesAt` may hold at most `MAX_PAGE` records.
     error PageTooLarge(uint256 count, uint256 maxPage);
+    /// @notice This node has disputed this batch already.
+    error AlreadyDisputedBatch(address node, uint256 index);
+    /// @notice A dispute reason is longer than `MAX_REASON_BYTES`.
+    error ReasonTooLong(uint256 length, uint256 maxLength);
 
     // ---------------------------------------------------------------- events
     /// @notice A batch was anchored and is final. `signers` are the nodes whose signatures were
@@ -83,6 +87,9 @@ interface IBatchLedger {
         bytes32 prevBatchRoot,
         address[] signers
     );
+    /// @notice A node objected to an anchored batch (it did not sign it, or found it wrong after
+    ///         signing). Verifiers treat a batch with any dispute as not final.
+    event BatchDisputed(uint256 indexed index, address indexed node, string reason, uint16 disputes);
     /// @notice The time bounds of `anchorBatch` changed (at deployment, or by the governor).
     event WindowLimitsChanged(uint64 maxFutureMs, uint64 maxWindowMs, address indexed by);
 
@@ -93,6 +100,14 @@ interface IBatchLedger {
     ///        strictly ascending signer address order; at least `quorum()` of them
     /// @return index the batch's index (0 for the first)
     function anchorBatch(Batch calldata batch, bytes[] calldata signatures) external returns (uint256 index);
+
+    /// @notice Put on record that this node objects to an anchored batch. A batch is final on
+    ///         inclusion when a quorum signed it; with a quorum below the node count, this is how
+    ///         the others' objection reaches the chain. Any dispute makes verifiers refuse the
+    ///         batch (docs/BATCH.md). Callable by a registered node, once per batch.
+    /// @param index an anchored batch
+    /// @param reason why, at most `MAX_REASON_BYTES` bytes
+    function disputeBatch(uint256 index, string calldata reason) external;
 
     /// @notice Change the time bounds of `anchorBatch`. The consortium's governor only.
     /// @param maxFutureMs_ how far (ms) a window's end may lie after `block.timestamp` (1 ms .. 1 day)
@@ -111,6 +126,15 @@ interface IBatchLedger {
     /// @param count how many records, at most `MAX_PAGE`; fewer when the ledger ends first
     /// @return records the batches [first, first + count) that exist
     function batchesAt(uint256 first, uint256 count) external view returns (BatchRecord[] memory records);
+
+    /// @param index an anchored batch
+    /// @return how many nodes disputed it
+    function disputesOf(uint256 index) external view returns (uint16);
+
+    /// @param index an anchored batch
+    /// @param node a node address
+    /// @return whether that node disputed it
+    function hasDisputedBatch(uint256 index, address node) external view returns (bool);
 
     /// @param timeMs a capture time
     /// @return index the batch whose window [start, end) holds `timeMs` (reverts `NoBatchAt`)

@@ -295,7 +295,19 @@ class BatchLedgerClient:
     def set_window_limits(self, max_future_ms: int, max_window_ms: int) -> TxResult:
         return self.signer.transact(self.contract.functions.setWindowLimits(max_future_ms, max_window_ms))
 
+    def dispute_batch(self, index: int, reason: str) -> TxResult:
+        """Put this node's objection to an anchored batch on record (verifiers then refuse it)."""
+        return self.signer.transact(self.contract.functions.disputeBatch(index, reason[:200]),
+                                    context=f"disputeBatch {index}")
+
     # views --------------------------------------------------------------------
+    def disputes_of(self, index: int) -> int:
+        """How many nodes disputed the batch: any dispute means "not final" to a verifier."""
+        return int(call(self.contract.functions.disputesOf(index)))
+
+    def has_disputed(self, index: int, node: str) -> bool:
+        return bool(call(self.contract.functions.hasDisputedBatch(index, node)))
+
     def window_limits(self) -> tuple[int, int]:
         return call(self.contract.functions.maxFutureMs()), call(self.contract.functions.maxWindowMs())
 

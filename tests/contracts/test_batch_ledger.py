@@ -190,6 +190,9 @@ def test_every_mutating_function_refuses_the_wrong_caller(batch_env):
     for who in (0, 1, 6):  # the governor, an operator, an outsider: none is a node
         with pytest.raises(reverts.NotANode):
             ledger(env, who).anchor_batch(batch, good)
+    for who in (0, 1, 6):
+        with pytest.raises(reverts.NotANode):
+            ledger(env, who).dispute_batch(0, "not a node")
     for who in (1, 3, 6):  # an operator, a node, an outsider
         with pytest.raises(reverts.NotGovernor):
             ledger(env, who).set_window_limits(1_000, 1_000)
@@ -209,3 +212,24 @@ def test_the_batch_ledger_reads_its_consortium(batch_env):
     assert env.deployment.record["contracts"]["BatchLedger"]["address"] == led.address
     type_string = "Batch(" + ",".join(f"{f['type']} {f['name']}" for f in BATCH_TYPE) + ")"
     assert led.contract.functions.BATCH_TYPEHASH().call() == keccak(type_string.encode())
+
+
+def test_a_node_puts_its_objection_to_a_final_batch_on_record(batch_env):
+    env = batch_env
+    _, _, batch = make_batch(env, T0)
+    ledger(env, 3).anchor_batch(batch, sigs(env, batch, (3, 4)))  # quorum 2: node 5 did not sign
+    objector = ledger(env, 5)
+    with pytest.raises(reverts.UnknownBatch):
+        objector.dispute_batch(1, "no such batch")
+    assert objector.disputes_of(0) == 0
+    res = objector.dispute_batch(0, "manifest omits frame 7 held by this node")
+    ev = events(objector.contract, "BatchDisputed", res.receipt)[0].args
+    assert (ev.index, ev.node, ev.disputes) == (0, env.signer(5).address, 1)
+    assert objector.disputes_of(0) == 1 and objector.has_disputed(0, env.signer(5).address)
+    assert not objector.has_disputed(0, env.signer(4).address)
+    with pytest.raises(reverts.AlreadyDisputedBatch):
+        objector.dispute_batch(0, "again")
+    with pytest.raises(reverts.ReasonTooLong):  # the client trims; the contract bounds what others send
+        objector.signer.transact(objector.contract.functions.disputeBatch(0, "x" * 201))
+    ledger(env, 4).dispute_batch(0, "second thoughts")
+    assert objector.disputes_of(0) == 2
