@@ -121,6 +121,7 @@ class Node:
             raise RuntimeError(f"{self.name}: account {self.address} is not a registered node of {self.deployment.consortium}")
         self.roster = NodeRoster(self.consortium.nodes, initial=self.nodes)
         self.http = httpx.AsyncClient(timeout=5.0, auth=PeerSigning(self.peer_identity, self.roster, self.config.peer_auth_window_ms))
+        await self.verifier.warm()  # before the listener opens: the first frames find their workers
         self.ingest_server = await asyncio.get_running_loop().create_server(
             self.ingest.protocol, self.config.ingest_host, self.config.ingest_port, backlog=1024)
         self.config.ingest_port = self.ingest_server.sockets[0].getsockname()[1]
