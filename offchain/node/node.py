@@ -135,6 +135,7 @@ class Node:
         if self.config.alarm_centre:
             self.alarm_centre = AlarmCentre(config=self.config, state=self.state, registry=self.registry,
                                             ledger=self.ledger, peers=self.peer_client)
+        await self.verifier.warm()  # before the listener opens: the first frames find their workers
         self.ingest_server = await asyncio.get_running_loop().create_server(
             self.ingest.protocol, self.config.ingest_host, self.config.ingest_port, backlog=1024)
         self.config.ingest_port = self.ingest_server.sockets[0].getsockname()[1]

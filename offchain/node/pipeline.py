@@ -107,6 +107,16 @@ class Verifier:
         self._shards = [_Shard(ProcessPoolExecutor(1, mp_context=ctx, initializer=_watch_parent, initargs=(os.getpid(),)))
                         for _ in range(self.workers)]
 
+    async def warm(self) -> None:
+        """Start the worker processes now (a spawned worker takes a second or more to import),
+        so the first frames do not wait for them."""
+        if self.workers <= 0:
+            return
+        if not self._shards:
+            self._start()
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(s.pool, verify_batch, []) for s in self._shards))
+
     async def verify(self, cam: bytes, raw: bytes, keys: list[bytes]) -> Verdict:
         if self.workers <= 0:
             return verify_one(raw, keys)
