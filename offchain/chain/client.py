@@ -39,6 +39,12 @@ def load_artifact(name: str) -> dict[str, Any]:
 
 def connect(rpc_url: str, timeout: float = 30.0) -> Web3:
     w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    # web3's "validation" middleware asks eth_chainId before every eth_call / estimateGas to check
+    # a chainId field we never send (transactions are signed locally with `Signer.chain_id`): one
+    # extra round trip per view, which profiled as a large share of a node's chain polling. No ENS
+    # exists on a consortium chain, so its name-resolving middleware goes too.
+    for name in ("validation", "ens_name_to_address"):
+        w3.middleware_onion.remove(name)
     if not w3.is_connected():
         raise ConnectionError(f"no JSON-RPC answer from {rpc_url}")
     return w3

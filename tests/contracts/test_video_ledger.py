@@ -196,3 +196,22 @@ def test_risk_warning_raise_and_clear(ledger_env):
         env.ledger(6).clear_risk(CAM)
     env.ledger(4).clear_risk(CAM)
     assert not env.ledger(3).risk(CAM)["active"]
+
+
+def test_a_view_costs_one_json_rpc_request(chain_env, devchain, monkeypatch):
+    """A node polls views for every camera every tick: web3's default validation middleware
+    doubled that traffic with an eth_chainId per eth_call (offchain/chain/client.py:connect)."""
+    from web3 import HTTPProvider
+
+    from offchain.chain.client import Signer, connect
+    from offchain.chain.ledger import VideoLedgerClient
+
+    sent: list[str] = []
+    real = HTTPProvider.make_request
+    monkeypatch.setattr(HTTPProvider, "make_request", lambda self, method, params: sent.append(method) or real(self, method, params))
+    w3 = connect(devchain.rpc_url)  # web3 binds the provider's request function when it is built
+    led = VideoLedgerClient(Signer(w3, chain_env.keys[3]), chain_env.deployment.video_ledger)
+    sent.clear()
+    for _ in range(3):
+        led.tip(b"\x01" * 32)
+    assert sent == ["eth_call"] * 3
