@@ -180,9 +180,9 @@ def work(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
-    """Every job in a fresh process (so its peak RSS is its own); each job times only its work,
-    after its imports and loading."""
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), max_tasks_per_child=1)
+    """Fresh worker processes (so a job's peak RSS is that kind of job's own); each job times only
+    its work, after its imports and loading. (``max_tasks_per_child=1`` hung on Python 3.11.)"""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -258,14 +258,18 @@ def _jobs(kind: str, cams: list[dict[str, Any]], ctx: dict[str, Any], work_dir: 
 
 
 def measure(kind: str, cams: list[dict[str, Any]], ctx: dict[str, Any], work_dir: Path, rounds: int,
-            pool: ProcessPoolExecutor | None) -> dict[str, Any]:
-    """Median over rounds of the time every camera's job takes when all run at once (one worker
-    process each when several cameras; in this process for one): the slowest job's time."""
+            pool: int | None) -> dict[str, Any]:
+    """Median over rounds of the time every camera's job takes when all run at once, one fresh
+    worker process each (``pool`` workers; in this process when None): the slowest job's time."""
     walls: list[float] = []
     last: list[dict[str, Any]] = []
     for r in range(rounds):
         jobs = _jobs(kind, cams, ctx, work_dir, f"{len(cams)}-{r}")
-        last = list(pool.map(work, jobs)) if pool is not None else [work(j) for j in jobs]
+        if pool is None:
+            last = [work(j) for j in jobs]
+        else:
+            with _pool(pool) as fresh:
+                last = list(fresh.map(work, jobs))
         walls.append(max(x["seconds"] for x in last))
     frames = sum(len(c["frames"]) for c in cams)
     wall = statistics.median(walls)
@@ -283,7 +287,7 @@ def _js_verify(bundle: str, rpc: str, ledger: str) -> dict[str, Any]:
 
 
 def run_group(cams: list[dict[str, Any]], ctx: dict[str, Any], work_dir: Path, rounds: int,
-              pool: ProcessPoolExecutor | None) -> dict[str, Any]:
+              pool: int | None) -> dict[str, Any]:
     res: dict[str, Any] = {"cameras": len(cams)}
     for kind in ("read_sha256", "ffmpeg", "pyav", "extract"):
         print(f"[extract bench] {len(cams)} camera(s): {kind} ...", flush=True)
@@ -355,15 +359,13 @@ def main(argv: list[str] | None = None) -> int:
         ctx, cams = setup(chain, work_dir, args)
         for p in cams[0]["paths"]:  # warm the page cache alike for everyone
             Path(p).read_bytes()
-        with _pool(1) as pool:
-            groups.append(run_group(cams[:1], ctx, work_dir, args.rounds, pool))
+        groups.append(run_group(cams[:1], ctx, work_dir, args.rounds, 1))
         js = None if args.no_js else _js_verify(cams[0]["bundle"], ctx["rpc"], ctx["ledger"])
         if js is not None:
             js["frames_per_s"] = round(len(cams[0]["frames"]) / js["seconds"], 1)
             groups[0]["verify_js"] = js
         if args.cameras > 1:
-            with _pool(args.cameras) as pool:
-                groups.append(run_group(cams, ctx, work_dir, args.rounds, pool))
+            groups.append(run_group(cams, ctx, work_dir, args.rounds, args.cameras))
         info = [{"ip": c["ip"], "frames": len(c["frames"]), "bytes": c["bytes"], "avg_frame_bytes": round(c["bytes"] / len(c["frames"])),
                  "blocks": c["blocks"], "size": c["size"], "fps": c["fps"], "setup_seconds": c["setup_seconds"]} for c in cams]
     print()
