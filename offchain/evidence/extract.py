@@ -226,16 +226,16 @@ class Fetcher:
 
     def __init__(self, stores: Sequence[ContentStore]):
         self.stores = list(stores)
-        # Plain LocalStores are read straight from their files (see `_read`).
-        self._dirs = [str(s._blocks) if type(s) is LocalStore else None for s in self.stores]
+        # Plain LocalStores are read without their own re-hash (see `_read`).
+        self._locals = [s if type(s) is LocalStore else None for s in self.stores]
         self.frames = 0
         self.bytes = 0
 
     def get(self, digest: bytes) -> Fetched:
         out = Fetched(None)
-        for store, local_dir in zip(self.stores, self._dirs):
+        for store, local in zip(self.stores, self._locals):
             try:
-                data = self._read(store, local_dir, digest)
+                data = self._read(store, local, digest)
             except BlockNotFound:
                 continue
             except CorruptBlock as exc:
@@ -258,20 +258,13 @@ class Fetcher:
         return out
 
     @staticmethod
-    def _read(store: ContentStore, local_dir: str | None, digest: bytes) -> bytes:
-        """The store's bytes for a digest. A plain LocalStore is read straight from its file: its
-        own `get` would spell the CID in base32, parse it back, build the path with pathlib and
-        hash the bytes, which is hashed here anyway; that was 3/4 of an extraction's time per
-        frame (docs/EVIDENCE.md, Performance). Subclasses and other stores go through `get`."""
-        if local_dir is not None:
-            h = digest.hex()
-            try:
-                with open(f"{local_dir}/{h[0:2]}/{h[2:4]}/{h}", "rb") as fh:
-                    return fh.read()
-            except FileNotFoundError:
-                raise BlockNotFound(h) from None
-            except OSError as exc:
-                raise StoreError(f"cannot read block {h}: {exc}") from exc
+    def _read(store: ContentStore, local: LocalStore | None, digest: bytes) -> bytes:
+        """The store's bytes for a digest. A plain LocalStore is read without its own hashing
+        (`read_unverified`: packs or files): its `get` would spell the CID in base32, parse it
+        back and hash the bytes, which are hashed here anyway; that was 3/4 of an extraction's
+        time per frame (docs/EVIDENCE.md, Performance). Subclasses and other stores go through `get`."""
+        if local is not None:
+            return local.read_unverified(digest)
         return store.get(cid_from_digest(digest))
 
     def get_many(self, digests: Iterable[bytes]) -> dict[bytes, Fetched]:

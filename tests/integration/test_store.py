@@ -567,3 +567,23 @@ def test_local_packed_block_damaged_on_disk_is_corrupt(local):
     pack.write_bytes(bytes(raw))
     with pytest.raises(CorruptBlock):
         LocalStore(local.root).get(cid)
+
+
+def test_evidence_fetcher_reads_packed_and_loose_blocks_and_rehashes_them(local):
+    """Extraction reads a plain LocalStore without its own re-hash (`read_unverified`): frames
+    the node's ingest wrote into packs must be found, and damage must still show as corrupt."""
+    from offchain.evidence.extract import Fetcher
+
+    packed, loose = os.urandom(2000), os.urandom(1500)
+    local.put_many([packed])
+    local.put(loose)
+    fetcher = Fetcher([local])
+    assert fetcher.get(hashlib.sha256(packed).digest()).data == packed
+    assert fetcher.get(hashlib.sha256(loose).digest()).data == loose
+    assert fetcher.get(hashlib.sha256(b"absent").digest()).data is None
+    pack = next((local.root / "packs").glob("*.pack"))
+    raw = bytearray(pack.read_bytes())
+    raw[100] ^= 0x01
+    pack.write_bytes(bytes(raw))
+    damaged = Fetcher([local]).get(hashlib.sha256(packed).digest())
+    assert damaged.data is None and damaged.corrupt
