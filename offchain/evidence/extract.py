@@ -865,7 +865,7 @@ def anchor_source(w3: Any, video_ledger: str, batch_ledger: str | None, camera: 
                   stores: Sequence[ContentStore], anchoring: str | None = None) -> AnchorSource:
     """The AnchorSource the chain says this camera's range was anchored with: batch mode when the
     trusted BatchLedger holds the camera's blocks in the range and the VideoLedger none, per
-    header otherwise (``anchoring`` forces one). Batch manifests come from the stores, re-hashed."""
+    header otherwise (``anchoring`` forces one). Only records are read to decide. Batch manifests come from the stores, re-hashed."""
     header = ChainReader(w3, video_ledger)
     if anchoring == ANCHORING_HEADER or (anchoring is None and (
             not batch_ledger or header.heights_in_range(camera, from_ms, to_ms))):
@@ -875,7 +875,9 @@ def anchor_source(w3: Any, video_ledger: str, batch_ledger: str | None, camera: 
     fetcher = Fetcher(stores)
     batch = BatchReader(w3, batch_ledger, video_ledger, lambda rec: fetcher.get(rec.manifest_digest).data,
                         keep_bytes=True)
-    if anchoring == ANCHORING_BATCH or batch.heights_in_range(camera, from_ms, to_ms):
+    # Batches overlap the range and the VideoLedger holds none of the camera's blocks there: batch
+    # mode, even if a manifest turns out unavailable (that is then reported, not hidden as "empty").
+    if anchoring == ANCHORING_BATCH or batch.records_in_range(from_ms, to_ms):
         return batch
     return header
 
