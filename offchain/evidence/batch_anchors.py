@@ -284,15 +284,16 @@ class BatchReader:
     def chain_rule_notes(self, camera: bytes, heights: Iterable[int]) -> list[Note]:
         """Every problem of the batches read for this camera's range, and the camera's hash chain
         across them (the rule the contract does not enforce in batch mode)."""
-        notes = [n for lb in self.loaded.values() for n in lb.problems]
+        notes: list[Note] = []
+        ordered = sorted(set(heights))
+        tip = self._tip_before(camera, ordered[0], notes) if ordered else None  # may walk back: before the problems
+        notes[:0] = [n for lb in self.loaded.values() for n in lb.problems]
         for lb in self.loaded.values():
             if lb.manifest is not None and sum(h.camera_id == camera for h in lb.manifest.headers) > 1:
                 notes.append(Note("batch.camera.duplicate", f"batch {lb.record.index} holds more than one header "
                                                             f"of the camera"))
-        ordered = sorted(set(heights))
         if not ordered:
             return notes
-        tip = self._tip_before(camera, ordered[0], notes)
         for index in sorted(self.loaded):
             lb = self.loaded[index]
             mine = [h for h in (lb.manifest.headers if lb.manifest else ()) if h.camera_id == camera]
