@@ -240,6 +240,14 @@ class BatchReader:
         self._load_txs({index})
         return self._txs.get(index, (None, ()))
 
+    def block_proof(self, camera: bytes, height: int) -> tuple[int | None, list[bytes]]:
+        """The batch holding the camera's block and the block hash's proof in its tree."""
+        got = self._by_height.get((camera, height))
+        lb = self.loaded.get(got[0]) if got else None
+        if got is None or lb is None or lb.tree is None:
+            return None, []
+        return got[0], block_proof(lb.tree, got[1].hash)
+
     def batch_index_of(self, camera: bytes, height: int) -> int | None:
         got = self._by_height.get((camera, height))
         return got[0] if got else None

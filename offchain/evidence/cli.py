@@ -251,12 +251,15 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
 
 def _prove(args: argparse.Namespace) -> int:
-    from .bundle import ChainReader
+    from .extract import anchor_source, parse_camera, parse_time
     from .prove import prove
 
     stores = _stores(args)
     w3 = _connect(args.rpc)
-    reader = ChainReader(w3, _ledger_address(args, w3))
+    dep = _trusted_deployment(args, w3)
+    cam, _ = parse_camera(args.camera)
+    at = parse_time(args.at)
+    reader = anchor_source(w3, dep.video_ledger, dep.batch_ledger, cam, at, at + 1, stores)
     try:
         proof = prove(args.camera, args.at, reader, stores)
     finally:

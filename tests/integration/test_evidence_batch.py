@@ -258,3 +258,19 @@ def test_cli_extract_and_verify_in_batch_mode(hist, w3, tmp_path):
     bundle = next(out.glob("*.zip"))
     assert index_of(bundle)["anchoring"] == "batch"
     assert main(["verify", str(bundle), "--rpc", hist.rpc_url, "--trust", str(trust)]) == 0
+
+
+def test_prove_a_single_frame_in_batch_mode(hist, w3, tmp_path):
+    from offchain.cli import main
+    from offchain.evidence.prove import prove
+
+    at = hist.ms(30_050)
+    store = hist.store()
+    reader = anchor_source(w3, hist.video_ledger, hist.batch_ledger, hist.cam_a, at, at + 1, [store])
+    proof = prove(BCAM_A, at, reader, [store])
+    assert proof.ok and proof.anchoring == "batch" and proof.batch_index == 1 and proof.bytes_verified
+    assert proof.frame.timestamp_ms <= at and proof.height == 2
+    trust = hist.trust_file(tmp_path / "trust.json")
+    assert main(["prove", "--camera", BCAM_A, "--at", str(at), "--rpc", hist.rpc_url, "--trust", str(trust),
+                 "--store", str(hist.store_dir), "--out", str(tmp_path / "p")]) == 0
+    assert json.loads((tmp_path / "p" / "proof.json").read_text())["batch"]["index"] == 1
