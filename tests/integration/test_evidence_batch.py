@@ -274,3 +274,15 @@ def test_prove_a_single_frame_in_batch_mode(hist, w3, tmp_path):
     assert main(["prove", "--camera", BCAM_A, "--at", str(at), "--rpc", hist.rpc_url, "--trust", str(trust),
                  "--store", str(hist.store_dir), "--out", str(tmp_path / "p")]) == 0
     assert json.loads((tmp_path / "p" / "proof.json").read_text())["batch"]["index"] == 1
+
+
+def test_edited_frame_proof_fails(hist, genuine, tmp_path):
+    """The frames' multiproof is checked against the header the batch root anchors (locally; the
+    header's place in the batch on chain)."""
+    index = index_of(genuine)
+    member = next(b["proof"] for b in index["blocks"] if b["height"] == 4)  # a partial block: a real proof
+    with zipfile.ZipFile(genuine) as zf:
+        doc = json.loads(zf.read(member))
+    doc["proof"][0] = "0x" + "ab" * 32
+    forged = rewrite(genuine, tmp_path / "proof.zip", {member: json.dumps(doc).encode()})
+    both_fail(forged, hist, tmp_path, "frame.proof.invalid")
