@@ -1898,4 +1898,5 @@ if (require.main === module) {
 }
 
 module.exports = { verifyBundle, verifyEvidence, clipSamples, openBundle, loadTrust, trustedFor, parseIndex, unsafeReason, Report,
-  readSmall, hashMember, CODES, CODE_TABLE, LIMITS, MEMBER_LIMITS, BundleError, UsageError };
+  readSmall, hashMember, CODES, CODE_TABLE, LIMITS, MEMBER_LIMITS, BundleError, UsageError, batchTree, parseBatchManifest,
+  canonicalJson };
