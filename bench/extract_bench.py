@@ -30,6 +30,13 @@ Measured, per camera (and for ``--cameras`` cameras at once, one process each):
 
 Rates are frames/s; ratios are rate / reference rate (1.0 = as fast). Results: a table and
 bench/results/extract.json (also the peak RSS of each extraction process).
+
+``--anchoring batch`` anchors the cameras' blocks in batch mode instead (docs/BATCH.md: every
+camera's block of a window in one batch manifest, signed by the three nodes, one
+`BatchLedger.anchorBatch` per window; the manifests go to the same store); extraction picks the
+mode from the chain (`extract.anchor_source`) and carries the batch manifests, verification
+rebuilds each batch root and checks the camera's chain across batches. The references are the
+same; results go to bench/results/extract-batch.json.
 """
 
 from __future__ import annotations
