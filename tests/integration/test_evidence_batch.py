@@ -88,6 +88,7 @@ def both_fail(bundle: Path, hist, tmp: Path, code: str, trust=None):
     assert py.exit_code == EXIT_CODES["failed"]
     assert js["verdict"] == "failed" and code in failures(js), js["findings"]
     assert rc == EXIT_CODES["failed"]
+    assert failures(js) == failures(py), (failures(js), failures(py))  # the same codes in both
     return py, js
 
 
@@ -137,6 +138,7 @@ def test_batch_bundle_verifies_in_python_and_javascript(hist, genuine, tmp_path)
     assert py.has("frame.proof.valid") and py.has("block.final")
     rc, js = run_js(genuine, hist, tmp_path)
     assert js["verdict"] == "verified" and rc == 0, [f for f in js["findings"] if f["severity"] == "failure"]
+    assert set(js["codes"]) == {f.code for f in py.findings}, set(js["codes"]) ^ {f.code for f in py.findings}
 
 
 def test_frame_proof_verifies_on_chain_through_the_batch(hist, w3):
