@@ -30,6 +30,13 @@ Measured, per camera (and for ``--cameras`` cameras at once, one process each):
 
 Rates are frames/s; ratios are rate / reference rate (1.0 = as fast). Results: a table and
 bench/results/extract.json (also the peak RSS of each extraction process).
+
+``--anchoring batch`` anchors the cameras' blocks in batch mode instead (docs/BATCH.md: every
+camera's block of a window in one batch manifest, signed by the three nodes, one
+`BatchLedger.anchorBatch` per window; the manifests go to the same store); extraction picks the
+mode from the chain (`extract.anchor_source`) and carries the batch manifests, verification
+rebuilds each batch root and checks the camera's chain across batches. The references are the
+same; results go to bench/results/extract-batch.json.
 """
 
 from __future__ import annotations
@@ -61,17 +68,20 @@ from offchain.camera.sources import CodecConfig, EncodedFrame, FileSource  # noq
 from offchain.chain.client import Signer, connect  # noqa: E402
 from offchain.chain.deployer import deploy  # noqa: E402
 from offchain.chain.devchain import DevChain  # noqa: E402
-from offchain.chain.ledger import ConsortiumClient, VideoLedgerClient  # noqa: E402
+from offchain.chain.ledger import BatchLedgerClient, ConsortiumClient, VideoLedgerClient  # noqa: E402
+from offchain.core.batch import Batch, BatchManifest, order_signatures, sign_batch  # noqa: E402
 from offchain.chain.reverts import ContractRevert  # noqa: E402
 from offchain.core.block import FrameRef, build_block, camera_id, proposer_for  # noqa: E402
 from offchain.core.cid import cid_from_digest  # noqa: E402
 from offchain.evidence.bundle import ChainReader, verify_bundle  # noqa: E402
-from offchain.evidence.extract import extract  # noqa: E402
+from offchain.evidence.extract import anchor_source, extract  # noqa: E402
+from offchain.evidence.trust import TrustList, TrustedDeployment  # noqa: E402
 from offchain.evidence.video import remux_to_mp4  # noqa: E402
 from offchain.store.local import LocalStore  # noqa: E402
 from offchain.tables import render_table  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "extract.json"
+RESULTS_BATCH = REPO / "bench" / "results" / "extract-batch.json"  # --anchoring batch
 T0 = 1_700_000_000_000
 SEI_UUID = bytes(range(0x11, 0x21))  # 16 bytes, no zero byte (no emulation prevention needed)
 
@@ -158,6 +168,59 @@ def anchor_camera(w3: Any, keys: list[str], dep: Any, store: Any, sample: str, c
             "codec": codec, "fps": float(codec.fps), "size": f"{codec.width}x{codec.height}"}
 
 
+def _register(w3: Any, keys: list[str], dep: Any, ip: str) -> ConsortiumClient:
+    governor = ConsortiumClient(Signer(w3, keys[0]), dep.consortium)
+    governor.as_signer(Signer(w3, keys[1])).register_camera(ip, os.urandom(32), b"bench".ljust(32, b"\x00"))
+    try:
+        governor.seal_genesis()
+    except ContractRevert as exc:
+        if exc.name != "GenesisAlreadySealed":
+            raise
+    return governor
+
+
+def anchor_cameras_batch(w3: Any, keys: list[str], dep: Any, store: Any, sample: str, cameras: int, minutes: float,
+                         window_ms: int, pad: int = 0) -> list[dict[str, Any]]:
+    """Batch mode (docs/BATCH.md): every camera's block of a window in one batch manifest, signed
+    by the three nodes and anchored with one `anchorBatch`, as the nodes would."""
+    end_ms = T0 + int(minutes * 60_000)
+    cams: list[dict[str, Any]] = []
+    for i in range(cameras):
+        ip = f"10.8.1.{i + 1}"
+        governor = _register(w3, keys, dep, ip)
+        codec, refs, size = _record(store, sample, i, minutes, pad)
+        by_window: dict[int, list[FrameRef]] = {}
+        for r in refs:
+            by_window.setdefault((r.timestamp_ms - T0) // window_ms, []).append(r)
+        cams.append({"ip": ip, "frames": refs, "bytes": size, "from_ms": T0, "to_ms": end_ms, "codec": codec,
+                     "fps": float(codec.fps), "size": f"{codec.width}x{codec.height}", "by_window": by_window,
+                     "prev": governor.head_block(camera_id(ip))[0]})
+    nodes = governor.nodes()
+    node_keys = {Signer(w3, k).address: k for k in keys}
+    ledger = BatchLedgerClient(Signer(w3, node_keys[nodes[0]]), dep.batch_ledger)
+    prev_root = ledger.last_root()
+    for w, start in enumerate(range(T0, end_ms, window_ms)):
+        headers = []
+        for c in cams:
+            sealed = build_block(camera_ip=c["ip"], height=w + 1, prev_hash=c["prev"], window_start_ms=start,
+                                 window_end_ms=start + window_ms, frames=c["by_window"].get(w, []),
+                                 proposer=nodes[w % len(nodes)], codec=c["codec"].to_dict())
+            store.put(sealed.manifest_bytes)
+            headers.append(sealed.header)
+            c["prev"] = sealed.hash
+        manifest = BatchManifest.of(window_start_ms=start, window_end_ms=start + window_ms, prev_batch_root=prev_root,
+                                    headers=headers)
+        store.put(manifest.to_bytes())
+        batch = Batch.of_manifest(manifest)
+        sigs = order_signatures(ledger.domain, batch, [sign_batch(node_keys[n], ledger.domain, batch) for n in nodes[:3]])
+        ledger.anchor_batch(batch, sigs)
+        prev_root = batch.batch_root
+    for c in cams:
+        c["blocks"] = len(range(T0, end_ms, window_ms))
+        del c["by_window"], c["prev"]
+    return cams
+
+
 def write_reference_mp4(store: Any, codec: CodecConfig, refs: list[FrameRef], path: Path) -> None:
     """The same packets in one MP4: ffmpeg's input."""
     remux_to_mp4(codec, [_encoded(store, r) for r in refs], path)
@@ -217,15 +280,20 @@ def _job_pyav(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _job_extract(job: dict[str, Any]) -> dict[str, Any]:
-    reader = ChainReader(connect(job["rpc"]), job["ledger"])
     stores = [LocalStore(job["store"], fsync="none")]
+    if job.get("batch_ledger"):  # the mode is chosen from the chain, as `frameledger extract` does
+        reader: Any = anchor_source(connect(job["rpc"]), job["ledger"], job["batch_ledger"], camera_id(job["ip"]),
+                                    job["from_ms"], job["to_ms"], stores)
+    else:
+        reader = ChainReader(connect(job["rpc"]), job["ledger"])
     seconds, res = _timed(lambda: extract(job["ip"], job["from_ms"], job["to_ms"], reader, stores, job["output"]))
     return {"seconds": seconds, "verdict": res.report.verdict, "bundle": str(res.bundle_path),
             "bundle_bytes": res.bundle_path.stat().st_size, "phases": {k: round(v, 3) for k, v in res.timings.items()}}
 
 
 def _job_verify(job: dict[str, Any]) -> dict[str, Any]:
-    seconds, report = _timed(lambda: verify_bundle(job["bundle"], job["rpc"], ledger_address=job["ledger"]))
+    trust = TrustList((TrustedDeployment(video_ledger=job["ledger"], batch_ledger=job.get("batch_ledger")),))
+    seconds, report = _timed(lambda: verify_bundle(job["bundle"], job["rpc"], trust=trust))
     return {"seconds": seconds, "verdict": report.verdict}
 
 
@@ -242,7 +310,8 @@ def _jobs(kind: str, cams: list[dict[str, Any]], ctx: dict[str, Any], work_dir: 
     out = []
     for i, c in enumerate(cams):
         j: dict[str, Any] = {"kind": kind, "rpc": ctx["rpc"], "ledger": ctx["ledger"], "store": ctx["store"],
-                             "ip": c["ip"], "from_ms": c["from_ms"], "to_ms": c["to_ms"]}
+                             "ip": c["ip"], "from_ms": c["from_ms"], "to_ms": c["to_ms"],
+                             "batch_ledger": ctx.get("batch_ledger")}
         if kind == "read_sha256":
             j.update(paths=c["paths"], digests=[r.sha256 for r in c["frames"]])
         elif kind == "ffmpeg":
@@ -277,9 +346,15 @@ def measure(kind: str, cams: list[dict[str, Any]], ctx: dict[str, Any], work_dir
             "max_rss_mb": max(x["max_rss_mb"] for x in last), "jobs": [{k: v for k, v in x.items()} for x in last]}
 
 
-def _js_verify(bundle: str, rpc: str, ledger: str) -> dict[str, Any]:
+def _js_verify(bundle: str, rpc: str, ledger: str, batch_ledger: str | None = None) -> dict[str, Any]:
+    trust = ["--ledger", ledger]
+    if batch_ledger:
+        trust_file = Path(bundle).parent / "trust.json"
+        trust_file.write_text(json.dumps({"format": "frameledger.trust/1", "deployments": [
+            {"chainId": int(connect(rpc).eth.chain_id), "VideoLedger": ledger, "BatchLedger": batch_ledger}]}))
+        trust = ["--trust", str(trust_file)]
     t = time.perf_counter()
-    js = subprocess.run(["node", str(REPO / "scripts" / "verify_bundle.js"), bundle, "--rpc", rpc, "--ledger", ledger,
+    js = subprocess.run(["node", str(REPO / "scripts" / "verify_bundle.js"), bundle, "--rpc", rpc, *trust,
                          "--json"], capture_output=True, text=True, cwd=REPO)
     seconds = time.perf_counter() - t
     verdict = json.loads(js.stdout)["verdict"] if js.stdout else f"error: {js.stderr[-300:]}"
@@ -328,10 +403,19 @@ def setup(chain: DevChain, work_dir: Path, args: argparse.Namespace) -> tuple[di
     store_dir = work_dir / "store"
     store = LocalStore(store_dir, fsync="none")
     ctx = {"rpc": chain.rpc_url, "ledger": dep.video_ledger, "store": str(store_dir), "ffmpeg": ensure_ffmpeg()}
+    batched: list[dict[str, Any]] = []
+    if args.anchoring == "batch":
+        ctx["batch_ledger"] = dep.batch_ledger
+        t0 = time.perf_counter()
+        batched = anchor_cameras_batch(w3, chain.private_keys, dep, store, args.sample, args.cameras, args.minutes,
+                                       args.window * 1000)
+        print(f"[extract bench] batch mode: {args.cameras} camera(s) anchored in {time.perf_counter() - t0:.1f} s",
+              flush=True)
     cams = []
     for i in range(args.cameras):
         t = time.perf_counter()
-        c = anchor_camera(w3, chain.private_keys, dep, store, args.sample, i, args.minutes, args.window * 1000)
+        c = batched[i] if batched else anchor_camera(w3, chain.private_keys, dep, store, args.sample, i, args.minutes,
+                                                     args.window * 1000)
         c["paths"] = [str(store.path_for(cid_from_digest(r.sha256))) for r in c["frames"]]
         c["input_mp4"] = work_dir / f"in-{i}.mp4"
         write_reference_mp4(store, c["codec"], c["frames"], c["input_mp4"])
@@ -351,8 +435,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample", default="bikes", choices=["bikes", "vtest"], help="recording looped for every camera")
     ap.add_argument("--window", type=int, default=60, help="block window in seconds (default 60)")
     ap.add_argument("--no-js", action="store_true", help="skip the JavaScript verifier")
-    ap.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS.relative_to(REPO)})")
+    ap.add_argument("--anchoring", choices=["header", "batch"], default="header",
+                    help="how the cameras' blocks are anchored: per header (default) or in batches (docs/BATCH.md)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help=f"results file (default {RESULTS.relative_to(REPO)}; with --anchoring batch "
+                         f"{RESULTS_BATCH.relative_to(REPO)})")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = RESULTS_BATCH if args.anchoring == "batch" else RESULTS
     groups = []
     with tempfile.TemporaryDirectory(prefix="frameledger-bench-extract-") as tmp, DevChain(accounts=12) as chain:
         work_dir = Path(tmp)
@@ -360,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in cams[0]["paths"]:  # warm the page cache alike for everyone
             Path(p).read_bytes()
         groups.append(run_group(cams[:1], ctx, work_dir, args.rounds, 1))
-        js = None if args.no_js else _js_verify(cams[0]["bundle"], ctx["rpc"], ctx["ledger"])
+        js = None if args.no_js else _js_verify(cams[0]["bundle"], ctx["rpc"], ctx["ledger"], ctx.get("batch_ledger"))
         if js is not None:
             js["frames_per_s"] = round(len(cams[0]["frames"]) / js["seconds"], 1)
             groups[0]["verify_js"] = js
@@ -386,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "ffmpeg": subprocess.run([ctx["ffmpeg"], "-version"], capture_output=True, text=True).stdout.split("\n")[0]},
         "config": {"minutes": args.minutes, "cameras": args.cameras, "rounds": args.rounds, "sample": args.sample,
+                   "anchoring": args.anchoring,
                    "window_s": args.window, "store": "LocalStore (one file per frame), warm page cache",
                    "chain": "Anvil on 127.0.0.1", "unique_frames": "a user-data SEI per frame"},
         "cameras": info,

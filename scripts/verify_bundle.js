@@ -44,7 +44,7 @@ const zlib = require('node:zlib');
 const { Readable } = require('node:stream');
 const { pipeline } = require('node:stream/promises');
 const { standardLeafHash } = require('@openzeppelin/merkle-tree/dist/hashes');
-const { makeMerkleTree, processMultiProof } = require('@openzeppelin/merkle-tree/dist/core');
+const { makeMerkleTree, getProof, processMultiProof } = require('@openzeppelin/merkle-tree/dist/core');
 const { encode: abiEncode, decode: abiDecode } = require('@metamask/abi-utils');
 const { keccak256 } = require('ethereum-cryptography/keccak');
 
@@ -61,8 +61,9 @@ const DEFAULT_DEPLOYMENTS_DIR = path.join(__dirname, '..', 'chain', 'deployments
 
 const MiB = 1024 * 1024;
 // Bundle reading limits (docs/EVIDENCE.md; the Python verifier applies the same).
-const MEMBER_LIMITS = { index: 16 * MiB, manifest: 16 * MiB, proof: 64 * MiB, frame: 32 * MiB, clip: 4 * 1024 * MiB };
-const LIMITS = { members: 100_000, blocks: 10_000, clips: 10_000, framesPerClip: 1_000_000, rawFrames: 1_000_000,
+const MEMBER_LIMITS = { index: 16 * MiB, manifest: 16 * MiB, batch: 8 * MiB, proof: 64 * MiB, frame: 32 * MiB,
+  clip: 4 * 1024 * MiB };
+const LIMITS = { members: 100_000, blocks: 10_000, batches: 10_000, blocksPerBatch: 10_000, walkBackBatches: 1_000, clips: 10_000, framesPerClip: 1_000_000, rawFrames: 1_000_000,
   codecSources: 10_000, centralDirectory: 64 * MiB, moov: 64 * MiB, topLevelBoxes: 4096, trustFile: 16 * MiB };
 const CHUNK = MiB;
 const RPC_TIMEOUT_MS = 30_000;  // per JSON-RPC request, as the Python verifier's default timeout
@@ -114,6 +115,15 @@ const CODE_TABLE = {
   "bundle.entry.duplicate": ["failure", "a block, clip, raw frame or codec source is listed twice in the index"],
   "clip.codec.mismatch": ["failure", "a remuxed clip's codec configuration (avcC parameter sets) is not the one anchored in the manifest"],
   "clip.pictures.mismatch": ["failure", "a picture of a re-encoded clip differs from the decoded anchored frame it stands for"],
+  // batch mode (docs/EVIDENCE.md "Batch mode")
+  "batch.manifest.missing": ["failure", "a batch the chain holds for the range (or before it, for the chain rule) has no batch manifest in the evidence"],
+  "batch.manifest.invalid": ["failure", "a batch manifest is not a canonical frameledger.batch/1 document"],
+  "batch.root.mismatch": ["failure", "a batch manifest's headers do not rebuild the anchored batch root"],
+  "batch.manifest.mismatch": ["failure", "a batch manifest's SHA-256 or block count is not the anchored batch's"],
+  "batch.chain.broken": ["failure", "the camera's blocks across batches do not form its hash chain (prevHash, height + 1, continuous time, link to the previous block)"],
+  "batch.camera.duplicate": ["failure", "a batch holds a second header for the camera"],
+  "batch.header.invalid": ["failure", "the camera's header in a batch breaks a header rule (window, frames root)"],
+  "bundle.anchoring.mismatch": ["failure", "the bundle's anchoring mode (header or batch) is not the one the trusted deployment's chain records for the camera and range"],
   // -- untrusted
   "bundle.contract.untrusted": ["untrusted", "no trusted consortium deployment is configured for this chain; checked only against the ledger the bundle names"],
   // -- unchecked
@@ -281,7 +291,29 @@ function parseIndex(doc) {
         s.height, { camera: s.camera }], duplicates),
   };
   for (const c of claim.clips) clipFrameDuplicates(c, duplicates);
+  parseAnchoring(doc, contracts, claim);
   return { claim, duplicates };
+}
+
+// `anchoring` (absent: "header") and, in batch mode, the BatchLedger and where each batch manifest is.
+function parseAnchoring(doc, contracts, claim) {
+  const mode = field.opt(doc.anchoring, field.str, 'anchoring', 'header');
+  if (mode !== 'header' && mode !== 'batch') throw new BundleError(`anchoring must be "header" or "batch", got ${JSON.stringify(mode)}`);
+  claim.anchoring = mode;
+  claim.batches = new Map();
+  if (mode === 'header') {
+    if ((doc.batches !== undefined && doc.batches !== null) || (contracts.BatchLedger !== undefined && contracts.BatchLedger !== null)) {
+      throw new BundleError('a header-mode index carries no batches or BatchLedger');
+    }
+    return;
+  }
+  claim.batchLedger = field.address(contracts.BatchLedger, 'contracts.BatchLedger');
+  field.arr(doc.batches, 'batches', LIMITS.batches).forEach((b, i) => {
+    field.obj(b, `batches[${i}]`);
+    const index = field.int(b.index, `batches[${i}].index`);
+    const member = field.str(b.manifest, `batches[${i}].manifest`);
+    if (!claim.batches.has(index)) claim.batches.set(index, member);
+  });
 }
 
 // ------------------------------------------------------------------ zip (or directory) reading
@@ -303,7 +335,7 @@ const unsafeMessage = (name, why) => `member name ${JSON.stringify(name)} ${why}
 function kindOfName(name) {
   if (name === 'bundle.json') return 'index';
   const top = name.split('/')[0];
-  return { manifests: 'manifest', proofs: 'proof', frames: 'frame', clips: 'clip' }[top] || null;
+  return { manifests: 'manifest', batches: 'batch', proofs: 'proof', frames: 'frame', clips: 'clip' }[top] || null;
 }
 const oversizeMessage = (name, kind, size) => `${name}: ${size} bytes, over the ${MEMBER_LIMITS[kind]}-byte limit for ${kind} members`;
 
@@ -758,6 +790,207 @@ async function chainBlocks(chain, camera, heights) {
   return out;
 }
 
+// ------------------------------------------------------------------ batch mode (docs/BATCH.md)
+//
+// The chain holds batch records only; the camera's headers come from the batch manifests the bundle
+// carries, each accepted only if its headers rebuild the anchored batch root and its SHA-256 and
+// block count are the anchored ones. The per-camera hash chain, which the contract does not enforce
+// in batch mode, is checked here: consecutive blocks link, the first links to the camera's previous
+// block (or head block), and no batch holds a second header of the camera.
+
+const BATCH_FORMAT = 'frameledger.batch/1';
+const BATCH_KEYS = ['blocks', 'format', 'prevBatchRoot', 'windowEndMs', 'windowStartMs'];
+const BATCH_RECORD = '(uint64,uint64,uint64,uint32,bytes32,bytes32)';
+const BATCH_ANCHORED = 'BatchAnchored(uint256,uint64,address,uint64,bytes32,bytes32,uint32,bytes32,address[])';
+
+// JSON with sorted keys and no whitespace (Python's json.dumps(sort_keys=True, separators=(",", ":"))
+// for the ASCII-only documents batch manifests are).
+function canonicalJson(v) {
+  if (Array.isArray(v)) return '[' + v.map(canonicalJson).join(',') + ']';
+  if (v && typeof v === 'object') return '{' + Object.keys(v).sort().map(k => JSON.stringify(k) + ':' + canonicalJson(v[k])).join(',') + '}';
+  return JSON.stringify(v);
+}
+
+// bytes -> { windowStartMs, windowEndMs, headers }; throws BundleError (batch.manifest.invalid).
+function parseBatchManifest(bytes) {
+  let doc;
+  try { doc = JSON.parse(bytes.toString('utf8')); } catch (e) { throw new BundleError(`batch manifest is not JSON: ${e.message}`); }
+  field.obj(doc, 'batch manifest');
+  if (doc.format !== BATCH_FORMAT || JSON.stringify(Object.keys(doc).sort()) !== JSON.stringify(BATCH_KEYS)) {
+    throw new BundleError(`not a ${BATCH_FORMAT} document`);
+  }
+  const headers = field.arr(doc.blocks, 'blocks', LIMITS.blocksPerBatch).map((b, i) => parseHeader(b, `blocks[${i}]`));
+  for (let i = 1; i < headers.length; i++) {
+    if (headers[i].cameraId < headers[i - 1].cameraId) throw new BundleError('batch manifest headers are not in camera id order');
+  }
+  if (canonicalJson(doc) !== bytes.toString('utf8')) throw new BundleError('batch manifest is not in canonical form');
+  return { windowStartMs: field.int(doc.windowStartMs, 'windowStartMs'), windowEndMs: field.int(doc.windowEndMs, 'windowEndMs'),
+    prevBatchRoot: field.bytes32(doc.prevBatchRoot, 'prevBatchRoot'), headers };
+}
+
+// The StandardMerkleTree of (bytes32 blockHash) leaves, sorted by leaf hash (the library's default).
+function batchTree(blockHashes) {
+  const leaves = blockHashes.map(h => ({ h, leaf: String(standardLeafHash(['bytes32'], [h])).toLowerCase() }));
+  leaves.sort((a, b) => Buffer.compare(unhex(a.leaf), unhex(b.leaf)));
+  const tree = makeMerkleTree(leaves.map(l => l.leaf));
+  const treeIndex = new Map(leaves.map((l, i) => [l.h, tree.length - i - 1]));
+  return { root: hex(unhex(tree[0])), proof: h => getProof(tree, treeIndex.get(h)).map(x => hex(unhex(x))) };
+}
+
+class BatchSource {
+  constructor(chain, batchLedger, bundle, claim) {
+    this.chain = chain; this.address = batchLedger; this.bundle = bundle; this.claim = claim;
+    this.loaded = new Map();      // index -> { record, manifest, tree, problems }
+    this.byHeight = new Map();    // camera|height -> { index, header }
+    this.txs = new Map();         // index -> { tx, signers }
+    this.rangeIndices = [];
+  }
+  call(sig, types, values, returns) { return this.chain.call(sig, types, values, returns, this.address); }
+  async record(index) {
+    const [r] = await this.call('batchAt(uint256)', ['uint256'], [BigInt(index)], [BATCH_RECORD]);
+    return { index, windowStartMs: Number(r[0]), windowEndMs: Number(r[1]), anchoredAt: Number(r[2]), blockCount: Number(r[3]),
+      batchRoot: hex(r[4]), manifestDigest: hex(r[5]) };
+  }
+  async recordsInRange(fromMs, toMs) {
+    if (fromMs >= toMs) return [];
+    const [first, end] = await this.call('batchesInRange(uint64,uint64)', ['uint64', 'uint64'],
+      [BigInt(Math.max(0, fromMs)), BigInt(Math.max(0, toMs))], ['uint256', 'uint256']);
+    if (Number(end - first) > LIMITS.batches) throw new Error(`${end - first} batches overlap the range; the limit is ${LIMITS.batches}`);
+    const out = [];
+    for (let i = Number(first); i < Number(end); i++) out.push(await this.record(i));
+    return out;
+  }
+  async load(record) {
+    if (this.loaded.has(record.index)) return this.loaded.get(record.index);
+    const lb = { record, manifest: null, tree: null, problems: [] };
+    this.loaded.set(record.index, lb);
+    const where = `batch ${record.index}`;
+    const data = await readSmall(this.bundle, this.claim.batches.get(record.index), 'batch');
+    if (data === null) { lb.problems.push(['batch.manifest.missing', `${where}: its manifest is not available`]); return lb; }
+    let m;
+    try { m = parseBatchManifest(data); } catch (e) { lb.problems.push(['batch.manifest.invalid', `${where}: ${e.message}`]); return lb; }
+    const tree = m.headers.length ? batchTree(m.headers.map(headerHash)) : null;
+    if (!tree || tree.root !== record.batchRoot.toLowerCase()) {
+      lb.problems.push(['batch.root.mismatch', `${where}: the manifest's headers do not rebuild the anchored batch root`]);
+      return lb;
+    }
+    if (sha256(data) !== record.manifestDigest.toLowerCase() || m.headers.length !== record.blockCount) {
+      lb.problems.push(['batch.manifest.mismatch', `${where}: the manifest is not the anchored one (digest or block count)`]);
+      return lb;
+    }
+    lb.manifest = m; lb.tree = tree;
+    for (const h of m.headers) {
+      const k = `${h.cameraId}|${h.height}`;
+      if (!this.byHeight.has(k)) this.byHeight.set(k, { index: record.index, header: h });
+    }
+    return lb;
+  }
+  async heightsInRange(camera, fromMs, toMs) {
+    const heights = new Set();
+    const records = await this.recordsInRange(fromMs, toMs);
+    this.rangeIndices = records.map(r => r.index);
+    for (const r of records) {
+      const lb = await this.load(r);
+      for (const h of lb.manifest ? lb.manifest.headers : []) {
+        if (h.cameraId === camera && h.windowStartMs < toMs && h.windowEndMs > fromMs) heights.add(h.height);
+      }
+    }
+    return [...heights].sort((a, b) => a - b);
+  }
+  async walkBackTo(camera, height) {
+    const known = [...this.byHeight.keys()].filter(k => k.startsWith(camera + '|')).map(k => Number(k.split('|')[1]));
+    if (known.length && Math.min(...known) < height) return;
+    let start;
+    if (this.loaded.size) start = Math.min(...this.loaded.keys()) - 1;
+    else { const [n] = await this.call('batchCount()', [], [], ['uint256']); start = Number(n) - 1; }
+    for (let i = start; i >= 0 && i > start - LIMITS.walkBackBatches; i--) {
+      const lb = await this.load(await this.record(i));
+      if (lb.manifest && lb.manifest.headers.some(h => h.cameraId === camera && h.height <= height)) return;
+    }
+  }
+  async loadTxs(indices) {
+    const todo = [...new Set(indices)].filter(i => !this.txs.has(i));
+    if (!todo.length) return;
+    const logs = await this.chain.rpc('eth_getLogs', [{ address: this.address, fromBlock: '0x0', toBlock: 'latest',
+      topics: [keccak(Buffer.from(BATCH_ANCHORED)), todo.map(i => '0x' + word(i))] }]);
+    for (const lg of logs) {
+      const [, , , , , signers] = abiDecode(['uint64', 'bytes32', 'bytes32', 'uint32', 'bytes32', 'address[]'], unhex(lg.data));
+      this.txs.set(Number(BigInt(lg.topics[1])), { tx: lg.transactionHash, signers });
+    }
+  }
+  async blocks(camera, heights) {
+    const out = new Map();
+    heights = [...new Set(heights)].filter(h => h >= 1).sort((a, b) => a - b);
+    for (const h of heights) if (!this.byHeight.has(`${camera}|${h}`)) await this.walkBackTo(camera, h);
+    const found = heights.filter(h => this.byHeight.has(`${camera}|${h}`));
+    await this.loadTxs(found.map(h => this.byHeight.get(`${camera}|${h}`).index));
+    for (const h of heights) {
+      const got = this.byHeight.get(`${camera}|${h}`);
+      if (!got) { out.set(h, null); continue; }
+      const rec = this.loaded.get(got.index).record, t = this.txs.get(got.index) || { tx: null, signers: [] };
+      out.set(h, { height: h, blockHash: headerHash(got.header), header: got.header, anchoredAt: rec.anchoredAt,
+        attestations: t.signers.length, disputes: 0, finalized: true, anchorTx: t.tx, attestTxs: [], batchIndex: got.index });
+    }
+    return out;
+  }
+  // The per-camera chain rule across the batches read (offchain.core.batch.check_batch, per header).
+  async chainRule(camera, heights) {
+    const findings = [];
+    const ordered = [...new Set(heights)].sort((a, b) => a - b);
+    let tip = null;
+    if (ordered.length) {
+      if (ordered[0] === 1) {
+        const [cons] = await this.call('consortium()', [], [], ['address']);
+        const [head] = await this.chain.call('headBlock(bytes32)', ['bytes32'], [camera], ['bytes32', 'uint64'], cons);
+        tip = { hash: hex(head), height: 0, end: 0 };
+      } else {
+        const prev = (await this.blocks(camera, [ordered[0] - 1])).get(ordered[0] - 1);
+        if (prev) tip = { hash: prev.blockHash, height: prev.height, end: prev.header.windowEndMs };
+        else findings.push(['batch.chain.broken', `the camera's block ${ordered[0] - 1}, which block ${ordered[0]} must link to, is in no batch read`, ordered[0]]);
+      }
+    }
+    const indices = [...this.loaded.keys()].sort((a, b) => a - b);
+    for (const i of indices) findings.push(...this.loaded.get(i).problems);
+    for (const i of indices) {
+      const lb = this.loaded.get(i);
+      const mine = lb.manifest ? lb.manifest.headers.filter(h => h.cameraId === camera) : [];
+      if (mine.length > 1) findings.push(['batch.camera.duplicate', `batch ${i} holds more than one header of the camera`]);
+    }
+    if (!ordered.length) return findings;
+    for (const i of indices) {
+      const lb = this.loaded.get(i);
+      const mine = lb.manifest ? lb.manifest.headers.filter(h => h.cameraId === camera) : [];
+      if (!mine.length || mine[0].height < ordered[0] || mine[0].height > ordered[ordered.length - 1]) continue;
+      const h = mine[0];
+      if (tip) findings.push(...headerRule(lb.manifest, h, tip));
+      tip = { hash: headerHash(h), height: h.height, end: h.windowEndMs };
+    }
+    return findings;
+  }
+  async verifyFrames(cb, mp, hashes) {
+    let root;
+    try { root = hex(unhex(processMultiProof({ leaves: hashes, proof: mp.proof, proofFlags: mp.proofFlags }))); } catch { return false; }
+    if (root !== cb.header.framesRoot.toLowerCase()) return false;
+    const lb = this.loaded.get(cb.batchIndex);
+    if (!lb || !lb.tree) return false;
+    const [ok] = await this.call('verifyBlockInBatch(uint256,bytes32,bytes32[])', ['uint256', 'bytes32', 'bytes32[]'],
+      [BigInt(cb.batchIndex), cb.blockHash, lb.tree.proof(cb.blockHash)], ['bool']);
+    return Boolean(ok);
+  }
+}
+
+function headerRule(manifest, h, tip) {
+  const out = [];
+  const at = `block ${h.height}`;
+  if (h.prevHash.toLowerCase() !== tip.hash.toLowerCase()) out.push(['batch.chain.broken', `${at}: broken-link expected ${tip.hash}`, h.height]);
+  if (h.height !== tip.height + 1) out.push(['batch.chain.broken', `${at}: wrong-height expected ${tip.height + 1}, got ${h.height}`, h.height]);
+  if (tip.height > 0 && h.windowStartMs < tip.end) out.push(['batch.chain.broken', `${at}: time-not-continuous previous ended ${tip.end}`, h.height]);
+  if (h.windowEndMs <= h.windowStartMs) out.push(['batch.header.invalid', `${at}: bad-header-window`, h.height]);
+  if (h.windowStartMs < manifest.windowStartMs || h.windowEndMs > manifest.windowEndMs) out.push(['batch.header.invalid', `${at}: outside-batch-window`, h.height]);
+  if ((h.frameCount === 0) !== (/^0x0{64}$/i.test(h.framesRoot))) out.push(['batch.header.invalid', `${at}: bad-frames-root`, h.height]);
+  return out;
+}
+
 // ------------------------------------------------------------------ trust (the verifier's own configuration)
 
 function readJsonFile(file, what) {
@@ -789,7 +1022,9 @@ function parseDeploymentRecord(rec, where) {
   return { name: where, chainId: trustedChainId(rec.chainId, where),
     VideoLedger: trustedAddress(c.VideoLedger.address, `${where}: contracts.VideoLedger.address`),
     Consortium: c.Consortium === undefined || c.Consortium === null ? null
-      : trustedAddress(c.Consortium && c.Consortium.address, `${where}: contracts.Consortium.address`) };
+      : trustedAddress(c.Consortium && c.Consortium.address, `${where}: contracts.Consortium.address`),
+    BatchLedger: c.BatchLedger === undefined || c.BatchLedger === null ? null
+      : trustedAddress(c.BatchLedger && c.BatchLedger.address, `${where}: contracts.BatchLedger.address`) };
 }
 
 function parseTrustFile(doc, where) {
@@ -801,14 +1036,18 @@ function parseTrustFile(doc, where) {
     if (!d || typeof d !== 'object') throw new UsageError(`${at} must be an object`);
     if (d.name !== undefined && typeof d.name !== 'string') throw new UsageError(`${at}.name must be a string`);
     return { name: d.name || at, chainId: trustedChainId(d.chainId, at), VideoLedger: trustedAddress(d.VideoLedger, `${at}.VideoLedger`),
-      Consortium: d.Consortium === undefined || d.Consortium === null ? null : trustedAddress(d.Consortium, `${at}.Consortium`) };
+      Consortium: d.Consortium === undefined || d.Consortium === null ? null : trustedAddress(d.Consortium, `${at}.Consortium`),
+      BatchLedger: d.BatchLedger === undefined || d.BatchLedger === null || d.BatchLedger === '' ? null
+        : trustedAddress(d.BatchLedger, `${at}.BatchLedger`) };
   });
 }
 
 // The flags -> { explicit, deployments } (chainId null: whatever chain the RPC serves). UsageError.
 function loadTrust({ ledger = null, deployment = null, trust = null, deploymentsDir = null } = {}) {
   const deployments = [];
-  if (ledger !== null) deployments.push({ name: '--ledger', chainId: null, VideoLedger: trustedAddress(ledger, '--ledger'), Consortium: null });
+  if (ledger !== null) {
+    deployments.push({ name: '--ledger', chainId: null, VideoLedger: trustedAddress(ledger, '--ledger'), Consortium: null, BatchLedger: null });
+  }
   if (deployment !== null) deployments.push(parseDeploymentRecord(readJsonFile(deployment, '--deployment'), `--deployment ${deployment}`));
   if (trust !== null) deployments.push(...parseTrustFile(readJsonFile(trust, '--trust'), `--trust ${trust}`));
   const dir = deploymentsDir || process.env.FRAMELEDGER_DEPLOYMENTS_DIR || DEFAULT_DEPLOYMENTS_DIR;
@@ -828,15 +1067,26 @@ function trustedFor(trust, chainId) {
 async function resolveLedger(chain, trust, claim) {
   const trusted = trustedFor(trust, chain.chainId);
   if (!trusted.length) {
-    return { ledger: claim.ledger, findings: [['bundle.contract.untrusted',
+    return { ledger: claim.ledger, batchLedger: claim.batchLedger || null, findings: [['bundle.contract.untrusted',
       `no trusted deployment for chain ${chain.chainId}; checked only against the ledger the bundle names, ${claim.ledger}`]] };
   }
   const findings = [];
-  const use = trusted[0];
-  if (!trusted.some(d => sameAddress(d.VideoLedger, claim.ledger))) {
+  const match = trusted.find(d => sameAddress(d.VideoLedger, claim.ledger));
+  const use = match || trusted[0];
+  if (!match) {
     findings.push(['bundle.contract.mismatch', `bundle names ${claim.ledger}, trusted ledger is ${use.VideoLedger}`]);
   }
-  return { ledger: use.VideoLedger, consortium: use.Consortium, findings };
+  // Batch mode: the trusted deployment's BatchLedger, never the bundle's (the same rule as Python's _batch_ledger).
+  let batchLedger = use.BatchLedger || null;
+  if (claim.anchoring === 'batch') {
+    if (!use.BatchLedger) {
+      findings.push(['bundle.contract.untrusted', `the trusted deployment names no BatchLedger; checked against the BatchLedger the bundle names (${claim.batchLedger}) only`]);
+      batchLedger = claim.batchLedger;
+    } else if (!sameAddress(use.BatchLedger, claim.batchLedger)) {
+      findings.push(['bundle.contract.mismatch', `bundle names BatchLedger ${claim.batchLedger}, trusted is ${use.BatchLedger}`]);
+    }
+  }
+  return { ledger: use.VideoLedger, consortium: use.Consortium, batchLedger, findings };
 }
 
 // ------------------------------------------------------------------ pure rules
@@ -1439,7 +1689,7 @@ async function proofsOnChain(chain, claim, blocks, proofs) {
   return out;
 }
 
-async function chainFacts(chain, claim, proofs) {
+async function chainFacts(chain, claim, proofs, batchLedger = null) {
   let inRange = [];
   if (claim.fromMs < claim.toMs) {
     const [first, last] = await chain.call('blocksInRange(bytes32,uint64,uint64)', ['bytes32', 'uint64', 'uint64'],
@@ -1452,7 +1702,47 @@ async function chainFacts(chain, claim, proofs) {
     const heights = claim.codecSources.filter(s => s.camera === cam).map(s => s.height);
     for (const [h, b] of await chainBlocks(chain, cam, heights)) codecBlocks.set(`${cam}|${h}`, b);
   }
-  return { chainId: chain.chainId, heightsInRange: inRange, blocks, codecBlocks, proofsOnChain: await proofsOnChain(chain, claim, blocks, proofs) };
+  const facts = { chainId: chain.chainId, heightsInRange: inRange, blocks, codecBlocks, findings: [],
+    proofsOnChain: await proofsOnChain(chain, claim, blocks, proofs) };
+  if (!inRange.length && batchLedger && claim.fromMs < claim.toMs) {
+    const probe = new BatchSource(chain, batchLedger, null, claim);
+    const code = await chain.rpc('eth_getCode', [batchLedger, 'latest']);
+    if (code && code !== '0x' && (await probe.recordsInRange(claim.fromMs, claim.toMs)).length) {
+      facts.findings.push(['bundle.anchoring.mismatch', 'per-header bundle, but the VideoLedger holds no block of the range and the trusted BatchLedger anchors batches there']);
+    }
+  }
+  return facts;
+}
+
+// Batch mode: the same facts from the trusted BatchLedger and the batch manifests in the bundle.
+async function batchChainFacts(chain, claim, proofs, batchLedger, bundle) {
+  const src = new BatchSource(chain, batchLedger, bundle, claim);
+  const findings = [];
+  const inRange = claim.fromMs < claim.toMs ? await src.heightsInRange(claim.cameraId, claim.fromMs, claim.toMs) : [];
+  if (claim.fromMs < claim.toMs) {
+    const [first, last] = await chain.call('blocksInRange(bytes32,uint64,uint64)', ['bytes32', 'uint64', 'uint64'],
+      [claim.cameraId, BigInt(Math.max(0, claim.fromMs)), BigInt(Math.max(0, claim.toMs))], ['uint64', 'uint64']);
+    if (Number(last) >= Number(first) && Number(first) >= 1) {
+      findings.push(['bundle.anchoring.mismatch', 'batch-mode bundle, but the trusted VideoLedger anchors this camera\'s blocks of the range one by one']);
+    }
+  }
+  const blocks = await src.blocks(claim.cameraId, [...inRange, ...claim.blocks.map(b => b.height)]);
+  findings.push(...await src.chainRule(claim.cameraId, inRange));
+  const codecBlocks = new Map();
+  for (const cam of new Set(claim.codecSources.map(s => s.camera))) {
+    const heights = claim.codecSources.filter(s => s.camera === cam).map(s => s.height);
+    for (const [h, b] of await src.blocks(cam, heights)) codecBlocks.set(`${cam}|${h}`, b);
+  }
+  const onChain = new Map();
+  for (const b of claim.blocks) {
+    const cb = blocks.get(b.height), proof = proofs.get(b.height);
+    if (!cb || proof === null || proof === undefined) continue;
+    let parsed;
+    try { parsed = parseMultiproof(proof); } catch { continue; }
+    if (!parsed.hashes.length) continue;
+    onChain.set(b.height, await src.verifyFrames(cb, parsed.mp, parsed.hashes));
+  }
+  return { chainId: chain.chainId, heightsInRange: inRange, blocks, codecBlocks, proofsOnChain: onChain, findings };
 }
 
 // The ledger to verify against and the trust findings; null ledger: the report to return.
@@ -1490,12 +1780,25 @@ async function verifyBundle(bundlePath, rpcUrl, trust = loadTrust()) {
       ledger = await trustedLedger(chain, trust, claim);
       if (ledger.stop) return failed(...ledger.stop, [...bundle.findings, ...ledger.findings]);
       chain.ledger = ledger.ledger;
-      facts = await chainFacts(chain, claim, media.proofs);
+      if (claim.anchoring === 'batch') {
+        if (!ledger.batchLedger) return failed('bundle.contract.mismatch', 'a batch-mode bundle that names no BatchLedger, and none is trusted', [...bundle.findings, ...ledger.findings]);
+        const code = await chain.rpc('eth_getCode', [ledger.batchLedger, 'latest']);
+        if (!code || code === '0x') return failed('bundle.contract.mismatch', `no contract at ${ledger.batchLedger} on this chain`, [...bundle.findings, ...ledger.findings]);
+        if (ledger.consortium) {
+          const [c] = await chain.call('consortium()', [], [], ['address'], ledger.batchLedger);
+          if (!sameAddress(c, ledger.consortium)) {
+            ledger.findings.push(['bundle.contract.mismatch', `BatchLedger ${ledger.batchLedger} belongs to consortium ${c}, trusted consortium is ${ledger.consortium}`]);
+          }
+        }
+        facts = await batchChainFacts(chain, claim, media.proofs, ledger.batchLedger, bundle);
+      } else {
+        facts = await chainFacts(chain, claim, media.proofs, ledger.batchLedger);
+      }
     } catch (e) {
       if (e instanceof UsageError) throw e;
       return failed('chain.unavailable', `${rpcUrl}: ${e.message}`, [...bundle.findings, ...(ledger ? ledger.findings : [])]);
     }
-    const pre = [...bundle.findings, ...ledger.findings, ...duplicates];
+    const pre = [...bundle.findings, ...ledger.findings, ...duplicates, ...facts.findings];
     const report = verifyEvidence(claim, facts, media, pre);
     report.ledger = ledger.ledger;
     return report;
@@ -1595,4 +1898,5 @@ if (require.main === module) {
 }
 
 module.exports = { verifyBundle, verifyEvidence, clipSamples, openBundle, loadTrust, trustedFor, parseIndex, unsafeReason, Report,
-  readSmall, hashMember, CODES, CODE_TABLE, LIMITS, MEMBER_LIMITS, BundleError, UsageError };
+  readSmall, hashMember, CODES, CODE_TABLE, LIMITS, MEMBER_LIMITS, BundleError, UsageError, batchTree, parseBatchManifest,
+  canonicalJson };

@@ -1,14 +1,21 @@
 """The seam between the evidence code and the chain: how blocks of a camera were anchored.
 
 Extraction (`offchain.evidence.extract`) and bundle verification (`offchain.evidence.bundle`)
-read the chain only through `AnchorSource`. Today's one implementation is
-`offchain.evidence.bundle.ChainReader`, the per-header mode: every block header is anchored by
-its own `VideoLedger.anchor` transaction and attested per block. Batch anchoring (one Merkle root
-per window over every camera's block hash, signed by the quorum: issue 9) is a second
-implementation of this interface: it answers the same questions (which blocks of camera C cover
-[from, to), what header and finality each has, which transactions anchored it, does a multiproof
-verify against the anchored root), and everything above it, including every evidence-trust rule,
-stays as it is. The bundle's ``format`` and each block's facts say which mode was read.
+read the chain only through `AnchorSource`. Two implementations:
+
+* `offchain.evidence.bundle.ChainReader`, the per-header mode: every block header is anchored by
+  its own `VideoLedger.anchor` transaction and attested per block;
+* `offchain.evidence.batch_anchors.BatchReader`, batch mode (issue 9, docs/BATCH.md): one Merkle
+  root per window over every camera's block hash, signed by the quorum; the headers come from the
+  batch manifests (content store or bundle), each checked against the anchored root and digest,
+  and the per-camera hash chain the contract does not enforce is checked by the reader
+  (`chain_rule_notes`).
+
+Both answer the same questions (which blocks of camera C cover [from, to), what header and
+finality each has, which transactions anchored it, does a multiproof verify against the anchored
+root), and everything above them, including every evidence-trust rule, is shared. The bundle's
+``anchoring`` field ("header" or "batch") says which mode was read; `extract.anchor_source`
+chooses it from the trusted deployment's chain.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ __all__ = ["AnchorSource"]
 class AnchorSource(Protocol):
     """Read-only anchoring facts of one ledger deployment."""
 
-    address: str  # the VideoLedger (the deployment a trust decision names)
+    address: str  # the VideoLedger (the deployment a trust decision names; batch mode too)
 
     @property
     def chain_id(self) -> int: ...

@@ -47,9 +47,10 @@ from ..chain.reverts import ContractRevert
 from ..camera.sources import CodecConfig, EncodedFrame
 from ..core.block import FRAME_LEAF_ENCODING, BlockHeader, FrameRef, Manifest, ManifestFormatError
 from ..core.merkle import MultiProof
+from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, MAX_BATCHES, BatchReader
 from .bundle_reader import BundleError, BundleReader, MemberError
 from .report import Report
-from .trust import TrustList, TrustOutcome, decide_trust, load_trust
+from .trust import TrustDecision, TrustList, TrustOutcome, decide_trust, load_trust
 from .verify import (
     BlockClaim,
     ChainBlock,
@@ -309,7 +310,9 @@ def bundle_index(
         "createdAt": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "producedBy": produced_by,
         "chainId": claim.chain_id,
-        "contracts": {"VideoLedger": claim.ledger, "Consortium": claim.consortium},
+        "anchoring": claim.anchoring,
+        "contracts": {"VideoLedger": claim.ledger, "Consortium": claim.consortium,
+                      **({"BatchLedger": claim.batch_ledger} if claim.anchoring == ANCHORING_BATCH else {})},
         "camera": {"id": h0x(claim.camera_id), "ip": claim.camera_ip},
         "range": {"fromMs": claim.from_ms, "toMs": claim.to_ms},
         "leafEncoding": list(FRAME_LEAF_ENCODING),
@@ -339,7 +342,16 @@ def bundle_index(
             for c in claim.codec_sources
         ],
         "report": "report.json",
+        **({"batches": [
+            {"index": b.index, "manifest": batch_member(b.index), "batchRoot": b.batch_root,
+             "manifestDigest": b.manifest_digest, "anchorTx": b.anchor_tx, "signers": list(b.signers)}
+            for b in claim.batches]} if claim.anchoring == ANCHORING_BATCH else {}),
     }
+
+
+def batch_member(index: int) -> str:
+    """Where a bundle keeps the batch manifest of batch ``index``."""
+    return f"batches/{index:08d}.json"
 
 
 # Deflate level of JSON members: manifests and proofs are hex-heavy JSON that the default level 6
@@ -435,6 +447,7 @@ class IndexParse:
     manifests: dict[int, str | None] = field(default_factory=dict)
     proofs: dict[int, str | None] = field(default_factory=dict)
     codec_manifests: dict[tuple[bytes, int], str | None] = field(default_factory=dict)
+    batches: dict[int, str] = field(default_factory=dict)  # batch index -> member (batch mode)
 
 
 def parse_index(doc: Any) -> IndexParse:
@@ -468,9 +481,30 @@ def parse_index(doc: Any) -> IndexParse:
                                           path=str(_str(r.get("path"), f"rawFrames[{i}].path"))))
         for i, c in enumerate(_list(doc.get("codecSources"), "codecSources", MAX_BLOCKS)):
             _parse_codec_source(out, c, f"codecSources[{i}]")
+        _parse_anchoring(out, doc, contracts)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BundleError(f"malformed {INDEX}: {exc}") from exc
     return out
+
+
+def _parse_anchoring(out: IndexParse, doc: Mapping[str, Any], contracts: Mapping[str, Any]) -> None:
+    """``anchoring`` (absent: "header", bundles made before batch mode) and, in batch mode, the
+    BatchLedger and where each batch manifest is (at most MAX_BATCHES entries)."""
+    mode = _str(doc.get("anchoring", ANCHORING_HEADER), "anchoring")
+    if mode not in (ANCHORING_HEADER, ANCHORING_BATCH):
+        raise ValueError(f"anchoring must be {ANCHORING_HEADER!r} or {ANCHORING_BATCH!r}, got {mode!r}")
+    out.claim.anchoring = str(mode)
+    if mode == ANCHORING_HEADER:
+        if doc.get("batches") is not None or contracts.get("BatchLedger") is not None:
+            raise ValueError("a header-mode index carries no batches or BatchLedger")
+        return
+    out.claim.batch_ledger = Web3.to_checksum_address(str(_str(contracts.get("BatchLedger"), "contracts.BatchLedger")))
+    for i, b in enumerate(_list(doc.get("batches"), "batches", MAX_BATCHES, optional=False)):
+        what = f"batches[{i}]"
+        if not isinstance(b, dict):
+            raise ValueError(f"{what} must be an object")
+        index = _int(b.get("index"), f"{what}.index")
+        out.batches.setdefault(index, str(_str(b.get("manifest"), f"{what}.manifest")))
 
 
 def _parse_block(out: IndexParse, b: Any, what: str) -> None:
@@ -575,7 +609,8 @@ def verify_bundle(path: str | os.PathLike[str], rpc_url: str, *, ledger_address:
         elif decision.outcome is TrustOutcome.MISMATCH:
             notes.append(Note("bundle.contract.mismatch", decision.message))
         try:
-            facts, trusted = _chain_facts(w3, decision.ledger, decision.consortium, claim, notes)
+            facts, trusted = _chain_facts(w3, decision, claim, notes,
+                                          lambda rec: _member(reader, parsed.batches.get(rec.index), notes))
         except _NoLedger as exc:
             r = _failed("bundle.contract.mismatch", str(exc), produced_by, notes)
             r.chain_id = chain_id
@@ -611,19 +646,33 @@ def _attach_members(reader: BundleReader, parsed: IndexParse, notes: list[Note])
         src.manifest = _member(reader, parsed.codec_manifests.get((src.camera, src.height)), notes, camera=src.camera)
 
 
-def _chain_facts(w3: Web3, ledger: str, consortium: str | None, claim: EvidenceClaim, notes: list[Note],
-                 ) -> tuple[ChainFacts, dict[int, Manifest]]:
-    """What the chain says, and the presented manifests whose bytes are the anchored ones."""
+def _chain_facts(w3: Web3, decision: TrustDecision, claim: EvidenceClaim, notes: list[Note],
+                 batch_bytes: Callable[[Any], bytes | None]) -> tuple[ChainFacts, dict[int, Manifest]]:
+    """What the chain says, and the presented manifests whose bytes are the anchored ones. The
+    AnchorSource is the bundle's mode: per header (`ChainReader`) or batch (`BatchReader`, its
+    batch manifests from the bundle, each checked against the trusted BatchLedger's record)."""
+    ledger, consortium = decision.ledger, decision.consortium
     if not ledger:
         raise _NoLedger("the bundle names no ledger and none is trusted")
-    chain_reader = ChainReader(w3, ledger)  # the per-header AnchorSource; a batch-mode one plugs in here
-    if not chain_reader.has_code():
+    header_reader = ChainReader(w3, ledger)
+    if not header_reader.has_code():
         raise _NoLedger(f"no contract at {ledger} on this chain")
+    chain_reader: ChainReader | BatchReader = header_reader
+    batch_ledger = _batch_ledger(decision, claim, notes)
+    if claim.anchoring == ANCHORING_BATCH:
+        if not batch_ledger:
+            raise _NoLedger("a batch-mode bundle that names no BatchLedger, and none is trusted")
+        chain_reader = BatchReader(w3, batch_ledger, ledger, batch_bytes)
+        if not chain_reader.has_code():
+            raise _NoLedger(f"no contract at {batch_ledger} on this chain")
     if consortium is not None and Web3.to_checksum_address(consortium) != chain_reader.consortium_address:
-        notes.append(Note("bundle.contract.mismatch", f"VideoLedger {ledger} belongs to consortium "
+        notes.append(Note("bundle.contract.mismatch", f"the ledger belongs to consortium "
                                                       f"{chain_reader.consortium_address}, trusted is {consortium}"))
     in_range = chain_reader.heights_in_range(claim.camera_id, claim.from_ms, claim.to_ms) if claim.from_ms < claim.to_ms else []
+    _check_mode(w3, claim, header_reader, batch_ledger, in_range, notes)
     blocks = chain_reader.blocks(claim.camera_id, set(in_range) | {b.height for b in claim.blocks})
+    if isinstance(chain_reader, BatchReader):
+        notes.extend(chain_reader.chain_rule_notes(claim.camera_id, in_range))
     codec_blocks: dict[tuple[bytes, int], ChainBlock | None] = {}
     for src in claim.codec_sources:
         if (src.camera, src.height) not in codec_blocks:
@@ -635,6 +684,40 @@ def _chain_facts(w3: Web3, ledger: str, consortium: str | None, claim: EvidenceC
                        consortium=chain_reader.consortium_address, heights_in_range=in_range, blocks=blocks,
                        proofs_on_chain=chain_reader.proofs_on_chain(blocks, proofs, known), codec_blocks=codec_blocks)
     return facts, trusted
+
+
+def _batch_ledger(decision: TrustDecision, claim: EvidenceClaim, notes: list[Note]) -> str | None:
+    """The BatchLedger to read: the trusted deployment's (a batch bundle naming another one
+    fails), the bundle's own only when nothing is trusted (the verdict is then untrusted)."""
+    if claim.anchoring != ANCHORING_BATCH:
+        return decision.batch_ledger
+    named = claim.batch_ledger
+    if decision.outcome is TrustOutcome.UNTRUSTED:
+        return named
+    if decision.batch_ledger is None:
+        notes.append(Note("bundle.contract.untrusted", "the trusted deployment names no BatchLedger; checked against "
+                                                       f"the BatchLedger the bundle names ({named}) only"))
+        return named
+    if named is None or Web3.to_checksum_address(named) != decision.batch_ledger:
+        notes.append(Note("bundle.contract.mismatch", f"bundle names BatchLedger {named}, trusted is "
+                                                      f"{decision.batch_ledger}"))
+    return decision.batch_ledger
+
+
+def _check_mode(w3: Web3, claim: EvidenceClaim, header_reader: ChainReader, batch_ledger: str | None,
+                in_range: list[int], notes: list[Note]) -> None:
+    """The bundle's anchoring mode must be the one the trusted chain records for this range."""
+    if claim.from_ms >= claim.to_ms:
+        return
+    if claim.anchoring == ANCHORING_BATCH:
+        if header_reader.heights_in_range(claim.camera_id, claim.from_ms, claim.to_ms):
+            notes.append(Note("bundle.anchoring.mismatch", "batch-mode bundle, but the trusted VideoLedger anchors this "
+                                                           "camera's blocks of the range one by one"))
+    elif not in_range and batch_ledger:
+        probe = BatchReader(w3, batch_ledger, header_reader.address, lambda rec: None)
+        if probe.has_code() and probe.records_in_range(claim.from_ms, claim.to_ms):
+            notes.append(Note("bundle.anchoring.mismatch", "per-header bundle, but the VideoLedger holds no block of "
+                                                           "the range and the trusted BatchLedger anchors batches there"))
 
 
 def _clip_samples(reader: BundleReader, claim: EvidenceClaim) -> dict[str, ClipSamples]:

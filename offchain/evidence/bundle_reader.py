@@ -37,6 +37,7 @@ MiB = 1 << 20
 LIMITS: dict[str, int] = {
     "bundle.json": 16 * MiB,
     "manifests/": 16 * MiB,
+    "batches/": 8 * MiB,   # offchain.core.batch.MAX_BATCH_MANIFEST_BYTES
     "proofs/": 64 * MiB,
     "frames/": 32 * MiB,
     "clips/": 4 << 30,

@@ -50,6 +50,8 @@ def add_evidence_commands(subparsers: Any) -> None:
     ex.add_argument("--out", metavar="DIR", help="output directory (default: ./evidence-<camera>-<from>)")
     ex.add_argument("--probe", action="store_true", help="also decode every clip end to end")
     ex.add_argument("--no-bundle", action="store_true", help="write clips and report only")
+    ex.add_argument("--anchoring", choices=("header", "batch"), default=None,
+                    help="read the chain in this mode (default: the one the chain records for the range)")
     _chain_args(ex)
     _store_args(ex)
     ex.set_defaults(func=cmd_extract)
@@ -125,6 +127,10 @@ def _trust_list(args: argparse.Namespace, chain_id: int):
 
 def _ledger_address(args: argparse.Namespace, w3) -> str:
     """The ledger to extract from or prove against: the first trusted one for this chain."""
+    return _trusted_deployment(args, w3).video_ledger
+
+
+def _trusted_deployment(args: argparse.Namespace, w3):
     from .trust import default_deployment_path
 
     chain_id = int(w3.eth.chain_id)
@@ -132,7 +138,7 @@ def _ledger_address(args: argparse.Namespace, w3) -> str:
     if not trusted:
         raise _InputError(f"no trusted deployment for chain {chain_id} (no {default_deployment_path(chain_id)}); "
                           "pass --ledger, --deployment or --trust")
-    return trusted[0].video_ledger
+    return trusted[0]
 
 
 def _stores(args: argparse.Namespace) -> list:
@@ -179,15 +185,16 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from .bundle import ChainReader
-    from .extract import extract, parse_camera, parse_time
+    from .extract import anchor_source, extract, parse_camera, parse_time
 
     cam, ip = parse_camera(args.camera)
     from_ms, to_ms = parse_time(args.from_), parse_time(args.to)
     out = Path(args.out) if args.out else Path.cwd() / f"evidence-{(ip or cam.hex()[:12]).replace(':', '_')}-{from_ms}"
     stores = _stores(args)
     w3 = _connect(args.rpc)
-    reader = ChainReader(w3, _ledger_address(args, w3))
+    dep = _trusted_deployment(args, w3)
+    reader = anchor_source(w3, dep.video_ledger, dep.batch_ledger, cam, from_ms, to_ms, stores,
+                           getattr(args, "anchoring", None))
     from tqdm import tqdm
 
     from .extract import PHASES
@@ -244,12 +251,15 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
 
 def _prove(args: argparse.Namespace) -> int:
-    from .bundle import ChainReader
+    from .extract import anchor_source, parse_camera, parse_time
     from .prove import prove
 
     stores = _stores(args)
     w3 = _connect(args.rpc)
-    reader = ChainReader(w3, _ledger_address(args, w3))
+    dep = _trusted_deployment(args, w3)
+    cam, _ = parse_camera(args.camera)
+    at = parse_time(args.at)
+    reader = anchor_source(w3, dep.video_ledger, dep.batch_ledger, cam, at, at + 1, stores)
     try:
         proof = prove(args.camera, args.at, reader, stores)
     finally:

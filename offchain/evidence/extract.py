@@ -49,11 +49,13 @@ from ..core.merkle import MultiProof, _tree_multiproof
 from ..store.base import BlockNotFound, ContentStore, CorruptBlock, StoreError
 from ..store.local import LocalStore
 from .anchors import AnchorSource
-from .bundle import ChainReader, bundle_index, note_decoded, probe_remuxed_clips, read_clip_samples, write_bundle
+from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, BatchReader
+from .bundle import ChainReader, batch_member, bundle_index, note_decoded, probe_remuxed_clips, read_clip_samples, write_bundle
 from .report import Report
 from .verify import (
     PRIMARY,
     SUBSTITUTED,
+    BatchClaim,
     BlockClaim,
     ChainBlock,
     ChainFacts,
@@ -442,6 +444,8 @@ def extract(
     claim.camera_ip = registered_ip
 
     loaded = load_blocks(reader, fetcher, cam, from_ms, to_ms, max_context_blocks)
+    if isinstance(reader, BatchReader):  # the per-camera chain rule the contract leaves to verifiers
+        loaded.notes.extend(reader.chain_rule_notes(cam, loaded.in_range))
     timer.lap("manifests")
     plan = plan_frames(loaded, cam, from_ms, to_ms)
     timer.lap("plan")
@@ -449,6 +453,8 @@ def extract(
     proofs, on_chain = prove_presented(restored, loaded, reader, cam)
     timer.lap("proofs")
     _fill_claim(claim, loaded, restored, proofs)
+    if isinstance(reader, BatchReader):
+        _fill_batches(claim, reader)
     facts = ChainFacts(chain_id=claim.chain_id or 0, ledger=claim.ledger or "", consortium=claim.consortium,
                        heights_in_range=loaded.in_range, blocks={h: loaded.chain_blocks.get(h) for h in loaded.heights},
                        proofs_on_chain=on_chain,
@@ -838,6 +844,37 @@ def _fill_claim(claim: EvidenceClaim, loaded: ManifestLoad, restored: Restoratio
                            for s in restored.codec_sources.values() if s is not None]
 
 
+def _fill_batches(claim: EvidenceClaim, reader: BatchReader) -> None:
+    """Batch mode: every batch manifest the reader needed (the range, the blocks before it), so
+    the verifier can rebuild each root and check the camera's chain and one header per batch."""
+    claim.anchoring, claim.batch_ledger = ANCHORING_BATCH, reader.batch_ledger
+    claim.batches = [BatchClaim(index=i, manifest=data, batch_root=h0x(reader.loaded[i].record.batch_root),
+                                manifest_digest=h0x(reader.loaded[i].record.manifest_digest),
+                                anchor_tx=reader.tx_of(i)[0], signers=list(reader.tx_of(i)[1]))
+                     for i, data in reader.members()]
+
+
+def anchor_source(w3: Any, video_ledger: str, batch_ledger: str | None, camera: bytes, from_ms: int, to_ms: int,
+                  stores: Sequence[ContentStore], anchoring: str | None = None) -> AnchorSource:
+    """The AnchorSource the chain says this camera's range was anchored with: batch mode when the
+    trusted BatchLedger holds the camera's blocks in the range and the VideoLedger none, per
+    header otherwise (``anchoring`` forces one). Only records are read to decide. Batch manifests come from the stores, re-hashed."""
+    header = ChainReader(w3, video_ledger)
+    if anchoring == ANCHORING_HEADER or (anchoring is None and (
+            not batch_ledger or header.heights_in_range(camera, from_ms, to_ms))):
+        return header
+    if not batch_ledger:
+        raise EvidenceError("batch mode asked, but the trusted deployment names no BatchLedger")
+    fetcher = Fetcher(stores)
+    batch = BatchReader(w3, batch_ledger, video_ledger, lambda rec: fetcher.get(rec.manifest_digest).data,
+                        keep_bytes=True)
+    # Batches overlap the range and the VideoLedger holds none of the camera's blocks there: batch
+    # mode, even if a manifest turns out unavailable (that is then reported, not hidden as "empty").
+    if anchoring == ANCHORING_BATCH or batch.records_in_range(from_ms, to_ms):
+        return batch
+    return header
+
+
 def _self_check(claim: EvidenceClaim, facts: ChainFacts, restored: Restoration, notes: list[Note], loaded: ManifestLoad,
                 produced_by: str) -> Report:
     """Verify the files on disk with the same rules `verify` applies (so the report describes
@@ -868,6 +905,7 @@ def _write_bundle(claim: EvidenceClaim, restored: Restoration, proofs: Mapping[i
     members += [(manifest_paths[b.height], b.manifest) for b in claim.blocks if b.manifest is not None]
     members += [(source_paths[(s.camera, s.height)], s.manifest) for s in claim.codec_sources if s.manifest is not None]
     members += [(proof_paths[h], json.dumps(proofs[h], separators=(",", ":")).encode()) for h in sorted(proofs)]
+    members += [(batch_member(b.index), b.manifest) for b in claim.batches if b.manifest is not None]
     members += [(p, f) for p, f in restored.files.items()]
     # frames with identical bytes (a static scene can produce them) share one raw file
     members += [(p, data[bytes.fromhex(p.split("/")[-1])]) for p in dict.fromkeys(r.path for r in claim.raw)]

@@ -20,6 +20,7 @@ from ..core.cid import cid_from_digest
 from ..core.merkle import StandardMerkleTree
 from ..store.base import ContentStore
 from ..tables import render_table
+from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, BatchReader
 from .bundle import ChainReader
 from .extract import EvidenceError, Fetcher, parse_camera, parse_time
 from .verify import h0x
@@ -52,6 +53,11 @@ class FrameProof:
     verified_on_chain: bool
     bytes_verified: bool | None  # None: the frame's bytes were not found in any store
     data: bytes | None = None
+    # batch mode: the block's hash proven in the anchored batch root (BatchLedger.verifyFrameInBatch)
+    anchoring: str = ANCHORING_HEADER
+    batch_ledger: str | None = None
+    batch_index: int | None = None
+    batch_proof: list[bytes] | None = None
 
     @property
     def ok(self) -> bool:
@@ -75,8 +81,14 @@ class FrameProof:
             "verifiedLocally": self.verified_locally,
             "verifiedOnChain": self.verified_on_chain,
             "bytesVerified": self.bytes_verified,
+            "anchoring": self.anchoring,
             "onChainCall": f"VideoLedger({self.ledger}).verifyFrame({h0x(self.block_hash)}, proof, {f.seq}, "
-                           f"{f.timestamp_ms}, {h0x(f.sha256)})",
+                           f"{f.timestamp_ms}, {h0x(f.sha256)})" if self.anchoring == ANCHORING_HEADER else
+                           f"BatchLedger({self.batch_ledger}).verifyFrameInBatch({self.batch_index}, header, batchProof, "
+                           f"{f.seq}, {f.timestamp_ms}, {h0x(f.sha256)}, proof)",
+            **({"batch": {"batchLedger": self.batch_ledger, "index": self.batch_index,
+                          "batchProof": [h0x(p) for p in self.batch_proof or []]}}
+               if self.anchoring == ANCHORING_BATCH else {}),
         }
 
     def render_text(self) -> str:
@@ -101,11 +113,12 @@ class FrameProof:
         return json.dumps(self.to_json(), indent=2) + "\n"
 
 
-def prove(camera: str | bytes, at: int | str, ledger: VideoLedgerClient | ChainReader,
+def prove(camera: str | bytes, at: int | str, ledger: VideoLedgerClient | ChainReader | BatchReader,
           stores: Sequence[ContentStore] = ()) -> FrameProof:
     cam, ip = parse_camera(camera)
     at_ms = parse_time(at)
-    reader = ledger if isinstance(ledger, ChainReader) else ChainReader(ledger.contract.w3, ledger.address)
+    reader: ChainReader | BatchReader = ledger if isinstance(ledger, (ChainReader, BatchReader)) else \
+        ChainReader(ledger.contract.w3, ledger.address)
     registered = reader.camera_ip(cam)
     if registered is None:
         raise ProofError(f"camera {ip or h0x(cam)} is not registered on this ledger")
@@ -145,8 +158,16 @@ def prove(camera: str | bytes, at: int | str, ledger: VideoLedgerClient | ChainR
     proof = tree.get_proof(index)
     values = frame.leaf_values(cam)
     local = StandardMerkleTree.verify_with_root(cb.header.frames_root, FRAME_LEAF_ENCODING, values, proof)
-    on_chain = bool(reader.contract.functions.verifyFrame(cb.block_hash, proof, frame.seq, frame.timestamp_ms,
-                                                          frame.sha256).call())
+    batch: dict[str, Any] = {}
+    if isinstance(reader, BatchReader):
+        index_, batch_proof = reader.block_proof(cam, cb.height)
+        on_chain = index_ is not None and bool(reader.contract.functions.verifyFrameInBatch(
+            index_, cb.header.as_tuple(), batch_proof, frame.seq, frame.timestamp_ms, frame.sha256, proof).call())
+        batch = {"anchoring": ANCHORING_BATCH, "batch_ledger": reader.batch_ledger, "batch_index": index_,
+                 "batch_proof": batch_proof}
+    else:
+        on_chain = bool(reader.contract.functions.verifyFrame(cb.block_hash, proof, frame.seq, frame.timestamp_ms,
+                                                              frame.sha256).call())
     got = fetcher.get(frame.sha256) if stores else None
     bytes_ok = None if got is None or got.data is None else hashlib.sha256(got.data).digest() == frame.sha256
     return FrameProof(
@@ -154,4 +175,5 @@ def prove(camera: str | bytes, at: int | str, ledger: VideoLedgerClient | ChainR
         height=cb.height, block_hash=cb.block_hash, frames_root=cb.header.frames_root, finalized=cb.finalized,
         attestations=cb.attestations, anchor_tx=cb.anchor_tx, frame=frame, proof=proof, leaf=tree.leaf_hash(index),
         verified_locally=local, verified_on_chain=on_chain, bytes_verified=bytes_ok, data=got.data if got else None,
+        **batch,
     )

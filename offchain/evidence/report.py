@@ -121,6 +121,18 @@ CODES: dict[str, tuple[str, str]] = {
                                        "anchored in the manifest"),
     "clip.pictures.mismatch": ("failure", "a picture of a re-encoded clip differs from the decoded anchored frame it "
                                           "stands for"),
+    # -- batch mode (docs/EVIDENCE.md "Batch mode")
+    "batch.manifest.missing": ("failure", "a batch the chain holds for the range (or before it, for the chain rule) "
+                                          "has no batch manifest in the evidence"),
+    "batch.manifest.invalid": ("failure", "a batch manifest is not a canonical frameledger.batch/1 document"),
+    "batch.root.mismatch": ("failure", "a batch manifest's headers do not rebuild the anchored batch root"),
+    "batch.manifest.mismatch": ("failure", "a batch manifest's SHA-256 or block count is not the anchored batch's"),
+    "batch.chain.broken": ("failure", "the camera's blocks across batches do not form its hash chain (prevHash, "
+                                      "height + 1, continuous time, link to the previous block)"),
+    "batch.camera.duplicate": ("failure", "a batch holds a second header for the camera"),
+    "batch.header.invalid": ("failure", "the camera's header in a batch breaks a header rule (window, frames root)"),
+    "bundle.anchoring.mismatch": ("failure", "the bundle's anchoring mode (header or batch) is not the one the trusted "
+                                             "deployment's chain records for the camera and range"),
     # -- untrusted
     "bundle.contract.untrusted": ("untrusted", "no trusted consortium deployment is configured for this chain; checked "
                                                "only against the ledger the bundle names"),

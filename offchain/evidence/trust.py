@@ -87,6 +87,7 @@ class TrustDecision:
     ledger: str                        # the VideoLedger to verify against
     consortium: str | None             # the Consortium it must point at, when known
     message: str
+    batch_ledger: str | None = None    # the trusted deployment's BatchLedger (batch mode), when it has one
 
 
 def decide_trust(trust: TrustList, chain_id: int, bundle_ledger: str | None) -> TrustDecision:
@@ -100,10 +101,11 @@ def decide_trust(trust: TrustList, chain_id: int, bundle_ledger: str | None) -> 
     match = next((d for d in trusted if d.video_ledger == named), None)
     if match is not None:
         return TrustDecision(TrustOutcome.TRUSTED, match.video_ledger, match.consortium,
-                             f"trusted ledger {match.video_ledger} ({match.name or match.source})")
+                             f"trusted ledger {match.video_ledger} ({match.name or match.source})", match.batch_ledger)
     first = trusted[0]
     return TrustDecision(TrustOutcome.MISMATCH, first.video_ledger, first.consortium,
-                         f"bundle names {named}, trusted ledger is {first.video_ledger} ({first.name or first.source})")
+                         f"bundle names {named}, trusted ledger is {first.video_ledger} ({first.name or first.source})",
+                         first.batch_ledger)
 
 
 # --------------------------------------------------------------------------- loading (the shell)

@@ -35,6 +35,7 @@ from ..core.merkle import InvalidMerkleInput, MultiProof, leaf_hash, process_mul
 from .report import ClipEntry, GapEntry, Report, merge_findings
 
 __all__ = [
+    "BatchClaim",
     "ChainBlock",
     "ChainFacts",
     "BlockClaim",
@@ -156,6 +157,22 @@ class EvidenceClaim:
     clips: list[ClipClaim] = field(default_factory=list)
     raw: list[RawClaim] = field(default_factory=list)
     codec_sources: list[CodecSourceClaim] = field(default_factory=list)
+    # "header" (VideoLedger, one anchor per block) or "batch" (BatchLedger, docs/BATCH.md)
+    anchoring: str = "header"
+    batch_ledger: str | None = None
+    batches: list["BatchClaim"] = field(default_factory=list)
+
+
+@dataclass
+class BatchClaim:
+    """A batch manifest the evidence carries (batch mode): the batch index and the manifest's bytes."""
+
+    index: int
+    manifest: bytes | None = None
+    batch_root: str | None = None
+    manifest_digest: str | None = None
+    anchor_tx: str | None = None
+    signers: list[str] = field(default_factory=list)
 
 
 @dataclass

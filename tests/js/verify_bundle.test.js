@@ -111,3 +111,48 @@ test('directory bundles: paths stay inside, symlinks out are refused, limits by 
     assert.deepEqual(b.findings.map(f => f[0]).sort(), ['bundle.member.oversize', 'bundle.member.unsafe', 'bundle.member.unsafe']);
   } finally { fs.rmSync(root, { recursive: true, force: true }); }
 });
+
+// Batch mode. Fresh headers: earlier tests edit the shared one.
+const freshHeader = () => ({ cameraId: B32, height: 1, prevHash: B32, windowStartMs: 0, windowEndMs: 20000, frameCount: 3,
+  framesRoot: B32, manifestDigest: B32, proposer: ADDR });
+const batchIndex = () => { const d = index(); d.blocks[0].header = freshHeader(); return d; };
+
+test('batch mode: the index says so, names its BatchLedger and lists batch manifests; mixing modes is refused', () => {
+  const doc = batchIndex();
+  doc.anchoring = 'batch';
+  doc.contracts.BatchLedger = ADDR;
+  doc.batches = [{ index: 3, manifest: 'batches/00000003.json' }, { index: 3, manifest: 'batches/other.json' }];
+  const { claim } = v.parseIndex(doc);
+  assert.equal(claim.anchoring, 'batch');
+  assert.equal(claim.batchLedger, ADDR);
+  assert.deepEqual([...claim.batches], [[3, 'batches/00000003.json']]);
+  assert.equal(v.parseIndex(batchIndex()).claim.anchoring, 'header');
+  const mixed = batchIndex();
+  mixed.batches = [];
+  assert.throws(() => v.parseIndex(mixed), v.BundleError);
+  assert.throws(() => v.parseIndex({ ...batchIndex(), anchoring: 'tree' }), v.BundleError);
+  const noLedger = { ...doc, contracts: { VideoLedger: ADDR } };
+  assert.throws(() => v.parseIndex(noLedger), v.BundleError);
+  const tooMany = { ...doc, batches: Array.from({ length: v.LIMITS.batches + 1 }, (_, i) => ({ index: i, manifest: 'b' })) };
+  assert.throws(() => v.parseIndex(tooMany), v.BundleError);
+});
+
+test('batch tree: the root and proofs are @openzeppelin/merkle-tree StandardMerkleTree over (bytes32 blockHash)', () => {
+  const { StandardMerkleTree } = require('@openzeppelin/merkle-tree');
+  const hashes = Array.from({ length: 7 }, (_, i) => '0x' + String(i + 1).repeat(64).slice(0, 64));
+  const ref = StandardMerkleTree.of(hashes.map(h => [h]), ['bytes32']);
+  const ours = v.batchTree(hashes);
+  assert.equal(ours.root, ref.root);
+  for (const h of hashes) assert.deepEqual(ours.proof(h), ref.getProof([h]));
+});
+
+test('batch manifest: canonical bytes only, headers in camera order', () => {
+  const header = freshHeader();
+  const doc = { format: 'frameledger.batch/1', windowStartMs: 0, windowEndMs: 20000, prevBatchRoot: B32, blocks: [header] };
+  const bytes = Buffer.from(v.canonicalJson(doc));
+  assert.equal(v.parseBatchManifest(bytes).headers.length, 1);
+  assert.throws(() => v.parseBatchManifest(Buffer.from(JSON.stringify(doc, null, 1))), v.BundleError);
+  const unordered = { ...doc, blocks: [{ ...header, cameraId: '0x' + 'ff'.repeat(32) }, header] };
+  assert.throws(() => v.parseBatchManifest(Buffer.from(v.canonicalJson(unordered))), v.BundleError);
+  assert.throws(() => v.parseBatchManifest(Buffer.from(v.canonicalJson({ ...doc, extra: 1 }))), v.BundleError);
+});
