@@ -918,6 +918,14 @@ class BatchSource {
       this.txs.set(Number(BigInt(lg.topics[1])), { tx: lg.transactionHash, signers });
     }
   }
+  async disputesOf(index) {
+    this.disputes = this.disputes || new Map();
+    if (!this.disputes.has(index)) {
+      const [n] = await this.call('disputesOf(uint256)', ['uint256'], [BigInt(index)], ['uint16']);
+      this.disputes.set(index, Number(n));
+    }
+    return this.disputes.get(index);
+  }
   async blocks(camera, heights) {
     const out = new Map();
     heights = [...new Set(heights)].filter(h => h >= 1).sort((a, b) => a - b);
@@ -928,8 +936,10 @@ class BatchSource {
       const got = this.byHeight.get(`${camera}|${h}`);
       if (!got) { out.set(h, null); continue; }
       const rec = this.loaded.get(got.index).record, t = this.txs.get(got.index) || { tx: null, signers: [] };
+      // Final = anchored with a quorum's signatures AND no node objected on record (disputeBatch).
+      const disputes = await this.disputesOf(got.index);
       out.set(h, { height: h, blockHash: headerHash(got.header), header: got.header, anchoredAt: rec.anchoredAt,
-        attestations: t.signers.length, disputes: 0, finalized: true, anchorTx: t.tx, attestTxs: [], batchIndex: got.index });
+        attestations: t.signers.length, disputes, finalized: disputes === 0, anchorTx: t.tx, attestTxs: [], batchIndex: got.index });
     }
     return out;
   }
@@ -1337,7 +1347,8 @@ function checkBlockRecord(report, cam, bc, cb) {
     report.add('block.header.mismatch', bc.header ? `header hashes to ${claimedHash}, anchored ${cb.blockHash}` : 'no header', h);
   } else report.add('block.header.match', '', h);
   if (cb.finalized) report.add('block.final', '', h);
-  else report.add('block.not_final', `${cb.attestations} attestation(s), below quorum`, h);
+  else report.add('block.not_final', cb.disputes ? `${cb.disputes} node(s) disputed it on record`
+    : `${cb.attestations} attestation(s), below quorum`, h);
   if (cb.disputes) report.add('block.disputed', `${cb.disputes} node(s) disputed this block`, h);
   if (bc.anchorTx !== null && cb.anchorTx !== null && bc.anchorTx !== cb.anchorTx.toLowerCase()) {
     report.add('tx.anchor.mismatch', 'anchoring transaction differs from the chain\'s', h);

@@ -100,6 +100,7 @@ class BatchReader:
         self.loaded: dict[int, LoadedBatch] = {}
         self._by_height: dict[tuple[bytes, int], tuple[int, BlockHeader]] = {}
         self._txs: dict[int, tuple[str | None, tuple[str, ...]]] = {}
+        self._disputes: dict[int, int] = {}
         self.range_indices: list[int] = []
 
     # ------------------------------------------------------------------ deployment facts
@@ -211,9 +212,18 @@ class BatchReader:
         for h, (index, header) in found.items():
             rec = self.loaded[index].record
             tx, signers = self._txs.get(index, (None, ()))
+            disputes = self.disputes_of(index)
+            # Final = anchored with a quorum's signatures AND no node objected on record
+            # (BatchLedger.disputeBatch): a quorum cannot hide one honest node's objection.
             out[h] = ChainBlock(h, header.hash, header, anchored_at=rec.anchored_at, attestations=len(signers),
-                                disputes=0, finalized=True, anchor_tx=tx, attest_txs=())
+                                disputes=disputes, finalized=disputes == 0, anchor_tx=tx, attest_txs=())
         return out
+
+    def disputes_of(self, index: int) -> int:
+        """How many nodes disputed the batch (`BatchLedger.disputesOf`), read once per batch."""
+        if index not in self._disputes:
+            self._disputes[index] = int(self.contract.functions.disputesOf(index).call())
+        return self._disputes[index]
 
     def _walk_back_to(self, camera: bytes, height: int) -> None:
         """Load batches before the earliest loaded one until the camera's block at ``height`` (or

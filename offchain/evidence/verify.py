@@ -585,7 +585,9 @@ def _check_block(cam: bytes, bc: BlockClaim, chain: ChainFacts, context_only: bo
     if cb.finalized:
         report.add("block.final", height=h)
     else:
-        report.add("block.not_final", f"{cb.attestations} attestation(s), below quorum", height=h)
+        why = (f"{cb.disputes} node(s) disputed it on record" if cb.disputes
+               else f"{cb.attestations} attestation(s), below quorum")
+        report.add("block.not_final", why, height=h)
     if cb.disputes:
         report.add("block.disputed", f"{cb.disputes} node(s) disputed this block", height=h)
     if bc.anchor_tx is not None and cb.anchor_tx is not None and bc.anchor_tx.lower() != cb.anchor_tx.lower():

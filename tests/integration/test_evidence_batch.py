@@ -288,3 +288,17 @@ def test_edited_frame_proof_fails(hist, genuine, tmp_path):
     doc["proof"][0] = "0x" + "ab" * 32
     forged = rewrite(genuine, tmp_path / "proof.zip", {member: json.dumps(doc).encode()})
     both_fail(forged, hist, tmp_path, "frame.proof.invalid")
+
+
+def test_a_batch_a_node_disputed_on_record_is_not_final_to_either_verifier(forged_chain, hist, genuine, w3, devchain,
+                                                                          tmp_path):
+    """Final on inclusion means a quorum signed; a node that did not sign puts its objection on
+    record (BatchLedger.disputeBatch) and both verifiers then refuse the batch's block: a quorum
+    cannot hide one honest node's objection (docs/CONTRACTS.md)."""
+    from offchain.chain.client import Signer
+    from offchain.chain.ledger import BatchLedgerClient
+
+    index = index_of(genuine)["batches"][-1]["index"]  # the last batch of the range
+    BatchLedgerClient(Signer(w3, devchain.private_keys[5]), hist.batch_ledger).dispute_batch(index, "omits frame 7")
+    py, js = both_fail(genuine, hist, tmp_path, "block.not_final")
+    assert any("disputed" in f.message for f in py.by_severity("failure") if f.code == "block.not_final")
