@@ -465,7 +465,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--verify-workers", type=int, default=-1, help="the node's ingest_verify_workers")
     ap.add_argument("--tick-ms", type=int, default=250, help="the node's tick_ms (producer and gap-scan period)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="cProfile the node's event loop into this file (slows the node: not for figures)")
     args = ap.parse_args(argv)
+    if args.profile is not None:
+        os.environ["FRAMELEDGER_PROFILE_INGEST"] = str(args.profile.resolve())  # the node inherits it
     clip = clip_720p()
     ref = reference(clip)
     print(f"reference (SHA-256 + Ed25519 verify + append-write, 1 process): {ref['frames_per_s']:.0f} frames/s, "

@@ -154,8 +154,11 @@ class IngestServer:
                 state.raise_coalesced_alarm(alarm, by=n)
 
     async def flush_forever(self, every_s: float = 0.5) -> None:
+        profile = _Profile.from_env()
         while True:
             await asyncio.sleep(every_s)
+            if profile is not None:
+                profile.maybe_dump()
             try:
                 self.flush()
             except Exception:  # noqa: BLE001 - a failed flush is retried with the next one
@@ -555,6 +558,31 @@ class IngestServer:
                     # state recorded before the camera sees the close
                     if conn.reader is not None and conn.reader.exception() is None:
                         conn.reader.set_exception(asyncio.TimeoutError())
+
+class _Profile:
+    """``FRAMELEDGER_PROFILE_INGEST=FILE``: cProfile of the node's event-loop thread (where the
+    per-frame Python runs), dumped to FILE every 5 s (so a node stopped by SIGKILL leaves one too).
+    For `bench/ingest_bench.py --profile`; off by default (cProfile costs a lot per call)."""
+
+    def __init__(self, path: str) -> None:
+        import cProfile
+
+        self.path = path
+        self.prof = cProfile.Profile()
+        self.prof.enable()
+        self.next = time.monotonic() + 5.0
+
+    @classmethod
+    def from_env(cls) -> _Profile | None:
+        path = os.environ.get("FRAMELEDGER_PROFILE_INGEST")
+        return cls(path) if path else None
+
+    def maybe_dump(self) -> None:
+        if time.monotonic() >= self.next:
+            self.next = time.monotonic() + 5.0
+            self.prof.dump_stats(self.path)  # which disables the profiler: on again
+            self.prof.enable()
+
 
 class _GateProtocol(asyncio.StreamReaderProtocol):
     def __init__(self, server: IngestServer) -> None:
