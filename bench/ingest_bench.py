@@ -412,7 +412,9 @@ def _write(out: Path, ref: dict, runs: list, memory: dict | None, status: dict |
            settings: dict) -> None:
     doc = {"bench": "ingest", "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                       "load_avg_at_end": os.getloadavg()},
+                       "load_avg_at_start": _RUN.get("load_avg_at_start"), "load_avg_at_end": os.getloadavg(),
+                       "note": "2 cores shared with other sessions' test suites: compare the same-run ratio"},
+           "argv": _RUN.get("argv"),
            "clip": "bikes scaled to 1280x720, libx264 2 Mbit/s GOP 50, 25 fps", "reference": ref, "runs": runs,
            "memory": memory, "node_ingest_status": (status or {}).get("ingest"), "drops": drops,
            "node_settings": settings, "target": {"frames_per_s_at_200": 5000, "ratio": 0.5}}
@@ -457,7 +459,11 @@ def _cluster(tmp: Path, cameras: int, settings: dict[str, Any]) -> tuple[Any, li
     return cluster, cams
 
 
+_RUN: dict[str, Any] = {}  # how this run was started (written with the results)
+
+
 def main(argv: list[str]) -> int:
+    _RUN.update(load_avg_at_start=os.getloadavg(), argv=list(argv))
     ap = argparse.ArgumentParser(prog="python -m bench ingest", description=__doc__.split("\n")[0])
     ap.add_argument("--cameras", type=int, nargs="+", default=[50, 100, 200, 400])
     ap.add_argument("--seconds", type=float, default=12.0, help="length of each phase")
@@ -465,7 +471,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--verify-workers", type=int, default=-1, help="the node's ingest_verify_workers")
     ap.add_argument("--tick-ms", type=int, default=250, help="the node's tick_ms (producer and gap-scan period)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="cProfile the node's event loop into this file (slows the node: not for figures)")
     args = ap.parse_args(argv)
+    if args.profile is not None:
+        os.environ["FRAMELEDGER_PROFILE_INGEST"] = str(args.profile.resolve())  # the node inherits it
     clip = clip_720p()
     ref = reference(clip)
     print(f"reference (SHA-256 + Ed25519 verify + append-write, 1 process): {ref['frames_per_s']:.0f} frames/s, "

@@ -154,8 +154,11 @@ class IngestServer:
                 state.raise_coalesced_alarm(alarm, by=n)
 
     async def flush_forever(self, every_s: float = 0.5) -> None:
+        profile = _Profile.from_env()
         while True:
             await asyncio.sleep(every_s)
+            if profile is not None:
+                profile.maybe_dump()
             try:
                 self.flush()
             except Exception:  # noqa: BLE001 - a failed flush is retried with the next one
@@ -555,6 +558,54 @@ class IngestServer:
                     # state recorded before the camera sees the close
                     if conn.reader is not None and conn.reader.exception() is None:
                         conn.reader.set_exception(asyncio.TimeoutError())
+
+class _Profile:
+    """``FRAMELEDGER_PROFILE_INGEST=FILE``: cProfile of the node's event-loop thread (where the
+    per-frame Python runs), dumped to FILE every 5 s (so a node stopped by SIGKILL leaves one too).
+    For `bench/ingest_bench.py --profile`; off by default (cProfile costs a lot per call)."""
+
+    def __init__(self, path: str) -> None:
+        import cProfile
+
+        self.path = path
+        self.prof = cProfile.Profile()
+        self.prof.enable()
+        self.next = time.monotonic() + 5.0
+        self.tip = [0, 0.0, 0.0]  # ledger.tip calls, their thread CPU s, wall s (cProfile sees one thread)
+        self._time_tip()
+
+    def _time_tip(self) -> None:
+        """`VideoLedgerClient.tip` runs in worker threads (the producer's per-camera poll), which
+        cProfile does not see: its CPU (GIL time, mostly web3's Python) is counted here."""
+        from ..chain.ledger import VideoLedgerClient
+
+        inner, tally = VideoLedgerClient.tip, self.tip
+
+        def tip(ledger: VideoLedgerClient, camera_id: bytes) -> tuple[bytes, int, int]:
+            cpu, wall = time.thread_time(), time.monotonic()
+            try:
+                return inner(ledger, camera_id)
+            finally:
+                tally[0] += 1
+                tally[1] += time.thread_time() - cpu
+                tally[2] += time.monotonic() - wall
+
+        VideoLedgerClient.tip = tip  # type: ignore[method-assign]
+
+    @classmethod
+    def from_env(cls) -> _Profile | None:
+        path = os.environ.get("FRAMELEDGER_PROFILE_INGEST")
+        return cls(path) if path else None
+
+    def maybe_dump(self) -> None:
+        if time.monotonic() >= self.next:
+            self.next = time.monotonic() + 5.0
+            self.prof.dump_stats(self.path)  # which disables the profiler: on again
+            self.prof.enable()
+            with open(self.path + ".tip.json", "w") as f:
+                json.dump({"calls": self.tip[0], "thread_cpu_s": round(self.tip[1], 3),
+                           "wall_s": round(self.tip[2], 3), "process_cpu_s": round(time.process_time(), 3)}, f)
+
 
 class _GateProtocol(asyncio.StreamReaderProtocol):
     def __init__(self, server: IngestServer) -> None:

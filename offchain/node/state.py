@@ -280,7 +280,11 @@ class NodeState:
             "(SELECT 1 FROM frames f WHERE f.camera_id = c.camera_id AND f.anchored = 0)")]
 
     def pool_span(self, camera: bytes) -> tuple[int, int] | None:
-        row = self.db.execute("SELECT MIN(ts), MAX(ts) FROM frames WHERE camera_id=? AND anchored=0", (camera,)).fetchone()
+        # Two subqueries, each one probe of the `pool` index: MIN and MAX in one SELECT scan every
+        # pooled row of the camera (SQLite's min/max shortcut takes one aggregate only), which
+        # the producer paid per camera per tick (issue 9 profile: ~130 µs a call at 500 rows).
+        row = self.db.execute("SELECT (SELECT MIN(ts) FROM frames WHERE camera_id=?1 AND anchored=0), "
+                              "(SELECT MAX(ts) FROM frames WHERE camera_id=?1 AND anchored=0)", (camera,)).fetchone()
         return None if row[0] is None else (row[0], row[1])
 
     def last_frame(self, camera: bytes) -> tuple[int, int, float] | None:
