@@ -282,6 +282,7 @@ class Batcher:
     async def _build(self, cams: Sequence[bytes], start: int, end: int, prev: _Prev) -> BatchManifest | None:
         tips = self.tips()
         headers = []
+        substituted: dict[str, int] = {}
         for cam in cams:
             info = self.registry.get(cam)
             tip = tips.get(cam)
@@ -289,8 +290,10 @@ class Batcher:
                 continue
             frames = [f.ref for f in self.state.frames_in(cam, start, end)]
             frames = await self.producer._pull_from_peers(cam, info.ip, start, end, frames)
-            block, _, _ = await self.producer.build_window_block(cam, info, start, end, tip.height, tip.block_hash, frames)
+            block, _, subs = await self.producer.build_window_block(cam, info, start, end, tip.height, tip.block_hash,
+                                                                    frames)
             headers.append(block.header)
+            substituted[info.ip] = sum(len(fs) for _, fs in subs)
         if not headers:
             return None
         manifest = BatchManifest.of(window_start_ms=start, window_end_ms=end, prev_batch_root=prev.root, headers=headers)
@@ -300,6 +303,7 @@ class Batcher:
                                                                  "problem": findings[0].problem.value})
             return None
         await asyncio.to_thread(self.store.put, manifest.to_bytes())
+        self.built_substitutions = substituted  # counted once the batch is anchored by this node
         return manifest
 
     async def _collect_and_anchor(self, manifest: BatchManifest, prev: _Prev) -> None:
@@ -333,6 +337,9 @@ class Batcher:
             self.state.bump("*", "turns_passed")
             return
         self.state.bump("*", "batches_anchored")
+        for ip, n in getattr(self, "built_substitutions", {}).items():
+            if n:
+                self.state.bump(ip, "substituted", n)
         self.state.bump("*", "batch_gas", sent.tx.gas_used)
         if turn.attempt > 0:
             self.state.bump("*", "takeovers")
