@@ -116,8 +116,14 @@ class Batcher:
         return out
 
     def status(self) -> dict[str, Any]:
+        """For /api/v1/status: the last batch followed, gas, and every camera's batch-mode tip
+        (what `frameledger status` shows per camera in batch mode)."""
+        tips = {}
+        for cam, (h, height, end) in self.bstate.tips().items():
+            info = self.registry.get(cam)
+            tips[info.ip if info else "0x" + cam.hex()] = {"block": "0x" + h.hex(), "height": height, "windowEndMs": end}
         return {"lastBatch": self.bstate.last(), "batchGas": self.bstate.total_gas(),
-                "batchesFollowed": self.bstate.next_index()}
+                "batchesFollowed": self.bstate.next_index(), "tips": tips}
 
     # ------------------------------------------------------------------- tick
     async def tick(self) -> None:
