@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from ..chain import reverts
 from ..chain.health import ChainHealth, is_chain_fault
@@ -41,8 +41,10 @@ from .registry import CameraRegistry
 from .state import BatchState, NodeState, named_alarm
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-MAX_FOLLOW_PER_TICK = 32  # batches followed per tick (a node far behind catches up over ticks)
+MAX_FOLLOW_PER_TICK = 32
+CONCURRENCY = 16  # cameras whose peer round trips (holdings, B4 fetches) run at once  # batches followed per tick (a node far behind catches up over ticks)
 # Reverts that mean another node's batch of this window (or a later one) was anchored first.
 _LOST_RACE = ("WrongPrevBatchRoot", "WindowOutOfOrder")
 
@@ -289,13 +291,17 @@ class Batcher:
         tips = self.tips()
         headers = []
         substituted: dict[str, int] = {}
-        for cam in cams:
-            info = self.registry.get(cam)
-            tip = tips.get(cam)
-            if info is None or tip is None:
-                continue
+        todo = [(cam, info) for cam in cams if (info := self.registry.get(cam)) is not None and cam in tips]
+
+        async def pulled(cam: bytes, ip: str) -> list[Any]:
             frames = [f.ref for f in self.state.frames_in(cam, start, end)]
-            frames = await self.producer._pull_from_peers(cam, info.ip, start, end, frames)
+            return await self.producer._pull_from_peers(cam, ip, start, end, frames)
+
+        # The peers' holdings of every camera, asked CONCURRENCY cameras at a time: one camera
+        # after the other, 200 cameras' round trips outlast a proposer slot.
+        frame_lists = await bounded([pulled(cam, info.ip) for cam, info in todo])
+        for (cam, info), frames in zip(todo, frame_lists):
+            tip = tips[cam]
             block, _, subs = await self.producer.build_window_block(cam, info, start, end, tip.height, tip.block_hash,
                                                                     frames)
             headers.append(block.header)
@@ -316,6 +322,9 @@ class Batcher:
         batch = Batch.of_manifest(manifest)
         turn = turn_at(int(time.time() * 1000), window_end_ms=manifest.window_end_ms, prev_anchored_ms=prev.anchored_ms,
                        rules=self.rules)
+        if not may_anchor(self.address, turn, window_start_ms=manifest.window_start_ms, nodes=self.nodes, camera=None):
+            self.state.bump("*", "turns_passed")  # building outlasted the slot: the next node's turn
+            return
         own = self._sign_own(manifest, batch, turn.attempt)
         if own is None:
             return  # this node signed another batch for this slot (a restart mid-slot): wait for the next
@@ -447,7 +456,8 @@ class Batcher:
         for header in manifest.headers:
             if header.proposer.lower() != requester.lower():
                 raise Refusal("block-check", f"block names proposer {header.proposer}, not {requester}", header.camera_id)
-            problem, _ = await self.producer.check_block(header, self.registry.get(header.camera_id))
+        verdicts = await bounded([self.producer.check_block(h, self.registry.get(h.camera_id)) for h in manifest.headers])
+        for header, (problem, _) in zip(manifest.headers, verdicts):
             if problem is not None:
                 raise Refusal("block-check", problem, header.camera_id)
         for cam in self.state.pool_cameras():
@@ -462,3 +472,14 @@ class Batcher:
         if self.state.raise_alarm(alarm):
             self.state.bump(info.ip if info else "*", kind.replace(".", "_"))
             log.warning("batch alarm", extra={"node": self.name, "alarm": kind, "detail": detail[:300]})
+
+
+async def bounded(coros: Sequence[Awaitable[T]], limit: int = CONCURRENCY) -> list[T]:
+    """The results of `coros` in order, at most `limit` running at once."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(c: Awaitable[T]) -> T:
+        async with gate:
+            return await c
+
+    return list(await asyncio.gather(*(one(c) for c in coros)))
