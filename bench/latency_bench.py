@@ -1,6 +1,6 @@
 """Latency of the node pipeline (issue 9): window close -> final, and alarm -> repaired, p50/p99.
 
-    python -m bench latency                                   # 40 cameras at 2 fps, 5 s windows; header: 10
+    python -m bench latency                                   # 50 cameras at 1 fps, 5 s windows; header: 10
     python -m bench latency -- --cameras 200 --fps 1 --windows 8 --header-cameras 10
     python -m bench latency -- --modes batch                  # batch mode only
 
@@ -157,9 +157,9 @@ def inclusion_reference(cluster: Cluster, n: int = 10) -> list[float]:
     return out
 
 
-def start_cluster(tmp: Path, cameras: int, mode: str, window_ms: int) -> tuple[Cluster, list]:
+def start_cluster(tmp: Path, cameras: int, mode: str, window_ms: int, proposer_timeout_ms: int) -> tuple[Cluster, list]:
     settings = {"window_ms": window_ms, "missing_wait_ms": 300, "repair_deadline_ms": 1_000, "idle_close_ms": 1_000,
-                "proposer_timeout_ms": 3_000, "clock_skew_ms": 500, "store_fsync": "none", "anchoring": mode,
+                "proposer_timeout_ms": proposer_timeout_ms, "clock_skew_ms": 500, "store_fsync": "none", "anchoring": mode,
                 "tick_ms": 100, "ingest_max_per_address": cameras + 16}  # every camera connects from 127.0.0.1
     cluster = Cluster(tmp, settings=settings)
     cluster.start_chain()
@@ -223,9 +223,10 @@ def repair_latencies(cluster: Cluster) -> list[float]:
     return out
 
 
-def run_mode(mode: str, cameras: int, fps: float, windows: int, window_ms: int) -> dict[str, Any]:
+def run_mode(mode: str, cameras: int, fps: float, windows: int, window_ms: int,
+             proposer_timeout_ms: int = 3_000) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-latency-{mode}-"))
-    cluster, cams = start_cluster(tmp, cameras, mode, window_ms)
+    cluster, cams = start_cluster(tmp, cameras, mode, window_ms, proposer_timeout_ms)
     try:
         reference = inclusion_reference(cluster)
         now = int(time.time() * 1000)
@@ -251,6 +252,7 @@ def run_mode(mode: str, cameras: int, fps: float, windows: int, window_ms: int) 
         status = {n.name: cluster.api(n, "/api/v1/status") for n in cluster.nodes}
         lost = sum(c.get("lost_races", 0) for st in status.values() for c in st["counters"].values())
         return {"mode": mode, "cameras": cameras, "fps": fps, "window_ms": window_ms, "windows_measured": len(measured),
+                "proposer_timeout_ms": proposer_timeout_ms, "work_dir": str(tmp),
                 "close_to_final": summary(finals), "not_final_in_time": missing, "alarm_to_repaired": summary(repairs),
                 "chain_inclusion": summary(reference), "lost_races": lost,
                 "ratio_final_p99_to_inclusion_p99": round(summary(finals)["p99_s"] / summary(reference)["p99_s"], 2)
@@ -265,8 +267,8 @@ def run_mode(mode: str, cameras: int, fps: float, windows: int, window_ms: int) 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench latency")
-    p.add_argument("--cameras", type=int, default=40)
-    p.add_argument("--fps", type=float, default=2.0)
+    p.add_argument("--cameras", type=int, default=50)
+    p.add_argument("--fps", type=float, default=1.0)
     p.add_argument("--windows", type=int, default=8)
     p.add_argument("--window-ms", type=int, default=5_000)
     p.add_argument("--modes", default="batch,header")
@@ -274,11 +276,13 @@ def main(argv: list[str]) -> int:
                    help="cameras of the per-header run (each camera window is 3 transactions: at 1 s blocks the "
                         "nodes fall behind long before --cameras)")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--proposer-timeout-ms", type=int, default=3_000,
+                   help="slot length; a proposer that cannot build and collect signatures within it is taken over")
     args = p.parse_args(argv)
     runs = []
     for mode in args.modes.split(","):
         cameras = args.header_cameras if mode == "header" else args.cameras
-        runs.append(run_mode(mode, cameras, args.fps, args.windows, args.window_ms))
+        runs.append(run_mode(mode, cameras, args.fps, args.windows, args.window_ms, args.proposer_timeout_ms))
         _write(Path(args.out), runs)
     rows = [[r["mode"], r["cameras"], r["fps"], r["close_to_final"]["p50_s"], r["close_to_final"]["p99_s"],
              r["not_final_in_time"], r["alarm_to_repaired"]["p50_s"], r["alarm_to_repaired"]["p99_s"],

@@ -282,9 +282,14 @@ class Batcher:
         turn = turn_at(int(now * 1000), window_end_ms=end, prev_anchored_ms=prev.anchored_ms, rules=self.rules)
         if not may_anchor(self.address, turn, window_start_ms=start, nodes=self.nodes, camera=None):
             return
+        began = time.monotonic()
         manifest = await self._build(ready.cameras, start, end, prev)
         if manifest is None:
             return
+        built = time.monotonic()
+        log.info("batch built", extra={"node": self.name, "window": start, "blocks": len(manifest.headers),
+                                       "build_s": round(built - began, 3), "attempt": turn.attempt,
+                                       "since_end_s": round(now - end / 1000, 3)})
         await self._collect_and_anchor(manifest, prev)
 
     async def _build(self, cams: Sequence[bytes], start: int, end: int, prev: _Prev) -> BatchManifest | None:
@@ -295,7 +300,9 @@ class Batcher:
 
         async def pulled(cam: bytes, ip: str) -> list[Any]:
             frames = [f.ref for f in self.state.frames_in(cam, start, end)]
-            return await self.producer._pull_from_peers(cam, ip, start, end, frames)
+            await self.producer._pull_from_peers(cam, ip, start, end, frames)
+            # Read again: a repair that landed while the pull ran is held, though not "pulled".
+            return [f.ref for f in self.state.frames_in(cam, start, end)]
 
         # The peers' holdings of every camera, asked CONCURRENCY cameras at a time: one camera
         # after the other, 200 cameras' round trips outlast a proposer slot.
@@ -334,6 +341,8 @@ class Batcher:
             sig = self._peer_signature(peer, answer, batch)
             if sig is not None:
                 signatures.append(sig)
+        log.info("batch signatures", extra={"node": self.name, "window": manifest.window_start_ms,
+                                            "signatures": len(signatures), "peers": len(self.peers.peers)})
         quorum = await asyncio.to_thread(self.quorum)
         if len(signatures) < quorum:
             self.state.bump("*", "batches_short_of_quorum")
