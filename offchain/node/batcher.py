@@ -276,7 +276,13 @@ class Batcher:
             return
         end = start + self.config.window_ms
         now = time.time()
-        ready = batch_readiness([self._camera_window(c, start, end, now) for c in cams])
+        views = []
+        for cam in cams:  # in camera order; the first open or repairing camera decides, so stop there
+            await asyncio.sleep(0)  # 200 cameras' pool queries never hold the loop (ingest, API) at once
+            views.append(self._camera_window(cam, start, end, now))
+            if not views[-1].closed or views[-1].readiness is Readiness.REPAIRING:
+                break
+        ready = batch_readiness(views)
         if ready.state is not Ready.READY:
             return  # EMPTY cannot last: the next pooled frame's window is the next start
         turn = turn_at(int(now * 1000), window_end_ms=end, prev_anchored_ms=prev.anchored_ms, rules=self.rules)
