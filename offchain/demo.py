@@ -84,11 +84,14 @@ def _evidence_stage(run: ScenarioRun, store: LocalStore, out) -> str:
 
 
 def evidence_supports_batches() -> bool:
-    """Whether `offchain.evidence` can extract from BatchLedger yet (it is being built beside
-    this: a batch-mode anchor source in `offchain.evidence.anchors`)."""
+    """Whether `offchain.evidence` can extract from BatchLedger yet (built beside this, on
+    another branch: `offchain.evidence.batch_anchors`, or a batch source in `anchors`)."""
+    import importlib.util
+
     from .evidence import anchors
 
-    return any("batch" in name.lower() for name in dir(anchors))
+    return (importlib.util.find_spec("offchain.evidence.batch_anchors") is not None
+            or any("batch" in name.lower() for name in dir(anchors)))
 
 
 def _batch_stage(run: ScenarioRun, store: LocalStore, out) -> dict:
@@ -195,6 +198,8 @@ def _run_batch_demo(work_dir: Path, window_ms: int, speed: float, out) -> dict:
                          title="Risk warnings on chain (alarm centre)"))
         if evidence_supports_batches():
             evidence = "not wired: batch-mode extraction exists; wire it into the demo"
+            out("")
+            out("EVIDENCE STEP NOT RUN: offchain.evidence has batch-mode extraction; the demo does not call it yet.")
         else:
             evidence = "skipped: evidence extraction does not read BatchLedger yet"
             out("")
