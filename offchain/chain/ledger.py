@@ -6,13 +6,14 @@ Each wrapper is bound to one signer (the account that sends) and speaks in core 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, Callable
 
 from web3 import Web3
 
-from ..core.batch import Batch, BatchDomain
+from ..core.batch import Batch, BatchDomain, BatchManifest
 from ..core.block import BlockHeader
 from .client import Signer, TxResult, bind, call, events
 
@@ -356,6 +357,34 @@ class BatchLedgerClient:
         """Frame → block root → batch root, on chain."""
         return bool(call(self.contract.functions.verifyFrameInBatch(
             index, header.as_tuple(), batch_proof, seq, ts, sha, frame_proof)))
+
+    def camera_blocks(self, camera_id: bytes, from_ms: int, to_ms: int,
+                      fetch: Callable[[bytes], bytes]) -> list[tuple[BatchRecord, BlockHeader]]:
+        """Batch mode's per-camera read: the camera's blocks whose windows overlap [from_ms, to_ms),
+        oldest first, each with the batch that anchored it (final on inclusion). `fetch` returns
+        the bytes of a batch manifest by its SHA-256 (a content store's get of
+        `cid_from_digest`); they are re-hashed here, so an untrusted store cannot substitute one."""
+        out: list[tuple[BatchRecord, BlockHeader]] = []
+        for rec in self.batches_in_range(from_ms, to_ms):
+            raw = fetch(rec.manifest_digest)
+            if hashlib.sha256(raw).digest() != rec.manifest_digest:
+                raise ValueError(f"batch {rec.index}: manifest bytes do not match the anchored digest")
+            manifest = BatchManifest.from_bytes(raw)
+            out.extend((rec, h) for h in manifest.headers if h.camera_id == camera_id)
+        return out
+
+    def camera_tip(self, camera_id: bytes, fetch: Callable[[bytes], bytes], max_batches: int = 10_000) -> BlockHeader | None:
+        """The camera's newest batched block (None: none in the last `max_batches` batches)."""
+        n = self.batch_count()
+        for index in range(n - 1, max(-1, n - 1 - max_batches), -1):
+            rec = self.batch_at(index)
+            raw = fetch(rec.manifest_digest)
+            if hashlib.sha256(raw).digest() != rec.manifest_digest:
+                raise ValueError(f"batch {index}: manifest bytes do not match the anchored digest")
+            for h in BatchManifest.from_bytes(raw).headers:
+                if h.camera_id == camera_id:
+                    return h
+        return None
 
     def signers_of(self, index: int, from_block: int = 0) -> tuple[str, ...]:
         """The nodes whose signatures the contract verified for a batch (its BatchAnchored log)."""

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 MAX_SEQ = 2**62
 MAX_MS = 2**63
+MAX_SIGN_ATTEMPT = 10_000  # slots: a takeover of slot k waits k proposer timeouts
 MAX_HOLDINGS = 100_000  # frames listed by one holdings answer (a 60 s window at 25 fps is 1,500)
 Seq = Annotated[int, Field(ge=0, lt=MAX_SEQ)]
 OCTETS = {200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
@@ -68,6 +69,14 @@ class RepairMessage(BaseModel):
     alarmId: str = Field("", max_length=256)
     sender: str = Field("", max_length=128, alias="from")
     packets: list[Annotated[str, Field(max_length=24 * 1024 * 1024)]] = Field(max_length=MAX_REPAIR_PACKETS)
+
+
+class BatchSignRequest(BaseModel):
+    """`POST /peer/v1/batches/sign` (batch mode): sign the batch whose manifest has this CID, for slot `attempt`."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    manifestCid: str = Field(min_length=1, max_length=200)
+    attempt: int = Field(ge=0, le=MAX_SIGN_ATTEMPT)
 
 
 def _camera(ref: str) -> bytes:
@@ -198,6 +207,20 @@ def _peer_routes(app: FastAPI, node: "Node") -> None:
             raise ProblemError(ProblemType.FRAME_NOT_HELD, f"frame bytes unavailable: {type(exc).__name__}") from exc
         return Response(node.repairer.packet_bytes(info.ip, frame, payload), media_type="application/octet-stream",
                         headers={"X-FrameLedger-Node-Name": node.name})
+
+    @app.post("/peer/v1/batches/sign")
+    async def peer_batch_sign(msg: BatchSignRequest, request: Request) -> dict[str, Any]:
+        """Batch mode: this node's EIP-712 signature of the batch, after B4 of every block and the
+        chain rule (`core.batch.check_batch`); a refusal is `batch-refused`, its detail starting
+        with the reason's name (docs/NODES.md, "Batch mode")."""
+        from .batcher import Refusal
+
+        if node.batcher is None:
+            raise ProblemError(ProblemType.BATCH_MODE_OFF, f"{node.name} anchors per header")
+        try:
+            return await node.batcher.on_sign_request(msg.manifestCid, msg.attempt, _peer(request))
+        except Refusal as exc:
+            raise ProblemError(ProblemType.BATCH_REFUSED, str(exc)) from None
 
     @app.get("/peer/v1/holdings/{camera}")
     async def peer_holdings(camera: Annotated[str, Path(max_length=100)],

@@ -45,6 +45,8 @@
     ingest_inflight_per_connection = 64  # frames of one connection in the pipeline at once
     ingest_commit_max_frames = 1024 # frames per group commit (one fsync of the store, one of SQLite)
     ingest_commit_linger_ms = 5     # a batch waits this long for more frames before it is committed
+    anchoring = "header"            # "header": VideoLedger.anchor + attest per camera window;
+                                    # "batch": one quorum-signed BatchLedger batch per window (docs/NODES.md)
 
 Environment: FRAMELEDGER_NODE_<KEY> (upper case) overrides <key>; lists are comma-separated.
 """
@@ -58,6 +60,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.windows import WindowRules
+
+
+ANCHORING_MODES = ("header", "batch")
 
 
 class ConfigError(ValueError):
@@ -114,6 +119,7 @@ class NodeConfig:
     ingest_inflight_per_connection: int = 64
     ingest_commit_max_frames: int = 1024
     ingest_commit_linger_ms: int = 5
+    anchoring: str = "header"
 
     def key(self) -> str:
         if self.private_key:
@@ -163,6 +169,8 @@ class NodeConfig:
             if required not in out:
                 raise ConfigError(f"node config needs '{required}'")
         config = cls(**out)
+        if config.anchoring not in ANCHORING_MODES:
+            raise ConfigError(f"node config 'anchoring': {config.anchoring!r} is not one of {', '.join(ANCHORING_MODES)}")
         try:
             config.window_rules()
         except ValueError as exc:

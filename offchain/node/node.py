@@ -34,6 +34,7 @@ from .ingest import IngestServer, StreamRecord
 from .peer_client import PeerClient
 from .peer_http import NodeRoster, PeerIdentity, PeerSigning
 from .pipeline import Budget, GroupCommitter, Pending, Verdict, Verifier, default_workers, verify_one
+from .batcher import Batcher
 from .producer import Producer
 from .registry import CameraRegistry, cached_camera_id
 from .repair import Repairer
@@ -96,13 +97,16 @@ class Node:
         self.stopping = asyncio.Event()
         # The parts below get what they use, not the Node (node -> producer -> repair, one way).
         self.peer_client = PeerClient(config.name, config.peers, config.api_url)
-        self.health = ChainHealth(self.w3, self.address, {"Consortium": self.deployment.consortium,
-                                                          "VideoLedger": self.deployment.video_ledger},
-                                  self.deployment.chain_id)
+        contracts = {"Consortium": self.deployment.consortium, "VideoLedger": self.deployment.video_ledger}
+        if config.anchoring == "batch":
+            self.batch_ledger = self.deployment.batch_client(self.signer)
+            contracts["BatchLedger"] = self.batch_ledger.address
+        self.health = ChainHealth(self.w3, self.address, contracts, self.deployment.chain_id)
         self.repairer = Repairer(config=config, state=self.state, store=self.store, registry=self.registry,
                                  peers=self.peer_client, accept=self.accept_packet)
         self.ingest = IngestServer(self)
         self.producer: Producer | None = None  # built by start(), once the node list is read
+        self.batcher: Batcher | None = None  # batch mode only (config anchoring = "batch")
         self.alarm_centre: AlarmCentre | None = None
         self._init_pipeline()
 
@@ -133,6 +137,11 @@ class Node:
             accept=self.accept_packet, repairer=self.repairer, manifest_extras=self.manifest_extras,
             started_at=self.started_at, latest_block=lambda: int(self.w3.eth.block_number),
             log_from_block=int(self.deployment.record["contracts"]["VideoLedger"]["blockNumber"]))
+        if self.config.anchoring == "batch":
+            self.batcher = Batcher(config=self.config, address=self.address, private_key=self.config.key(),
+                                   nodes=self.nodes, state=self.state, store=self.store, registry=self.registry,
+                                   batches=self.batch_ledger, health=self.health, peers=self.peer_client,
+                                   producer=self.producer, quorum=self.consortium.quorum)
         if self.config.alarm_centre:
             self.alarm_centre = AlarmCentre(config=self.config, state=self.state, registry=self.registry,
                                             ledger=self.ledger, peers=self.peer_client)
@@ -161,8 +170,9 @@ class Node:
         """The periodic work: gap scan, repair, sealing, attestation."""
         while not self.stopping.is_set():
             started = time.monotonic()
-            for step in (self.watch_whitelist, self.scan_gaps, self.repairer.resend_open_alarms, self.producer.tick,
-                         self.producer.scan_anchored):
+            anchoring = ((self.batcher.tick,) if self.batcher is not None
+                         else (self.producer.tick, self.producer.scan_anchored))
+            for step in (self.watch_whitelist, self.scan_gaps, self.repairer.resend_open_alarms, *anchoring):
                 try:
                     await step()
                 except Exception:  # noqa: BLE001 - one failing step must not stop the node
@@ -526,5 +536,7 @@ class Node:
             "chain": self.health.snapshot(),  # cached by the producer's checks: no RPC here
             "storage": self.storage.snapshot(),
             "ingest": self.ingest.snapshot(),
+            "anchoring": self.config.anchoring,
+            **({"batch": self.batcher.status()} if self.batcher is not None else {}),
         }
 

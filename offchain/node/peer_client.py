@@ -91,6 +91,18 @@ class PeerClient:
         except httpx.HTTPError:
             return None
 
+    async def sign_batch(self, peer: str, manifest_cid: str, attempt: int) -> dict[str, Any] | None:
+        """Ask `peer` to sign a batch (batch mode): {"signature", "signer"}, or the problem
+        document of its refusal, or None when it cannot be reached."""
+        try:
+            r = await self.http.post(f"{peer.rstrip('/')}/peer/v1/batches/sign",
+                                     json={"manifestCid": manifest_cid, "attempt": attempt}, timeout=30.0)
+            doc = r.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            log.info("peer unreachable", extra={"node": self.name, "peer": peer, "error": type(exc).__name__})
+            return None
+        return doc if isinstance(doc, dict) else None
+
     # ----------------------------------------------------------------- writes
     async def post(self, url: str, body: dict[str, Any]) -> httpx.Response:
         """One signed POST; raises httpx.HTTPError like httpx does."""

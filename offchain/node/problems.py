@@ -36,6 +36,8 @@ class ProblemType(Enum):
     PEER_AUTH_REPLAYED = ("peer-auth-replayed", 401, "Peer nonce already used")
     PEER_NOT_A_NODE = ("peer-not-a-node", 403, "Signer is not a consortium node")
     PEER_AUTH_BUSY = ("peer-auth-busy", 503, "Too many signed peer requests")
+    BATCH_REFUSED = ("batch-refused", 409, "This node does not sign that batch")
+    BATCH_MODE_OFF = ("batch-mode-off", 409, "This node does not anchor in batch mode")
     BUSY = ("busy", 503, "Too many requests in flight")
     HTTP_ERROR = ("http-error", 400, "Request refused")
     INTERNAL = ("internal", 500, "Internal error")

@@ -301,8 +301,10 @@ class Producer:
                                                                     "frames": pulled})
         return [f.ref for f in self.state.frames_in(cam, start, end)]
 
-    async def _propose(self, cam: bytes, info: CameraInfo, slot: _Slot, frames: list[FrameRef]) -> None:
-        start, end, height, prev_hash = slot.start, slot.end, slot.height, slot.prev_hash
+    async def build_window_block(self, cam: bytes, info: CameraInfo, start: int, end: int, height: int,
+                                 prev_hash: bytes, frames: list[FrameRef]) -> Any:
+        """The camera's block of window [start, end) on the tip (prev_hash, height), with its
+        gaps and substitutions, its manifest stored: the same in per-header and batch mode."""
         row = self.state.camera_row(cam)
         codec = json.loads(row[1]) if row and row[1] else {}
         gaps = self._gaps(cam, start, end, frames, codec)
@@ -312,6 +314,11 @@ class Producer:
                             window_end_ms=end, frames=frames, proposer=self.address, codec=codec, gaps=gaps,
                             substitutions=substitutions, **self.manifest_extras(cam, start, end))
         await asyncio.to_thread(self.store.put, block.manifest_bytes)
+        return block, gaps, substitutions
+
+    async def _propose(self, cam: bytes, info: CameraInfo, slot: _Slot, frames: list[FrameRef]) -> None:
+        start, end, height, prev_hash = slot.start, slot.end, slot.height, slot.prev_hash
+        block, gaps, substitutions = await self.build_window_block(cam, info, start, end, height, prev_hash, frames)
         try:
             sent = await asyncio.to_thread(self._anchor_in_turn, cam, block.header, slot)
         except reverts.ContractRevert as exc:
@@ -478,6 +485,10 @@ class Producer:
             self.state.bump(ip, "disputes")
             self.state.note_block(block_hash, header.camera_id, header.height, header.window_start_ms, header.window_end_ms, "disputed")
             self.state.mark_anchored(header.camera_id, header.window_start_ms, header.window_end_ms)
+
+    async def check_block(self, header: BlockHeader, info) -> tuple[str | None, Manifest | None]:
+        """B4 (`_check`), for batch mode's signing: one rule for both modes."""
+        return await self._check(header, info)
 
     async def _check(self, header: BlockHeader, info) -> tuple[str | None, Manifest | None]:
         """B4: the anchored header against this node's own pool. Returns (problem, manifest)."""

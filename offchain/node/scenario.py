@@ -51,6 +51,7 @@ class Scenario:
     seed: int = 7
     node_settings: dict[str, Any] = field(default_factory=dict)
     cameras: tuple[CameraPlan, ...] = ()
+    anchoring: str = "header"  # or "batch": one BatchLedger batch per window (the demo's mode)
 
     def __post_init__(self) -> None:
         if not self.cameras:
@@ -65,7 +66,8 @@ class Scenario:
 
     def settings(self) -> dict[str, Any]:
         base = {"window_ms": self.window_ms, "missing_wait_ms": 1000, "repair_deadline_ms": 6000,
-                "idle_close_ms": 3000, "proposer_timeout_ms": 6000, "alarm_hold_ms": 2000, "store_fsync": "file"}
+                "idle_close_ms": 3000, "proposer_timeout_ms": 6000, "alarm_hold_ms": 2000, "store_fsync": "file",
+                "anchoring": self.anchoring}
         base.update(self.node_settings)
         return base
 
@@ -165,6 +167,47 @@ class ScenarioRun:
             if done or time.monotonic() > deadline:
                 return blocks
             time.sleep(0.5)
+
+    def wait_batches_final(self, timeout: float = 120.0, progress: bool = False) -> list[tuple[Any, Any]]:
+        """Batch mode: until every window of the stream is anchored as a batch holding a block of
+        every whitelisted camera, every node has followed every batch, and no risk is active.
+        Returns (BatchRecord, BatchManifest) of the stream's windows, in order."""
+        from ..chain.client import Signer
+        from ..core.batch import BatchManifest
+        from ..core.cid import cid_from_digest
+        from ..store.local import LocalStore
+
+        c = self.cluster
+        batches = c.deployment.batch_client(Signer(c.w3, c.keys[0]))
+        ledger = c.ledger(0)
+        store = LocalStore(c.nodes[0].config.data_dir / "store")
+        cams = {camera_id(x.ip) for x in self.s.cameras if x.owner_account is not None}
+        end = self.t0 + self.expected_windows() * self.s.window_ms
+        deadline = time.monotonic() + timeout
+        bar = tqdm(total=self.expected_windows(), desc="batches final, followed by every node", unit="batch",
+                   disable=not progress, leave=False)
+        out: list[tuple[Any, Any]] = []
+        try:
+            while True:
+                recs = [batches.batch_at(i) for i in range(batches.batch_count())]
+                out = []
+                for rec in recs:
+                    if self.t0 <= rec.window_start_ms < end:
+                        try:
+                            out.append((rec, BatchManifest.from_bytes(store.get(cid_from_digest(rec.manifest_digest)))))
+                        except Exception:  # noqa: BLE001 - not in node 0's store yet: it has not followed it
+                            pass
+                bar.update(max(0, min(len(out), bar.total) - bar.n))
+                followed = all(self.cluster.api(n, "/api/v1/status").get("batch", {}).get("batchesFollowed") == len(recs)
+                               for n in self.cluster.nodes)
+                complete = len(out) == self.expected_windows() and all(
+                    {h.camera_id for h in m.headers} >= cams for _, m in out)
+                risky = any(ledger.risk(cid)["active"] for cid in cams)
+                if (complete and followed and not risky) or time.monotonic() > deadline:
+                    return out
+                time.sleep(0.5)
+        finally:
+            bar.close()
 
     def node_status(self) -> dict[str, dict]:
         return {n.name: self.cluster.api(n, "/api/v1/status") for n in self.cluster.nodes}

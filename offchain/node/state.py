@@ -459,3 +459,75 @@ def _alarm(row: Iterable) -> Alarm:
 def iter_chunks(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+# Batch mode (docs/NODES.md, "Batch mode"): each camera's tip as the anchored batches left it,
+# the batches followed, and what this node signed (never two batches for one window and slot).
+BATCH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batch_tips (
+    camera_id BLOB PRIMARY KEY, block_hash BLOB NOT NULL, height INTEGER NOT NULL, window_end INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (
+    idx INTEGER PRIMARY KEY, window_start INTEGER NOT NULL, window_end INTEGER NOT NULL, root BLOB NOT NULL,
+    digest BLOB NOT NULL, block_count INTEGER NOT NULL, anchored_at INTEGER NOT NULL, gas INTEGER, proposer TEXT,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batch_signed (
+    window_start INTEGER NOT NULL, attempt INTEGER NOT NULL, digest BLOB NOT NULL, signature BLOB NOT NULL,
+    at REAL NOT NULL, PRIMARY KEY (window_start, attempt)
+) WITHOUT ROWID;
+"""
+
+
+class BatchState:
+    """The batch-mode tables, on the node state's connection (one event loop owns it)."""
+
+    def __init__(self, state: NodeState):
+        self.db = state.db
+        self.db.executescript(BATCH_SCHEMA)
+
+    def tips(self) -> dict[bytes, tuple[bytes, int, int]]:
+        """camera -> (block hash, height, window end) after the batches followed so far."""
+        return {bytes(r[0]): (bytes(r[1]), r[2], r[3]) for r in self.db.execute("SELECT * FROM batch_tips")}
+
+    def next_index(self) -> int:
+        row = self.db.execute("SELECT MAX(idx) FROM batches").fetchone()
+        return 0 if row[0] is None else row[0] + 1
+
+    def last(self) -> dict | None:
+        row = self.db.execute("SELECT idx, window_start, window_end, root, digest, block_count, anchored_at, gas, proposer "
+                              "FROM batches ORDER BY idx DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return {"index": row[0], "windowStartMs": row[1], "windowEndMs": row[2], "root": "0x" + bytes(row[3]).hex(),
+                "manifestDigest": "0x" + bytes(row[4]).hex(), "blocks": row[5], "anchoredAt": row[6], "gas": row[7],
+                "proposer": row[8]}
+
+    def record(self, *, index: int, window_start: int, window_end: int, root: bytes, digest: bytes, block_count: int,
+               anchored_at: int, gas: int | None, proposer: str,
+               tips: dict[bytes, tuple[bytes, int, int]]) -> None:
+        """A followed batch and the tips it leaves, in one transaction (a restart resumes after it)."""
+        self.db.execute("BEGIN")
+        try:
+            self.db.executemany("INSERT OR REPLACE INTO batch_tips VALUES (?,?,?,?)",
+                                [(cam, h, height, end) for cam, (h, height, end) in tips.items()])
+            self.db.execute("INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?,?,?,?,?,?)",
+                            (index, window_start, window_end, root, digest, block_count, anchored_at, gas, proposer,
+                             time.time()))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def signed(self, window_start: int, attempt: int) -> tuple[bytes, bytes] | None:
+        row = self.db.execute("SELECT digest, signature FROM batch_signed WHERE window_start=? AND attempt=?",
+                              (window_start, attempt)).fetchone()
+        return (bytes(row[0]), bytes(row[1])) if row else None
+
+    def note_signed(self, window_start: int, attempt: int, digest: bytes, signature: bytes) -> bool:
+        """False when another batch was recorded for this window and slot first."""
+        return self.db.execute("INSERT OR IGNORE INTO batch_signed VALUES (?,?,?,?,?)",
+                               (window_start, attempt, digest, signature, time.time())).rowcount == 1
+
+    def total_gas(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(SUM(gas), 0) FROM batches").fetchone()[0])

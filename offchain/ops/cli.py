@@ -607,14 +607,20 @@ def add_genesis_commands(sub: Any) -> None:
 def _status_table(d: dict[str, Any]) -> str:
     head = (f"chain {d['chainId']} · consortium {d['consortium']} · quorum {d['quorum']} · genesis "
             + ("sealed" if d["genesisSealed"] else "NOT sealed"))
+    if d.get("anchoring"):
+        head += " · anchoring " + "/".join(d["anchoring"])
+    if d.get("lastBatch"):
+        b = d["lastBatch"]
+        head += f" · last batch #{b['index']} ({b['blocks']} blocks, ends {_ms(b['windowEndMs'])[11:]}, gas {b['gas']})"
     rows = [["node", n["name"] or n["address"], "up" if n["up"] else ("down" if n["api"] or d["unmatchedApis"] else "?"),
              f"frames {n['frames']} rejected {n['rejected']}" if n["up"] else "", n["openAlarms"] if n["up"] else "",
              f"operator {n['operator']}"] for n in d["nodes"]]
     for c in d["cameras"]:
         lb = c["lastBlock"]
-        block = "" if not lb else (f"#{lb['height']} {_ms(lb['windowStartMs'])}–{_ms(lb['windowEndMs'])[11:]} "
+        block = "" if not lb else (f"#{lb['height']} batched, final, ends {_ms(lb['windowEndMs'])}") if lb.get("batched") else (
+            "" if not lb else (f"#{lb['height']} {_ms(lb['windowStartMs'])}–{_ms(lb['windowEndMs'])[11:]} "
                                    f"{lb['frames']} frames, {lb['attestations']}/{d['quorum']} att"
-                                   + (" final" if lb["finalized"] else "") + (f", {lb['disputes']} disputes" if lb["disputes"] else ""))
+                                   + (" final" if lb["finalized"] else "") + (f", {lb['disputes']} disputes" if lb["disputes"] else "")))
         rows.append(["camera", c["ip"], "active" if c["active"] else "revoked", block, "", c["risk"] or ""])
     table = render_table(["kind", "name", "state", "detail", "open alarms", "risk / note"], rows, title=head)
     verdict = "healthy" if d["healthy"] else "PROBLEMS:\n  " + "\n  ".join(d["problems"])

@@ -9,6 +9,7 @@ the chain, the deployment, the keys, the registrations and the nodes' data are r
     rpc_port = 8545             # 0 = any free loopback port
     plan = "chain/consortium.json"
     window_ms = 10000
+    anchoring = "header"        # or "batch": one BatchLedger batch per window (docs/OPERATIONS.md)
     status_every_s = 30         # print `frameledger status` this often (0 = only once)
 
     [[cameras]]
@@ -49,7 +50,7 @@ from .session import load_deployment, open_chain
 
 MAX_SITE_BYTES = 64 * 1024
 MAX_CAMERAS = 32
-_SITE_KEYS = {"dir", "rpc_port", "plan", "window_ms", "status_every_s", "cameras"}
+_SITE_KEYS = {"dir", "rpc_port", "plan", "window_ms", "anchoring", "status_every_s", "cameras"}
 _CAMERA_KEYS = {"ip", "source", "owner", "group", "speed", "loop_s", "max_frames"}
 
 
@@ -72,6 +73,7 @@ class Site:
     window_ms: int = 10_000
     status_every_s: float = 30.0
     cameras: list[CameraSpec] = field(default_factory=list)
+    anchoring: str = "header"
 
 
 def load_site(path: Path) -> Site:
@@ -97,11 +99,14 @@ def load_site(path: Path) -> Site:
             window_ms=int(raw.get("window_ms", 10_000)),
             status_every_s=float(raw.get("status_every_s", 30)),
             cameras=[_camera(c) for c in cams],
+            anchoring=str(raw.get("anchoring", "header")),
         )
     except (TypeError, ValueError) as exc:
         raise OpsError(f"{path}: {exc}") from None
     if not 0 <= site.rpc_port < 65536 or not 1_000 <= site.window_ms <= 3_600_000 or site.status_every_s < 0:
         raise OpsError(f"{path}: rpc_port 0-65535, window_ms 1000-3600000, status_every_s >= 0")
+    if site.anchoring not in ("header", "batch"):
+        raise OpsError(f"{path}: anchoring is \"header\" or \"batch\", not {site.anchoring!r}")
     if len({c.ip for c in site.cameras}) != len(site.cameras):
         raise OpsError(f"{path}: two cameras with the same ip")
     return site
@@ -215,6 +220,7 @@ class SiteRunner:
                 "keystore_password_file": "" if os.environ.get(PASSWORD_ENV) else str(password_file),
                 "ingest_port": free_loopback_port(), "api_port": api_ports[i], "public_url": urls[i],
                 "peers": [u for u in urls if u != urls[i]], "alarm_centre": i == 0, "window_ms": self.site.window_ms,
+                "anchoring": self.site.anchoring,
             }, env={})
             path = node_dir / "node.toml"
             path.write_text(config.to_toml())

@@ -60,6 +60,17 @@ def _last_block(s: Session, cid: bytes, length: int) -> dict[str, Any] | None:
             "attestations": rec.attestations, "disputes": rec.disputes, "finalized": rec.finalized}
 
 
+def _batch_tips(answers: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
+    """Batch mode: per camera ip, the highest tip any answering node reports (nodes follow the
+    same batches; one that lags reports an older tip)."""
+    out: dict[str, dict[str, Any]] = {}
+    for a in answers.values():
+        for ip, tip in ((a or {}).get("batch") or {}).get("tips", {}).items():
+            if ip not in out or tip.get("height", 0) > out[ip].get("height", 0):
+                out[ip] = tip
+    return out
+
+
 def gather(s: Session, api_urls: list[str]) -> dict[str, Any]:
     if len(api_urls) > MAX_APIS:
         raise OpsError(f"at most {MAX_APIS} --api URLs")
@@ -74,13 +85,23 @@ def gather(s: Session, api_urls: list[str]) -> dict[str, Any]:
                       "frames": totals["frames"] if answer else None, "rejected": totals["rejected"] if answer else None,
                       "openAlarms": (answer or {}).get("openAlarms")})
     unknown = [url for url, a in answers.items() if a is None or a.get("address") not in {n["address"] for n in nodes}]
+    tips = _batch_tips(answers)
     cameras = []
     for cam in camera_list(s):
         cid = bytes.fromhex(cam["cameraId"][2:])
-        cameras.append({**cam, "lastBlock": _last_block(s, cid, cam["blocks"])})
+        last = _last_block(s, cid, cam["blocks"])
+        if last is None and cam["ip"] in tips:  # batch mode: the camera's tip as the nodes follow the batches
+            tip = tips[cam["ip"]]
+            last = {"height": tip["height"], "windowEndMs": tip["windowEndMs"], "attestations": None, "disputes": 0,
+                    "finalized": True, "batched": True}
+            cam = {**cam, "blocks": tip["height"]}
+        cameras.append({**cam, "lastBlock": last})
     quorum = s.consortium.quorum()
     problems = _problems(nodes, cameras, unknown, quorum, bool(api_urls))
+    modes = sorted({a.get("anchoring", "header") for a in answers.values() if a})
+    batch = next((a["batch"] for a in answers.values() if a and a.get("batch")), None)
     return {"chainId": s.deployment.chain_id, "consortium": s.deployment.consortium, "quorum": quorum,
+            "anchoring": modes, "lastBatch": batch["lastBatch"] if batch else None,
             "genesisSealed": s.consortium.genesis_sealed(), "nodes": nodes, "cameras": cameras,
             "unmatchedApis": unknown, "problems": problems, "healthy": not problems}
 

@@ -1,0 +1,75 @@
+"""Batch-mode window decisions, pure (docs/NODES.md, "Batch mode"): whether an aligned window
+W is ready to be anchored as one batch over every camera, and whether a node may sign a batch
+a peer asks it to sign. The per-camera rules stay those of `core.windows`; this only combines
+them. No I/O and no clock: the shell (`offchain/node/batcher.py`) passes the facts in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Sequence
+
+from .windows import Readiness, WindowRules, turn_at
+
+
+@dataclass(frozen=True, kw_only=True)
+class CameraWindow:
+    """One camera's state in window W, as `core.windows` judges it."""
+
+    camera_id: bytes
+    closed: bool
+    readiness: Readiness  # meaningful only when closed
+
+
+class BatchState(Enum):
+    READY = "ready"  # every camera with frames or holes in W is ready
+    OPEN = "open"  # some camera's W is still open
+    REPAIRING = "repairing"  # some camera's W is closed but still repairing
+    EMPTY = "empty"  # no camera has anything in W
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchReadiness:
+    state: BatchState
+    cameras: tuple[bytes, ...]  # READY: the cameras whose blocks the batch holds, ascending
+    waiting_on: bytes | None = None  # OPEN / REPAIRING: the first camera that holds W back
+
+
+def batch_readiness(cameras: Sequence[CameraWindow]) -> BatchReadiness:
+    """W is ready when every camera that has anything in it is closed and ready (a camera whose
+    W is EMPTY is left out of the batch); one open or repairing camera holds the whole batch."""
+    included: list[bytes] = []
+    for cam in sorted(cameras, key=lambda c: c.camera_id):
+        if not cam.closed:
+            return BatchReadiness(state=BatchState.OPEN, cameras=(), waiting_on=cam.camera_id)
+        if cam.readiness is Readiness.REPAIRING:
+            return BatchReadiness(state=BatchState.REPAIRING, cameras=(), waiting_on=cam.camera_id)
+        if cam.readiness is Readiness.READY:
+            included.append(cam.camera_id)
+    if not included:
+        return BatchReadiness(state=BatchState.EMPTY, cameras=())
+    return BatchReadiness(state=BatchState.READY, cameras=tuple(included))
+
+
+def slot_plausible(attempt: int, now_ms: int, *, window_end_ms: int, prev_anchored_ms: int, rules: WindowRules) -> bool:
+    """Whether a proposer's claimed slot `attempt` is the slot this node's clock reads now, give
+    or take `clock_skew_ms` (the proposer judged it a moment ago on its own clock)."""
+    skew = rules.clock_skew_ms
+    seen = {turn_at(t, window_end_ms=window_end_ms, prev_anchored_ms=prev_anchored_ms, rules=rules).attempt
+            for t in (now_ms - skew, now_ms, now_ms + skew)}
+    return attempt in seen
+
+
+class SignDecision(Enum):
+    SIGN = "sign"  # nothing signed for this window and slot yet
+    SAME_AGAIN = "same-again"  # this very batch was signed before: the same signature again
+    EQUIVOCATION = "already-signed"  # another batch was signed for this window and slot: refuse
+
+
+def sign_decision(signed_before: bytes | None, digest: bytes) -> SignDecision:
+    """A node signs at most one batch per (window, slot): `signed_before` is the digest of the
+    batch it signed for them (None: none), `digest` the one asked for now."""
+    if signed_before is None:
+        return SignDecision.SIGN
+    return SignDecision.SAME_AGAIN if signed_before == digest else SignDecision.EQUIVOCATION
