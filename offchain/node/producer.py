@@ -107,6 +107,11 @@ class Producer:
         self.log_from_block = log_from_block
         self.rules = config.window_rules()
         self.closed_at: dict[tuple[bytes, int], float] = {}
+        # Each camera's chain tip as last read: re-read only when its oldest pooled window is
+        # closed (there may be something to seal or settle) or a BlockAnchored of the camera was
+        # seen. Reading it for every camera every tick was a third of a loaded node's CPU (bench
+        # ingest, docs/TRANSPORT.md).
+        self._tips: dict[bytes, tuple[bytes, int, int]] = {}
         self.waiting: dict[bytes, int] = {}  # camera -> windows waiting for an earlier block (B5)
         self.failures: dict[bytes, int] = {}  # anchored block -> failed attempts to settle it
         self._tip_anchored: dict[bytes, tuple[bytes, int]] = {}  # camera -> (tip hash, its anchoredAt in ms)
@@ -179,7 +184,10 @@ class Producer:
             return
         start = window_of(span[0], window_ms)[0]
         stream = self._stream_view(cam, last[1], now)
-        prev_hash, height, tip_end = await asyncio.to_thread(self.ledger.tip, cam)
+        cached = self._tips.get(cam)
+        if cached is None or is_closed(start + window_ms, stream, self.rules):
+            cached = self._tips[cam] = await asyncio.to_thread(self.ledger.tip, cam)
+        prev_hash, height, tip_end = cached
         self._check_tip(cam, info.ip, height, tip_end, now)
         pending = 0
         visits = 0
@@ -318,6 +326,7 @@ class Producer:
 
     async def _propose(self, cam: bytes, info: CameraInfo, slot: _Slot, frames: list[FrameRef]) -> None:
         start, end, height, prev_hash = slot.start, slot.end, slot.height, slot.prev_hash
+        self._tips.pop(cam, None)  # whatever happens next, the tip may move
         block, gaps, substitutions = await self.build_window_block(cam, info, start, end, height, prev_hash, frames)
         try:
             sent = await asyncio.to_thread(self._anchor_in_turn, cam, block.header, slot)
@@ -445,6 +454,7 @@ class Producer:
 
     async def _on_anchored(self, entry) -> None:
         header = BlockHeader.from_tuple(entry.args.header)
+        self._tips.pop(header.camera_id, None)
         block_hash = bytes(entry.args.blockHash)
         if self.state.block_role(block_hash) is not None:
             return
