@@ -430,13 +430,19 @@ class Producer:
     async def scan_anchored(self) -> None:
         if not await self.chain_ready():
             return  # the checkpoint stays: blocks anchored meanwhile are attested once the chain is back
-        latest = await asyncio.to_thread(self.latest_block)
         start_block = int(self.state.get_meta("log_checkpoint") or self.log_from_block)
-        if start_block > latest:
-            return
-        to_block = min(latest, start_block + 2000)
-        event = self.ledger.contract.events.BlockAnchored()
-        logs = await asyncio.to_thread(event.get_logs, from_block=start_block, to_block=to_block)
+        try:
+            latest = await asyncio.to_thread(self.latest_block)
+            if start_block > latest:
+                return
+            to_block = min(latest, start_block + 2000)
+            event = self.ledger.contract.events.BlockAnchored()
+            logs = await asyncio.to_thread(event.get_logs, from_block=start_block, to_block=to_block)
+        except Exception as exc:
+            if is_chain_fault(exc):  # the chain went away since the last check: back off, say it once
+                self._chain_failed(exc)
+                return
+            raise
         for entry in logs:
             try:
                 await self._on_anchored(entry)
