@@ -69,6 +69,13 @@ _INDEX_SCHEMA = ("CREATE TABLE IF NOT EXISTS packed (digest BLOB PRIMARY KEY, pa
 _STALE_TMP_SECONDS = 24 * 3600
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (a write may be partial)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class LocalStore(StoreHelpers):
     """Content store in ``root_dir`` (created if missing). Safe for concurrent writers in one or
     several processes: two writers of the same block both rename a complete file into place."""
@@ -243,10 +250,7 @@ class LocalStore(StoreHelpers):
             final.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
+                _write_all(fd, data)
                 if self.fsync != "none":
                     os.fsync(fd)
             finally:
@@ -265,7 +269,8 @@ class LocalStore(StoreHelpers):
     def put_many(self, blocks: Iterable[bytes]) -> list[str]:
         """Every block of the batch appended to this writer's pack, one fsync for the batch (per
         the fsync policy), then indexed in one transaction: when this returns, every block is
-        durable. Blocks already held (packed or as a file) are not written again."""
+        durable. Blocks already packed (or repeated in the batch) are not written again; one held
+        only as a loose file is packed too (reads prefer the packed copy)."""
         datas = [bytes(b) if not isinstance(b, bytes) else b for b in blocks]
         digests = [hashlib.sha256(d).digest() for d in datas]
         cids = [cid_from_digest(d) for d in digests]
@@ -302,10 +307,7 @@ class LocalStore(StoreHelpers):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             try:
-                view = memoryview(b"".join(parts))
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
+                _write_all(fd, b"".join(parts))
                 if self.fsync != "none":
                     os.fdatasync(fd)
             finally:
@@ -341,20 +343,6 @@ class LocalStore(StoreHelpers):
             rows = self._read("SELECT pack, offset, length FROM packed WHERE digest=?", (digest,))
         return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
-    def _get_packed(self, cid: str, digest: bytes, where: tuple[str, int, int]) -> bytes:
-        pack, offset, length = where
-        path = self._packs / pack
-        try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read(length)
-        except OSError as e:
-            raise self._map_oserror(e, f"cannot read block {cid} from {pack}") from e
-        actual = hashlib.sha256(data).digest()
-        if actual != digest:
-            raise CorruptBlock(cid, actual, detail=f"{path}@{offset}")
-        return data
-
     def close(self) -> None:
         with self._lock:
             if self._reader is not None:
@@ -363,43 +351,40 @@ class LocalStore(StoreHelpers):
 
     def get(self, cid: str) -> bytes:
         digest = digest_from_cid(cid)
-        where = self._packed(digest)
-        if where is not None:
-            return self._get_packed(cid, digest, where)
-        path = self._path(digest)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise BlockNotFound(cid) from None
-        except OSError as e:
-            raise self._map_oserror(e, f"cannot read block {cid}") from e
+        data, location = self._read_raw(digest, cid)
         actual = hashlib.sha256(data).digest()
         if actual != digest:
-            raise CorruptBlock(cid, actual, detail=str(path))
+            raise CorruptBlock(cid, actual, detail=location)
         return data
 
     def read_unverified(self, digest: bytes) -> bytes:
         """The stored bytes for a SHA-256 digest, from a pack or a file, WITHOUT hashing them:
         for a reader that re-hashes every byte itself anyway (evidence extraction's Fetcher), so
         the work is not done twice. Raises BlockNotFound / StoreError like `get`."""
+        return self._read_raw(digest, digest.hex())[0]
+
+    def _read_raw(self, digest: bytes, name: str) -> tuple[bytes, str]:
+        """The bytes held for a digest and where they were read (for a CorruptBlock's detail);
+        `name` labels errors. A packed copy wins over a loose file."""
         where = self._packed(digest)
         if where is not None:
             pack, offset, length = where
+            path = self._packs / pack
             try:
-                with open(self._packs / pack, "rb") as f:
+                with open(path, "rb") as f:
                     f.seek(offset)
-                    return f.read(length)
+                    return f.read(length), f"{path}@{offset}"
             except OSError as e:
-                raise self._map_oserror(e, f"cannot read block {digest.hex()} from {pack}") from e
+                raise self._map_oserror(e, f"cannot read block {name} from {pack}") from e
         h = digest.hex()
+        path_s = f"{self._blocks}/{h[0:2]}/{h[2:4]}/{h}"  # as _path, without pathlib per frame
         try:
-            with open(f"{self._blocks}/{h[0:2]}/{h[2:4]}/{h}", "rb") as f:
-                return f.read()
+            with open(path_s, "rb") as f:
+                return f.read(), path_s
         except FileNotFoundError:
-            raise BlockNotFound(h) from None
+            raise BlockNotFound(name) from None
         except OSError as e:
-            raise self._map_oserror(e, f"cannot read block {h}") from e
+            raise self._map_oserror(e, f"cannot read block {name}") from e
 
     def has(self, cid: str) -> bool:
         digest = digest_from_cid(cid)
