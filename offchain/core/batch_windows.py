@@ -73,3 +73,15 @@ def sign_decision(signed_before: bytes | None, digest: bytes) -> SignDecision:
     if signed_before is None:
         return SignDecision.SIGN
     return SignDecision.SAME_AGAIN if signed_before == digest else SignDecision.EQUIVOCATION
+
+
+class Refusal(Exception):
+    """A sign request refused: `reason` is the problem's name (a `BatchProblem` value or one of
+    the node's own: manifest-unavailable, malformed, wrong-prev-batch-root, not-this-slot,
+    not-the-proposer, block-check, omits-camera, already-signed)."""
+
+    def __init__(self, reason: str, detail: str, camera: bytes | None = None):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.camera = camera

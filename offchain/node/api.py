@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..core.block import camera_ref
 from ..core.cid import InvalidCid, cid_from_digest
 from ..store.base import StoreError
+from ..core.batch_windows import Refusal
 from .peer_http import MAX_ALARM_SEQS, MAX_REPAIR_PACKETS, BodyLimit, CrashGuard, InflightLimit, PeerGate
 from .problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, ProblemError, ProblemType, problem_body
 
@@ -213,8 +214,6 @@ def _peer_routes(app: FastAPI, node: "Node") -> None:
         """Batch mode: this node's EIP-712 signature of the batch, after B4 of every block and the
         chain rule (`core.batch.check_batch`); a refusal is `batch-refused`, its detail starting
         with the reason's name (docs/NODES.md, "Batch mode")."""
-        from .batcher import Refusal
-
         if node.batcher is None:
             raise ProblemError(ProblemType.BATCH_MODE_OFF, f"{node.name} anchors per header")
         try:

@@ -29,7 +29,7 @@ from ..chain.ledger import BatchLedgerClient
 from ..core.batch import (Batch, BatchFormatError, BatchManifest, Tip, advance_tips, check_batch, order_signatures,
                           recover_batch_signer, sign_batch)
 from ..core.batch_windows import BatchState as Ready
-from ..core.batch_windows import CameraWindow, SignDecision, batch_readiness, sign_decision, slot_plausible
+from ..core.batch_windows import CameraWindow, Refusal, SignDecision, batch_readiness, sign_decision, slot_plausible
 from ..core.block import ZERO32, BlockHeader, Manifest, ManifestFormatError, proposer_for, window_of
 from ..core.cid import cid_from_digest
 from ..core.windows import Readiness, is_closed, may_anchor, readiness, turn_at
@@ -47,18 +47,6 @@ MAX_FOLLOW_PER_TICK = 32
 CONCURRENCY = 16  # cameras whose peer round trips (holdings, B4 fetches) run at once  # batches followed per tick (a node far behind catches up over ticks)
 # Reverts that mean another node's batch of this window (or a later one) was anchored first.
 _LOST_RACE = ("WrongPrevBatchRoot", "WindowOutOfOrder")
-
-
-class Refusal(Exception):
-    """A sign request refused: `reason` is the problem's name (a `BatchProblem` value or one of
-    the node's own: manifest-unavailable, malformed, wrong-prev-batch-root, not-this-slot,
-    not-the-proposer, block-check, omits-camera, already-signed)."""
-
-    def __init__(self, reason: str, detail: str, camera: bytes | None = None):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-        self.camera = camera
 
 
 @dataclass(frozen=True, kw_only=True)
