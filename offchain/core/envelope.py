@@ -30,7 +30,7 @@ import hashlib
 import hmac
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from cryptography.exceptions import InvalidTag
@@ -260,13 +260,18 @@ def open_key_doc(doc: KeyDoc, private_key: bytes) -> "DataKey":
 class DataKey:
     key_id: bytes  # SHA-256 of the key document
     secret: bytes = b""
+    # derived once (two HKDFs and an AES key schedule per frame would double the cost of small frames)
+    _aead: AESGCM = field(init=False, repr=False, compare=False)
+    _nonce_key: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.secret) != 32:
+            raise SealError("a data key is 32 bytes")
+        object.__setattr__(self, "_aead", AESGCM(_hkdf(self.secret, self.key_id, b"FrameLedger-seal-v1 frame")))
+        object.__setattr__(self, "_nonce_key", _hkdf(self.secret, self.key_id, b"FrameLedger-seal-v1 nonce"))
 
     def __repr__(self) -> str:  # never print the secret
         return f"DataKey(key_id={self.key_id.hex()[:16]}...)"
-
-    def _subkeys(self) -> tuple[bytes, bytes]:
-        return (_hkdf(self.secret, self.key_id, b"FrameLedger-seal-v1 frame"),
-                _hkdf(self.secret, self.key_id, b"FrameLedger-seal-v1 nonce"))
 
 
 @dataclass(frozen=True)
@@ -289,12 +294,13 @@ def read_header(envelope: bytes) -> EnvelopeHeader:
     return EnvelopeHeader(key_id=key_id, digest=digest, nonce=nonce)
 
 
-def seal_frame(key: DataKey, plaintext: bytes) -> bytes:
-    digest = hashlib.sha256(plaintext).digest()
-    enc_key, nonce_key = key._subkeys()
-    nonce = hmac.new(nonce_key, digest, hashlib.sha256).digest()[:12]
+def seal_frame(key: DataKey, plaintext: bytes, digest: bytes | None = None) -> bytes:
+    """The envelope of ``plaintext``. ``digest``: its SHA-256 when the caller has it already (the
+    node checked it against the camera's signature); a wrong one is caught on every read."""
+    digest = hashlib.sha256(plaintext).digest() if digest is None else digest
+    nonce = hmac.new(key._nonce_key, digest, hashlib.sha256).digest()[:12]
     header = _HEADER.pack(MAGIC, key.key_id, digest, nonce)
-    return header + AESGCM(enc_key).encrypt(nonce, plaintext, header[:AAD_BYTES])
+    return header + key._aead.encrypt(nonce, plaintext, header[:AAD_BYTES])
 
 
 def open_frame(envelope: bytes, key: DataKey, expected_digest: bytes) -> bytes:
@@ -304,9 +310,8 @@ def open_frame(envelope: bytes, key: DataKey, expected_digest: bytes) -> bytes:
         raise MovedCiphertext(f"envelope holds frame {head.digest.hex()[:16]}, read for {expected_digest.hex()[:16]}")
     if head.key_id != key.key_id:
         raise WrongKey(f"sealed under key {head.key_id.hex()[:16]}, not {key.key_id.hex()[:16]}")
-    enc_key, _ = key._subkeys()
     try:
-        plain = AESGCM(enc_key).decrypt(head.nonce, envelope[HEADER_BYTES:], envelope[:AAD_BYTES])
+        plain = key._aead.decrypt(head.nonce, envelope[HEADER_BYTES:], envelope[:AAD_BYTES])
     except InvalidTag:
         raise EnvelopeTampered(f"envelope of frame {head.digest.hex()[:16]} fails its tag") from None
     if hashlib.sha256(plain).digest() != expected_digest:

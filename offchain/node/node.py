@@ -371,7 +371,7 @@ class Node:
     def _commit_batch(self, batch: list[Pending]) -> list[bool]:
         """In the committer's thread: payloads (one fsync), then rows (one transaction, one fsync)."""
         if self.sealer is not None:
-            self.store.put_frames([(p.cam, p.ref.timestamp_ms, p.payload) for p in batch])
+            self.store.put_frames([(p.cam, p.ref.timestamp_ms, p.payload, p.ref.sha256) for p in batch])
         else:
             self.store.put_many([p.payload for p in batch])
         if self._writer is None:

@@ -186,31 +186,31 @@ class SealedStore(StoreHelpers):
     def put_many(self, blocks: Iterable[bytes]) -> list[str]:
         return self.inner.put_many(blocks)
 
-    def put_frames(self, frames: Sequence[tuple[bytes, int, bytes]]) -> list[str]:
-        """Store ``(camera, capture ms, payload)`` frames: sealed when a session plan covers them,
-        plain otherwise, in one ``put_many`` of the inner store; the index rows of the sealed ones
-        are committed before this returns. Returns the plaintext CIDs."""
+    def put_frames(self, frames: Sequence[tuple[bytes, int, bytes, bytes | None]]) -> list[str]:
+        """Store ``(camera, capture ms, payload, its SHA-256 or None)`` frames: sealed when a
+        session plan covers them, plain otherwise, in one ``put_many`` of the inner store; the
+        index rows of the sealed ones are committed before this returns. Returns the plaintext CIDs."""
         blocks: list[bytes] = []
-        rows: list[tuple[bytes, bytes, bytes, int]] = []
-        cids: list[str] = []
-        for cam, ts, payload in frames:
+        sealed_at: list[tuple[int, bytes, bytes, int]] = []  # position, plaintext digest, key id, size
+        for cam, ts, payload, digest in frames:
             key = self._plan(cam, ts)
             if key is None:
                 blocks.append(payload)
-                cids.append(cid_from_digest(hashlib.sha256(payload).digest()))
                 continue
-            sealed = env.seal_frame(key, payload)
-            head = env.read_header(sealed)
-            blocks.append(sealed)
-            rows.append((head.digest, hashlib.sha256(sealed).digest(), key.key_id, len(payload)))
-            cids.append(cid_from_digest(head.digest))
-        self.inner.put_many(blocks)
-        if rows:
-            try:
-                self.index.record(rows)
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"cannot record {len(rows)} sealed frames: {exc}") from exc
-            self.sealed_frames += len(rows)
+            digest = digest or hashlib.sha256(payload).digest()
+            sealed_at.append((len(blocks), digest, key.key_id, len(payload)))
+            blocks.append(env.seal_frame(key, payload, digest))
+        cids = self.inner.put_many(blocks)  # an envelope's CID is the hash of the envelope
+        if not sealed_at:
+            return cids
+        rows = [(digest, digest_from_cid(cids[i]), key_id, size) for i, digest, key_id, size in sealed_at]
+        try:
+            self.index.record(rows)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot record {len(rows)} sealed frames: {exc}") from exc
+        self.sealed_frames += len(rows)
+        for i, digest, _, _ in sealed_at:
+            cids[i] = cid_from_digest(digest)
         return cids
 
     # reads --------------------------------------------------------------------

@@ -87,16 +87,16 @@ def test_session_frames_rest_sealed_and_open_for_parties_only(formed, tmp_path):
     assert sealer.refresh() == 1 and sealer.refresh() == 0
     inside = [os.urandom(3000) + b"PLAINTEXT-MARK" for _ in range(5)]
     outside, other_cam = b"before the session" * 50, b"another camera" * 50
-    frames = [(CAMS[0], START + i, f) for i, f in enumerate(inside)]
-    frames += [(CAMS[0], START - 1, outside), (CAMS[1], START + 1, other_cam)]
+    frames = [(CAMS[0], START + i, f, None) for i, f in enumerate(inside)]
+    frames += [(CAMS[0], START - 1, outside, None), (CAMS[1], START + 1, other_cam, None)]
     cids = store.put_frames(frames)
-    assert cids == [cid_for_bytes(f) for _, _, f in frames]
+    assert cids == [cid_for_bytes(f) for _, _, f, _ in frames]
     inner = store.inner
     # at rest: no sealed frame under its plaintext CID, and no plaintext byte in any pack
     packs = b"".join(p.read_bytes() for p in (tmp_path / "packs").glob("*.pack"))
     assert b"PLAINTEXT-MARK" not in packs and not any(inner.has(c) for c in cids[:5])
     assert inner.get(cids[5]) == outside and inner.get(cids[6]) == other_cam  # not session data: plain
-    assert [store.get(c) for c in cids] == [f for _, _, f in frames]
+    assert [store.get(c) for c in cids] == [f for _, _, f, _ in frames]
     # a party opens them with its own account key; an outsider and a keyless reader cannot
     for who in (BANK, CUSTOMER):
         party = open_party_store(LocalStore(tmp_path, fsync="none"), tmp_path / INDEX_NAME, _key(chain_env, who))
@@ -114,7 +114,7 @@ def test_moved_or_altered_envelope_is_a_corrupt_block(formed, tmp_path):
     sealer, store = _sealer(chain_env, tmp_path)
     sealer.refresh()
     a, b = b"frame A" * 100, b"frame B" * 100
-    cid_a, cid_b = store.put_frames([(CAMS[0], START, a), (CAMS[0], START + 1, b)])
+    cid_a, cid_b = store.put_frames([(CAMS[0], START, a, None), (CAMS[0], START + 1, b, hashlib.sha256(b).digest())])
     db = sqlite3.connect(tmp_path / INDEX_NAME)
     env_b = db.execute("SELECT envelope FROM sealed WHERE digest=?", (hashlib.sha256(b).digest(),)).fetchone()[0]
     db.execute("UPDATE sealed SET envelope=? WHERE digest=?", (env_b, hashlib.sha256(a).digest()))
@@ -128,11 +128,11 @@ def test_a_restarted_sealer_keeps_its_key_and_makes_no_second_one(formed, tmp_pa
     chain_env, sid = formed
     sealer, store = _sealer(chain_env, tmp_path)
     sealer.refresh()
-    cid = store.put_frames([(CAMS[0], START, b"first life")])[0]
+    cid = store.put_frames([(CAMS[0], START, b"first life", None)])[0]
     store.index.close()
     again, store2 = _sealer(chain_env, tmp_path)
     again.load()
     assert again.key_for(CAMS[0], START) is not None and again.refresh() == 0
-    cid2 = store2.put_frames([(CAMS[0], START + 5, b"second life")])[0]
+    cid2 = store2.put_frames([(CAMS[0], START + 5, b"second life", None)])[0]
     assert store2.get(cid) == b"first life" and store2.get(cid2) == b"second life"
     assert store2.index.count() == 2
