@@ -177,3 +177,24 @@ def test_without_a_recipient_key_nothing_sealed_opens(run, tmp_path):
     assert type(exc.value.error).__name__ == "WrongRecipient"
     res = _extract(run, [outsider], tmp_path / "outsider")
     assert res.verdict == "failed" and res.report.has("frame.missing"), res.report.render_text()
+
+
+def test_cli_extract_with_a_party_keystore(run, tmp_path, capsys):
+    from offchain.chain.keyfile import PasswordSource, write_keystore
+    from offchain.cli import main
+
+    pw = tmp_path / "pw"
+    pw.write_text("party password\n")
+    keystore = tmp_path / "bank.json"
+    write_keystore(keystore, run.keys[BANK], PasswordSource(file=str(pw), prompt=False))
+    store = str(_store_dir(run.nodes[2]))
+    common = ["--camera", IP, "--from", str(run.t0 + SESSION[0]), "--to", str(run.t0 + SESSION[1]), "--store", store,
+              "--rpc", run.chain.rpc_url, "--deployment", str(run.deployment_path), "--json"]
+    assert main(["extract", *common, "--out", str(tmp_path / "party"), "--keystore", str(keystore),
+                 "--password-file", str(pw)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["verdict"] == "verified" and doc["outputs"]["clips"]
+    # without the keystore: the sealed frames are named as such, and nothing verifies
+    assert main(["extract", *common, "--out", str(tmp_path / "nokey")]) != 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["verdict"] == "failed" and "cannot be opened here" in json.dumps(doc)
