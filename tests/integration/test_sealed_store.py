@@ -18,7 +18,7 @@ from offchain.core import agreement
 from offchain.core import envelope as env
 from offchain.core.agreement import Proposal
 from offchain.core.block import camera_id
-from offchain.core.cid import cid_for_bytes
+from offchain.core.cid import cid_for_bytes, cid_from_digest
 from offchain.store.base import CorruptBlock
 from offchain.store.local import LocalStore
 from offchain.store.sealed import INDEX_NAME, CannotUnseal, Keyring, SealedStore, SealIndex, SessionSealer, \
@@ -51,8 +51,8 @@ def formed(chain_env):
     return chain_env, sid
 
 
-def _sealer(chain_env, root, **kw) -> tuple[SessionSealer, SealedStore]:
-    inner = LocalStore(root, fsync="none")
+def _sealer(chain_env, root, inner=None, **kw) -> tuple[SessionSealer, SealedStore]:
+    inner = inner if inner is not None else LocalStore(root, fsync="none")
     index = SealIndex(root / INDEX_NAME)
     key = _key(chain_env, NODE)
     keyring = Keyring(key)
@@ -136,3 +136,27 @@ def test_a_restarted_sealer_keeps_its_key_and_makes_no_second_one(formed, tmp_pa
     cid2 = store2.put_frames([(CAMS[0], START + 5, b"second life", None)])[0]
     assert store2.get(cid) == b"first life" and store2.get(cid2) == b"second life"
     assert store2.index.count() == 2
+
+
+@pytest.mark.slow
+def test_over_ipfs_envelopes_are_ordinary_blocks_and_the_index_maps_them(formed, tmp_path):
+    """An IPFS node addresses a block by the hash of what it stores: the envelope gets its own CID,
+    the plaintext CID is found through the index; the key document is a block there too."""
+    from offchain.paths import REPO_ROOT
+    from offchain.store.devipfs import DevIpfsDaemon
+
+    chain_env, sid = formed
+    with DevIpfsDaemon(project_dir=REPO_ROOT / "chain" / "ipfs") as daemon:
+        kubo = daemon.store(lookup_timeout=0.5, timeout=30.0)
+        sealer, store = _sealer(chain_env, tmp_path, inner=kubo)
+        assert sealer.refresh() == 1
+        frame = os.urandom(2000) + b"PLAINTEXT-MARK"
+        cid = store.put_frames([(CAMS[0], START, frame, None)])[0]
+        assert cid == cid_for_bytes(frame) and not kubo.has(cid)
+        envelope_digest = store.index.lookup(hashlib.sha256(frame).digest())[0]
+        at_rest = kubo.get(cid_from_digest(envelope_digest))
+        assert env.is_envelope(at_rest) and b"PLAINTEXT-MARK" not in at_rest
+        assert store.get(cid) == frame
+        party = open_party_store(kubo, tmp_path / INDEX_NAME, _key(chain_env, CUSTOMER))
+        assert party.get(cid) == frame
+        kubo.close()
