@@ -48,6 +48,7 @@ __all__ = ["SealedStore", "SealIndex", "Keyring", "SessionSealer", "CannotUnseal
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "sealed.sqlite"
+LOG_SPAN = 10_000  # blocks per eth_getLogs of SessionFormed (Besu and others cap the range)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS sealed (digest BLOB PRIMARY KEY, envelope BLOB NOT NULL, key_id BLOB NOT NULL,"
     " size INTEGER NOT NULL) WITHOUT ROWID",
@@ -220,7 +221,10 @@ class SealedStore(StoreHelpers):
         if where is None:
             return self.inner.get(cid)
         envelope_digest, key_id, _ = where
-        sealed = self.inner.get(cid_from_digest(envelope_digest))
+        try:
+            sealed = self.inner.get(cid_from_digest(envelope_digest))
+        except BlockNotFound:
+            raise BlockNotFound(cid, f"its envelope {cid_from_digest(envelope_digest)} is not in the store") from None
         try:
             key = self.keyring.key(key_id, self.inner)
         except (env.WrongRecipient, env.UnwrapFailed) as exc:
@@ -322,12 +326,21 @@ class SessionSealer:
         """Read sessions formed since the checkpoint; make a key for each new one. Returns how many."""
         start = int(self.index.get_meta("checkpoint") or self.from_block)
         latest = self.latest_block()
-        if latest < start:
-            return 0
+        made = 0
+        while start <= latest:  # in spans a JSON-RPC node's log-range limit allows
+            end = min(latest, start + LOG_SPAN - 1)
+            n, checkpoint = self._refresh_span(start, end)
+            made += n
+            if checkpoint <= end:  # a key not made: read again from its block at the next refresh
+                break
+            start = end + 1
+        return made
+
+    def _refresh_span(self, start: int, end: int) -> tuple[int, int]:
         made = 0
         mine = {s for _, s in self.index.keys_of(self.address)}
-        checkpoint = latest + 1
-        for session in self.sessions.formed_since(start, latest):
+        checkpoint = end + 1
+        for session in self.sessions.formed_since(start, end):
             if session.session_id in mine:
                 continue
             try:
@@ -339,7 +352,7 @@ class SessionSealer:
                 checkpoint = min(checkpoint, session.formed_block)
                 log.error("session key not made", extra={"session": "0x" + session.session_id.hex(), "error": repr(exc)})
         self.index.set_meta("checkpoint", str(checkpoint))
-        return made
+        return made, checkpoint
 
     def _make(self, session: FormedSessionLike) -> None:
         recipients = dict(self.sessions.party_keys(session.session_id, self.from_block))

@@ -81,10 +81,14 @@ def test_transaction_public_key_of_a_raw_transaction(chain_env):
     assert env.address_of(transaction_public_key(bytes(legacy))) == acct.address
 
 
-def test_session_frames_rest_sealed_and_open_for_parties_only(formed, tmp_path):
+def test_session_frames_rest_sealed_and_open_for_parties_only(formed, tmp_path, monkeypatch):
+    import offchain.store.sealed as sealed_module
+
     chain_env, sid = formed
+    monkeypatch.setattr(sealed_module, "LOG_SPAN", 3)  # the chain is read in many short spans
     sealer, store = _sealer(chain_env, tmp_path)
     assert sealer.refresh() == 1 and sealer.refresh() == 0
+    assert int(store.index.get_meta("checkpoint")) == chain_env.w3.eth.block_number + 1
     inside = [os.urandom(3000) + b"PLAINTEXT-MARK" for _ in range(5)]
     outside, other_cam = b"before the session" * 50, b"another camera" * 50
     frames = [(CAMS[0], START + i, f, None) for i, f in enumerate(inside)]
