@@ -1,6 +1,7 @@
 """S5 with real node processes (Anvil, contracts, three nodes with ``seal_sessions = true``): a
 session formed while the nodes run; a camera streams a real recording through it; the frames of the
-session's range rest sealed in every node's store (no plaintext byte on disk), the others plain;
+session's range rest sealed in every node's store (no plaintext byte on disk; also the ones a
+node got by repair from its peers' sealed stores), the others plain;
 the blocks are anchored and attested as ever. A party extracts with its own account key: the clip
 is byte for byte the one extracted from plaintext frames, and the bundle verifies in Python and
 in JavaScript, unchanged. An outsider's key opens nothing: `CannotUnseal`, and an extraction
@@ -39,6 +40,7 @@ pytestmark = pytest.mark.slow
 
 IP = "10.0.55.1"
 BANK, CUSTOMER, OUTSIDER = 1, 2, 8
+REPAIRER = "node-customer"
 WINDOW = 5_000
 SESSION = (5_000, 15_000)  # of the stream's 20 s, relative to t0
 SETTINGS = {"seal_sessions": True, "window_ms": WINDOW, "missing_wait_ms": 500, "repair_deadline_ms": 2000,
@@ -93,8 +95,12 @@ def run(tmp_path_factory):
             cluster.api(n, "/api/v1/status")["sealing"]["sessions"] == 1 for n in cluster.nodes), 60)
         source = FileSource(sample_path("vtest"), start_ms=t0)  # the agent sends its codec in the hello
         frames = [f for f in FileSource(sample_path("vtest"), start_ms=t0) if f.timestamp_ms < t0 + 20_000]
-        asyncio.run(CameraAgent(IP, key, source, {n.name: n.ingest for n in cluster.nodes}, speed=0,
-                                max_frames=len(frames)).run())
+        # node-customer never gets seq 70-79 (7-8 s, inside the session) from the camera: it repairs
+        # them from peers, which read them out of their sealed stores
+        stats = asyncio.run(CameraAgent(IP, key, source, {n.name: n.ingest for n in cluster.nodes}, speed=0,
+                                        max_frames=len(frames), faults=f"{REPAIRER}:drop=seq:70-79",
+                                        end_timeout=30).run())
+        assert stats[REPAIRER].dropped_by_fault == 10
         ledger = cluster.ledger(6)
         blocks = _wait("final blocks", lambda: _final_blocks(ledger, camera_id(IP), frames[-1].timestamp_ms), 150)
         cluster.t0, cluster.sid, cluster.frames, cluster.blocks = t0, sid, frames, blocks
@@ -125,6 +131,8 @@ def test_session_frames_rest_sealed_in_every_node_store(run):
             assert probe not in raw, (node.name, f.seq)
             assert not inner.has(cid_for_bytes(f.data))
         assert all(inner.get(cid_for_bytes(f.data)) == f.data for f in plain)  # outside the session: as before
+        if node.name == REPAIRER:  # what came by repair rests sealed too
+            assert run.api(node, "/api/v1/status")["counters"][IP].get("repaired", 0) >= 10
         status = run.api(node, "/api/v1/status")["sealing"]
         assert status["framesSealed"] >= len(sealed) and status["failures"] == 0
         assert status["cameras"] == ["0x" + camera_id(IP).hex()]
@@ -155,7 +163,7 @@ def _js(bundle: Path, rpc: str, ledger: str) -> dict:
 
 
 def test_party_extraction_is_byte_exact_and_verifies_unchanged(run, tmp_path):
-    node = run.nodes[1]
+    node = run.node(REPAIRER)  # its copies of seq 70-79 came from its peers
     d = _store_dir(node)
     party = open_party_store(LocalStore(d, fsync="none"), d / INDEX_NAME, bytes.fromhex(run.keys[CUSTOMER].removeprefix("0x")))
     sealed_res = _extract(run, [party], tmp_path / "sealed")
