@@ -29,7 +29,7 @@ from ..store.base import ContentStore, StoreError
 from ..core.peer_auth import ChainBinding
 from ..chain.health import ChainHealth
 from .alarm_centre import AlarmCentre
-from .config import NodeConfig
+from .config import ConfigError, NodeConfig
 from .ingest import IngestServer, StreamRecord
 from .peer_client import PeerClient
 from .peer_http import NodeRoster, PeerIdentity, PeerSigning
@@ -119,7 +119,7 @@ class Node:
         from ..store.sealed import Keyring, SealedStore, SealIndex, SessionSealer, index_path_for
 
         if not self.deployment.signing_session:
-            raise ValueError(f"{self.name}: seal_sessions needs a deployment with SigningSession")
+            raise ConfigError(f"{self.name}: seal_sessions needs a deployment with SigningSession")
         key = bytes.fromhex(self.config.key().removeprefix("0x"))
         index = SealIndex(index_path_for(self.store, self.config.data_dir))
         keyring = Keyring(key)
