@@ -36,7 +36,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     try:
         settings = MonitorSettings(confirmations=args.confirmations, max_blocks=args.max_blocks, window=args.window)
         monitor = Monitor(w3, contracts, Path(args.checkpoint), out, start, settings, resumable=out is not sys.stdout,
-                          deliver=hooks.deliver if hooks else None)
+                          deliver=hooks.deliver if hooks else None, reactions=not args.no_reactions)
         monitor.run(poll_s=args.poll, once=args.once, should_stop=lambda: stop["now"])
     except (ReorgTooDeep, DeliveryFailed, ValueError, OSError, requests.exceptions.RequestException, Web3Exception) as exc:
         print(f"frameledger monitor: {exc}", file=sys.stderr)
@@ -65,4 +65,6 @@ def add_monitor_commands(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--once", action="store_true", help="scan up to the confirmed head, then exit")
     m.add_argument("--webhook", action="append", default=[],
                    help="POST every event here, HMAC-signed with $FRAMELEDGER_WEBHOOK_SECRET (repeatable)")
+    m.add_argument("--no-reactions", action="store_true",
+                   help="events only: no notification lines for disputes, risk warnings, revocations")
     m.set_defaults(func=cmd_monitor)

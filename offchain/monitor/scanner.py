@@ -29,6 +29,7 @@ from web3._utils.events import get_event_data
 from web3.exceptions import BlockNotFound
 
 from ..chain.client import load_artifact
+from .reactions import ChainMoved, Reactor
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +112,18 @@ class MonitorSettings:
 class Monitor:
     def __init__(self, w3: Web3, contracts: dict[str, str], checkpoint_path: Path, out: IO[str],
                  start_block: int, settings: MonitorSettings | None = None, resumable: bool = True,
-                 deliver: Callable[[list[dict[str, Any]]], None] | None = None):
+                 deliver: Callable[[list[dict[str, Any]]], None] | None = None, reactions: bool = False):
         """`out` is the JSON-lines file, opened for reading and appending; with `resumable` False
-        (a pipe or a terminal) it is never cut back and delivery is at least once."""
+        (a pipe or a terminal) it is never cut back and delivery is at least once. With
+        `reactions`, each dispute, risk warning and revocation is followed by a notification line
+        per session it concerns (monitor/reactions.py)."""
         self.w3 = w3
         self.resumable = resumable and out.seekable()
         self.deliver = deliver  # e.g. Webhooks.deliver; runs before the checkpoint moves
         self.settings = settings or MonitorSettings()
         self.decoder = EventDecoder(w3, contracts)
         self.addresses = list(self.decoder.names)
+        self.reactor = Reactor(w3, contracts, start_block, self.decoder.decode) if reactions else None
         self.checkpoint_path = Path(checkpoint_path)
         self.out = out
         chain_id = w3.eth.chain_id
@@ -191,6 +195,11 @@ class Monitor:
         if any(e["blockNumber"] in hashes and hashes[e["blockNumber"]] != e["blockHash"] for e in events):
             return self.step()  # the chain moved between the two reads: read again
         events.sort(key=lambda e: (e["blockNumber"], e["logIndex"]))
+        if self.reactor is not None:
+            try:
+                events = self.reactor.react(events, hashes)
+            except ChainMoved:
+                return self.step()
         self._write(events)
         for e in events:
             if e["blockNumber"] in hashes:
@@ -215,14 +224,24 @@ class Monitor:
                 time.sleep(poll_s)
 
 
-def fold(lines: list[dict[str, Any]]) -> list[tuple[str, int]]:
-    """The events a consumer holds after applying every line (adds and `removed` undos), as
-    (transactionHash, logIndex) in emission order."""
-    held: dict[tuple[str, int, str], None] = {}
+def _held(lines: list[dict[str, Any]]) -> dict[tuple[str, int, str, str], dict[str, Any]]:
+    held: dict[tuple[str, int, str, str], dict[str, Any]] = {}
     for e in lines:
-        key = (e["transactionHash"], e["logIndex"], e["blockHash"])
+        key = (e["transactionHash"], e["logIndex"], e["blockHash"], e.get("sessionId", ""))
         if e["removed"]:
             held.pop(key, None)
         else:
-            held[key] = None
-    return [(t, i) for t, i, _ in held]
+            held[key] = e
+    return held
+
+
+def fold(lines: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """The events a consumer holds after applying every line (adds and `removed` undos), as
+    (transactionHash, logIndex) in emission order. Notification lines are not events: see
+    `fold_notifications`."""
+    return [(t, i) for (t, i, _, _), e in _held(lines).items() if "notification" not in e]
+
+
+def fold_notifications(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The notifications a consumer holds after applying every line, in emission order."""
+    return [e for e in _held(lines).values() if "notification" in e]
