@@ -216,12 +216,21 @@ class Monitor:
         self.state.recent = keep
         self.state.emitted = {k: v for k, v in self.state.emitted.items() if int(k) >= oldest}
 
-    def run(self, poll_s: float = 1.0, once: bool = False, should_stop: Callable[[], bool] = lambda: False) -> None:
+    def run(self, poll_s: float = 1.0, once: bool = False, should_stop: Callable[[], bool] = lambda: False,
+            wake: Callable[[float], bool] | None = None, safety_s: float = 30.0) -> None:
+        """Step until caught up, then wait: `poll_s` (polling), or, with `wake` (monitor/ws.py's
+        Subscription.wait: True when there is news), until the next notification, looking
+        anyway every `safety_s` in case one was missed. `should_stop` is asked every `poll_s`."""
         while not should_stop():
             if self.step() == 0:
                 if once:
                     return
-                time.sleep(poll_s)
+                if wake is None:
+                    time.sleep(poll_s)
+                    continue
+                quiet_since = time.monotonic()
+                while not should_stop() and not wake(poll_s) and time.monotonic() - quiet_since < safety_s:
+                    pass
 
 
 def _held(lines: list[dict[str, Any]]) -> dict[tuple[str, int, str, str], dict[str, Any]]:
