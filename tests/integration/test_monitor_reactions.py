@@ -160,3 +160,48 @@ def test_a_declined_or_expired_session_is_not_notified(world, tmp_path):
     out.close()
     got = lines(tmp_path / "events.jsonl")
     assert any(x.get("event") == "RiskRaised" for x in got) and scanner.fold_notifications(got) == []
+
+
+def test_notifications_go_to_the_webhooks_signed_with_their_own_event_id(world, tmp_path):
+    import hmac
+    import http.server
+    import threading
+
+    from offchain.monitor.webhooks import Webhooks, event_id, signature
+
+    env, _, early, late = world
+    env.ledger(OTHER_NODE).raise_risk(camera_id(CAM_A), "frames missing", W)
+    received: list[tuple[dict, bytes]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            received.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secret = b"webhook secret"
+    hooks = Webhooks([f"http://127.0.0.1:{server.server_address[1]}/hook"], secret, sleep=lambda s: None)
+    try:
+        out = open(tmp_path / "events.jsonl", "a+")
+        m = Monitor(env.w3, contracts_of(env), tmp_path / "checkpoint.json", out, start_block(env),
+                    MonitorSettings(confirmations=0), deliver=hooks.deliver, reactions=True)
+        drain(m)
+        out.close()
+    finally:
+        hooks.close()
+        server.shutdown()
+        server.server_close()
+    got = lines(tmp_path / "events.jsonl")
+    assert [json.loads(body) for _, body in received] == got  # every line, notifications included, in order
+    sent = [(h, json.loads(b), b) for h, b in received if "notification" in json.loads(b)]
+    assert {n["sessionId"] for _, n, _ in sent} == {"0x" + early.hex(), "0x" + late.hex()}
+    ids = {h["X-FrameLedger-Event-Id"] for h, _, _ in sent}
+    assert len(ids) == 2 and all(":notify:0x" in i for i in ids)  # one id per session, not the cause's
+    for headers, note, body in sent:
+        assert headers["X-FrameLedger-Event-Id"] == event_id(note)
+        assert hmac.compare_digest(headers["X-FrameLedger-Signature"], signature(secret, body))
