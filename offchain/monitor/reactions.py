@@ -10,8 +10,9 @@ A notification is one more line of the monitor's output, written right after its
 It carries its cause's position (block, transaction, log index), so it travels with the cause:
 written and checkpointed in the same step (exactly once across kills into a file, at least once
 to webhooks, like the events), and undone with `"removed": true` when a reorg drops the cause's
-block. The sessions are read from the chain's SigningSession events up to the cause (one
-`eth_getLogs` per step that has a cause), so a rescan decides the same way.
+block. The sessions are read from the chain's SigningSession events up to the cause, so a rescan
+decides the same way; events older than the reorg window are kept in memory, newer ones read
+again at each step that has a cause (`eth_getLogs` in ranges of at most `max_blocks`).
 
 A revoked camera's unanchored frames are dropped by the nodes themselves (they follow the
 Consortium's camera events: offchain/node/node.py); the monitor only reports the revocation to the
@@ -51,11 +52,19 @@ def _hex32(b: bytes) -> str:
 class Reactor:
     """Given the chain, the deployed contracts (name → address) and the monitor's event decoder."""
 
-    def __init__(self, w3: Web3, contracts: dict[str, str], from_block: int, decode: Any):
+    def __init__(self, w3: Web3, contracts: dict[str, str], from_block: int, decode: Any, *, window: int = 64,
+                 max_blocks: int = 1000):
+        """`window` is the monitor's reorg window: session events of blocks older than that
+        below a step are final (a deeper reorg stops the monitor) and are kept in memory, so each
+        step reads only the newer ones; `max_blocks` bounds each `eth_getLogs` range."""
         self.w3 = w3
         self.contracts = contracts
         self.from_block = from_block
         self.decode = decode
+        self.window = window
+        self.max_blocks = max_blocks
+        self._final: list[dict[str, Any]] = []  # decoded session events of blocks < self._final_to
+        self._final_to = from_block
         self._topics = None
         if "SigningSession" in contracts:
             session = bind(w3, "SigningSession", contracts["SigningSession"])
@@ -89,12 +98,21 @@ class Reactor:
     def _session_events(self, to_block: int, hashes: dict[int, str]) -> list[dict[str, Any]]:
         if self._topics is None:
             return []
-        raw = self.w3.eth.get_logs({"fromBlock": self.from_block, "toBlock": to_block,
-                                    "address": self.contracts["SigningSession"], "topics": self._topics})
-        decoded = [d for d in (self.decode(r) for r in raw) if d is not None]
-        if any(hashes.get(d["blockNumber"], d["blockHash"]) != d["blockHash"] for d in decoded):
+        final_to = max(self._final_to, to_block - self.window)  # exclusive
+        self._final.extend(self._read(self._final_to, final_to - 1))
+        self._final_to = final_to
+        recent = self._read(final_to, to_block)
+        if any(hashes.get(d["blockNumber"], d["blockHash"]) != d["blockHash"] for d in recent):
             raise ChainMoved("session events from another chain history than the step's")
-        return sorted(decoded, key=lambda d: (d["blockNumber"], d["logIndex"]))
+        return self._final + recent
+
+    def _read(self, first: int, last: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for start in range(first, last + 1, self.max_blocks):
+            raw = self.w3.eth.get_logs({"fromBlock": start, "toBlock": min(last, start + self.max_blocks - 1),
+                                        "address": self.contracts["SigningSession"], "topics": self._topics})
+            out.extend(d for d in (self.decode(r) for r in raw) if d is not None)
+        return sorted(out, key=lambda d: (d["blockNumber"], d["logIndex"]))
 
     def _cause(self, reason: Reason, e: dict[str, Any]) -> Cause:
         at_s = int(self.w3.eth.get_block(e["blockNumber"])["timestamp"])

@@ -123,7 +123,8 @@ class Monitor:
         self.settings = settings or MonitorSettings()
         self.decoder = EventDecoder(w3, contracts)
         self.addresses = list(self.decoder.names)
-        self.reactor = Reactor(w3, contracts, start_block, self.decoder.decode) if reactions else None
+        self.reactor = (Reactor(w3, contracts, start_block, self.decoder.decode, window=self.settings.window,
+                                max_blocks=self.settings.max_blocks) if reactions else None)
         self.checkpoint_path = Path(checkpoint_path)
         self.out = out
         chain_id = w3.eth.chain_id

@@ -35,10 +35,10 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def open_monitor(env, tmp_path) -> tuple[Monitor, object]:
+def open_monitor(env, tmp_path, window: int = 32) -> tuple[Monitor, object]:
     out = open(tmp_path / "events.jsonl", "a+")
     m = Monitor(env.w3, contracts_of(env), tmp_path / "checkpoint.json", out, start_block(env),
-                MonitorSettings(confirmations=0, max_blocks=4, window=32), reactions=True)
+                MonitorSettings(confirmations=0, max_blocks=4, window=window), reactions=True)
     return m, out
 
 
@@ -96,7 +96,7 @@ def test_disputes_risks_and_revocations_notify_the_sessions_they_concern(world, 
     ledger.raise_risk(camera_id(CAM_C), "frames missing at every node", W)  # C: none
     ledger.clear_risk(camera_id(CAM_A))
     env.consortium(CUSTOMER).revoke_camera(camera_id(CAM_B))  # B: `early` only
-    m, out = open_monitor(env, tmp_path)
+    m, out = open_monitor(env, tmp_path, window=2)  # the proposals are older than the window: kept in memory
     drain(m)
     out.close()
     got = lines(tmp_path / "events.jsonl")
