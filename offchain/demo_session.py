@@ -152,7 +152,7 @@ class SessionDemo:
                     "documentHash": "0x" + keccak(DOCUMENT).hex(), "startMs": start_ms, "endMs": end_ms,
                     "expiresAt": chain_now + 3600, "salt": "0x" + "00" * 31 + "01"}
         prepared = self._request("POST", "/v1/sessions/typed-data", BANK, json=proposal)
-        if not self._step("propose", prepared.status_code == 200, f"typed data: HTTP {prepared.status_code}"):
+        if not self._step("proposal typed data", prepared.status_code == 200, f"typed data: HTTP {prepared.status_code}"):
             return
         self.session_id = prepared.json()["sessionId"]
         sig = agreement.sign_typed(self._key(BANK), prepared.json()["typedData"])
