@@ -205,3 +205,26 @@ def test_notifications_go_to_the_webhooks_signed_with_their_own_event_id(world, 
     for headers, note, body in sent:
         assert headers["X-FrameLedger-Event-Id"] == event_id(note)
         assert hmac.compare_digest(headers["X-FrameLedger-Signature"], signature(secret, body))
+
+
+def test_a_batch_dispute_notifies_the_sessions_overlapping_its_window(world, tmp_path):
+    from offchain.core.batch import Batch, BatchManifest, order_signatures, sign_batch
+
+    env, _, early, late = world
+    blk = build_block(camera_ip=CAM_B, height=1, prev_hash=env.consortium().head_block(camera_id(CAM_B))[0],
+                      window_start_ms=W, window_end_ms=2 * W, frames=[FrameRef.of_bytes(0, W, b"b0", True)],
+                      proposer=env.signer(NODE).address)
+    manifest = BatchManifest.of(window_start_ms=W, window_end_ms=2 * W, prev_batch_root=b"\x00" * 32,
+                                headers=[blk.header])
+    batch = Batch.of_manifest(manifest)
+    batches = env.deployment.batch_client(env.signer(NODE))
+    sigs = order_signatures(batches.domain, batch, [sign_batch(env.keys[i], batches.domain, batch) for i in (3, 4)])
+    index = batches.anchor_batch(batch, sigs).index
+    env.deployment.batch_client(env.signer(5)).dispute_batch(index, "manifest omits a frame this node holds")
+    m, out = open_monitor(env, tmp_path)
+    drain(m)
+    out.close()
+    got = lines(tmp_path / "events.jsonl")
+    disputes = [n for n in scanner.fold_notifications(got) if n["notification"] == "dispute"]
+    assert [(n["cause"]["event"], n["sessionId"]) for n in disputes] == [("BatchDisputed", "0x" + early.hex())]
+    assert disputes[0]["window"] == [W, 2 * W] and len(disputes[0]["cameras"]) == 2  # every camera of the session
