@@ -15,6 +15,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from web3.exceptions import Web3Exception
 
     from ..chain.client import connect
+    from ..chain.reverts import ContractRevert
     from .scanner import Monitor, MonitorSettings, ReorgTooDeep
     from .webhooks import DeliveryFailed, Webhooks
     from .ws import Subscription
@@ -47,7 +48,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         finally:
             if sub is not None:
                 sub.close()
-    except (ReorgTooDeep, DeliveryFailed, ValueError, OSError, requests.exceptions.RequestException, Web3Exception) as exc:
+    except (ReorgTooDeep, DeliveryFailed, ValueError, OSError, requests.exceptions.RequestException, Web3Exception,
+            ContractRevert) as exc:  # ContractRevert: a reaction's read (getBlock, batchAt) refused
         print(f"frameledger monitor: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
