@@ -18,7 +18,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary = run_demo(work, window_ms=args.window * 1000, speed=args.speed, anchoring=args.anchoring)
     ok = bool(summary["passed"])
     print("\nDEMO " + ("PASSED: every window anchored and final, nothing missing that a node held, every block verified; "
-                       "the intruder left nothing"
+                       "the intruder left nothing; the signing session completed"
                        if ok else "FAILED (see the tables above and the node logs in the work dir)"))
     return 0 if ok else 1
 

@@ -6,6 +6,10 @@ content stores, peer HTTP on loopback), then streams real recordings (vtest, bik
 agents with the faults of issue 3 injected (see offchain/node/scenario.py). It waits until every
 window of every camera is anchored and final, verifies each block back from the chain through a
 node's store, and prints what each node saw and did.
+
+Around the recording runs a signing session through the REST API (offchain/demo_session.py):
+proposed and accepted before it, refused while a risk warning is active, signed by both parties
+and complete after it, the monitor's notifications to its parties, and the signing page's URL.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from .evidence.trust import load_trust
 from .paths import REPO_ROOT
 from .core.cid import cid_from_digest
 from .core.merkle import StandardMerkleTree
+from .demo_session import SessionDemo
 from .node.scenario import Scenario, ScenarioRun
 from .store.local import LocalStore
 from .tables import render_table
@@ -85,16 +90,17 @@ def _evidence_stage(run: ScenarioRun, store: LocalStore, out) -> str:
     return result.verdict if agree else f"disagree: {result.verdict}/{py.verdict}/{js_verdict}"
 
 
-def _batch_stage(run: ScenarioRun, store: LocalStore, out) -> dict:
+def _batch_stage(run: ScenarioRun, store: LocalStore, out) -> tuple[dict, list]:
     """Batch mode: every window of the stream one batch; each camera's block verified from the
-    store, linked to the one before, and holding every frame any node holds of its window."""
+    store, linked to the one before, and holding every frame any node holds of its window.
+    Returns the summary and the verified block headers (the signing session's evidence)."""
     pairs = run.wait_batches_final(progress=True)
     c = run.cluster
     cams = [x for x in run.s.cameras if x.owner_account is not None]
     node_names = {addr["address"]: addr["name"] for addr in c.deployment.record["nodes"]}
     prev = {camera_id(x.ip): c.consortium().camera(camera_id(x.ip)).head_block for x in cams}
     ips = {camera_id(x.ip): x.ip for x in cams}
-    rows, verified, missing_held, gas, blocks = [], 0, 0, 0, 0
+    rows, verified, missing_held, gas, blocks, headers = [], 0, 0, 0, 0, []
     for rec, manifest in pairs:
         gas_used, submitter = _batch_receipt(c, rec.index)
         gas += gas_used
@@ -113,6 +119,8 @@ def _batch_stage(run: ScenarioRun, store: LocalStore, out) -> dict:
             if lost:
                 problems.append(f"{lost} held frames not listed")
             verified += not problems
+            if not problems:
+                headers.append(h)
             rows.append([rec.index, ips.get(h.camera_id, "?"), h.height,
                          f"{(h.window_start_ms - run.t0) // 1000}-{(h.window_end_ms - run.t0) // 1000}s", h.frame_count,
                          len(block.gaps), sum(len(fs) for _, fs in block.substitutions),
@@ -128,7 +136,7 @@ def _batch_stage(run: ScenarioRun, store: LocalStore, out) -> dict:
                      title="Gas (batch mode): total anchoring gas / (cameras x minutes of video)"))
     return {"windows": len(pairs), "expected_windows": run.expected_windows(), "blocks": blocks, "verified": verified,
             "expected_blocks": run.expected_windows() * len(cams), "held_frames_missing": missing_held,
-            "anchoring_gas": gas, "gas_per_camera_minute": round(per_cam_min)}
+            "anchoring_gas": gas, "gas_per_camera_minute": round(per_cam_min)}, headers
 
 
 def _batch_receipt(cluster, index: int) -> tuple[int, str]:
@@ -150,7 +158,8 @@ def run_demo(work_dir: Path, window_ms: int = 60_000, speed: float = 8.0, out=pr
     summary = _run_header_demo(work_dir, window_ms, speed, out)
     summary["passed"] = (summary["blocks"] == summary["expected_blocks"] == summary["verified"] == summary["final"]
                          and summary["intruder_frames_stored"] == 0
-                         and summary["evidence"] == "verified_with_declared_gaps")
+                         and summary["evidence"] == "verified_with_declared_gaps"
+                         and summary["session"] == "completed")
     return summary
 
 
@@ -167,36 +176,63 @@ def _counter_table(run: ScenarioRun, status: dict, out, counters=None) -> None:
 BATCH_COUNTERS = [c for c in COUNTERS if c[0] not in ("anchored", "attested")] + [("batched", "blocks_batched")]
 
 
+def _start_session(run: ScenarioRun, out) -> SessionDemo:
+    """The REST API up, and the session proposed and formed over the capture range the stream
+    is about to record (`ScenarioRun.stream` aligns its start the same way)."""
+    began = time.monotonic()
+    session = SessionDemo(run, out)
+    session.start_api()
+    now, w = int(time.time() * 1000), run.s.window_ms
+    start = now - now % w - 3 * w
+    session.propose_and_accept(start, start + run.s.seconds * 1000)
+    session.seconds += time.monotonic() - began
+    return session
+
+
+def _finish_session(session: SessionDemo, headers: list | None, work_dir: Path) -> bool:
+    began = time.monotonic()
+    session.risk_then_sign(headers)
+    notes = session.notifications(work_dir / "monitor")
+    url = session.signing_page()
+    session.seconds += time.monotonic() - began
+    return session.report(notes, url)
+
+
 def _run_batch_demo(work_dir: Path, window_ms: int, speed: float, out) -> dict:
     started = time.monotonic()
     logging.getLogger("offchain.camera.agent").setLevel(logging.ERROR)
     run = ScenarioRun(Scenario(work_dir, window_ms=window_ms, speed=speed, anchoring="batch"), out=out)
+    session = None
     try:
         run.setup()
         out("anchoring  : batch mode (one quorum-signed BatchLedger batch per window over every camera)")
+        session = _start_session(run, out)
         run.stream()
         out("waiting    : repair, sealing, batch signing and anchoring ...")
         store = LocalStore(run.cluster.nodes[0].config.data_dir / "store")
-        result = _batch_stage(run, store, out)
+        result, headers = _batch_stage(run, store, out)
         _counter_table(run, run.node_status(), out, BATCH_COUNTERS)
         risks = run.risk_events()
         out("")
         out(render_table(["camera", "event", "block"], [list(r) for r in risks] or [["-", "none", "-"]],
                          title="Risk warnings on chain (alarm centre)"))
         evidence = _evidence_stage(run, store, out)
+        signed = _finish_session(session, headers, work_dir)
         intruder = [c.ip for c in run.s.cameras if c.owner_account is None]
         leftovers = sum(len(run.cluster.api(n, f"/api/v1/frames/{ip}")) for n in run.cluster.nodes for ip in intruder)
         summary = {**result, "risks_raised": sum(1 for r in risks if r[1] == "RiskRaised"),
                    "intruder_frames_stored": leftovers, "evidence": evidence,
-                   "seconds": round(time.monotonic() - started, 1)}
+                   "session": "completed" if signed else "FAILED", "seconds": round(time.monotonic() - started, 1)}
         out("")
         out(render_table(list(summary), [list(summary.values())], title="Summary"))
         summary["passed"] = (result["windows"] == result["expected_windows"]
                              and result["blocks"] == result["expected_blocks"] == result["verified"]
                              and result["held_frames_missing"] == 0 and leftovers == 0
-                             and evidence == "verified_with_declared_gaps")
+                             and evidence == "verified_with_declared_gaps" and signed)
         return summary
     finally:
+        if session is not None:
+            session.stop()
         run.cluster.stop()
 
 
@@ -206,8 +242,10 @@ def _run_header_demo(work_dir: Path, window_ms: int, speed: float, out) -> dict:
     # tables. The nodes' side of it is counted and shown below.
     logging.getLogger("offchain.camera.agent").setLevel(logging.ERROR)
     run = ScenarioRun(Scenario(work_dir, window_ms=window_ms, speed=speed), out=out)
+    session = None
     try:
         run.setup()
+        session = _start_session(run, out)
         run.stream()
         out("waiting    : repair, sealing, anchoring and attestation ...")
         blocks = run.wait_final(progress=True)
@@ -245,6 +283,7 @@ def _run_header_demo(work_dir: Path, window_ms: int, speed: float, out) -> dict:
         out(render_table(["camera", "event", "block"], [list(r) for r in risks] or [["-", "none", "-"]],
                          title="Risk warnings on chain (alarm centre)"))
         evidence = _evidence_stage(run, store, out)
+        signed = _finish_session(session, None, work_dir)
         intruder = [c.ip for c in run.s.cameras if c.owner_account is None]
         leftovers = sum(len(run.cluster.api(n, f"/api/v1/frames/{ip}")) for n in names.values() for ip in intruder)
         summary = {
@@ -254,10 +293,13 @@ def _run_header_demo(work_dir: Path, window_ms: int, speed: float, out) -> dict:
             "risks_cleared": sum(1 for r in risks if r[1] == "RiskCleared"),
             "intruder_frames_stored": leftovers,
             "evidence": evidence,
+            "session": "completed" if signed else "FAILED",
             "seconds": round(time.monotonic() - started, 1),
         }
         out("")
         out(render_table(list(summary), [list(summary.values())], title="Summary"))
         return summary
     finally:
+        if session is not None:
+            session.stop()
         run.cluster.stop()

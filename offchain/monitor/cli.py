@@ -15,8 +15,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from web3.exceptions import Web3Exception
 
     from ..chain.client import connect
+    from ..chain.reverts import ContractRevert
     from .scanner import Monitor, MonitorSettings, ReorgTooDeep
     from .webhooks import DeliveryFailed, Webhooks
+    from .ws import Subscription
 
     try:
         record = json.loads(Path(args.deployment).read_text())
@@ -36,9 +38,18 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     try:
         settings = MonitorSettings(confirmations=args.confirmations, max_blocks=args.max_blocks, window=args.window)
         monitor = Monitor(w3, contracts, Path(args.checkpoint), out, start, settings, resumable=out is not sys.stdout,
-                          deliver=hooks.deliver if hooks else None)
-        monitor.run(poll_s=args.poll, once=args.once, should_stop=lambda: stop["now"])
-    except (ReorgTooDeep, DeliveryFailed, ValueError, OSError, requests.exceptions.RequestException, Web3Exception) as exc:
+                          deliver=hooks.deliver if hooks else None, reactions=not args.no_reactions)
+        sub = Subscription(args.ws, monitor.addresses) if args.ws else None
+        try:
+            if sub is not None and not args.once:
+                sub.open()  # when it fails, Subscription.wait polls and tries again
+            monitor.run(poll_s=args.poll, once=args.once, should_stop=lambda: stop["now"],
+                        wake=sub.wait if sub is not None else None)
+        finally:
+            if sub is not None:
+                sub.close()
+    except (ReorgTooDeep, DeliveryFailed, ValueError, OSError, requests.exceptions.RequestException, Web3Exception,
+            ContractRevert) as exc:  # ContractRevert: a reaction's read (getBlock, batchAt) refused
         print(f"frameledger monitor: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -65,4 +76,9 @@ def add_monitor_commands(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--once", action="store_true", help="scan up to the confirmed head, then exit")
     m.add_argument("--webhook", action="append", default=[],
                    help="POST every event here, HMAC-signed with $FRAMELEDGER_WEBHOOK_SECRET (repeatable)")
+    m.add_argument("--ws", default=None, metavar="URL",
+                   help="also subscribe (eth_subscribe newHeads/logs) at this WebSocket URL and step on each "
+                        "notification; polling stays the fallback (Besu: ws://host:8546, Anvil: the HTTP port)")
+    m.add_argument("--no-reactions", action="store_true",
+                   help="events only: no notification lines for disputes, risk warnings, revocations")
     m.set_defaults(func=cmd_monitor)

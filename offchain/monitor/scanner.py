@@ -29,6 +29,7 @@ from web3._utils.events import get_event_data
 from web3.exceptions import BlockNotFound
 
 from ..chain.client import load_artifact
+from .reactions import ChainMoved, Reactor
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +112,19 @@ class MonitorSettings:
 class Monitor:
     def __init__(self, w3: Web3, contracts: dict[str, str], checkpoint_path: Path, out: IO[str],
                  start_block: int, settings: MonitorSettings | None = None, resumable: bool = True,
-                 deliver: Callable[[list[dict[str, Any]]], None] | None = None):
+                 deliver: Callable[[list[dict[str, Any]]], None] | None = None, reactions: bool = False):
         """`out` is the JSON-lines file, opened for reading and appending; with `resumable` False
-        (a pipe or a terminal) it is never cut back and delivery is at least once."""
+        (a pipe or a terminal) it is never cut back and delivery is at least once. With
+        `reactions`, each dispute, risk warning and revocation is followed by a notification line
+        per session it concerns (monitor/reactions.py)."""
         self.w3 = w3
         self.resumable = resumable and out.seekable()
         self.deliver = deliver  # e.g. Webhooks.deliver; runs before the checkpoint moves
         self.settings = settings or MonitorSettings()
         self.decoder = EventDecoder(w3, contracts)
         self.addresses = list(self.decoder.names)
+        self.reactor = (Reactor(w3, contracts, start_block, self.decoder.decode, window=self.settings.window,
+                                max_blocks=self.settings.max_blocks) if reactions else None)
         self.checkpoint_path = Path(checkpoint_path)
         self.out = out
         chain_id = w3.eth.chain_id
@@ -191,6 +196,11 @@ class Monitor:
         if any(e["blockNumber"] in hashes and hashes[e["blockNumber"]] != e["blockHash"] for e in events):
             return self.step()  # the chain moved between the two reads: read again
         events.sort(key=lambda e: (e["blockNumber"], e["logIndex"]))
+        if self.reactor is not None:
+            try:
+                events = self.reactor.react(events, hashes)
+            except ChainMoved:
+                return self.step()
         self._write(events)
         for e in events:
             if e["blockNumber"] in hashes:
@@ -207,22 +217,41 @@ class Monitor:
         self.state.recent = keep
         self.state.emitted = {k: v for k, v in self.state.emitted.items() if int(k) >= oldest}
 
-    def run(self, poll_s: float = 1.0, once: bool = False, should_stop: Callable[[], bool] = lambda: False) -> None:
+    def run(self, poll_s: float = 1.0, once: bool = False, should_stop: Callable[[], bool] = lambda: False,
+            wake: Callable[[float], bool] | None = None, safety_s: float = 30.0) -> None:
+        """Step until caught up, then wait: `poll_s` (polling), or, with `wake` (monitor/ws.py's
+        Subscription.wait: True when there is news), until the next notification, looking
+        anyway every `safety_s` in case one was missed. `should_stop` is asked every `poll_s`."""
         while not should_stop():
             if self.step() == 0:
                 if once:
                     return
-                time.sleep(poll_s)
+                if wake is None:
+                    time.sleep(poll_s)
+                    continue
+                quiet_since = time.monotonic()
+                while not should_stop() and not wake(poll_s) and time.monotonic() - quiet_since < safety_s:
+                    pass
+
+
+def _held(lines: list[dict[str, Any]]) -> dict[tuple[str, int, str, str], dict[str, Any]]:
+    held: dict[tuple[str, int, str, str], dict[str, Any]] = {}
+    for e in lines:
+        key = (e["transactionHash"], e["logIndex"], e["blockHash"], e.get("sessionId", ""))
+        if e["removed"]:
+            held.pop(key, None)
+        else:
+            held[key] = e
+    return held
 
 
 def fold(lines: list[dict[str, Any]]) -> list[tuple[str, int]]:
     """The events a consumer holds after applying every line (adds and `removed` undos), as
-    (transactionHash, logIndex) in emission order."""
-    held: dict[tuple[str, int, str], None] = {}
-    for e in lines:
-        key = (e["transactionHash"], e["logIndex"], e["blockHash"])
-        if e["removed"]:
-            held.pop(key, None)
-        else:
-            held[key] = None
-    return [(t, i) for t, i, _ in held]
+    (transactionHash, logIndex) in emission order. Notification lines are not events: see
+    `fold_notifications`."""
+    return [(t, i) for (t, i, _, _), e in _held(lines).items() if "notification" not in e]
+
+
+def fold_notifications(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The notifications a consumer holds after applying every line, in emission order."""
+    return [e for e in _held(lines).values() if "notification" in e]

@@ -2,7 +2,8 @@
 
 Each event is POSTed alone as JSON (the line the monitor writes) with
 `X-FrameLedger-Signature: sha256=<hex HMAC-SHA256(secret, body)>` and
-`X-FrameLedger-Event-Id: <transactionHash>:<logIndex>:<blockHash>[:removed]`. A 2xx answer is a
+`X-FrameLedger-Event-Id: <transactionHash>:<logIndex>:<blockHash>[:notify:<sessionId>][:removed]`
+(a notification line carries its cause's position and the session it is for). A 2xx answer is a
 delivery; anything else (or no answer) is retried with exponential backoff, `attempts` times in
 all. When a webhook still refuses, the monitor stops before its checkpoint moves, so the event
 is delivered again on restart: at least once, in order; receivers dedupe on the event id.
@@ -33,6 +34,8 @@ def signature(secret: bytes, body: bytes) -> str:
 
 def event_id(event: dict[str, Any]) -> str:
     base = f"{event['transactionHash']}:{event['logIndex']}:{event['blockHash']}"
+    if "notification" in event:  # one per session its cause concerns
+        base += f":notify:{event['sessionId']}"
     return base + (":removed" if event["removed"] else "")
 
 

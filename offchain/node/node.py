@@ -24,6 +24,7 @@ from ..chain.deployer import Deployment
 from ..chain.ledger import ConsortiumClient, VideoLedgerClient
 from ..core import packet as pk
 from ..core.block import camera_id
+from ..core.cid import cid_from_digest
 from ..core.gaps import Arrival, CameraAnomaly, classify_arrival, Hole, SeqRanges, check_step, estimate_gop, find_holes, frame_step_ms, keyframe_lost, plausible_lost
 from ..store.base import ContentStore, StoreError
 from ..core.peer_auth import ChainBinding
@@ -445,6 +446,40 @@ class Node:
             return
         start = int(self.state.get_meta("whitelist_checkpoint") or self.deployment.record["contracts"]["Consortium"]["blockNumber"])
         self.state.set_meta("whitelist_checkpoint", str(await asyncio.to_thread(self.registry.watch, start)))
+        self.drop_revoked()
+
+    def drop_revoked(self) -> None:
+        """I2: a camera revoked on chain leaves no unanchored data here. Its pooled frames (never
+        to be anchored: the chain refuses a revoked camera's blocks) leave the pool and the store,
+        its open alarms are settled so no peer is asked to repair it. Anchored frames stay: they
+        are evidence already. Checked every tick from the registry, so a node that was down when
+        the revocation came, or a frame whose commit raced it, is cleaned up at the next tick."""
+        for info in self.registry.all():
+            if not info.active and self.state.pool_span(info.camera_id) is not None:
+                self._drop_unanchored(info.camera_id, info.ip)
+
+    def _drop_unanchored(self, cam: bytes, ip: str) -> None:
+        db = self.state.db
+        with self.state.transaction():
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS revoked_drop (sha256 BLOB PRIMARY KEY)")
+            db.execute("DELETE FROM revoked_drop")
+            db.execute("INSERT OR IGNORE INTO revoked_drop SELECT sha256 FROM frames WHERE camera_id=? AND anchored=0", (cam,))
+            frames = db.execute("DELETE FROM frames WHERE camera_id=? AND anchored=0", (cam,)).rowcount
+            alarms = [a.id for a in self.state.alarms(open_only=True, camera=cam)]
+            for alarm_id in alarms:
+                self.state.clear_alarm(alarm_id, "camera revoked")
+            # Content addressing: bytes another held frame still names (same clip, another
+            # camera) must stay. One pass over the frames, each probing the dropped set's key.
+            dropped = {bytes(r[0]) for r in db.execute("SELECT sha256 FROM revoked_drop")}
+            kept = {bytes(r[0]) for r in db.execute(
+                "SELECT DISTINCT d.sha256 FROM frames f CROSS JOIN revoked_drop d WHERE d.sha256 = f.sha256")}
+            orphans = sorted(dropped - kept)
+        delete = getattr(self.store, "delete", None)  # not every ContentStore can delete
+        removed = sum(1 for sha in orphans if delete is not None and delete(cid_from_digest(sha)))
+        self.state.bump(ip, "revoked_frames_dropped", frames)
+        self.tracks.pop(cam, None)
+        log.warning("camera revoked: unanchored frames dropped", extra={
+            "node": self.name, "camera": ip, "frames": frames, "bytes_deleted": removed, "alarms_settled": len(alarms)})
 
     # --------------------------------------------------------------- gap scan
     def track(self, cam: bytes) -> CameraTrack:
@@ -476,7 +511,8 @@ class Node:
         wait = self.config.missing_wait_ms / 1000
         for cam, ip in self.state.cameras():
             await asyncio.sleep(0)  # one camera's scan never holds the loop for all of them
-            if self.registry.get(cam) is None:
+            info = self.registry.get(cam)
+            if info is None or not info.active:  # revoked: nothing to repair (drop_revoked)
                 continue
             track = self.track(cam)
             row = self.state.camera_row(cam)
