@@ -203,9 +203,9 @@ class _Evidence:
 
     # ------------------------------------------------------------------ jobs
     def start(self, sid: bytes, body: EvidenceJobBody | None, caller: str) -> tuple[Job, bool]:
+        info, members = self.party_session(sid, caller)
         if not self.stores:
             raise Problem(503, "evidence-unavailable", "this API has no content store to read frames from")
-        info, members = self.party_session(sid, caller)
         body = body or EvidenceJobBody()
         cams = [_camera(c) for c in body.cameras] if body.cameras else list(members.cameras)
         if any(c not in members.cameras for c in cams) or len(set(cams)) != len(cams):
