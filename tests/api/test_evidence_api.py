@@ -333,3 +333,67 @@ def test_byte_range_parser_refuses(header):
     with pytest.raises(Problem) as exc:
         byte_range(header, 100)
     assert exc.value.status == 416 and exc.value.headers == {"Content-Range": "bytes */100"}
+
+
+# ---------------------------------------------------------------- the blocks listing in batch mode
+
+
+def test_blocks_listing_reads_batch_mode_deployments_too(world, devchain, tmp_path):
+    import copy
+
+    from batch_fixtures import BCAM_A, build_batch_history
+    from offchain.camera.samples import sample_path
+
+    env, _ = world
+    hist = build_batch_history(env.w3, env.keys, env.deployment, tmp_path / "bstore", vtest=sample_path("vtest"),
+                               rpc_url=devchain.rpc_url)
+    record = copy.deepcopy(env.deployment.record)
+    record["contracts"]["BatchLedger"] = {"address": hist.batch_ledger}
+    api = make_api(env, devchain, tmp_path, record=record, stores=[hist.store()])
+    h = api.token(BANK)
+    blocks = api.http.get(f"/v1/cameras/{BCAM_A}/blocks", headers=h).json()
+    expected = hist.blocks[BCAM_A]
+    assert [b["height"] for b in blocks] == [s.header.height for s in expected]
+    assert [b["hash"] for b in blocks] == ["0x" + s.hash.hex() for s in expected]
+    assert {b["anchoring"] for b in blocks} == {"batch"} and all(b["final"] for b in blocks)
+    page = api.http.get(f"/v1/cameras/{BCAM_A}/blocks", params={"from_ms": hist.ms(25_000), "to_ms": hist.ms(45_000),
+                                                                "limit": 1}, headers=h)
+    assert [b["height"] for b in page.json()] == [2] and "2 blocks match" in page.headers["X-FrameLedger-Truncated"]
+    # the per-header cameras of the same deployment still list from the VideoLedger
+    header_mode = api.http.get(f"/v1/cameras/{CAM_A}/blocks", headers=h).json()
+    assert {b["anchoring"] for b in header_mode} == {"header"} and len(header_mode) == 4
+
+
+# ---------------------------------------------------------------- Schemathesis on the evidence routes
+
+
+def test_evidence_operations_never_answer_a_server_error(eapi, world, sid, job):
+    """The evidence operations with the real session, job and camera in their paths (random ids
+    stop at 404, which tests/api/test_api_schema.py covers), everything else generated, valid
+    and invalid: no 5xx."""
+    from collections import Counter
+
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+
+    schema = schemathesis.openapi.from_asgi("/openapi.json", eapi.http.app)
+    ids = {"session_id": sid, "job_id": job[0]["jobId"], "camera": "0x" + world[1].cam_a.hex()}
+    operations = [op for op in (r.ok() for r in schema.get_all_operations()) if "evidence" in op.path]
+    assert len(operations) == 6
+    headers = eapi.token(BANK)
+    statuses: Counter[int] = Counter()
+    for operation, mode in [(op, mode) for op in operations for mode in GenerationMode]:
+
+        @given(case=operation.as_strategy(mode))
+        @settings(max_examples=10, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def run(case, positive=mode is GenerationMode.POSITIVE):
+            for name in list(case.path_parameters or {}):
+                if name in ids and positive:
+                    case.path_parameters[name] = ids[name]
+            statuses[case.call_and_validate(headers=headers, checks=[not_a_server_error]).status_code] += 1
+
+        run()
+    assert statuses[200] > 0 and max(statuses) < 500, statuses
