@@ -190,12 +190,16 @@ class _Evidence:
         return extract(task.camera, task.from_ms, task.to_ms, reader, self.stores, out, produced_by="frameledger api",
                        progress=progress)
 
-    def party_session(self, sid: bytes, caller: str) -> tuple[Any, Any]:
-        client = self.ctx.session_client()
-        members = client.members(sid)  # UnknownSession → 404
+    def require_party(self, sid: bytes, caller: str) -> Any:
+        """The session's members, once the caller is known to be a party (re-read every request)."""
+        members = self.ctx.session_client().members(sid)  # UnknownSession → 404
         if caller not in members.parties:
             raise Problem(403, "not-a-party", "only the session's parties may read its evidence")
-        return client.session(sid), members
+        return members
+
+    def party_session(self, sid: bytes, caller: str) -> tuple[Any, Any]:
+        members = self.require_party(sid, caller)
+        return self.ctx.session_client().session(sid), members
 
     def _frames_in_range(self, cam: bytes, from_ms: int, to_ms: int) -> int:
         _heights, blocks = self._reader(cam, from_ms, to_ms).blocks_in_range(cam, from_ms, to_ms)
@@ -233,7 +237,7 @@ class _Evidence:
         job = self.jobs.get(job_id)
         if job is None:
             raise Problem(404, "job-not-found", "no such evidence job (finished jobs are kept for a while only)")
-        self.party_session(job.session_id, caller)
+        self.require_party(job.session_id, caller)
         return job
 
     def finished_task(self, job: Job, camera: str) -> tuple[CameraTask, ExtractResult]:
@@ -313,6 +317,23 @@ class _Evidence:
 
 
 _PROBLEM = {"application/problem+json": {"schema": {"type": "object"}}}
+_CAM = "0x" + "0a" * 32
+_JOB = "5f1c0e2a9b7d4c3e8f6a1b2c3d4e5f60"
+_MEDIA = f"/v1/evidence/jobs/{_JOB}/cameras/{_CAM}"
+_JOB_EXAMPLE = {
+    "jobId": _JOB, "sessionId": "0x" + "5e" * 32, "state": "done", "progress": 1.0, "phase": "done", "cameraIndex": 0,
+    "createdAt": 1764576000.1, "finishedAt": 1764576004.7, "error": None,
+    "mediaAccess": {"token": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8.1764576900.q3Zx", "expiresAt": 1764576900},
+    "cameras": [{"cameraId": _CAM, "ip": "10.9.0.1", "fromMs": 1764576000000, "toMs": 1764576060000, "done": True,
+                 "verdict": "verified_with_declared_gaps", "reasons": ["gap.declared x1: a gap declared in the manifest"],
+                 "gaps": [{"kind": "declared", "from_ms": 1764576025000, "to_ms": 1764576026900, "height": 2,
+                           "from_seq": 250, "to_seq": 269, "keyframe_lost": True, "substitute_camera": None,
+                           "substitute_frames": 0, "not_playable_frames": 10}],
+                 "clips": [{"index": 0, "path": "clip-000.mp4", "kind": "original", "camera": _CAM, "frames": 580,
+                            "start_ms": 1764576000000, "end_ms": 1764576059900, "reencoded": False, "why": "remux",
+                            "decoded_frames": None, "url": f"{_MEDIA}/clips/0?access=…"}],
+                 "reportUrl": f"{_MEDIA}/report?access=…", "bundleUrl": f"{_MEDIA}/bundle?access=…"}]}
+_JOB_RESPONSE = {"content": {"application/json": {"example": _JOB_EXAMPLE}}}
 
 
 def _media_caller(ev: _Evidence, caller: Callable[..., str]) -> Callable[..., str]:
@@ -340,7 +361,8 @@ def install(app: FastAPI, ctx: Context, caller: Callable[..., str], stores: Sequ
 
     @app.post("/v1/sessions/{session_id}/evidence", tags=["evidence"], status_code=202,
               summary="Start (or reuse) the extraction job for the session's cameras over its range",
-              responses={200: {"description": "an identical job exists: it is reused"},
+              responses={202: {"description": "a new job", **_JOB_RESPONSE},
+                         200: {"description": "an identical job exists: it is reused", **_JOB_RESPONSE},
                          413: {"content": _PROBLEM, "description": "range-too-large, too-many-frames"},
                          429: {"content": _PROBLEM, "description": "too-many-jobs"}})
     def start(session_id: SessionId, who: Caller, response: Response,
@@ -351,7 +373,8 @@ def install(app: FastAPI, ctx: Context, caller: Callable[..., str], stores: Sequ
         return ev.job_json(job, who)
 
     @app.get("/v1/evidence/jobs/{job_id}", tags=["evidence"],
-             summary="A job's state and progress; when done, each camera's verdict, gaps and clip URLs")
+             summary="A job's state and progress; when done, each camera's verdict, gaps and clip URLs",
+             responses={200: _JOB_RESPONSE})
     def job(job_id: JobId, who: Caller) -> dict[str, Any]:
         return ev.job_json(ev.job_for(job_id, who), who)
 
