@@ -101,6 +101,11 @@ def _store_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="a node's local content store directory (repeatable; tried in order)")
     p.add_argument("--ipfs", action="append", default=[], metavar="URL",
                    help="an IPFS node's Kubo RPC API, e.g. http://127.0.0.1:5001 (repeatable)")
+    p.add_argument("--keystore", metavar="FILE", help="a party's account keystore: session frames a node stored "
+                   "sealed open with it (docs/ENCRYPTION.md); password from --password-file or the environment")
+    p.add_argument("--password-file", metavar="FILE", help="the keystore's password (first line)")
+    p.add_argument("--seal-index", metavar="FILE", help="for --ipfs stores: the node's sealed.sqlite (plaintext "
+                   "CID -> envelope); a --store DIR holding one uses its own")
     p.set_defaults(stores_required=required)
 
 
@@ -141,19 +146,39 @@ def _trusted_deployment(args: argparse.Namespace, w3):
     return trusted[0]
 
 
+def _party_key(args: argparse.Namespace) -> bytes | None:
+    """The private key of ``--keystore`` (for sealed session frames), or None."""
+    if not getattr(args, "keystore", None):
+        return None
+    from ..chain.keyfile import KeyfileError, PasswordSource, load_private_key
+
+    try:
+        key = load_private_key(args.keystore, PasswordSource(file=args.password_file, prompt=not getattr(args, "json", False)))
+    except KeyfileError as exc:
+        raise _InputError(str(exc)) from None
+    return bytes.fromhex(key.removeprefix("0x"))
+
+
 def _stores(args: argparse.Namespace) -> list:
     from ..store import KuboStore, LocalStore
 
+    from ..store.sealed import INDEX_NAME, open_party_store
+
+    key = _party_key(args)
     stores: list = []
     for d in args.store:
         if not Path(d).is_dir():
             raise _InputError(f"store directory {d} does not exist")
         try:
-            stores.append(LocalStore(d, fsync="none"))  # read-only use: fsync policy is irrelevant
+            store = LocalStore(d, fsync="none")  # read-only use: fsync policy is irrelevant
+            # a node's store with sealed session frames (S5): read through its index, opened with the party's key
+            stores.append(open_party_store(store, Path(d) / INDEX_NAME, key) if (Path(d) / INDEX_NAME).is_file()
+                          else store)
         except Exception as exc:  # noqa: BLE001 - StoreUnavailable (foreign layout, unreadable)
             raise _InputError(f"cannot open store {d}: {exc}") from exc
     for url in args.ipfs:
-        stores.append(KuboStore(url))
+        kubo = KuboStore(url)
+        stores.append(open_party_store(kubo, Path(args.seal_index), key) if getattr(args, "seal_index", None) else kubo)
     if not stores and args.stores_required:
         raise _InputError("give at least one --store DIR or --ipfs URL to fetch frames from")
     return stores

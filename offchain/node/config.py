@@ -47,6 +47,7 @@
     ingest_commit_linger_ms = 5     # a batch waits this long for more frames before it is committed
     anchoring = "header"            # "header": VideoLedger.anchor + attest per camera window;
                                     # "batch": one quorum-signed BatchLedger batch per window (docs/NODES.md)
+    seal_sessions = false           # frames of formed sessions' cameras rest encrypted (S5, docs/ENCRYPTION.md)
 
 Environment: FRAMELEDGER_NODE_<KEY> (upper case) overrides <key>; lists are comma-separated.
 """
@@ -120,6 +121,7 @@ class NodeConfig:
     ingest_commit_max_frames: int = 1024
     ingest_commit_linger_ms: int = 5
     anchoring: str = "header"
+    seal_sessions: bool = False
 
     def key(self) -> str:
         if self.private_key:

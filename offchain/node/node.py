@@ -29,7 +29,7 @@ from ..store.base import ContentStore, StoreError
 from ..core.peer_auth import ChainBinding
 from ..chain.health import ChainHealth
 from .alarm_centre import AlarmCentre
-from .config import NodeConfig
+from .config import ConfigError, NodeConfig
 from .ingest import IngestServer, StreamRecord
 from .peer_client import PeerClient
 from .peer_http import NodeRoster, PeerIdentity, PeerSigning
@@ -88,6 +88,9 @@ class Node:
         self.deployment = Deployment.load(config.deployment)
         self.consortium = ConsortiumClient(self.signer, self.deployment.consortium)
         self.ledger = VideoLedgerClient(self.signer, self.deployment.video_ledger)
+        self.sealer: Any = None  # S5: session frames rest sealed (config seal_sessions, docs/ENCRYPTION.md)
+        if config.seal_sessions:
+            self._seal_store()
         # Peer HTTP is signed with the node account's key, for this deployment only (peer_http.py).
         self.peer_identity = PeerIdentity(config.key(), self.address, ChainBinding(self.signer.chain_id, self.deployment.consortium))
         self.registry = CameraRegistry(self.consortium, from_block=self.deployment.record["contracts"]["Consortium"]["blockNumber"])
@@ -109,6 +112,31 @@ class Node:
         self.batcher: Batcher | None = None  # batch mode only (config anchoring = "batch")
         self.alarm_centre: AlarmCentre | None = None
         self._init_pipeline()
+
+    def _seal_store(self) -> None:
+        """Wrap the store so frames of formed sessions' cameras rest sealed (`store/sealed.py`)."""
+        from ..chain.session_keys import SessionReader
+        from ..store.sealed import Keyring, SealedStore, SealIndex, SessionSealer, index_path_for
+
+        if not self.deployment.signing_session:
+            raise ConfigError(f"{self.name}: seal_sessions needs a deployment with SigningSession")
+        key = bytes.fromhex(self.config.key().removeprefix("0x"))
+        index = SealIndex(index_path_for(self.store, self.config.data_dir))
+        keyring = Keyring(key)
+        self.sealer = SessionSealer(
+            store=self.store, index=index, keyring=keyring, private_key=key,
+            sessions=SessionReader(self.w3, self.deployment.signing_session), chain_id=self.deployment.chain_id,
+            from_block=int(self.deployment.record["contracts"]["SigningSession"]["blockNumber"]),
+            latest_block=lambda: int(self.w3.eth.block_number))
+        self.store = SealedStore(self.store, index, keyring, self.sealer.key_for)
+        self._seal_checked = 0.0
+
+    async def refresh_seals(self) -> None:
+        """New formed sessions get this node's data key (at most once a second; chain reads)."""
+        if self.sealer is None or time.monotonic() - self._seal_checked < 1.0:
+            return
+        self._seal_checked = time.monotonic()
+        await asyncio.to_thread(self.sealer.refresh)
 
     def _init_pipeline(self) -> None:
         """The ingest pipeline (`offchain.node.pipeline`); worker processes start on first use."""
@@ -145,6 +173,9 @@ class Node:
         if self.config.alarm_centre:
             self.alarm_centre = AlarmCentre(config=self.config, state=self.state, registry=self.registry,
                                             ledger=self.ledger, peers=self.peer_client)
+        if self.sealer is not None:  # keys before frames: a session's first frame is sealed already
+            await asyncio.to_thread(self.sealer.load)
+            await asyncio.to_thread(self.sealer.refresh)
         await self.verifier.warm()  # before the listener opens: the first frames find their workers
         self.ingest_server = await asyncio.get_running_loop().create_server(
             self.ingest.protocol, self.config.ingest_host, self.config.ingest_port, backlog=1024)
@@ -172,7 +203,7 @@ class Node:
             started = time.monotonic()
             anchoring = ((self.batcher.tick,) if self.batcher is not None
                          else (self.producer.tick, self.producer.scan_anchored))
-            for step in (self.watch_whitelist, self.scan_gaps, self.repairer.resend_open_alarms, *anchoring):
+            for step in (self.watch_whitelist, self.refresh_seals, self.scan_gaps, self.repairer.resend_open_alarms, *anchoring):
                 try:
                     await step()
                 except Exception:  # noqa: BLE001 - one failing step must not stop the node
@@ -339,7 +370,10 @@ class Node:
 
     def _commit_batch(self, batch: list[Pending]) -> list[bool]:
         """In the committer's thread: payloads (one fsync), then rows (one transaction, one fsync)."""
-        self.store.put_many([p.payload for p in batch])
+        if self.sealer is not None:
+            self.store.put_frames([(p.cam, p.ref.timestamp_ms, p.payload, p.ref.sha256) for p in batch])
+        else:
+            self.store.put_many([p.payload for p in batch])
         if self._writer is None:
             self._writer = self.state.writer()
         return self._writer.write([(p.cam, p.ip, p.ref, p.signature, p.source) for p in batch])
@@ -538,5 +572,7 @@ class Node:
             "ingest": self.ingest.snapshot(),
             "anchoring": self.config.anchoring,
             **({"batch": self.batcher.status()} if self.batcher is not None else {}),
+            **({"sealing": {**self.sealer.snapshot(), "framesSealed": self.store.sealed_frames}}
+               if self.sealer is not None else {}),
         }
 
