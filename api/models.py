@@ -76,3 +76,19 @@ class SiweBody(BaseModel):
 
     message: str = Field(max_length=MAX_MESSAGE_BYTES, description="an EIP-4361 message")
     signature: Signature = Field(description="personal_sign (EIP-191) signature of the message")
+
+
+CameraRefText = Annotated[str, Field(min_length=1, max_length=128, description="0x camera id or registered IP",
+                                     examples=["0x" + "0a" * 32])]
+
+
+class EvidenceJobBody(BaseModel):
+    """Which part of the session's evidence to extract; every field optional (default: the
+    session's cameras over its whole range)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {}, {"cameras": ["0x" + "0a" * 32], "fromMs": 1764576000000, "toMs": 1764576060000}]})
+
+    cameras: list[CameraRefText] | None = Field(default=None, min_length=1, max_length=64)
+    fromMs: U64 | None = Field(default=None, description="inclusive, epoch ms (default: the session's start)")
+    toMs: U64 | None = Field(default=None, description="exclusive, epoch ms (default: the session's end)")

@@ -56,11 +56,12 @@ _STATUS_CODES = {"expired": (410, "session-expired"), "declined": (409, "session
 
 
 class Problem(Exception):
-    def __init__(self, status: int, code: str, detail: str, **extra: Any):
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any):
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
+        self.headers = headers  # e.g. Retry-After, Content-Range of a 416
         self.extra = extra
 
 
@@ -85,10 +86,11 @@ def from_revert(exc: ContractRevert) -> Problem:
     return Problem(status, code, str(exc), error=name, args=args)
 
 
-def response(status: int, code: str, detail: str, instance: str, **extra: Any) -> JSONResponse:
+def response(status: int, code: str, detail: str, instance: str, headers: dict[str, str] | None = None,
+             **extra: Any) -> JSONResponse:
     body = {"type": TYPE_PREFIX + code, "title": code.replace("-", " "), "status": status, "detail": detail,
             "instance": instance, **extra}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {**({"WWW-Authenticate": "Bearer"} if status == 401 else {}), **(headers or {})} or None
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
@@ -97,7 +99,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return response(exc.status, exc.code, exc.detail, request.url.path, **exc.extra)
+        return response(exc.status, exc.code, exc.detail, request.url.path, exc.headers, **exc.extra)
 
     @app.exception_handler(ContractRevert)
     async def _revert(request: Request, exc: ContractRevert) -> JSONResponse:

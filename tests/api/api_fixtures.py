@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Iterator
 
 from fastapi.testclient import TestClient
 
@@ -112,10 +114,36 @@ class Api:
         return self.http.post(f"/v1/sessions/{sid}/signatures", json=body, headers=headers), body
 
 
-def make_api(chain_env, devchain, tmp_path, relayer: bool = True) -> Api:
+def make_api(chain_env, devchain, tmp_path, relayer: bool = True, record: dict | None = None, **create_kw) -> Api:
+    """``record`` replaces the deployment record (e.g. another BatchLedger); ``create_kw`` go to
+    create_app (stores, evidence and stream settings)."""
     path = tmp_path / "deployment.json"
-    path.write_text(json.dumps(chain_env.deployment.record))
+    path.write_text(json.dumps(record or chain_env.deployment.record))
     clock = Clock()
     app = create_app(devchain.rpc_url, str(path), relayer_key=chain_env.keys[RELAYER] if relayer else None,
-                     settings=Settings(siwe_domain=DOMAIN), clock=clock)
+                     settings=Settings(siwe_domain=DOMAIN), clock=clock, **create_kw)
     return Api(http=TestClient(app), chain=chain_env, clock=clock)
+
+
+@contextmanager
+def serve(app) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port in a thread; yields its base URL."""
+    import threading
+
+    import uvicorn
+
+    from offchain.chain.devchain import free_loopback_port
+
+    port = free_loopback_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -16,15 +16,17 @@ from schemathesis.checks import not_a_server_error
 
 from api_fixtures import BANK
 
+STREAM = "/v1/alarms/stream"
 MAX_EXAMPLES = 8  # per operation and mode (valid / invalid data): bounded, the run stays around a minute
 
 
 def test_no_operation_answers_a_server_error(api):
     schema = schemathesis.openapi.from_asgi("/openapi.json", api.http.app)
     headers = api.token(BANK)
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # the alarm stream never ends by itself (tests/api/test_alarm_stream.py drives it over real HTTP)
+    operations = [op for op in (result.ok() for result in schema.get_all_operations()) if op.path != STREAM]
     statuses: Counter[int] = Counter()
-    assert len(operations) >= 14
+    assert len(operations) >= 20
     for operation, mode in [(op, mode) for op in operations for mode in GenerationMode]:
 
         @given(case=operation.as_strategy(mode))
