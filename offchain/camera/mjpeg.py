@@ -116,7 +116,7 @@ class MultipartParser:
     def pending(self) -> bool:
         """True when bytes of an unfinished part (or of the preamble) are held."""
         if self._state is _State.BETWEEN:
-            return bool(self._buf.strip(b"\r\n \t"))
+            return self._blank_prefix() < len(self._buf)
         return self._state is not _State.DONE
 
     @property
@@ -171,17 +171,25 @@ class MultipartParser:
         self._state = _State.DELIMITER
         return True
 
+    def _blank_prefix(self) -> int:
+        """How many line-end / blank bytes the buffer starts with (without copying it)."""
+        n, size = 0, len(self._buf)
+        while n < size and self._buf[n] in b"\r\n \t":
+            n += 1
+        return n
+
     def _between(self) -> bool | None:
-        stripped = self._buf.lstrip(b"\r\n \t")
-        if len(stripped) < len(self._delim):
-            if len(self._buf) - len(stripped) > self.max_header_bytes:
-                raise MultipartError(f"more than {self.max_header_bytes} bytes of blank lines after part {self.parts}")
-            if stripped and not self._delim.startswith(bytes(stripped)):
+        blank = self._blank_prefix()
+        if blank > self.max_header_bytes:
+            raise MultipartError(f"more than {self.max_header_bytes} bytes of blank lines after part {self.parts}")
+        head = bytes(self._buf[blank:blank + len(self._delim)])
+        if len(head) < len(self._delim):
+            if head and not self._delim.startswith(head):
                 raise self._not_boundary()
             return None
-        if not stripped.startswith(self._delim):
+        if head != self._delim:
             raise self._not_boundary()
-        del self._buf[:len(self._buf) - len(stripped) + len(self._delim)]
+        del self._buf[:blank + len(self._delim)]
         self._state = _State.DELIMITER
         return True
 

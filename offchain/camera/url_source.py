@@ -10,7 +10,9 @@ stream is *rebased*: the first packet's decode time becomes 0. For http(s) recor
 are kept as they are, exactly like `FileSource` on the same file. ``rebase`` overrides this.
 
 Capture time on live streams: with ``timing="auto"`` (default) an RTSP camera's own clock, from its
-RTCP sender reports, when FFmpeg has one by the first frame: FFmpeg maps the RTP timestamps through
+RTCP sender reports, when FFmpeg has one (a session without one yet holds its first frames, up to
+``rtcp_wait_s`` = 5 s or 256 frames, until one arrives, rather than switching clocks mid-session):
+FFmpeg maps the RTP timestamps through
 the first sender report's NTP time and exposes the wall time of pts 0 as the format context's
 ``start_time_realtime`` (PyAV: ``container.start_time_realtime``, microseconds since the epoch), so a
 frame's capture time is ``start_time_realtime + pts``. It is used when it lies within ``max_skew_ms``
@@ -33,6 +35,7 @@ camera that does not come back within ``reconnect_s`` ends the iteration and set
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -67,6 +70,7 @@ def _redact(url: str) -> str:
 
 
 HTTP_PROBE_BYTES = 64 * 1024
+MAX_RTCP_HELD = 256  # frames held at a session's start while waiting for its first RTCP sender report
 RECONNECT_GAP_MS = 1000  # shorter outages are kept contiguous: indistinguishable from network jitter
 
 
@@ -125,6 +129,7 @@ class UrlSource:
         reconnect_s: float = 30.0,
         timing: str = "auto",
         max_skew_ms: int = 300_000,
+        rtcp_wait_s: float = 5.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -144,7 +149,7 @@ class UrlSource:
         self.options = opts
         self.timeout = timeout
         self.reconnect_s = reconnect_s
-        self.timing, self.max_skew_ms = timing, max_skew_ms
+        self.timing, self.max_skew_ms, self.rtcp_wait_s = timing, max_skew_ms, rtcp_wait_s
         self.clock, self.sleep = clock, sleep
         self.outages: list[Outage] = []
         self.failure: str | None = None      # why a reconnecting source gave up (it then ends)
@@ -247,8 +252,18 @@ class UrlSource:
         reorders = bool(stream.codec_context.reorder_depth)
         run.first_ticks = run.end_ticks = None
         to_ms: Callable[[int], int] | None = None
-        for pts, dts, duration, keyframe, data in _presentation_order(container, stream, default_duration,
-                                                                      fill_missing=True):
+        items = _presentation_order(container, stream, default_duration, fill_missing=True)
+        held: list[tuple[int, int, int, bool, bytes]] = []
+        if self.timing == "auto" and getattr(container, "start_time_realtime", None) is None and self.rtcp_wait_s > 0:
+            # No sender report yet: hold the session's first frames until one arrives (bounded),
+            # rather than switching clocks mid-session.
+            waiting_since = time.monotonic()
+            for item in items:
+                held.append(item)
+                if (getattr(container, "start_time_realtime", None) is not None or len(held) >= MAX_RTCP_HELD
+                        or time.monotonic() - waiting_since >= self.rtcp_wait_s):
+                    break
+        for pts, dts, duration, keyframe, data in itertools.chain(held, items):
             if to_ms is None:
                 to_ms = self._session_clock(container, time_base, min(dts, pts), start_ms, offset_ticks, last)
             if run.first_ticks is None:
