@@ -14,6 +14,7 @@ Paths (query ``?frames=N`` bounds a stream, default endless; ``fps`` default 10)
   /truncated    3 whole parts, then half of the 4th, then the connection closes
   /slow         1 part, then the next one trickled 100 bytes every 0.2 s
   /stall        1 part, then nothing while the connection stays open
+  /silent       no answer at all (not even the response headers)
   /notjpeg      a text/plain part
   /resize       2 parts, then a part of another picture size
 """
@@ -92,6 +93,9 @@ class MjpegCamera:
         frames = int(query.get("frames", "0")) or None
         fps = float(query.get("fps", "10"))
         path = parts.path
+        if path == "/silent":  # accepts the connection, never answers
+            time.sleep(30)
+            return
         if path == "/noboundary":
             self._start(h, "multipart/x-mixed-replace")
             h.wfile.write(b"--x\r\nContent-Type: image/jpeg\r\n\r\n" + self.jpegs[0])

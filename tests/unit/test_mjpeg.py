@@ -131,6 +131,7 @@ def test_x_timestamp_is_the_capture_time_when_the_camera_sends_it(cam):
     ("/truncated", "ended inside part 4: .* of its .* bytes .Content-Length. arrived"),
     ("/slow", "part 2 not complete after 1 s"),
     ("/stall", "nothing received for 1 s"),
+    ("/silent", "cannot open .*: no answer within 1 s"),
     ("/notjpeg", "part 1 is 'text/plain', not image/jpeg"),
     ("/resize", "part 3 is 160x120, the stream began at 320x240"),
 ])
