@@ -159,8 +159,7 @@ class MultipartParser:
 
     # -- states: each returns a Part, True (state changed, go on) or None (needs more bytes) --
     def _preamble(self) -> bool | None:
-        found = [(self._buf.find(c), c) for c in self._candidates]
-        hits = [(i, c) for i, c in found if i >= 0 and (i == 0 or self._buf[i - 1] == 0x0A)]
+        hits = [(i, c) for c in self._candidates if (i := self._line_start_find(c)) >= 0]
         if not hits:
             if len(self._buf) > self.max_header_bytes:
                 raise MultipartError(f"no boundary {self._delim.decode('latin-1')!r} in the first "
@@ -177,6 +176,13 @@ class MultipartParser:
         while n < size and self._buf[n] in b"\r\n \t":
             n += 1
         return n
+
+    def _line_start_find(self, needle: bytes) -> int:
+        """The first occurrence of ``needle`` at the start of a line of the buffer, or -1."""
+        at = self._buf.find(needle)
+        while at > 0 and self._buf[at - 1] != 0x0A:
+            at = self._buf.find(needle, at + 1)
+        return at
 
     def _between(self) -> bool | None:
         blank = self._blank_prefix()

@@ -184,3 +184,10 @@ def test_camera_run_against_a_hostile_camera_is_one_error_line(cam, path, messag
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert [e for e in errors if message in e], out.stderr
     assert all(e.startswith("error: node n ") for e in errors if message not in e), out.stderr  # node 9 is dead
+
+
+def test_a_boundary_mid_line_in_the_preamble_is_not_taken(jpegs):
+    parser = MultipartParser(b"b")
+    data = b"say --b here\r\n--b\r\nContent-Type: image/jpeg\r\n\r\n" + jpegs[0] + b"\r\n--b--\r\n"
+    parts = parser.feed(data)
+    assert [p.body for p in parts] == [jpegs[0]]
