@@ -135,7 +135,7 @@ def cmd_pubkey(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import keystore as ks
-    from .agent import CameraAgent, stats_table
+    from .agent import CameraAgent
     from .faults import FaultInjector, FaultSpecError
 
     nodes: dict[str, tuple[str, int]] = {}
@@ -210,14 +210,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         stats, broke = agent.stats, str(exc)  # the stream broke mid-way: say what was delivered, then why
-    elapsed = time.monotonic() - started
+    return _report(args, agent, source, str(injector.spec), stats, time.monotonic() - started, broke)
+
+
+def _report(args: argparse.Namespace, agent: Any, source: Any, faults: str, stats: dict[str, Any], elapsed: float,
+            broke: str | None) -> int:
+    """The table or JSON of what each node did, the source's outages, and the exit code."""
+    from .agent import stats_table
+
     # The source reads ahead of the agent: only outages before the last frame sent were part of this run.
     outages = [o for o in getattr(source, "outages", []) if o.after_seq < agent.last_seq
                or (o.to_ms is None and o.after_seq == agent.last_seq)]
     gone: str | None = getattr(source, "failure", None)  # a live camera that did not come back
     failure = broke or gone
     doc = {"camera": args.ip, "frames": agent.frames_produced, "lastSeq": agent.last_seq,
-           "seconds": round(elapsed, 3), "faults": str(injector.spec), "seed": args.seed,
+           "seconds": round(elapsed, 3), "faults": faults, "seed": args.seed,
            "timing": list(getattr(source, "session_timing", [])), "outages": [o.as_dict() for o in outages],
            "sourceFailure": failure, "nodes": {n: s.as_dict() for n, s in stats.items()}}
     if args.json:
