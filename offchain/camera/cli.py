@@ -6,10 +6,18 @@
         --node bank=127.0.0.1:7001 --node customer=127.0.0.1:7002 \\
         --speed 4 --faults 'bank:drop=0.05;*:cut=30s-35s' --seed 7
 
-`camera run` prints, per node, frames sent / acknowledged / unacknowledged / rejected, and exits
-1 when any node acknowledged none of the frames (e.g. it refused the camera: not registered),
-with one line per such node on stderr; 0 otherwise (unacknowledged frames are reported, not fatal:
-the nodes repair from each other).
+`camera run` prints, per node, frames sent / acknowledged / unacknowledged / rejected (a table, or
+JSON with ``--json``), and exits 1 when any node acknowledged none of the frames (e.g. it refused
+the camera: not registered), with one line per such node on stderr; 0 otherwise (unacknowledged
+frames are reported, not fatal: the nodes repair from each other). While it streams, a progress bar
+per node (acknowledged of produced; sent, rejected, unacknowledged) is drawn on stderr when stderr
+is a terminal and neither ``--json`` nor ``--no-progress`` is given.
+
+Live cameras (rtsp://, MJPEG over http:// — told from a recording by its multipart Content-Type)
+reconnect with backoff unless ``--no-reconnect``; each outage is one ``warning:`` line and an entry
+of ``outages`` in the JSON. A camera that does not come back within ``--reconnect-s`` ends the run
+with exit 1; a stream that breaks without reconnecting (bad MJPEG part, truncated stream) ends it
+with exit 2, after the table of what was delivered; either way one ``error:`` line says why.
 
 The keystore passphrase comes from FRAMELEDGER_KEYSTORE_PASSPHRASE (or --passphrase-env NAME).
 """
@@ -71,17 +79,31 @@ def _passphrase(args: argparse.Namespace) -> str | None:
     return None  # keystore falls back to FRAMELEDGER_KEYSTORE_PASSPHRASE
 
 
-def _open_source(text: str, start_ms: int, loop: bool) -> Any:
-    from .url_source import UrlSource, is_url
+def _open_source(text: str, start_ms: int | None, loop: bool, *, reconnect: bool = True, timing: str = "auto",
+                 fps: float | None = None, reconnect_s: float = 30.0) -> Any:
+    """A file, a sample, a recording over HTTP, or a live camera (rtsp://, MJPEG over http://,
+    told from a recording by the multipart Content-Type it answers with). Live cameras reconnect
+    unless ``reconnect`` is off; ``loop`` repeats a file or recording."""
     from .sources import FileSource
+    from .url_source import LIVE_SCHEMES, UrlSource, is_url
 
     if is_url(text):
-        return UrlSource(text, start_ms=start_ms, loop=loop)
+        scheme = text.split(":", 1)[0].lower()
+        if scheme in ("http", "https"):
+            from .mjpeg import MjpegSource, http_content_type, is_multipart
+
+            if is_multipart(http_content_type(text)):
+                return MjpegSource(text, start_ms=start_ms, loop=loop or reconnect, fps=fps, timing=timing,
+                                   reconnect_s=reconnect_s)
+        live = scheme in LIVE_SCHEMES
+        return UrlSource(text, start_ms=start_ms if start_ms is not None else int(time.time() * 1000),
+                         loop=loop or (live and reconnect), timing=timing, reconnect_s=reconnect_s)
+    now = start_ms if start_ms is not None else int(time.time() * 1000)
     if text.startswith("sample:"):
         from .samples import sample_path
 
-        return FileSource(sample_path(text[len("sample:"):]), start_ms=start_ms, loop=loop)
-    return FileSource(text, start_ms=start_ms, loop=loop)
+        return FileSource(sample_path(text[len("sample:"):]), start_ms=now, loop=loop)
+    return FileSource(text, start_ms=now, loop=loop)
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -113,7 +135,7 @@ def cmd_pubkey(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import keystore as ks
-    from .agent import CameraAgent, stats_table
+    from .agent import CameraAgent
     from .faults import FaultInjector, FaultSpecError
 
     nodes: dict[str, tuple[str, int]] = {}
@@ -147,11 +169,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except FaultSpecError as exc:
         print(f"error: --faults: {exc}", file=sys.stderr)
         return 2
-    start_ms = args.start_ms if args.start_ms is not None else int(time.time() * 1000)
     loop_seconds = args.loop_seconds
     try:
-        source = _open_source(args.source, start_ms, loop=loop_seconds is not None)
-    except (FileNotFoundError, OSError, KeyError) as exc:
+        source = _open_source(args.source, args.start_ms, loop=loop_seconds is not None, reconnect=args.reconnect,
+                              timing=args.timing, fps=args.fps, reconnect_s=args.reconnect_s)
+    except (FileNotFoundError, OSError, KeyError, ValueError) as exc:
         print(f"error: --source {args.source}: {exc}", file=sys.stderr)
         return 2
     agent = CameraAgent(
@@ -164,6 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"camera {args.ip}: {source!r} -> {', '.join(f'{n}={h}:{p}' for n, (h, p) in nodes.items())} "
           f"at {speed}" + (f", faults {injector.spec} (seed {args.seed})" if injector.spec else ""),
           file=sys.stderr)
+    show_progress = args.progress and not args.json and sys.stderr.isatty()
 
     async def main() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -172,25 +195,82 @@ def cmd_run(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, agent.stop)
             except (NotImplementedError, RuntimeError):
                 pass
-        return await agent.run()
+        if not show_progress:
+            return await agent.run()
+        return await _with_progress(agent, args.max_frames)
 
     started = time.monotonic()
     from .sources import SourceError
 
+    broke: str | None = None
     try:
         stats = asyncio.run(main())
     except SourceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    elapsed = time.monotonic() - started
-    print(stats_table(stats, title=f"camera {args.ip}: {agent.frames_produced} frames "
-                                   f"(last seq {agent.last_seq}) in {elapsed:.1f} s"))
+        if not agent.frames_produced:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        stats, broke = agent.stats, str(exc)  # the stream broke mid-way: say what was delivered, then why
+    return _report(args, agent, source, str(injector.spec), stats, time.monotonic() - started, broke)
+
+
+def _report(args: argparse.Namespace, agent: Any, source: Any, faults: str, stats: dict[str, Any], elapsed: float,
+            broke: str | None) -> int:
+    """The table or JSON of what each node did, the source's outages, and the exit code."""
+    from .agent import stats_table
+
+    # The source reads ahead of the agent: only outages before the last frame sent were part of this run.
+    outages = [o for o in getattr(source, "outages", []) if o.after_seq < agent.last_seq
+               or (o.to_ms is None and o.after_seq == agent.last_seq)]
+    gone: str | None = getattr(source, "failure", None)  # a live camera that did not come back
+    failure = broke or gone
+    doc = {"camera": args.ip, "frames": agent.frames_produced, "lastSeq": agent.last_seq,
+           "seconds": round(elapsed, 3), "faults": faults, "seed": args.seed,
+           "timing": list(getattr(source, "session_timing", [])), "outages": [o.as_dict() for o in outages],
+           "sourceFailure": failure, "nodes": {n: s.as_dict() for n, s in stats.items()}}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(stats_table(stats, title=f"camera {args.ip}: {agent.frames_produced} frames "
+                                       f"(last seq {agent.last_seq}) in {elapsed:.1f} s"))
     if args.stats_json:
-        Path(args.stats_json).write_text(json.dumps(
-            {"camera": args.ip, "frames": agent.frames_produced, "lastSeq": agent.last_seq,
-             "seconds": round(elapsed, 3), "faults": str(injector.spec), "seed": args.seed,
-             "nodes": {n: s.as_dict() for n, s in stats.items()}}, indent=2))
-    return _verdict(stats)
+        Path(args.stats_json).write_text(json.dumps(doc, indent=2))
+    for o in outages:
+        back = f"back at {o.to_ms} ({(o.to_ms - o.from_ms) / 1000:.1f} s later)" if o.to_ms is not None else "never back"
+        print(f"warning: camera lost after seq {o.after_seq} (captured {o.from_ms}), {back}: {o.reason}",
+              file=sys.stderr)
+    verdict = _verdict(stats)
+    if failure:
+        print(f"error: --source: {failure}", file=sys.stderr)
+        return 2 if broke else max(verdict, 1)
+    return verdict
+
+
+async def _with_progress(agent: Any, total: int | None) -> dict[str, Any]:
+    """Run the agent with one progress bar per node on stderr: frames acknowledged of those
+    produced, with sent / rejected / unacknowledged beside it, refreshed twice a second."""
+    from tqdm import tqdm
+
+    task = asyncio.ensure_future(agent.run())
+    bars: dict[str, Any] = {}
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.5)
+            for position, (name, s) in enumerate(agent.stats.items()):
+                bar = bars.get(name)
+                if bar is None:
+                    bar = bars[name] = tqdm(total=total, desc=f"{name} acked", unit="frame", position=position,
+                                            leave=False, file=sys.stderr, dynamic_ncols=True)
+                if total is None:
+                    bar.total = max(s.frames, 1)
+                bar.n = s.acked
+                bar.set_postfix_str(f"sent {s.sent} rejected {s.rejected} unacked {s.unacked}", refresh=False)
+                bar.refresh()
+    finally:
+        for bar in bars.values():
+            bar.close()
+        if not task.done():
+            task.cancel()
+    return task.result()  # type: ignore[no-any-return]
 
 
 def _verdict(stats: dict[str, Any]) -> int:
@@ -233,7 +313,9 @@ def add_camera_commands(subparsers: Any) -> None:
                      help="pace = capture time / speed (default 1 = real time; 0 or inf = as fast as possible)")
     run.add_argument("--faults", metavar="SPEC", help="fault spec string, JSON, or @file")
     run.add_argument("--seed", type=int, default=0, help="fault seed (same seed, same faults; default 0)")
-    run.add_argument("--start-ms", type=int, metavar="MS", help="capture time of pts 0, epoch ms (default now)")
+    run.add_argument("--start-ms", type=int, metavar="MS",
+                     help="capture time of the first frame, epoch ms, where the source has no clock of its own "
+                          "(default now)")
     run.add_argument("--loop-seconds", type=float, metavar="S",
                      help="loop the source and stop after S seconds of capture time")
     run.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
@@ -244,6 +326,21 @@ def add_camera_commands(subparsers: Any) -> None:
                      help="per node, frames kept for retransmission until acknowledged; "
                           "the oldest are dropped and counted beyond N (default 2048)")
     run.add_argument("--stats-json", metavar="PATH", help="also write the per-node stats as JSON")
+    run.add_argument("--json", action="store_true", help="print the stats as JSON on stdout instead of a table "
+                                                       "(no progress bars)")
+    run.add_argument("--no-progress", dest="progress", action="store_false",
+                     help="no progress bars (they are drawn on stderr only when it is a terminal)")
+    run.add_argument("--no-reconnect", dest="reconnect", action="store_false",
+                     help="a live camera (rtsp://, MJPEG over http://) that ends or breaks ends the run "
+                          "(default: reconnect with backoff, the outage declared)")
+    run.add_argument("--reconnect-s", type=_positive, default=30.0, metavar="S",
+                     help="give a lost live camera up after S seconds of failed reconnects (default 30)")
+    run.add_argument("--timing", choices=("auto", "agent"), default="auto",
+                     help="capture times: auto = the camera's own clock where it sends one (RTSP's RTCP sender "
+                          "reports, MJPEG's X-Timestamp) and it is within 5 min of ours, else the agent's clock; "
+                          "agent = always the agent's clock (default auto)")
+    run.add_argument("--fps", type=_positive, metavar="F",
+                     help="frame rate of an MJPEG camera (default: measured over its first frames)")
     run.set_defaults(func=cmd_run)
 
     keygen = sub.add_parser("keygen", help="create (or --rotate) a camera's device key; prints the public key hex")

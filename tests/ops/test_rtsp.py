@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 import subprocess
 
@@ -67,7 +68,7 @@ def _vcl_nals(data: bytes, annex_b: bool) -> list[bytes]:
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
 def test_rtsp_camera_frames_are_the_files_slices(rtsp_url, transport):
     url, clip = rtsp_url
-    source = UrlSource(url, start_ms=1_000_000, options={"rtsp_transport": transport})
+    source = UrlSource(url, start_ms=1_000_000, options={"rtsp_transport": transport}, timing="agent")
     frames = []
     for frame in source.frames():
         frames.append(frame)
@@ -85,6 +86,24 @@ def test_rtsp_camera_frames_are_the_files_slices(rtsp_url, transport):
     assert len(originals) == 40 and all(_vcl_nals(o, annex_b=False) for o in originals)
     for frame, original in zip(frames, originals):
         assert _vcl_nals(frame.data, annex_b=True) == _vcl_nals(original, annex_b=False), f"frame {frame.seq}"
+
+
+def test_rtsp_capture_time_is_the_cameras_rtcp_clock(rtsp_url):
+    """GStreamer sends RTCP sender reports stamped with its wall clock; FFmpeg maps them to the
+    wall time of pts 0 (`start_time_realtime`): frames are timed by the camera, not by start_ms."""
+    url, _ = rtsp_url
+    before = time.time() * 1000
+    source = UrlSource(url, start_ms=1_000_000)
+    frames = [f for f, _ in zip(source.frames(), range(30))]
+    source.close()
+    after = time.time() * 1000
+    assert source.session_timing == ["rtcp"]
+    assert before - 1_000 <= frames[0].timestamp_ms <= after, (before, frames[0].timestamp_ms, after)
+    assert {b.timestamp_ms - a.timestamp_ms for a, b in zip(frames, frames[1:])} == {100}
+    wrong_clock = UrlSource(url, start_ms=1_000_000, max_skew_ms=0)  # any skew is too much: the agent's clock
+    frames = [f for f, _ in zip(wrong_clock.frames(), range(3))]
+    wrong_clock.close()
+    assert wrong_clock.session_timing == ["agent"] and frames[0].timestamp_ms == 1_000_000
 
 
 class _Packet:
@@ -184,7 +203,12 @@ def test_rtsp_reconnect_declares_the_outage_as_a_time_gap(rtsp_url):
     steps = [b.timestamp_ms - a.timestamp_ms for a, b in zip(frames, frames[1:])]
     jumps = [s for s in steps if s != 100]
     assert len(jumps) == 1 and jumps[0] >= 100 + 2_000, steps  # the outage, at least 2 s of the 3
-    assert frames[20].keyframe  # a new session starts at a keyframe
+    assert frames[[i for i, st in enumerate(steps) if st != 100][0] + 1].keyframe  # a new session starts at a keyframe
+    assert source.session_timing == ["rtcp", "rtcp"]  # each session timed by the camera's clock
+    (outage,) = source.outages
+    k = outage.after_seq  # frames PyAV had read ahead still came after the server stopped
+    assert 19 <= k < 39 and (outage.from_ms, outage.to_ms) == (frames[k].timestamp_ms, frames[k + 1].timestamp_ms)
+    assert frames[k + 1].timestamp_ms - frames[k].timestamp_ms == jumps[0]
 
 
 
