@@ -25,6 +25,8 @@ from .block import BlockHeader, FrameRef, Manifest, frames_tree
 
 MAX_RANGES_PER_CAMERA = 4_096  # seq ranges one camera's entry of a holdings request lists
 MAX_HOLDINGS_FRAMES = 100_000  # frames one holdings answer lists, all cameras together
+MAX_PULL_FRAMES = 4_096  # frames one frames request asks for (a window's lost frames, all cameras)
+MAX_PULL_BYTES = 6 * 1024 * 1024  # packet bytes one frames answer carries (then `complete` is false)
 BASE64_OVERHEAD = 4 / 3
 INLINE_SHARE = 0.9  # of the body limit, for the inline manifests (the rest: JSON, the CID, slack)
 
@@ -64,6 +66,26 @@ def not_covered(held: Sequence[FrameRef], ranges: Sequence[Sequence[int]], limit
             out.append(f)
             if len(out) >= limit:
                 break
+    return out
+
+
+def assign_pulls(answers: Sequence[Mapping[bytes, Sequence[int]] | None],
+                 mine: Mapping[bytes, set[int]]) -> list[dict[bytes, list[int]]]:
+    """Which frames to fetch from which peer, one request each: every seq some peer listed and
+    this node lacks (`mine`), from the first peer (in order) that listed it, never twice, at
+    most MAX_PULL_FRAMES in all. `answers[i]` is peer i's holdings answer (None: none)."""
+    taken: set[tuple[bytes, int]] = set()
+    out: list[dict[bytes, list[int]]] = []
+    budget = MAX_PULL_FRAMES
+    for answer in answers:
+        ask: dict[bytes, list[int]] = {}
+        for cam, seqs in sorted((answer or {}).items()):
+            for seq in sorted(set(seqs)):
+                if budget > 0 and seq not in mine.get(cam, set()) and (cam, seq) not in taken:
+                    taken.add((cam, seq))
+                    ask.setdefault(cam, []).append(seq)
+                    budget -= 1
+        out.append(ask)
     return out
 
 

@@ -25,7 +25,7 @@ from ..core.block import camera_ref
 from ..core.cid import InvalidCid, cid_from_digest
 from ..store.base import StoreError
 from ..core.batch import MAX_BATCH_MANIFEST_BYTES, MAX_BLOCKS_PER_BATCH
-from ..core.batch_checks import MAX_RANGES_PER_CAMERA, valid_ranges
+from ..core.batch_checks import MAX_PULL_BYTES, MAX_PULL_FRAMES, MAX_RANGES_PER_CAMERA, valid_ranges
 from ..core.batch_windows import Refusal
 from .peer_http import MAX_ALARM_SEQS, MAX_REPAIR_PACKETS, BodyLimit, CrashGuard, InflightLimit, PeerGate
 from .problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, ProblemError, ProblemType, problem_body
@@ -106,6 +106,37 @@ class BatchHoldingsRequest(BaseModel):
     windowStartMs: int = Field(ge=0, lt=MAX_MS)
     windowEndMs: int = Field(ge=0, lt=MAX_MS)
     cameras: list[CameraHave] = Field(default_factory=list, max_length=MAX_BLOCKS_PER_BATCH)
+
+
+class CameraSeqs(BaseModel):
+    """One camera of a frames request: the seqs asked for."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    cameraId: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
+    seqs: list[Seq] = Field(min_length=1, max_length=MAX_PULL_FRAMES)
+
+
+class BatchFramesRequest(BaseModel):
+    """`POST /peer/v1/batches/frames` (batch mode): the original signed packets of these frames,
+    every camera of a window in one request (at most MAX_PULL_FRAMES frames)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    frames: list[CameraSeqs] = Field(max_length=MAX_BLOCKS_PER_BATCH)
+
+
+def _read_within(store: Any, cids: list[str], budget: int) -> list[bytes | None]:
+    """Worker thread: the blocks in order (None: not held), stopping once `budget` bytes are read."""
+    out: list[bytes | None] = []
+    for cid in cids:
+        if budget <= 0:
+            break
+        try:
+            data = store.get(cid)
+        except StoreError:
+            data = None
+        budget -= len(data or b"")
+        out.append(data)
+    return out
 
 
 def _b64(value: str, what: str) -> bytes:
@@ -274,6 +305,29 @@ def _peer_routes(app: FastAPI, node: "Node") -> None:
                 raise ProblemError(ProblemType.BODY_INVALID, f"cameras.{i}.have: ranges must be ascending, disjoint [lo, hi]")
             have[bytes.fromhex(cam.cameraId[2:])] = [(r[0], r[1]) for r in cam.have]
         return await node.batcher.on_holdings(msg.windowStartMs, msg.windowEndMs, have)
+
+    @app.post("/peer/v1/batches/frames")
+    async def peer_batch_frames(msg: BatchFramesRequest, request: Request) -> dict[str, Any]:
+        """Batch mode: the original signed packets of the frames a proposer lacks, one request for
+        every camera of a window (the asker verifies each as a repair); frames not held are left
+        out; at most MAX_PULL_BYTES of packets (then `complete` is false)."""
+        if node.batcher is None:
+            raise ProblemError(ProblemType.BATCH_MODE_OFF, f"{node.name} anchors per header")
+        if sum(len(c.seqs) for c in msg.frames) > MAX_PULL_FRAMES:
+            raise ProblemError(ProblemType.TOO_MANY_SEQS, f"at most {MAX_PULL_FRAMES} frames per request")
+        found = []
+        for c in msg.frames:
+            cam = bytes.fromhex(c.cameraId[2:])
+            info = node.registry.get(cam)
+            for seq in c.seqs if info is not None else []:
+                if (frame := node.state.frame(cam, seq)) is not None:
+                    found.append((c.cameraId, info.ip, frame))
+        payloads = await asyncio.to_thread(_read_within, node.store, [cid_from_digest(f.ref.sha256) for _, _, f in found],
+                                           MAX_PULL_BYTES)
+        packets = [{"cameraId": cam, "seq": f.ref.seq,
+                    "packet": base64.b64encode(node.repairer.packet_bytes(ip, f, data)).decode()}
+                   for (cam, ip, f), data in zip(found, payloads) if data is not None]
+        return {"node": node.name, "packets": packets, "complete": len(payloads) == len(found)}
 
     @app.get("/peer/v1/holdings/{camera}")
     async def peer_holdings(camera: Annotated[str, Path(max_length=100)],

@@ -30,13 +30,14 @@ from ..chain.health import ChainHealth, is_chain_fault
 from ..chain.ledger import BatchLedgerClient
 from ..core.batch import (Batch, BatchFormatError, BatchManifest, Tip, advance_tips, check_batch, order_signatures,
                           recover_batch_signer, sign_batch)
-from ..core.batch_checks import MAX_HOLDINGS_FRAMES, InlineError, inline_count, match_inline, not_covered, seq_ranges
+from ..core.batch_checks import (MAX_HOLDINGS_FRAMES, InlineError, assign_pulls, inline_count, match_inline, not_covered,
+                                seq_ranges)
 from ..core.batch_windows import BatchState as Ready
 from ..core.batch_windows import CameraWindow, Refusal, SignDecision, batch_readiness, sign_decision, slot_plausible
 from ..core.block import ZERO32, BlockHeader, Manifest, ManifestFormatError, proposer_for, window_of
 from ..core.cid import InvalidCid, cid_from_digest, digest_from_cid
 from ..core.windows import Readiness, is_closed, may_anchor, readiness, turn_at
-from ..store.base import ContentStore
+from ..store.base import ContentStore, StoreError
 from .config import NodeConfig
 from .peer_client import PeerClient
 from .producer import Producer, raise_once
@@ -238,10 +239,19 @@ class Batcher:
         for finding in check_batch(manifest, tips):  # the quorum signed it; on record if it breaks the rule
             self._alarm(finding.camera_id, "batch.chain_rule", f"{index}:{finding.problem.value}",
                         f"batch {index}: {finding.problem.value} {finding.detail}")
-        for header in manifest.headers:
-            if not await self._settle_block(header):
-                self._note(Following.STUCK, f"batch {index}: block manifest of height {header.height} unavailable")
-                return False
+        raws = await self._block_manifests(manifest.headers)
+        missing = next((h for h, raw in zip(manifest.headers, raws) if raw is None), None)
+        if missing is not None:
+            self._note(Following.STUCK, f"batch {index}: block manifest of camera 0x{missing.camera_id.hex()[:16]} "
+                                        f"height {missing.height} unavailable")
+            return False
+        # Alarms whose frames all arrived are repaired whatever the block: once per batch, not
+        # once per camera (each pass reads every open alarm).
+        await self.producer.repairer.clear_satisfied_alarms()
+        for i, (header, raw) in enumerate(zip(manifest.headers, [r for r in raws if r is not None])):
+            if i % 16 == 0:
+                await asyncio.sleep(0)  # 200 cameras' settling never holds the loop at once
+            await self._settle_block(header, raw)
         self._late_before(manifest.window_end_ms)
         gas, submitter = await asyncio.to_thread(self._receipt_of, index)
         after = advance_tips(tips, manifest)
@@ -255,19 +265,35 @@ class Batcher:
                                        "window": rec.window_start_ms})
         return True
 
-    async def _settle_block(self, header: BlockHeader) -> bool:
+    async def _block_manifests(self, headers: Sequence[BlockHeader]) -> list[bytes | None]:
+        """Every block manifest of a batch: those in this node's store in one read (a signing
+        node stored them when it signed), the rest fetched from a peer, digest-checked, stored."""
+        cids = [cid_from_digest(h.manifest_digest) for h in headers]
+
+        def local() -> list[bytes | None]:
+            out: list[bytes | None] = []
+            for cid in cids:
+                try:
+                    out.append(self.store.get(cid))
+                except StoreError:
+                    out.append(None)
+            return out
+
+        raws = await asyncio.to_thread(local)
+        for i, cid in enumerate(cids):
+            if raws[i] is None and (raw := await self.peers.block(cid)) is not None:
+                await asyncio.to_thread(self.store.put, raw)
+                raws[i] = raw
+        return raws
+
+    async def _settle_block(self, header: BlockHeader, raw: bytes) -> None:
         """One camera's window of a final batch, settled as an attested block: its frames leave
-        the pool and its alarms clear (repaired, declared or substituted)."""
-        raw = await self.producer.fetch_block(cid_from_digest(header.manifest_digest))
-        if raw is None:
-            log.warning("block manifest unavailable", extra={"node": self.name, "height": header.height})
-            return False
+        the pool and its alarms clear (declared or substituted; repaired ones already are)."""
         try:
-            manifest = Manifest.from_bytes(raw)
+            manifest: Manifest | None = Manifest.from_bytes(raw)
         except ManifestFormatError as exc:
             self._alarm(header.camera_id, "batch.manifest_malformed", header.hash.hex()[:16], str(exc))
             manifest = None
-        await asyncio.to_thread(self.store.put, raw)
         info = self.registry.get(header.camera_id)
         ip = info.ip if info else "0x" + header.camera_id.hex()
         self.state.note_block(header.hash, header.camera_id, header.height, header.window_start_ms,
@@ -275,8 +301,7 @@ class Batcher:
         self.state.bump(ip, "blocks_batched")
         await self.producer._settle(header.camera_id, ip, header.window_start_ms, header.window_end_ms,
                                     list(manifest.gaps) if manifest else [],
-                                    [f.seq for f in manifest.frames] if manifest else [])
-        return True
+                                    [f.seq for f in manifest.frames] if manifest else [], clear_satisfied=False)
 
     def _late_before(self, end_ms: int) -> None:
         """Frames still pooled before the last batch's end arrived too late for it."""
@@ -348,10 +373,15 @@ class Batcher:
         end = start + self.config.window_ms
         now = time.time()
         views = []
-        for cam in cams:  # in camera order; the first open or repairing camera decides, so stop there
-            await asyncio.sleep(0)  # 200 cameras' pool queries never hold the loop (ingest, API) at once
+        for i, cam in enumerate(cams):
+            if i % 16 == 0:
+                await asyncio.sleep(0)  # 200 cameras' pool queries never hold the loop (ingest, API) at once
             views.append(self._camera_window(cam, start, end, now))
-            if not views[-1].closed or views[-1].readiness is Readiness.REPAIRING:
+            # An open camera holds the batch and the others close about when it does: stop. A
+            # repairing one does not stop the visit: every camera's repair deadline must start
+            # when its window closes, not when the camera before it is ready (25 cameras with a
+            # hole each then waited 25 deadlines one after the other: bench latency, 200 cameras).
+            if not views[-1].closed:
                 break
         ready = batch_readiness(views)
         if ready.state is not Ready.READY:
@@ -399,20 +429,31 @@ class Batcher:
 
     async def _pull_window(self, start: int, end: int, cams: Sequence[bytes]) -> set[bytes]:
         """Before sealing: ONE holdings request per peer for every camera of the window (this
-        node's seq ranges in, the seqs it lacks out), then the lacking frames fetched like any
-        repair, so no block omits a frame a peer holds (a lost tail has no later frame to reveal
-        it as a hole). Returns the cameras frames were pulled for (some this node had nothing of)."""
+        node's seq ranges in, the seqs it lacks out), then ONE frames request per peer for what
+        this node lacks (`assign_pulls`: each frame from one peer), each packet verified and on
+        record as a repair, so no block omits a frame a peer holds (a lost tail has no later
+        frame to reveal it as a hole). Returns the cameras frames were pulled for."""
         have = {cam: seq_ranges(f.ref.seq for f in self.state.frames_in(cam, start, end)) for cam in cams}
-        answers = await asyncio.gather(*(self.peers.batch_holdings(p, start, end, have) for p in self.peers.peers))
+        peers = list(self.peers.peers)
+        answers = await asyncio.gather(*(self.peers.batch_holdings(p, start, end, have) for p in peers))
+        listed = {cam for answer in answers for cam in (answer or {})}
+        mine = {cam: {f.ref.seq for f in self.state.frames_in(cam, start, end)} for cam in listed}
+        asks = assign_pulls(answers, mine)
+        got = await asyncio.gather(*(self.peers.batch_frames(p, ask) for p, ask in zip(peers, asks) if ask))
         pulled: set[bytes] = set()
-        for peer, answer in zip(self.peers.peers, answers):
-            for cam, seqs in (answer or {}).items():
-                info = self.registry.get(cam)
-                if not seqs or info is None or not info.active or info.head_block == ZERO32:
-                    continue
-                mine = {f.ref.seq for f in self.state.frames_in(cam, start, end)}
-                if await self.producer.pull_seqs(peer, cam, info.ip, seqs, mine):
-                    pulled.add(cam)
+
+        async def keep(name: str, cam: bytes, seq: int, raw: bytes) -> None:
+            info = self.registry.get(cam)
+            if info is None or not info.active or info.head_block == ZERO32:
+                return
+            if await self.producer.accept(raw, source=f"repair:{name}", expect_camera=cam) == "accepted":
+                self.state.record_repair(cam, info.ip, seq, name, None)  # I8: on record like any repair
+                pulled.add(cam)
+
+        # Verified side by side, as cameras' frames are: one after the other, each waits for its
+        # own group commit.
+        await bounded([keep(answer[0], cam, seq, raw) for answer in got if answer for cam, seq, raw in answer[1]],
+                      limit=64)
         if pulled:
             log.info("pulled frames from peers before sealing", extra={"node": self.name, "window": start,
                                                                         "cameras": len(pulled)})
@@ -432,6 +473,7 @@ class Batcher:
         # ONE request per peer: the batch manifest and as many block manifests as the body limit
         # holds travel inline (`inline_count`); the peer fetches any left over by CID.
         n = inline_count([len(b) for b in built.blocks], self.config.http_max_body_bytes, fixed=len(built.raw))
+        asked = time.monotonic()
         answers = await asyncio.gather(*(self.peers.sign_batch(p, manifest.cid, turn.attempt, built.raw, built.blocks[:n])
                                          for p in self.peers.peers))
         signatures = [own]
@@ -440,7 +482,8 @@ class Batcher:
             if sig is not None:
                 signatures.append(sig)
         log.info("batch signatures", extra={"node": self.name, "window": manifest.window_start_ms,
-                                            "signatures": len(signatures), "peers": len(self.peers.peers)})
+                                            "signatures": len(signatures), "peers": len(self.peers.peers),
+                                            "inline": n, "collect_s": round(time.monotonic() - asked, 3)})
         quorum = await asyncio.to_thread(self.quorum)
         if len(signatures) < quorum:
             self.state.bump("*", "batches_short_of_quorum")

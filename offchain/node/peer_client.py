@@ -112,6 +112,26 @@ class PeerClient:
             return None
         return out if doc is not None else None
 
+    async def batch_frames(self, peer: str, wanted: dict[bytes, list[int]]) -> tuple[str, list[tuple[bytes, int, bytes]]] | None:
+        """Batch mode, one request for a window's lacking frames of every camera: the node name
+        `peer` gives and its (camera, seq, packet) answers, not yet verified (only those asked
+        for). None when unreachable or the answer is unusable."""
+        body = {"frames": [{"cameraId": "0x" + cam.hex(), "seqs": seqs} for cam, seqs in sorted(wanted.items())]}
+        try:
+            r = await self.http.post(f"{peer.rstrip('/')}/peer/v1/batches/frames", json=body, timeout=30.0)
+            doc = r.json() if r.status_code == 200 else None
+            if doc is None:
+                return None
+            out = []
+            for entry in doc.get("packets", []):
+                cam, seq = bytes.fromhex(str(entry["cameraId"]).removeprefix("0x")), int(entry["seq"])
+                if seq in wanted.get(cam, ()):
+                    out.append((cam, seq, base64.b64decode(str(entry["packet"]), validate=True)))
+        except (httpx.HTTPError, ValueError, AttributeError, KeyError, TypeError) as exc:
+            log.info("frames unusable", extra={"node": self.name, "peer": peer, "error": type(exc).__name__})
+            return None
+        return str(doc.get("node") or peer)[:128], out
+
     async def sign_batch(self, peer: str, manifest_cid: str, attempt: int, manifest: bytes | None = None,
                          blocks: Sequence[bytes] = ()) -> dict[str, Any] | None:
         """Ask `peer` to sign a batch (batch mode): {"signature", "signer"}, or the problem

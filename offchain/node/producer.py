@@ -433,12 +433,15 @@ class Producer:
                 out_gaps.append(g)
         return out_gaps, subs
 
-    async def _settle(self, cam: bytes, ip: str, start: int, end: int, gaps: list[Gap], seqs: list[int]) -> None:
+    async def _settle(self, cam: bytes, ip: str, start: int, end: int, gaps: list[Gap], seqs: list[int],
+                      clear_satisfied: bool = True) -> None:
         """After a window's block is anchored: the frames it lists leave the pool (anything else
         in the window arrived too late for it and is counted as such by the next tick) and its
-        alarms clear, as repaired, declared or substituted."""
+        alarms clear, as repaired, declared or substituted (`clear_satisfied` False: the caller
+        cleared the repaired ones already, once for a whole batch)."""
         self.state.mark_anchored_seqs(cam, seqs)
-        await self.repairer.clear_satisfied_alarms()
+        if clear_satisfied:
+            await self.repairer.clear_satisfied_alarms()
         by_seq = {g.from_seq: g for g in gaps}
         for alarm in self._open_alarms_in(cam, start, end):
             gap = next((g for g in gaps if g.from_seq <= alarm.seq_from <= g.to_seq), by_seq.get(alarm.seq_from))

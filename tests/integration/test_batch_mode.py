@@ -237,6 +237,14 @@ def one_request_per_window_is_bounded(peer: httpx.Client, target, omitting: Batc
                  {"windowStartMs": start, "windowEndMs": start + WINDOW, "cameras": [{"cameraId": "0x12", "have": []}]}):
         r = peer.post(url + "holdings", json=body)
         assert r.status_code == 422 and r.json()["type"].endswith("/body-invalid"), r.text
+    frames = peer.post(url + "frames", json={"frames": [{"cameraId": cam, "seqs": [base_seq, base_seq + 2, 10**9]}]})
+    assert frames.status_code == 200 and frames.json()["complete"], frames.text
+    got = {p["seq"]: pk.decode_packet(base64.b64decode(p["packet"])) for p in frames.json()["packets"]}
+    assert sorted(got) == [base_seq, base_seq + 2] and all(p.camera_ip == IPS[0] for p in got.values())
+    assert got[base_seq].payload == b"forgery probe 0"  # the original signed packet, as the camera sent it
+    split = [{"cameraId": cam, "seqs": list(range(2_049))}, {"cameraId": "0x" + "ab" * 32, "seqs": list(range(2_049))}]
+    r = peer.post(url + "frames", json={"frames": split})
+    assert r.status_code == 422 and r.json()["type"].endswith("/too-many-seqs"), r.text
     other_block = base64.b64encode(LocalStore(target.config.data_dir / "store").get(
         cid_from_digest(broken.headers[1].manifest_digest))).decode()
     r = peer.post(url + "sign", json={"manifestCid": omitting.cid, "attempt": 0,

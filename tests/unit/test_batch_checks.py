@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from offchain.core.batch_checks import (MAX_RANGES_PER_CAMERA, InlineError, inline_count, judge_block, match_inline,
-                                        not_covered, seq_ranges, valid_ranges)
+from offchain.core.batch_checks import (MAX_PULL_FRAMES, MAX_RANGES_PER_CAMERA, InlineError, assign_pulls, inline_count,
+                                        judge_block, match_inline, not_covered, seq_ranges, valid_ranges)
 from offchain.core.block import FrameRef, build_block, frames_tree
 
 W = 5_000
@@ -113,3 +113,12 @@ def test_an_empty_window_block_passes_only_when_this_node_holds_nothing_of_it():
     b = block([])
     assert judge_block(b.header, b.manifest, {}).problem is None
     assert judge_block(b.header, b.manifest, {3: ref(3)}).problem == "manifest omits frame 3 held by this node"
+
+
+def test_each_lacking_frame_is_pulled_once_from_the_first_peer_that_lists_it():
+    a, b = b"\x01" * 32, b"\x02" * 32
+    asks = assign_pulls([{a: [3, 4, 5], b: [9]}, None, {a: [5, 6], b: [9, 10]}], mine={a: {4}})
+    assert asks == [{a: [3, 5], b: [9]}, {}, {a: [6], b: [10]}]
+    assert assign_pulls([{a: [1]}], mine={a: {1}}) == [{}]
+    many = assign_pulls([{a: list(range(MAX_PULL_FRAMES + 10))}], mine={})
+    assert len(many[0][a]) == MAX_PULL_FRAMES
