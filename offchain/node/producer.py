@@ -329,9 +329,10 @@ class Producer:
         return pulled
 
     async def build_window_block(self, cam: bytes, info: CameraInfo, start: int, end: int, height: int,
-                                 prev_hash: bytes, frames: list[FrameRef]) -> Any:
+                                 prev_hash: bytes, frames: list[FrameRef], store: bool = True) -> Any:
         """The camera's block of window [start, end) on the tip (prev_hash, height), with its
-        gaps and substitutions, its manifest stored: the same in per-header and batch mode."""
+        gaps and substitutions, its manifest stored (`store` False: the caller stores a whole
+        batch's at once): the same in per-header and batch mode."""
         row = self.state.camera_row(cam)
         codec = json.loads(row[1]) if row and row[1] else {}
         gaps = self._gaps(cam, start, end, frames, codec)
@@ -340,7 +341,8 @@ class Producer:
         block = build_block(camera_ip=info.ip, height=height + 1, prev_hash=prev_hash, window_start_ms=start,
                             window_end_ms=end, frames=frames, proposer=self.address, codec=codec, gaps=gaps,
                             substitutions=substitutions, **self.manifest_extras(cam, start, end))
-        await asyncio.to_thread(self.store.put, block.manifest_bytes)
+        if store:
+            await asyncio.to_thread(self.store.put, block.manifest_bytes)
         return block, gaps, substitutions
 
     async def _propose(self, cam: bytes, info: CameraInfo, slot: _Slot, frames: list[FrameRef]) -> None:
