@@ -196,6 +196,7 @@ def build_app(node: "Node") -> Any:
     _install_error_handlers(app)
     _read_routes(app, node)
     _peer_routes(app, node)
+    _batch_routes(app, node)
     config = node.config
     gate = PeerGate(app, node.peer_identity, node.roster, window_ms=config.peer_auth_window_ms,
                     nonce_capacity=config.peer_nonce_capacity)
@@ -275,6 +276,32 @@ def _peer_routes(app: FastAPI, node: "Node") -> None:
         return Response(node.repairer.packet_bytes(info.ip, frame, payload), media_type="application/octet-stream",
                         headers={"X-FrameLedger-Node-Name": node.name})
 
+    @app.get("/peer/v1/holdings/{camera}")
+    async def peer_holdings(camera: Annotated[str, Path(max_length=100)],
+                            from_ms: Annotated[int, Query(ge=0, lt=MAX_MS)],
+                            to_ms: Annotated[int, Query(ge=0, lt=MAX_MS)]) -> dict[str, Any]:
+        """What this node holds of a camera's window [from_ms, to_ms): (seq, sha256) pairs, so a
+        proposer can fetch what it lacks before sealing (at most one window's worth)."""
+        if to_ms - from_ms > node.config.window_ms or to_ms < from_ms:
+            raise ProblemError(ProblemType.PARAMS_INVALID, f"a holdings query spans at most one window ({node.config.window_ms} ms)")
+        rows = node.state.frames_in(_camera(camera), from_ms, to_ms)[:MAX_HOLDINGS]
+        return {"frames": [[f.ref.seq, f.ref.sha256.hex()] for f in rows]}
+
+    @app.get("/peer/v1/blocks/{cid}", response_class=Response, responses=OCTETS)
+    async def peer_block(cid: Annotated[str, Path(max_length=200)]) -> Response:
+        """Raw content-store blocks (manifests, frames) by CID; the asker re-checks the digest."""
+        try:
+            data = await asyncio.to_thread(node.store.get, cid)
+        except InvalidCid as exc:
+            raise ProblemError(ProblemType.PARAMS_INVALID, f"cid: {exc}"[:200]) from exc
+        except StoreError as exc:
+            raise ProblemError(ProblemType.BLOCK_NOT_HELD, "not held") from exc
+        return Response(data, media_type="application/octet-stream")
+
+
+def _batch_routes(app: FastAPI, node: "Node") -> None:
+    """Batch mode's three peer requests, one of each per peer and window (docs/BATCH.md)."""
+
     @app.post("/peer/v1/batches/sign")
     async def peer_batch_sign(msg: BatchSignRequest, request: Request) -> dict[str, Any]:
         """Batch mode: this node's EIP-712 signature of the batch, after B4 of every block and the
@@ -328,25 +355,3 @@ def _peer_routes(app: FastAPI, node: "Node") -> None:
                     "packet": base64.b64encode(node.repairer.packet_bytes(ip, f, data)).decode()}
                    for (cam, ip, f), data in zip(found, payloads) if data is not None]
         return {"node": node.name, "packets": packets, "complete": len(payloads) == len(found)}
-
-    @app.get("/peer/v1/holdings/{camera}")
-    async def peer_holdings(camera: Annotated[str, Path(max_length=100)],
-                            from_ms: Annotated[int, Query(ge=0, lt=MAX_MS)],
-                            to_ms: Annotated[int, Query(ge=0, lt=MAX_MS)]) -> dict[str, Any]:
-        """What this node holds of a camera's window [from_ms, to_ms): (seq, sha256) pairs, so a
-        proposer can fetch what it lacks before sealing (at most one window's worth)."""
-        if to_ms - from_ms > node.config.window_ms or to_ms < from_ms:
-            raise ProblemError(ProblemType.PARAMS_INVALID, f"a holdings query spans at most one window ({node.config.window_ms} ms)")
-        rows = node.state.frames_in(_camera(camera), from_ms, to_ms)[:MAX_HOLDINGS]
-        return {"frames": [[f.ref.seq, f.ref.sha256.hex()] for f in rows]}
-
-    @app.get("/peer/v1/blocks/{cid}", response_class=Response, responses=OCTETS)
-    async def peer_block(cid: Annotated[str, Path(max_length=200)]) -> Response:
-        """Raw content-store blocks (manifests, frames) by CID; the asker re-checks the digest."""
-        try:
-            data = await asyncio.to_thread(node.store.get, cid)
-        except InvalidCid as exc:
-            raise ProblemError(ProblemType.PARAMS_INVALID, f"cid: {exc}"[:200]) from exc
-        except StoreError as exc:
-            raise ProblemError(ProblemType.BLOCK_NOT_HELD, "not held") from exc
-        return Response(data, media_type="application/octet-stream")
