@@ -1,6 +1,6 @@
 """Latency of the node pipeline (issue 9): window close -> final, and alarm -> repaired, p50/p99.
 
-    python -m bench latency                                   # 50 cameras at 1 fps, 5 s windows; header: 10
+    python -m bench latency                                   # batch: 50 and 200 cameras at 1 fps, 5 s windows; header: 10
     python -m bench latency -- --cameras 200 --fps 1 --windows 8 --header-cameras 10
     python -m bench latency -- --cameras 50,200 --modes batch # batch mode only, one run per camera count
 
@@ -273,7 +273,7 @@ def run_mode(mode: str, cameras: int, fps: float, windows: int, window_ms: int,
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench latency")
-    p.add_argument("--cameras", default="50", help="batch-mode camera counts, comma-separated: one run each")
+    p.add_argument("--cameras", default="50,200", help="batch-mode camera counts, comma-separated: one run each")
     p.add_argument("--fps", type=float, default=1.0)
     p.add_argument("--windows", type=int, default=8)
     p.add_argument("--window-ms", type=int, default=5_000)
