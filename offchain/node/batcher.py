@@ -211,6 +211,7 @@ class Batcher:
                 try:
                     if not await self._follow_one(prev):
                         return False  # retried next tick
+                    self._note(Following.FOLLOWING)  # catching up counts: a past fault is over
                 except Exception as exc:  # noqa: BLE001 - on record in the status; retried next tick
                     if is_chain_fault(exc):
                         raise
