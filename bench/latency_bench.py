@@ -1,8 +1,8 @@
 """Latency of the node pipeline (issue 9): window close -> final, and alarm -> repaired, p50/p99.
 
-    python -m bench latency                                   # 50 cameras at 1 fps, 5 s windows; header: 10
+    python -m bench latency                                   # batch: 50 and 200 cameras at 1 fps, 5 s windows; header: 10
     python -m bench latency -- --cameras 200 --fps 1 --windows 8 --header-cameras 10
-    python -m bench latency -- --modes batch                  # batch mode only
+    python -m bench latency -- --cameras 50,200 --modes batch # batch mode only, one run per camera count
 
 What runs, per mode: Anvil with 1 s blocks (interval mining, switched on after the cameras are
 registered, so setup does not wait a second per registration), the contracts, N whitelisted
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import socket
 import tempfile
@@ -226,6 +227,7 @@ def repair_latencies(cluster: Cluster) -> list[float]:
 def run_mode(mode: str, cameras: int, fps: float, windows: int, window_ms: int,
              proposer_timeout_ms: int = 3_000) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-latency-{mode}-"))
+    load_before = round(os.getloadavg()[0], 2)
     cluster, cams = start_cluster(tmp, cameras, mode, window_ms, proposer_timeout_ms)
     try:
         reference = inclusion_reference(cluster)
@@ -249,12 +251,16 @@ def run_mode(mode: str, cameras: int, fps: float, windows: int, window_ms: int,
         if sender.error:
             raise sender.error
         repairs = repair_latencies(cluster)
+        load_after = round(os.getloadavg()[0], 2)
         status = {n.name: cluster.api(n, "/api/v1/status") for n in cluster.nodes}
         lost = sum(c.get("lost_races", 0) for st in status.values() for c in st["counters"].values())
+        passed = sum(c.get("turns_passed", 0) for st in status.values() for c in st["counters"].values())
         return {"mode": mode, "cameras": cameras, "fps": fps, "window_ms": window_ms, "windows_measured": len(measured),
                 "proposer_timeout_ms": proposer_timeout_ms, "work_dir": str(tmp),
                 "close_to_final": summary(finals), "not_final_in_time": missing, "alarm_to_repaired": summary(repairs),
-                "chain_inclusion": summary(reference), "lost_races": lost,
+                "chain_inclusion": summary(reference), "lost_races": lost, "turns_passed": passed,
+                # The machine is shared: the 1-minute load average (2 cores) before and after.
+                "load_avg": {"before": load_before, "after": load_after},
                 "ratio_final_p99_to_inclusion_p99": round(summary(finals)["p99_s"] / summary(reference)["p99_s"], 2)
                 if finals and reference else None}
     finally:
@@ -267,7 +273,7 @@ def run_mode(mode: str, cameras: int, fps: float, windows: int, window_ms: int,
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench latency")
-    p.add_argument("--cameras", type=int, default=50)
+    p.add_argument("--cameras", default="50,200", help="batch-mode camera counts, comma-separated: one run each")
     p.add_argument("--fps", type=float, default=1.0)
     p.add_argument("--windows", type=int, default=8)
     p.add_argument("--window-ms", type=int, default=5_000)
@@ -281,14 +287,15 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     runs = []
     for mode in args.modes.split(","):
-        cameras = args.header_cameras if mode == "header" else args.cameras
-        runs.append(run_mode(mode, cameras, args.fps, args.windows, args.window_ms, args.proposer_timeout_ms))
-        _write(Path(args.out), runs)
+        for cameras in [args.header_cameras] if mode == "header" else [int(c) for c in str(args.cameras).split(",")]:
+            runs.append(run_mode(mode, cameras, args.fps, args.windows, args.window_ms, args.proposer_timeout_ms))
+            _write(Path(args.out), runs)
     rows = [[r["mode"], r["cameras"], r["fps"], r["close_to_final"]["p50_s"], r["close_to_final"]["p99_s"],
              r["not_final_in_time"], r["alarm_to_repaired"]["p50_s"], r["alarm_to_repaired"]["p99_s"],
-             r["chain_inclusion"]["p99_s"], r["ratio_final_p99_to_inclusion_p99"], r["lost_races"]] for r in runs]
+             r["chain_inclusion"]["p99_s"], r["ratio_final_p99_to_inclusion_p99"], r["lost_races"], r["turns_passed"],
+             f'{r["load_avg"]["before"]}/{r["load_avg"]["after"]}'] for r in runs]
     print(render_table(["mode", "cameras", "fps", "final p50 s", "final p99 s", "not final", "repair p50 s",
-                        "repair p99 s", "inclusion p99 s", "ratio", "lost races"], rows,
+                        "repair p99 s", "inclusion p99 s", "ratio", "lost races", "turns passed", "load"], rows,
                        title=f"Latency (3 nodes, Anvil 1 s blocks; targets p99 final <= {TARGET_FINAL_P99_S} s, "
                              f"repair <= {TARGET_REPAIR_P99_S} s)"))
     return 0
@@ -302,8 +309,6 @@ def _write(out: Path, runs: list[dict[str, Any]]) -> None:
 
 
 def _cpus() -> int:
-    import os
-
     return os.cpu_count() or 0
 
 

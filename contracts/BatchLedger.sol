@@ -7,6 +7,7 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 import {BlockHeader, LedgerHashes} from "./BlockHeader.sol";
 import {IBatchLedger} from "./IBatchLedger.sol";
 import {IConsortiumNodes} from "./IConsortiumNodes.sol";
+import {WindowLimits} from "./WindowLimits.sol";
 
 /// @title FrameLedger batch ledger
 /// @notice See {IBatchLedger}. One transaction per window for all cameras: the quorum's EIP-712
@@ -16,24 +17,18 @@ import {IConsortiumNodes} from "./IConsortiumNodes.sol";
 ///      in one; the root; the manifest digest). Headers and the batch manifest live off chain
 ///      (content store); the manifest's SHA-256 is kept in storage so that `batchAt` alone leads a
 ///      reader to it (docs/CONTRACTS.md gives the measured cost of that choice).
-contract BatchLedger is IBatchLedger, EIP712 {
+contract BatchLedger is IBatchLedger, WindowLimits, EIP712 {
     /// @notice keccak256 of the EIP-712 type string of `Batch`.
     bytes32 public constant BATCH_TYPEHASH = keccak256(
         "Batch(uint64 windowStartMs,uint64 windowEndMs,bytes32 batchRoot,bytes32 manifestDigest,uint32 blockCount,bytes32 prevBatchRoot)"
     );
     /// @notice Most records one `batchesAt` call returns (a day of 60 s windows is 1,440: 6 pages).
     uint256 public constant MAX_PAGE = 256;
-    /// @dev Upper bounds of the settings themselves: a day ahead, a day long (as VideoLedger).
-    uint64 private constant _LIMIT_CEILING_MS = 86_400_000;
     /// @notice Longest dispute reason, in bytes (events are not free).
     uint256 public constant MAX_REASON_BYTES = 200;
 
     /// @notice The consortium whose nodes and quorum govern this ledger.
     IConsortiumNodes public immutable consortium;
-    /// @notice How far (ms) a window's end may lie after the anchoring block's timestamp.
-    uint64 public maxFutureMs;
-    /// @notice The longest window (ms) a batch may cover.
-    uint64 public maxWindowMs;
 
     BatchRecord[] private _batches;
     /// @dev Written only when a node disputes: nothing in the anchoring path pays for it.
@@ -45,9 +40,9 @@ contract BatchLedger is IBatchLedger, EIP712 {
         _;
     }
 
-    modifier onlyGovernor() {
-        if (!consortium.hasRole(consortium.GOVERNOR_ROLE(), msg.sender)) revert NotGovernor(msg.sender);
-        _;
+    /// @dev {WindowLimits}: the consortium's governor only.
+    function _authorizeWindowLimits(address account) internal view override {
+        if (!consortium.hasRole(consortium.GOVERNOR_ROLE(), account)) revert NotGovernor(account);
     }
 
     /// @param consortium_ the registry of nodes and quorum
@@ -61,11 +56,6 @@ contract BatchLedger is IBatchLedger, EIP712 {
     }
 
     // ---------------------------------------------------------------- writes
-
-    /// @inheritdoc IBatchLedger
-    function setWindowLimits(uint64 maxFutureMs_, uint64 maxWindowMs_) external onlyGovernor {
-        _setWindowLimits(maxFutureMs_, maxWindowMs_);
-    }
 
     /// @inheritdoc IBatchLedger
     function anchorBatch(Batch calldata batch, bytes[] calldata signatures) external onlyNode returns (uint256 index) {
@@ -228,24 +218,6 @@ contract BatchLedger is IBatchLedger, EIP712 {
             signers[i] = signer;
             previous = signer;
         }
-    }
-
-    function _setWindowLimits(uint64 maxFutureMs_, uint64 maxWindowMs_) internal {
-        if (maxFutureMs_ == 0 || maxWindowMs_ == 0 || maxFutureMs_ > _LIMIT_CEILING_MS || maxWindowMs_ > _LIMIT_CEILING_MS) {
-            revert InvalidWindowLimits(maxFutureMs_, maxWindowMs_);
-        }
-        maxFutureMs = maxFutureMs_;
-        maxWindowMs = maxWindowMs_;
-        emit WindowLimitsChanged(maxFutureMs_, maxWindowMs_, msg.sender);
-    }
-
-    /// @dev A window is non-empty, ends at most `maxFutureMs` after this block's timestamp and is
-    ///      at most `maxWindowMs` long (the same rule as VideoLedger).
-    function _checkWindowTime(uint64 startMs, uint64 endMs) internal view {
-        if (endMs <= startMs) revert InvalidWindow(startMs, endMs);
-        uint64 latest = uint64(block.timestamp) * 1000 + maxFutureMs;
-        if (endMs > latest) revert WindowInFuture(endMs, latest);
-        if (endMs - startMs > maxWindowMs) revert WindowTooLong(endMs - startMs, maxWindowMs);
     }
 
     /// @dev The first index whose window ends after `timeMs` (`batchCount` when none).

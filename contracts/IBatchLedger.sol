@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {BlockHeader} from "./BlockHeader.sol";
+import {IWindowLimits} from "./IWindowLimits.sol";
 
 /// @title FrameLedger batch ledger (B6, batch mode)
 /// @notice One anchor per time window for every camera of the consortium: the root of an
@@ -12,7 +13,9 @@ import {BlockHeader} from "./BlockHeader.sol";
 ///      per-camera hash chain (each header's prevHash, height and time continuity). Every node
 ///      checks it before it signs and every verifier checks it again (offchain/core/batch.py,
 ///      docs/BATCH.md); the signatures put the quorum's name under the result.
-interface IBatchLedger {
+///      The window's time bounds (`maxFutureMs`, `maxWindowMs`, `setWindowLimits`, their errors
+///      and event) are {IWindowLimits}, the same as VideoLedger's.
+interface IBatchLedger is IWindowLimits {
     /// @notice What the nodes sign (EIP-712 primary type `Batch`, field order as declared).
     struct Batch {
         uint64 windowStartMs;
@@ -50,14 +53,6 @@ interface IBatchLedger {
     error EmptyBatch();
     /// @notice A batch root is never zero.
     error ZeroBatchRoot();
-    /// @notice The window is empty or reversed.
-    error InvalidWindow(uint64 windowStartMs, uint64 windowEndMs);
-    /// @notice The window ends after `block.timestamp` + `maxFutureMs`.
-    error WindowInFuture(uint64 windowEndMs, uint64 latestAllowedMs);
-    /// @notice The window is longer than `maxWindowMs`.
-    error WindowTooLong(uint64 lengthMs, uint64 maxWindowMs);
-    /// @notice Window limits must lie in 1 ms .. 1 day.
-    error InvalidWindowLimits(uint64 maxFutureMs, uint64 maxWindowMs);
     /// @notice The window starts before the previous batch's window ended.
     error WindowOutOfOrder(uint64 previousEndMs, uint64 windowStartMs);
     /// @notice `prevBatchRoot` is not the root of the last anchored batch (zero for the first).
@@ -90,8 +85,6 @@ interface IBatchLedger {
     /// @notice A node objected to an anchored batch (it did not sign it, or found it wrong after
     ///         signing). Verifiers treat a batch with any dispute as not final.
     event BatchDisputed(uint256 indexed index, address indexed node, string reason, uint16 disputes);
-    /// @notice The time bounds of `anchorBatch` changed (at deployment, or by the governor).
-    event WindowLimitsChanged(uint64 maxFutureMs, uint64 maxWindowMs, address indexed by);
 
     // ---------------------------------------------------------------- writes
     /// @notice Anchor the next batch, final on inclusion. Callable by a registered node.
@@ -108,11 +101,6 @@ interface IBatchLedger {
     /// @param index an anchored batch
     /// @param reason why, at most `MAX_REASON_BYTES` bytes
     function disputeBatch(uint256 index, string calldata reason) external;
-
-    /// @notice Change the time bounds of `anchorBatch`. The consortium's governor only.
-    /// @param maxFutureMs_ how far (ms) a window's end may lie after `block.timestamp` (1 ms .. 1 day)
-    /// @param maxWindowMs_ the longest window (ms) a batch may cover (1 ms .. 1 day)
-    function setWindowLimits(uint64 maxFutureMs_, uint64 maxWindowMs_) external;
 
     // ------------------------------------------------------------------ views
     /// @return how many batches are anchored

@@ -4,6 +4,7 @@ pragma solidity 0.8.28;
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {Consortium} from "./Consortium.sol";
 import {BlockHeader, LedgerHashes} from "./BlockHeader.sol";
+import {WindowLimits} from "./WindowLimits.sol";
 
 /// @title FrameLedger video ledger
 /// @notice One hash chain of video block headers per camera (B1, B6). A node anchors a block
@@ -14,12 +15,12 @@ import {BlockHeader, LedgerHashes} from "./BlockHeader.sol";
 ///      camera's history. Frames are proven against `framesRoot`, an OpenZeppelin
 ///      StandardMerkleTree root over leaves (bytes32 cameraId, uint64 seq, uint64 timestampMs,
 ///      bytes32 frameSha256).
-///      Time bounds: a window may end at most `maxFutureMs` after `block.timestamp` and last at
-///      most `maxWindowMs`, both set at deployment and changeable by the consortium's governor,
-///      so that no node can stamp a window that ends a camera's history (windowEnd = 2^64-1).
+///      Time bounds ({WindowLimits}, shared with BatchLedger): a window may end at most
+///      `maxFutureMs` after `block.timestamp` and last at most `maxWindowMs`, both set at
+///      deployment and changeable by the consortium's governor.
 ///      Finality: a block is final when `Consortium.quorum()` nodes attest it and no node
 ///      disputes it; one node can either attest or dispute a block, never both.
-contract VideoLedger {
+contract VideoLedger is WindowLimits {
     struct BlockRecord {
         BlockHeader header;
         uint64 anchoredAt;
@@ -57,7 +58,6 @@ contract VideoLedger {
     error ConflictingBlock(bytes32 cameraId, uint64 height, bytes32 anchoredHash, bytes32 offeredHash);
     error UnexpectedHeight(bytes32 cameraId, uint64 expected, uint64 offered);
     error BrokenChainLink(bytes32 cameraId, bytes32 expectedPrev, bytes32 offeredPrev);
-    error InvalidWindow(uint64 windowStartMs, uint64 windowEndMs);
     error TimeNotContinuous(bytes32 cameraId, uint64 previousEndMs, uint64 windowStartMs);
     error InvalidFramesRoot(uint32 frameCount, bytes32 framesRoot);
     error UnknownBlock(bytes32 blockHash);
@@ -66,9 +66,6 @@ contract VideoLedger {
     error AlreadyDisputed(address node, bytes32 blockHash);
     error RiskAlreadyActive(bytes32 cameraId);
     error NoActiveRisk(bytes32 cameraId);
-    error WindowInFuture(uint64 windowEndMs, uint64 latestAllowedMs);
-    error WindowTooLong(uint64 lengthMs, uint64 maxWindowMs);
-    error InvalidWindowLimits(uint64 maxFutureMs, uint64 maxWindowMs);
     error NotGovernor(address account);
     error AttestedAndDisputed(address node, bytes32 blockHash);
 
@@ -81,8 +78,6 @@ contract VideoLedger {
     /// @notice I9: every node has held the same alarm for a camera for the configured period.
     event RiskRaised(bytes32 indexed cameraId, address indexed by, string reason, uint64 sinceMs);
     event RiskCleared(bytes32 indexed cameraId, address indexed by);
-    /// @notice The time bounds of `anchor` changed (at deployment, or by the consortium's governor).
-    event WindowLimitsChanged(uint64 maxFutureMs, uint64 maxWindowMs, address indexed by);
 
     struct Risk {
         bool active;
@@ -94,12 +89,6 @@ contract VideoLedger {
 
     /// @notice The consortium whose nodes, cameras and quorum govern this ledger.
     Consortium public immutable consortium;
-    /// @notice How far (ms) a window's end may lie after the anchoring block's timestamp.
-    uint64 public maxFutureMs;
-    /// @notice The longest window (ms) a block may cover.
-    uint64 public maxWindowMs;
-    /// @dev Upper bounds of the settings themselves: a day ahead, a day long.
-    uint64 private constant _LIMIT_CEILING_MS = 86_400_000;
 
     mapping(bytes32 => StoredBlock) private _blocks;
     /// @dev cameraId => block hashes; index i holds height i + 1 (height 0 is the head block).
@@ -113,9 +102,9 @@ contract VideoLedger {
         _;
     }
 
-    modifier onlyGovernor() {
-        if (!consortium.hasRole(consortium.GOVERNOR_ROLE(), msg.sender)) revert NotGovernor(msg.sender);
-        _;
+    /// @dev {WindowLimits}: the consortium's governor only.
+    function _authorizeWindowLimits(address account) internal view override {
+        if (!consortium.hasRole(consortium.GOVERNOR_ROLE(), account)) revert NotGovernor(account);
     }
 
     /// @param consortium_ the registry of nodes, cameras and quorum
@@ -123,13 +112,6 @@ contract VideoLedger {
     /// @param maxWindowMs_ the longest window (ms) a block may cover
     constructor(Consortium consortium_, uint64 maxFutureMs_, uint64 maxWindowMs_) {
         consortium = consortium_;
-        _setWindowLimits(maxFutureMs_, maxWindowMs_);
-    }
-
-    /// @notice Change the time bounds of `anchor`. The consortium's governor only.
-    /// @param maxFutureMs_ how far (ms) a window's end may lie after `block.timestamp` (1 ms .. 1 day)
-    /// @param maxWindowMs_ the longest window (ms) a block may cover (1 ms .. 1 day)
-    function setWindowLimits(uint64 maxFutureMs_, uint64 maxWindowMs_) external onlyGovernor {
         _setWindowLimits(maxFutureMs_, maxWindowMs_);
     }
 
@@ -344,24 +326,6 @@ contract VideoLedger {
     }
 
     // --------------------------------------------------------------- internal
-
-    function _setWindowLimits(uint64 maxFutureMs_, uint64 maxWindowMs_) internal {
-        if (maxFutureMs_ == 0 || maxWindowMs_ == 0 || maxFutureMs_ > _LIMIT_CEILING_MS || maxWindowMs_ > _LIMIT_CEILING_MS) {
-            revert InvalidWindowLimits(maxFutureMs_, maxWindowMs_);
-        }
-        maxFutureMs = maxFutureMs_;
-        maxWindowMs = maxWindowMs_;
-        emit WindowLimitsChanged(maxFutureMs_, maxWindowMs_, msg.sender);
-    }
-
-    /// @dev A window is non-empty, ends at most `maxFutureMs` after this block's timestamp and
-    ///      is at most `maxWindowMs` long.
-    function _checkWindowTime(uint64 startMs, uint64 endMs) internal view {
-        if (endMs <= startMs) revert InvalidWindow(startMs, endMs);
-        uint64 latest = uint64(block.timestamp) * 1000 + maxFutureMs;
-        if (endMs > latest) revert WindowInFuture(endMs, latest);
-        if (endMs - startMs > maxWindowMs) revert WindowTooLong(endMs - startMs, maxWindowMs);
-    }
 
     /// @dev Write a newly anchored block: the header and its proposer's attestation.
     function _store(StoredBlock storage rec, BlockHeader calldata header) internal {

@@ -77,8 +77,9 @@ def sign_decision(signed_before: bytes | None, digest: bytes) -> SignDecision:
 
 class Refusal(Exception):
     """A sign request refused: `reason` is the problem's name (a `BatchProblem` value or one of
-    the node's own: manifest-unavailable, malformed, wrong-prev-batch-root, not-this-slot,
-    not-the-proposer, block-check, omits-camera, already-signed)."""
+    the node's own: manifest-unavailable, malformed, inline-mismatch, chain-unavailable,
+    not-caught-up, wrong-prev-batch-root, not-this-slot, not-the-proposer, block-check,
+    omits-camera, already-signed)."""
 
     def __init__(self, reason: str, detail: str, camera: bytes | None = None):
         super().__init__(f"{reason}: {detail}")

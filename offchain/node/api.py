@@ -10,6 +10,8 @@ every body is capped by `BodyLimit`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request
@@ -22,6 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..core.block import camera_ref
 from ..core.cid import InvalidCid, cid_from_digest
 from ..store.base import StoreError
+from ..core.batch import MAX_BATCH_MANIFEST_BYTES, MAX_BLOCKS_PER_BATCH
+from ..core.batch_checks import MAX_PULL_BYTES, MAX_PULL_FRAMES, MAX_RANGES_PER_CAMERA, valid_ranges
 from ..core.batch_windows import Refusal
 from .peer_http import MAX_ALARM_SEQS, MAX_REPAIR_PACKETS, BodyLimit, CrashGuard, InflightLimit, PeerGate
 from .problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, ProblemError, ProblemType, problem_body
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
 MAX_SEQ = 2**62
 MAX_MS = 2**63
 MAX_SIGN_ATTEMPT = 10_000  # slots: a takeover of slot k waits k proposer timeouts
+MAX_B64_MANIFEST = (MAX_BATCH_MANIFEST_BYTES * 4) // 3 + 4  # an inline batch manifest, base64
 MAX_HOLDINGS = 100_000  # frames listed by one holdings answer (a 60 s window at 25 fps is 1,500)
 Seq = Annotated[int, Field(ge=0, lt=MAX_SEQ)]
 OCTETS = {200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
@@ -73,11 +78,72 @@ class RepairMessage(BaseModel):
 
 
 class BatchSignRequest(BaseModel):
-    """`POST /peer/v1/batches/sign` (batch mode): sign the batch whose manifest has this CID, for slot `attempt`."""
+    """`POST /peer/v1/batches/sign` (batch mode): sign the batch whose manifest has this CID, for
+    slot `attempt`. `manifest` and `blocks` carry it and its block manifests inline (base64), so
+    the peer fetches none of them per camera; blocks left out are fetched by CID."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
     manifestCid: str = Field(min_length=1, max_length=200)
     attempt: int = Field(ge=0, le=MAX_SIGN_ATTEMPT)
+    manifest: str | None = Field(None, max_length=MAX_B64_MANIFEST)
+    blocks: list[str] = Field(default_factory=list, max_length=MAX_BLOCKS_PER_BATCH)
+
+
+class CameraHave(BaseModel):
+    """One camera of a holdings request: the seq ranges [lo, hi] the asker holds in the window."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    cameraId: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
+    have: list[Annotated[list[Seq], Field(min_length=2, max_length=2)]] = Field(
+        default_factory=list, max_length=MAX_RANGES_PER_CAMERA)
+
+
+class BatchHoldingsRequest(BaseModel):
+    """`POST /peer/v1/batches/holdings` (batch mode): what this node holds of window
+    [windowStartMs, windowEndMs) that the asker's ranges miss, every camera in one answer."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    windowStartMs: int = Field(ge=0, lt=MAX_MS)
+    windowEndMs: int = Field(ge=0, lt=MAX_MS)
+    cameras: list[CameraHave] = Field(default_factory=list, max_length=MAX_BLOCKS_PER_BATCH)
+
+
+class CameraSeqs(BaseModel):
+    """One camera of a frames request: the seqs asked for."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    cameraId: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
+    seqs: list[Seq] = Field(min_length=1, max_length=MAX_PULL_FRAMES)
+
+
+class BatchFramesRequest(BaseModel):
+    """`POST /peer/v1/batches/frames` (batch mode): the original signed packets of these frames,
+    every camera of a window in one request (at most MAX_PULL_FRAMES frames)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    frames: list[CameraSeqs] = Field(max_length=MAX_BLOCKS_PER_BATCH)
+
+
+def _read_within(store: Any, cids: list[str], budget: int) -> list[bytes | None]:
+    """Worker thread: the blocks in order (None: not held), stopping once `budget` bytes are read."""
+    out: list[bytes | None] = []
+    for cid in cids:
+        if budget <= 0:
+            break
+        try:
+            data = store.get(cid)
+        except StoreError:
+            data = None
+        budget -= len(data or b"")
+        out.append(data)
+    return out
+
+
+def _b64(value: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ProblemError(ProblemType.BODY_INVALID, f"{what}: not base64") from exc
 
 
 def _camera(ref: str) -> bytes:
@@ -130,6 +196,7 @@ def build_app(node: "Node") -> Any:
     _install_error_handlers(app)
     _read_routes(app, node)
     _peer_routes(app, node)
+    _batch_routes(app, node)
     config = node.config
     gate = PeerGate(app, node.peer_identity, node.roster, window_ms=config.peer_auth_window_ms,
                     nonce_capacity=config.peer_nonce_capacity)
@@ -209,18 +276,6 @@ def _peer_routes(app: FastAPI, node: "Node") -> None:
         return Response(node.repairer.packet_bytes(info.ip, frame, payload), media_type="application/octet-stream",
                         headers={"X-FrameLedger-Node-Name": node.name})
 
-    @app.post("/peer/v1/batches/sign")
-    async def peer_batch_sign(msg: BatchSignRequest, request: Request) -> dict[str, Any]:
-        """Batch mode: this node's EIP-712 signature of the batch, after B4 of every block and the
-        chain rule (`core.batch.check_batch`); a refusal is `batch-refused`, its detail starting
-        with the reason's name (docs/NODES.md, "Batch mode")."""
-        if node.batcher is None:
-            raise ProblemError(ProblemType.BATCH_MODE_OFF, f"{node.name} anchors per header")
-        try:
-            return await node.batcher.on_sign_request(msg.manifestCid, msg.attempt, _peer(request))
-        except Refusal as exc:
-            raise ProblemError(ProblemType.BATCH_REFUSED, str(exc)) from None
-
     @app.get("/peer/v1/holdings/{camera}")
     async def peer_holdings(camera: Annotated[str, Path(max_length=100)],
                             from_ms: Annotated[int, Query(ge=0, lt=MAX_MS)],
@@ -242,3 +297,61 @@ def _peer_routes(app: FastAPI, node: "Node") -> None:
         except StoreError as exc:
             raise ProblemError(ProblemType.BLOCK_NOT_HELD, "not held") from exc
         return Response(data, media_type="application/octet-stream")
+
+
+def _batch_routes(app: FastAPI, node: "Node") -> None:
+    """Batch mode's three peer requests, one of each per peer and window (docs/BATCH.md)."""
+
+    @app.post("/peer/v1/batches/sign")
+    async def peer_batch_sign(msg: BatchSignRequest, request: Request) -> dict[str, Any]:
+        """Batch mode: this node's EIP-712 signature of the batch, after B4 of every block and the
+        chain rule (`core.batch.check_batch`); a refusal is `batch-refused`, its detail starting
+        with the reason's name (docs/NODES.md, "Batch mode")."""
+        if node.batcher is None:
+            raise ProblemError(ProblemType.BATCH_MODE_OFF, f"{node.name} anchors per header")
+        manifest = _b64(msg.manifest, "manifest") if msg.manifest is not None else None
+        blocks = [_b64(b, f"blocks.{i}") for i, b in enumerate(msg.blocks)]
+        try:
+            return await node.batcher.on_sign_request(msg.manifestCid, msg.attempt, _peer(request),
+                                                      manifest=manifest, blocks=blocks)
+        except Refusal as exc:
+            raise ProblemError(ProblemType.BATCH_REFUSED, str(exc)) from None
+
+    @app.post("/peer/v1/batches/holdings")
+    async def peer_batch_holdings(msg: BatchHoldingsRequest, request: Request) -> dict[str, Any]:
+        """Batch mode, one request per window for every camera: the seqs this node holds in the
+        window that the asker's ranges miss (`core.batch_checks`), cameras it did not list too;
+        at most one window, MAX_HOLDINGS_FRAMES seqs (then `complete` is false)."""
+        if node.batcher is None:
+            raise ProblemError(ProblemType.BATCH_MODE_OFF, f"{node.name} anchors per header")
+        if not 0 <= msg.windowEndMs - msg.windowStartMs <= node.config.window_ms:
+            raise ProblemError(ProblemType.BODY_INVALID, f"a holdings request spans at most one window ({node.config.window_ms} ms)")
+        have: dict[bytes, list[tuple[int, int]]] = {}
+        for i, cam in enumerate(msg.cameras):
+            if not valid_ranges(cam.have):
+                raise ProblemError(ProblemType.BODY_INVALID, f"cameras.{i}.have: ranges must be ascending, disjoint [lo, hi]")
+            have[bytes.fromhex(cam.cameraId[2:])] = [(r[0], r[1]) for r in cam.have]
+        return await node.batcher.on_holdings(msg.windowStartMs, msg.windowEndMs, have)
+
+    @app.post("/peer/v1/batches/frames")
+    async def peer_batch_frames(msg: BatchFramesRequest, request: Request) -> dict[str, Any]:
+        """Batch mode: the original signed packets of the frames a proposer lacks, one request for
+        every camera of a window (the asker verifies each as a repair); frames not held are left
+        out; at most MAX_PULL_BYTES of packets (then `complete` is false)."""
+        if node.batcher is None:
+            raise ProblemError(ProblemType.BATCH_MODE_OFF, f"{node.name} anchors per header")
+        if sum(len(c.seqs) for c in msg.frames) > MAX_PULL_FRAMES:
+            raise ProblemError(ProblemType.TOO_MANY_SEQS, f"at most {MAX_PULL_FRAMES} frames per request")
+        found = []
+        for c in msg.frames:
+            cam = bytes.fromhex(c.cameraId[2:])
+            info = node.registry.get(cam)
+            for seq in c.seqs if info is not None else []:
+                if (frame := node.state.frame(cam, seq)) is not None:
+                    found.append((c.cameraId, info.ip, frame))
+        payloads = await asyncio.to_thread(_read_within, node.store, [cid_from_digest(f.ref.sha256) for _, _, f in found],
+                                           MAX_PULL_BYTES)
+        packets = [{"cameraId": cam, "seq": f.ref.seq,
+                    "packet": base64.b64encode(node.repairer.packet_bytes(ip, f, data)).decode()}
+                   for (cam, ip, f), data in zip(found, payloads) if data is not None]
+        return {"node": node.name, "packets": packets, "complete": len(payloads) == len(found)}

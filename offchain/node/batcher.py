@@ -18,9 +18,11 @@ batch per aligned window over every camera's block, final on inclusion.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from ..chain import reverts
@@ -28,25 +30,58 @@ from ..chain.health import ChainHealth, is_chain_fault
 from ..chain.ledger import BatchLedgerClient
 from ..core.batch import (Batch, BatchFormatError, BatchManifest, Tip, advance_tips, check_batch, order_signatures,
                           recover_batch_signer, sign_batch)
+from ..core.batch_checks import (MAX_HOLDINGS_FRAMES, MAX_PULL_FRAMES, InlineError, assign_pulls, inline_count, judge_block,
+                                match_inline, not_covered, seq_ranges)
 from ..core.batch_windows import BatchState as Ready
 from ..core.batch_windows import CameraWindow, Refusal, SignDecision, batch_readiness, sign_decision, slot_plausible
 from ..core.block import ZERO32, BlockHeader, Manifest, ManifestFormatError, proposer_for, window_of
-from ..core.cid import cid_from_digest
+from ..core.cid import InvalidCid, cid_from_digest, digest_from_cid
 from ..core.windows import Readiness, is_closed, may_anchor, readiness, turn_at
-from ..store.base import ContentStore
+from ..store.base import ContentStore, StoreError
 from .config import NodeConfig
 from .peer_client import PeerClient
-from .producer import Producer
+from .producer import Producer, raise_once
 from .registry import CameraRegistry
 from .state import BatchState, NodeState, named_alarm
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MAX_FOLLOW_PER_TICK = 32
-CONCURRENCY = 16  # cameras whose peer round trips (holdings, B4 fetches) run at once  # batches followed per tick (a node far behind catches up over ticks)
+MAX_FOLLOW_PER_TICK = 32  # batches followed per tick (a node far behind catches up over ticks)
+CONCURRENCY = 16  # blocks checked at once (a block not carried inline, or a frame lacking, is a fetch)
 # Reverts that mean another node's batch of this window (or a later one) was anchored first.
 _LOST_RACE = ("WrongPrevBatchRoot", "WindowOutOfOrder")
+
+
+class Following(Enum):
+    """How this node follows the batches on chain (/api/v1/status batch.follow)."""
+
+    FOLLOWING = "following"  # caught up, or catching up
+    CHAIN_UNAVAILABLE = "chain-unavailable"  # unreachable, empty, another chain, no funds (chain health)
+    REWOUND = "chain-rewound"  # fewer batches than this node followed: the chain was restarted or replaced
+    DIVERGED = "chain-diverged"  # the next batch does not link to the last one followed
+    STUCK = "stuck"  # the next batch cannot be settled yet (a manifest unavailable, an error): retried
+
+
+_FAULT_ALARMS = {Following.REWOUND: "chain.batches_rewound", Following.DIVERGED: "chain.batches_diverged"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FollowHealth:
+    state: Following
+    detail: str
+    since: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Built:
+    """A batch this node built: its manifest and bytes, every block manifest in header order,
+    and the frames substituted per camera (counted once this node anchors it)."""
+
+    manifest: BatchManifest
+    raw: bytes
+    blocks: list[bytes]
+    substituted: dict[str, int]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +120,11 @@ class Batcher:
         self.quorum = quorum
         self.rules = config.window_rules()
         self.lock = asyncio.Lock()  # following and signing read and move the same tips
+        self.following = FollowHealth(state=Following.FOLLOWING, detail="", since=time.time())
+        self.chain_batches: int | None = None  # batchCount as last read
+        self._ready: set[tuple[bytes, int]] = set()  # (camera, window start) judged ready
+        self._swept_to = -1  # the last batch end whose late frames seal filed
+        self._pulled_early: set[tuple[int, int]] = set()  # (window start, slot) whose holes were asked for
 
     # ------------------------------------------------------------------ facts
     def prev(self) -> _Prev:
@@ -112,53 +152,110 @@ class Batcher:
         for cam, (h, height, end) in self.bstate.tips().items():
             info = self.registry.get(cam)
             tips[info.ip if info else "0x" + cam.hex()] = {"block": "0x" + h.hex(), "height": height, "windowEndMs": end}
+        f = self.following
         return {"lastBatch": self.bstate.last(), "batchGas": self.bstate.total_gas(),
-                "batchesFollowed": self.bstate.next_index(), "tips": tips}
+                "batchesFollowed": self.bstate.next_index(), "tips": tips,
+                "follow": {"state": f.state.value, "detail": f.detail, "since": round(f.since, 3),
+                           "chainBatches": self.chain_batches}}
 
     # ------------------------------------------------------------------- tick
     async def tick(self) -> None:
+        """Follow the chain, then seal, only once caught up: a batch built on a stale last root
+        would only be refused. The chain's faults wait (backing off, as the producer's do)."""
         if not await self.producer.chain_ready():
+            self._note(Following.CHAIN_UNAVAILABLE, self.health.status.error or "chain not usable")
             return
         try:
-            await self.follow()
-            await self.seal()
+            if await self.follow():
+                await self.seal()
         except Exception as exc:  # noqa: BLE001 - the chain's trouble waits; anything else is logged
             if is_chain_fault(exc):
                 self.producer._chain_failed(exc)
+                self._note(Following.CHAIN_UNAVAILABLE, f"{type(exc).__name__}: {exc}")
                 return
             raise
 
+    def _note(self, state: "Following", detail: str = "") -> None:
+        """What /api/v1/status shows under batch.follow. A chain that rewound or diverged from
+        what this node followed (restarted, replaced) is an alarm while it lasts, cleared
+        ("recovered") once the node follows again; each change is logged once, not per tick."""
+        changed = state is not self.following.state
+        if changed or (state is not Following.FOLLOWING and detail[:300] != self.following.detail):
+            level = logging.INFO if state is Following.FOLLOWING else logging.WARNING
+            log.log(level, "batch following: %s", state.value, extra={"node": self.name, "detail": detail[:300]})
+            self.following = FollowHealth(state=state, detail=detail[:300], since=time.time())
+        if state in _FAULT_ALARMS:
+            self._alarm(None, _FAULT_ALARMS[state], str(self.prev().index), detail)
+        elif changed and state is Following.FOLLOWING:
+            for kind in _FAULT_ALARMS.values():
+                for alarm in self.state.alarms(open_only=True, kind=kind):
+                    self.state.clear_alarm(alarm.id, "recovered")
+
     # -------------------------------------------------------------- following
-    async def follow(self) -> None:
-        """Settle every batch anchored since the last one followed, in order."""
+    async def follow(self) -> bool:
+        """Settle every batch anchored since the last one followed, in order (at most
+        MAX_FOLLOW_PER_TICK). Returns whether this node is caught up with the chain. A chain
+        fault propagates (the caller backs off); anything else leaves the node `STUCK` on that
+        batch, retried next tick, as Producer.scan_anchored keeps its checkpoint."""
         async with self.lock:
             count = await asyncio.to_thread(self.batches.batch_count)
+            self.chain_batches = count
+            if count < self.prev().index:
+                self._note(Following.REWOUND, f"the chain holds {count} batches; this node followed {self.prev().index}")
+                return False
             for _ in range(MAX_FOLLOW_PER_TICK):
                 prev = self.prev()
                 if prev.index >= count:
-                    return
-                if not await self._follow_one(prev.index):
-                    return  # retried next tick
+                    self._note(Following.FOLLOWING)
+                    return True
+                try:
+                    if not await self._follow_one(prev):
+                        return False  # retried next tick
+                    self._note(Following.FOLLOWING)  # catching up counts: a past fault is over
+                except Exception as exc:  # noqa: BLE001 - on record in the status; retried next tick
+                    if is_chain_fault(exc):
+                        raise
+                    if self.following.state is not Following.STUCK:
+                        log.exception("could not follow a batch", extra={"node": self.name, "batch": prev.index})
+                    self._note(Following.STUCK, f"batch {prev.index}: {type(exc).__name__}: {exc}")
+                    return False
+            return False
 
-    async def _follow_one(self, index: int) -> bool:
+    async def _follow_one(self, prev: _Prev) -> bool:
+        index = prev.index
         rec = await asyncio.to_thread(self.batches.batch_at, index)
         raw = await self.producer.fetch_block(cid_from_digest(rec.manifest_digest))
         if raw is None:
-            log.warning("batch manifest unavailable", extra={"node": self.name, "batch": index})
+            self._note(Following.STUCK, f"batch {index}: manifest unavailable")
             return False
         try:
             manifest = BatchManifest.from_bytes(raw)
         except BatchFormatError as exc:
             self._alarm(None, "batch.manifest_malformed", str(index), f"batch {index}: {exc}")
+            self._note(Following.STUCK, f"batch {index}: manifest malformed")
+            return False
+        if manifest.prev_batch_root != prev.root:  # the contract links every batch: this chain is not ours
+            self._note(Following.DIVERGED, f"batch {index} links to 0x{manifest.prev_batch_root.hex()}, "
+                                           f"this node's last batch is 0x{prev.root.hex()}")
             return False
         await asyncio.to_thread(self.store.put, raw)
         tips = self.tips()
         for finding in check_batch(manifest, tips):  # the quorum signed it; on record if it breaks the rule
             self._alarm(finding.camera_id, "batch.chain_rule", f"{index}:{finding.problem.value}",
                         f"batch {index}: {finding.problem.value} {finding.detail}")
-        for header in manifest.headers:
-            if not await self._settle_block(header):
-                return False
+        raws = await self._block_manifests(manifest.headers)
+        missing = next((h for h, raw in zip(manifest.headers, raws) if raw is None), None)
+        if missing is not None:
+            self._note(Following.STUCK, f"batch {index}: block manifest of camera 0x{missing.camera_id.hex()[:16]} "
+                                        f"height {missing.height} unavailable")
+            return False
+        # Alarms whose frames all arrived are repaired whatever the block: once per batch, not
+        # once per camera (each pass reads every open alarm).
+        await self.producer.repairer.clear_satisfied_alarms()
+        for i, (header, raw) in enumerate(zip(manifest.headers, [r for r in raws if r is not None])):
+            if i % 16 == 0:
+                await asyncio.sleep(0)  # 200 cameras' settling never holds the loop at once
+            await self._settle_block(header, raw)
         self._late_before(manifest.window_end_ms)
         gas, submitter = await asyncio.to_thread(self._receipt_of, index)
         after = advance_tips(tips, manifest)
@@ -172,19 +269,35 @@ class Batcher:
                                        "window": rec.window_start_ms})
         return True
 
-    async def _settle_block(self, header: BlockHeader) -> bool:
+    async def _block_manifests(self, headers: Sequence[BlockHeader]) -> list[bytes | None]:
+        """Every block manifest of a batch: those in this node's store in one read (a signing
+        node stored them when it signed), the rest fetched from a peer, digest-checked, stored."""
+        cids = [cid_from_digest(h.manifest_digest) for h in headers]
+
+        def local() -> list[bytes | None]:
+            out: list[bytes | None] = []
+            for cid in cids:
+                try:
+                    out.append(self.store.get(cid))
+                except StoreError:
+                    out.append(None)
+            return out
+
+        raws = await asyncio.to_thread(local)
+        for i, cid in enumerate(cids):
+            if raws[i] is None and (raw := await self.peers.block(cid)) is not None:
+                await asyncio.to_thread(self.store.put, raw)
+                raws[i] = raw
+        return raws
+
+    async def _settle_block(self, header: BlockHeader, raw: bytes) -> None:
         """One camera's window of a final batch, settled as an attested block: its frames leave
-        the pool and its alarms clear (repaired, declared or substituted)."""
-        raw = await self.producer.fetch_block(cid_from_digest(header.manifest_digest))
-        if raw is None:
-            log.warning("block manifest unavailable", extra={"node": self.name, "height": header.height})
-            return False
+        the pool and its alarms clear (declared or substituted; repaired ones already are)."""
         try:
-            manifest = Manifest.from_bytes(raw)
+            manifest: Manifest | None = Manifest.from_bytes(raw)
         except ManifestFormatError as exc:
             self._alarm(header.camera_id, "batch.manifest_malformed", header.hash.hex()[:16], str(exc))
             manifest = None
-        await asyncio.to_thread(self.store.put, raw)
         info = self.registry.get(header.camera_id)
         ip = info.ip if info else "0x" + header.camera_id.hex()
         self.state.note_block(header.hash, header.camera_id, header.height, header.window_start_ms,
@@ -192,8 +305,7 @@ class Batcher:
         self.state.bump(ip, "blocks_batched")
         await self.producer._settle(header.camera_id, ip, header.window_start_ms, header.window_end_ms,
                                     list(manifest.gaps) if manifest else [],
-                                    [f.seq for f in manifest.frames] if manifest else [])
-        return True
+                                    [f.seq for f in manifest.frames] if manifest else [], clear_satisfied=False)
 
     def _late_before(self, end_ms: int) -> None:
         """Frames still pooled before the last batch's end arrived too late for it."""
@@ -241,6 +353,8 @@ class Batcher:
         return min(starts) if starts else None
 
     def _camera_window(self, cam: bytes, start: int, end: int, now: float) -> CameraWindow:
+        if (cam, start) in self._ready:
+            return CameraWindow(camera_id=cam, closed=True, readiness=Readiness.READY)
         last = self.state.last_frame(cam)
         if last is None:
             return CameraWindow(camera_id=cam, closed=True, readiness=Readiness.EMPTY)
@@ -252,60 +366,84 @@ class Batcher:
         holes = bool(p._gap_spans(cam, start, end, frames, None) or p._open_alarms_in(cam, start, end))
         ready = readiness(has_frames=bool(frames), has_holes=holes, closed_for_ms=(now - closed_at) * 1000,
                           rules=self.rules)
+        if ready is Readiness.READY:
+            # Ready stays ready (closed stays closed, the repair deadline only recedes): the
+            # cameras still repairing are the only ones judged again each tick. At 200 cameras
+            # judging all of them every tick was a seventh of the node's event loop.
+            self._ready.add((cam, start))
         return CameraWindow(camera_id=cam, closed=True, readiness=ready)
+
+    async def _views(self, cams: Sequence[bytes], start: int, end: int, now: float) -> list[CameraWindow]:
+        views = []
+        for i, cam in enumerate(cams):
+            if i % 16 == 0:
+                await asyncio.sleep(0)  # 200 cameras' pool queries never hold the loop (ingest, API) at once
+            views.append(self._camera_window(cam, start, end, now))
+            # An open camera holds the batch and the others close about when it does: stop. A
+            # repairing one does not stop the visit: every camera's repair deadline must start
+            # when its window closes, not when the camera before it is ready (25 cameras with a
+            # hole each then waited 25 deadlines one after the other: bench latency, 200 cameras).
+            if not views[-1].closed:
+                break
+        return views
 
     async def seal(self) -> None:
         """Anchor the next window as one batch when it is ready and this node's slot."""
         prev = self.prev()
-        self._late_before(prev.end_ms)
+        if prev.end_ms != self._swept_to:  # once per batch followed, not every tick (an UPDATE per camera)
+            self._late_before(prev.end_ms)
+            self._ready = {k for k in self._ready if k[1] >= prev.end_ms}
+            self._pulled_early = {k for k in self._pulled_early if k[0] >= prev.end_ms}
+            self._swept_to = prev.end_ms
         cams = self._candidates()
         start = self._next_window(cams, prev.end_ms)
         if start is None:
             return
         end = start + self.config.window_ms
         now = time.time()
-        views = []
-        for cam in cams:  # in camera order; the first open or repairing camera decides, so stop there
-            await asyncio.sleep(0)  # 200 cameras' pool queries never hold the loop (ingest, API) at once
-            views.append(self._camera_window(cam, start, end, now))
-            if not views[-1].closed or views[-1].readiness is Readiness.REPAIRING:
-                break
+        views = await self._views(cams, start, end, now)
         ready = batch_readiness(views)
-        if ready.state is not Ready.READY:
-            return  # EMPTY cannot last: the next pooled frame's window is the next start
         turn = turn_at(int(now * 1000), window_end_ms=end, prev_anchored_ms=prev.anchored_ms, rules=self.rules)
-        if not may_anchor(self.address, turn, window_start_ms=start, nodes=self.nodes, camera=None):
-            return
+        mine = may_anchor(self.address, turn, window_start_ms=start, nodes=self.nodes, camera=None)
+        every_closed = len(views) == len(cams) and all(v.closed for v in views)
+        if ready.state is Ready.REPAIRING and mine and every_closed and (start, turn.attempt) not in self._pulled_early:
+            # The slot's proposer asks every peer for the holes at once instead of waiting out
+            # the repair deadline: what a peer holds is in the block either way (pulled before
+            # sealing); only holes no peer fills still wait for it (the camera may resend).
+            self._pulled_early.add((start, turn.attempt))
+            if await self._pull_window(start, end, [v.camera_id for v in views]):
+                await self.producer.repairer.clear_satisfied_alarms()
+                views = await self._views(cams, start, end, time.time())
+                ready = batch_readiness(views)
+        if ready.state is not Ready.READY or not mine:
+            return  # EMPTY cannot last: the next pooled frame's window is the next start
         began = time.monotonic()
-        manifest = await self._build(ready.cameras, start, end, prev)
-        if manifest is None:
+        built = await self._build(ready.cameras, start, end, prev)
+        if built is None:
             return
-        built = time.monotonic()
-        log.info("batch built", extra={"node": self.name, "window": start, "blocks": len(manifest.headers),
-                                       "build_s": round(built - began, 3), "attempt": turn.attempt,
+        log.info("batch built", extra={"node": self.name, "window": start, "blocks": len(built.manifest.headers),
+                                       "build_s": round(time.monotonic() - began, 3), "attempt": turn.attempt,
                                        "since_end_s": round(now - end / 1000, 3)})
-        await self._collect_and_anchor(manifest, prev)
+        await self._collect_and_anchor(built, prev)
 
-    async def _build(self, cams: Sequence[bytes], start: int, end: int, prev: _Prev) -> BatchManifest | None:
+    async def _build(self, cams: Sequence[bytes], start: int, end: int, prev: _Prev) -> _Built | None:
         tips = self.tips()
-        headers = []
+        began = time.monotonic()
+        pulled = await self._pull_window(start, end, [c for c in cams if c in tips])
+        pull_s = time.monotonic() - began
+        todo = [(cam, info) for cam in sorted(set(cams) | (pulled & set(tips)))
+                if (info := self.registry.get(cam)) is not None]
+        headers, blocks = [], {}
         substituted: dict[str, int] = {}
-        todo = [(cam, info) for cam in cams if (info := self.registry.get(cam)) is not None and cam in tips]
-
-        async def pulled(cam: bytes, ip: str) -> list[Any]:
+        for i, (cam, info) in enumerate(todo):
+            if i % 16 == 0:
+                await asyncio.sleep(0)  # 200 cameras' blocks never hold the loop (ingest, API) at once
             frames = [f.ref for f in self.state.frames_in(cam, start, end)]
-            await self.producer._pull_from_peers(cam, ip, start, end, frames)
-            # Read again: a repair that landed while the pull ran is held, though not "pulled".
-            return [f.ref for f in self.state.frames_in(cam, start, end)]
-
-        # The peers' holdings of every camera, asked CONCURRENCY cameras at a time: one camera
-        # after the other, 200 cameras' round trips outlast a proposer slot.
-        frame_lists = await bounded([pulled(cam, info.ip) for cam, info in todo])
-        for (cam, info), frames in zip(todo, frame_lists):
             tip = tips[cam]
             block, _, subs = await self.producer.build_window_block(cam, info, start, end, tip.height, tip.block_hash,
-                                                                    frames)
+                                                                    frames, store=False)
             headers.append(block.header)
+            blocks[block.header.manifest_digest] = block.manifest_bytes
             substituted[info.ip] = sum(len(fs) for _, fs in subs)
         if not headers:
             return None
@@ -315,11 +453,53 @@ class Batcher:
             log.error("own batch breaks the chain rule", extra={"node": self.name, "window": start,
                                                                  "problem": findings[0].problem.value})
             return None
-        await asyncio.to_thread(self.store.put, manifest.to_bytes())
-        self.built_substitutions = substituted  # counted once the batch is anchored by this node
-        return manifest
+        raw = manifest.to_bytes()
+        await asyncio.to_thread(self.store.put_many, [*blocks.values(), raw])  # one thread hop, not 201
+        log.info("batch blocks built", extra={"node": self.name, "window": start, "pull_s": round(pull_s, 3),
+                                               "blocks_s": round(time.monotonic() - began - pull_s, 3)})
+        return _Built(manifest=manifest, raw=raw, blocks=[blocks[h.manifest_digest] for h in manifest.headers],
+                      substituted=substituted)
 
-    async def _collect_and_anchor(self, manifest: BatchManifest, prev: _Prev) -> None:
+    async def _pull_window(self, start: int, end: int, cams: Sequence[bytes]) -> set[bytes]:
+        """Before sealing: ONE holdings request per peer for every camera of the window (this
+        node's seq ranges in, the seqs it lacks out), then ONE frames request per peer for what
+        this node lacks (`assign_pulls`: each frame from one peer), each packet verified and on
+        record as a repair, so no block omits a frame a peer holds (a lost tail has no later
+        frame to reveal it as a hole). Returns the cameras frames were pulled for."""
+        have = {cam: seq_ranges(f.ref.seq for f in self.state.frames_in(cam, start, end)) for cam in cams}
+        peers = list(self.peers.peers)
+        answers = await asyncio.gather(*(self.peers.batch_holdings(p, start, end, have) for p in peers))
+        listed = {cam for answer in answers for cam in (answer or {})}
+        mine = {cam: {f.ref.seq for f in self.state.frames_in(cam, start, end)} for cam in listed}
+        asks = assign_pulls(answers, mine)
+        got = await asyncio.gather(*(self.peers.batch_frames(p, ask) for p, ask in zip(peers, asks) if ask))
+        pulled = await self._keep_pulled(got)
+        if pulled:
+            log.info("pulled frames from peers before sealing", extra={"node": self.name, "window": start,
+                                                                        "cameras": len(pulled),
+                                                                        "frames": sum(len(a) for a in asks)})
+        return pulled
+
+    async def _keep_pulled(self, answers: Sequence[tuple[str, list[tuple[bytes, int, bytes]]] | None]) -> set[bytes]:
+        """Packets peers sent (`PeerClient.batch_frames` answers), each through every check a
+        camera's packet passes and on record as a repair (I8); returns the cameras some were
+        accepted for. Verified side by side, as cameras' frames are: one after the other, each
+        would wait for its own group commit."""
+        kept: set[bytes] = set()
+
+        async def keep(name: str, cam: bytes, seq: int, raw: bytes) -> None:
+            info = self.registry.get(cam)
+            if info is None or not info.active or info.head_block == ZERO32:
+                return
+            if await self.producer.accept(raw, source=f"repair:{name}", expect_camera=cam) == "accepted":
+                self.state.record_repair(cam, info.ip, seq, name, None)
+                kept.add(cam)
+
+        await bounded([keep(a[0], cam, seq, raw) for a in answers if a for cam, seq, raw in a[1]], limit=64)
+        return kept
+
+    async def _collect_and_anchor(self, built: _Built, prev: _Prev) -> None:
+        manifest = built.manifest
         batch = Batch.of_manifest(manifest)
         turn = turn_at(int(time.time() * 1000), window_end_ms=manifest.window_end_ms, prev_anchored_ms=prev.anchored_ms,
                        rules=self.rules)
@@ -329,14 +509,20 @@ class Batcher:
         own = self._sign_own(manifest, batch, turn.attempt)
         if own is None:
             return  # this node signed another batch for this slot (a restart mid-slot): wait for the next
-        answers = await asyncio.gather(*(self.peers.sign_batch(p, manifest.cid, turn.attempt) for p in self.peers.peers))
+        # ONE request per peer: the batch manifest and as many block manifests as the body limit
+        # holds travel inline (`inline_count`); the peer fetches any left over by CID.
+        n = inline_count([len(b) for b in built.blocks], self.config.http_max_body_bytes, fixed=len(built.raw))
+        asked = time.monotonic()
+        answers = await asyncio.gather(*(self.peers.sign_batch(p, manifest.cid, turn.attempt, built.raw, built.blocks[:n])
+                                         for p in self.peers.peers))
         signatures = [own]
         for peer, answer in zip(self.peers.peers, answers):
             sig = self._peer_signature(peer, answer, batch)
             if sig is not None:
                 signatures.append(sig)
         log.info("batch signatures", extra={"node": self.name, "window": manifest.window_start_ms,
-                                            "signatures": len(signatures), "peers": len(self.peers.peers)})
+                                            "signatures": len(signatures), "peers": len(self.peers.peers),
+                                            "inline": n, "collect_s": round(time.monotonic() - asked, 3)})
         quorum = await asyncio.to_thread(self.quorum)
         if len(signatures) < quorum:
             self.state.bump("*", "batches_short_of_quorum")
@@ -355,9 +541,9 @@ class Batcher:
             self.state.bump("*", "turns_passed")
             return
         self.state.bump("*", "batches_anchored")
-        for ip, n in getattr(self, "built_substitutions", {}).items():
-            if n:
-                self.state.bump(ip, "substituted", n)
+        for ip, subs in built.substituted.items():
+            if subs:
+                self.state.bump(ip, "substituted", subs)
         self.state.bump("*", "batch_gas", sent.tx.gas_used)
         if turn.attempt > 0:
             self.state.bump("*", "takeovers")
@@ -404,36 +590,82 @@ class Batcher:
         return sig if signer.lower() in {n.lower() for n in self.nodes} else None
 
     # ---------------------------------------------------------------- signing
-    async def on_sign_request(self, cid: str, attempt: int, requester: str) -> dict[str, Any]:
-        """A peer asks this node to sign a batch: every check passes, or `Refusal` (with an alarm)."""
-        await self.follow()  # judge against the tips as the chain leaves them now
+    async def on_holdings(self, start: int, end: int, have: dict[bytes, list[tuple[int, int]]]) -> dict[str, Any]:
+        """A proposer's holdings request: per camera, the seqs this node holds in [start, end)
+        that `have` misses, cameras it did not list included (this node may be the only one
+        that heard one), at most MAX_HOLDINGS_FRAMES in all (`complete` false beyond)."""
+        cams = list(have) + [c for c in self.state.pool_cameras() if c not in have]
+        left = MAX_HOLDINGS_FRAMES
+        out = []
+        for i, cam in enumerate(cams):
+            if i % 64 == 0:
+                await asyncio.sleep(0)  # 10,000 cameras' pool queries never hold the loop at once
+            missing = not_covered([f.ref for f in self.state.frames_in(cam, start, end)], have.get(cam, []), left)
+            if missing:
+                out.append({"cameraId": "0x" + cam.hex(), "seqs": [f.seq for f in missing]})
+                left -= len(missing)
+            if left <= 0:
+                break
+        return {"cameras": out, "complete": left > 0}
+
+    async def on_sign_request(self, cid: str, attempt: int, requester: str, manifest: bytes | None = None,
+                              blocks: Sequence[bytes] = ()) -> dict[str, Any]:
+        """A peer asks this node to sign a batch: every check passes, or `Refusal` (with an alarm).
+        `manifest` and `blocks`: the batch manifest and block manifests the request carried."""
+        if not self.health.ready():
+            raise Refusal("chain-unavailable", self.health.status.error or "this node cannot read the chain now")
+        try:
+            caught_up = await self.follow()  # judge against the tips as the chain leaves them now
+        except Exception as exc:  # noqa: BLE001 - the chain's faults are a refusal, not a crash
+            if not is_chain_fault(exc):
+                raise
+            self.producer._chain_failed(exc)
+            raise Refusal("chain-unavailable", f"{type(exc).__name__}") from None
+        if not caught_up:
+            raise Refusal("not-caught-up", f"{self.following.state.value}: {self.following.detail}"[:300])
         async with self.lock:
             try:
-                return await self._sign_checked(cid, attempt, requester)
+                return await self._sign_checked(cid, attempt, requester, manifest, blocks)
             except Refusal as exc:
                 self._alarm(exc.camera, "batch.refused", f"{cid[-16:]}:{attempt}:{exc.reason}",
                             f"refused to sign batch {cid} (slot {attempt}) for {requester}: {exc}")
                 self.state.bump("*", "batch_refusals")
                 raise
 
-    async def _sign_checked(self, cid: str, attempt: int, requester: str) -> dict[str, Any]:
-        raw = await self.producer.fetch_block(cid)
+    async def _manifest_of(self, cid: str, inline: bytes | None) -> BatchManifest:
+        try:
+            want = digest_from_cid(cid)
+        except InvalidCid as exc:
+            raise Refusal("malformed", f"manifestCid: {exc}") from None
+        if inline is not None and hashlib.sha256(inline).digest() != want:
+            raise Refusal("inline-mismatch", "the inline batch manifest is not the one manifestCid names")
+        raw = inline if inline is not None else await self.producer.fetch_block(cid)
         if raw is None:
             raise Refusal("manifest-unavailable", "no node serves this batch manifest")
         try:
-            manifest = BatchManifest.from_bytes(raw)
+            return BatchManifest.from_bytes(raw)
         except BatchFormatError as exc:
             raise Refusal("malformed", str(exc)) from None
+
+    async def _sign_checked(self, cid: str, attempt: int, requester: str, inline: bytes | None,
+                            blocks: Sequence[bytes]) -> dict[str, Any]:
+        manifest = await self._manifest_of(cid, inline)
+        try:
+            carried = match_inline(manifest.headers, blocks)
+        except InlineError as exc:
+            raise Refusal("inline-mismatch", str(exc)) from None
         batch, prev = Batch.of_manifest(manifest), self.prev()
         self._check_slot(manifest, attempt, requester, prev)
         findings = check_batch(manifest, self.tips(), batch)
         if findings:
             raise Refusal(findings[0].problem.value, findings[0].detail or "chain rule", findings[0].camera_id)
-        await self._check_blocks(manifest, requester)
+        await self._check_blocks(manifest, requester, carried)
         before = self.bstate.signed(manifest.window_start_ms, attempt)
         decision = sign_decision(before[0] if before else None, manifest.digest)
         if decision is SignDecision.EQUIVOCATION:
             raise Refusal(decision.value, f"another batch was signed for window {manifest.window_start_ms}, slot {attempt}")
+        # What this node signs, it keeps: the batch and block manifests are in its store.
+        await asyncio.to_thread(self.store.put_many, [manifest.to_bytes(), *carried.values()])
         if decision is SignDecision.SAME_AGAIN and before:
             sig = before[1]
         else:
@@ -453,13 +685,18 @@ class Batcher:
         if proposer_for(None, manifest.window_start_ms, self.nodes, attempt).lower() != requester.lower():
             raise Refusal("not-the-proposer", f"{requester} is not the proposer of slot {attempt}")
 
-    async def _check_blocks(self, manifest: BatchManifest, requester: str) -> None:
-        """B4 of every block against this node's pool, and no camera it holds frames of in W left out."""
+    async def _check_blocks(self, manifest: BatchManifest, requester: str, carried: dict[bytes, bytes]) -> None:
+        """B4 of every block against this node's pool, in one pass over the manifests the
+        request carried (a block not carried is fetched by CID), and no camera it holds frames
+        of in W left out."""
         listed = {h.camera_id for h in manifest.headers}
         for header in manifest.headers:
             if header.proposer.lower() != requester.lower():
                 raise Refusal("block-check", f"block names proposer {header.proposer}, not {requester}", header.camera_id)
-        verdicts = await bounded([self.producer.check_block(h, self.registry.get(h.camera_id)) for h in manifest.headers])
+        await self._fetch_lacking(manifest.headers, carried)
+        verdicts = await bounded([self.producer.check_block(h, self.registry.get(h.camera_id),
+                                                            carried.get(h.manifest_digest))
+                                  for h in manifest.headers])
         for header, (problem, _) in zip(manifest.headers, verdicts):
             if problem is not None:
                 raise Refusal("block-check", problem, header.camera_id)
@@ -469,12 +706,39 @@ class Batcher:
                 if info is not None and info.active:
                     raise Refusal("omits-camera", f"no block for camera {info.ip}, whose frames this node holds", cam)
 
+    async def _fetch_lacking(self, headers: Sequence[BlockHeader], carried: dict[bytes, bytes]) -> None:
+        """The frames the carried blocks list and this node lacks (`judge_block`'s `lacking`),
+        asked of the peers in ONE frames request each (in order, each for what is still
+        lacking) and verified as repairs, so B4 then judges every block locally instead of
+        fetching frame by frame. A frame no peer serves is left to B4, which refuses."""
+        lacking: dict[bytes, list[int]] = {}
+        for i, h in enumerate(headers):
+            if i % 16 == 0:
+                await asyncio.sleep(0)
+            raw = carried.get(h.manifest_digest)
+            try:
+                manifest = Manifest.from_bytes(raw) if raw is not None else None
+            except ManifestFormatError:
+                continue  # B4 says so
+            if manifest is not None:
+                held = {f.ref.seq: f.ref for f in self.state.frames_in(h.camera_id, h.window_start_ms, h.window_end_ms)}
+                if seqs := judge_block(h, manifest, held).lacking:
+                    lacking[h.camera_id] = list(seqs)[:MAX_PULL_FRAMES]
+        for peer in self.peers.peers:
+            answer = await self.peers.batch_frames(peer, assign_pulls([lacking], {})[0]) if lacking else None
+            if answer is None:
+                continue
+            await self._keep_pulled([answer])
+            for cam, seq, _ in answer[1]:
+                if seq in lacking.get(cam, []):
+                    lacking[cam].remove(seq)
+                    if not lacking[cam]:
+                        del lacking[cam]
+
     def _alarm(self, cam: bytes | None, kind: str, key: str, detail: str) -> None:
         info = self.registry.get(cam) if cam else None
-        alarm = named_alarm(f"{self.name}:{kind}:{key}", kind, cam, info.ip if info else None, detail)
-        if self.state.raise_alarm(alarm):
-            self.state.bump(info.ip if info else "*", kind.replace(".", "_"))
-            log.warning("batch alarm", extra={"node": self.name, "alarm": kind, "detail": detail[:300]})
+        raise_once(self.state, self.name, named_alarm(f"{self.name}:{kind}:{key}", kind, cam, info.ip if info else None,
+                                                      detail), "batch alarm")
 
 
 async def bounded(coros: Sequence[Awaitable[T]], limit: int = CONCURRENCY) -> list[T]:

@@ -10,6 +10,7 @@ an unusable answer: a dead peer is expected, the caller asks the next one.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 from typing import Any, Awaitable, Protocol, Sequence
@@ -91,12 +92,59 @@ class PeerClient:
         except httpx.HTTPError:
             return None
 
-    async def sign_batch(self, peer: str, manifest_cid: str, attempt: int) -> dict[str, Any] | None:
-        """Ask `peer` to sign a batch (batch mode): {"signature", "signer"}, or the problem
-        document of its refusal, or None when it cannot be reached."""
+    async def batch_holdings(self, peer: str, start_ms: int, end_ms: int,
+                             have: dict[bytes, list[tuple[int, int]]]) -> dict[bytes, list[int]] | None:
+        """Batch mode, one request for every camera of window [start, end): the seqs `peer` holds
+        that `have` (this node's seq ranges per camera) lacks, per camera, including cameras not
+        in `have`. None when unreachable or the answer is unusable."""
+        body = {"windowStartMs": start_ms, "windowEndMs": end_ms,
+                "cameras": [{"cameraId": "0x" + cam.hex(), "have": [list(r) for r in ranges]}
+                            for cam, ranges in sorted(have.items())]}
         try:
-            r = await self.http.post(f"{peer.rstrip('/')}/peer/v1/batches/sign",
-                                     json={"manifestCid": manifest_cid, "attempt": attempt}, timeout=30.0)
+            r = await self.http.post(f"{peer.rstrip('/')}/peer/v1/batches/holdings", json=body, timeout=30.0)
+            doc = r.json() if r.status_code == 200 else None
+            out: dict[bytes, list[int]] = {}
+            for entry in (doc or {}).get("cameras", []):
+                seqs = [int(s) for s in entry["seqs"] if isinstance(s, int)]
+                out[bytes.fromhex(str(entry["cameraId"]).removeprefix("0x"))] = seqs
+        except (httpx.HTTPError, ValueError, AttributeError, KeyError, TypeError) as exc:
+            log.info("holdings unusable", extra={"node": self.name, "peer": peer, "error": type(exc).__name__})
+            return None
+        return out if doc is not None else None
+
+    async def batch_frames(self, peer: str, wanted: dict[bytes, list[int]]) -> tuple[str, list[tuple[bytes, int, bytes]]] | None:
+        """Batch mode, one request for a window's lacking frames of every camera: the node name
+        `peer` gives and its (camera, seq, packet) answers, not yet verified (only those asked
+        for). None when unreachable or the answer is unusable."""
+        body = {"frames": [{"cameraId": "0x" + cam.hex(), "seqs": seqs} for cam, seqs in sorted(wanted.items())]}
+        try:
+            r = await self.http.post(f"{peer.rstrip('/')}/peer/v1/batches/frames", json=body, timeout=30.0)
+            doc = r.json() if r.status_code == 200 else None
+            if doc is None:
+                return None
+            out = []
+            for entry in doc.get("packets", []):
+                cam, seq = bytes.fromhex(str(entry["cameraId"]).removeprefix("0x")), int(entry["seq"])
+                if seq in wanted.get(cam, ()):
+                    out.append((cam, seq, base64.b64decode(str(entry["packet"]), validate=True)))
+        except (httpx.HTTPError, ValueError, AttributeError, KeyError, TypeError) as exc:
+            log.info("frames unusable", extra={"node": self.name, "peer": peer, "error": type(exc).__name__})
+            return None
+        return str(doc.get("node") or peer)[:128], out
+
+    async def sign_batch(self, peer: str, manifest_cid: str, attempt: int, manifest: bytes | None = None,
+                         blocks: Sequence[bytes] = ()) -> dict[str, Any] | None:
+        """Ask `peer` to sign a batch (batch mode): {"signature", "signer"}, or the problem
+        document of its refusal, or None when it cannot be reached. `manifest` and `blocks` (the
+        batch manifest, block manifests) travel inline, base64, so the peer needs no round trip
+        per camera to fetch them."""
+        body: dict[str, Any] = {"manifestCid": manifest_cid, "attempt": attempt}
+        if manifest is not None:
+            body["manifest"] = base64.b64encode(manifest).decode()
+        if blocks:
+            body["blocks"] = [base64.b64encode(b).decode() for b in blocks]
+        try:
+            r = await self.http.post(f"{peer.rstrip('/')}/peer/v1/batches/sign", json=body, timeout=30.0)
             doc = r.json()
         except (httpx.HTTPError, ValueError) as exc:
             log.info("peer unreachable", extra={"node": self.name, "peer": peer, "error": type(exc).__name__})

@@ -32,7 +32,8 @@ from ..chain.client import TxResult
 from ..chain.health import ChainHealth, is_chain_fault
 from ..chain.ledger import CameraInfo, VideoLedgerClient
 from ..core import wire
-from ..core.block import BlockHeader, FrameRef, Gap, Manifest, ManifestFormatError, build_block, frames_tree, window_of
+from ..core.batch_checks import judge_block
+from ..core.block import BlockHeader, FrameRef, Gap, Manifest, ManifestFormatError, build_block, window_of
 from ..core.cid import cid_from_digest
 from ..core.gaps import frame_step_ms
 from ..core.windows import (Neighbours, Readiness, StreamView, is_closed, may_anchor, next_after_anchored,
@@ -58,6 +59,17 @@ MAX_PULL_PER_WINDOW = 20_000  # frames a proposer fetches from one peer before s
 
 # The camera's manifest extras for a window [start, end): `Node.manifest_extras`.
 ManifestExtras = Callable[[bytes, int, int], dict[str, Any]]
+
+
+def raise_once(state: NodeState, node: str, alarm: Alarm, message: str) -> bool:
+    """Raise `alarm` once per id (a window retried every tick is one alarm), count it under its
+    camera (or "*") by kind, and log `message` once: the producer's and the batcher's alarms."""
+    if not state.raise_alarm(alarm):
+        return False
+    state.bump(alarm.camera_ip or "*", alarm.kind.replace(".", "_"))
+    log.warning(message, extra={"node": node, "camera": alarm.camera_ip, "alarm": alarm.kind,
+                                "detail": (alarm.detail or "")[:300]})
+    return True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -265,10 +277,8 @@ class Producer:
 
     def _alarm(self, cam: bytes, ip: str, kind: str, key: str, detail: str, start: int | None = None,
                end: int | None = None) -> None:
-        alarm = named_alarm(f"{self.name}:{kind}:{cam.hex()[:16]}:{key}", kind, cam, ip, detail, ts_from=start, ts_to=end)
-        if self.state.raise_alarm(alarm):  # once per id: a window retried every tick is one alarm
-            self.state.bump(ip, kind.replace(".", "_"))
-            log.warning("block production alarm", extra={"node": self.name, "camera": ip, "alarm": kind, "detail": detail})
+        raise_once(self.state, self.name, named_alarm(f"{self.name}:{kind}:{cam.hex()[:16]}:{key}", kind, cam, ip,
+                                                      detail, ts_from=start, ts_to=end), "block production alarm")
 
     def _open_alarms_in(self, cam: bytes, start: int, end: int) -> list[Alarm]:
         """Open missing alarms whose lost span (between the frames around the hole) overlaps the window."""
@@ -295,24 +305,34 @@ class Producer:
         pulled = 0
         for peer in self.peers.peers:
             listed = await self.peers.holdings(peer, cam, start, end)
-            for entry in (listed or [])[:MAX_PULL_PER_WINDOW]:
-                if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int)) or entry[0] in mine:
-                    continue
-                got = await self.peers.frame(peer, cam, entry[0])
-                if got is not None and await self.accept(got[0], source=f"repair:{got[1]}", expect_camera=cam) == "accepted":
-                    self.state.record_repair(cam, ip, entry[0], got[1], None)  # I8: on record like any repair
-                    mine.add(entry[0])
-                    pulled += 1
+            seqs = [e[0] for e in (listed or [])[:MAX_PULL_PER_WINDOW]
+                    if isinstance(e, list) and len(e) == 2 and isinstance(e[0], int)]
+            pulled += await self.pull_seqs(peer, cam, ip, seqs, mine)
         if not pulled:
             return frames
         log.info("pulled frames from peers before sealing", extra={"node": self.name, "camera": ip, "window": start,
                                                                     "frames": pulled})
         return [f.ref for f in self.state.frames_in(cam, start, end)]
 
+    async def pull_seqs(self, peer: str, cam: bytes, ip: str, seqs: Sequence[int], mine: set[int]) -> int:
+        """Fetch from `peer` the frames `seqs` that are not in `mine` (re-verified like any repair,
+        on record, added to `mine`); at most MAX_PULL_PER_WINDOW. Returns how many were accepted."""
+        pulled = 0
+        for seq in seqs[:MAX_PULL_PER_WINDOW]:
+            if seq in mine:
+                continue
+            got = await self.peers.frame(peer, cam, seq)
+            if got is not None and await self.accept(got[0], source=f"repair:{got[1]}", expect_camera=cam) == "accepted":
+                self.state.record_repair(cam, ip, seq, got[1], None)  # I8: on record like any repair
+                mine.add(seq)
+                pulled += 1
+        return pulled
+
     async def build_window_block(self, cam: bytes, info: CameraInfo, start: int, end: int, height: int,
-                                 prev_hash: bytes, frames: list[FrameRef]) -> Any:
+                                 prev_hash: bytes, frames: list[FrameRef], store: bool = True) -> Any:
         """The camera's block of window [start, end) on the tip (prev_hash, height), with its
-        gaps and substitutions, its manifest stored: the same in per-header and batch mode."""
+        gaps and substitutions, its manifest stored (`store` False: the caller stores a whole
+        batch's at once): the same in per-header and batch mode."""
         row = self.state.camera_row(cam)
         codec = json.loads(row[1]) if row and row[1] else {}
         gaps = self._gaps(cam, start, end, frames, codec)
@@ -321,7 +341,8 @@ class Producer:
         block = build_block(camera_ip=info.ip, height=height + 1, prev_hash=prev_hash, window_start_ms=start,
                             window_end_ms=end, frames=frames, proposer=self.address, codec=codec, gaps=gaps,
                             substitutions=substitutions, **self.manifest_extras(cam, start, end))
-        await asyncio.to_thread(self.store.put, block.manifest_bytes)
+        if store:
+            await asyncio.to_thread(self.store.put, block.manifest_bytes)
         return block, gaps, substitutions
 
     async def _propose(self, cam: bytes, info: CameraInfo, slot: _Slot, frames: list[FrameRef]) -> None:
@@ -414,12 +435,15 @@ class Producer:
                 out_gaps.append(g)
         return out_gaps, subs
 
-    async def _settle(self, cam: bytes, ip: str, start: int, end: int, gaps: list[Gap], seqs: list[int]) -> None:
+    async def _settle(self, cam: bytes, ip: str, start: int, end: int, gaps: list[Gap], seqs: list[int],
+                      clear_satisfied: bool = True) -> None:
         """After a window's block is anchored: the frames it lists leave the pool (anything else
         in the window arrived too late for it and is counted as such by the next tick) and its
-        alarms clear, as repaired, declared or substituted."""
+        alarms clear, as repaired, declared or substituted (`clear_satisfied` False: the caller
+        cleared the repaired ones already, once for a whole batch)."""
         self.state.mark_anchored_seqs(cam, seqs)
-        await self.repairer.clear_satisfied_alarms()
+        if clear_satisfied:
+            await self.repairer.clear_satisfied_alarms()
         by_seq = {g.from_seq: g for g in gaps}
         for alarm in self._open_alarms_in(cam, start, end):
             gap = next((g for g in gaps if g.from_seq <= alarm.seq_from <= g.to_seq), by_seq.get(alarm.seq_from))
@@ -502,41 +526,39 @@ class Producer:
             self.state.note_block(block_hash, header.camera_id, header.height, header.window_start_ms, header.window_end_ms, "disputed")
             self.state.mark_anchored(header.camera_id, header.window_start_ms, header.window_end_ms)
 
-    async def check_block(self, header: BlockHeader, info) -> tuple[str | None, Manifest | None]:
-        """B4 (`_check`), for batch mode's signing: one rule for both modes."""
-        return await self._check(header, info)
+    async def check_block(self, header: BlockHeader, info, raw: bytes | None = None) -> tuple[str | None, Manifest | None]:
+        """B4 (`_check`), for batch mode's signing: one rule for both modes. `raw`: the manifest
+        as the sign request carried it (digest-checked and stored by the caller)."""
+        return await self._check(header, info, raw)
 
-    async def _check(self, header: BlockHeader, info) -> tuple[str | None, Manifest | None]:
-        """B4: the anchored header against this node's own pool. Returns (problem, manifest)."""
+    async def _check(self, header: BlockHeader, info, raw: bytes | None = None) -> tuple[str | None, Manifest | None]:
+        """B4: the anchored header against this node's own pool (`core.batch_checks.judge_block`),
+        then what needs the whitelist: the codec proof and substitutions. Returns (problem, manifest)."""
         if info is None:
             return "camera unknown to this node", None
-        raw = await self.fetch_block(cid_from_digest(header.manifest_digest))
+        fetched = raw is None
+        raw = raw if raw is not None else await self.fetch_block(cid_from_digest(header.manifest_digest))
         if raw is None:
             return "manifest unavailable", None
         try:
             manifest = Manifest.from_bytes(raw)
-            tree = frames_tree(header.camera_id, manifest.frames)
-        except (ManifestFormatError, ValueError, TypeError, OverflowError) as exc:  # InvalidMerkleInput is a ValueError
+        except ManifestFormatError as exc:
             return f"manifest malformed: {type(exc).__name__}", None
-        if (manifest.camera_id, manifest.height, manifest.window_start_ms, manifest.window_end_ms) != (
-                header.camera_id, header.height, header.window_start_ms, header.window_end_ms):
-            return "manifest does not describe this header", manifest
-        root = tree.root if tree else b"\x00" * 32
-        if root != header.frames_root or len(manifest.frames) != header.frame_count:
-            return "frames root or count differs from the manifest", manifest
-        listed = {f.seq: f for f in manifest.frames}
-        if len(listed) != len(manifest.frames):
-            return "manifest lists a sequence number twice", manifest
-        if any(not header.window_start_ms <= f.timestamp_ms < header.window_end_ms for f in manifest.frames):
-            return "manifest lists a frame outside the window", manifest
+        held = {f.ref.seq: f.ref for f in self.state.frames_in(header.camera_id, header.window_start_ms,
+                                                                header.window_end_ms)}
+        verdict = judge_block(header, manifest, held)
+        if verdict.problem is not None:
+            return verdict.problem, manifest
         if manifest.codec_proof is not None and not any(
                 wire.verify_codec_proof(manifest.codec_proof, manifest.codec, key)
                 for key in self.registry.keys_for(header.camera_id, header.window_start_ms)):
             return "the manifest's codec is not one the camera signed", manifest
-        await asyncio.to_thread(self.store.put, raw)  # manifests stay in every node's store
-        for f in manifest.frames:
-            if not await self._hold(header.camera_id, info.ip, f):
-                return f"frame {f.seq} cannot be verified by this node", manifest
+        if fetched:
+            await asyncio.to_thread(self.store.put, raw)  # manifests stay in every node's store
+        listed = {f.seq: f for f in manifest.frames}
+        for seq in verdict.lacking:
+            if not await self._hold(header.camera_id, info.ip, listed[seq]):
+                return f"frame {seq} cannot be verified by this node", manifest
         for sub_cam, sub_frames in manifest.substitutions:
             sub_info = self.registry.get(sub_cam)
             if sub_info is None or sub_info.group != info.group:
@@ -544,9 +566,6 @@ class Producer:
             for f in sub_frames:
                 if not await self._hold(sub_cam, sub_info.ip, f):
                     return f"substituted frame {f.seq} cannot be verified", manifest
-        for held in self.state.frames_in(header.camera_id, header.window_start_ms, header.window_end_ms):
-            if held.ref.seq not in listed:
-                return f"manifest omits frame {held.ref.seq} held by this node", manifest
         return None, manifest
 
     async def _hold(self, cam: bytes, ip: str, ref: FrameRef) -> bool:

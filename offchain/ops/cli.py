@@ -673,9 +673,20 @@ def _subparsers_of(parser: argparse.ArgumentParser) -> Any:
 def cmd_camera_wait(args: argparse.Namespace) -> int:
     from .status import wait_final
 
-    block = wait_final(_reading_session(args), args.camera, args.until, args.timeout)
+    block = wait_final(_reading_session(args), args.camera, args.until, args.timeout, _wait_stores(args))
     return emit(args, block, lambda b: f"camera {args.camera}: block #{b['height']} final "
-                                       f"({b['attestations']} attestations), window ends {_ms(b['windowEndMs'])}")
+                                       f"({b['attestations']} {'signatures' if b['anchoring'] == 'batch' else 'attestations'}), "
+                                       f"window ends {_ms(b['windowEndMs'])}")
+
+
+def _wait_stores(args: argparse.Namespace) -> list[Any]:
+    """Where batch mode's manifests are read from: node stores (read only) and IPFS nodes."""
+    from ..store import KuboStore, LocalStore
+
+    for d in args.store:
+        if not Path(d).is_dir():
+            raise OpsError(f"store directory {d} does not exist")
+    return [LocalStore(d, fsync="none") for d in args.store] + [KuboStore(u) for u in args.ipfs]
 
 
 def add_camera_wait_command(camera_sub: Any) -> None:
@@ -683,6 +694,10 @@ def add_camera_wait_command(camera_sub: Any) -> None:
     wt.add_argument("camera", metavar="IP|0xID")
     wt.add_argument("--until", required=True, type=int, metavar="MS", help="capture time, epoch ms")
     wt.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
+    wt.add_argument("--store", action="append", default=[], metavar="DIR",
+                    help="batch mode: a node's content store directory, for the batch manifests (repeatable)")
+    wt.add_argument("--ipfs", action="append", default=[], metavar="URL",
+                    help="batch mode: an IPFS node's Kubo RPC API holding the batch manifests (repeatable)")
     add_chain_args(wt)
     wt.set_defaults(func=cmd_camera_wait)
 

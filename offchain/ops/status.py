@@ -5,7 +5,7 @@ camera (active, blocks anchored, the last block's window and finality, risk warn
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import httpx
 
@@ -120,22 +120,49 @@ def _problems(nodes: list[dict], cameras: list[dict], unknown: list[str], quorum
     return out
 
 
-def wait_final(s: Session, camera_ref_text: str, until_ms: int, timeout: float) -> dict[str, Any]:
-    """Poll until the camera's newest anchored block is final and its window reaches ``until_ms``
-    (every block up to it then carries the quorum's attestations too: the chain takes them in
-    order). The block, as `_last_block` describes it."""
+WAIT_SPAN_MS = 3_600_000  # how far past --until `camera wait` looks for the block reaching it (one longest window)
+UINT64_MAX = 2**64 - 1
+
+
+def wait_final(s: Session, camera_ref_text: str, until_ms: int, timeout: float,
+               stores: Sequence[Any] = ()) -> dict[str, Any]:
+    """Poll until the camera's first block reaching ``until_ms`` (its window ends after it) is
+    final: every block up to it is then final too (the chain takes them in order). Either
+    anchoring mode, read the one way evidence reads the chain, through its AnchorSource
+    (`evidence.extract.anchor_source`: per header the VideoLedger; in batch mode the BatchLedger,
+    with the batch manifests from ``stores``, re-hashed), chosen again at each poll: until
+    something is anchored there, neither ledger says which mode the consortium uses."""
     from .admin import camera_id
 
     if not 0 < timeout <= 3600:
         raise OpsError("--timeout must be in (0, 3600] seconds")
+    if not 0 < until_ms < UINT64_MAX - WAIT_SPAN_MS:
+        raise OpsError("--until must be a capture time in epoch ms")
     cid = camera_id(camera_ref_text)
     deadline = time.monotonic() + timeout
     while True:
-        last = _last_block(s, cid, s.ledger.chain_length(cid))
-        if last and last["finalized"] and last["windowEndMs"] >= until_ms:
-            return last
+        block = _first_block_reaching(s, cid, until_ms, stores)
+        if block and block["finalized"]:
+            return block
         if time.monotonic() > deadline:
-            state = "no block yet" if not last else (f"newest block #{last['height']} ends {last['windowEndMs']}"
-                                                      f"{'' if last['finalized'] else ', not final'}")
+            state = "no block yet" if not block else (f"block #{block['height']} ends {block['windowEndMs']}, not final")
             raise OpsError(f"camera {camera_ref_text}: no final block reaching {until_ms} within {timeout:g} s ({state})")
         time.sleep(0.5)
+
+
+def _first_block_reaching(s: Session, cid: bytes, until_ms: int, stores: Sequence[Any]) -> dict[str, Any] | None:
+    from ..evidence.extract import anchor_source
+
+    lo, hi = until_ms - 1, until_ms - 1 + WAIT_SPAN_MS
+    source = anchor_source(s.w3, s.deployment.video_ledger, s.deployment.batch_ledger, cid, lo, hi, stores)
+    mode = getattr(source, "anchoring", "header")
+    if mode == "batch" and not stores:
+        raise OpsError("this camera is anchored in batch mode: give --store DIR or --ipfs URL to read the batch manifests")
+    heights, blocks = source.blocks_in_range(cid, lo, hi)
+    first = blocks.get(heights[0]) if heights else None
+    if first is None:
+        return None
+    h = first.header
+    return {"height": first.height, "windowStartMs": h.window_start_ms, "windowEndMs": h.window_end_ms,
+            "frames": h.frame_count, "attestations": first.attestations, "disputes": first.disputes,
+            "finalized": first.finalized, "anchoring": mode}

@@ -7,6 +7,7 @@ its tips; a stopped proposer is taken over in its slot without lost races."""
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
@@ -208,6 +209,7 @@ def forged_requests_are_refused(cluster: Cluster, keys: dict, nodes: list, by_ad
         store.put(m.to_bytes())
         r = sign(peer, target, m)
         assert r.status_code == 409 and r.json()["detail"].startswith("wrong-prev-batch-root"), r.text
+        one_request_per_window_is_bounded(peer, target, omitting, broken, start, cam0, base_seq)
     # The same request from a node that is not the slot's proposer is refused too.
     other = next(i for i, k in enumerate(cluster.keys[:len(cluster.keys)])
                  if Account.from_key(k).address in nodes and Account.from_key(k).address != proposer_addr)
@@ -216,6 +218,43 @@ def forged_requests_are_refused(cluster: Cluster, keys: dict, nodes: list, by_ad
         assert r.status_code == 409 and r.json()["detail"].startswith("not-the-proposer"), r.text
     alarms = cluster.api(target, "/api/v1/alarms", kind="batch.refused")
     assert len(alarms) >= 3
+
+
+def one_request_per_window_is_bounded(peer: httpx.Client, target, omitting: BatchManifest, broken: BatchManifest,
+                                      start: int, cam0: bytes, base_seq: int) -> None:
+    """The window's two requests (holdings, signing with the manifests inline): what they
+    answer, and refusals of what they must not carry, as problem documents."""
+    url = target.config.api_url + "/peer/v1/batches/"
+    cam = "0x" + cam0.hex()
+    held = peer.post(url + "holdings", json={"windowStartMs": start, "windowEndMs": start + WINDOW,
+                                              "cameras": [{"cameraId": cam, "have": [[base_seq, base_seq]]}]})
+    assert held.status_code == 200, held.text
+    assert held.json()["cameras"] == [{"cameraId": cam, "seqs": [base_seq + 1, base_seq + 2]}]
+    unlisted = peer.post(url + "holdings", json={"windowStartMs": start, "windowEndMs": start + WINDOW, "cameras": []})
+    assert {"cameraId": cam, "seqs": [base_seq, base_seq + 1, base_seq + 2]} in unlisted.json()["cameras"]
+    for body in ({"windowStartMs": start, "windowEndMs": start + 2 * WINDOW, "cameras": []},
+                 {"windowStartMs": start, "windowEndMs": start + WINDOW, "cameras": [{"cameraId": cam, "have": [[5, 2]]}]},
+                 {"windowStartMs": start, "windowEndMs": start + WINDOW, "cameras": [{"cameraId": "0x12", "have": []}]}):
+        r = peer.post(url + "holdings", json=body)
+        assert r.status_code == 422 and r.json()["type"].endswith("/body-invalid"), r.text
+    frames = peer.post(url + "frames", json={"frames": [{"cameraId": cam, "seqs": [base_seq, base_seq + 2, 10**9]}]})
+    assert frames.status_code == 200 and frames.json()["complete"], frames.text
+    got = {p["seq"]: pk.decode_packet(base64.b64decode(p["packet"])) for p in frames.json()["packets"]}
+    assert sorted(got) == [base_seq, base_seq + 2] and all(p.camera_ip == IPS[0] for p in got.values())
+    assert got[base_seq].payload == b"forgery probe 0"  # the original signed packet, as the camera sent it
+    split = [{"cameraId": cam, "seqs": list(range(2_049))}, {"cameraId": "0x" + "ab" * 32, "seqs": list(range(2_049))}]
+    r = peer.post(url + "frames", json={"frames": split})
+    assert r.status_code == 422 and r.json()["type"].endswith("/too-many-seqs"), r.text
+    other_block = base64.b64encode(LocalStore(target.config.data_dir / "store").get(
+        cid_from_digest(broken.headers[1].manifest_digest))).decode()
+    r = peer.post(url + "sign", json={"manifestCid": omitting.cid, "attempt": 0,
+                                      "manifest": base64.b64encode(omitting.to_bytes()).decode(), "blocks": [other_block]})
+    assert r.status_code == 409 and r.json()["detail"].startswith("inline-mismatch"), r.text
+    r = peer.post(url + "sign", json={"manifestCid": omitting.cid, "attempt": 0,
+                                      "manifest": base64.b64encode(broken.to_bytes()).decode()})
+    assert r.status_code == 409 and r.json()["detail"].startswith("inline-mismatch"), r.text
+    r = peer.post(url + "sign", json={"manifestCid": omitting.cid, "attempt": 0, "manifest": "not base64!"})
+    assert r.status_code == 422 and r.json()["type"].endswith("/body-invalid"), r.text
 
 
 def caught_up(cluster: Cluster, node, timeout: float = 30.0) -> int:
