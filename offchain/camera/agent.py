@@ -49,6 +49,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..core.acks import SeqRanges, missing, overlap
+from ..core.block import track_of
 from ..core.packet import encode_packet
 from ..core.wire import (MAX_ACK_RANGES, MAX_CONTROL_BYTES, MessageReader, NodeMessage, WireError, end_message,
                          frame_message, hello_message, parse_node_message)
@@ -502,7 +503,8 @@ class CameraAgent:
         self.stall_timeout = stall_timeout
         self.wait_when_full = (not self.paced) if wait_when_full is None else wait_when_full
         self.frames_produced = 0
-        self.last_seq = -1
+        self.last_seq = -1  # of the video track
+        self.track_last_seqs: dict[int, int] = {}  # of the other tracks (audio: 1), when there are any
         self.first_timestamp_ms: int | None = None
         self._links: dict[str, _NodeLink] = {}
         self._stop = asyncio.Event()
@@ -570,7 +572,8 @@ class CameraAgent:
         return hello_message(self.key, self.camera_ip, self.codec, nonce, int(time.time() * 1000))
 
     def end_body(self, nonce: str) -> bytes:
-        return end_message(self.key, self.camera_ip, self.last_seq, nonce, int(time.time() * 1000))
+        return end_message(self.key, self.camera_ip, self.last_seq, nonce, int(time.time() * 1000),
+                           self.track_last_seqs or None)
 
     # -- internals ---------------------------------------------------------------------------
     async def _stream(self, executor: concurrent.futures.Executor) -> None:
@@ -636,7 +639,10 @@ class CameraAgent:
                             if link.queue.full():
                                 await link.wait_for_room(self.stall_timeout)
                     self.frames_produced += 1
-                    self.last_seq = frame.seq
+                    if track_of(frame.seq):
+                        self.track_last_seqs[track_of(frame.seq)] = frame.seq
+                    else:
+                        self.last_seq = frame.seq
                     if self.produced is None:
                         self.produced = SeqRanges(frame.seq)
                     self.produced.add(frame.seq)

@@ -32,11 +32,11 @@ from ..chain.client import TxResult
 from ..chain.health import ChainHealth, is_chain_fault
 from ..chain.ledger import CameraInfo, VideoLedgerClient
 from ..core import wire
-from ..core.block import BlockHeader, FrameRef, Gap, Manifest, ManifestFormatError, build_block, frames_tree, window_of
+from ..core.block import BlockHeader, FrameRef, Gap, Manifest, ManifestFormatError, build_block, frames_tree, track_bounds, window_of
 from ..core.cid import cid_from_digest
-from ..core.gaps import frame_step_ms
+from ..core.gaps import codec_tracks, frame_step_ms, track_step_ms
 from ..core.windows import (Neighbours, Readiness, StreamView, is_closed, may_anchor, next_after_anchored,
-                            next_after_empty, overlaps, readiness, settled_late, turn_at, window_gaps)
+                            next_after_empty, overlaps, readiness, settled_late, track_window_gaps, turn_at, window_gaps)
 from ..store.base import ContentStore, StoreError
 from .config import NodeConfig
 from .peer_client import PacketSink, PeerClient
@@ -163,7 +163,7 @@ class Producer:
 
     def _stream_view(self, cam: bytes, newest_ms: int, now: float) -> StreamView:
         row = self.state.camera_row(cam)
-        ended = row is not None and row[2] is not None and (self.state.max_seq(cam) or -1) >= row[2]
+        ended = row is not None and row[2] is not None and (self.state.max_seq(cam, 0) or -1) >= row[2]
         # Silence counts from this process's start too: a node just restarted has heard nothing
         # yet, which says nothing about the camera.
         heard = max(self.state.max_received_at(cam) or now, self.started_at)
@@ -278,9 +278,18 @@ class Producer:
     def _gap_spans(self, cam: bytes, start: int, end: int, frames: list[FrameRef], codec: dict[str, Any] | None) -> list[Gap]:
         """The window's lost sequence numbers (`core.windows.window_gaps`), from the pool's facts."""
         row = self.state.camera_row(cam)
-        around = Neighbours(before=self.state.frame_before_time(cam, start), after=self.state.frame_from_time(cam, end),
-                            first_seq=row[3] if row and row[3] is not None else 0, last_seq=row[2] if row else None)
-        return window_gaps(start, end, frames, around, frame_step_ms(codec))
+        signed = json.loads(row[1]) if row and row[1] else codec
+        tracks = codec_tracks(signed)
+        if tracks == [0] and all(f.seq <= track_bounds(0)[1] for f in frames):  # a camera without audio, as before
+            around = Neighbours(before=self.state.frame_before_time(cam, start), after=self.state.frame_from_time(cam, end),
+                                first_seq=row[3] if row and row[3] is not None else 0, last_seq=row[2] if row else None)
+            return window_gaps(start, end, frames, around, frame_step_ms(codec))
+        # Each track's numbers are their own sequence (core.block.track_of): holes per track.
+        arounds = {t: Neighbours(before=self.state.frame_before_time(cam, start, t),
+                                 after=self.state.frame_from_time(cam, end, t),
+                                 first_seq=(row[3] if row and row[3] is not None else 0) if t == 0 else track_bounds(t)[0],
+                                 last_seq=self.state.track_last_seq(cam, t)) for t in tracks}
+        return track_window_gaps(start, end, frames, arounds, {t: track_step_ms(signed, t) for t in tracks})
 
     def _gaps(self, cam: bytes, start: int, end: int, frames: list[FrameRef], codec: dict[str, Any] | None) -> list[Gap]:
         """The gaps to declare: the spans, each with whether a keyframe was lost in it."""
@@ -399,12 +408,14 @@ class Producer:
         out_gaps, subs = [], []
         siblings = self.registry.group_siblings(cam)
         for g in gaps:
-            if g.to_ms - g.from_ms < self.config.substitute_min_ms or not siblings:
+            # Pictures stand in for pictures only: an audio gap is declared, never filled (I7).
+            if g.to_ms - g.from_ms < self.config.substitute_min_ms or not siblings or g.from_seq > track_bounds(0)[1]:
                 out_gaps.append(g)
                 continue
             filled = False
             for sib in siblings:
-                sib_frames = [s.ref for s in self.state.frames_in(sib.camera_id, g.from_ms, g.to_ms)]
+                sib_frames = [s.ref for s in self.state.frames_in(sib.camera_id, g.from_ms, g.to_ms)
+                              if s.ref.seq <= track_bounds(0)[1]]
                 if sib_frames:
                     out_gaps.append(Gap(g.from_seq, g.to_seq, g.from_ms, g.to_ms, g.keyframe_lost, sib.camera_id))
                     subs.append((sib.camera_id, sib_frames))
