@@ -342,7 +342,7 @@ def encoded_frames(container: Any, stream: Any, start_ms: int, offset_ticks: int
             if base is None:  # a live stream whose first packet is audio: it sets the origin
                 base = int(item.seconds / time_base)
             ms = start_ms + round((item.seconds - (base - offset_ticks) * time_base) * 1000)
-            yield EncodedFrame(seq=track_seq(AUDIO_TRACK, run.audio_seq), timestamp_ms=max(0, ms), keyframe=True,
+            yield EncodedFrame(seq=track_seq(AUDIO_TRACK, run.audio_seq), timestamp_ms=max(start_ms, ms), keyframe=True,
                                data=item.data, duration_ms=round(item.duration_s * 1000))
             run.audio_seq += 1
             continue

@@ -1,0 +1,147 @@
+"""A camera with sound (issue 10): its audio packets are a second track of the camera, signed,
+anchored and extracted like its video frames.
+
+The clips are made here (H.264 + a 440 Hz tone in AAC, Opus or G.711, `samples.synthetic_av_clip`);
+the end-to-end test runs a whole local consortium with the CLI (`frameledger up`: Anvil, the
+contracts, three nodes, the camera agent), extracts a range and checks, byte for byte, that the
+MP4's video and audio packets are the source file's, that it decodes end to end with sound, and
+that both verifiers (Python and scripts/verify_bundle.js) verify the audio against the roots."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import av
+import pytest
+
+from offchain.camera.samples import synthetic_av_clip
+from offchain.camera.sources import CodecConfig, FileSource
+from offchain.core.block import AUDIO_TRACK, track_bounds, track_of, track_seq
+from offchain.evidence.video import remux_to_mp4
+from offchain.paths import REPO_ROOT
+
+JS_VERIFIER = REPO_ROOT / "scripts" / "verify_bundle.js"
+
+
+def _packets(path: Path, kind: str) -> list[bytes]:
+    with av.open(str(path)) as c:
+        stream = c.streams.audio[0] if kind == "audio" else c.streams.video[0]
+        return [bytes(p) for p in c.demux(stream) if p.size]
+
+
+def _decoded(path: Path) -> tuple[int, int]:
+    """(pictures, audio samples) decoded end to end."""
+    pictures = samples = 0
+    with av.open(str(path)) as c:
+        for frame in c.decode(*c.streams):
+            if isinstance(frame, av.AudioFrame):
+                samples += frame.samples
+            else:
+                pictures += 1
+    return pictures, samples
+
+
+@pytest.mark.parametrize("codec, ext", [("aac", "mp4"), ("opus", "mkv"), ("pcm_mulaw", "mov")])
+def test_file_audio_is_a_second_track_byte_for_byte(codec, ext, tmp_path):
+    clip = synthetic_av_clip(tmp_path / f"cam.{ext}", seconds=2, audio=codec)
+    source = FileSource(clip, start_ms=1_000_000)
+    frames = list(source.frames())
+    video = [f for f in frames if f.track == 0]
+    audio = [f for f in frames if f.track == AUDIO_TRACK]
+    assert [f.seq for f in video] == list(range(len(video))) == list(range(50))
+    assert [f.seq for f in audio] == [track_seq(AUDIO_TRACK, n) for n in range(len(audio))]
+    assert all(track_of(f.seq) == 1 and f.seq < 2**53 for f in audio)
+    assert [f.data for f in audio] == _packets(clip, "audio") and [f.data for f in video] == _packets(clip, "video")
+    assert all(f.timestamp_ms >= 1_000_000 for f in frames)
+    assert [f.timestamp_ms for f in audio] == sorted(f.timestamp_ms for f in audio)
+    cfg = source.codec
+    assert cfg.audio is not None and cfg.audio.codec == codec and cfg.audio.sample_rate in (8_000, 48_000)
+    # the codec the camera signs in its hello round-trips through JSON, audio included
+    assert CodecConfig.from_json(cfg.to_json()) == cfg and "audio" in json.loads(cfg.to_json())
+    # a file without audio keeps the codec JSON it always had
+    silent = FileSource(clip, audio=False)
+    assert "audio" not in silent.codec.to_dict() and all(f.track == 0 for f in silent.frames())
+
+
+@pytest.mark.parametrize("codec, ext", [("aac", "mp4"), ("opus", "mkv")])
+def test_remux_puts_the_audio_packets_back_beside_the_video(codec, ext, tmp_path):
+    clip = synthetic_av_clip(tmp_path / f"cam.{ext}", seconds=2, audio=codec)
+    source = FileSource(clip)
+    frames = list(source.frames())
+    video = [f for f in frames if f.track == 0]
+    audio = [f for f in frames if f.track == 1]
+    out = remux_to_mp4(source.codec, video, tmp_path / "out.mp4", audio=(source.codec.audio, audio))
+    assert _packets(out.path, "audio") == [f.data for f in audio]
+    assert _packets(out.path, "video") == [f.data for f in video]
+    assert len(out.audio_samples) == len(audio)
+    pictures, samples = _decoded(out.path)
+    assert pictures == len(video) and samples >= 0.9 * 2 * 48_000
+
+
+def _site(tmp_path: Path, source: str, window_ms: int = 5000) -> Path:
+    site = tmp_path / "site.toml"
+    site.write_text(f'dir = "site"\nrpc_port = 0\nwindow_ms = {window_ms}\nstatus_every_s = 2\n\n'
+                    f'[[cameras]]\nip = "10.0.0.9"\nsource = "{source}"\nspeed = 4.0\n')
+    return site
+
+
+def _run_site_and_extract(tmp_path: Path, source: str, min_blocks: int) -> tuple[dict, Path, dict]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMELEDGER_")}
+    up = subprocess.Popen([sys.executable, "-m", "offchain.cli", "up", str(_site(tmp_path, source)), "--json"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
+    try:
+        info, camera = None, None
+        for line in up.stdout:
+            msg = json.loads(line) if line.startswith("{") else {}
+            info = msg.get("up", info)
+            cams = (msg.get("status") or {}).get("cameras") or [{}]
+            if (cams[0].get("lastBlock") or {}).get("finalized") and cams[0]["blocks"] >= min_blocks:
+                camera = cams[0]
+                break
+        assert camera and info, "no final blocks from the camera"
+        store = tmp_path / "site" / "nodes" / "node-bank" / "data" / "store"
+        out = subprocess.run([sys.executable, "-m", "offchain.cli", "extract", "--camera", "10.0.0.9", "--from", "0",
+                              "--to", str(camera["lastBlock"]["windowEndMs"]), "--out", str(tmp_path / "ev"),
+                              "--store", str(store), "--rpc", info["rpc"], "--deployment", info["deployment"], "--json"],
+                             capture_output=True, text=True, env=env, timeout=600)
+        report = json.loads(out.stdout)
+        assert out.returncode == 0 and report["verdict"] == "verified", out.stdout[-3000:] + out.stderr[-2000:]
+        bundle = next((tmp_path / "ev").glob("*.zip"))
+        js = subprocess.run(["node", str(JS_VERIFIER), str(bundle), "--rpc", info["rpc"], "--deployment",
+                             info["deployment"], "--json"], capture_output=True, text=True, timeout=300)
+        js_report = json.loads(js.stdout)
+        assert js.returncode == 0 and js_report["verdict"] == "verified", js.stdout[-3000:] + js.stderr[-2000:]
+        return report, bundle, js_report
+    finally:
+        os.kill(up.pid, signal.SIGTERM)  # ours, by PID
+        up.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_camera_with_sound_is_anchored_extracted_and_verified_by_both_verifiers(tmp_path):
+    clip = synthetic_av_clip(tmp_path / "cam.mp4", seconds=12, audio="aac")
+    report, bundle, js_report = _run_site_and_extract(tmp_path, str(clip), min_blocks=2)
+    assert report["tracks"]["audio"] > 0 and report["tracks"]["video"] > 0
+    assert js_report["tracks"] == report["tracks"]
+    assert "track.audio" in report["codes"] and "track.audio" in js_report["codes"]
+    assert not {"frame.not_playable", "gap.undeclared", "gap.declared"} & set(report["codes"])
+    with zipfile.ZipFile(bundle) as z:
+        index = json.loads(z.read("bundle.json"))
+        mp4 = tmp_path / "clip.mp4"
+        mp4.write_bytes(z.read(index["clips"][0]["path"]))
+        raw_audio = [r for r in index["rawFrames"] if r["seq"] >= track_bounds(1)[0]]
+        assert len(raw_audio) == report["tracks"]["audio"]
+    # the clip's packets are the source's, byte for byte (the clip covers what was anchored)
+    source_video, source_audio = _packets(clip, "video"), _packets(clip, "audio")
+    got_video, got_audio = _packets(mp4, "video"), _packets(mp4, "audio")
+    assert got_video and got_video == source_video[: len(got_video)]
+    start = source_audio.index(got_audio[0])
+    assert len(got_audio) > 100 and got_audio == source_audio[start:start + len(got_audio)]
+    pictures, samples = _decoded(mp4)
+    assert pictures == len(got_video) and samples >= 1024 * (len(got_audio) - 2)
