@@ -1205,9 +1205,14 @@ function checkManifest(data, header, otherDigests) {
   if (m.windowStartMs !== header.windowStartMs || m.windowEndMs !== header.windowEndMs) bad.push('window');
   if (m.frames.some(f => !(header.windowStartMs <= f.timestampMs && f.timestampMs < header.windowEndMs))) bad.push('frame outside window');
   if (bad.length) codes.push(['manifest.header.mismatch', 'manifest disagrees with header on ' + bad.join(', ')]);
+  // capture order: by (time, seq), and each track's numbers rising (video and audio interleave)
   let orderOk = true;
-  for (let i = 1; i < m.frames.length; i++) {
-    if (!(m.frames[i].seq > m.frames[i - 1].seq && m.frames[i].timestampMs >= m.frames[i - 1].timestampMs)) orderOk = false;
+  const lastOfTrack = new Map();
+  for (let i = 0; i < m.frames.length; i++) {
+    const f = m.frames[i], p = m.frames[i - 1], t = trackOf(f.seq);
+    if (p && !(f.timestampMs > p.timestampMs || (f.timestampMs === p.timestampMs && f.seq > p.seq))) orderOk = false;
+    if (lastOfTrack.has(t) && !(f.seq > lastOfTrack.get(t))) orderOk = false;
+    lastOfTrack.set(t, f.seq);
   }
   if (!orderOk) codes.push(['frame.order.invalid', 'manifest frames are not in capture order']);
   const { root, known } = framesRoot(header.cameraId, m.frames);

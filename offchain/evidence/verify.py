@@ -272,6 +272,21 @@ def _parse_manifest(digest: bytes, data: bytes) -> Manifest:
     return m
 
 
+def _capture_ordered(frames: Sequence[FrameRef]) -> bool:
+    """Frames in capture order: by (time, seq), and each track's numbers rising (a camera with
+    sound interleaves its video and audio tracks, each numbered on its own: `core.block.track_of`).
+    With one track this is the rule it always was: seqs rising, times never falling."""
+    last: dict[int, int] = {}
+    for i, f in enumerate(frames):
+        if i and (f.timestamp_ms, f.seq) <= (frames[i - 1].timestamp_ms, frames[i - 1].seq):
+            return False
+        t = track_of(f.seq)
+        if t in last and f.seq <= last[t]:
+            return False
+        last[t] = f.seq
+    return True
+
+
 def check_manifest(data: bytes | None, header: BlockHeader, other_digests: Mapping[bytes, int]) -> ManifestCheck:
     """The manifest rules: digest = anchored digest (or it is another block's manifest), it parses,
     it agrees with the header, its frames are ordered and rebuild the anchored root and count."""
@@ -300,7 +315,7 @@ def check_manifest(data: bytes | None, header: BlockHeader, other_digests: Mappi
         bad.append("frame outside window")
     if bad:
         codes.append(("manifest.header.mismatch", "manifest disagrees with header on " + ", ".join(bad)))
-    order_ok = all(b.seq > a.seq and b.timestamp_ms >= a.timestamp_ms for a, b in zip(m.frames, m.frames[1:]))
+    order_ok = _capture_ordered(m.frames)
     if not order_ok:
         codes.append(("frame.order.invalid", "manifest frames are not in capture order"))
     tree = manifest_tree(header.camera_id, digest, m.frames)
