@@ -734,7 +734,11 @@ def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fet
             why, reencoded = "remux", False
         else:  # not copyable into a browser MP4: re-encode, keep the original bytes raw
             encoded = [_encoded(f, data) for _, f in frames]
-            reencode_span_to_mp4(codec, encoded, path, target=codec)
+            sound = _clip_audio(plan, codec, frames, data, min(f.timestamp_ms for _, f in frames))
+            mux = reencode_span_to_mp4(codec, encoded, path, target=codec, audio=(
+                codec.audio, [_encoded(f, data) for _, f in sound]) if sound and codec.audio is not None else None)
+            # the audio is copied, not re-encoded: its packets are checked byte for byte like a remux's
+            restored.audio[f"clips/{path.name}"] = [(h, f.seq) for h, f in sound if f.timestamp_ms >= mux.first_timestamp_ms]
             why, reencoded = f"codec {codec.codec} cannot be copied into a browser MP4", True
             restored.originals[f"clips/{path.name}"] = (codec, encoded)
             for h, f in frames:

@@ -322,6 +322,7 @@ class _H264Writer:
         crf: int,
         faststart: bool,
         time_base: Fraction,
+        audio: tuple[AudioConfig, Sequence[EncodedFrame], int] | None = None,
     ) -> None:
         self.out_path = out_path
         self.tmp = _tmp_path(out_path)
@@ -343,6 +344,9 @@ class _H264Writer:
         ctx.max_b_frames = bframes
         self.stream.time_base = time_base
         self.time_base = time_base
+        # the camera's audio packets, copied beside the re-encoded pictures (config, packets, origin ms)
+        self.sound = _AudioMuxer(self.container, audio[0], [f for f in audio[1] if f.timestamp_ms >= audio[2]],
+                                 audio[2]) if audio is not None and audio[1] else None
         self.width, self.height = width, height
         self.frames = 0
         self.first_pts: int | None = None
@@ -361,6 +365,8 @@ class _H264Writer:
         # Decoded pictures remember their old type; x264 would honour an I and
         # break the GOP we asked for.
         frame.pict_type = PictureType.NONE
+        if self.sound is not None:
+            self.sound.until(self.sound.origin + round(pts * self.time_base * 1000))
         self.container.mux(self.stream.encode(frame))
         self.frames += 1
         if self.first_pts is None:
@@ -370,6 +376,8 @@ class _H264Writer:
     def close(self) -> None:
         try:
             self.container.mux(self.stream.encode(None))
+            if self.sound is not None:
+                self.sound.until(None)
             self.container.close()
             os.replace(self.tmp, self.out_path)
         finally:
@@ -397,6 +405,7 @@ def encode_frames_to_mp4(
     crf: int = 23,
     input_format: str = "bgr24",
     faststart: bool = True,
+    audio: tuple[AudioConfig, Sequence[EncodedFrame]] | None = None,
 ) -> MuxResult:
     """Encode pictures (``av.VideoFrame`` or HxWx3 ``uint8`` arrays, BGR like
     OpenCV by default) into an H.264 MP4.
@@ -404,6 +413,8 @@ def encode_frames_to_mp4(
     Without ``timestamps_ms`` frames are spaced evenly at ``fps``; with them,
     each picture keeps its own time (relative to the first), so a re-encoded
     span lines up with the capture clock.  Size defaults to the first picture's.
+    With ``audio`` (and ``timestamps_ms``) the audio packets presented from the first picture on
+    are copied, byte for byte, into a second track.
     """
     fps_f = _as_rate(fps)
     out_path = Path(out_path)
@@ -415,15 +426,6 @@ def encode_frames_to_mp4(
     try:
         for index, picture in enumerate(pictures):
             frame = _as_video_frame(picture, input_format)
-            if writer is None:
-                w = width or frame.width
-                h = height or frame.height
-                # yuv420p needs even dimensions
-                writer = _H264Writer(
-                    out_path, fps=fps_f, width=w - w % 2, height=h - h % 2, gop=gop,
-                    bframes=bframes, preset=preset, crf=crf, faststart=faststart,
-                    time_base=time_base,
-                )
             if ts_iter is not None:
                 ts = next(ts_iter, None)
                 if ts is None:
@@ -432,6 +434,15 @@ def encode_frames_to_mp4(
                 pts = (ts - origin) * _MS_TICKS
             else:
                 pts = index * frame_ticks
+            if writer is None:
+                w = width or frame.width
+                h = height or frame.height
+                # yuv420p needs even dimensions
+                writer = _H264Writer(
+                    out_path, fps=fps_f, width=w - w % 2, height=h - h % 2, gop=gop,
+                    bframes=bframes, preset=preset, crf=crf, faststart=faststart,
+                    time_base=time_base, audio=(audio[0], audio[1], origin) if audio and origin is not None else None,
+                )
             writer.write(frame, pts, frame_ticks)
         if writer is None:
             raise ValueError("no pictures to encode")
@@ -446,6 +457,7 @@ def encode_frames_to_mp4(
         first_timestamp_ms=origin or 0,
         duration_ms=round((writer.end_pts - (writer.first_pts or 0)) * time_base * 1000),
         reencoded=True,
+        audio_samples=writer.sound.samples if writer.sound is not None else [],
     )
 
 
@@ -499,6 +511,7 @@ def reencode_span_to_mp4(
     preset: str = "veryfast",
     crf: int = REENCODE_CRF,
     faststart: bool = True,
+    audio: tuple[AudioConfig, Sequence[EncodedFrame]] | None = None,
 ) -> MuxResult:
     """Decode another camera's span and encode it alone to H.264.
 
@@ -525,6 +538,7 @@ def reencode_span_to_mp4(
         preset=preset,
         crf=crf,
         faststart=faststart,
+        audio=audio,
     )
 
 
