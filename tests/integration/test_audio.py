@@ -9,11 +9,13 @@ that both verifiers (Python and scripts/verify_bundle.js) verify the audio again
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,13 +23,20 @@ from typing import Iterator
 
 import av
 import pytest
+from cluster_fixtures import one_camera_cluster
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from offchain.camera.agent import CameraAgent
 
 from offchain.camera.samples import synthetic_av_clip
 from offchain.camera.sources import CodecConfig, FileSource
 from offchain.camera.url_source import UrlSource
-from offchain.core.block import AUDIO_TRACK, track_bounds, track_of, track_seq
+from offchain.core.block import AUDIO_TRACK, Manifest, camera_id, track_bounds, track_of, track_seq
+from offchain.core.cid import cid_from_digest
+from offchain.core.wire import verify_codec_proof
 from offchain.evidence.video import remux_to_mp4
 from offchain.paths import REPO_ROOT
+from offchain.store.local import LocalStore
 
 JS_VERIFIER = REPO_ROOT / "scripts" / "verify_bundle.js"
 
@@ -227,3 +236,60 @@ def test_rtsp_camera_with_sound_in_a_site_is_anchored_and_verified(tmp_path):
     with _rtsp_server(clip, "aac") as url:
         report, bundle, js_report = _run_site_and_extract(tmp_path, url, min_blocks=2, extra="")
     _check_extracted(clip, report, bundle, js_report, tmp_path, reencoded=True)
+
+
+# ------------------------------------------------------------------ nodes: repair and sealing per track
+
+@pytest.mark.slow
+def test_lost_audio_and_video_are_repaired_per_track_and_sealed_without_gaps(tmp_path):
+    """Three node processes; the network drops audio packets on the way to one node and video
+    frames to another. Each track's numbers are scanned on their own: the losses are asked for
+    and repaired from the peers (no seq jump between the two tracks' namespaces, no spurious
+    missing frames), and the blocks hold both tracks with no gap declared."""
+    ip = "10.0.9.1"
+    base = track_bounds(AUDIO_TRACK)[0]
+    lost_audio, lost_video = (base + 20, base + 24), (30, 32)
+    clip = synthetic_av_clip(tmp_path / "cam.mp4", seconds=8, audio="aac")
+    settings = {"store_fsync": "none", "window_ms": 5000, "repair_deadline_ms": 8000}
+    with one_camera_cluster(tmp_path, ip, owner=1, settings=settings) as (cluster, key):
+        now = cluster.w3.eth.get_block("latest")["timestamp"] * 1000
+        source = FileSource(clip, start_ms=now - now % 5000)
+        faults = f"node-bank:drop=seq:{lost_audio[0]}-{lost_audio[1]};node-customer:drop=seq:{lost_video[0]}-{lost_video[1]}"
+        ingest = {n.name: n.ingest for n in cluster.nodes}
+        device_key = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        asyncio.run(CameraAgent(ip, key, source, ingest, speed=0, faults=faults).run())
+        expected = {(f.seq, f.sha256) for f in source.frames()}
+        ledger = cluster.ledger(0)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            n = ledger.chain_length(camera_id(ip))
+            recs = [ledger.block_at(camera_id(ip), h) for h in range(1, n + 1)]
+            if n >= 2 and all(r.finalized and r.attestations == 3 for r in recs) and \
+                    sum(r.header.frame_count for r in recs) == len(expected):
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"blocks not final with every frame: {[(r.header.frame_count, r.finalized) for r in recs]}")
+        for node in cluster.nodes:
+            held = {(f["seq"], f["sha256"]) for f in cluster.api(node, f"/api/v1/frames/{ip}")}
+            assert held == expected, f"{node.name} lacks {sorted(expected - held)[:5]}"
+            alarms = cluster.api(node, "/api/v1/alarms")
+            assert not [a for a in alarms if a["kind"].startswith("camera.")], node.name
+            missing = [a for a in alarms if a["kind"] == "missing"]
+            for a in missing:
+                assert any(lo <= a["seqFrom"] <= a["seqTo"] <= hi for lo, hi in (lost_audio, lost_video)), a
+            lost = {"node-bank": lost_audio, "node-customer": lost_video}.get(node.name)
+            if lost:  # found by that track's own gap scan (I5), not only pulled before sealing
+                assert any(a["seqFrom"] == lost[0] and a["seqTo"] == lost[1] for a in missing), (node.name, missing)
+        status = {n.name: cluster.api(n, "/api/v1/status") for n in cluster.nodes}
+        assert status["node-bank"]["counters"][ip]["repaired"] >= lost_audio[1] - lost_audio[0] + 1
+        assert status["node-customer"]["counters"][ip]["repaired"] >= lost_video[1] - lost_video[0] + 1
+        store = LocalStore(cluster.nodes[0].config.data_dir / "store")
+        frames = []
+        for r in recs:
+            m = Manifest.from_bytes(store.get(cid_from_digest(r.header.manifest_digest)))
+            assert not m.gaps and m.codec["audio"]["codec"] == "aac"
+            assert verify_codec_proof(m.codec_proof, m.codec, device_key)  # the audio config is the one it signed
+            frames += m.frames
+        assert {(f.seq, f.sha256.hex()) for f in frames} == expected
+        assert {f.track for f in frames} == {0, 1}
