@@ -121,7 +121,7 @@ class Node:
         self.budget = Budget(cfg.ingest_queue_frames, cfg.ingest_queue_bytes)
         self._pending: dict[tuple[bytes, int], asyncio.Future[bool]] = {}
         self._max_ts: dict[bytes, int | None] = {}
-        self._max_seq: dict[bytes, int] = {}  # highest seq held per camera (an upper bound: never below)
+        self._max_seq: dict[tuple[bytes, int], int] = {}  # highest seq held per (camera, track) (an upper bound: never below)
         self._writer: FrameWriter | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -285,7 +285,8 @@ class Node:
         # A seq above every one held cannot be held: no SQLite read on the loop for the common
         # case, a camera streaming forward (issue 9 profile: ~35 µs a frame). Anything else is
         # looked up; a race with another copy is caught by the batch's INSERT OR IGNORE anyway.
-        top = self._max_seq.get(cam, -1) if cam in self._max_seq else self._load_max_seq(cam)
+        track = (cam, track_of(packet.seq))
+        top = self._max_seq[track] if track in self._max_seq else self._load_max_seq(*track)
         held = self.state.frame(cam, packet.seq) if packet.seq <= top else None
         if held is not None:
             return self._same_or_conflict(held, packet, ip, source, origin)
@@ -326,11 +327,11 @@ class Node:
                 verdict = verify_one(raw, after)
         return verdict
 
-    def _load_max_seq(self, cam: bytes) -> int:
+    def _load_max_seq(self, cam: bytes, track: int) -> int:
         """The highest seq held of `cam` (read from SQLite once, then kept by `_durable`)."""
-        top = self.state.max_seq(cam)
-        self._max_seq[cam] = -1 if top is None else top
-        return self._max_seq[cam]
+        top = self.state.max_seq(cam, track)  # per track: audio numbers never hide the video's
+        self._max_seq[(cam, track)] = -1 if top is None else top
+        return self._max_seq[(cam, track)]
 
     def _newest_ts(self, cam: bytes) -> int | None:
         """Capture time of the newest frame held (kept in memory: read from SQLite once)."""
@@ -355,8 +356,8 @@ class Node:
             newest = self._max_ts.get(p.cam)
             if p.cam in self._max_ts and (newest is None or p.ref.timestamp_ms > newest):
                 self._max_ts[p.cam] = p.ref.timestamp_ms
-            if p.ref.seq > self._max_seq.get(p.cam, p.ref.seq):
-                self._max_seq[p.cam] = p.ref.seq
+            if p.ref.seq > self._max_seq.get((p.cam, p.ref.track), p.ref.seq):
+                self._max_seq[(p.cam, p.ref.track)] = p.ref.seq
             track = self.tracks.get((p.cam, track_of(p.ref.seq)))
             if track and p.keyframe:
                 track.keyframes.append(p.ref.seq)
@@ -482,7 +483,9 @@ class Node:
                 if now - track.noticed.setdefault(seq_from, now) < wait:
                     break
                 last_key = max((k for k in track.keyframes if k < hole.from_seq), default=None)
-                await self.repairer.raise_missing(cam, ip, seq_from, seq_to, hole, keyframe_lost(hole, last_key, gop))
+                # every audio packet decodes on its own: only a video hole can lose a keyframe
+                key_lost = keyframe_lost(hole, last_key, gop) if number == 0 else False
+                await self.repairer.raise_missing(cam, ip, seq_from, seq_to, hole, key_lost)
                 track.alarmed.add(seq_from, seq_to)
                 track.noticed.pop(seq_from, None)
                 budget -= 1
