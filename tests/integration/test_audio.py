@@ -34,7 +34,7 @@ from offchain.camera.url_source import UrlSource
 from offchain.core.block import AUDIO_TRACK, Manifest, camera_id, track_bounds, track_of, track_seq
 from offchain.core.cid import cid_from_digest
 from offchain.core.wire import verify_codec_proof
-from offchain.evidence.video import remux_to_mp4
+from offchain.evidence.video import audio_copyable, remux_to_mp4
 from offchain.paths import REPO_ROOT
 from offchain.store.local import LocalStore
 
@@ -77,6 +77,7 @@ def test_file_audio_is_a_second_track_byte_for_byte(codec, ext, tmp_path):
     # the codec the camera signs in its hello round-trips through JSON, audio included
     assert CodecConfig.from_json(cfg.to_json()) == cfg and "audio" in json.loads(cfg.to_json())
     # a file without audio keeps the codec JSON it always had
+    assert audio_copyable(cfg.audio) == (codec != "pcm_mulaw")
     silent = FileSource(clip, audio=False)
     assert "audio" not in silent.codec.to_dict() and all(f.track == 0 for f in silent.frames())
 
@@ -143,7 +144,7 @@ def _run_site_and_extract(tmp_path: Path, source: str, min_blocks: int, extra: s
 
 
 def _check_extracted(clip: Path, report: dict, bundle: Path, js_report: dict, tmp_path: Path,
-                     reencoded: bool = False) -> None:
+                     reencoded: bool = False, muxed: bool = True) -> None:
     """The clip's audio packets (and, unless its pictures had to be re-encoded, its video packets)
     are a run of the source's, byte for byte; it decodes end to end with sound; both verifiers
     counted the audio packets verified."""
@@ -158,20 +159,29 @@ def _check_extracted(clip: Path, report: dict, bundle: Path, js_report: dict, tm
         mp4.write_bytes(z.read(index["clips"][0]["path"]))
         raw_audio = [r for r in index["rawFrames"] if r["seq"] >= track_bounds(1)[0]]
         assert len(raw_audio) == report["tracks"]["audio"]
+        carried = [z.read(r["path"]) for r in sorted(raw_audio, key=lambda r: r["seq"])]
+    source_audio = _packets(clip, "audio")
+    assert _run_of(carried, source_audio)  # the bundle's audio packets are the source's, byte for byte
     # the clip's packets are the source's, byte for byte (the clip covers what was anchored)
-    source_video, source_audio = _packets(clip, "video"), _packets(clip, "audio")
-    got_video, got_audio = _packets(mp4, "video"), _packets(mp4, "audio")
-    assert len(got_video) >= 25 and (reencoded or _run_of(got_video, source_video))
+    got_video = _packets(mp4, "video")
+    assert len(got_video) >= 25 and (reencoded or _run_of(got_video, _packets(clip, "video")))
+    if not muxed:  # G.711: no MP4 can hold it, so it travels raw only
+        assert not av.open(str(mp4)).streams.audio and not index["clips"][0].get("audio")
+        assert _decoded(mp4)[0] == len(got_video)
+        return
+    got_audio = _packets(mp4, "audio")
     assert len(got_audio) > 100 and _run_of(got_audio, source_audio)
     pictures, samples = _decoded(mp4)
-    assert pictures == len(got_video) and samples >= 1024 * (len(got_audio) - 2)
+    per_packet = _decoded(clip)[1] / len(source_audio)  # AAC 1024 samples a packet, Opus 960
+    assert pictures == len(got_video) and samples >= per_packet * (len(got_audio) - 2)
 
 
 @pytest.mark.slow
-def test_camera_with_sound_is_anchored_extracted_and_verified_by_both_verifiers(tmp_path):
-    clip = synthetic_av_clip(tmp_path / "cam.mp4", seconds=12, audio="aac")
+@pytest.mark.parametrize("codec, ext", [("aac", "mp4"), ("opus", "mkv"), ("pcm_mulaw", "mov")])
+def test_camera_with_sound_is_anchored_extracted_and_verified_by_both_verifiers(codec, ext, tmp_path):
+    clip = synthetic_av_clip(tmp_path / f"cam.{ext}", seconds=12, audio=codec)
     report, bundle, js_report = _run_site_and_extract(tmp_path, str(clip), min_blocks=2)
-    _check_extracted(clip, report, bundle, js_report, tmp_path)
+    _check_extracted(clip, report, bundle, js_report, tmp_path, muxed=audio_copyable(FileSource(clip).codec.audio))
 
 
 # ------------------------------------------------------------------ RTSP with audio
