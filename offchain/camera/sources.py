@@ -90,10 +90,6 @@ class AudioConfig:
                    time_base=obj["time_base"], extradata=base64.b64decode(obj.get("extradata") or ""),
                    frame_size=int(obj.get("frame_size") or 0), layout=obj.get("layout"), fps=obj.get("fps") or 50)
 
-    @property
-    def packet_ms(self) -> float:
-        return 1000.0 / float(self.fps) if self.fps else 20.0
-
 
 @dataclass(frozen=True)
 class CodecConfig:
