@@ -79,6 +79,19 @@ def is_closed(end_ms: int, stream: StreamView, rules: WindowRules) -> bool:
     return stream.silent_ms > max(rules.idle_close_ms, end_ms - stream.newest_ms)
 
 
+def stream_newest_ms(newest_by_track: Sequence[int | None], lag_ms: int) -> int | None:
+    """The `StreamView.newest_ms` of a camera with several tracks (video, audio): the newest
+    capture time *every* track has reached, so a window is not closed by one track's packets
+    while another's (RTSP video lags its audio by a frame or more) are still on their way. A
+    track more than `lag_ms` behind the newest has stopped sending (a camera whose microphone
+    went quiet) and holds no window open; a track with nothing held yet is not waited for."""
+    known = [t for t in newest_by_track if t is not None]
+    if not known:
+        return None
+    top = max(known)
+    return min(t for t in known if t >= top - lag_ms)
+
+
 def readiness(*, has_frames: bool, has_holes: bool, closed_for_ms: float, rules: WindowRules) -> Readiness:
     """A closed window is ready when nothing in it is missing, or when `repair_deadline_ms` has
     passed since this node saw it closed (what is still missing is then declared as gaps)."""

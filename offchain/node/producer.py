@@ -36,7 +36,8 @@ from ..core.block import BlockHeader, FrameRef, Gap, Manifest, ManifestFormatErr
 from ..core.cid import cid_from_digest
 from ..core.gaps import codec_tracks, frame_step_ms, track_step_ms
 from ..core.windows import (Neighbours, Readiness, StreamView, is_closed, may_anchor, next_after_anchored,
-                            next_after_empty, overlaps, readiness, settled_late, track_window_gaps, turn_at, window_gaps)
+                            next_after_empty, overlaps, readiness, settled_late, stream_newest_ms, track_window_gaps,
+                            turn_at, window_gaps)
 from ..store.base import ContentStore, StoreError
 from .config import NodeConfig
 from .peer_client import PacketSink, PeerClient
@@ -167,6 +168,10 @@ class Producer:
         # Silence counts from this process's start too: a node just restarted has heard nothing
         # yet, which says nothing about the camera.
         heard = max(self.state.max_received_at(cam) or now, self.started_at)
+        tracks = codec_tracks(json.loads(row[1]) if row and row[1] else None)
+        if len(tracks) > 1:  # a camera with sound: closed when every track has reached the end
+            newest_ms = stream_newest_ms([self.state.track_newest_ts(cam, t) for t in tracks],
+                                         self.config.idle_close_ms) or newest_ms
         return StreamView(newest_ms=newest_ms, ended=ended, silent_ms=(now - heard) * 1000)
 
     async def _tick_camera(self, cam: bytes) -> None:
@@ -301,21 +306,25 @@ class Producer:
         (re-verified like any repair), so no block omits a frame a peer holds: a lost tail has no
         later frame to reveal it as a hole. Bounded by one window's frames and the HTTP timeout."""
         mine = {f.seq for f in frames}
-        pulled = 0
+        pulled, changed = 0, False
         for peer in self.peers.peers:
             listed = await self.peers.holdings(peer, cam, start, end)
             for entry in (listed or [])[:MAX_PULL_PER_WINDOW]:
                 if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int)) or entry[0] in mine:
                     continue
                 got = await self.peers.frame(peer, cam, entry[0])
-                if got is not None and await self.accept(got[0], source=f"repair:{got[1]}", expect_camera=cam) == "accepted":
+                outcome = await self.accept(got[0], source=f"repair:{got[1]}", expect_camera=cam) if got else None
+                if outcome == "accepted":
                     self.state.record_repair(cam, ip, entry[0], got[1], None)  # I8: on record like any repair
-                    mine.add(entry[0])
                     pulled += 1
-        if not pulled:
+                if outcome in ("accepted", "duplicate"):  # a duplicate reached this node meanwhile: held now
+                    mine.add(entry[0])
+                    changed = True
+        if not changed:
             return frames
-        log.info("pulled frames from peers before sealing", extra={"node": self.name, "camera": ip, "window": start,
-                                                                    "frames": pulled})
+        if pulled:
+            log.info("pulled frames from peers before sealing", extra={"node": self.name, "camera": ip,
+                                                                        "window": start, "frames": pulled})
         return [f.ref for f in self.state.frames_in(cam, start, end)]
 
     async def build_window_block(self, cam: bytes, info: CameraInfo, start: int, end: int, height: int,

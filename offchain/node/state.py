@@ -239,6 +239,14 @@ class NodeState:
         return self.db.execute("SELECT MAX(seq) FROM frames WHERE camera_id=? AND seq BETWEEN ? AND ?",
                                (camera, lo, hi)).fetchone()[0]
 
+    def track_newest_ts(self, camera: bytes, track: int) -> int | None:
+        """Capture time of a track's highest-numbered frame (its newest: numbers follow capture
+        order within a track), in one probe of the primary key."""
+        lo, hi = _bounds(track)
+        row = self.db.execute("SELECT ts FROM frames WHERE camera_id=? AND seq BETWEEN ? AND ? ORDER BY seq DESC LIMIT 1",
+                              (camera, lo, hi)).fetchone()
+        return row[0] if row else None
+
     def note_track_last_seq(self, camera: bytes, track: int, seq: int) -> None:
         """The last seq of a track other than video, from the camera's signed end (video's is the
         cameras row's `last_seq`)."""

@@ -19,7 +19,7 @@ import time
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import av
 import pytest
@@ -105,7 +105,9 @@ def _site(tmp_path: Path, source: str, window_ms: int = 5000, extra: str = "spee
 
 
 def _run_site_and_extract(tmp_path: Path, source: str, min_blocks: int, extra: str = "speed = 4.0\n",
-                          ) -> tuple[dict, Path, dict]:
+                          also: Callable[[dict, Path], None] | None = None) -> tuple[dict, Path, dict]:
+    """`frameledger up` with one camera, until `min_blocks` are final; extract the range, verify
+    the bundle with the JS verifier, and run `also(info, bundle)` while the chain is still up."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMELEDGER_")}
     up = subprocess.Popen([sys.executable, "-m", "offchain.cli", "up", str(_site(tmp_path, source, extra=extra)), "--json"],
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
@@ -137,6 +139,8 @@ def _run_site_and_extract(tmp_path: Path, source: str, min_blocks: int, extra: s
         unchecked = {f["code"] for f in js_report["findings"] if f["severity"] == "unchecked"}
         assert js_report["verdict"] == "verified" or (
             js_report["verdict"] == "partially_verified" and unchecked == {"clip.pictures.unchecked"}), js.stdout[-3000:]
+        if also is not None:
+            also(info, bundle)
         return report, bundle, js_report
     finally:
         os.kill(up.pid, signal.SIGTERM)  # ours, by PID
@@ -176,11 +180,51 @@ def _check_extracted(clip: Path, report: dict, bundle: Path, js_report: dict, tm
     assert pictures == len(got_video) and samples >= per_packet * (len(got_audio) - 2)
 
 
+def _verdicts(info: dict, bundle: Path) -> tuple[dict, dict]:
+    """The Python and the JS verifier's JSON reports of a bundle, against the site's deployment."""
+    py = subprocess.run([sys.executable, "-m", "offchain.cli", "verify", str(bundle), "--rpc", info["rpc"],
+                         "--deployment", info["deployment"], "--json"], capture_output=True, text=True, timeout=300)
+    js = subprocess.run(["node", str(JS_VERIFIER), str(bundle), "--rpc", info["rpc"], "--deployment",
+                         info["deployment"], "--json"], capture_output=True, text=True, timeout=300)
+    return json.loads(py.stdout), json.loads(js.stdout)
+
+
+def _rewrite(bundle: Path, out: Path, change: Callable[[str, bytes, dict], bytes]) -> Path:
+    """A copy of the bundle with each member passed through `change(name, data, index)`."""
+    with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(out, "w") as dst:
+        index = json.loads(src.read("bundle.json"))
+        for name in src.namelist():
+            dst.writestr(name, change(name, src.read(name), index))
+    return out
+
+
+def _tampering_is_caught(tmp_path: Path) -> Callable[[dict, Path], None]:
+    """Forged audio fails in both verifiers: one raw audio packet's bytes changed, and a clip that
+    claims its audio packets in another order."""
+    def check(info: dict, bundle: Path) -> None:
+        def flip_audio(name: str, data: bytes, index: dict) -> bytes:
+            first = min((r for r in index["rawFrames"] if r["seq"] >= track_bounds(1)[0]), key=lambda r: r["seq"])
+            return data[:-1] + bytes([data[-1] ^ 1]) if name == first["path"] else data
+
+        def reorder(name: str, data: bytes, index: dict) -> bytes:
+            if name != "bundle.json":
+                return data
+            index["clips"][0]["audio"][:2] = index["clips"][0]["audio"][1::-1]
+            return json.dumps(index).encode()
+
+        for forge, code in ((flip_audio, "frame.digest.mismatch"), (reorder, "clip.audio.mismatch")):
+            py, js = _verdicts(info, _rewrite(bundle, tmp_path / f"{forge.__name__}.zip", forge))
+            assert py["verdict"] == js["verdict"] == "failed", (forge.__name__, py["codes"], js["codes"])
+            assert code in py["codes"] and code in js["codes"], (forge.__name__, py["codes"], js["codes"])
+    return check
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("codec, ext", [("aac", "mp4"), ("opus", "mkv"), ("pcm_mulaw", "mov")])
 def test_camera_with_sound_is_anchored_extracted_and_verified_by_both_verifiers(codec, ext, tmp_path):
     clip = synthetic_av_clip(tmp_path / f"cam.{ext}", seconds=12, audio=codec)
-    report, bundle, js_report = _run_site_and_extract(tmp_path, str(clip), min_blocks=2)
+    report, bundle, js_report = _run_site_and_extract(tmp_path, str(clip), min_blocks=2,
+                                                      also=_tampering_is_caught(tmp_path) if codec == "aac" else None)
     _check_extracted(clip, report, bundle, js_report, tmp_path, muxed=audio_copyable(FileSource(clip).codec.audio))
 
 

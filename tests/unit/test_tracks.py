@@ -81,3 +81,13 @@ def test_an_end_is_believed_per_track_within_bounds():
     assert not _believable_end(40, None, 1)  # not a number of the audio track
     assert _track_ends({"1": A + 3, "x": 5, "0": 4, "1000": A}) == {1: A + 3}
     assert _track_ends(json.loads('{"1": true}')) == {}
+
+
+def test_a_window_closes_when_every_track_reached_its_end():
+    from offchain.core.windows import stream_newest_ms
+
+    # audio already past the end, video not yet: the window waits for the video
+    assert stream_newest_ms([69_990, 70_100], lag_ms=4000) == 69_990
+    # a track that stopped long ago (a microphone gone quiet) holds nothing open
+    assert stream_newest_ms([90_000, 70_000], lag_ms=4000) == 90_000
+    assert stream_newest_ms([None, 70_000], lag_ms=4000) == 70_000 and stream_newest_ms([None], 4000) is None
