@@ -143,7 +143,13 @@ const CODE_TABLE = {
   // -- info
   "clip.reencoded": ["info", "the clip was re-encoded (substituted span); its original bytes are in the bundle"],
   "clip.preroll": ["info", "the clip starts at the keyframe before the range or ends after it, so it decodes"],
+  "track.audio": ["info", "the camera's audio packets, verified against the anchored roots like its frames; carried raw and, where an MP4 can hold the codec, in the clip's audio track"],
+  "clip.audio.mismatch": ["failure", "a clip's audio track does not hold exactly the anchored audio packets it lists"],
 };
+// Tracks (issue 10): seq = track * 2^48 + n (offchain/core/block.py), 0 video, 1 audio; below 2^53, exact here.
+const TRACK_SPAN = 2 ** 48;
+const trackOf = seq => Math.floor(seq / TRACK_SPAN);
+const TRACK_NAMES = ['video', 'audio'];
 const CODES = Object.fromEntries(Object.entries(CODE_TABLE).map(([code, [severity]]) => [code, severity]));
 const VERDICT_EXIT = { verified: 0, verified_with_declared_gaps: 3, failed: 1, untrusted: 4, partially_verified: 5 };
 const SEVERITY_ORDER = ['failure', 'untrusted', 'unchecked', 'gap', 'warning', 'info', 'success'];
@@ -226,6 +232,10 @@ function parseClipEntry(c, at) {
     path: field.str(c.path, `${at}.path`), kind: field.opt(c.kind, field.str, `${at}.kind`, 'original'),
     camera: field.bytes32(c.camera, `${at}.camera`), reencoded: field.opt(c.reencoded, field.bool, `${at}.reencoded`, false),
     why: field.opt(c.why, field.str, `${at}.why`), frames,
+    audio: field.arr(c.audio ?? [], `${at}.audio`, LIMITS.framesPerClip).map((p, i) => {
+      if (!Array.isArray(p) || p.length !== 2) throw new BundleError(`${at}.audio[${i}] must be [height, seq]`);
+      return [field.int(p[0], `${at}.audio[${i}][0]`), field.int(p[1], `${at}.audio[${i}][1]`)];
+    }),
   };
 }
 
@@ -688,18 +698,29 @@ function hashRange(src, pos, len) {
   return '0x' + h.digest('hex');
 }
 
-function videoTrack(buf) {
+function videoTrack(buf, handler = 'vide') {
   if (boxes(buf, 0, buf.length).some(b => b.type === 'mvex')) throw new Error('fragmented MP4 is not supported');
   for (const trak of boxes(buf, 0, buf.length).filter(b => b.type === 'trak')) {
     const mdia = boxes(buf, trak.start, trak.end).find(b => b.type === 'mdia');
     const hdlr = mdia && boxes(buf, mdia.start, mdia.end).find(b => b.type === 'hdlr');
-    if (!hdlr || buf.toString('latin1', hdlr.start + 8, hdlr.start + 12) !== 'vide') continue;
+    if (!hdlr || buf.toString('latin1', hdlr.start + 8, hdlr.start + 12) !== handler) continue;
     const mdhd = child(buf, mdia, 'mdhd');
     const timescale = buf[mdhd.start] === 1 ? buf.readUInt32BE(mdhd.start + 20) : buf.readUInt32BE(mdhd.start + 12);
     if (!timescale) throw new Error('zero timescale');
     return { timescale, stbl: child(buf, child(buf, mdia, 'minf'), 'stbl') };
   }
+  if (handler !== 'vide') return null;
   throw new Error('no video track');
+}
+
+// The SHA-256 of every sample of a track's sample table, in file order.
+function trackDigests(src, buf, stbl) {
+  const sizes = sampleSizes(buf, child(buf, stbl, 'stsz'));
+  const offsets = sampleOffsets(buf, stbl, sizes);
+  return sizes.map((size, i) => {
+    if (offsets[i] + size > src.size) throw new Error('sample outside the file');
+    return hashRange(src, offsets[i], size);
+  });
 }
 
 // The first video track of a clip: its samples in file (decode) order { sha256, ptsMs } and its
@@ -714,7 +735,8 @@ function clipSamples(src) {
     if (offsets[i] + size > src.size) throw new Error('sample outside the file');
     return { sha256: hashRange(src, offsets[i], size), ptsMs: Math.round(pts[i] * 1000 / timescale) };
   });
-  return { samples, ...avcConfig(buf, stbl) };
+  const sound = videoTrack(buf, 'soun');
+  return { samples, ...avcConfig(buf, stbl), audio: sound ? trackDigests(src, buf, sound.stbl) : null };
 }
 
 // ------------------------------------------------------------------ JSON-RPC
@@ -1183,9 +1205,14 @@ function checkManifest(data, header, otherDigests) {
   if (m.windowStartMs !== header.windowStartMs || m.windowEndMs !== header.windowEndMs) bad.push('window');
   if (m.frames.some(f => !(header.windowStartMs <= f.timestampMs && f.timestampMs < header.windowEndMs))) bad.push('frame outside window');
   if (bad.length) codes.push(['manifest.header.mismatch', 'manifest disagrees with header on ' + bad.join(', ')]);
+  // capture order: by (time, seq), and each track's numbers rising (video and audio interleave)
   let orderOk = true;
-  for (let i = 1; i < m.frames.length; i++) {
-    if (!(m.frames[i].seq > m.frames[i - 1].seq && m.frames[i].timestampMs >= m.frames[i - 1].timestampMs)) orderOk = false;
+  const lastOfTrack = new Map();
+  for (let i = 0; i < m.frames.length; i++) {
+    const f = m.frames[i], p = m.frames[i - 1], t = trackOf(f.seq);
+    if (p && !(f.timestampMs > p.timestampMs || (f.timestampMs === p.timestampMs && f.seq > p.seq))) orderOk = false;
+    if (lastOfTrack.has(t) && !(f.seq > lastOfTrack.get(t))) orderOk = false;
+    lastOfTrack.set(t, f.seq);
   }
   if (!orderOk) codes.push(['frame.order.invalid', 'manifest frames are not in capture order']);
   const { root, known } = framesRoot(header.cameraId, m.frames);
@@ -1243,7 +1270,7 @@ function classifyDigest(actual, expected, anchored) {
 }
 
 class Report {
-  constructor() { this.findings = []; this.clips = []; }
+  constructor() { this.findings = []; this.clips = []; this.tracks = {}; }
   add(code, message = '', height = null, extra = {}) {
     if (!(code in CODES)) throw new Error(`unknown code ${code}`);
     this.findings.push({ code, severity: CODES[code], message, height, ...extra });
@@ -1292,6 +1319,7 @@ function verifyEvidence(claim, facts, media, prefindings = []) {
   checkCompleteness(report, claim, index, matched);
   checkPlayability(report, claim, index);
   checkGaps(report, claim, index);
+  countTracks(report, index);
   return report.dedupe();
 }
 
@@ -1431,9 +1459,32 @@ function checkClip(report, clip, index, media, codecs) {
     return 0;
   }
   row.samples = media.samples.length;
+  if (clip.audio.length) checkClipAudio(report, clip, index, media);
   if (clip.reencoded) { checkReencodedClip(report, clip, listed, media.samples); return 0; }
   row.codec = checkClipCodec(report, clip, listed[0], media, index, codecs);
   return checkRemuxedClip(report, clip, listed, media.samples, index, involvesUntrusted);
+}
+
+// A clip's audio track holds exactly the anchored audio packets it lists, in order (they travel
+// raw too: this binds what a player plays to them).
+function checkClipAudio(report, clip, index, media) {
+  const expected = clip.audio.map(([h, seq]) => index.frames.get(fkey(h, clip.camera, seq))?.ref.sha256 ?? null);
+  const got = media.audio || [];
+  if (expected.includes(null) || got.length !== expected.length || got.some((d, i) => d !== expected[i])) {
+    report.add('clip.audio.mismatch', `${clip.path}: its audio track holds ${got.length} packet(s), not the ${expected.length} anchored audio packet(s) it lists`);
+  }
+}
+
+// Per track, the camera's frames presented; audio also as a finding.
+function countTracks(report, index) {
+  const counts = {};
+  for (const fr of index.frames.values()) {
+    if (!fr.primary || !(fr.inClip || fr.inRaw) || fr.flagged) continue;
+    const name = TRACK_NAMES[trackOf(fr.ref.seq)] ?? `track${trackOf(fr.ref.seq)}`;
+    counts[name] = (counts[name] || 0) + 1;
+  }
+  report.tracks = Object.fromEntries(Object.entries(counts).sort());
+  if (counts.audio) report.add('track.audio', `${counts.audio} audio packet(s) verified against the anchored roots`, null, { count: counts.audio });
 }
 
 function listClipFrames(report, clip, index) {
@@ -1599,7 +1650,7 @@ function checkPlayability(report, claim, index) {
   const notPlayable = new Map();
   let preroll = 0;
   for (const fr of index.frames.values()) {
-    if (fr.primary && fr.inRaw && !fr.inClip && !fr.inReencoded) notPlayable.set(fr.height, (notPlayable.get(fr.height) || 0) + 1);
+    if (fr.primary && fr.inRaw && !fr.inClip && !fr.inReencoded && trackOf(fr.ref.seq) === 0) notPlayable.set(fr.height, (notPlayable.get(fr.height) || 0) + 1);
     if (fr.primary && (fr.inClip || fr.inReencoded) && !(claim.fromMs <= fr.ref.timestampMs && fr.ref.timestampMs < claim.toMs)) preroll++;
   }
   for (const [h, n] of [...notPlayable].sort((a, b) => a[0] - b[0])) {
@@ -1627,7 +1678,7 @@ function checkGaps(report, claim, index) {
   const primaries = [...index.frames.values()].filter(fr => fr.primary).sort((a, b) => a.ref.seq - b.ref.seq);
   for (let i = 1; i < primaries.length; i++) {
     const a = primaries[i - 1], b = primaries[i];
-    if (b.ref.seq === a.ref.seq + 1 || b.height - a.height > 1) continue;
+    if (b.ref.seq === a.ref.seq + 1 || b.height - a.height > 1 || trackOf(a.ref.seq) !== trackOf(b.ref.seq)) continue;
     if (!(a.ref.timestampMs < claim.toMs && b.ref.timestampMs > claim.fromMs)) continue;
     if (!coveredBy(a.ref.seq + 1, b.ref.seq - 1, declared)) report.add('gap.undeclared', `seq ${a.ref.seq + 1}-${b.ref.seq - 1} missing without a declared gap`, b.height);
   }
@@ -1878,7 +1929,7 @@ async function main(argv) {
     if (args.json) {
       const codes = [...new Set(report.findings.map(f => f.code))].sort();
       process.stdout.write(JSON.stringify({ verdict: report.verdict, producedBy: 'scripts/verify_bundle.js', ledger: report.ledger ?? null,
-        codes, clips: report.clips, findings: report.findings }, null, 1) + '\n');
+        codes, clips: report.clips, findings: report.findings, tracks: report.tracks ?? {} }, null, 1) + '\n');
     } else process.stdout.write(render(report));
     return VERDICT_EXIT[report.verdict];
   } catch (e) {

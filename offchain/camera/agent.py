@@ -49,6 +49,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..core.acks import SeqRanges, missing, overlap
+from ..core.block import track_of
 from ..core.packet import encode_packet
 from ..core.wire import (MAX_ACK_RANGES, MAX_CONTROL_BYTES, MessageReader, NodeMessage, WireError, end_message,
                          frame_message, hello_message, parse_node_message)
@@ -445,8 +446,9 @@ class CameraAgent:
     """Streams one camera to every node. See the module docstring.
 
     ``nodes``: node name → (host, port) of its ingest address. ``faults``: a `FaultInjector`,
-    or a spec (string or dict) made into one with ``seed``. ``max_frames`` / ``max_duration_ms``
-    (capture time after the first frame) bound an endless (looping or live) source.
+    or a spec (string or dict) made into one with ``seed``. ``max_frames`` (video frames; a camera's
+    audio packets come along) / ``max_duration_ms`` (capture time after the first frame) bound an
+    endless (looping or live) source.
     """
 
     def __init__(
@@ -501,8 +503,10 @@ class CameraAgent:
         self.codec: dict[str, Any] | None = None
         self.stall_timeout = stall_timeout
         self.wait_when_full = (not self.paced) if wait_when_full is None else wait_when_full
-        self.frames_produced = 0
-        self.last_seq = -1
+        self.frames_produced = 0  # every packet sent, audio included
+        self.video_frames = 0  # what ``max_frames`` counts
+        self.last_seq = -1  # of the video track
+        self.track_last_seqs: dict[int, int] = {}  # of the other tracks (audio: 1), when there are any
         self.first_timestamp_ms: int | None = None
         self._links: dict[str, _NodeLink] = {}
         self._stop = asyncio.Event()
@@ -570,7 +574,8 @@ class CameraAgent:
         return hello_message(self.key, self.camera_ip, self.codec, nonce, int(time.time() * 1000))
 
     def end_body(self, nonce: str) -> bytes:
-        return end_message(self.key, self.camera_ip, self.last_seq, nonce, int(time.time() * 1000))
+        return end_message(self.key, self.camera_ip, self.last_seq, nonce, int(time.time() * 1000),
+                           self.track_last_seqs or None)
 
     # -- internals ---------------------------------------------------------------------------
     async def _stream(self, executor: concurrent.futures.Executor) -> None:
@@ -611,7 +616,7 @@ class CameraAgent:
                         finished = True
                         break
                     frame, packet = item
-                    if self.max_frames is not None and self.frames_produced >= self.max_frames:
+                    if self.max_frames is not None and self.video_frames >= self.max_frames and not track_of(frame.seq):
                         finished = True
                         break
                     if self.first_timestamp_ms is None:
@@ -636,7 +641,11 @@ class CameraAgent:
                             if link.queue.full():
                                 await link.wait_for_room(self.stall_timeout)
                     self.frames_produced += 1
-                    self.last_seq = frame.seq
+                    self.video_frames += not track_of(frame.seq)
+                    if track_of(frame.seq):
+                        self.track_last_seqs[track_of(frame.seq)] = frame.seq
+                    else:
+                        self.last_seq = frame.seq
                     if self.produced is None:
                         self.produced = SeqRanges(frame.seq)
                     self.produced.add(frame.seq)

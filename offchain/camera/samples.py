@@ -445,3 +445,59 @@ def synthetic_stream(
         for packet in stream.encode(None):
             out.mux(packet)
     return path
+
+
+AUDIO_ENCODERS = {"aac": "aac", "opus": "libopus", "pcm_mulaw": "pcm_mulaw", "pcm_alaw": "pcm_alaw"}
+
+
+def _tone(start: int, count: int, rate: int, hz: float = 440.0) -> np.ndarray:
+    """`count` samples of a sine from sample `start`, mono, float in [-0.5, 0.5]."""
+    t = (np.arange(start, start + count, dtype=np.float64)) / rate
+    return (0.5 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def synthetic_av_clip(
+    path: str | os.PathLike[str],
+    seconds: float = 2.0,
+    fps: int = 25,
+    width: int = 320,
+    height: int = 240,
+    *,
+    audio: str = "aac",
+    sample_rate: int = 48_000,
+    gop: int | None = None,
+) -> Path:
+    """A small H.264 clip with a 440 Hz tone as its audio track (``audio``: aac, opus, pcm_mulaw,
+    pcm_alaw), for tests of a camera with sound; the container follows the extension (.mp4,
+    .mkv, .mov). G.711 (pcm_*) is 8 kHz mono whatever ``sample_rate`` says, in 20 ms packets."""
+    path = Path(path)
+    encoder = AUDIO_ENCODERS[audio]
+    if audio.startswith("pcm_"):
+        sample_rate = 8_000
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        key = gop or 2 * fps
+        video.options = {"x264-params": f"keyint={key}:min-keyint={key}:scenecut=0:bframes=0"}
+        sound = out.add_stream(encoder, rate=sample_rate)
+        sound.layout = "mono"
+        ctx = sound.codec_context
+        chunk = ctx.frame_size or sample_rate // 50  # G.711 has no frame size: 20 ms packets
+        fmt = ctx.format.name if ctx.format else "s16"
+        frames = max(1, round(seconds * fps))
+        total = round(seconds * sample_rate)
+        for i in range(frames):
+            picture = av.VideoFrame.from_ndarray(_synthetic_picture(i, float(fps), width, height), format="bgr24")
+            for packet in video.encode(picture.reformat(format="yuv420p")):
+                out.mux(packet)
+        for start in range(0, total, chunk):
+            tone = _tone(start, min(chunk, total - start), sample_rate)
+            samples = av.AudioFrame.from_ndarray(tone[None, :], format="flt", layout="mono")
+            samples.sample_rate, samples.pts = sample_rate, start
+            for converted in av.AudioResampler(format=fmt, layout="mono", rate=sample_rate).resample(samples):
+                for packet in sound.encode(converted):
+                    out.mux(packet)
+        for stream in (video, sound):
+            for packet in stream.encode(None):
+                out.mux(packet)
+    return path

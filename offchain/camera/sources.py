@@ -12,6 +12,7 @@ import base64
 import hashlib
 import heapq
 import json
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,9 @@ from typing import Any
 
 import av
 
-__all__ = ["CodecConfig", "EncodedFrame", "FileSource", "SourceError"]
+from ..core.block import AUDIO_TRACK, track_of, track_seq
+
+__all__ = ["AudioConfig", "CodecConfig", "EncodedFrame", "FileSource", "SourceError"]
 
 
 class SourceError(RuntimeError):
@@ -47,6 +50,48 @@ def _ticks_to_ms(ticks: int, time_base: Fraction) -> int:
 
 
 @dataclass(frozen=True)
+class AudioConfig:
+    """The camera's audio track (issue 10): what a player needs beside its packets.
+
+    ``extradata`` is the decoder configuration (AAC's AudioSpecificConfig, Opus's header; empty
+    for G.711), ``time_base`` the source's, ``frame_size`` samples per packet (0: varies), and
+    ``fps`` the packet rate (packets per second), which the gap scan uses like a frame rate.
+    """
+
+    codec: str
+    sample_rate: int
+    channels: int
+    time_base: Fraction
+    extradata: bytes = b""
+    frame_size: int = 0
+    layout: str | None = None
+    fps: Fraction = Fraction(50)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fps", _fraction(self.fps))
+        object.__setattr__(self, "time_base", _fraction(self.time_base))
+        object.__setattr__(self, "extradata", bytes(self.extradata or b""))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "codec": self.codec,
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+            "layout": self.layout,
+            "time_base": f"{self.time_base.numerator}/{self.time_base.denominator}",
+            "extradata": base64.b64encode(self.extradata).decode("ascii"),
+            "frame_size": self.frame_size,
+            "fps": f"{self.fps.numerator}/{self.fps.denominator}",
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> AudioConfig:
+        return cls(codec=str(obj["codec"]), sample_rate=int(obj["sample_rate"]), channels=int(obj["channels"]),
+                   time_base=obj["time_base"], extradata=base64.b64decode(obj.get("extradata") or ""),
+                   frame_size=int(obj.get("frame_size") or 0), layout=obj.get("layout"), fps=obj.get("fps") or 50)
+
+
+@dataclass(frozen=True)
 class CodecConfig:
     """Everything needed to turn a camera's packets back into pictures.
 
@@ -68,6 +113,9 @@ class CodecConfig:
     pix_fmt: str | None = None
     reorder_depth: int = 0
     profile: str | None = None
+    # The camera's audio track, when it has one (its packets are numbered in the audio track:
+    # `core.block.track_seq`). Serialised only when set: a camera without audio keeps its bytes.
+    audio: AudioConfig | None = None
 
     def __post_init__(self) -> None:
         # Accept "25", 25, 25.0 or "30000/1001" so configs read back from JSON
@@ -88,6 +136,7 @@ class CodecConfig:
             "pix_fmt": self.pix_fmt,
             "reorder_depth": self.reorder_depth,
             "profile": self.profile,
+            **({"audio": self.audio.to_dict()} if self.audio is not None else {}),
         }
 
     def to_json(self) -> str:
@@ -108,6 +157,7 @@ class CodecConfig:
             pix_fmt=obj.get("pix_fmt"),
             reorder_depth=int(obj.get("reorder_depth") or 0),
             profile=obj.get("profile"),
+            audio=AudioConfig.from_json(obj["audio"]) if isinstance(obj.get("audio"), dict) else None,
         )
 
     @property
@@ -159,6 +209,11 @@ class EncodedFrame:
         return hashlib.sha256(self.data).hexdigest()
 
     @property
+    def track(self) -> int:
+        """0 for a video frame, 1 for an audio packet (`core.block.track_of`)."""
+        return track_of(self.seq)
+
+    @property
     def size(self) -> int:
         return len(self.data)
 
@@ -185,8 +240,10 @@ class FileSource:
         start_ms: int = 0,
         loop: bool = False,
         stream_index: int | None = None,
+        audio: bool = True,
     ) -> None:
         self.path = Path(path)
+        self.audio = audio  # the file's first audio track, if any, as the camera's audio (issue 10)
         if not self.path.is_file():
             raise FileNotFoundError(self.path)
         self.start_ms = int(start_ms)
@@ -221,7 +278,7 @@ class FileSource:
         if self._codec is None:
             container, stream = self._open()
             try:
-                self._codec = _codec_config(stream)
+                self._codec = _codec_config(stream, audio=self.audio)
             finally:
                 container.close()
         return self._codec
@@ -235,7 +292,7 @@ class FileSource:
         while True:
             container, stream = self._open()
             try:
-                yield from encoded_frames(container, stream, self.start_ms, offset_ticks, run)
+                yield from encoded_frames(container, stream, self.start_ms, offset_ticks, run, audio=self.audio)
             finally:
                 container.close()
             if not self.loop or run.first_ticks is None or run.end_ticks is None:
@@ -250,21 +307,42 @@ class PassState:
     """Where a source stands across repetitions: the next seq, and the span of the last pass."""
 
     seq: int = 0
+    audio_seq: int = 0  # the next audio packet's number within the audio track
     first_ticks: int | None = None
     end_ticks: int | None = None
 
 
+def audio_stream(container: Any) -> Any:
+    """The container's first audio stream, or None."""
+    streams = getattr(getattr(container, "streams", None), "audio", None)
+    return streams[0] if streams else None
+
+
 def encoded_frames(container: Any, stream: Any, start_ms: int, offset_ticks: int, run: PassState,
-                   rebase: bool = False) -> Iterator[EncodedFrame]:
+                   rebase: bool = False, audio: bool = True) -> Iterator[EncodedFrame]:
     """One pass over an opened container: packets in presentation order as `EncodedFrame`s,
     numbered on from ``run.seq``. With ``rebase`` the first packet's time becomes ``start_ms``
-    (live streams, whose clocks start anywhere); otherwise the file's own timeline is kept."""
+    (live streams, whose clocks start anywhere); otherwise the file's own timeline is kept.
+
+    With ``audio`` the container's first audio stream comes too, interleaved as it is demuxed:
+    packets numbered in the audio track (`core.block.track_seq`, from ``run.audio_seq``), timed on
+    the video's clock (both tracks share the container's timeline)."""
     time_base = Fraction(stream.time_base)
     default_duration = _default_duration_ticks(stream, time_base)
     reorders = bool(stream.codec_context.reorder_depth)
     run.first_ticks = run.end_ticks = None
-    base: int | None = None if rebase else 0
-    for pts, dts, duration, keyframe, data in _presentation_order(container, stream, default_duration, fill_missing=rebase):
+    sound = audio_stream(container) if audio else None
+    base: int | None = None if rebase else _file_base(stream, sound, time_base)
+    for item in _presentation_order(container, stream, default_duration, fill_missing=rebase, audio=sound):
+        if isinstance(item, AudioPacket):
+            if base is None:  # a live stream whose first packet is audio: it sets the origin
+                base = int(item.seconds / time_base)
+            ms = start_ms + round((item.seconds - (base - offset_ticks) * time_base) * 1000)
+            yield EncodedFrame(seq=track_seq(AUDIO_TRACK, run.audio_seq), timestamp_ms=max(start_ms, ms), keyframe=True,
+                               data=item.data, duration_ms=round(item.duration_s * 1000))
+            run.audio_seq += 1
+            continue
+        pts, dts, duration, keyframe, data = item
         if base is None:
             # Presentation order starts at the smallest pts, which is >= the first decode
             # time: no timestamp ever falls before start_ms.
@@ -284,7 +362,30 @@ def encoded_frames(container: Any, stream: Any, start_ms: int, offset_ticks: int
         run.seq += 1
 
 
-def _codec_config(stream: av.video.stream.VideoStream) -> CodecConfig:
+def _file_base(stream: Any, sound: Any, time_base: Fraction) -> int:
+    """A file keeps its own timeline (origin 0), unless its audio starts before 0 (AAC's encoder
+    delay is often written as a negative start): then the origin moves back so that no packet
+    is stamped before the source's start."""
+    start = getattr(sound, "start_time", None) if sound is not None else None
+    if start is None or start >= 0:
+        return 0
+    return math.floor(Fraction(start) * Fraction(sound.time_base) / time_base)
+
+
+def _audio_config(sound: Any) -> AudioConfig:
+    ctx = sound.codec_context
+    rate = int(ctx.sample_rate or 0)
+    frame_size = int(ctx.frame_size or 0)
+    layout = getattr(ctx, "layout", None)
+    channels = int(getattr(layout, "nb_channels", 0) or getattr(ctx, "channels", 0) or 1)
+    return AudioConfig(codec=ctx.name, sample_rate=rate, channels=channels, time_base=Fraction(sound.time_base),
+                       extradata=bytes(ctx.extradata or b""), frame_size=frame_size,
+                       layout=getattr(layout, "name", None),
+                       fps=Fraction(rate, frame_size) if rate and frame_size else Fraction(50))
+
+
+def _codec_config(stream: av.video.stream.VideoStream, audio: bool = True) -> CodecConfig:
+    sound = audio_stream(getattr(stream, "container", None)) if audio else None
     ctx = stream.codec_context
     fps = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not fps:
@@ -299,6 +400,7 @@ def _codec_config(stream: av.video.stream.VideoStream) -> CodecConfig:
         pix_fmt=ctx.pix_fmt,
         reorder_depth=int(ctx.reorder_depth or 0),
         profile=ctx.profile,
+        audio=_audio_config(sound) if sound is not None else None,
     )
 
 
@@ -312,12 +414,63 @@ def _default_duration_ticks(stream: av.video.stream.VideoStream, time_base: Frac
 MAX_UNTIMED_LEAD = 64  # packets without timestamps held before the first timed one (live streams)
 
 
+@dataclass(frozen=True)
+class AudioPacket:
+    """An audio packet as demuxed: its presentation time and duration in seconds (exact
+    fractions of its stream's time base) and its bytes."""
+
+    seconds: Fraction
+    duration_s: Fraction
+    data: bytes
+
+
+class _AudioTimer:
+    """Times a track's audio packets; a packet without timestamps (a live stream's first ones)
+    follows the one before it by its duration, or, before the first timed one, is held (at most
+    MAX_UNTIMED_LEAD) and timed backwards from it."""
+
+    def __init__(self, sound: Any, fill_missing: bool) -> None:
+        self.time_base = Fraction(sound.time_base)
+        ctx = sound.codec_context
+        rate, size = int(ctx.sample_rate or 0), int(ctx.frame_size or 0)
+        self.default = (Fraction(size, rate) / self.time_base) if rate and size else Fraction(1, 50) / self.time_base
+        self.fill_missing = fill_missing
+        self.next_ticks: Fraction | None = None
+        self.lead: list[tuple[Fraction, bytes]] = []
+
+    def timed(self, packet: Any, index: int) -> list[AudioPacket]:
+        duration = Fraction(packet.duration) if packet.duration else self.default
+        pts = packet.pts if packet.pts is not None else packet.dts
+        if pts is None:
+            if not self.fill_missing:
+                raise SourceError(f"audio packet #{index} has no timestamps, and this source is not live")
+            if self.next_ticks is None:
+                if len(self.lead) >= MAX_UNTIMED_LEAD:
+                    raise SourceError(f"the first {MAX_UNTIMED_LEAD} audio packets of the live stream have no timestamps")
+                self.lead.append((duration, bytes(packet)))
+                return []
+            ticks = self.next_ticks
+        else:
+            ticks = Fraction(pts)
+        out = []
+        if self.lead:
+            back = ticks - sum(d for d, _ in self.lead)
+            for lead_duration, data in self.lead:
+                out.append(AudioPacket(back * self.time_base, lead_duration * self.time_base, data))
+                back += lead_duration
+            self.lead.clear()
+        out.append(AudioPacket(ticks * self.time_base, duration * self.time_base, bytes(packet)))
+        self.next_ticks = ticks + duration
+        return out
+
+
 def _presentation_order(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
     default_duration: int,
     fill_missing: bool = False,
-) -> Iterator[tuple[int, int, int, bool, bytes]]:
+    audio: Any = None,
+) -> Iterator[tuple[int, int, int, bool, bytes] | AudioPacket]:
     """Yield (pts, dts, duration, keyframe, data) sorted by pts, streaming.
 
     Packets arrive in decode order with non-decreasing dts and pts >= dts, so
@@ -329,14 +482,21 @@ def _presentation_order(
     interpolation at the stream's frame rate: one frame after the packet before it, or, before
     the first timed packet (RTSP's first packet often has none), one frame before the packet
     after it. Without it (files), such a packet is an error.
+
+    With ``audio`` (a stream of the same container) its packets are demuxed in the same pass and
+    yielded as `AudioPacket`s as they come (audio has no reordering), between the video tuples.
     """
     heap: list[tuple[int, int, int, int, bool, bytes]] = []
     untimed_lead: list[tuple[int, bool, bytes]] = []
     order = 0
     last_dts: int | None = None
     step = max(1, default_duration)
-    for index, packet in enumerate(container.demux(stream)):
+    timer = _AudioTimer(audio, fill_missing) if audio is not None else None
+    for index, packet in enumerate(container.demux(stream, audio) if audio is not None else container.demux(stream)):
         if packet.size == 0:  # flush/EOF marker, not a frame
+            continue
+        if timer is not None and packet.stream.index == audio.index:
+            yield from timer.timed(packet, index)
             continue
         pts, dts = packet.pts, packet.dts
         if pts is None:

@@ -30,6 +30,39 @@ MANIFEST_FORMAT = "frameledger.manifest/1"
 FRAME_FIELDS = ("seq", "timestampMs", "sha256", "keyframe", "size", "dtsMs")
 ZERO32 = b"\x00" * 32
 
+# Tracks (issue 10): a camera's audio is a second track of the same camera, numbered in its own
+# namespace inside the one u64 seq: seq = track << TRACK_SHIFT | n. Leaves, blocks and contracts
+# are unchanged (an audio packet is a frame leaf like any other, under the camera's own id), the
+# device signs the seq and so the track, and a camera without audio (track 0 only) keeps its
+# numbers and bytes. 48 bits of n (2.8e14 packets) per track, at most 32 tracks, so every seq
+# stays below 2**53 and is exact as a JSON number in JavaScript (scripts/verify_bundle.js).
+TRACK_SHIFT = 48
+MAX_TRACKS = 32
+VIDEO_TRACK = 0
+AUDIO_TRACK = 1
+TRACK_NAMES = {VIDEO_TRACK: "video", AUDIO_TRACK: "audio"}
+
+
+def track_of(seq: int) -> int:
+    """The track a sequence number belongs to (0 = video)."""
+    return seq >> TRACK_SHIFT
+
+
+def track_seq(track: int, n: int) -> int:
+    """The sequence number of the `n`-th packet (from 0) of `track`."""
+    if not 0 <= track < MAX_TRACKS or not 0 <= n < 1 << TRACK_SHIFT:
+        raise ValueError(f"track {track} / number {n} out of range")
+    return track << TRACK_SHIFT | n
+
+
+def track_bounds(track: int) -> tuple[int, int]:
+    """The inclusive seq range of a track."""
+    return track << TRACK_SHIFT, ((track + 1) << TRACK_SHIFT) - 1
+
+
+def track_name(track: int) -> str:
+    return TRACK_NAMES.get(track, f"track{track}")
+
 
 def camera_id(camera_ip: str) -> bytes:
     """The on-chain id of a camera: keccak256 of its IP as UTF-8 (Consortium.registerCamera)."""
@@ -73,6 +106,10 @@ class FrameRef:
     # Decode time, only for streams with B-frames (decode order ≠ capture order); a remux needs
     # it. Recorded in the manifest (anchored by its digest), not in the Merkle leaf.
     dts_ms: int | None = None
+
+    @property
+    def track(self) -> int:
+        return track_of(self.seq)
 
     def leaf_values(self, camera: bytes) -> tuple[bytes, int, int, bytes]:
         return (camera, self.seq, self.timestamp_ms, self.sha256)
@@ -229,6 +266,8 @@ class Manifest:
     frames: tuple[FrameRef, ...]
     gaps: tuple[Gap, ...] = ()
     substitutions: tuple[tuple[bytes, tuple[FrameRef, ...]], ...] = ()
+    # The camera's signed codec configuration (its hello's); with audio it has an "audio" entry
+    # (the audio track's codec, sample rate, time base, extradata), committed like the video's.
     codec: dict[str, Any] = field(default_factory=dict)
     # Optional (issue 8), written only when set, so manifests without them keep their bytes:
     # "unended" = the camera's stream stopped in this window without a signed end message (its

@@ -239,3 +239,18 @@ def classify_arrival(held: tuple[int, bytes] | None, ts: int, sha: bytes, max_ts
     if max_ts is not None and ts > max_ts:
         return Arrival.RESTART
     return Arrival.EQUIVOCATION
+
+
+def codec_tracks(codec: dict[str, Any] | None) -> list[int]:
+    """The tracks a camera's signed codec configuration declares: video (0), and audio (1) when
+    it has an "audio" entry (`offchain.camera.sources.AudioConfig`)."""
+    return [0, 1] if isinstance((codec or {}).get("audio"), dict) else [0]
+
+
+def track_step_ms(codec: dict[str, Any] | None, track: int) -> float:
+    """Milliseconds between packets of a track: the video frame rate, or the audio packet rate
+    (its "fps" entry: packets per second, e.g. "375/8" for AAC at 48 kHz)."""
+    if track == 0:
+        return frame_step_ms(codec)
+    audio = (codec or {}).get("audio")
+    return frame_step_ms(audio if isinstance(audio, dict) else None)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from .block import FrameRef, Gap, proposer_for, window_of
+from .block import FrameRef, Gap, proposer_for, track_bounds, track_of, window_of
 from .gaps import Hole, Seen, find_holes
 
 NO_BLOCK_BEFORE_MS = 0  # "the block before this window was anchored at": none known (use the window end)
@@ -77,6 +77,19 @@ def is_closed(end_ms: int, stream: StreamView, rules: WindowRules) -> bool:
     if stream.ended and stream.silent_ms > rules.idle_close_ms:
         return True
     return stream.silent_ms > max(rules.idle_close_ms, end_ms - stream.newest_ms)
+
+
+def stream_newest_ms(newest_by_track: Sequence[int | None], lag_ms: int) -> int | None:
+    """The `StreamView.newest_ms` of a camera with several tracks (video, audio): the newest
+    capture time *every* track has reached, so a window is not closed by one track's packets
+    while another's (RTSP video lags its audio by a frame or more) are still on their way. A
+    track more than `lag_ms` behind the newest has stopped sending (a camera whose microphone
+    went quiet) and holds no window open; a track with nothing held yet is not waited for."""
+    known = [t for t in newest_by_track if t is not None]
+    if not known:
+        return None
+    top = max(known)
+    return min(t for t in known if t >= top - lag_ms)
 
 
 def readiness(*, has_frames: bool, has_holes: bool, closed_for_ms: float, rules: WindowRules) -> Readiness:
@@ -210,3 +223,20 @@ def window_gaps(start_ms: int, end_ms: int, frames: Sequence[FrameRef], around: 
             to_ms = int(h.time_of(mine[-1], step_ms) + step_ms)
         gaps.append(Gap(mine[0], mine[-1], first_ms, max(min(to_ms, end_ms), first_ms + 1)))
     return gaps
+
+
+def track_window_gaps(start_ms: int, end_ms: int, frames: Sequence[FrameRef], around: Mapping[int, Neighbours],
+                      step_ms: Mapping[int, float]) -> list[Gap]:
+    """`window_gaps` for a camera with several tracks (video, audio: `core.block.track_of`): each
+    track's numbers are their own sequence, so holes are found per track, with that track's
+    neighbours and packet rate, and never across two tracks' namespaces. Tracks are those in
+    `around` plus any a frame of the window belongs to."""
+    by_track: dict[int, list[FrameRef]] = {t: [] for t in around}
+    for f in frames:
+        by_track.setdefault(track_of(f.seq), []).append(f)
+    gaps: list[Gap] = []
+    for track in sorted(by_track):
+        lo, _ = track_bounds(track)
+        nb = around.get(track) or Neighbours(before=None, after=None, first_seq=lo, last_seq=None)
+        gaps.extend(window_gaps(start_ms, end_ms, by_track[track], nb, step_ms.get(track, 40.0)))
+    return sorted(gaps, key=lambda g: (g.from_ms, g.from_seq))

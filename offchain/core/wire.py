@@ -15,8 +15,12 @@ Camera → node bodies:
 
   - ``{"type":"hello","camera":ip,"codec":CodecConfig.to_dict()|null,"nonce":hex,"ts":ms
     [,"firstSeq":N]}`` — the first message on every connection (also after a reconnect);
-  - ``{"type":"end","camera":ip,"lastSeq":N,"nonce":hex,"ts":ms}`` — at the end of a stream
-    (``N`` is the last sequence number the camera produced, -1 if none).
+  - ``{"type":"end","camera":ip,"lastSeq":N,"nonce":hex,"ts":ms[,"trackLastSeqs":{"1":M}]}`` — at
+    the end of a stream (``N`` is the last sequence number of the video track the camera produced,
+    -1 if none; ``M`` the last of its audio track, when it has one: ``core.block.track_seq``).
+
+  A camera with audio declares it in the hello's codec (``"codec": {..., "audio": {...}}``): its
+  audio packets are FLP1 packets like the video's, numbered in the audio track's namespace.
 
   Format 1 (``b"FLC1"`` + JSON, unsigned) is no longer believed by nodes: it is refused with a
   security alarm and changes nothing. `control_message` / `parse_control` still build and read
@@ -342,10 +346,16 @@ def hello_message(key: Ed25519PrivateKey, camera_ip: str, codec: dict[str, Any] 
     return signed_control(key, msg)
 
 
-def end_message(key: Ed25519PrivateKey, camera_ip: str, last_seq: int, nonce: str, ts_ms: int) -> bytes:
-    """Signed end-of-stream body."""
-    return signed_control(key, {"type": "end", "camera": camera_ip, "lastSeq": int(last_seq), "nonce": nonce,
-                                "ts": int(ts_ms)})
+def end_message(key: Ed25519PrivateKey, camera_ip: str, last_seq: int, nonce: str, ts_ms: int,
+                track_last_seqs: dict[int, int] | None = None) -> bytes:
+    """Signed end-of-stream body. ``last_seq`` is the video track's; ``track_last_seqs`` the last
+    seq of every other track (audio: ``{1: seq}``), written only when given, so the end of a
+    camera without audio keeps its bytes."""
+    msg: dict[str, Any] = {"type": "end", "camera": camera_ip, "lastSeq": int(last_seq), "nonce": nonce,
+                           "ts": int(ts_ms)}
+    if track_last_seqs:
+        msg["trackLastSeqs"] = {str(int(t)): int(s) for t, s in sorted(track_last_seqs.items())}
+    return signed_control(key, msg)
 
 
 def codec_proof(hello: SignedControl) -> dict[str, str]:

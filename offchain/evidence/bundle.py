@@ -277,18 +277,21 @@ def read_clip_samples(path: str | os.PathLike[str]) -> ClipSamples:
             if not container.streams.video:
                 return ClipSamples(None, "no video stream")
             stream = container.streams.video[0]
+            sound = container.streams.audio[0] if container.streams.audio else None
             extradata = bytes(stream.codec_context.extradata or b"")
-            tb = stream.time_base
-            num, den = 1000 * tb.numerator, tb.denominator
-            out = []
-            for packet in container.demux(stream):
+            out: list[tuple[bytes, int]] = []
+            audio: list[tuple[bytes, int]] = []
+            scale = {s.index: (1000 * s.time_base.numerator, s.time_base.denominator) for s in (stream, sound) if s}
+            for packet in container.demux(*(s for s in (stream, sound) if s is not None)):
                 if packet.size == 0:
                     continue
                 pts = packet.pts if packet.pts is not None else packet.dts
                 if pts is None:
                     return ClipSamples(None, "packet without timestamps")
-                out.append((hashlib.sha256(bytes(packet)).digest(), _ms(pts, num, den)))
-            return ClipSamples(out, extradata=extradata)
+                num, den = scale[packet.stream.index]
+                (out if packet.stream.index == stream.index else audio).append(
+                    (hashlib.sha256(bytes(packet)).digest(), _ms(pts, num, den)))
+            return ClipSamples(out, extradata=extradata, audio=audio if sound is not None else None)
     except (av.FFmpegError, OSError, ValueError) as exc:
         return ClipSamples(None, f"cannot demux: {exc}")
 
@@ -331,7 +334,7 @@ def bundle_index(
         ],
         "clips": [
             {"path": c.path, "kind": c.kind, "camera": h0x(c.camera), "reencoded": c.reencoded, "why": c.why,
-             "frames": [[h, s] for h, s in c.frames]}
+             "frames": [[h, s] for h, s in c.frames], **({"audio": [[h, s] for h, s in c.audio]} if c.audio else {})}
             for c in claim.clips
         ],
         "rawFrames": [{"height": r.height, "camera": h0x(r.camera), "seq": r.seq, "path": r.path} for r in claim.raw],
@@ -530,13 +533,18 @@ def _parse_clip(out: IndexParse, c: Any, what: str) -> None:
         if not isinstance(pair, list) or len(pair) != 2:
             raise ValueError(f"{what}.frames entries are [height, seq]")
         frames.append((_int(pair[0], f"{what}.frames height"), _int(pair[1], f"{what}.frames seq")))
+    audio = []
+    for pair in _list(c.get("audio"), f"{what}.audio", MAX_CLIP_FRAMES):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ValueError(f"{what}.audio entries are [height, seq]")
+        audio.append((_int(pair[0], f"{what}.audio height"), _int(pair[1], f"{what}.audio seq")))
     reencoded = c.get("reencoded", False)
     if not isinstance(reencoded, bool):
         raise ValueError(f"{what}.reencoded must be true or false")
     out.claim.clips.append(ClipClaim(
         path=str(_str(c.get("path"), f"{what}.path")), kind=str(_str(c.get("kind", "original"), f"{what}.kind")),
         camera=_hexbytes(c.get("camera"), 32, f"{what}.camera"), frames=frames, reencoded=reencoded,
-        why=str(_str(c.get("why", "remux"), f"{what}.why"))))
+        why=str(_str(c.get("why", "remux"), f"{what}.why")), audio=audio))
 
 
 def _parse_codec_source(out: IndexParse, c: Any, what: str) -> None:

@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ..camera.sources import CodecConfig, EncodedFrame
 from ..chain.ledger import VideoLedgerClient
-from ..core.block import FrameRef, Manifest, ManifestFormatError, camera_id
+from ..core.block import AUDIO_TRACK, FrameRef, Manifest, ManifestFormatError, camera_id, track_bounds, track_of
 from ..core.cid import cid_from_digest
 from ..core.merkle import MultiProof, _tree_multiproof
 from ..store.base import BlockNotFound, ContentStore, CorruptBlock, StoreError
@@ -73,13 +73,14 @@ from .verify import (
     manifest_tree,
     verify_evidence,
 )
-from .video import REENCODE_CRF, compare_pictures, decode_frames, decode_order, encode_frames_to_mp4, reencode_span_to_mp4, remux_to_mp4
+from .video import REENCODE_CRF, audio_copyable, compare_pictures, decode_frames, decode_order, encode_frames_to_mp4, reencode_span_to_mp4, remux_to_mp4
 
 __all__ = ["EvidenceError", "ExtractResult", "extract", "parse_camera", "parse_time", "plan_stream"]
 
 log = logging.getLogger(__name__)
 
 FETCH_WORKERS = 8
+_VIDEO_MAX = track_bounds(0)[1]
 # How many blocks before the range extraction walks back for the keyframe the range's first frame
 # depends on (60 blocks of 60 s: an hour-long GOP). Documented in docs/EVIDENCE.md.
 MAX_CONTEXT_BLOCKS = 60
@@ -332,7 +333,13 @@ class ManifestLoad:
     skip: set[tuple] = field(default_factory=set)
 
     def primary_items(self) -> list[Item]:
-        return [(h, f) for h, m in sorted(self.trusted.items()) for f in m.frames]
+        """The camera's video frames (track 0), which the clips are planned from."""
+        return [(h, f) for h, m in sorted(self.trusted.items()) for f in m.frames if f.seq <= _VIDEO_MAX]
+
+    def audio_items(self) -> list[Item]:
+        """The camera's audio packets (track 1, issue 10), by capture time."""
+        return sorted(((h, f) for h, m in self.trusted.items() for f in m.frames if track_of(f.seq) == AUDIO_TRACK),
+                      key=lambda it: (it[1].timestamp_ms, it[1].seq))
 
     @property
     def heights(self) -> list[int]:
@@ -347,6 +354,7 @@ class FramePlan:
     codecs: dict[int, CodecConfig | None]
     wanted: dict[tuple[int, bytes, int], FrameRef]
     substitutions: list[tuple[int, bytes, list[FrameRef]]]  # (height, substitute camera, its frames)
+    audio: list[Item] = field(default_factory=list)  # the range's audio packets: raw, and in the clips
     segments: list[list[Item]] = field(default_factory=list)  # own decodable runs, all frames assumed fetchable
     _groups: dict[int, Any] = field(default_factory=dict)
 
@@ -389,6 +397,7 @@ class Restoration:
     raw: dict[tuple[int, bytes, int], RawClaim] = field(default_factory=dict)
     codec_sources: dict[bytes, CodecSource | None] = field(default_factory=dict)
     originals: dict[str, tuple[CodecConfig, list[EncodedFrame]]] = field(default_factory=dict)  # re-encoded clips
+    audio: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # clip -> (height, seq) of its audio packets
     samples: dict[str, ClipSamples] = field(default_factory=dict)  # remuxed clips, hashed while written
     notes: list[Note] = field(default_factory=list)
 
@@ -561,6 +570,9 @@ def plan_frames(loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int) -> F
     for h, f in plan.items:
         if from_ms <= f.timestamp_ms < to_ms:
             plan.wanted[(h, cam, f.seq)] = f
+    plan.audio = [(h, f) for h, f in loaded.audio_items() if from_ms <= f.timestamp_ms < to_ms]
+    for h, f in plan.audio:
+        plan.wanted[(h, cam, f.seq)] = f
     for h, m in sorted(loaded.trusted.items()):
         for sub_cam, sub_frames in m.substitutions:
             if not any(from_ms <= f.timestamp_ms < to_ms for f in sub_frames):
@@ -664,6 +676,10 @@ def restore(restored: Restoration, segments: list[list[Item]], raw: list[Item], 
     re-encoded. Whatever no clip carries byte for byte travels raw."""
     for h, f in raw:
         restored.add_raw(h, cam, f, fetched.data)
+    # Audio packets always travel raw (each proved against its block's root like any frame), and
+    # are also muxed into the clips they fall in, when the codec fits an MP4.
+    for h, f in plan.audio:
+        restored.add_raw(h, cam, f, fetched.data)
     pieces: list[tuple[int, str, Any]] = [(min(f.timestamp_ms for _, f in seg), PRIMARY, seg) for seg in segments]
     for h, sub_cam, sub_frames in plan.substitutions:
         s_segments, s_raw = plan_stream([(h, f) for f in sub_frames], from_ms, to_ms, fetched.unavailable[sub_cam])
@@ -707,13 +723,22 @@ def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fet
         if _copyable(codec):
             by_seq = {f.seq: (h, f) for h, f in frames}
             frames = [by_seq[f.seq] for f in decode_order(codec, [f for _, f in frames])]  # as remux_to_mp4 would
+            origin = min(f.timestamp_ms for _, f in frames)
+            sound = _clip_audio(plan, codec, frames, data, origin)
             mux = remux_to_mp4(codec, _stream_frames(frames, data, fetcher, fetched.notes, cam), path,
-                               origin_ms=min(f.timestamp_ms for _, f in frames))
-            restored.samples[f"clips/{path.name}"] = ClipSamples(mux.samples, extradata=codec.extradata)
+                               origin_ms=origin, audio=(codec.audio, [_encoded(f, data) for _, f in sound])
+                               if sound and codec.audio is not None else None)
+            restored.samples[f"clips/{path.name}"] = ClipSamples(mux.samples, extradata=codec.extradata,
+                                                                  audio=mux.audio_samples)
+            restored.audio[f"clips/{path.name}"] = [(h, f.seq) for h, f in sound]
             why, reencoded = "remux", False
         else:  # not copyable into a browser MP4: re-encode, keep the original bytes raw
             encoded = [_encoded(f, data) for _, f in frames]
-            reencode_span_to_mp4(codec, encoded, path, target=codec)
+            sound = _clip_audio(plan, codec, frames, data, min(f.timestamp_ms for _, f in frames))
+            mux = reencode_span_to_mp4(codec, encoded, path, target=codec, audio=(
+                codec.audio, [_encoded(f, data) for _, f in sound]) if sound and codec.audio is not None else None)
+            # the audio is copied, not re-encoded: its packets are checked byte for byte like a remux's
+            restored.audio[f"clips/{path.name}"] = [(h, f.seq) for h, f in sound if f.timestamp_ms >= mux.first_timestamp_ms]
             why, reencoded = f"codec {codec.codec} cannot be copied into a browser MP4", True
             restored.originals[f"clips/{path.name}"] = (codec, encoded)
             for h, f in frames:
@@ -728,8 +753,19 @@ def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fet
         for h, f in frames:
             restored.add_raw(h, cam, f, data)
         return
-    restored.clips.append(ClipClaim(f"clips/{path.name}", PRIMARY, cam, [(h, f.seq) for h, f in frames], reencoded, why))
+    restored.clips.append(ClipClaim(f"clips/{path.name}", PRIMARY, cam, [(h, f.seq) for h, f in frames], reencoded, why,
+                                    audio=restored.audio.get(f"clips/{path.name}", [])))
     restored.files[f"clips/{path.name}"] = path
+
+
+def _clip_audio(plan: FramePlan, codec: CodecConfig, frames: Sequence[Item], data: Mapping[bytes, bytes],
+                origin: int) -> list[Item]:
+    """The audio packets a clip carries: those of the range presented from the clip's first
+    picture to the end of its last, all fetched intact, when an MP4 can carry the codec."""
+    if not audio_copyable(codec.audio) or not plan.audio:
+        return []
+    end = max(f.timestamp_ms for _, f in frames) + max(1, round(codec.frame_duration_ms))
+    return [(h, f) for h, f in plan.audio if origin <= f.timestamp_ms < end and f.sha256 in data]
 
 
 def _fetch_missing(fetched: FetchResult, fetcher: Fetcher, frames: Sequence[Item]) -> None:

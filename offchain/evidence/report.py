@@ -112,6 +112,8 @@ CODES: dict[str, tuple[str, str]] = {
     "clip.invalid": ("failure", "a clip is missing or cannot be demuxed"),
     "clip.undecodable": ("failure", "a clip does not decode end to end"),
     "clip.timing.mismatch": ("failure", "a clip's presentation times differ from the anchored capture times"),
+    "clip.audio.mismatch": ("failure", "a clip's audio track does not hold exactly the anchored audio packets it "
+                                       "lists"),
     "gap.undeclared": ("failure", "sequence numbers are missing without a gap declared in the manifest"),
     "bundle.member.unsafe": ("failure", "a member name is absolute, contains `..` or a backslash, or escapes the bundle"),
     "bundle.member.duplicate": ("failure", "two members of the zip share a name"),
@@ -156,6 +158,8 @@ CODES: dict[str, tuple[str, str]] = {
     # -- info
     "clip.reencoded": ("info", "the clip was re-encoded (substituted span); its original bytes are in the bundle"),
     "clip.preroll": ("info", "the clip starts at the keyframe before the range or ends after it, so it decodes"),
+    "track.audio": ("info", "the camera's audio packets, verified against the anchored roots like its frames; carried "
+                            "raw and, where an MP4 can hold the codec, in the clip's audio track"),
 }
 
 
@@ -291,6 +295,7 @@ class Report:
     gaps: list[GapEntry] = field(default_factory=list)
     clips: list[ClipEntry] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    tracks: dict[str, int] = field(default_factory=dict)  # frames presented per track ("video", "audio")
 
     # -- building
     def add(self, code: str, message: str = "", *, height: int | None = None, seq: int | None = None,
@@ -369,6 +374,7 @@ class Report:
             "clips": [c.to_json() for c in self.clips],
             "findings": [f.to_json() for f in self.findings],
             "codes": sorted(self.codes),
+            "tracks": dict(self.tracks),
         }
 
     def dumps(self) -> str:
@@ -386,6 +392,7 @@ class Report:
         r.gaps = [GapEntry(**g) for g in d.get("gaps", [])]
         r.clips = [ClipEntry(**c) for c in d.get("clips", [])]
         r.findings = [Finding.from_json(f) for f in d.get("findings", [])]
+        r.tracks = {str(k): int(v) for k, v in (d.get("tracks") or {}).items()}
         return r
 
     # -- human rendering

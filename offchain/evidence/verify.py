@@ -29,7 +29,8 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
-from ..core.block import FRAME_LEAF_ENCODING, ZERO32, BlockHeader, FrameRef, Manifest, ManifestFormatError, camera_id, frames_tree
+from ..core.block import (FRAME_LEAF_ENCODING, ZERO32, BlockHeader, FrameRef, Manifest, ManifestFormatError, camera_id,
+                          frames_tree, track_bounds, track_name, track_of)
 from ..core.cid import cid_from_digest
 from ..core.merkle import InvalidMerkleInput, MultiProof, leaf_hash, process_multiproof
 from .report import ClipEntry, GapEntry, Report, merge_findings
@@ -122,6 +123,7 @@ class ClipClaim:
     frames: list[tuple[int, int]]  # (height, seq) in sample (file) order
     reencoded: bool = False
     why: str = "remux"  # or why it had to be re-encoded (informational: the rules decide)
+    audio: list[tuple[int, int]] = field(default_factory=list)  # (height, seq) of its audio track's packets, in order
 
 
 @dataclass
@@ -183,6 +185,7 @@ class ClipSamples:
     samples: list[tuple[bytes, int]] | None = None
     error: str | None = None
     extradata: bytes | None = None
+    audio: list[tuple[bytes, int]] | None = None  # the audio track's samples, when the clip has one
 
 
 class PictureCheck(Protocol):
@@ -223,6 +226,7 @@ def classify_digest(actual: bytes | None, expected: bytes, anchored: set[bytes] 
     return "frame.digest.mismatch"
 
 
+_VIDEO_MAX = track_bounds(0)[1]
 _TREES: "OrderedDict[tuple[bytes, bytes], Any]" = OrderedDict()
 _TREE_CACHE_SIZE = 128
 
@@ -268,6 +272,21 @@ def _parse_manifest(digest: bytes, data: bytes) -> Manifest:
     return m
 
 
+def _capture_ordered(frames: Sequence[FrameRef]) -> bool:
+    """Frames in capture order: by (time, seq), and each track's numbers rising (a camera with
+    sound interleaves its video and audio tracks, each numbered on its own: `core.block.track_of`).
+    With one track this is the rule it always was: seqs rising, times never falling."""
+    last: dict[int, int] = {}
+    for i, f in enumerate(frames):
+        if i and (f.timestamp_ms, f.seq) <= (frames[i - 1].timestamp_ms, frames[i - 1].seq):
+            return False
+        t = track_of(f.seq)
+        if t in last and f.seq <= last[t]:
+            return False
+        last[t] = f.seq
+    return True
+
+
 def check_manifest(data: bytes | None, header: BlockHeader, other_digests: Mapping[bytes, int]) -> ManifestCheck:
     """The manifest rules: digest = anchored digest (or it is another block's manifest), it parses,
     it agrees with the header, its frames are ordered and rebuild the anchored root and count."""
@@ -296,7 +315,7 @@ def check_manifest(data: bytes | None, header: BlockHeader, other_digests: Mappi
         bad.append("frame outside window")
     if bad:
         codes.append(("manifest.header.mismatch", "manifest disagrees with header on " + ", ".join(bad)))
-    order_ok = all(b.seq > a.seq and b.timestamp_ms >= a.timestamp_ms for a, b in zip(m.frames, m.frames[1:]))
+    order_ok = _capture_ordered(m.frames)
     if not order_ok:
         codes.append(("frame.order.invalid", "manifest frames are not in capture order"))
     tree = manifest_tree(header.camera_id, digest, m.frames)
@@ -688,7 +707,19 @@ def _check_clips(claim: EvidenceClaim, index: _FrameIndex, clips: Mapping[str, C
             _check_reencoded_clip(clip, listed, cs.samples, pictures.get(clip.path), report)
         else:
             matched += _check_remuxed_clip(clip, listed, cs, involves_untrusted, codecs, index, report)
+        if clip.audio:
+            _check_clip_audio(clip, cs, index, report)
     return matched
+
+
+def _check_clip_audio(clip: ClipClaim, cs: ClipSamples, index: _FrameIndex, report: Report) -> None:
+    """A clip's audio track must hold exactly the anchored audio packets it lists, byte for byte,
+    in order (they are also carried raw: this binds what a player plays to them)."""
+    expected = [fr.ref.sha256 if (fr := index.get(h, clip.camera, seq)) is not None else None for h, seq in clip.audio]
+    got = [d for d, _ in cs.audio or []]
+    if None in expected or got != expected:
+        report.add("clip.audio.mismatch", f"{clip.path}: its audio track holds {len(got)} packet(s), "
+                   f"not the {len(expected)} anchored audio packet(s) it lists")
 
 
 def _clip_listing(clip: ClipClaim, index: _FrameIndex, report: Report) -> tuple[list[_Frame | None], bool]:
@@ -914,7 +945,7 @@ def _check_playability(claim: EvidenceClaim, index: _FrameIndex, report: Report)
     not_playable: dict[int, int] = defaultdict(int)
     preroll = 0
     for fr in index.frames.values():
-        if fr.primary and fr.in_raw and not fr.listed:
+        if fr.primary and fr.in_raw and not fr.listed and fr.ref.seq <= _VIDEO_MAX:  # audio always travels raw
             not_playable[fr.height] += 1
         if fr.primary and fr.listed and not claim.from_ms <= fr.ref.timestamp_ms < claim.to_ms:
             preroll += 1
@@ -938,7 +969,8 @@ def _check_gaps(claim: EvidenceClaim, trusted: Mapping[int, Manifest], index: _F
             report.add("stream.unended", "the camera's stream stopped in this block without a signed end", height=h)
     primaries = sorted((fr for fr in index.frames.values() if fr.primary), key=lambda fr: fr.ref.seq)
     for a, b in zip(primaries, primaries[1:]):
-        if b.ref.seq == a.ref.seq + 1 or b.height - a.height > 1:
+        # each track numbers its own packets (core.block.track_of): no hole between two tracks
+        if b.ref.seq == a.ref.seq + 1 or b.height - a.height > 1 or track_of(a.ref.seq) != track_of(b.ref.seq):
             continue
         if not (a.ref.timestamp_ms < claim.to_ms and b.ref.timestamp_ms > claim.from_ms):
             continue
@@ -977,8 +1009,21 @@ def _report_gap(h: int, g: Any, m: Manifest, declared: list[tuple[int, int]], ra
                    height=h)
 
 
+def _count_tracks(index: _FrameIndex, report: Report) -> None:
+    """Per track, the camera's frames presented (report.tracks); audio also as a finding."""
+    counts: dict[str, int] = defaultdict(int)
+    for fr in index.frames.values():
+        if fr.primary and (fr.in_clip or fr.in_raw) and not fr.flagged:
+            counts[track_name(track_of(fr.ref.seq))] += 1
+    report.tracks = dict(sorted(counts.items()))
+    if counts.get("audio"):
+        report.add("track.audio", f"{counts['audio']} audio packet(s) verified against the anchored roots",
+                   count=counts["audio"])
+
+
 def _finish(report: Report, trusted: Mapping[int, Manifest], index: _FrameIndex | None) -> Report:
     if index is not None:
+        _count_tracks(index, report)
         for h in trusted:
             report.block(h).frames_presented = sum(
                 1 for fr in index.frames.values() if fr.primary and fr.height == h and (fr.in_clip or fr.in_raw))

@@ -28,7 +28,7 @@ import av
 import numpy as np
 from av.video.frame import PictureType
 
-from offchain.camera.sources import CodecConfig, EncodedFrame
+from offchain.camera.sources import AudioConfig, CodecConfig, EncodedFrame
 
 __all__ = [
     "MuxResult",
@@ -64,6 +64,58 @@ class MuxResult:
     # (SHA-256, pts in ms relative to the first frame) of every sample in file order, hashed from
     # the very bytes handed to the muxer: the self-check reads these instead of the file again.
     samples: list[tuple[bytes, int]] = field(default_factory=list)
+    # The same for the audio track's packets, when the clip has one (issue 10).
+    audio_samples: list[tuple[bytes, int]] = field(default_factory=list)
+
+
+# Audio codecs whose packets an MP4 carries unchanged (G.711 cannot be muxed into MP4, and a MOV
+# regroups its samples: its packets travel raw in the bundle only).
+MP4_AUDIO_CODECS = {"aac": "aac", "opus": "libopus", "mp3": "mp3", "flac": "flac", "ac3": "ac3"}
+
+
+def audio_copyable(audio: AudioConfig | None) -> bool:
+    return audio is not None and audio.codec in MP4_AUDIO_CODECS and audio.sample_rate > 0
+
+
+def _add_audio_stream(container: av.container.OutputContainer, audio: AudioConfig):
+    """An output stream for pre-encoded audio packets, with the camera's decoder configuration
+    (the same encoder-context trick as `_add_copy_stream`; no sample is ever encoded)."""
+    stream = container.add_stream(MP4_AUDIO_CODECS[audio.codec], rate=audio.sample_rate)
+    stream.layout = audio.layout or ("mono" if audio.channels == 1 else "stereo")
+    ctx = stream.codec_context
+    ctx.time_base = stream.time_base = Fraction(1, audio.sample_rate)
+    ctx.open()
+    ctx.extradata = audio.extradata or None
+    return stream
+
+
+class _AudioMuxer:
+    """Interleaves a clip's audio packets (whole, in number order) with its video as it is
+    written: every packet presented up to a video frame's time goes in before that frame."""
+
+    def __init__(self, out: Any, audio: AudioConfig, frames: Sequence[EncodedFrame], origin: int) -> None:
+        self.stream = _add_audio_stream(out, audio)
+        self.out, self.origin, self.rate = out, origin, audio.sample_rate
+        self.frames = sorted(frames, key=lambda f: f.seq)
+        self.next = 0
+        self.last_pts = -1
+        self.samples: list[tuple[bytes, int]] = []
+
+    def until(self, ms: int | None) -> None:
+        while self.next < len(self.frames) and (ms is None or self.frames[self.next].timestamp_ms <= ms):
+            f = self.frames[self.next]
+            self.next += 1
+            # ms capture times back to samples; MP4 wants strictly increasing times per track
+            pts = max(round((f.timestamp_ms - self.origin) * self.rate / 1000), self.last_pts + 1)
+            packet = av.Packet(f.data)
+            packet.pts = packet.dts = pts
+            if f.duration_ms:
+                packet.duration = round(f.duration_ms * self.rate / 1000)
+            packet.time_base = self.stream.time_base
+            packet.stream = self.stream
+            self.out.mux(packet)
+            self.samples.append((hashlib.sha256(f.data).digest(), f.timestamp_ms - self.origin))
+            self.last_pts = pts
 
 
 @dataclass(frozen=True)
@@ -141,8 +193,13 @@ def remux_to_mp4(
     faststart: bool = True,
     *,
     origin_ms: int | None = None,
+    audio: tuple[AudioConfig, Sequence[EncodedFrame]] | None = None,
 ) -> MuxResult:
     """Write the original packets, byte for byte, into a playable MP4.
+
+    With ``audio`` (the camera's audio configuration and the packets to carry, none presented
+    before the clip's origin) the clip gets a second track with those packets, byte for byte,
+    interleaved by capture time (`audio_copyable` says which codecs an MP4 can carry).
 
     Timestamps are made relative to the first frame (in presentation order), so
     the clip starts at 0 in a player whatever the capture clock was.
@@ -175,7 +232,11 @@ def remux_to_mp4(
     try:
         with av.open(str(tmp), "w", format="mp4", options=_mp4_options(faststart)) as out:
             stream = _add_copy_stream(out, codec)
+            sound = _AudioMuxer(out, audio[0], [f for f in audio[1] if f.timestamp_ms >= origin], origin) \
+                if audio is not None and audio[1] else None
             for frame in ordered:
+                if sound is not None:
+                    sound.until(frame.timestamp_ms)
                 if not samples and not frame.keyframe:
                     # Everything up to the next keyframe would reference pictures outside
                     # the span: players show garbage or nothing.  Spans are cut at GOPs.
@@ -206,6 +267,8 @@ def remux_to_mp4(
                 end_ticks = max(end_ticks, pts + duration)
             if not samples:
                 raise ValueError("no frames to remux")
+            if sound is not None:
+                sound.until(None)
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -216,6 +279,7 @@ def remux_to_mp4(
         duration_ms=end_ticks // _MS_TICKS,
         reencoded=False,
         samples=samples,
+        audio_samples=sound.samples if sound is not None else [],
     )
 
 
@@ -258,6 +322,7 @@ class _H264Writer:
         crf: int,
         faststart: bool,
         time_base: Fraction,
+        audio: tuple[AudioConfig, Sequence[EncodedFrame], int] | None = None,
     ) -> None:
         self.out_path = out_path
         self.tmp = _tmp_path(out_path)
@@ -279,6 +344,9 @@ class _H264Writer:
         ctx.max_b_frames = bframes
         self.stream.time_base = time_base
         self.time_base = time_base
+        # the camera's audio packets, copied beside the re-encoded pictures (config, packets, origin ms)
+        self.sound = _AudioMuxer(self.container, audio[0], [f for f in audio[1] if f.timestamp_ms >= audio[2]],
+                                 audio[2]) if audio is not None and audio[1] else None
         self.width, self.height = width, height
         self.frames = 0
         self.first_pts: int | None = None
@@ -297,6 +365,8 @@ class _H264Writer:
         # Decoded pictures remember their old type; x264 would honour an I and
         # break the GOP we asked for.
         frame.pict_type = PictureType.NONE
+        if self.sound is not None:
+            self.sound.until(self.sound.origin + round(pts * self.time_base * 1000))
         self.container.mux(self.stream.encode(frame))
         self.frames += 1
         if self.first_pts is None:
@@ -306,6 +376,8 @@ class _H264Writer:
     def close(self) -> None:
         try:
             self.container.mux(self.stream.encode(None))
+            if self.sound is not None:
+                self.sound.until(None)
             self.container.close()
             os.replace(self.tmp, self.out_path)
         finally:
@@ -333,6 +405,7 @@ def encode_frames_to_mp4(
     crf: int = 23,
     input_format: str = "bgr24",
     faststart: bool = True,
+    audio: tuple[AudioConfig, Sequence[EncodedFrame]] | None = None,
 ) -> MuxResult:
     """Encode pictures (``av.VideoFrame`` or HxWx3 ``uint8`` arrays, BGR like
     OpenCV by default) into an H.264 MP4.
@@ -340,6 +413,8 @@ def encode_frames_to_mp4(
     Without ``timestamps_ms`` frames are spaced evenly at ``fps``; with them,
     each picture keeps its own time (relative to the first), so a re-encoded
     span lines up with the capture clock.  Size defaults to the first picture's.
+    With ``audio`` (and ``timestamps_ms``) the audio packets presented from the first picture on
+    are copied, byte for byte, into a second track.
     """
     fps_f = _as_rate(fps)
     out_path = Path(out_path)
@@ -351,15 +426,6 @@ def encode_frames_to_mp4(
     try:
         for index, picture in enumerate(pictures):
             frame = _as_video_frame(picture, input_format)
-            if writer is None:
-                w = width or frame.width
-                h = height or frame.height
-                # yuv420p needs even dimensions
-                writer = _H264Writer(
-                    out_path, fps=fps_f, width=w - w % 2, height=h - h % 2, gop=gop,
-                    bframes=bframes, preset=preset, crf=crf, faststart=faststart,
-                    time_base=time_base,
-                )
             if ts_iter is not None:
                 ts = next(ts_iter, None)
                 if ts is None:
@@ -368,6 +434,15 @@ def encode_frames_to_mp4(
                 pts = (ts - origin) * _MS_TICKS
             else:
                 pts = index * frame_ticks
+            if writer is None:
+                w = width or frame.width
+                h = height or frame.height
+                # yuv420p needs even dimensions
+                writer = _H264Writer(
+                    out_path, fps=fps_f, width=w - w % 2, height=h - h % 2, gop=gop,
+                    bframes=bframes, preset=preset, crf=crf, faststart=faststart,
+                    time_base=time_base, audio=(audio[0], audio[1], origin) if audio and origin is not None else None,
+                )
             writer.write(frame, pts, frame_ticks)
         if writer is None:
             raise ValueError("no pictures to encode")
@@ -382,6 +457,7 @@ def encode_frames_to_mp4(
         first_timestamp_ms=origin or 0,
         duration_ms=round((writer.end_pts - (writer.first_pts or 0)) * time_base * 1000),
         reencoded=True,
+        audio_samples=writer.sound.samples if writer.sound is not None else [],
     )
 
 
@@ -435,6 +511,7 @@ def reencode_span_to_mp4(
     preset: str = "veryfast",
     crf: int = REENCODE_CRF,
     faststart: bool = True,
+    audio: tuple[AudioConfig, Sequence[EncodedFrame]] | None = None,
 ) -> MuxResult:
     """Decode another camera's span and encode it alone to H.264.
 
@@ -461,6 +538,7 @@ def reencode_span_to_mp4(
         preset=preset,
         crf=crf,
         faststart=faststart,
+        audio=audio,
     )
 
 

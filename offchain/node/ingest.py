@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from ..core import packet as pk
 from ..core import wire
 from ..core.acks import SeqRanges
+from ..core.block import MAX_TRACKS, track_bounds
 from .registry import cached_camera_id
 from .state import Alarm
 
@@ -210,7 +211,7 @@ class IngestServer:
                 del self.by_camera[conn.camera]
             self._release(conn)
             if conn.camera is not None and not conn.ended and not conn.superseded:
-                self._note_stream(conn.camera, StreamState.UNENDED, self.node.state.max_seq(conn.camera))
+                self._note_stream(conn.camera, StreamState.UNENDED, self.node.state.max_seq(conn.camera, 0))
             writer.close()
 
     def _admit(self, host: str) -> bool:
@@ -430,12 +431,13 @@ class IngestServer:
         if msg.type != "end":
             return  # a second hello changes nothing
         last = msg.message.get("lastSeq")
-        held = self.node.state.max_seq(conn.camera)
+        held = self.node.state.max_seq(conn.camera, 0)
         # An end far beyond what was ever held is not believed: it would declare a huge tail lost.
-        if isinstance(last, int) and not isinstance(last, bool) and -1 <= last and (
-                (held is None and last < MAX_TAIL_SEQS) or (held is not None and held <= last <= held + MAX_TAIL_SEQS)):
+        if _believable_end(last, held, 0) and self._track_ends_ok(conn.camera, msg.message.get("trackLastSeqs")):
             if last >= 0:
                 self.node.state.note_last_seq(conn.camera, last)
+            for number, seq in _track_ends(msg.message.get("trackLastSeqs")).items():
+                self.node.state.note_track_last_seq(conn.camera, number, seq)
             conn.ended = True
             self._note_stream(conn.camera, StreamState.ENDED, last)
             self._ack(conn, force=True)
@@ -443,6 +445,15 @@ class IngestServer:
             self.node._alarm_rejected(conn.ip, "integrity", f"end with lastSeq {last!r} not believed (held {held})",
                                       "camera", conn.origin)
             self._invalid(conn)
+
+    def _track_ends_ok(self, cam: bytes, ends: Any) -> bool:
+        """The end's other tracks (audio): each last seq believable like the video's."""
+        if ends is None:
+            return True
+        parsed = _track_ends(ends)
+        if not isinstance(ends, dict) or len(parsed) != len(ends):
+            return False
+        return all(_believable_end(seq, self.node.state.max_seq(cam, number), number) for number, seq in parsed.items())
 
     def _refuse(self, conn: _Conn, reason: wire.RejectReason, detail: str, ip: str | None) -> NoReturn:
         known = ip if ip and self.node.registry.by_ip(ip) else None
@@ -636,3 +647,25 @@ def _seq_and_camera(body: bytes) -> tuple[int | None, bytes | None]:
     except pk.PacketError:
         return None, None
     return packet.seq, cached_camera_id(packet.camera_ip)
+
+
+def _believable_end(last: Any, held: int | None, track: int) -> bool:
+    """A signed end's last seq of one track (-1 or the track's base - 1: nothing produced) is
+    believed when it is at or above what is held of the track and at most MAX_TAIL_SEQS beyond."""
+    base = track_bounds(track)[0]
+    if not isinstance(last, int) or isinstance(last, bool) or not base - 1 <= last <= track_bounds(track)[1]:
+        return False
+    if held is None:
+        return last < base + MAX_TAIL_SEQS
+    return held <= last <= held + MAX_TAIL_SEQS
+
+
+def _track_ends(ends: Any) -> dict[int, int]:
+    """``trackLastSeqs`` of a signed end ({"1": seq}) as {track: seq}; malformed entries left out."""
+    out: dict[int, int] = {}
+    if isinstance(ends, dict):
+        for key, seq in list(ends.items())[:MAX_TRACKS]:
+            if isinstance(key, str) and key.isdigit() and 0 < int(key) < MAX_TRACKS and isinstance(seq, int) \
+                    and not isinstance(seq, bool) and seq >= track_bounds(int(key))[0]:
+                out[int(key)] = seq
+    return out

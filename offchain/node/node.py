@@ -24,8 +24,9 @@ from ..chain.deployer import Deployment
 from ..chain.ledger import ConsortiumClient, VideoLedgerClient
 from ..core import packet as pk
 from ..core.block import camera_id
+from ..core.block import track_bounds, track_of
 from ..core.cid import cid_from_digest
-from ..core.gaps import Arrival, CameraAnomaly, classify_arrival, Hole, SeqRanges, check_step, estimate_gop, find_holes, frame_step_ms, keyframe_lost, plausible_lost
+from ..core.gaps import Arrival, CameraAnomaly, classify_arrival, codec_tracks, Hole, SeqRanges, check_step, estimate_gop, find_holes, keyframe_lost, plausible_lost, track_step_ms
 from ..store.base import ContentStore, StoreError
 from ..core.peer_auth import ChainBinding
 from ..chain.health import ChainHealth
@@ -95,7 +96,7 @@ class Node:
         # Peer HTTP is signed with the node account's key, for this deployment only (peer_http.py).
         self.peer_identity = PeerIdentity(config.key(), self.address, ChainBinding(self.signer.chain_id, self.deployment.consortium))
         self.registry = CameraRegistry(self.consortium, from_block=self.deployment.record["contracts"]["Consortium"]["blockNumber"])
-        self.tracks: dict[bytes, CameraTrack] = {}
+        self.tracks: dict[tuple[bytes, int], CameraTrack] = {}  # per (camera, track): video 0, audio 1
         self.ingest_server: asyncio.AbstractServer | None = None
         self.started_at = time.time()
         self.stopping = asyncio.Event()
@@ -149,7 +150,7 @@ class Node:
         self.budget = Budget(cfg.ingest_queue_frames, cfg.ingest_queue_bytes)
         self._pending: dict[tuple[bytes, int], asyncio.Future[bool]] = {}
         self._max_ts: dict[bytes, int | None] = {}
-        self._max_seq: dict[bytes, int] = {}  # highest seq held per camera (an upper bound: never below)
+        self._max_seq: dict[tuple[bytes, int], int] = {}  # highest seq held per (camera, track) (an upper bound: never below)
         self._writer: FrameWriter | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -316,7 +317,8 @@ class Node:
         # A seq above every one held cannot be held: no SQLite read on the loop for the common
         # case, a camera streaming forward (issue 9 profile: ~35 µs a frame). Anything else is
         # looked up; a race with another copy is caught by the batch's INSERT OR IGNORE anyway.
-        top = self._max_seq.get(cam, -1) if cam in self._max_seq else self._load_max_seq(cam)
+        track = (cam, track_of(packet.seq))
+        top = self._max_seq[track] if track in self._max_seq else self._load_max_seq(*track)
         held = self.state.frame(cam, packet.seq) if packet.seq <= top else None
         if held is not None:
             return self._same_or_conflict(held, packet, ip, source, origin)
@@ -357,11 +359,11 @@ class Node:
                 verdict = verify_one(raw, after)
         return verdict
 
-    def _load_max_seq(self, cam: bytes) -> int:
+    def _load_max_seq(self, cam: bytes, track: int) -> int:
         """The highest seq held of `cam` (read from SQLite once, then kept by `_durable`)."""
-        top = self.state.max_seq(cam)
-        self._max_seq[cam] = -1 if top is None else top
-        return self._max_seq[cam]
+        top = self.state.max_seq(cam, track)  # per track: audio numbers never hide the video's
+        self._max_seq[(cam, track)] = -1 if top is None else top
+        return self._max_seq[(cam, track)]
 
     def _newest_ts(self, cam: bytes) -> int | None:
         """Capture time of the newest frame held (kept in memory: read from SQLite once)."""
@@ -389,9 +391,9 @@ class Node:
             newest = self._max_ts.get(p.cam)
             if p.cam in self._max_ts and (newest is None or p.ref.timestamp_ms > newest):
                 self._max_ts[p.cam] = p.ref.timestamp_ms
-            if p.ref.seq > self._max_seq.get(p.cam, p.ref.seq):
-                self._max_seq[p.cam] = p.ref.seq
-            track = self.tracks.get(p.cam)
+            if p.ref.seq > self._max_seq.get((p.cam, p.ref.track), p.ref.seq):
+                self._max_seq[(p.cam, p.ref.track)] = p.ref.seq
+            track = self.tracks.get((p.cam, track_of(p.ref.seq)))
             if track and p.keyframe:
                 track.keyframes.append(p.ref.seq)
             self.ingest.note_held(p.cam, p.ref.seq)
@@ -482,20 +484,23 @@ class Node:
             "node": self.name, "camera": ip, "frames": frames, "bytes_deleted": removed, "alarms_settled": len(alarms)})
 
     # --------------------------------------------------------------- gap scan
-    def track(self, cam: bytes) -> CameraTrack:
-        track = self.tracks.get(cam)
+    def track(self, cam: bytes, number: int = 0) -> CameraTrack:
+        """The gap-scan state of one track of a camera (0 video, 1 audio: `core.block.track_of`);
+        each track's numbers are their own sequence."""
+        track = self.tracks.get((cam, number))
         if track is None:
+            lo, hi = track_bounds(number)
             row = self.state.camera_row(cam)
             # A stream's numbering starts at 0 unless the camera's hello said otherwise
-            # ("firstSeq", e.g. a camera that keeps counting across restarts).
-            first = row[3] if row and row[3] is not None else 0
+            # ("firstSeq", e.g. a camera that keeps counting across restarts); audio at its base.
+            first = (row[3] if row and row[3] is not None else 0) if number == 0 else lo
             track = CameraTrack(watermark=first - 1, checked=first)
-            track.keyframes.extend(self.state.recent_keyframes(cam))
+            track.keyframes.extend(self.state.recent_keyframes(cam, track=number))
             for kind in ("missing", CameraAnomaly.SEQ_JUMP.value):
                 for alarm in self.state.alarms(camera=cam, kind=kind):
-                    if alarm.seq_from is not None and alarm.seq_to is not None:
-                        track.alarmed.add(alarm.seq_from, alarm.seq_to)
-            self.tracks[cam] = track
+                    if alarm.seq_from is not None and alarm.seq_to is not None and lo <= alarm.seq_from <= hi:
+                        track.alarmed.add(alarm.seq_from, min(alarm.seq_to, hi))
+            self.tracks[(cam, number)] = track
         return track
 
     async def scan_gaps(self) -> None:
@@ -514,39 +519,46 @@ class Node:
             info = self.registry.get(cam)
             if info is None or not info.active:  # revoked: nothing to repair (drop_revoked)
                 continue
-            track = self.track(cam)
             row = self.state.camera_row(cam)
-            step_ms = frame_step_ms(json.loads(row[1]) if row and row[1] else None)
-            seen = self.state.seqs_after(cam, track.watermark, MAX_SCAN_FRAMES)
-            complete = len(seen) < MAX_SCAN_FRAMES
-            last_seq = row[2] if row and complete else None
-            # the frame at the watermark, if held, is the "before" of the first hole
-            at = self.state.frame(cam, track.watermark) if seen else None
-            base = [(track.watermark, at.ref.timestamp_ms, at.ref.keyframe)] if at else []
-            holes = find_holes(track.watermark - len(base), base + seen, last_seq)
-            self._judge_steps(cam, ip, track, base + seen, holes, step_ms)
-            # advance the watermark over everything held or already alarmed
-            blocking = [h for h in holes if not track.alarmed.covers(h.from_seq, h.to_seq)]
-            if blocking:
-                track.watermark = blocking[0].from_seq - 1
-            elif seen:
-                track.watermark = max(seen[-1][0], last_seq if last_seq is not None else -1)
-            # forget what lies below the watermark: those holes are settled one way or another
-            track.alarmed.drop_below(track.watermark + 1)
-            starts = {h.from_seq for h in blocking}
-            track.noticed = {k: v for k, v in track.noticed.items() if k in starts or k > track.watermark}
-            budget = min(MAX_NEW_ALARMS_PER_TICK, MAX_OPEN_MISSING - self.state.open_alarm_count(cam, "missing"))
-            gop = estimate_gop(list(track.keyframes)[-10:])
-            for hole in blocking:
-                while budget > 0 and (fresh := track.alarmed.first_gap(hole.from_seq, hole.to_seq)) is not None:
-                    seq_from, seq_to = fresh[0], min(fresh[1], fresh[0] + MAX_ALARM_SEQS - 1)
-                    if now - track.noticed.setdefault(seq_from, now) < wait:
-                        break
-                    last_key = max((k for k in track.keyframes if k < hole.from_seq), default=None)
-                    await self.repairer.raise_missing(cam, ip, seq_from, seq_to, hole, keyframe_lost(hole, last_key, gop))
-                    track.alarmed.add(seq_from, seq_to)
-                    track.noticed.pop(seq_from, None)
-                    budget -= 1
+            codec = json.loads(row[1]) if row and row[1] else None
+            for number in codec_tracks(codec):
+                await self._scan_track(cam, ip, number, track_step_ms(codec, number), now, wait)
+
+    async def _scan_track(self, cam: bytes, ip: str, number: int, step_ms: float, now: float, wait: float) -> None:
+        """`scan_gaps` for one track of one camera (its own numbers, watermark and GOP)."""
+        track = self.track(cam, number)
+        seen = self.state.seqs_after(cam, track.watermark, MAX_SCAN_FRAMES, track_bounds(number)[1])
+        complete = len(seen) < MAX_SCAN_FRAMES
+        last_seq = self.state.track_last_seq(cam, number) if complete else None
+        # the frame at the watermark, if held, is the "before" of the first hole
+        at = self.state.frame(cam, track.watermark) if seen else None
+        base = [(track.watermark, at.ref.timestamp_ms, at.ref.keyframe)] if at else []
+        holes = find_holes(track.watermark - len(base), base + seen, last_seq)
+        self._judge_steps(cam, ip, track, base + seen, holes, step_ms)
+        # advance the watermark over everything held or already alarmed
+        blocking = [h for h in holes if not track.alarmed.covers(h.from_seq, h.to_seq)]
+        if blocking:
+            track.watermark = blocking[0].from_seq - 1
+        elif seen:
+            track.watermark = max(seen[-1][0], last_seq if last_seq is not None else -1)
+        # forget what lies below the watermark: those holes are settled one way or another
+        track.alarmed.drop_below(track.watermark + 1)
+        starts = {h.from_seq for h in blocking}
+        track.noticed = {k: v for k, v in track.noticed.items() if k in starts or k > track.watermark}
+        budget = min(MAX_NEW_ALARMS_PER_TICK, MAX_OPEN_MISSING - self.state.open_alarm_count(cam, "missing"))
+        gop = estimate_gop(list(track.keyframes)[-10:])
+        for hole in blocking:
+            while budget > 0 and (fresh := track.alarmed.first_gap(hole.from_seq, hole.to_seq)) is not None:
+                seq_from, seq_to = fresh[0], min(fresh[1], fresh[0] + MAX_ALARM_SEQS - 1)
+                if now - track.noticed.setdefault(seq_from, now) < wait:
+                    break
+                last_key = max((k for k in track.keyframes if k < hole.from_seq), default=None)
+                # every audio packet decodes on its own: only a video hole can lose a keyframe
+                key_lost = keyframe_lost(hole, last_key, gop) if number == 0 else False
+                await self.repairer.raise_missing(cam, ip, seq_from, seq_to, hole, key_lost)
+                track.alarmed.add(seq_from, seq_to)
+                track.noticed.pop(seq_from, None)
+                budget -= 1
 
     def _judge_steps(self, cam: bytes, ip: str, track: CameraTrack, seen: list, holes: list[Hole], step_ms: float) -> None:
         """Name what a camera's numbers and clock do between consecutive held frames not judged

@@ -33,11 +33,12 @@ from ..chain.health import ChainHealth, is_chain_fault
 from ..chain.ledger import CameraInfo, VideoLedgerClient
 from ..core import wire
 from ..core.batch_checks import judge_block
-from ..core.block import BlockHeader, FrameRef, Gap, Manifest, ManifestFormatError, build_block, window_of
+from ..core.block import BlockHeader, FrameRef, Gap, Manifest, ManifestFormatError, build_block, track_bounds, window_of
 from ..core.cid import cid_from_digest
-from ..core.gaps import frame_step_ms
+from ..core.gaps import codec_tracks, frame_step_ms, track_step_ms
 from ..core.windows import (Neighbours, Readiness, StreamView, is_closed, may_anchor, next_after_anchored,
-                            next_after_empty, overlaps, readiness, settled_late, turn_at, window_gaps)
+                            next_after_empty, overlaps, readiness, settled_late, stream_newest_ms, track_window_gaps,
+                            turn_at, window_gaps)
 from ..store.base import ContentStore, StoreError
 from .config import NodeConfig
 from .peer_client import PacketSink, PeerClient
@@ -175,10 +176,14 @@ class Producer:
 
     def _stream_view(self, cam: bytes, newest_ms: int, now: float) -> StreamView:
         row = self.state.camera_row(cam)
-        ended = row is not None and row[2] is not None and (self.state.max_seq(cam) or -1) >= row[2]
+        ended = row is not None and row[2] is not None and (self.state.max_seq(cam, 0) or -1) >= row[2]
         # Silence counts from this process's start too: a node just restarted has heard nothing
         # yet, which says nothing about the camera.
         heard = max(self.state.max_received_at(cam) or now, self.started_at)
+        tracks = codec_tracks(json.loads(row[1]) if row and row[1] else None)
+        if len(tracks) > 1:  # a camera with sound: closed when every track has reached the end
+            newest_ms = stream_newest_ms([self.state.track_newest_ts(cam, t) for t in tracks],
+                                         self.config.idle_close_ms) or newest_ms
         return StreamView(newest_ms=newest_ms, ended=ended, silent_ms=(now - heard) * 1000)
 
     async def _tick_camera(self, cam: bytes) -> None:
@@ -288,9 +293,18 @@ class Producer:
     def _gap_spans(self, cam: bytes, start: int, end: int, frames: list[FrameRef], codec: dict[str, Any] | None) -> list[Gap]:
         """The window's lost sequence numbers (`core.windows.window_gaps`), from the pool's facts."""
         row = self.state.camera_row(cam)
-        around = Neighbours(before=self.state.frame_before_time(cam, start), after=self.state.frame_from_time(cam, end),
-                            first_seq=row[3] if row and row[3] is not None else 0, last_seq=row[2] if row else None)
-        return window_gaps(start, end, frames, around, frame_step_ms(codec))
+        signed = json.loads(row[1]) if row and row[1] else codec
+        tracks = codec_tracks(signed)
+        if tracks == [0] and all(f.seq <= track_bounds(0)[1] for f in frames):  # a camera without audio, as before
+            around = Neighbours(before=self.state.frame_before_time(cam, start), after=self.state.frame_from_time(cam, end),
+                                first_seq=row[3] if row and row[3] is not None else 0, last_seq=row[2] if row else None)
+            return window_gaps(start, end, frames, around, frame_step_ms(codec))
+        # Each track's numbers are their own sequence (core.block.track_of): holes per track.
+        arounds = {t: Neighbours(before=self.state.frame_before_time(cam, start, t),
+                                 after=self.state.frame_from_time(cam, end, t),
+                                 first_seq=(row[3] if row and row[3] is not None else 0) if t == 0 else track_bounds(t)[0],
+                                 last_seq=self.state.track_last_seq(cam, t)) for t in tracks}
+        return track_window_gaps(start, end, frames, arounds, {t: track_step_ms(signed, t) for t in tracks})
 
     def _gaps(self, cam: bytes, start: int, end: int, frames: list[FrameRef], codec: dict[str, Any] | None) -> list[Gap]:
         """The gaps to declare: the spans, each with whether a keyframe was lost in it."""
@@ -302,30 +316,36 @@ class Producer:
         (re-verified like any repair), so no block omits a frame a peer holds: a lost tail has no
         later frame to reveal it as a hole. Bounded by one window's frames and the HTTP timeout."""
         mine = {f.seq for f in frames}
-        pulled = 0
+        pulled, changed = 0, False
         for peer in self.peers.peers:
             listed = await self.peers.holdings(peer, cam, start, end)
             seqs = [e[0] for e in (listed or [])[:MAX_PULL_PER_WINDOW]
                     if isinstance(e, list) and len(e) == 2 and isinstance(e[0], int)]
+            held_before = len(mine)
             pulled += await self.pull_seqs(peer, cam, ip, seqs, mine)
-        if not pulled:
+            changed = changed or len(mine) > held_before
+        if not changed:
             return frames
-        log.info("pulled frames from peers before sealing", extra={"node": self.name, "camera": ip, "window": start,
-                                                                    "frames": pulled})
+        if pulled:
+            log.info("pulled frames from peers before sealing", extra={"node": self.name, "camera": ip,
+                                                                        "window": start, "frames": pulled})
         return [f.ref for f in self.state.frames_in(cam, start, end)]
 
     async def pull_seqs(self, peer: str, cam: bytes, ip: str, seqs: Sequence[int], mine: set[int]) -> int:
         """Fetch from `peer` the frames `seqs` that are not in `mine` (re-verified like any repair,
-        on record, added to `mine`); at most MAX_PULL_PER_WINDOW. Returns how many were accepted."""
+        on record; accepted or meanwhile held seqs are added to `mine`); at most MAX_PULL_PER_WINDOW.
+        Returns how many were accepted."""
         pulled = 0
         for seq in seqs[:MAX_PULL_PER_WINDOW]:
             if seq in mine:
                 continue
             got = await self.peers.frame(peer, cam, seq)
-            if got is not None and await self.accept(got[0], source=f"repair:{got[1]}", expect_camera=cam) == "accepted":
+            outcome = await self.accept(got[0], source=f"repair:{got[1]}", expect_camera=cam) if got else None
+            if outcome == "accepted":
                 self.state.record_repair(cam, ip, seq, got[1], None)  # I8: on record like any repair
-                mine.add(seq)
                 pulled += 1
+            if outcome in ("accepted", "duplicate"):  # a duplicate reached this node meanwhile: held now
+                mine.add(seq)
         return pulled
 
     async def build_window_block(self, cam: bytes, info: CameraInfo, start: int, end: int, height: int,
@@ -420,12 +440,14 @@ class Producer:
         out_gaps, subs = [], []
         siblings = self.registry.group_siblings(cam)
         for g in gaps:
-            if g.to_ms - g.from_ms < self.config.substitute_min_ms or not siblings:
+            # Pictures stand in for pictures only: an audio gap is declared, never filled (I7).
+            if g.to_ms - g.from_ms < self.config.substitute_min_ms or not siblings or g.from_seq > track_bounds(0)[1]:
                 out_gaps.append(g)
                 continue
             filled = False
             for sib in siblings:
-                sib_frames = [s.ref for s in self.state.frames_in(sib.camera_id, g.from_ms, g.to_ms)]
+                sib_frames = [s.ref for s in self.state.frames_in(sib.camera_id, g.from_ms, g.to_ms)
+                              if s.ref.seq <= track_bounds(0)[1]]
                 if sib_frames:
                     out_gaps.append(Gap(g.from_seq, g.to_seq, g.from_ms, g.to_ms, g.keyframe_lost, sib.camera_id))
                     subs.append((sib.camera_id, sib_frames))

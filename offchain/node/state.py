@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..core.block import FrameRef
+from ..core.block import FrameRef, track_bounds
+
+_MAX_SEQ = 2**63 - 1  # SQLite INTEGER
+
+
+def _bounds(track: int | None) -> tuple[int, int]:
+    """The seq range of one track (every seq with None)."""
+    return (0, _MAX_SEQ) if track is None else track_bounds(track)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS frames (
@@ -199,29 +206,58 @@ class NodeState:
         ).fetchall()
         return [_stored(r) for r in rows]
 
-    def seqs_after(self, camera: bytes, seq: int, limit: int = -1) -> list[tuple[int, int, bool]]:
-        """(seq, ts, keyframe) of frames above `seq`, ascending, at most `limit` (-1: all): the
-        gap scan's input."""
+    def seqs_after(self, camera: bytes, seq: int, limit: int = -1, upto: int = _MAX_SEQ) -> list[tuple[int, int, bool]]:
+        """(seq, ts, keyframe) of frames above `seq` (and at most `upto`: one track's numbers),
+        ascending, at most `limit` (-1: all): the gap scan's input."""
         return [(s, t, bool(k)) for s, t, k in self.db.execute(
-            "SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND seq>? ORDER BY seq LIMIT ?", (camera, seq, limit))]
+            "SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
+            (camera, seq, upto, limit))]
 
     def next_pool_ts(self, camera: bytes, ts: int) -> int | None:
         """Capture time of the earliest frame still in the pool at or after `ts`."""
         return self.db.execute("SELECT MIN(ts) FROM frames WHERE camera_id=? AND ts>=? AND anchored=0",
                                (camera, ts)).fetchone()[0]
 
-    def frame_before_time(self, camera: bytes, ts: int) -> tuple[int, int, bool] | None:
-        row = self.db.execute("SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND ts<? ORDER BY ts DESC, seq DESC LIMIT 1",
-                              (camera, ts)).fetchone()
+    def frame_before_time(self, camera: bytes, ts: int, track: int | None = None) -> tuple[int, int, bool] | None:
+        """The newest frame captured before `ts` (of one track, when given: `core.block.track_of`)."""
+        lo, hi = _bounds(track)
+        row = self.db.execute("SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND ts<? AND seq BETWEEN ? AND ? "
+                              "ORDER BY ts DESC, seq DESC LIMIT 1", (camera, ts, lo, hi)).fetchone()
         return (row[0], row[1], bool(row[2])) if row else None
 
-    def frame_from_time(self, camera: bytes, ts: int) -> tuple[int, int, bool] | None:
-        row = self.db.execute("SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND ts>=? ORDER BY ts, seq LIMIT 1",
-                              (camera, ts)).fetchone()
+    def frame_from_time(self, camera: bytes, ts: int, track: int | None = None) -> tuple[int, int, bool] | None:
+        lo, hi = _bounds(track)
+        row = self.db.execute("SELECT seq, ts, keyframe FROM frames WHERE camera_id=? AND ts>=? AND seq BETWEEN ? AND ? "
+                              "ORDER BY ts, seq LIMIT 1", (camera, ts, lo, hi)).fetchone()
         return (row[0], row[1], bool(row[2])) if row else None
 
-    def max_seq(self, camera: bytes) -> int | None:
-        return self.db.execute("SELECT MAX(seq) FROM frames WHERE camera_id=?", (camera,)).fetchone()[0]
+    def max_seq(self, camera: bytes, track: int | None = None) -> int | None:
+        """The highest seq held of the camera (of one track, when given)."""
+        if track is None:
+            return self.db.execute("SELECT MAX(seq) FROM frames WHERE camera_id=?", (camera,)).fetchone()[0]
+        lo, hi = _bounds(track)
+        return self.db.execute("SELECT MAX(seq) FROM frames WHERE camera_id=? AND seq BETWEEN ? AND ?",
+                               (camera, lo, hi)).fetchone()[0]
+
+    def track_newest_ts(self, camera: bytes, track: int) -> int | None:
+        """Capture time of a track's highest-numbered frame (its newest: numbers follow capture
+        order within a track), in one probe of the primary key."""
+        lo, hi = _bounds(track)
+        row = self.db.execute("SELECT ts FROM frames WHERE camera_id=? AND seq BETWEEN ? AND ? ORDER BY seq DESC LIMIT 1",
+                              (camera, lo, hi)).fetchone()
+        return row[0] if row else None
+
+    def note_track_last_seq(self, camera: bytes, track: int, seq: int) -> None:
+        """The last seq of a track other than video, from the camera's signed end (video's is the
+        cameras row's `last_seq`)."""
+        self.set_meta(f"lastseq:{camera.hex()}:{track}", str(int(seq)))
+
+    def track_last_seq(self, camera: bytes, track: int) -> int | None:
+        if track == 0:
+            row = self.camera_row(camera)
+            return row[2] if row else None
+        raw = self.get_meta(f"lastseq:{camera.hex()}:{track}")
+        return int(raw) if raw is not None else None
 
     def held_run_end(self, camera: bytes, start: int) -> int:
         """The highest s with every seq of start..s held (start - 1 if start is not held): where a
@@ -252,9 +288,10 @@ class NodeState:
             args.append(kind)
         return self.db.execute(q, args).fetchone()[0]
 
-    def recent_keyframes(self, camera: bytes, limit: int = 50) -> list[int]:
-        rows = self.db.execute("SELECT seq FROM frames WHERE camera_id=? AND keyframe=1 ORDER BY seq DESC LIMIT ?",
-                               (camera, limit)).fetchall()
+    def recent_keyframes(self, camera: bytes, limit: int = 50, track: int | None = None) -> list[int]:
+        lo, hi = _bounds(track)
+        rows = self.db.execute("SELECT seq FROM frames WHERE camera_id=? AND keyframe=1 AND seq BETWEEN ? AND ? "
+                               "ORDER BY seq DESC LIMIT ?", (camera, lo, hi, limit)).fetchall()
         return sorted(r[0] for r in rows)
 
     def neighbours(self, camera: bytes, seq: int) -> tuple[tuple[int, int, bool] | None, tuple[int, int, bool] | None]:

@@ -169,7 +169,7 @@ def test_seq_jump_to_three_million_is_one_range_a_capped_alarm_and_bounded_memor
 
             holes = find_holes(-1, node.state.seqs_after(cam, -1))
             assert [(h.from_seq, h.to_seq) for h in holes] == [(10, 2_999_999)]
-            assert node.tracks[cam].alarmed.range_count <= 2 or node.tracks[cam].watermark > 2_999_999
+            assert node.tracks[(cam, 0)].alarmed.range_count <= 2 or node.tracks[(cam, 0)].watermark > 2_999_999
             missing = node.state.alarms(camera=cam, kind="missing")
             assert missing and all(a.seq_to - a.seq_from + 1 <= MAX_ALARM_SEQS for a in missing)
             assert sum(a.seq_to - a.seq_from + 1 for a in missing) < 1_000  # only the plausible part is asked for
@@ -206,7 +206,7 @@ def test_a_first_frame_numbered_a_billion_asks_for_the_plausible_part_only(one_n
             assert len(missing) <= 5 * 4  # four new alarms per tick
             jumps = node.state.alarms(camera=cam, kind="camera.seq_jump")
             assert len(jumps) == 1 and (jumps[0].seq_from, jumps[0].seq_to) == (0, 10**9 - MAX_LEAD_SEQS - 1)
-            assert node.tracks[cam].alarmed.range_count <= 2
+            assert node.tracks[(cam, 0)].alarmed.range_count <= 2
         finally:
             await node.stop()
 
