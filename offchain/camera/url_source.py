@@ -46,7 +46,9 @@ from urllib.parse import urlsplit
 import av
 
 from .mjpeg import Outage, backoff_delays
-from .sources import (CodecConfig, EncodedFrame, PassState, SourceError, _codec_config, _default_duration_ticks,
+from ..core.block import AUDIO_TRACK, track_seq
+from .sources import (AudioPacket, CodecConfig, EncodedFrame, PassState, SourceError, _codec_config, _default_duration_ticks,
+                      audio_stream,
                       _presentation_order, _ticks_to_ms, encoded_frames)
 
 log = logging.getLogger(__name__)
@@ -252,8 +254,10 @@ class UrlSource:
         reorders = bool(stream.codec_context.reorder_depth)
         run.first_ticks = run.end_ticks = None
         to_ms: Callable[[int], int] | None = None
-        items = _presentation_order(container, stream, default_duration, fill_missing=True)
-        held: list[tuple[int, int, int, bool, bytes]] = []
+        # The camera's audio comes interleaved, numbered in its own track, on the video's clock.
+        items = _presentation_order(container, stream, default_duration, fill_missing=True,
+                                    audio=audio_stream(container))
+        held: list[Any] = []
         if self.timing == "auto" and getattr(container, "start_time_realtime", None) is None and self.rtcp_wait_s > 0:
             # No sender report yet: hold the session's first frames until one arrives (bounded),
             # rather than switching clocks mid-session.
@@ -263,9 +267,21 @@ class UrlSource:
                 if (getattr(container, "start_time_realtime", None) is not None or len(held) >= MAX_RTCP_HELD
                         or time.monotonic() - waiting_since >= self.rtcp_wait_s):
                     break
-        for pts, dts, duration, keyframe, data in itertools.chain(held, items):
+        floor_ms = 0
+        for item in itertools.chain(held, items):
+            if isinstance(item, AudioPacket):
+                ticks = int(item.seconds / time_base)
+                if to_ms is None:  # a session whose first packet is audio: it sets the origin
+                    to_ms = self._session_clock(container, time_base, ticks, start_ms, offset_ticks, last)
+                    floor_ms = to_ms(ticks)
+                yield EncodedFrame(seq=track_seq(AUDIO_TRACK, run.audio_seq), timestamp_ms=max(floor_ms, to_ms(ticks)),
+                                   keyframe=True, data=item.data, duration_ms=round(item.duration_s * 1000))
+                run.audio_seq += 1
+                continue
+            pts, dts, duration, keyframe, data = item
             if to_ms is None:
                 to_ms = self._session_clock(container, time_base, min(dts, pts), start_ms, offset_ticks, last)
+                floor_ms = to_ms(min(dts, pts))
             if run.first_ticks is None:
                 run.first_ticks = pts
             if run.end_ticks is None or pts + duration > run.end_ticks:
