@@ -32,7 +32,7 @@ from offchain.core.block import camera_ref
 
 from offchain.store.base import ContentStore
 
-from . import evidence_routes, problems, session_routes, siwe, streams
+from . import anchoring, evidence_routes, problems, session_routes, siwe, streams
 from .auth import AuthError, NonceStore, TokenIssuer
 from .context import Context, Settings, caller_dependency
 from .evidence_routes import EvidenceSettings
@@ -100,11 +100,13 @@ def _chain_routes(app: FastAPI, ctx: Context, caller: Callable[..., str], stores
     @app.get("/v1/cameras", tags=["cameras"])
     def cameras(_: Caller) -> list[dict[str, Any]]:
         out = []
-        for cid in consortium.camera_ids():
+        ids = consortium.camera_ids()
+        lengths = anchoring.camera_lengths(ctx, stores, ids)  # per-header or batch mode, per camera
+        for cid in ids:
             c = consortium.camera(cid)
             out.append({"cameraId": "0x" + cid.hex(), "ip": c.ip, "owner": c.owner, "group": "0x" + c.group.hex(),
-                        "active": c.active, "headBlock": "0x" + c.head_block.hex(), "blocks": ledger.chain_length(cid),
-                        "risk": ledger.risk(cid)["active"]})
+                        "active": c.active, "headBlock": "0x" + c.head_block.hex(), "blocks": lengths[cid][0],
+                        "anchoring": lengths[cid][1], "risk": ledger.risk(cid)["active"]})
         return out
 
     @app.get("/v1/cameras/{camera}/blocks", tags=["cameras"],
@@ -161,7 +163,7 @@ def create_app(rpc_url: str, deployment_path: str, *, relayer_key: str | None = 
     caller = caller_dependency(ctx)
     _auth_routes(app, ctx)
     _chain_routes(app, ctx, caller, stores)
-    session_routes.install(app, ctx, caller)
+    session_routes.install(app, ctx, caller, stores)
     app.state.evidence_jobs = evidence_routes.install(app, ctx, caller, stores, evidence or EvidenceSettings())
     app.state.alarm_streams = streams.install(app, ctx, caller, stream or StreamSettings())
     return app
