@@ -74,8 +74,8 @@ class SessionDemo:
 
         from api.app import create_app
         from api.context import Settings
-
         from api.evidence_routes import EvidenceSettings
+
         from .store import LocalStore
 
         c = self.run.cluster
