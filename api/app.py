@@ -9,7 +9,8 @@ EIP-712 signature, which the contract checks: the relayer cannot act for anyone.
 
     uvicorn --factory api.app:create_app_from_env
       FRAMELEDGER_RPC_URL, FRAMELEDGER_DEPLOYMENT, optional FRAMELEDGER_RELAYER_KEY,
-      FRAMELEDGER_API_DOMAIN (the SIWE domain, default 127.0.0.1:8000)
+      FRAMELEDGER_API_DOMAIN (the SIWE domain, default 127.0.0.1:8000); evidence: FRAMELEDGER_STORES,
+      FRAMELEDGER_IPFS, FRAMELEDGER_EVIDENCE_DIR, FRAMELEDGER_KEYSTORE(+_PASSWORD_FILE) (docs/API.md)
 """
 
 # no `from __future__ import annotations`: FastAPI resolves the routes' local Annotated aliases at runtime
@@ -32,7 +33,7 @@ from offchain.core.block import camera_ref
 
 from offchain.store.base import ContentStore
 
-from . import evidence_routes, problems, session_routes, siwe, streams
+from . import anchoring, evidence_routes, problems, session_routes, siwe, streams
 from .auth import AuthError, NonceStore, TokenIssuer
 from .context import Context, Settings, caller_dependency
 from .evidence_routes import EvidenceSettings
@@ -100,11 +101,13 @@ def _chain_routes(app: FastAPI, ctx: Context, caller: Callable[..., str], stores
     @app.get("/v1/cameras", tags=["cameras"])
     def cameras(_: Caller) -> list[dict[str, Any]]:
         out = []
-        for cid in consortium.camera_ids():
+        ids = consortium.camera_ids()
+        lengths = anchoring.camera_lengths(ctx, stores, ids)  # per-header or batch mode, per camera
+        for cid in ids:
             c = consortium.camera(cid)
             out.append({"cameraId": "0x" + cid.hex(), "ip": c.ip, "owner": c.owner, "group": "0x" + c.group.hex(),
-                        "active": c.active, "headBlock": "0x" + c.head_block.hex(), "blocks": ledger.chain_length(cid),
-                        "risk": ledger.risk(cid)["active"]})
+                        "active": c.active, "headBlock": "0x" + c.head_block.hex(), "blocks": lengths[cid][0],
+                        "anchoring": lengths[cid][1], "risk": ledger.risk(cid)["active"]})
         return out
 
     @app.get("/v1/cameras/{camera}/blocks", tags=["cameras"],
@@ -161,20 +164,52 @@ def create_app(rpc_url: str, deployment_path: str, *, relayer_key: str | None = 
     caller = caller_dependency(ctx)
     _auth_routes(app, ctx)
     _chain_routes(app, ctx, caller, stores)
-    session_routes.install(app, ctx, caller)
+    session_routes.install(app, ctx, caller, stores)
     app.state.evidence_jobs = evidence_routes.install(app, ctx, caller, stores, evidence or EvidenceSettings())
     app.state.alarm_streams = streams.install(app, ctx, caller, stream or StreamSettings())
     return app
 
 
+def node_stores(dirs: Sequence[str], private_key: bytes | None = None) -> list[ContentStore]:
+    """Read-only LocalStores over node store directories (for `create_app(stores=...)`). A store
+    holding a seal index (S5, docs/ENCRYPTION.md) is read through it, opened with ``private_key``:
+    the node's own account key opens every session key that node made (it wraps each to itself),
+    so the API run by that node's operator serves the session's frames, to the session's parties
+    only (the evidence routes' rule). Without the key, or with a key that is no recipient, a sealed
+    frame is not available: extraction reports it `frame.missing`, a proof `bytesVerified: null`."""
+    from offchain.store import LocalStore
+    from offchain.store.sealed import INDEX_NAME, open_party_store
+
+    out: list[ContentStore] = []
+    for d in dirs:
+        store = LocalStore(d, fsync="none")
+        index = FilePath(d) / INDEX_NAME
+        out.append(open_party_store(store, index, private_key) if index.is_file() else store)
+    return out
+
+
+def _keystore_key_from_env() -> bytes | None:
+    """FRAMELEDGER_KEYSTORE (a node's keystore) with FRAMELEDGER_KEYSTORE_PASSWORD_FILE: the key
+    that opens the node's sealed store; kept in this process only, never logged."""
+    from offchain.chain.keyfile import PasswordSource, load_private_key
+
+    path = os.environ.get("FRAMELEDGER_KEYSTORE")
+    if not path:
+        return None
+    password = PasswordSource(file=os.environ.get("FRAMELEDGER_KEYSTORE_PASSWORD_FILE"), prompt=False)
+    return bytes.fromhex(load_private_key(path, password).removeprefix("0x"))
+
+
 def _stores_from_env() -> list[ContentStore]:
-    """FRAMELEDGER_STORES (LocalStore directories, os.pathsep-separated) and FRAMELEDGER_IPFS
-    (Kubo RPC URLs, comma-separated): where the evidence routes fetch frames, tried in order."""
-    from offchain.store import KuboStore, LocalStore
+    """FRAMELEDGER_STORES (LocalStore directories, os.pathsep-separated; sealed ones opened with
+    the FRAMELEDGER_KEYSTORE key, `node_stores`) and FRAMELEDGER_IPFS (Kubo RPC URLs,
+    comma-separated): where the evidence routes fetch frames, tried in order."""
+    from offchain.store import KuboStore
 
     dirs = [d for d in os.environ.get("FRAMELEDGER_STORES", "").split(os.pathsep) if d]
     urls = [u for u in os.environ.get("FRAMELEDGER_IPFS", "").split(",") if u]
-    return [LocalStore(d, fsync="none") for d in dirs] + [KuboStore(u) for u in urls]
+    key = _keystore_key_from_env() if dirs else None
+    return node_stores(dirs, key) + [KuboStore(u) for u in urls]
 
 
 def create_app_from_env() -> FastAPI:

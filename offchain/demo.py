@@ -90,17 +90,16 @@ def _evidence_stage(run: ScenarioRun, store: LocalStore, out) -> str:
     return result.verdict if agree else f"disagree: {result.verdict}/{py.verdict}/{js_verdict}"
 
 
-def _batch_stage(run: ScenarioRun, store: LocalStore, out) -> tuple[dict, list]:
+def _batch_stage(run: ScenarioRun, store: LocalStore, out) -> dict:
     """Batch mode: every window of the stream one batch; each camera's block verified from the
-    store, linked to the one before, and holding every frame any node holds of its window.
-    Returns the summary and the verified block headers (the signing session's evidence)."""
+    store, linked to the one before, and holding every frame any node holds of its window."""
     pairs = run.wait_batches_final(progress=True)
     c = run.cluster
     cams = [x for x in run.s.cameras if x.owner_account is not None]
     node_names = {addr["address"]: addr["name"] for addr in c.deployment.record["nodes"]}
     prev = {camera_id(x.ip): c.consortium().camera(camera_id(x.ip)).head_block for x in cams}
     ips = {camera_id(x.ip): x.ip for x in cams}
-    rows, verified, missing_held, gas, blocks, headers = [], 0, 0, 0, 0, []
+    rows, verified, missing_held, gas, blocks = [], 0, 0, 0, 0
     for rec, manifest in pairs:
         gas_used, submitter = _batch_receipt(c, rec.index)
         gas += gas_used
@@ -119,8 +118,6 @@ def _batch_stage(run: ScenarioRun, store: LocalStore, out) -> tuple[dict, list]:
             if lost:
                 problems.append(f"{lost} held frames not listed")
             verified += not problems
-            if not problems:
-                headers.append(h)
             rows.append([rec.index, ips.get(h.camera_id, "?"), h.height,
                          f"{(h.window_start_ms - run.t0) // 1000}-{(h.window_end_ms - run.t0) // 1000}s", h.frame_count,
                          len(block.gaps), sum(len(fs) for _, fs in block.substitutions),
@@ -136,7 +133,7 @@ def _batch_stage(run: ScenarioRun, store: LocalStore, out) -> tuple[dict, list]:
                      title="Gas (batch mode): total anchoring gas / (cameras x minutes of video)"))
     return {"windows": len(pairs), "expected_windows": run.expected_windows(), "blocks": blocks, "verified": verified,
             "expected_blocks": run.expected_windows() * len(cams), "held_frames_missing": missing_held,
-            "anchoring_gas": gas, "gas_per_camera_minute": round(per_cam_min)}, headers
+            "anchoring_gas": gas, "gas_per_camera_minute": round(per_cam_min)}
 
 
 def _batch_receipt(cluster, index: int) -> tuple[int, str]:
@@ -189,9 +186,10 @@ def _start_session(run: ScenarioRun, out) -> SessionDemo:
     return session
 
 
-def _finish_session(session: SessionDemo, headers: list | None, work_dir: Path) -> bool:
+def _finish_session(session: SessionDemo, work_dir: Path) -> bool:
     began = time.monotonic()
-    session.risk_then_sign(headers)
+    session.risk_then_sign()
+    session.frame_proof()
     notes = session.notifications(work_dir / "monitor")
     url = session.signing_page()
     session.seconds += time.monotonic() - began
@@ -210,14 +208,14 @@ def _run_batch_demo(work_dir: Path, window_ms: int, speed: float, out) -> dict:
         run.stream()
         out("waiting    : repair, sealing, batch signing and anchoring ...")
         store = LocalStore(run.cluster.nodes[0].config.data_dir / "store")
-        result, headers = _batch_stage(run, store, out)
+        result = _batch_stage(run, store, out)
         _counter_table(run, run.node_status(), out, BATCH_COUNTERS)
         risks = run.risk_events()
         out("")
         out(render_table(["camera", "event", "block"], [list(r) for r in risks] or [["-", "none", "-"]],
                          title="Risk warnings on chain (alarm centre)"))
         evidence = _evidence_stage(run, store, out)
-        signed = _finish_session(session, headers, work_dir)
+        signed = _finish_session(session, work_dir)
         intruder = [c.ip for c in run.s.cameras if c.owner_account is None]
         leftovers = sum(len(run.cluster.api(n, f"/api/v1/frames/{ip}")) for n in run.cluster.nodes for ip in intruder)
         summary = {**result, "risks_raised": sum(1 for r in risks if r[1] == "RiskRaised"),
@@ -283,7 +281,7 @@ def _run_header_demo(work_dir: Path, window_ms: int, speed: float, out) -> dict:
         out(render_table(["camera", "event", "block"], [list(r) for r in risks] or [["-", "none", "-"]],
                          title="Risk warnings on chain (alarm centre)"))
         evidence = _evidence_stage(run, store, out)
-        signed = _finish_session(session, None, work_dir)
+        signed = _finish_session(session, work_dir)
         intruder = [c.ip for c in run.s.cameras if c.owner_account is None]
         leftovers = sum(len(run.cluster.api(n, f"/api/v1/frames/{ip}")) for n in names.values() for ip in intruder)
         summary = {

@@ -9,10 +9,12 @@ warning clears, both parties sign the EIP-712 Agreement (S3), the session comple
 monitor (offchain/monitor, reactions on) then reads the whole chain and shows the notifications the
 session's parties received. Every step is checked; any failure fails the demo.
 
-The evidence root: in header mode the API's `/agreement` route computes it from VideoLedger. In
-batch mode that route cannot (it reads VideoLedger blocks only; BatchLedger sessions are not
-built there), so the demo computes the same root (`core.agreement`, the same leaves) from the
-block headers of the batches it verified, and posts the signatures over it.
+The API is given the nodes' content stores (`create_app(stores=...)`, read-only LocalStores over
+their store directories; the nodes do not seal the demo's session, so the frames are plain), so
+its evidence routes work: the printed signing page plays the verified video, the `/agreement`
+route reads the batch manifests in batch mode (the evidence root comes from that route in both
+modes, through the evidence layer's AnchorSource), and one frame's proof through the API is
+checked (one block read, not a second extraction: the demo's evidence stage extracted already).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from eth_utils.crypto import keccak
 from .chain.client import Signer
 from .chain.devchain import free_loopback_port
 from .core import agreement
-from .core.block import BlockHeader, camera_id
+from .core.block import camera_id
 from .node.scenario import ScenarioRun
 from .tables import render_table
 
@@ -72,11 +74,17 @@ class SessionDemo:
 
         from api.app import create_app
         from api.context import Settings
+        from api.evidence_routes import EvidenceSettings
+
+        from .store import LocalStore
 
         c = self.run.cluster
         port = free_loopback_port()
+        # the nodes' stores, read only: the evidence routes (signing page playback, proofs, batch manifests)
+        stores = [LocalStore(n.config.data_dir / "store", fsync="none") for n in c.nodes]
         app = create_app(c.chain.rpc_url, str(c.deployment_path), relayer_key=c.keys[RELAYER],
-                         settings=Settings(siwe_domain=f"127.0.0.1:{port}"))
+                         settings=Settings(siwe_domain=f"127.0.0.1:{port}"), stores=stores,
+                         evidence=EvidenceSettings(work_dir=str(c.work_dir / "api-evidence")))
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                                      lifespan="off"))
         self._thread = threading.Thread(target=self._server.run, name="demo-api", daemon=True)
@@ -169,24 +177,25 @@ class SessionDemo:
                  f"{'formed' if formed else 'NOT formed'}")
 
     # ------------------------------------------------------------------ after the recording
-    def evidence_root(self, headers: list[BlockHeader] | None) -> str | None:
-        """The session's evidence root: the API's (header mode) or, in batch mode, the same root
-        over the verified batches' block headers (`headers`)."""
-        if headers is None:
-            r = self._request("GET", f"/v1/sessions/{self.session_id}/agreement", BANK)
-            ok = self._step("evidence root", r.status_code == 200, f"API /agreement: HTTP {r.status_code}")
-            return r.json()["evidenceRoot"] if ok else None
-        members = self._status(BANK)
-        cams = [bytes.fromhex(c[2:]) for c in members.get("cameras", [])]
-        blocks: dict[bytes, list[BlockHeader]] = {}
-        for h in headers:
-            blocks.setdefault(h.camera_id, []).append(h)
-        leaves = agreement.evidence_leaves(cams, self.start_ms, self.end_ms, blocks)
-        complete = bool(cams) and all(any(h.window_end_ms >= self.end_ms for h in blocks.get(c, [])) for c in cams)
-        if not self._step("evidence root", complete and bool(leaves),
-                          f"{len(leaves)} blocks of {len(cams)} cameras (from the verified batches)"):
-            return None
-        return "0x" + agreement.evidence_root(leaves).hex()
+    def evidence_root(self) -> str | None:
+        """The session's evidence root, from the API's `/agreement` route (either anchoring mode)."""
+        r = self._request("GET", f"/v1/sessions/{self.session_id}/agreement", BANK)
+        ok = r.status_code == 200
+        doc = r.json() if ok else {}
+        modes = ",".join(sorted(set(doc.get("anchoring", {}).values()))) or "-"
+        ok = self._step("evidence root", ok, f"API /agreement: HTTP {r.status_code}, {len(doc.get('leaves', []))} "
+                                             f"blocks ({modes} anchoring)")
+        return doc["evidenceRoot"] if ok else None
+
+    def frame_proof(self) -> None:
+        """One frame's proof through the API's evidence route: the stores are wired in."""
+        cams = [x for x in self.run.s.cameras if x.owner_account == BANK]
+        cam = next((x for x in cams if not x.faults), cams[0])
+        r = self._request("GET", f"/v1/sessions/{self.session_id}/evidence/proof", BANK,
+                          params={"camera": cam.ip, "at": self.start_ms + 1000})
+        doc = r.json() if r.status_code == 200 else {}
+        self._step("frame proof through the API", r.status_code == 200 and doc.get("ok") is True,
+                   f"{cam.ip}: HTTP {r.status_code}, frame {doc.get('frame', {}).get('seq')} proven on chain")
 
     def _sign(self, party: int, root: str) -> httpx.Response:
         info = self._status(party)
@@ -196,11 +205,11 @@ class SessionDemo:
         return self._request("POST", f"/v1/sessions/{self.session_id}/signatures", party,
                              json={"evidenceRoot": root, "signature": "0x" + sig.hex()})
 
-    def risk_then_sign(self, headers: list[BlockHeader] | None) -> None:
+    def risk_then_sign(self) -> None:
         """A risk warning blocks signing (shown), clears, then both parties sign: complete."""
         if not self.session_id:
             return
-        root = self.evidence_root(headers)
+        root = self.evidence_root()
         if root is None:
             return
         c = self.run.cluster

@@ -2,13 +2,17 @@
 
 Bound to one signer (the account that sends; with the `...WithSignature` calls it is only a
 relayer, the party is whoever signed). Speaks in core types: `agreement.Proposal`, bytes ids.
+
+The evidence root is read through a `BlockSource`, the part of the evidence layer's AnchorSource
+(`offchain/evidence/anchors.py`) it needs: per-header mode (VideoLedger) and batch mode
+(BatchLedger with its manifests) answer the same question, so one rule makes the root in both.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from ..core import agreement
 from ..core.agreement import Domain, EvidenceLeaf, Proposal
@@ -64,6 +68,51 @@ class PartyState:
 
 class EvidenceIncomplete(Exception):
     """A session camera's chain does not reach the end of the session's range yet."""
+
+
+@dataclass(frozen=True)
+class ProposedSession:
+    """One `SessionProposed` event: who proposed, to whom, and where on chain."""
+
+    session_id: bytes
+    initiator: str
+    parties: tuple[str, ...]
+    cameras: tuple[bytes, ...]
+    start_ms: int
+    end_ms: int
+    expires_at: int
+    block_number: int
+    log_index: int
+
+
+class AnchoredBlock(Protocol):
+    """What the evidence root needs of an anchored block (`evidence.verify.ChainBlock` has it)."""
+
+    @property
+    def header(self) -> BlockHeader: ...
+
+
+class BlockSource(Protocol):
+    """The AnchorSource question the evidence root asks: a camera's anchored blocks whose windows
+    meet [from_ms, to_ms), by height (None: not anchored)."""
+
+    def blocks_in_range(self, camera: bytes, from_ms: int, to_ms: int) -> tuple[list[int], Mapping[int, Any]]: ...
+
+
+@dataclass(frozen=True)
+class _LedgerBlock:
+    header: BlockHeader
+
+
+class LedgerBlockSource:
+    """A `BlockSource` over a `VideoLedgerClient` (per-header mode; contract tests use it)."""
+
+    def __init__(self, ledger: VideoLedgerClient):
+        self.ledger = ledger
+
+    def blocks_in_range(self, camera: bytes, from_ms: int, to_ms: int) -> tuple[list[int], Mapping[int, Any]]:
+        heights = list(self.ledger.blocks_in_range(camera, from_ms, to_ms))
+        return heights, {h: _LedgerBlock(self.ledger.block_at(camera, h).header) for h in heights}
 
 
 class SigningSessionClient:
@@ -127,23 +176,48 @@ class SigningSessionClient:
     def agreement_digest(self, session_id: bytes, evidence_root: bytes) -> bytes:
         return bytes(call(self.contract.functions.agreementDigest(session_id, evidence_root)))
 
+    def proposed(self, from_block: int, to_block: int) -> list[ProposedSession]:
+        """The `SessionProposed` events of blocks [from_block, to_block], oldest first. Parties
+        are not indexed, so the caller filters; the block span bounds the read."""
+        logs = self.contract.events.SessionProposed().get_logs(from_block=from_block, to_block=to_block)
+        out = []
+        for lg in logs:
+            a = lg["args"]
+            out.append(ProposedSession(session_id=bytes(a["sessionId"]), initiator=str(a["initiator"]),
+                                       parties=tuple(str(p) for p in a["parties"]),
+                                       cameras=tuple(bytes(c) for c in a["cameras"]), start_ms=int(a["startMs"]),
+                                       end_ms=int(a["endMs"]), expires_at=int(a["expiresAt"]),
+                                       block_number=int(lg["blockNumber"]), log_index=int(lg["logIndex"])))
+        return out
+
     def limits(self) -> tuple[int, int]:
         return call(self.contract.functions.maxParties()), call(self.contract.functions.maxCameras())
 
 
 def session_evidence(ledger: VideoLedgerClient, cameras: tuple[bytes, ...], start_ms: int, end_ms: int,
                      require_complete: bool = True) -> list[EvidenceLeaf]:
-    """Read the anchored blocks of `cameras` over [start_ms, end_ms) and return the evidence
-    leaves (`agreement.evidence_leaves`). With `require_complete`, a camera whose newest block
-    ends before `end_ms` raises EvidenceIncomplete: its last windows are not anchored yet, and a
-    root made now would leave them out."""
+    """`evidence_from_sources` over the VideoLedger alone (per-header mode)."""
+    source = LedgerBlockSource(ledger)
+    return evidence_from_sources(lambda _cam: source, cameras, start_ms, end_ms, require_complete)
+
+
+def evidence_from_sources(source_for: Callable[[bytes], BlockSource], cameras: Iterable[bytes], start_ms: int,
+                          end_ms: int, require_complete: bool = True) -> list[EvidenceLeaf]:
+    """Read the anchored blocks of `cameras` over [start_ms, end_ms), each through the source the
+    chain says it was anchored with (``source_for(camera)``), and return the evidence leaves
+    (`agreement.evidence_leaves`). With `require_complete`, a camera whose anchored blocks in the
+    range end before `end_ms` raises EvidenceIncomplete: its last windows are not anchored yet (or
+    the camera stopped), and a root made now would leave them out."""
+    cams = tuple(cameras)
     blocks: dict[bytes, list[BlockHeader]] = {}
-    for cam in cameras:
-        _, height, window_end = ledger.tip(cam)
-        if require_complete and (height == 0 or window_end < end_ms):
-            raise EvidenceIncomplete(f"camera 0x{cam.hex()} is anchored up to {window_end} ms, before {end_ms} ms")
-        blocks[cam] = [ledger.block_at(cam, h).header for h in ledger.blocks_in_range(cam, start_ms, end_ms)]
-    return agreement.evidence_leaves(cameras, start_ms, end_ms, blocks)
+    for cam in cams:
+        _heights, found = source_for(cam).blocks_in_range(cam, start_ms, end_ms)
+        headers = [cb.header for cb in found.values() if cb is not None]
+        reach = max((h.window_end_ms for h in headers), default=0)
+        if require_complete and reach < end_ms:
+            raise EvidenceIncomplete(f"camera 0x{cam.hex()} is anchored up to {reach} ms, before {end_ms} ms")
+        blocks[cam] = headers
+    return agreement.evidence_leaves(cams, start_ms, end_ms, blocks)
 
 
 def session_to_json(info: SessionInfo, members: SessionMembers) -> dict[str, Any]:
