@@ -64,7 +64,7 @@ def is_problem(r: httpx.Response, status: int, code: str) -> bool:
             and body["type"] == PROBLEMS + code and body["status"] == status and {"title", "detail"} <= set(body))
 
 
-PEER_POSTS = ["/peer/v1/alarm", "/peer/v1/alarm/clear", "/peer/v1/repair"]
+PEER_POSTS = ["/peer/v1/alarm", "/peer/v1/alarm/clear", "/peer/v1/repair", "/peer/v1/alarms", "/peer/v1/alarms/clear"]
 
 
 def alarm(node, seqs, hops=1, **extra):
