@@ -27,6 +27,7 @@ from ..store.base import StoreError
 from ..core.batch import MAX_BATCH_MANIFEST_BYTES, MAX_BLOCKS_PER_BATCH
 from ..core.batch_checks import MAX_PULL_BYTES, MAX_PULL_FRAMES, MAX_RANGES_PER_CAMERA, valid_ranges
 from ..core.batch_windows import Refusal
+from ..core.repair_batches import MAX_ALARM_IDS_PER_REPAIR, MAX_ALARMS_PER_REQUEST, MAX_CLEARS_PER_REQUEST, MAX_SEQS_PER_REQUEST
 from .peer_http import MAX_ALARM_SEQS, MAX_REPAIR_PACKETS, BodyLimit, CrashGuard, InflightLimit, PeerGate
 from .problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, ProblemError, ProblemType, problem_body
 
@@ -68,11 +69,43 @@ class AlarmClearMessage(BaseModel):
     sender: str = Field("", max_length=128, alias="from")
 
 
+class AlarmItem(BaseModel):
+    """One hole of a batched alarm request."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    alarmId: str = Field(min_length=1, max_length=256)
+    camera: str = Field("", max_length=100)
+    cameraId: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
+    seqs: list[Seq] = Field(min_length=1)
+
+
+class AlarmBatchMessage(BaseModel):
+    """`POST /peer/v1/alarms`: many holes missing at `origin`, one request (docs/NODES.md,
+    "Repair in batches"); `hops` and `via` are the request's, as in `AlarmMessage`."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    origin: str = Field(min_length=1, max_length=512)
+    originName: str = Field("", max_length=128)
+    hops: int = Field(0, ge=0)
+    via: str = Field("", max_length=512)
+    alarms: list[AlarmItem] = Field(min_length=1, max_length=MAX_ALARMS_PER_REQUEST)
+
+
+class AlarmClearBatchMessage(BaseModel):
+    """`POST /peer/v1/alarms/clear`: many of a neighbour's alarms are settled."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
+    sender: str = Field("", max_length=128, alias="from")
+    clears: list[AlarmClearMessage] = Field(min_length=1, max_length=MAX_CLEARS_PER_REQUEST)
+
+
 class RepairMessage(BaseModel):
-    """`POST /peer/v1/repair`: original signed packets for one of our alarms (base64)."""
+    """`POST /peer/v1/repair`: original signed packets for our alarms (base64): one alarm
+    (`alarmId`) or, batched, several (`alarmIds`; then `alarmId` is the first of them)."""
 
     model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
     alarmId: str = Field("", max_length=256)
+    alarmIds: list[Annotated[str, Field(max_length=256)]] = Field(default_factory=list, max_length=MAX_ALARM_IDS_PER_REPAIR)
     sender: str = Field("", max_length=128, alias="from")
     packets: list[Annotated[str, Field(max_length=24 * 1024 * 1024)]] = Field(max_length=MAX_REPAIR_PACKETS)
 
@@ -252,9 +285,26 @@ def _peer_routes(app: FastAPI, node: "Node") -> None:
             raise ProblemError(ProblemType.TOO_MANY_SEQS, f"{len(msg.seqs)} seqs; at most {MAX_ALARM_SEQS} per alarm")
         return await node.repairer.on_alarm(msg, _peer(request))
 
+    @app.post("/peer/v1/alarms")
+    async def peer_alarms(msg: AlarmBatchMessage, request: Request) -> dict[str, Any]:
+        """Many holes in one request: each bounded as a single alarm, and all together by
+        MAX_SEQS_PER_REQUEST; answered per hole, in order."""
+        if msg.hops > node.config.hop_limit:
+            raise ProblemError(ProblemType.HOPS_OVER_LIMIT, f"hops {msg.hops} > hop limit {node.config.hop_limit}")
+        longest = max(len(a.seqs) for a in msg.alarms)
+        total = sum(len(a.seqs) for a in msg.alarms)
+        if longest > MAX_ALARM_SEQS or total > MAX_SEQS_PER_REQUEST:
+            raise ProblemError(ProblemType.TOO_MANY_SEQS, f"{longest} seqs in one alarm, {total} in all; at most "
+                                                          f"{MAX_ALARM_SEQS} per alarm, {MAX_SEQS_PER_REQUEST} per request")
+        return await node.repairer.on_alarms(msg, _peer(request))
+
     @app.post("/peer/v1/alarm/clear")
     async def peer_alarm_clear(msg: AlarmClearMessage, request: Request) -> dict[str, Any]:
         return await node.repairer.on_alarm_clear(msg)
+
+    @app.post("/peer/v1/alarms/clear")
+    async def peer_alarms_clear(msg: AlarmClearBatchMessage, request: Request) -> dict[str, Any]:
+        return await node.repairer.on_alarms_clear(msg)
 
     @app.post("/peer/v1/repair")
     async def peer_repair(msg: RepairMessage, request: Request) -> dict[str, Any]:

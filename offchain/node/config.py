@@ -21,6 +21,7 @@
     proposer_timeout_ms = 5000      # the next node in the rotation takes over after this (B3)
     clock_skew_ms = 500             # tolerated clock difference + anchor inclusion time (docs/NODES.md)
     hop_limit = 2                   # how far a repair alarm travels (I6)
+    repair_coalesce_ms = 20         # repair messages to a peer gathered this long, then sent as one request
     substitute_min_ms = 1000        # gaps at least this long are filled from a group camera (I7)
     alarm_centre = false            # this node runs the alarm centre (I9)
     alarm_hold_ms = 3000            # same alarm at every node this long -> risk warning on chain
@@ -96,6 +97,7 @@ class NodeConfig:
     proposer_timeout_ms: int = 5_000
     clock_skew_ms: int = 500
     hop_limit: int = 2
+    repair_coalesce_ms: int = 20
     substitute_min_ms: int = 1_000
     alarm_centre: bool = False
     alarm_hold_ms: int = 3_000

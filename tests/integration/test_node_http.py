@@ -64,7 +64,7 @@ def is_problem(r: httpx.Response, status: int, code: str) -> bool:
             and body["type"] == PROBLEMS + code and body["status"] == status and {"title", "detail"} <= set(body))
 
 
-PEER_POSTS = ["/peer/v1/alarm", "/peer/v1/alarm/clear", "/peer/v1/repair"]
+PEER_POSTS = ["/peer/v1/alarm", "/peer/v1/alarm/clear", "/peer/v1/repair", "/peer/v1/alarms", "/peer/v1/alarms/clear"]
 
 
 def alarm(node, seqs, hops=1, **extra):
@@ -137,6 +137,32 @@ def test_hops_and_seq_lists_are_capped(live):
     assert is_problem(over_hops, 422, "hops-over-limit")
     assert is_problem(many, 422, "too-many-seqs")
     assert at_cap.status_code == 200 and at_cap.json()["have"] == 5
+
+
+def batch(node, holes, hops=1):
+    """A batched alarm request (`/peer/v1/alarms`) of `holes` (lists of seqs) of the test camera."""
+    one = alarm(node, [0], hops)
+    items = [{"alarmId": f"{one['alarmId']}.{k}", "camera": CAMERA, "cameraId": one["cameraId"], "seqs": seqs}
+             for k, seqs in enumerate(holes)]
+    return {"origin": one["origin"], "originName": one["originName"], "hops": hops, "alarms": items}
+
+
+def test_batched_alarms_are_answered_per_hole_and_capped(live):
+    cluster, bank, _, _ = live
+    with signing_client(cluster, AUTHORITY) as peer:
+        ok = peer.post(url(bank, "/peer/v1/alarms"), json=batch(bank, [[1, 2], [3, 99], [98]]))
+        over_hops = peer.post(url(bank, "/peer/v1/alarms"), json=batch(bank, [[1]], hops=50))
+        long_hole = peer.post(url(bank, "/peer/v1/alarms"), json=batch(bank, [list(range(4097))]))
+        too_many_seqs = peer.post(url(bank, "/peer/v1/alarms"), json=batch(bank, [list(range(4096))] * 5))
+        too_many_holes = peer.post(url(bank, "/peer/v1/alarms"), json=batch(bank, [[1]] * 257))
+        clears = peer.post(url(bank, "/peer/v1/alarms/clear"),
+                           json={"from": "node-authority", "clears": [{"alarmId": "x", "camera": CAMERA}] * 3})
+    assert ok.status_code == 200, ok.text
+    assert [(a["status"], a["have"]) for a in ok.json()["alarms"]] == [("ok", 2), ("ok", 1), ("ok", 0)]
+    assert is_problem(over_hops, 422, "hops-over-limit")
+    assert is_problem(long_hole, 422, "too-many-seqs") and is_problem(too_many_seqs, 422, "too-many-seqs")
+    assert is_problem(too_many_holes, 422, "body-invalid")
+    assert clears.status_code == 200 and clears.json()["cleared"] == 3
 
 
 def test_lying_peer_is_reported_under_its_own_key_not_the_name_it_claims(live):
