@@ -211,13 +211,7 @@ def _run_batch_demo(work_dir: Path, window_ms: int, speed: float, out) -> dict:
         result = _batch_stage(run, store, out)
         _counter_table(run, run.node_status(), out, BATCH_COUNTERS)
         risks = run.risk_events()
-        out("")
-        out(render_table(["camera", "event", "block"], [list(r) for r in risks] or [["-", "none", "-"]],
-                         title="Risk warnings on chain (alarm centre)"))
-        evidence = _evidence_stage(run, store, out)
-        signed = _finish_session(session, work_dir)
-        intruder = [c.ip for c in run.s.cameras if c.owner_account is None]
-        leftovers = sum(len(run.cluster.api(n, f"/api/v1/frames/{ip}")) for n in run.cluster.nodes for ip in intruder)
+        evidence, signed, leftovers = _closing_stages(run, store, risks, session, work_dir, out)
         summary = {**result, "risks_raised": sum(1 for r in risks if r[1] == "RiskRaised"),
                    "intruder_frames_stored": leftovers, "evidence": evidence,
                    "session": "completed" if signed else "FAILED", "seconds": round(time.monotonic() - started, 1)}
@@ -232,6 +226,21 @@ def _run_batch_demo(work_dir: Path, window_ms: int, speed: float, out) -> dict:
         if session is not None:
             session.stop()
         run.cluster.stop()
+
+
+def _closing_stages(run: ScenarioRun, store: LocalStore, risks: list, session, work_dir: Path,
+                    out) -> tuple[str, bool, int]:
+    """What both demo modes end with: the risk warnings on chain, the evidence extract, the
+    signing session finished, and what the intruder camera left on the nodes. Returns
+    (evidence verdict, whether the session completed, intruder frames stored)."""
+    out("")
+    out(render_table(["camera", "event", "block"], [list(r) for r in risks] or [["-", "none", "-"]],
+                     title="Risk warnings on chain (alarm centre)"))
+    evidence = _evidence_stage(run, store, out)
+    signed = _finish_session(session, work_dir)
+    intruder = [c.ip for c in run.s.cameras if c.owner_account is None]
+    leftovers = sum(len(run.cluster.api(n, f"/api/v1/frames/{ip}")) for n in run.cluster.nodes for ip in intruder)
+    return evidence, signed, leftovers
 
 
 def _run_header_demo(work_dir: Path, window_ms: int, speed: float, out) -> dict:
@@ -250,7 +259,6 @@ def _run_header_demo(work_dir: Path, window_ms: int, speed: float, out) -> dict:
         status = run.node_status()
         risks = run.risk_events()
         store = LocalStore(run.cluster.nodes[0].config.data_dir / "store")
-        names = {n.config.name: n for n in run.cluster.nodes}
         node_names = {addr["address"]: addr["name"] for addr in run.cluster.deployment.record["nodes"]}
 
         rows = []
@@ -277,13 +285,7 @@ def _run_header_demo(work_dir: Path, window_ms: int, speed: float, out) -> dict:
         out("")
         out(render_table(["camera", "height", "window", "frames", "gaps", "substituted", "proposer", "attestations",
                           "final", "verified"], block_rows, title="Video blocks on chain"))
-        out("")
-        out(render_table(["camera", "event", "block"], [list(r) for r in risks] or [["-", "none", "-"]],
-                         title="Risk warnings on chain (alarm centre)"))
-        evidence = _evidence_stage(run, store, out)
-        signed = _finish_session(session, work_dir)
-        intruder = [c.ip for c in run.s.cameras if c.owner_account is None]
-        leftovers = sum(len(run.cluster.api(n, f"/api/v1/frames/{ip}")) for n in names.values() for ip in intruder)
+        evidence, signed, leftovers = _closing_stages(run, store, risks, session, work_dir, out)
         summary = {
             "blocks": total, "final": final, "verified": verified,
             "expected_blocks": run.expected_windows() * sum(1 for c in run.s.cameras if c.owner_account is not None),
