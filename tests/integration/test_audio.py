@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 import av
 import pytest
 from cluster_fixtures import one_camera_cluster
+from site_runner import extract, running_site
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from offchain.camera.agent import CameraAgent
@@ -97,37 +98,14 @@ def test_remux_puts_the_audio_packets_back_beside_the_video(codec, ext, tmp_path
     assert pictures == len(video) and samples >= 0.9 * 2 * 48_000
 
 
-def _site(tmp_path: Path, source: str, window_ms: int = 5000, extra: str = "speed = 4.0\n") -> Path:
-    site = tmp_path / "site.toml"
-    site.write_text(f'dir = "site"\nrpc_port = 0\nwindow_ms = {window_ms}\nstatus_every_s = 2\n\n'
-                    f'[[cameras]]\nip = "10.0.0.9"\nsource = "{source}"\n{extra}')
-    return site
-
-
 def _run_site_and_extract(tmp_path: Path, source: str, min_blocks: int, extra: str = "speed = 4.0\n",
                           also: Callable[[dict, Path], None] | None = None) -> tuple[dict, Path, dict]:
     """`frameledger up` with one camera, until `min_blocks` are final; extract the range, verify
     the bundle with the JS verifier, and run `also(info, bundle)` while the chain is still up."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMELEDGER_")}
-    up = subprocess.Popen([sys.executable, "-m", "offchain.cli", "up", str(_site(tmp_path, source, extra=extra)), "--json"],
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
-    try:
-        info, camera = None, None
-        for line in up.stdout:
-            msg = json.loads(line) if line.startswith("{") else {}
-            info = msg.get("up", info)
-            cams = (msg.get("status") or {}).get("cameras") or [{}]
-            if (cams[0].get("lastBlock") or {}).get("finalized") and cams[0]["blocks"] >= min_blocks:
-                camera = cams[0]
-                break
-        assert camera and info, "no final blocks from the camera"
-        store = tmp_path / "site" / "nodes" / "node-bank" / "data" / "store"
-        first = camera["lastBlock"]["windowStartMs"] - 5000 * (min_blocks - 1)
-        out = subprocess.run([sys.executable, "-m", "offchain.cli", "extract", "--camera", "10.0.0.9", "--from", str(first),
-                              "--to", str(camera["lastBlock"]["windowEndMs"]), "--out", str(tmp_path / "ev"),
-                              "--store", str(store), "--rpc", info["rpc"], "--deployment", info["deployment"], "--json"],
-                             capture_output=True, text=True, env=env, timeout=600)
-        report = json.loads(out.stdout)
+    with running_site(tmp_path, ip="10.0.0.9", source=source, min_blocks=min_blocks, extra=extra) as site:
+        info = site.info
+        first = site.camera["lastBlock"]["windowStartMs"] - 5000 * (min_blocks - 1)
+        out, report = extract(site, ip="10.0.0.9", from_ms=first, out=tmp_path / "ev", timeout=600)
         bad = [f for f in report.get("findings", []) if f["severity"] not in ("success", "info")]
         assert out.returncode == 0 and report["verdict"] == "verified", (bad[:10], out.stderr[-2000:])
         bundle = next((tmp_path / "ev").glob("*.zip"))
@@ -142,9 +120,6 @@ def _run_site_and_extract(tmp_path: Path, source: str, min_blocks: int, extra: s
         if also is not None:
             also(info, bundle)
         return report, bundle, js_report
-    finally:
-        os.kill(up.pid, signal.SIGTERM)  # ours, by PID
-        up.wait(timeout=60)
 
 
 def _check_extracted(clip: Path, report: dict, bundle: Path, js_report: dict, tmp_path: Path,

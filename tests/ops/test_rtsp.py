@@ -13,7 +13,6 @@ import http.server
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from offchain.camera.samples import sample_path
 from offchain.camera.sources import SourceError, _presentation_order
 from offchain.camera.url_source import UrlSource
 from offchain.paths import REPO_ROOT
+from site_runner import extract, running_site
 
 pytestmark = pytest.mark.slow
 
@@ -215,33 +215,9 @@ def test_rtsp_reconnect_declares_the_outage_as_a_time_gap(rtsp_url):
 def test_rtsp_camera_in_a_site_is_anchored_and_its_evidence_verifies(rtsp_url, tmp_path):
     """The live path end to end with the CLI only: `frameledger up` with an rtsp:// camera, blocks
     final at quorum, then `frameledger extract` of a range, VERIFIED against the chain."""
-    import json
-
     url, _ = rtsp_url
-    site = tmp_path / "site.toml"
-    site.write_text(f'dir = "site"\nrpc_port = 0\nwindow_ms = 5000\nstatus_every_s = 2\n\n'
-                    f'[[cameras]]\nip = "10.0.0.7"\nsource = "{url}"\nmax_frames = 120\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMELEDGER_")}
-    up = subprocess.Popen([sys.executable, "-m", "offchain.cli", "up", str(site), "--json"], stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
-    try:
-        info, camera = None, None
-        for line in up.stdout:
-            msg = json.loads(line) if line.startswith("{") else {}
-            info = msg.get("up", info)
-            cams = (msg.get("status") or {}).get("cameras") or [{}]
-            if (cams[0].get("lastBlock") or {}).get("finalized") and cams[0]["blocks"] >= 3:
-                camera = cams[0]
-                break
-        assert camera, "no final blocks from the RTSP camera"
-        store = tmp_path / "site" / "nodes" / "node-bank" / "data" / "store"
-        first = camera["lastBlock"]["windowStartMs"] - 10_000
-        out = subprocess.run([sys.executable, "-m", "offchain.cli", "extract", "--camera", "10.0.0.7", "--from", str(first),
-                              "--to", str(camera["lastBlock"]["windowEndMs"]), "--out", str(tmp_path / "ev"),
-                              "--store", str(store), "--rpc", info["rpc"], "--deployment", info["deployment"], "--json"],
-                             capture_output=True, text=True, env=env, timeout=300)
-        report = json.loads(out.stdout)
+    with running_site(tmp_path, ip="10.0.0.7", source=url, min_blocks=3, extra="max_frames = 120\n",
+                      what="the RTSP camera") as site:
+        first = site.camera["lastBlock"]["windowStartMs"] - 10_000
+        out, report = extract(site, ip="10.0.0.7", from_ms=first, out=tmp_path / "ev", timeout=300)
         assert out.returncode == 0 and report["verdict"] == "verified", out.stdout[-3000:] + out.stderr[-2000:]
-    finally:
-        os.kill(up.pid, signal.SIGTERM)
-        up.wait(timeout=60)
