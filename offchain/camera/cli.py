@@ -13,6 +13,10 @@ frames are reported, not fatal: the nodes repair from each other). While it stre
 per node (acknowledged of produced; sent, rejected, unacknowledged) is drawn on stderr when stderr
 is a terminal and neither ``--json`` nor ``--no-progress`` is given.
 
+``--duration S`` stops after S seconds of capture time (a live camera's, or a file's without
+looping); ``--range-out FILE`` writes the capture times of the first and last video frame it
+streamed (``FIRST LAST``, epoch ms; ``firstMs``/``lastMs`` in the JSON), the range to extract.
+
 Live cameras (rtsp://, MJPEG over http:// — told from a recording by its multipart Content-Type)
 reconnect with backoff unless ``--no-reconnect``; each outage is one ``warning:`` line and an entry
 of ``outages`` in the JSON. A camera that does not come back within ``--reconnect-s`` ends the run
