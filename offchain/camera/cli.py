@@ -268,7 +268,9 @@ class _Timed:
         self._times: dict[int, int] = {}
         self.first_ms: int | None = None  # the first video frame's (the agent sends from the first on)
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # codec, outages, session_timing, failure, …: the source's
+        if name == "_source":
+            raise AttributeError(name)
         return getattr(self._source, name)
 
     def __repr__(self) -> str:
