@@ -19,9 +19,8 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
-
 import zipfile
+from pathlib import Path
 
 import pytest
 from live_camera import decoded, packets, rtsp_server, run_of, vcl_nals
@@ -77,7 +76,7 @@ def test_readme_walkthrough_runs_as_written_with_an_rtsp_camera_with_sound(tmp_p
         proc = subprocess.Popen(["bash", "-e", "-o", "pipefail", str(script)], cwd=tmp_path, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
-            out, _ = proc.communicate(timeout=420)
+            out, _ = proc.communicate(timeout=540)  # within pytest's 600 s
         finally:
             _stop_group(proc)
     assert proc.returncode == 0, f"walkthrough failed ({proc.returncode}):\n{out[-6000:]}"
