@@ -13,6 +13,10 @@ frames are reported, not fatal: the nodes repair from each other). While it stre
 per node (acknowledged of produced; sent, rejected, unacknowledged) is drawn on stderr when stderr
 is a terminal and neither ``--json`` nor ``--no-progress`` is given.
 
+``--duration S`` stops after S seconds of capture time (a live camera's, or a file's without
+looping); ``--range-out FILE`` writes the capture times of the first and last video frame it
+streamed (``FIRST LAST``, epoch ms; ``firstMs``/``lastMs`` in the JSON), the range to extract.
+
 Live cameras (rtsp://, MJPEG over http:// — told from a recording by its multipart Content-Type)
 reconnect with backoff unless ``--no-reconnect``; each outage is one ``warning:`` line and an entry
 of ``outages`` in the JSON. A camera that does not come back within ``--reconnect-s`` ends the run
@@ -170,16 +174,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: --faults: {exc}", file=sys.stderr)
         return 2
     loop_seconds = args.loop_seconds
+    duration_s = loop_seconds if loop_seconds is not None else args.duration
     try:
         source = _open_source(args.source, args.start_ms, loop=loop_seconds is not None, reconnect=args.reconnect,
                               timing=args.timing, fps=args.fps, reconnect_s=args.reconnect_s)
     except (FileNotFoundError, OSError, KeyError, ValueError) as exc:
         print(f"error: --source {args.source}: {exc}", file=sys.stderr)
         return 2
+    source = _Timed(source)
     agent = CameraAgent(
         args.ip, key, source, nodes, speed=args.speed, faults=injector,
         max_frames=args.max_frames,
-        max_duration_ms=int(loop_seconds * 1000) if loop_seconds is not None else None,
+        max_duration_ms=int(duration_s * 1000) if duration_s is not None else None,
         queue_size=args.queue_size, end_timeout=args.ack_timeout, unacked_frames=args.unacked_frames,
     )
     speed = "max" if math.isinf(args.speed) else f"{args.speed:g}x"
@@ -223,17 +229,22 @@ def _report(args: argparse.Namespace, agent: Any, source: Any, faults: str, stat
                or (o.to_ms is None and o.after_seq == agent.last_seq)]
     gone: str | None = getattr(source, "failure", None)  # a live camera that did not come back
     failure = broke or gone
+    first_ms, last_ms = (source.first_ms, source.capture_ms(agent.last_seq)) if agent.last_seq >= 0 else (None, None)
     doc = {"camera": args.ip, "frames": agent.frames_produced, "lastSeq": agent.last_seq,
+           "firstMs": first_ms, "lastMs": last_ms,
            "seconds": round(elapsed, 3), "faults": faults, "seed": args.seed,
            "timing": list(getattr(source, "session_timing", [])), "outages": [o.as_dict() for o in outages],
            "sourceFailure": failure, "nodes": {n: s.as_dict() for n, s in stats.items()}}
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
+        captured = f", captured {first_ms}-{last_ms} ms" if last_ms is not None else ""
         print(stats_table(stats, title=f"camera {args.ip}: {agent.frames_produced} frames "
-                                       f"(last seq {agent.last_seq}) in {elapsed:.1f} s"))
+                                       f"(last seq {agent.last_seq}{captured}) in {elapsed:.1f} s"))
     if args.stats_json:
         Path(args.stats_json).write_text(json.dumps(doc, indent=2))
+    if args.range_out and first_ms is not None and last_ms is not None:
+        Path(args.range_out).write_text(f"{first_ms} {last_ms}\n")
     for o in outages:
         back = f"back at {o.to_ms} ({(o.to_ms - o.from_ms) / 1000:.1f} s later)" if o.to_ms is not None else "never back"
         print(f"warning: camera lost after seq {o.after_seq} (captured {o.from_ms}), {back}: {o.reason}",
@@ -243,6 +254,48 @@ def _report(args: argparse.Namespace, agent: Any, source: Any, faults: str, stat
         print(f"error: --source: {failure}", file=sys.stderr)
         return 2 if broke else max(verdict, 1)
     return verdict
+
+
+class _Timed:
+    """The source, remembering the capture times of the last video frames it gave the agent, so
+    the run can report the capture time of the last frame it streamed (the agent reads a few
+    frames ahead of what it sends: they are kept, bounded, until the run says which was last)."""
+
+    _KEPT = 1024  # > the agent's read-ahead (one batch of 32 plus the audio between)
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self._times: dict[int, int] = {}
+        self.first_ms: int | None = None  # the first video frame's (the agent sends from the first on)
+
+    def __getattr__(self, name: str) -> Any:  # codec, outages, session_timing, failure, …: the source's
+        if name == "_source":
+            raise AttributeError(name)
+        return getattr(self._source, name)
+
+    def __repr__(self) -> str:
+        return repr(self._source)
+
+    def frames(self) -> Any:
+        from ..core.block import track_of
+
+        inner = self._source.frames()
+        try:
+            for frame in inner:
+                if not track_of(frame.seq):
+                    if self.first_ms is None:
+                        self.first_ms = frame.timestamp_ms
+                    self._times[frame.seq] = frame.timestamp_ms
+                    if len(self._times) > self._KEPT:
+                        del self._times[next(iter(self._times))]  # the oldest: dicts keep insertion order
+                yield frame
+        finally:
+            close = getattr(inner, "close", None)
+            if close is not None:
+                close()
+
+    def capture_ms(self, seq: int) -> int | None:
+        return self._times.get(seq)
 
 
 async def _with_progress(agent: Any, total: int | None) -> dict[str, Any]:
@@ -316,8 +369,11 @@ def add_camera_commands(subparsers: Any) -> None:
     run.add_argument("--start-ms", type=int, metavar="MS",
                      help="capture time of the first frame, epoch ms, where the source has no clock of its own "
                           "(default now)")
-    run.add_argument("--loop-seconds", type=float, metavar="S",
-                     help="loop the source and stop after S seconds of capture time")
+    bound = run.add_mutually_exclusive_group()
+    bound.add_argument("--loop-seconds", type=float, metavar="S",
+                       help="loop the source and stop after S seconds of capture time")
+    bound.add_argument("--duration", type=_positive, metavar="S",
+                       help="stop after S seconds of capture time (a live camera's, or a file's, without looping)")
     run.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     run.add_argument("--queue-size", type=int, default=256, help="per-node queue, frames (default 256)")
     run.add_argument("--ack-timeout", type=_positive, default=10.0, metavar="S",
@@ -326,6 +382,9 @@ def add_camera_commands(subparsers: Any) -> None:
                      help="per node, frames kept for retransmission until acknowledged; "
                           "the oldest are dropped and counted beyond N (default 2048)")
     run.add_argument("--stats-json", metavar="PATH", help="also write the per-node stats as JSON")
+    run.add_argument("--range-out", metavar="PATH",
+                     help="write the capture times (epoch ms) of the first and last video frame streamed, "
+                          "'FIRST LAST' on one line, for the extract that follows (`read FROM TO < PATH`)")
     run.add_argument("--json", action="store_true", help="print the stats as JSON on stdout instead of a table "
                                                        "(no progress bars)")
     run.add_argument("--no-progress", dest="progress", action="store_false",

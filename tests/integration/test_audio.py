@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import av
 import pytest
 from cluster_fixtures import one_camera_cluster
+from live_camera import decoded as _decoded, packets as _packets, rtsp_server, run_of as _run_of
 from site_runner import extract, running_site
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -40,24 +38,6 @@ from offchain.paths import REPO_ROOT
 from offchain.store.local import LocalStore
 
 JS_VERIFIER = REPO_ROOT / "scripts" / "verify_bundle.js"
-
-
-def _packets(path: Path, kind: str) -> list[bytes]:
-    with av.open(str(path)) as c:
-        stream = c.streams.audio[0] if kind == "audio" else c.streams.video[0]
-        return [bytes(p) for p in c.demux(stream) if p.size]
-
-
-def _decoded(path: Path) -> tuple[int, int]:
-    """(pictures, audio samples) decoded end to end."""
-    pictures = samples = 0
-    with av.open(str(path)) as c:
-        for frame in c.decode(*c.streams):
-            if isinstance(frame, av.AudioFrame):
-                samples += frame.samples
-            else:
-                pictures += 1
-    return pictures, samples
 
 
 @pytest.mark.parametrize("codec, ext", [("aac", "mp4"), ("opus", "mkv"), ("pcm_mulaw", "mov")])
@@ -205,40 +185,11 @@ def test_camera_with_sound_is_anchored_extracted_and_verified_by_both_verifiers(
 
 # ------------------------------------------------------------------ RTSP with audio
 
-SYSTEM_PYTHON = "/usr/bin/python3"
-HAVE_GST = [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"]
-
-
-@contextmanager
-def _rtsp_server(clip: Path, audio: str) -> Iterator[str]:
-    """GStreamer's RTSP server on loopback serving the clip's H.264 and its audio (`make rtsp-deps`
-    installs it on first use, as tests/ops/test_rtsp.py does)."""
-    if subprocess.run(HAVE_GST, capture_output=True).returncode != 0:
-        make = subprocess.run(["make", "-C", str(REPO_ROOT), "rtsp-deps"], capture_output=True, text=True, timeout=900)
-        assert make.returncode == 0, f"make rtsp-deps failed:\n{make.stdout[-2000:]}\n{make.stderr[-2000:]}"
-    server = subprocess.Popen([SYSTEM_PYTHON, str(REPO_ROOT / "scripts" / "rtsp_server.py"), "--file", str(clip),
-                               "--audio", audio], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)
-    try:
-        line = server.stdout.readline()
-        assert line.startswith("READY "), f"rtsp server: {line!r}"
-        yield line.split()[1]
-    finally:
-        os.kill(server.pid, signal.SIGTERM)  # ours, by PID
-        server.wait(timeout=10)
-
-
-def _run_of(got: list[bytes], source: list[bytes]) -> bool:
-    """Whether `got` is a contiguous run of `source`'s packets (a live stream joins mid-file, and
-    a demuxer may drop the encoder-delay packet an edit list hides)."""
-    return bool(got) and got[0] in source and got == source[source.index(got[0]):source.index(got[0]) + len(got)]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("codec, ext", [("aac", "mp4"), ("opus", "mkv"), ("pcm_mulaw", "mov")])
 def test_rtsp_camera_audio_packets_are_the_files(codec, ext, tmp_path):
     clip = synthetic_av_clip(tmp_path / f"cam.{ext}", seconds=6, audio=codec)
-    with _rtsp_server(clip, codec) as url:
+    with rtsp_server(clip, codec) as url:
         source = UrlSource(url, start_ms=1_000_000)
         frames = []
         for frame in source.frames():
@@ -262,7 +213,7 @@ def test_rtsp_camera_audio_packets_are_the_files(codec, ext, tmp_path):
 def test_rtsp_camera_with_sound_in_a_site_is_anchored_and_verified(tmp_path):
     """`frameledger up` with an rtsp:// camera that has sound, extract, both verifiers, CLI only."""
     clip = synthetic_av_clip(tmp_path / "cam.mp4", seconds=20, audio="aac")
-    with _rtsp_server(clip, "aac") as url:
+    with rtsp_server(clip, "aac") as url:
         report, bundle, js_report = _run_site_and_extract(tmp_path, url, min_blocks=2, extra="")
     _check_extracted(clip, report, bundle, js_report, tmp_path, reencoded=True)
 

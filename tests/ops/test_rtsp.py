@@ -4,7 +4,7 @@ packet reaches PyAV without timestamps; it must still come out first, as a keyfr
 frame before the next, and every frame must carry exactly the file's coded slices.
 
 The server needs Debian packages; `make rtsp-deps` installs them on first use (as the project
-fetches its other parts on first use)."""
+fetches its other parts on first use; tests/live_camera.py)."""
 
 from __future__ import annotations
 
@@ -25,44 +25,17 @@ from offchain.camera.samples import sample_path
 from offchain.camera.sources import SourceError, _presentation_order
 from offchain.camera.url_source import UrlSource
 from offchain.paths import REPO_ROOT
+from live_camera import SYSTEM_PYTHON, rtsp_server, vcl_nals as _vcl_nals
 from site_runner import extract, running_site
 
 pytestmark = pytest.mark.slow
-
-SYSTEM_PYTHON = "/usr/bin/python3"
-HAVE_GST = [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"]
 
 
 @pytest.fixture(scope="module")
 def rtsp_url():
     clip = sample_path("vtest")  # H.264 in MP4
-    if subprocess.run(HAVE_GST, capture_output=True).returncode != 0:
-        make = subprocess.run(["make", "-C", str(REPO_ROOT), "rtsp-deps"], capture_output=True, text=True, timeout=900)
-        assert make.returncode == 0, f"make rtsp-deps failed:\n{make.stdout[-2000:]}\n{make.stderr[-2000:]}"
-    server = subprocess.Popen([SYSTEM_PYTHON, str(REPO_ROOT / "scripts" / "rtsp_server.py"), "--file", str(clip)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        line = server.stdout.readline()
-        assert line.startswith("READY "), f"rtsp server: {line!r} {server.stderr.read() if server.poll() is not None else ''}"
-        yield line.split()[1], clip
-    finally:
-        os.kill(server.pid, signal.SIGTERM)  # ours, by PID
-        server.wait(timeout=10)
-
-
-def _vcl_nals(data: bytes, annex_b: bool) -> list[bytes]:
-    """The coded-slice NAL units (types 1-5) of one access unit, in order."""
-    nals: list[bytes] = []
-    if annex_b:
-        parts = data.replace(b"\x00\x00\x00\x01", b"\x00\x00\x01").split(b"\x00\x00\x01")
-        nals = [p.rstrip(b"\x00") if i < len(parts) - 1 else p for i, p in enumerate(parts) if p]
-    else:
-        i = 0
-        while i + 4 <= len(data):
-            n = int.from_bytes(data[i:i + 4], "big")
-            nals.append(data[i + 4:i + 4 + n])
-            i += 4 + n
-    return [n for n in nals if n and 1 <= (n[0] & 0x1F) <= 5]
+    with rtsp_server(clip) as url:
+        yield url, clip
 
 
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
