@@ -34,8 +34,12 @@ def test_a_revoked_cameras_unanchored_frames_are_dropped_by_every_node(tmp_path)
     with one_camera_cluster(tmp_path, IP, owner=1, settings=SETTINGS) as (cluster, key):
         now = int(time.time() * 1000)
         old = now - now % W - 4 * W  # a closed window: it gets anchored
+        # A window that cannot close while the test runs, however loaded the machine: 60-70 s
+        # ahead (the node takes frames up to 10 windows ahead). `now`'s own window closed and got
+        # anchored before the revocation on a loaded CI machine.
+        ahead = now - now % W + 6 * W
         frames = [pk.encode_packet(key, IP, s, old + 100 * s, s == 0, b"old %d" % s) for s in range(5)]
-        frames += [pk.encode_packet(key, IP, s, now + 100 * (s - 5), s == 5, b"recent %d" % s) for s in range(5, 10)]
+        frames += [pk.encode_packet(key, IP, s, ahead + 100 * (s - 5), s == 5, b"recent %d" % s) for s in range(5, 10)]
         for node in cluster.nodes:
             c = IngestClient(node.ingest)
             c.hello(key, IP)
@@ -67,7 +71,7 @@ def test_a_revoked_cameras_unanchored_frames_are_dropped_by_every_node(tmp_path)
         # a camera revoked is refused by name, and nothing of it comes back
         c = IngestClient(cluster.nodes[0].ingest)
         c.hello(key, IP)
-        c.send(pk.encode_packet(key, IP, 10, now + 600, False, b"late"))
+        c.send(pk.encode_packet(key, IP, 10, ahead + 600, False, b"late"))
         refused = c.until_closed()
         c.close()
         assert any(m.get("type") == "reject" and m.get("reason") == "not-registered" for m in refused), refused
