@@ -469,6 +469,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seconds", type=float, default=12.0, help="length of each phase")
     ap.add_argument("--memory-minutes", type=float, default=0.0, help="also run 200 cameras paced this long")
     ap.add_argument("--verify-workers", type=int, default=-1, help="the node's ingest_verify_workers")
+    ap.add_argument("--ingest-processes", type=int, default=None,
+                    help="the node's ingest_processes (default: the node's default)")
     ap.add_argument("--tick-ms", type=int, default=250, help="the node's tick_ms (producer and gap-scan period)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--profile", type=Path, default=None,
@@ -483,6 +485,8 @@ def main(argv: list[str]) -> int:
     settings = {"window_ms": 3_600_000, "store_fsync": "file", "ingest_verify_workers": args.verify_workers,
                 "tick_ms": args.tick_ms,
                 "ingest_max_per_address": 1024, "ingest_max_connections": 1024}
+    if args.ingest_processes is not None:
+        settings["ingest_processes"] = args.ingest_processes
     most = max(args.cameras + ([200] if args.memory_minutes else []))
     runs: list[dict[str, Any]] = []
     memory: dict[str, Any] | None = None

@@ -192,6 +192,7 @@ class GroupCommitter:
         self.batches = 0
         self.frames = 0
         self._committing = False
+        self.after_durable: list[Callable[[list[Pending], list[bool]], None]] = []  # e.g. an ingest process's report
 
     def submit(self, item: Pending) -> asyncio.Future[bool]:
         if self._task is None or self._task.done():
@@ -228,6 +229,8 @@ class GroupCommitter:
             self.batches += 1
             self.frames += len(batch)
             self._on_durable(batch, added)
+            for hook in self.after_durable:
+                hook(batch, added)
             for item, new in zip(batch, added):
                 if not item.future.done():
                     item.future.set_result(new)
