@@ -452,7 +452,7 @@ def _cluster(tmp: Path, cameras: int, settings: dict[str, Any]) -> tuple[Any, li
             cams.append((ip, key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())))
         cluster.seal_genesis()
         cluster.configure_nodes()
-        cluster.start_node(cluster.nodes[0])
+        cluster.start_node(cluster.nodes[0], timeout=120)  # ingest processes read the whitelist first
     except BaseException:
         cluster.stop()
         raise

@@ -652,9 +652,9 @@ class _Profile:
         VideoLedgerClient.tip = tip  # type: ignore[method-assign]
 
     @classmethod
-    def from_env(cls) -> _Profile | None:
+    def from_env(cls, suffix: str = "") -> _Profile | None:
         path = os.environ.get("FRAMELEDGER_PROFILE_INGEST")
-        return cls(path) if path else None
+        return cls(path + suffix) if path else None
 
     def maybe_dump(self) -> None:
         if time.monotonic() >= self.next:

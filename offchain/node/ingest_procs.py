@@ -456,10 +456,15 @@ class _Worker:
                           "pipeline": self.node.budget.snapshot(),
                           "commits": {"batches": self.node.committer.batches, "frames": self.node.committer.frames}}}
 
-    async def flush_forever(self, every_s: float = 0.5) -> None:
+    async def flush_forever(self, index: int, every_s: float = 0.5) -> None:
         """Counters go to the main process (which writes them); coalesced alarms to SQLite."""
+        from .ingest import _Profile
+
+        profile = _Profile.from_env(f".{index}")
         while True:
             await asyncio.sleep(every_s)
+            if profile is not None:
+                profile.maybe_dump()
             self.link.send({"t": "report", **self._report()})
             try:
                 self.node.ingest.flush()
@@ -509,7 +514,7 @@ async def _serve(fd: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.done.set)
-    tasks = [asyncio.ensure_future(worker.flush_forever()), asyncio.ensure_future(worker.watch_forever())]
+    tasks = [asyncio.ensure_future(worker.flush_forever(int(head.get("index", 0)))), asyncio.ensure_future(worker.watch_forever())]
     worker.link.send({"t": "ready"})
     log.info("ingest process ready", extra={"node": config.name, "index": head.get("index"), "pid": os.getpid()})
     await worker.done.wait()

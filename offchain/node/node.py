@@ -360,7 +360,7 @@ class Node:
     async def _verify(self, cam: bytes, raw: bytes, packet: pk.FramePacket) -> Verdict:
         """Digest and signature under a key valid at the frame's capture time; after a signature
         failure the camera is re-read once (its key may have just been rotated, C6)."""
-        verdict = await self.verifier.verify(cam, raw, self.registry.keys_for(cam, packet.timestamp_ms))
+        verdict = await self.verifier.verify(cam, raw, self.registry.keys_for(cam, packet.timestamp_ms), packet)
         if verdict is Verdict.SIGNATURE:
             before = self.registry.keys_for(cam, packet.timestamp_ms)
             await asyncio.to_thread(self.registry.refresh_camera, cam)

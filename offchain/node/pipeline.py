@@ -15,6 +15,7 @@ hashing and signature checks, the only per-byte work, run beside the loop on the
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -53,6 +54,17 @@ def verify_one(raw: bytes, keys: list[bytes]) -> Verdict:
         packet = pk.decode_packet(raw)
     except pk.PacketError:
         return Verdict.DIGEST  # the length was checked before; what remains is the digest
+    return _signed(packet, keys)
+
+
+def verify_parsed(packet: pk.FramePacket, keys: list[bytes]) -> Verdict:
+    """`verify_one` of a packet already parsed on this side (inline checks: no second parse)."""
+    if hashlib.sha256(packet.payload).digest() != packet.sha256:
+        return Verdict.DIGEST
+    return _signed(packet, keys)
+
+
+def _signed(packet: pk.FramePacket, keys: list[bytes]) -> Verdict:
     for key in keys:
         try:
             pk.verify_signature(packet, key)
@@ -117,9 +129,9 @@ class Verifier:
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(s.pool, verify_batch, []) for s in self._shards))
 
-    async def verify(self, cam: bytes, raw: bytes, keys: list[bytes]) -> Verdict:
+    async def verify(self, cam: bytes, raw: bytes, keys: list[bytes], packet: pk.FramePacket | None = None) -> Verdict:
         if self.workers <= 0:
-            return verify_one(raw, keys)
+            return verify_parsed(packet, keys) if packet is not None else verify_one(raw, keys)
         if not self._shards:
             self._start()
         shard = self._shards[int.from_bytes(cam[:4], "big") % len(self._shards)]
