@@ -89,6 +89,9 @@ def test_a_flood_over_both_processes_is_acknowledged_held_and_bounded(cluster):
     assert ingest["pipeline"]["highWater"] <= QUEUE_FRAMES  # the node-wide bound, shared out
     assert [p["up"] for p in ingest["processes"]] == [True] * PROCS
     assert _wait(lambda: all(_status(cluster)["counters"].get(ip, {}).get("received") == per_camera for ip in cams), 10)
+    assert _status(cluster)["ingest"]["openConnections"] == len(cams)
+    for t in threads:
+        t.client.close()
     # the connections were given back to the main process's caps when they closed
     assert _wait(lambda: _status(cluster)["ingest"]["openConnections"] == 0, 10)
 
