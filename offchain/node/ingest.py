@@ -253,7 +253,9 @@ class IngestServer:
         except wire.WireError as exc:
             self.count("*", "rejected_wire")
             log.warning("camera connection dropped", extra={"node": self.node.name, "peer": host, "reason": str(exc)})
-        except (ConnectionError, asyncio.IncompleteReadError, OSError, asyncio.TimeoutError):
+        except asyncio.TimeoutError:
+            self.count("*", "closed_timeout")  # idle: the ticker's timeout, as in `serve`
+        except (ConnectionError, asyncio.IncompleteReadError, OSError):
             pass
         finally:
             self._closed(conn)
