@@ -366,7 +366,8 @@ class IngestProcs:
                 "cameras": sum(int(s.get("cameras", 0)) for s in stats), "addresses": len(ingest.per_address),
                 "pipeline": pipeline, "commits": {"batches": total("commits", "batches"), "frames": total("commits", "frames")},
                 "processes": [{"index": c.index, "pid": c.proc.pid if c.proc else None, "up": c.ready.is_set(),
-                               "restarts": c.restarts, "connections": len(c.conns)} for c in self.children]}
+                               "restarts": c.restarts, "connections": len(c.conns), "storage": c.stats.get("storage")}
+                              for c in self.children]}
 
 
 # ================================================================================ process side
@@ -453,7 +454,7 @@ class _Worker:
         counts, ingest.counts = ingest.counts, Counter()
         return {"counts": [[camera, name, n] for (camera, name), n in counts.items()],
                 "stats": {"cameras": len(ingest.by_camera), "open": ingest.open_total,
-                          "pipeline": self.node.budget.snapshot(),
+                          "pipeline": self.node.budget.snapshot(), "storage": self.node.storage.snapshot(),
                           "commits": {"batches": self.node.committer.batches, "frames": self.node.committer.frames}}}
 
     async def flush_forever(self, index: int, every_s: float = 0.5) -> None:
