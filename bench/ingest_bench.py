@@ -333,7 +333,7 @@ def run_phase(node: Any, cams: list[tuple[str, bytes]], clip: list, paced: bool,
         senders.append((p, a))
     del signed
     for p, a in senders:
-        if not a.poll(120) or a.recv() != "ready":
+        if not a.poll(600) or a.recv() != "ready":  # presigned frames travel first (minutes when loaded)
             raise RuntimeError(f"sender {p.pid} did not get ready (exit code {p.exitcode})")
     start_at = time.time() + 0.5
     for _, a in senders:
