@@ -28,6 +28,10 @@ defaults in docs/TRANSPORT.md):
 5. **End.** A signed end records the camera's last seq (stream state ``ended``); a connection
    that closes without one leaves the stream ``unended`` (`Node.stream_state`), which the
    producer can declare.
+
+With ``ingest_processes`` > 0 (`offchain.node.ingest_procs`) steps 1-2 stay in the node's main
+process (``handoff`` passes the proven connection on) and steps 3-5 run in the ingest process that
+owns the camera (`IngestServer.adopt`).
 """
 
 from __future__ import annotations
