@@ -355,6 +355,17 @@ class IngestProcs:
                     child.proc.kill()
                 child.proc.wait()
 
+    def storage(self, main: dict[str, Any]) -> dict[str, Any]:
+        """The node's storage state: the main process's, unless an ingest process (which writes
+        the cameras' frames) reported a fault in its last report."""
+        if not main.get("ok", True):
+            return main
+        for child in self.children:
+            state = child.stats.get("storage")
+            if isinstance(state, dict) and not state.get("ok", True):
+                return {**state, "process": child.index}
+        return main
+
     def snapshot(self, ingest: Any) -> dict[str, Any]:
         stats = [c.stats for c in self.children]
 

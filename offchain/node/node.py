@@ -626,7 +626,8 @@ class Node:
             "openAlarms": self.state.open_alarm_count(),
             "cameras": {ip: "0x" + cid.hex() for cid, ip in self.state.cameras()},
             "chain": self.health.snapshot(),  # cached by the producer's checks: no RPC here
-            "storage": self.storage.snapshot(),
+            "storage": (self.ingest_procs.storage(self.storage.snapshot()) if self.ingest_procs is not None
+                        else self.storage.snapshot()),
             "ingest": self.ingest.snapshot(),
             "anchoring": self.config.anchoring,
             **({"batch": self.batcher.status()} if self.batcher is not None else {}),
