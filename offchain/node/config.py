@@ -41,6 +41,8 @@
     ingest_ack_interval_ms = 50     # acknowledgements are sent at most this often per connection
     # ingest throughput (docs/TRANSPORT.md, "Throughput"):
     ingest_verify_workers = -1      # processes checking SHA-256 + signatures; -1: cores - 1 (>= 1), 0: inline
+    ingest_processes = 0            # ingest processes each streaming its cameras end to end (ingest_procs.py);
+                                    # -1: one per core, 0: none (one event loop + the verify workers)
     ingest_queue_frames = 4096      # frames read and not yet answered, node-wide; full = sockets not read
     ingest_queue_bytes = 268435456  # the same in bytes (256 MiB)
     ingest_inflight_per_connection = 64  # frames of one connection in the pipeline at once
@@ -117,6 +119,7 @@ class NodeConfig:
     ingest_max_invalid: int = 100
     ingest_ack_interval_ms: int = 50
     ingest_verify_workers: int = -1
+    ingest_processes: int = 0
     ingest_queue_frames: int = 4096
     ingest_queue_bytes: int = 256 * 1024 * 1024
     ingest_inflight_per_connection: int = 64
@@ -180,6 +183,13 @@ class NodeConfig:
         except ValueError as exc:
             raise ConfigError(f"node config: {exc}") from None
         return config
+
+    def ingest_process_count(self) -> int:
+        """How many ingest processes stream the cameras (0: the main process does, with its
+        verify workers). Sealed sessions need the session keys the main process holds: 0."""
+        if self.seal_sessions or self.ingest_processes == 0:
+            return 0
+        return self.ingest_processes if self.ingest_processes > 0 else max(1, min(16, os.cpu_count() or 1))
 
     def window_rules(self) -> WindowRules:
         """The protocol timing the window decisions use (`core.windows`); raises ValueError when

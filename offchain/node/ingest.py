@@ -28,6 +28,10 @@ defaults in docs/TRANSPORT.md):
 5. **End.** A signed end records the camera's last seq (stream state ``ended``); a connection
    that closes without one leaves the stream ``unended`` (`Node.stream_state`), which the
    producer can declare.
+
+With ``ingest_processes`` > 0 (`offchain.node.ingest_procs`) steps 1-2 stay in the node's main
+process (``handoff`` passes the proven connection on) and steps 3-5 run in the ingest process that
+owns the camera (`IngestServer.adopt`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import os
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -95,6 +100,7 @@ class _Conn:
     ended: bool = False
     superseded: bool = False
     released: bool = False  # its slot in the connection counts was already given back
+    handed: bool = False    # handed to an ingest process after its hello (`ingest_procs`)
     acked_version: int = -1
     last_rx: float = field(default_factory=time.monotonic)
     reader: asyncio.StreamReader | None = None
@@ -121,9 +127,17 @@ class IngestServer:
         self.by_camera: dict[bytes, _Conn] = {}  # the one stream connection of each camera
         self.dirty: set[bytes] = set()  # cameras whose held ranges changed since their last ack
         self._ticker: asyncio.Task[None] | None = None
+        # Several ingest processes (`offchain.node.ingest_procs`): in the main process `handoff`
+        # passes a proven connection to its camera's process, `on_held` tells that process of
+        # frames made durable here (a peer's repair); None: this process streams its cameras.
+        self.handoff: Callable[[_Conn, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]] | None = None
+        self.on_held: Callable[[bytes, int], None] | None = None
+        self.procs: Any = None  # the main process's `IngestProcs` (for the status page)
 
     def snapshot(self) -> dict[str, Any]:
         """Open connections now and the pipeline's fill (for a status page)."""
+        if self.procs is not None:
+            return self.procs.snapshot(self)
         return {"openConnections": self.open_total, "inHandshake": len(self.unproven), "cameras": len(self.by_camera),
                 "addresses": len(self.per_address), "pipeline": self.node.budget.snapshot(),
                 "commits": {"batches": self.node.committer.batches, "frames": self.node.committer.frames}}
@@ -192,10 +206,12 @@ class IngestServer:
             writer.write(wire.frame_message(wire.challenge_message(conn.nonce, self.node.name)))
             await self._handshake(conn, reader)
             self._unproven_drop(conn)
-            self._bind(conn)
-            self._ack(conn, force=True)  # what is held already (a camera that reconnects learns it at once)
-            self._ensure_ticker()
-            await self._stream(conn, reader)
+            if self.handoff is not None:
+                # Several ingest processes (`ingest_procs`): the camera's owner streams it from
+                # here on; its slot in the caps is given back when that process reports the close.
+                conn.handed = await self.handoff(conn, reader, writer)
+                return
+            await self._bound(conn, reader)
         except _Close:
             pass
         except asyncio.TimeoutError:
@@ -207,11 +223,46 @@ class IngestServer:
             pass
         finally:
             self._unproven_drop(conn)
-            if conn.camera is not None and self.by_camera.get(conn.camera) is conn:
-                del self.by_camera[conn.camera]
-            self._release(conn)
-            if conn.camera is not None and not conn.ended and not conn.superseded:
-                self._note_stream(conn.camera, StreamState.UNENDED, self.node.state.max_seq(conn.camera, 0))
+            if not conn.handed:
+                self._closed(conn)
+            writer.close()
+
+    async def _bound(self, conn: _Conn, reader: asyncio.StreamReader) -> None:
+        """A connection whose hello was accepted: bound to its camera, acknowledged, streamed."""
+        self._bind(conn)
+        self._ack(conn, force=True)  # what is held already (a camera that reconnects learns it at once)
+        self._ensure_ticker()
+        await self._stream(conn, reader)
+
+    def _closed(self, conn: _Conn) -> None:
+        if conn.camera is not None and self.by_camera.get(conn.camera) is conn:
+            del self.by_camera[conn.camera]
+        self._release(conn)
+        if conn.camera is not None and not conn.ended and not conn.superseded:
+            self._note_stream(conn.camera, StreamState.UNENDED, self.node.state.max_seq(conn.camera, 0))
+
+    async def adopt(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, nonce: str,
+                    ip: str) -> None:
+        """In an ingest process (`ingest_procs`): a connection whose handshake the node's main
+        process did (admission, signed hello over `nonce`, hello recorded) streams here. The
+        caps are the main process's; this process counts its own connections only."""
+        self.open_total += 1
+        self.per_address[host] += 1
+        conn = _Conn(host, nonce, writer, wire.MessageReader(max(wire.MAX_CONTROL_BYTES, self.config.ingest_max_message_bytes)),
+                     reader=reader, camera=cached_camera_id(ip), ip=ip)
+        try:
+            await self._bound(conn, reader)
+        except _Close:
+            pass
+        except wire.WireError as exc:
+            self.count("*", "rejected_wire")
+            log.warning("camera connection dropped", extra={"node": self.node.name, "peer": host, "reason": str(exc)})
+        except asyncio.TimeoutError:
+            self.count("*", "closed_timeout")  # idle: the ticker's timeout, as in `serve`
+        except (ConnectionError, asyncio.IncompleteReadError, OSError):
+            pass
+        finally:
+            self._closed(conn)
             writer.close()
 
     def _admit(self, host: str) -> bool:
@@ -527,6 +578,9 @@ class IngestServer:
 
     def note_held(self, cam: bytes, seq: int) -> None:
         """A frame of `cam` is durable here (called once its batch is committed)."""
+        if self.on_held is not None:
+            self.on_held(cam, seq)  # the camera's connection lives in its ingest process
+            return
         if self.tracker(cam).add(seq):
             self.dirty.add(cam)
 
@@ -604,9 +658,9 @@ class _Profile:
         VideoLedgerClient.tip = tip  # type: ignore[method-assign]
 
     @classmethod
-    def from_env(cls) -> _Profile | None:
+    def from_env(cls, suffix: str = "") -> _Profile | None:
         path = os.environ.get("FRAMELEDGER_PROFILE_INGEST")
-        return cls(path) if path else None
+        return cls(path + suffix) if path else None
 
     def maybe_dump(self) -> None:
         if time.monotonic() >= self.next:

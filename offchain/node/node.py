@@ -144,6 +144,9 @@ class Node:
         """The ingest pipeline (`offchain.node.pipeline`); worker processes start on first use."""
         cfg = self.config
         workers = cfg.ingest_verify_workers if cfg.ingest_verify_workers >= 0 else default_workers()
+        if cfg.ingest_process_count():
+            workers = 0  # cameras stream in the ingest processes; a peer's repairs are checked inline here
+        self.ingest_procs: Any = None  # `offchain.node.ingest_procs.IngestProcs`, built by start()
         self.verifier = Verifier(workers)
         self.committer = GroupCommitter(self._commit_batch, self._durable, self._commit_failed,
                                         max_frames=cfg.ingest_commit_max_frames, linger_s=cfg.ingest_commit_linger_ms / 1000)
@@ -179,6 +182,11 @@ class Node:
             await asyncio.to_thread(self.sealer.load)
             await asyncio.to_thread(self.sealer.refresh)
         await self.verifier.warm()  # before the listener opens: the first frames find their workers
+        if self.config.ingest_process_count():
+            from .ingest_procs import IngestProcs
+
+            self.ingest_procs = IngestProcs(self, self.config.ingest_process_count())
+            await self.ingest_procs.start()
         self.ingest_server = await asyncio.get_running_loop().create_server(
             self.ingest.protocol, self.config.ingest_host, self.config.ingest_port, backlog=1024)
         self.config.ingest_port = self.ingest_server.sockets[0].getsockname()[1]
@@ -190,6 +198,8 @@ class Node:
         if self.ingest_server:
             self.ingest_server.close()
             self._ingest_flush.cancel()
+            if self.ingest_procs is not None:
+                await self.ingest_procs.stop()  # their last counters, before the flush
             self.ingest.flush()
         await self.committer.drain()
         self.committer.close()
@@ -350,7 +360,7 @@ class Node:
     async def _verify(self, cam: bytes, raw: bytes, packet: pk.FramePacket) -> Verdict:
         """Digest and signature under a key valid at the frame's capture time; after a signature
         failure the camera is re-read once (its key may have just been rotated, C6)."""
-        verdict = await self.verifier.verify(cam, raw, self.registry.keys_for(cam, packet.timestamp_ms))
+        verdict = await self.verifier.verify(cam, raw, self.registry.keys_for(cam, packet.timestamp_ms), packet)
         if verdict is Verdict.SIGNATURE:
             before = self.registry.keys_for(cam, packet.timestamp_ms)
             await asyncio.to_thread(self.registry.refresh_camera, cam)
@@ -616,7 +626,8 @@ class Node:
             "openAlarms": self.state.open_alarm_count(),
             "cameras": {ip: "0x" + cid.hex() for cid, ip in self.state.cameras()},
             "chain": self.health.snapshot(),  # cached by the producer's checks: no RPC here
-            "storage": self.storage.snapshot(),
+            "storage": (self.ingest_procs.storage(self.storage.snapshot()) if self.ingest_procs is not None
+                        else self.storage.snapshot()),
             "ingest": self.ingest.snapshot(),
             "anchoring": self.config.anchoring,
             **({"batch": self.batcher.status()} if self.batcher is not None else {}),

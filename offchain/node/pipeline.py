@@ -15,10 +15,12 @@ hashing and signature checks, the only per-byte work, run beside the loop on the
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import multiprocessing
 import os
 import signal
+import struct
 import threading
 import time
 from collections import deque
@@ -28,11 +30,15 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from ..core import packet as pk
 from ..core.block import FrameRef
 
 log = logging.getLogger(__name__)
 
+_SIGNED_TAIL = struct.Struct(">QQBIi")  # as core.packet.signing_message
 _VERIFY_BATCH = 256  # packets per call into a worker: the IPC cost is paid per call, not per frame
 
 
@@ -53,11 +59,36 @@ def verify_one(raw: bytes, keys: list[bytes]) -> Verdict:
         packet = pk.decode_packet(raw)
     except pk.PacketError:
         return Verdict.DIGEST  # the length was checked before; what remains is the digest
+    return _signed(packet, keys)
+
+
+def verify_parsed(packet: pk.FramePacket, keys: list[bytes]) -> Verdict:
+    """`verify_one` of a packet already parsed on this side (inline checks: no second parse, and
+    the camera id in the signed message from the per-IP cache: its keccak was ~9% of an ingest
+    process's loop in the issue-9 profile)."""
+    if hashlib.sha256(packet.payload).digest() != packet.sha256:
+        return Verdict.DIGEST
+    return _signed(packet, keys, signing_message_cached(packet))
+
+
+def signing_message_cached(packet: pk.FramePacket) -> bytes:
+    """`FramePacket.signing_message()` with `cached_camera_id` (tests/unit/test_ingest_pipeline.py
+    checks both give the same bytes)."""
+    from .registry import cached_camera_id
+
+    delta = 0 if packet.dts_ms is None else packet.timestamp_ms - packet.dts_ms
+    flags = (pk.FLAG_KEYFRAME if packet.keyframe else 0) | (pk.FLAG_DTS if packet.dts_ms is not None else 0)
+    return (pk.SIGNING_DOMAIN + cached_camera_id(packet.camera_ip)
+            + _SIGNED_TAIL.pack(packet.seq, packet.timestamp_ms, flags, packet.declared_length, delta) + packet.sha256)
+
+
+def _signed(packet: pk.FramePacket, keys: list[bytes], message: bytes | None = None) -> Verdict:
+    message = packet.signing_message() if message is None else message
     for key in keys:
         try:
-            pk.verify_signature(packet, key)
+            Ed25519PublicKey.from_public_bytes(key).verify(packet.signature, message)
             return Verdict.OK
-        except pk.BadSignature:
+        except (InvalidSignature, ValueError):
             continue
     return Verdict.SIGNATURE
 
@@ -117,9 +148,9 @@ class Verifier:
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(s.pool, verify_batch, []) for s in self._shards))
 
-    async def verify(self, cam: bytes, raw: bytes, keys: list[bytes]) -> Verdict:
+    async def verify(self, cam: bytes, raw: bytes, keys: list[bytes], packet: pk.FramePacket | None = None) -> Verdict:
         if self.workers <= 0:
-            return verify_one(raw, keys)
+            return verify_parsed(packet, keys) if packet is not None else verify_one(raw, keys)
         if not self._shards:
             self._start()
         shard = self._shards[int.from_bytes(cam[:4], "big") % len(self._shards)]
@@ -192,6 +223,7 @@ class GroupCommitter:
         self.batches = 0
         self.frames = 0
         self._committing = False
+        self.after_durable: list[Callable[[list[Pending], list[bool]], None]] = []  # e.g. an ingest process's report
 
     def submit(self, item: Pending) -> asyncio.Future[bool]:
         if self._task is None or self._task.done():
@@ -228,6 +260,8 @@ class GroupCommitter:
             self.batches += 1
             self.frames += len(batch)
             self._on_durable(batch, added)
+            for hook in self.after_durable:
+                hook(batch, added)
             for item, new in zip(batch, added):
                 if not item.future.done():
                     item.future.set_result(new)

@@ -83,3 +83,17 @@ def test_group_committer_batches_and_answers_after_the_commit():
     assert results == [True] * 5 + [False] + [True] * 4
     assert sum(batches) == 10 and max(batches) <= 4 and len(batches) == 3  # 4 + 4 + 2
     assert len(durable) == 9  # on_durable saw every new row, and only those
+
+
+def test_inline_checks_sign_the_same_bytes_and_give_the_same_verdicts():
+    from offchain.node.pipeline import signing_message_cached, verify_parsed
+
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    pub, wrong = key.public_key().public_bytes_raw(), other.public_key().public_bytes_raw()
+    with_dts = pk.encode_packet(key, "10.1.1.2", 7, 5000, True, b"x" * 300, dts_ms=4960)
+    for raw in (_packet(key, 3), with_dts):
+        packet = pk.decode_packet(raw, check_digest=False)
+        assert signing_message_cached(packet) == packet.signing_message()
+        tampered = pk.decode_packet(raw[:-1] + bytes([raw[-1] ^ 1]), check_digest=False)
+        assert [verify_parsed(packet, [pub]), verify_parsed(tampered, [pub]), verify_parsed(packet, [wrong]),
+                verify_parsed(packet, [wrong, pub])] == [Verdict.OK, Verdict.DIGEST, Verdict.SIGNATURE, Verdict.OK]
