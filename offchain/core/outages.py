@@ -33,6 +33,7 @@ MAX_OUTAGE_MS = 7 * 24 * 3600 * 1000   # one declaration spans at most a week
 MAX_OUTAGES_PER_WINDOW = 16            # a node keeps at most this many per camera and block window
 MAX_FUTURE_MS = 5 * 60 * 1000          # toMs at most this far after the node's clock
 _MAX_SEQ = 2**62
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 class OutageError(ValueError):
@@ -114,12 +115,14 @@ def from_proof(proof: Any) -> OutageDeclaration:
         raise OutageError("outage proof is not an object with the control signing domain")
     try:
         signed = str(proof["signedJson"]).encode("utf-8")
-        signature = bytes.fromhex(str(proof["signature"]))
+        sig_hex = str(proof["signature"])
         message = json.loads(signed)
     except (KeyError, ValueError, RecursionError) as exc:
         raise OutageError(f"outage proof is malformed: {exc}") from exc
-    if len(signature) != 64 or not isinstance(message, dict):
-        raise OutageError("outage proof has no 64-byte signature or no JSON object")
+    # exactly 128 hex digits (no spaces, no 0x), as scripts/verify_bundle.js reads it
+    if len(sig_hex) != 128 or any(c not in _HEX for c in sig_hex) or not isinstance(message, dict):
+        raise OutageError("outage proof has no 64-byte hex signature or no JSON object")
+    signature = bytes.fromhex(sig_hex)
     try:
         return declaration_of(SignedControl(message, signed, signature))
     except ControlError as exc:  # pragma: no cover - SignedControl does not raise it; kept for safety
