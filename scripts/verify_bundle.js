@@ -109,6 +109,8 @@ const CODE_TABLE = {
   "clip.undecodable": ["failure", "a clip does not decode end to end"],
   "clip.timing.mismatch": ["failure", "a clip's presentation times differ from the anchored capture times"],
   "gap.undeclared": ["failure", "sequence numbers are missing without a gap declared in the manifest"],
+  "camera.outage.signature.invalid": ["failure", "an outage declaration in an anchored manifest is not signed by any device key the chain set for the camera"],
+  "camera.outage.invalid": ["failure", "an outage declaration in an anchored manifest is malformed, another camera's, or outside its block's window"],
   "bundle.member.unsafe": ["failure", "a member name is absolute, contains `..` or a backslash, or escapes the bundle"],
   "bundle.member.duplicate": ["failure", "two members of the zip share a name"],
   "bundle.member.oversize": ["failure", "a member is larger than the limit for its kind"],
@@ -133,6 +135,7 @@ const CODE_TABLE = {
   "gap.keyframe_lost": ["gap", "the declared gap lost a keyframe; following frames cannot be decoded until the next one"],
   "gap.substituted": ["gap", "the gap is filled with another camera's frames, shown separately and marked"],
   "range.uncovered": ["gap", "part of the range has no anchored block"],
+  "camera.outage.declared": ["gap", "the camera declared (signed by its device key) that it was lost from one capture time to another; the time jump in its frames is that outage"],
   "stream.unended": ["gap", "the camera's stream stopped without a signed end in this block; frames after its last one may be missing (declared, not hidden)"],
   // -- warning
   "block.disputed": ["warning", "at least one node disputed the block"],
@@ -1148,8 +1151,19 @@ function parseManifest(bytes) {
       substitutions: doc.substitutions.map(s => ({ cameraId: hex(unhex(s.cameraId)), frames: s.frames.map(frame) })),
       codec: parseCodec(doc),
       streamEnd: typeof doc.streamEnd === 'string' ? doc.streamEnd : null,
+      cameraIp: doc.cameraIp,
+      declaredOutages: parseDeclaredOutages(doc.declaredOutages),
     };
   } catch (e) { throw new Error(`malformed manifest: ${e.message}`); }
+}
+
+// Issue 10: the entries as given (each judged by checkDeclaredOutages); not a list of objects: malformed.
+function parseDeclaredOutages(v) {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v) || !v.every(e => e !== null && typeof e === 'object' && !Array.isArray(e))) {
+    throw new Error('declaredOutages is not a list of objects');
+  }
+  return v;
 }
 
 const leafValues = (cam, f) => [cam, f.seq, f.timestampMs, f.sha256];
@@ -1319,6 +1333,7 @@ function verifyEvidence(claim, facts, media, prefindings = []) {
   checkCompleteness(report, claim, index, matched);
   checkPlayability(report, claim, index);
   checkGaps(report, claim, index);
+  checkDeclaredOutages(report, claim, index, facts.cameraKeys || []);
   countTracks(report, index);
   return report.dedupe();
 }
@@ -1684,6 +1699,86 @@ function checkGaps(report, claim, index) {
   }
 }
 
+// Issue 10 (offchain/core/outages.py verify_proof, step for step): each outage the camera declared
+// in a trusted manifest, its signature checked under the camera's device keys from the chain; one
+// touching the range is a gap on record.
+const CONTROL_DOMAIN = 'frameledger.control.v2';
+const OUTAGE = { maxReason: 200, maxMs: 7 * 24 * 3600 * 1000, maxSeq: 2 ** 62 };
+const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex');
+
+function outageOf(proof) {
+  if (!proof || typeof proof !== 'object' || proof.domain !== CONTROL_DOMAIN) throw new Error('outage proof is not an object with the control signing domain');
+  if (!('signedJson' in proof) || !('signature' in proof)) throw new Error('outage proof is malformed');
+  const signed = Buffer.from(String(proof.signedJson), 'utf8');
+  const sig = String(proof.signature);
+  let m;
+  try { m = JSON.parse(signed.toString('utf8')); } catch (e) { throw new Error(`outage proof is malformed: ${e.message}`); }
+  if (!/^[0-9a-fA-F]{128}$/.test(sig) || !m || typeof m !== 'object' || Array.isArray(m)) throw new Error('outage proof has no 64-byte hex signature or no JSON object');
+  if (m.type !== 'outage') throw new Error(`not an outage declaration (type ${JSON.stringify(m.type)})`);
+  const reason = m.reason === undefined ? '' : m.reason;
+  if (typeof m.camera !== 'string' || !m.camera) throw new Error('outage declaration without a camera');
+  if (typeof reason !== 'string' || [...reason].length > OUTAGE.maxReason) throw new Error('outage reason is not a string of at most 200 characters');
+  const int = (k, hi) => {
+    if (!Number.isInteger(m[k]) || m[k] < 0 || m[k] >= hi) throw new Error(`outage ${k} is not an integer in [0, ${hi})`);
+    return m[k];
+  };
+  const d = { camera: m.camera, afterSeq: int('afterSeq', OUTAGE.maxSeq), fromMs: int('fromMs', 2 ** 53), toMs: int('toMs', 2 ** 53), reason, signed, sig: Buffer.from(sig, 'hex') };
+  if (!(d.fromMs < d.toMs)) throw new Error(`outage from ${d.fromMs} is not before to ${d.toMs}`);
+  if (d.toMs - d.fromMs > OUTAGE.maxMs) throw new Error(`outage of ${d.toMs - d.fromMs} ms exceeds ${OUTAGE.maxMs} ms`);
+  return d;
+}
+
+function signedByCamera(d, keys) {
+  const data = Buffer.concat([Buffer.from(CONTROL_DOMAIN), d.signed]);
+  return keys.some(k => {
+    try {
+      const key = crypto.createPublicKey({ key: Buffer.concat([SPKI_ED25519, k]), format: 'der', type: 'spki' });
+      return crypto.verify(null, data, key, d.sig);
+    } catch { return false; }
+  });
+}
+
+function checkDeclaredOutages(report, claim, index, keys) {
+  for (const h of byHeight(index.trusted)) {
+    const m = index.trusted.get(h);
+    for (const proof of m.declaredOutages) {
+      let d;
+      try { d = outageOf(proof); } catch (e) { report.add('camera.outage.invalid', e.message, h); continue; }
+      if (d.camera !== m.cameraIp) { report.add('camera.outage.invalid', `declared by camera ${d.camera.slice(0, 64)}`, h); continue; }
+      if (!(m.windowStartMs <= d.toMs && d.toMs < m.windowEndMs)) { report.add('camera.outage.invalid', `outage ends at ${d.toMs}, outside the block's window`, h); continue; }
+      if (!signedByCamera(d, keys)) { report.add('camera.outage.signature.invalid', `outage after seq ${d.afterSeq}: no device key of the camera verifies its signature`, h); continue; }
+      if (d.fromMs < claim.toMs && d.toMs > claim.fromMs) {
+        report.add('camera.outage.declared', `the camera declared an outage after seq ${d.afterSeq}, ${d.fromMs}..${d.toMs}: ${d.reason}`, h);
+      }
+    }
+  }
+}
+
+// Every device key the chain set for the camera (CameraRegistered / CameraKeyRotated logs of the
+// consortium), read only when a presented manifest declares an outage (offchain/evidence/outage_keys.py).
+const CAMERA_REGISTERED = 'CameraRegistered(bytes32,string,address,bytes32,bytes)';
+const CAMERA_KEY_ROTATED = 'CameraKeyRotated(bytes32,bytes)';
+
+async function cameraKeys(chain, consortium, camera) {
+  const topics = [[keccak(Buffer.from(CAMERA_REGISTERED)), keccak(Buffer.from(CAMERA_KEY_ROTATED))], camera];
+  const logs = await chain.rpc('eth_getLogs', [{ address: consortium, fromBlock: '0x0', toBlock: 'latest', topics }]);
+  const keys = [];
+  for (const lg of logs) {
+    const data = unhex(lg.data);
+    const slot = lg.topics[0].toLowerCase() === keccak(Buffer.from(CAMERA_REGISTERED)) ? 1 : 0;  // the bytes argument
+    const off = Number(BigInt(hex(data.subarray(32 * slot, 32 * slot + 32))));
+    const len = Number(BigInt(hex(data.subarray(off, off + 32))));
+    keys.push(Buffer.from(data.subarray(off + 32, off + 32 + len)));
+  }
+  return keys;
+}
+
+// Whether a presented manifest carries a declared outage (then the camera's keys are read).
+function declaresOutages(media) {
+  for (const bytes of media.manifests.values()) if (bytes && bytes.includes('"declaredOutages"')) return true;
+  return false;
+}
+
 // Whether the sorted declared spans cover every seq of [lo, hi]: O(spans), not O(hole size).
 function coveredBy(lo, hi, spans) {
   let cursor = lo;
@@ -1855,6 +1950,10 @@ async function verifyBundle(bundlePath, rpcUrl, trust = loadTrust()) {
         facts = await batchChainFacts(chain, claim, media.proofs, ledger.batchLedger, bundle);
       } else {
         facts = await chainFacts(chain, claim, media.proofs, ledger.batchLedger);
+      }
+      if (declaresOutages(media)) {
+        const consortium = ledger.consortium || (await chain.call('consortium()', [], [], ['address'], ledger.ledger))[0];
+        facts.cameraKeys = await cameraKeys(chain, consortium, claim.cameraId);
       }
     } catch (e) {
       if (e instanceof UsageError) throw e;

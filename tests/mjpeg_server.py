@@ -17,6 +17,9 @@ Paths (query ``?frames=N`` bounds a stream, default endless; ``fps`` default 10)
   /silent       no answer at all (not even the response headers)
   /notjpeg      a text/plain part
   /resize       2 parts, then a part of another picture size
+  /outage       a camera that goes away: the first connection streams ``frames`` parts (as /cam) and
+                closes, every connection for the next ``pause`` seconds (default 3) gets HTTP 503,
+                later ones stream endlessly
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class MjpegCamera:
         self.jpegs = jpegs or make_jpegs(20)
         self.other_size = make_jpegs(1, 160, 120)[0]
         self.connections = 0
+        self.back_at: float | None = None  # /outage: monotonic time the camera is back
         camera = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -93,6 +97,10 @@ class MjpegCamera:
         frames = int(query.get("frames", "0")) or None
         fps = float(query.get("fps", "10"))
         path = parts.path
+        if path == "/outage" and self.back_at is not None and time.monotonic() < self.back_at:
+            h.send_response(503)
+            h.end_headers()
+            return
         if path == "/silent":  # accepts the connection, never answers
             time.sleep(30)
             return
@@ -107,6 +115,11 @@ class MjpegCamera:
         w = h.wfile
         if path in ("/cam", "/nolength", "/xts", "/quirky"):
             self._stream(w, path, frames, fps)
+        elif path == "/outage":
+            first = self.back_at is None
+            self._stream(w, "/cam", frames if first else None, fps)
+            if first:
+                self.back_at = time.monotonic() + float(query.get("pause", "3"))
         elif path == "/wrongboundary":
             w.write(self._part(self.jpegs[0], boundary="somethingelse") * 2)
         elif path == "/huge":

@@ -29,6 +29,12 @@ Behaviour that matters for evidence:
   every frame some node took intact: at most ``end_timeout`` without progress, ``end_max_timeout``
   in all; then it closes gracefully (FIN, read until the node closes).
 * Faults (`offchain.camera.faults`) are applied per node after signing, deterministically per seed.
+* Declared outages (issue 10): when a live source (``source.outages``, `mjpeg.Outage`) has the
+  camera back, the agent signs one ``outage`` declaration (``wire.outage_message``: after which
+  frame, from when to when, why) as the first frame after the outage goes out, and sends the same
+  bytes to every node; after every reconnect a node gets every declaration of the run again
+  (the last ``MAX_DECLARATIONS``; a node keeps a replay once), so a node that was down learns it
+  too. ``declared`` lists them; the nodes put them in the block's manifest.
 
 `run()` returns per-node `NodeStats`: ``acked`` / ``unacked`` / ``rejected`` say what each node did
 with the frames produced.
@@ -52,7 +58,7 @@ from ..core.acks import SeqRanges, missing, overlap
 from ..core.block import track_of
 from ..core.packet import encode_packet
 from ..core.wire import (MAX_ACK_RANGES, MAX_CONTROL_BYTES, MessageReader, NodeMessage, WireError, end_message,
-                         frame_message, hello_message, parse_node_message)
+                         frame_message, hello_message, outage_message, parse_node_message)
 from .faults import FaultInjector, FaultSpec
 from .sources import EncodedFrame
 
@@ -94,6 +100,7 @@ class NodeStats:
     retransmitted: int = 0              # unacknowledged frames sent again after a reconnect
     dropped_unacked: int = 0            # unacknowledged frames evicted from the full buffer (not resendable)
     unacked_seqs: str = ""              # the first unacknowledged seq ranges, e.g. "736-799,1200"
+    outages_sent: int = 0               # signed outage declarations written to this node (resends included)
 
     @property
     def dropped(self) -> int:
@@ -132,6 +139,8 @@ class _Refused(Exception):
 
 _FRAME = 0
 _END = 1
+_CONTROL = 2  # a signed control body other than the end (an outage declaration)
+MAX_DECLARATIONS = 64  # outage declarations of a run kept for resending after a reconnect
 _BATCH = 32  # frames read and signed per trip to the source thread (bounded by 5 ms)
 
 
@@ -165,6 +174,7 @@ class _NodeLink:
         self.task: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._nonce = ""
+        self.backlog: deque[bytes] = deque(maxlen=MAX_DECLARATIONS)  # declarations that found the queue full
 
     # -- producer side (never blocks) --------------------------------------------------------
     def keep(self, seq: int, packet: bytes) -> None:
@@ -184,6 +194,15 @@ class _NodeLink:
             self.queue.put_nowait((_FRAME, seq, frame_message(data)))
         except asyncio.QueueFull:
             self.stats.dropped_queue_full += 1
+
+    def declare(self, body: bytes) -> None:
+        """An outage declaration for this node now (if it is down, it gets it at the reconnect)."""
+        if not self.connected.is_set():
+            return
+        try:
+            self.queue.put_nowait((_CONTROL, -1, frame_message(body)))
+        except asyncio.QueueFull:
+            self.backlog.append(body)  # written by the pump after its next message
 
     async def wait_for_room(self, stall_timeout: float) -> None:
         """Unpaced mode: wait while this node's queue is full, unless it has taken nothing for
@@ -374,6 +393,9 @@ class _NodeLink:
             if entry.written or self.stats.connects > 1:
                 self.stats.retransmitted += 1
             await self._write(writer, seq, frame_message(entry.packet))
+        self.backlog.clear()
+        for body in list(self.agent.declared_bodies):  # every declaration of the run, again (idempotent)
+            await self._write_control(writer, frame_message(body))
         if self.ending:
             await self._write_end(writer)
         loop = asyncio.get_running_loop()
@@ -384,10 +406,19 @@ class _NodeLink:
             try:
                 if kind == _FRAME:
                     await self._write(writer, seq, data)
+                elif kind == _CONTROL:
+                    await self._write_control(writer, data)
                 else:
                     await self._write_end(writer)
+                while self.backlog:
+                    await self._write_control(writer, frame_message(self.backlog.popleft()))
             finally:
                 self.queue.task_done()
+
+    async def _write_control(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(data)
+        self.stats.outages_sent += 1
+        await writer.drain()
 
     async def _write_end(self, writer: asyncio.StreamWriter) -> None:
         writer.write(frame_message(self.agent.end_body(self._nonce)))
@@ -508,6 +539,9 @@ class CameraAgent:
         self.last_seq = -1  # of the video track
         self.track_last_seqs: dict[int, int] = {}  # of the other tracks (audio: 1), when there are any
         self.first_timestamp_ms: int | None = None
+        self.declared: list[dict[str, Any]] = []  # the outages declared to the nodes (afterSeq, fromMs, toMs, reason)
+        self.declared_bodies: deque[bytes] = deque(maxlen=MAX_DECLARATIONS)
+        self._outages_seen = 0  # of source.outages
         self._links: dict[str, _NodeLink] = {}
         self._stop = asyncio.Event()
         self._started = False
@@ -649,6 +683,7 @@ class CameraAgent:
                     if self.produced is None:
                         self.produced = SeqRanges(frame.seq)
                     self.produced.add(frame.seq)
+                    self._declare_outages(frame.timestamp_ms)
                     size = len(frame.data)
                     for name, link in self._links.items():
                         link.keep(frame.seq, packet)
@@ -679,6 +714,26 @@ class CameraAgent:
             close = getattr(frames, "close", None)
             if close is not None:
                 await loop.run_in_executor(executor, close)
+
+    def _declare_outages(self, sending_ms: int) -> None:
+        """Sign and send each outage of the source that this frame (captured at ``sending_ms``)
+        ends: the source reads ahead, so an outage counts once its first frame after goes out."""
+        found = getattr(self.source, "outages", None)
+        while found and self._outages_seen < len(found):
+            o = found[self._outages_seen]
+            if o.to_ms is None or o.to_ms > sending_ms:
+                return
+            self._outages_seen += 1
+            if o.to_ms <= o.from_ms:
+                continue  # nothing to declare (a clock that did not move)
+            body = outage_message(self.key, self.camera_ip, o.after_seq, o.from_ms, o.to_ms, o.reason,
+                                  int(time.time() * 1000))
+            self.declared.append({"afterSeq": o.after_seq, "fromMs": o.from_ms, "toMs": o.to_ms, "reason": o.reason})
+            self.declared_bodies.append(body)
+            log.warning("camera outage declared to the nodes", extra={"camera": self.camera_ip, "after_seq": o.after_seq,
+                                                                       "from_ms": o.from_ms, "to_ms": o.to_ms})
+            for link in self._links.values():
+                link.declare(body)
 
     def _later(self, link: _NodeLink, seq: int, data: bytes, delay_ms: int) -> asyncio.Future[None]:
         async def send_later() -> None:

@@ -19,7 +19,8 @@ streamed (``FIRST LAST``, epoch ms; ``firstMs``/``lastMs`` in the JSON), the ran
 
 Live cameras (rtsp://, MJPEG over http:// — told from a recording by its multipart Content-Type)
 reconnect with backoff unless ``--no-reconnect``; each outage is one ``warning:`` line and an entry
-of ``outages`` in the JSON. A camera that does not come back within ``--reconnect-s`` ends the run
+of ``outages`` in the JSON; once the camera is back it is also declared to the nodes, signed by the
+device key (``declared`` in the JSON; the block's manifest carries it, docs/TRANSPORT.md). A camera that does not come back within ``--reconnect-s`` ends the run
 with exit 1; a stream that breaks without reconnecting (bad MJPEG part, truncated stream) ends it
 with exit 2, after the table of what was delivered; either way one ``error:`` line says why.
 
@@ -234,7 +235,7 @@ def _report(args: argparse.Namespace, agent: Any, source: Any, faults: str, stat
            "firstMs": first_ms, "lastMs": last_ms,
            "seconds": round(elapsed, 3), "faults": faults, "seed": args.seed,
            "timing": list(getattr(source, "session_timing", [])), "outages": [o.as_dict() for o in outages],
-           "sourceFailure": failure, "nodes": {n: s.as_dict() for n, s in stats.items()}}
+           "declared": list(getattr(agent, "declared", [])), "sourceFailure": failure, "nodes": {n: s.as_dict() for n, s in stats.items()}}
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -245,9 +246,11 @@ def _report(args: argparse.Namespace, agent: Any, source: Any, faults: str, stat
         Path(args.stats_json).write_text(json.dumps(doc, indent=2))
     if args.range_out and first_ms is not None and last_ms is not None:
         Path(args.range_out).write_text(f"{first_ms} {last_ms}\n")
+    declared = {(d["afterSeq"], d["fromMs"]) for d in getattr(agent, "declared", [])}
     for o in outages:
         back = f"back at {o.to_ms} ({(o.to_ms - o.from_ms) / 1000:.1f} s later)" if o.to_ms is not None else "never back"
-        print(f"warning: camera lost after seq {o.after_seq} (captured {o.from_ms}), {back}: {o.reason}",
+        told = "; declared to the nodes (signed)" if (o.after_seq, o.from_ms) in declared else ""
+        print(f"warning: camera lost after seq {o.after_seq} (captured {o.from_ms}), {back}: {o.reason}{told}",
               file=sys.stderr)
     verdict = _verdict(stats)
     if failure:

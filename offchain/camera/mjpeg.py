@@ -27,7 +27,8 @@ increasing. The frame rate is measured over the first parts (``probe_frames``, a
 
 With ``loop`` (reconnect) a broken or ended stream is re-opened with backoff (0.5 s doubling to 8 s,
 for up to ``reconnect_s``); numbering goes on, the outage shows as a gap in capture time and is
-recorded in ``outages`` (declared by the agent's caller: `camera run` prints and reports them).
+recorded in ``outages``; once the camera is back the agent declares each to the nodes, signed
+(`CameraAgent`, issue 10), and `camera run` prints and reports them.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ range requests is named as such (`_http_mp4_hint`).
 When a live stream ends or breaks, iteration ends; with ``loop=True`` (for a live camera:
 "reconnect", what `camera run` does by default) the URL is re-opened with backoff (0.5 s doubling to
 8 s, for up to ``reconnect_s``), the timeline and the sequence numbers go on, the outage shows as a
-gap in capture time and is recorded in ``outages`` (`mjpeg.Outage`), which `camera run` reports. A
+gap in capture time and is recorded in ``outages`` (`mjpeg.Outage`), which the agent declares to
+the nodes, signed, once the camera is back (issue 10) and `camera run` reports. A
 camera that does not come back within ``reconnect_s`` ends the iteration and sets ``failure``.
 """
 

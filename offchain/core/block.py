@@ -275,6 +275,10 @@ class Manifest:
     # carried `codec` ({"signedJson", "signature" hex, "domain"}; `offchain.core.wire`).
     stream_end: str | None = None
     codec_proof: dict[str, Any] | None = None
+    # Optional (issue 10), written only when non-empty: the camera's signed outage declarations
+    # whose toMs falls in this window, each {"signedJson", "signature" hex, "domain"}
+    # (`offchain.core.outages`), anchored with the manifest.
+    declared_outages: tuple[dict[str, Any], ...] = ()
 
     def to_bytes(self) -> bytes:
         """Canonical JSON: sorted keys, no whitespace, so every node produces identical bytes."""
@@ -298,6 +302,8 @@ class Manifest:
             doc["streamEnd"] = self.stream_end
         if self.codec_proof is not None:
             doc["codecProof"] = self.codec_proof
+        if self.declared_outages:
+            doc["declaredOutages"] = list(self.declared_outages)
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
     @property
@@ -330,9 +336,20 @@ class Manifest:
                 codec=doc.get("codec", {}),
                 stream_end=_optional_str(doc.get("streamEnd")),
                 codec_proof=doc.get("codecProof") if isinstance(doc.get("codecProof"), dict) else None,
+                declared_outages=_declared_outages(doc.get("declaredOutages")),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ManifestFormatError(f"malformed manifest: {exc!r}") from exc
+
+
+def _declared_outages(value: Any) -> tuple[dict[str, Any], ...]:
+    """The entries as given (each is checked by `core.outages.verify_proof`, which reports a bad
+    one by name instead of rejecting the whole manifest); not a list of objects: malformed."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValueError("declaredOutages is not a list of objects")
+    return tuple(value)
 
 
 def _optional_str(value: Any) -> str | None:
@@ -382,6 +399,7 @@ def build_block(
     substitutions: Iterable[tuple[bytes, Iterable[FrameRef]]] = (),
     stream_end: str | None = None,
     codec_proof: dict[str, Any] | None = None,
+    declared_outages: Iterable[dict[str, Any]] = (),
 ) -> SealedBlock:
     """Seal one camera window. Frames are ordered by (timestamp, seq); any frame outside the
     window or a repeated sequence number is a caller bug and raises `BlockBuildError`."""
@@ -408,6 +426,7 @@ def build_block(
         codec=dict(codec or {}),
         stream_end=stream_end,
         codec_proof=codec_proof,
+        declared_outages=tuple(declared_outages),
     )
     manifest_bytes = manifest.to_bytes()
     tree = frames_tree(cam, ordered)

@@ -17,7 +17,13 @@ Camera → node bodies:
     [,"firstSeq":N]}`` — the first message on every connection (also after a reconnect);
   - ``{"type":"end","camera":ip,"lastSeq":N,"nonce":hex,"ts":ms[,"trackLastSeqs":{"1":M}]}`` — at
     the end of a stream (``N`` is the last sequence number of the video track the camera produced,
-    -1 if none; ``M`` the last of its audio track, when it has one: ``core.block.track_seq``).
+    -1 if none; ``M`` the last of its audio track, when it has one: ``core.block.track_seq``);
+  - ``{"type":"outage","camera":ip,"afterSeq":N,"fromMs":t1,"toMs":t2,"reason":text,"ts":ms}`` —
+    a declared outage (issue 10): the live source lost the camera after frame ``N`` (captured at
+    ``t1``) and had it back at ``t2`` (the capture time of the next frame). It carries **no
+    nonce**: the same signed bytes go to every node (and into the manifest of the block whose
+    window holds ``t2``), so every copy is identical; a replay repeats a fact and is idempotent.
+    Bounds and their checks: ``core.outages``.
 
   A camera with audio declares it in the hello's codec (``"codec": {..., "audio": {...}}``): its
   audio packets are FLP1 packets like the video's, numbered in the audio track's namespace.
@@ -92,6 +98,9 @@ __all__ = [
     "WireError",
     "control_message",
     "end_message",
+    "outage_message",
+    "OUTAGE",
+    "MAX_OUTAGE_REASON",
     "frame_message",
     "hello_message",
     "is_control",
@@ -356,6 +365,18 @@ def end_message(key: Ed25519PrivateKey, camera_ip: str, last_seq: int, nonce: st
     if track_last_seqs:
         msg["trackLastSeqs"] = {str(int(t)): int(s) for t, s in sorted(track_last_seqs.items())}
     return signed_control(key, msg)
+
+
+OUTAGE = "outage"          # the control type of a declared outage (`core.outages`)
+MAX_OUTAGE_REASON = 200    # characters of an outage's reason; a longer one is cut by the camera
+
+
+def outage_message(key: Ed25519PrivateKey, camera_ip: str, after_seq: int, from_ms: int, to_ms: int, reason: str,
+                   ts_ms: int) -> bytes:
+    """Signed outage declaration body (no nonce: identical for every node, see the module doc)."""
+    return signed_control(key, {"type": OUTAGE, "camera": camera_ip, "afterSeq": int(after_seq),
+                                "fromMs": int(from_ms), "toMs": int(to_ms), "reason": str(reason)[:MAX_OUTAGE_REASON],
+                                "ts": int(ts_ms)})
 
 
 def codec_proof(hello: SignedControl) -> dict[str, str]:

@@ -51,6 +51,7 @@ from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, MAX_BATCHES, Batch
 from .bundle_reader import BundleError, BundleReader, MemberError
 from .report import Report
 from .trust import TrustDecision, TrustList, TrustOutcome, decide_trust, load_trust
+from .outage_keys import carries_declarations, device_keys
 from .verify import (
     BlockClaim,
     ChainBlock,
@@ -691,6 +692,8 @@ def _chain_facts(w3: Web3, decision: TrustDecision, claim: EvidenceClaim, notes:
     facts = ChainFacts(chain_id=chain_reader.chain_id, ledger=chain_reader.address,
                        consortium=chain_reader.consortium_address, heights_in_range=in_range, blocks=blocks,
                        proofs_on_chain=chain_reader.proofs_on_chain(blocks, proofs, known), codec_blocks=codec_blocks)
+    if carries_declarations(trusted.values()):  # issue 10: the keys that check declared outages
+        facts.camera_keys = device_keys(chain_reader.consortium, claim.camera_id)
     return facts, trusted
 
 

@@ -52,6 +52,7 @@ from .anchors import AnchorSource
 from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, BatchReader
 from .bundle import ChainReader, batch_member, bundle_index, note_decoded, probe_remuxed_clips, read_clip_samples, write_bundle
 from .report import Report
+from .outage_keys import carries_declarations, device_keys
 from .verify import (
     PRIMARY,
     SUBSTITUTED,
@@ -467,7 +468,9 @@ def extract(
     facts = ChainFacts(chain_id=claim.chain_id or 0, ledger=claim.ledger or "", consortium=claim.consortium,
                        heights_in_range=loaded.in_range, blocks={h: loaded.chain_blocks.get(h) for h in loaded.heights},
                        proofs_on_chain=on_chain,
-                       codec_blocks={(s.camera, s.height): s.block for s in restored.codec_sources.values() if s})
+                       codec_blocks={(s.camera, s.height): s.block for s in restored.codec_sources.values() if s},
+                       camera_keys=device_keys(reader.consortium, cam)  # issue 10: declared outages
+                       if carries_declarations(loaded.trusted.values()) else ())
     report = _self_check(claim, facts, restored, list(notes) + loaded.notes + fetched.notes + restored.notes,
                          loaded, produced_by)
     timer.lap("verify")

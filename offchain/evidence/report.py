@@ -115,6 +115,10 @@ CODES: dict[str, tuple[str, str]] = {
     "clip.audio.mismatch": ("failure", "a clip's audio track does not hold exactly the anchored audio packets it "
                                        "lists"),
     "gap.undeclared": ("failure", "sequence numbers are missing without a gap declared in the manifest"),
+    "camera.outage.signature.invalid": ("failure", "an outage declaration in an anchored manifest is not signed by "
+                                                   "any device key the chain set for the camera"),
+    "camera.outage.invalid": ("failure", "an outage declaration in an anchored manifest is malformed, another "
+                                         "camera's, or outside its block's window"),
     "bundle.member.unsafe": ("failure", "a member name is absolute, contains `..` or a backslash, or escapes the bundle"),
     "bundle.member.duplicate": ("failure", "two members of the zip share a name"),
     "bundle.member.oversize": ("failure", "a member is larger than the limit for its kind"),
@@ -146,6 +150,8 @@ CODES: dict[str, tuple[str, str]] = {
     "gap.keyframe_lost": ("gap", "the declared gap lost a keyframe; following frames cannot be decoded until the next one"),
     "gap.substituted": ("gap", "the gap is filled with another camera's frames, shown separately and marked"),
     "range.uncovered": ("gap", "part of the range has no anchored block"),
+    "camera.outage.declared": ("gap", "the camera declared (signed by its device key) that it was lost from one "
+                                      "capture time to another; the time jump in its frames is that outage"),
     "stream.unended": ("gap", "the camera's stream stopped without a signed end in this block; frames after its last one "
                               "may be missing (declared, not hidden)"),
     # -- warning
@@ -233,7 +239,7 @@ class GapEntry:
     """A span of the range without the camera's own frames: declared in a manifest, or not
     covered by any anchored block."""
 
-    kind: str  # "declared" | "substituted" | "uncovered"
+    kind: str  # "declared" | "substituted" | "uncovered" | "outage" (declared by the camera, signed)
     from_ms: int
     to_ms: int
     height: int | None = None
@@ -243,6 +249,8 @@ class GapEntry:
     substitute_camera: str | None = None
     substitute_frames: int = 0
     not_playable_frames: int = 0
+    after_seq: int | None = None  # outage: the last frame before it (numbering goes on after it)
+    reason: str | None = None     # outage: why, in the camera's words
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -422,8 +430,9 @@ class Report:
         if self.gaps:
             lines.append(render_table(
                 ["kind", "from (UTC)", "to (UTC)", "height", "seq", "keyframe lost", "substitute", "unplayable after"],
-                [[g.kind, _fmt_ms(g.from_ms)[11:], _fmt_ms(g.to_ms)[11:], "-" if g.height is None else g.height,
-                  "-" if g.from_seq is None else f"{g.from_seq}-{g.to_seq}", "yes" if g.keyframe_lost else "no",
+                [[g.kind if g.reason is None else f"{g.kind}: {g.reason[:40]}", _fmt_ms(g.from_ms)[11:], _fmt_ms(g.to_ms)[11:], "-" if g.height is None else g.height,
+                  (f"after {g.after_seq}" if g.after_seq is not None else "-") if g.from_seq is None
+                  else f"{g.from_seq}-{g.to_seq}", "yes" if g.keyframe_lost else "no",
                   _short(g.substitute_camera) + (f" ({g.substitute_frames} frames)" if g.substitute_camera else ""),
                   g.not_playable_frames] for g in self.gaps],
                 title="Gaps",

@@ -33,6 +33,7 @@ from ..core.block import (FRAME_LEAF_ENCODING, ZERO32, BlockHeader, FrameRef, Ma
                           frames_tree, track_bounds, track_name, track_of)
 from ..core.cid import cid_from_digest
 from ..core.merkle import InvalidMerkleInput, MultiProof, leaf_hash, process_multiproof
+from ..core.outages import ProofProblem, verify_proof
 from .report import ClipEntry, GapEntry, Report, merge_findings
 
 __all__ = [
@@ -101,6 +102,9 @@ class ChainFacts:
     proofs_on_chain: dict[int, bool | None] = field(default_factory=dict)  # None: not asked
     # blocks of substitute cameras whose manifests carry the codec of a remuxed substituted clip
     codec_blocks: dict[tuple[bytes, int], ChainBlock | None] = field(default_factory=dict)
+    # the camera's device keys on chain (`outage_keys.device_keys`), to check declared outages;
+    # read only when a manifest carries one
+    camera_keys: tuple[bytes, ...] = ()
 
 
 @dataclass
@@ -500,6 +504,7 @@ def verify_evidence(
     _check_completeness(claim, index, matched, report)
     _check_playability(claim, index, report)
     _check_gaps(claim, trusted, index, report)
+    _check_declared_outages(claim, trusted, chain.camera_keys, report)
     return _finish(report, trusted, index)
 
 
@@ -977,6 +982,26 @@ def _check_gaps(claim: EvidenceClaim, trusted: Mapping[int, Manifest], index: _F
         lo, hi = a.ref.seq + 1, b.ref.seq - 1
         if not _covered(lo, hi, declared):
             report.add("gap.undeclared", f"seq {lo}-{hi} missing without a declared gap", height=b.height)
+    report.gaps.sort(key=lambda g: (g.from_ms, g.to_ms))
+
+
+def _check_declared_outages(claim: EvidenceClaim, trusted: Mapping[int, Manifest], keys: Sequence[bytes],
+                            report: Report) -> None:
+    """Issue 10: each outage the camera declared (signed) in a trusted manifest is checked under
+    the camera's device keys from the chain; one touching the range is a gap on record."""
+    for h in sorted(trusted):
+        m = trusted[h]
+        for proof in m.declared_outages:
+            check = verify_proof(proof, camera_ip=m.camera_ip, window=(m.window_start_ms, m.window_end_ms), keys=keys)
+            d = check.declaration
+            if check.problem is ProofProblem.SIGNATURE:
+                report.add("camera.outage.signature.invalid", check.detail, height=h)
+            elif check.problem is not None or d is None:
+                report.add("camera.outage.invalid", check.detail, height=h)
+            elif d.from_ms < claim.to_ms and d.to_ms > claim.from_ms:
+                report.gaps.append(GapEntry("outage", d.from_ms, d.to_ms, h, after_seq=d.after_seq, reason=d.reason))
+                report.add("camera.outage.declared", f"the camera declared an outage after seq {d.after_seq}, "
+                                                     f"{d.from_ms}..{d.to_ms}: {d.reason}", height=h)
     report.gaps.sort(key=lambda g: (g.from_ms, g.to_ms))
 
 

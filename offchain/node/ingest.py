@@ -51,6 +51,7 @@ from ..core import packet as pk
 from ..core import wire
 from ..core.acks import SeqRanges
 from ..core.block import MAX_TRACKS, track_bounds
+from . import outages
 from .registry import cached_camera_id
 from .state import Alarm
 
@@ -474,6 +475,9 @@ class IngestServer:
             msg = wire.parse_signed_control(body) if wire.is_signed_control(body) else None
         except wire.ControlError:
             msg = None
+        if msg is not None and msg.type == wire.OUTAGE:  # issue 10: a declared outage (node/outages.py)
+            await outages.on_declaration(self, conn, msg)
+            return
         if msg is None or msg.camera_ip != conn.ip or msg.nonce != conn.nonce or not await self._control_ok(msg, conn.ip):
             kind = "unsigned" if not wire.is_signed_control(body) else "badly signed or foreign"
             self.node._alarm_rejected(conn.ip, "security", f"{kind} control message refused", "camera", conn.origin)

@@ -32,6 +32,7 @@ from ..core.peer_auth import ChainBinding
 from ..chain.health import ChainHealth
 from .alarm_centre import AlarmCentre
 from .config import ConfigError, NodeConfig
+from . import outages
 from .ingest import IngestServer, StreamRecord
 from .peer_client import PeerClient
 from .peer_http import NodeRoster, PeerIdentity, PeerSigning
@@ -246,6 +247,9 @@ class Node:
         newest = self.state.max_ts(cam)
         if stream is not None and stream.state == "unended" and newest is not None and start_ms <= newest < end_ms:
             extras["stream_end"] = "unended"
+        declared = outages.manifest_entries(self.state, cam, start_ms, end_ms)
+        if declared:
+            extras["declared_outages"] = declared
         return extras
 
     def signed_hello(self, cam: bytes) -> dict[str, Any] | None:

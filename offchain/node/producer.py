@@ -40,6 +40,7 @@ from ..core.windows import (Neighbours, Readiness, StreamView, is_closed, may_an
                             next_after_empty, overlaps, readiness, settled_late, stream_newest_ms, track_window_gaps,
                             turn_at, window_gaps)
 from ..store.base import ContentStore, StoreError
+from . import outages
 from .config import NodeConfig
 from .peer_client import PacketSink, PeerClient
 from .registry import CameraRegistry
@@ -575,6 +576,9 @@ class Producer:
                 wire.verify_codec_proof(manifest.codec_proof, manifest.codec, key)
                 for key in self.registry.keys_for(header.camera_id, header.window_start_ms)):
             return "the manifest's codec is not one the camera signed", manifest
+        if manifest.declared_outages and (problem := outages.check_manifest(
+                manifest, self.registry.keys_for(header.camera_id, header.window_start_ms))) is not None:
+            return problem, manifest
         if fetched:
             await asyncio.to_thread(self.store.put, raw)  # manifests stay in every node's store
         listed = {f.seq: f for f in manifest.frames}

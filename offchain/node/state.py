@@ -71,6 +71,19 @@ CREATE TABLE IF NOT EXISTS alarm_counts (
 ) WITHOUT ROWID;
 """
 
+# Declared outages (issue 10, `offchain.node.outages`): the camera's signed declarations, kept
+# durably until the block of the window holding their to_ms carries them. proof = the manifest
+# entry (JSON: signedJson, signature, domain); digest = SHA-256 of the signed JSON (a replay is
+# the same row).
+OUTAGE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outages (
+    camera_id BLOB NOT NULL, digest BLOB NOT NULL, after_seq INTEGER NOT NULL, from_ms INTEGER NOT NULL,
+    to_ms INTEGER NOT NULL, reason TEXT NOT NULL, proof TEXT NOT NULL, received_at REAL NOT NULL,
+    PRIMARY KEY (camera_id, digest)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outages_by_end ON outages (camera_id, to_ms);
+"""
+
 
 @dataclass(frozen=True)
 class StoredFrame:
@@ -173,6 +186,7 @@ class NodeState:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self.db.executescript(INGEST_SCHEMA)
+        self.db.executescript(OUTAGE_SCHEMA)
 
     def close(self) -> None:
         self.db.close()
@@ -459,6 +473,29 @@ class NodeState:
     def block_for_window(self, camera: bytes, window_start: int) -> bytes | None:
         row = self.db.execute("SELECT block_hash FROM blocks WHERE camera_id=? AND window_start=?", (camera, window_start)).fetchone()
         return row[0] if row else None
+
+    # declared outages (issue 10) ----------------------------------------------------------------
+    def add_outage(self, camera: bytes, digest: bytes, after_seq: int, from_ms: int, to_ms: int, reason: str,
+                   proof: str) -> bool:
+        """Keep one declaration; False if the same signed bytes are already kept."""
+        cur = self.db.execute("INSERT OR IGNORE INTO outages VALUES (?,?,?,?,?,?,?,?)",
+                              (camera, digest, after_seq, from_ms, to_ms, reason, proof, time.time()))
+        return cur.rowcount == 1
+
+    def has_outage(self, camera: bytes, digest: bytes) -> bool:
+        return self.db.execute("SELECT 1 FROM outages WHERE camera_id=? AND digest=?", (camera, digest)).fetchone() is not None
+
+    def outage_count(self, camera: bytes, from_ms: int, to_ms: int) -> int:
+        """Declarations kept whose to_ms is in [from_ms, to_ms)."""
+        return int(self.db.execute("SELECT COUNT(*) FROM outages WHERE camera_id=? AND to_ms>=? AND to_ms<?",
+                                   (camera, from_ms, to_ms)).fetchone()[0])
+
+    def outage_proofs(self, camera: bytes, from_ms: int, to_ms: int) -> list[str]:
+        """The proofs (JSON) of the declarations whose to_ms is in [from_ms, to_ms), in a fixed
+        order (time, then digest), so every node holding the same ones builds the same manifest."""
+        return [r[0] for r in self.db.execute(
+            "SELECT proof FROM outages WHERE camera_id=? AND to_ms>=? AND to_ms<? ORDER BY to_ms, from_ms, digest",
+            (camera, from_ms, to_ms))]
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()

@@ -17,6 +17,7 @@ Importable without pytest (the benchmark builds a longer ledger with the same co
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -81,11 +82,11 @@ class EvidenceLedger:
         return self.t0 + rel_ms
 
 
-def _register(w3, keys: Sequence[str], consortium: str, cameras: Sequence[str]) -> None:
+def _register(w3, keys: Sequence[str], consortium: str, cameras: Sequence[str], device_key: bytes | None = None) -> None:
     governor = ConsortiumClient(Signer(w3, keys[0]), consortium)
     operator = governor.as_signer(Signer(w3, keys[1]))
     for ip in cameras:
-        operator.register_camera(ip, os.urandom(32), GROUP)
+        operator.register_camera(ip, device_key or os.urandom(32), GROUP)
     try:
         governor.seal_genesis()
     except ContractRevert as exc:  # sealed earlier in this chain: cameras got their head on registration
@@ -106,7 +107,7 @@ def _anchor_chain(w3, keys: Sequence[str], ledger_address: str, node_addresses: 
         sealed = build_block(camera_ip=ip, height=height + 1, prev_hash=prev, window_start_ms=spec["start"],
                              window_end_ms=spec["end"], frames=spec["frames"], proposer=proposer, codec=codec.to_dict(),
                              gaps=spec.get("gaps", ()), substitutions=spec.get("substitutions", ()),
-                             stream_end=spec.get("stream_end"))
+                             stream_end=spec.get("stream_end"), declared_outages=spec.get("declared_outages", ()))
         anchored = VideoLedgerClient(signers[proposer], ledger_address).anchor(sealed.header)
         attests = []
         if is_final:
@@ -184,11 +185,13 @@ def build_evidence_ledger(w3, keys: Sequence[str], deployment, store_dir: Path, 
 
 def anchor_recording(w3, keys: Sequence[str], deployment, store: LocalStore, ip: str, frames: Sequence[EncodedFrame],
                      codec: CodecConfig, *, t0: int = T0, window_ms: int = WINDOW_MS,
-                     unended: bool = False) -> list[AnchoredBlock]:
-    """Register camera ``ip`` and anchor its frames (already stamped with capture times from
-    ``t0``) in final blocks of ``window_ms``, every frame and manifest in ``store``; with
-    ``unended`` the last block declares that the stream stopped without a signed end."""
-    _register(w3, keys, deployment.consortium, [ip])
+                     unended: bool = False, device_key: bytes | None = None,
+                     outages: Sequence[dict] = ()) -> list[AnchoredBlock]:
+    """Register camera ``ip`` (with ``device_key``, else a random one) and anchor its frames
+    (already stamped with capture times from ``t0``) in final blocks of ``window_ms``, every frame
+    and manifest in ``store``; with ``unended`` the last block declares that the stream stopped
+    without a signed end; ``outages``: declaration proofs (`core.outages`), each in the block of its toMs."""
+    _register(w3, keys, deployment.consortium, [ip], device_key)
     for f in frames:
         store.put(f.data)
     refs = [FrameRef.of_bytes(f.seq, f.timestamp_ms, f.data, f.keyframe, f.dts_ms) for f in frames]
@@ -197,7 +200,9 @@ def anchor_recording(w3, keys: Sequence[str], deployment, store: LocalStore, ip:
     start = t0
     while start <= last:
         specs.append({"start": start, "end": start + window_ms,
-                      "frames": [r for r in refs if start <= r.timestamp_ms < start + window_ms]})
+                      "frames": [r for r in refs if start <= r.timestamp_ms < start + window_ms],
+                      "declared_outages": [o for o in outages
+                                           if start <= json.loads(o["signedJson"])["toMs"] < start + window_ms]})
         start += window_ms
     if unended:
         specs[-1]["stream_end"] = "unended"

@@ -16,13 +16,19 @@ import sys
 import zipfile
 from pathlib import Path
 
+from dataclasses import replace
+
 import av
 import numpy as np
 import pytest
 
 from evidence_fixtures import CAM_A, T0, anchor_recording, build_evidence_ledger, evidence_ledger
 from offchain.camera.samples import sample_path, synthetic_stream
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from offchain.camera.sources import FileSource
+from offchain.core import outages, wire
 from offchain.chain.deployer import deploy
 from offchain.evidence.bundle import parse_index, verify_bundle
 from offchain.evidence.bundle_reader import BundleError, BundleReader
@@ -36,6 +42,10 @@ pytestmark = pytest.mark.slow
 
 JS_VERIFIER = REPO_ROOT / "scripts" / "verify_bundle.js"
 CAM_AVI, CAM_MJPEG, CAM_LONG, CAM_444, CAM_UNENDED = "10.9.1.1", "10.9.1.2", "10.9.1.3", "10.9.1.4", "10.9.1.5"
+CAM_OUTAGE = "10.9.1.6"
+OUTAGE_KEY = Ed25519PrivateKey.from_private_bytes(b"\x16" * 32)
+FORGER_KEY = Ed25519PrivateKey.from_private_bytes(b"\x17" * 32)
+OUTAGE_AFTER = 49  # the camera is lost after frame 49 (4.9 s) and back 3 s later (frame 50 at 8.0 s)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -59,8 +69,25 @@ def ev(devchain, w3, base_deployment, tmp_path_factory):
             frames = [f for _, f in zip(range(n), src.frames())]
             anchor_recording(w3, devchain.private_keys, base_deployment, store, ip, frames, src.codec,
                              unended=ip == CAM_UNENDED)
+        _anchor_outage_camera(w3, devchain.private_keys, base_deployment, store, media)
         store.close()
         yield ledger
+
+
+def _anchor_outage_camera(w3, keys, deployment, store, media: Path) -> None:
+    """CAM_OUTAGE (issue 10): 250 frames with a 3 s outage after frame OUTAGE_AFTER, declared and
+    signed by the camera's own key (block 1); block 2 carries a declaration signed by another key,
+    as a proposer forging the camera's word would have it."""
+    src = FileSource(synthetic_stream(media / "outage.mp4", "libx264", frames=250, fps=10, gop=20), start_ms=T0)
+    frames = [replace(f, timestamp_ms=f.timestamp_ms + 3_000) if f.seq > OUTAGE_AFTER else f for f in src.frames()]
+    t1, t2 = frames[OUTAGE_AFTER].timestamp_ms, frames[OUTAGE_AFTER + 1].timestamp_ms
+    real = outages.declaration_of(wire.parse_signed_control(
+        wire.outage_message(OUTAGE_KEY, CAM_OUTAGE, OUTAGE_AFTER, t1, t2, "the stream broke", t2)))
+    forged = outages.declaration_of(wire.parse_signed_control(
+        wire.outage_message(FORGER_KEY, CAM_OUTAGE, 200, T0 + 22_000, T0 + 22_500, "made up", T0 + 23_000)))
+    key = OUTAGE_KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    anchor_recording(w3, keys, deployment, store, CAM_OUTAGE, frames, src.codec, device_key=key,
+                     outages=[real.proof(), forged.proof()])
 
 
 def run_extract(ev, out: Path, cam: str, a: int, b: int, **kw):
@@ -430,6 +457,26 @@ def test_a_stream_that_stopped_without_a_signed_end_is_declared(ev, tmp_path):
     py, (rc, js) = both(r.bundle_path, ev)
     assert py.verdict == js["verdict"] == "verified_with_declared_gaps" and rc == 3
     assert "stream.unended" in js["codes"] and py.has("stream.unended")
+
+
+def test_a_declared_outage_is_verified_and_a_forged_one_fails(ev, tmp_path):
+    """Issue 10: an outage the camera declared, anchored in its block's manifest, is a gap on
+    record in extract and both verifiers (exit 3, `camera.outage.declared`, listed in the report's
+    gaps); a declaration whose signature is not the camera's is a named failure in all three."""
+    r = run_extract(ev, tmp_path / "a", CAM_OUTAGE, 2_000, 12_000)
+    assert r.report.verdict == "verified_with_declared_gaps", r.report.render_text()
+    assert {f.code for f in r.report.by_severity("gap")} == {"camera.outage.declared"}
+    [gap] = [g for g in r.report.gaps if g.kind == "outage"]
+    assert (gap.after_seq, gap.to_ms - gap.from_ms, gap.reason) == (OUTAGE_AFTER, 3_100, "the stream broke")
+    py, (rc, js) = both(r.bundle_path, ev)
+    assert py.verdict == js["verdict"] == "verified_with_declared_gaps" and rc == 3
+    assert py.has("camera.outage.declared") and "camera.outage.declared" in js["codes"]
+    assert py.code_keys() == {(f["code"], f.get("height")) for f in js["findings"]}
+    bad = run_extract(ev, tmp_path / "b", CAM_OUTAGE, 21_000, 25_000)
+    assert bad.report.verdict == "failed" and failures(bad.report) == {"camera.outage.signature.invalid"}
+    py, (rc, js) = both(bad.bundle_path, ev)
+    assert py.verdict == js["verdict"] == "failed" and rc == 1
+    assert failures(py) == failures(js) == {"camera.outage.signature.invalid"}
 
 
 # --------------------------------------------------------------------------- fuzzing the reader

@@ -105,7 +105,8 @@ def test_unsigned_replayed_or_forged_control_is_refused_and_changes_nothing(clus
     codec = _codec()
     c = IngestClient(node.ingest)
     c.hello(key, ip, codec)
-    c.send(pk.encode_packet(key, ip, 0, _now(), True, b"frame-0"))
+    ts0 = _now()
+    c.send(pk.encode_packet(key, ip, 0, ts0, True, b"frame-0"))
     assert c.wait_ack(0)["upTo"] == 0
     assert json.loads(_camera_codec(node, ip)) == codec
     proof = json.loads(meta(node.config.data_dir, f"hello:{camera_id(ip).hex()}"))
@@ -116,6 +117,20 @@ def test_unsigned_replayed_or_forged_control_is_refused_and_changes_nothing(clus
     time.sleep(0.5)
     with node_db(node.config.data_dir) as db:
         assert db.execute("SELECT last_seq FROM cameras WHERE ip=?", (ip,)).fetchone()[0] is None
+    # outage declarations (issue 10): unsigned, signed by another key, and one whose start is not
+    # frame 0's capture time are refused; the camera's own is kept once however often it is sent
+    c.send(wire.control_message({"type": "outage", "camera": ip, "afterSeq": 0, "fromMs": ts0, "toMs": ts0 + 3000}))
+    c.send(wire.outage_message(Ed25519PrivateKey.generate(), ip, 0, ts0, ts0 + 3000, "forged", _now()))
+    c.send(wire.outage_message(key, ip, 0, ts0 - 500, ts0 + 3000, "wrong start", _now()))
+    real = wire.outage_message(key, ip, 0, ts0, ts0 + 3000, "the stream broke", _now())
+    c.send(real)
+    c.send(real)
+    time.sleep(0.5)
+    with node_db(node.config.data_dir) as db:
+        rows = db.execute("SELECT after_seq, from_ms, to_ms, reason, proof FROM outages WHERE camera_id=?",
+                          (camera_id(ip),)).fetchall()
+    assert [r[:4] for r in rows] == [(0, ts0, ts0 + 3000, "the stream broke")], rows
+    assert json.loads(rows[0][4])["signedJson"].encode() == wire.parse_signed_control(real).signed_json
     # a validly signed frame of another camera on this camera's connection: refused, closed
     other = CAMS["end"]
     c.send(pk.encode_packet(cluster.keys_by_ip[other], other, 0, _now(), True, b"other"))

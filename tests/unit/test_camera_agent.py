@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from offchain.camera import keystore as ks
 from offchain.camera.agent import CameraAgent, parse_node, stats_table
 from offchain.camera.faults import FaultInjector, FaultSpec, FaultSpecError
+from offchain.camera.mjpeg import Outage
 from offchain.camera.samples import synthetic_clip
 from offchain.camera.sources import EncodedFrame, FileSource
 from offchain.camera.url_source import UrlSource, is_url
@@ -116,7 +117,8 @@ class Node:
     def _classify(self, body: bytes, nonce: str) -> tuple[str, object]:
         if is_control(body):
             msg = wire.parse_signed_control(body) if wire.is_signed_control(body) else None
-            if msg is None or not msg.verify(self.public_key) or msg.nonce != nonce:
+            # an outage declaration carries no nonce: the same bytes for every node (issue 10)
+            if msg is None or not msg.verify(self.public_key) or (msg.nonce != nonce and msg.type != "outage"):
                 return "bad-control", None
             return msg.type, {k: v for k, v in msg.message.items() if k not in ("nonce", "ts")}
         try:
@@ -334,6 +336,43 @@ def test_reconnects_after_node_restart_resends_hello_and_unacknowledged_frames(c
     assert s.retransmitted > 0 and after.seqs[0] <= before.seqs[-1] + 1
     assert (s.acked, s.unacked, s.rejected, s.dropped_unacked) == (150, 0, 0, 0)
     assert all(k in ("hello", "frame", "end") for k, _ in before.events + after.events)
+
+
+class _LiveSource:
+    """A live source as `UrlSource` / `MjpegSource` behave: lost after frame 19, back 3 s later,
+    numbering going on; the outage is recorded in ``outages`` and closed when frame 20 is yielded."""
+
+    def __init__(self) -> None:
+        self.outages: list[Outage] = []
+
+    def frames(self):
+        for i in range(40):
+            ts = EPOCH + 100 * i + (3_000 if i >= 20 else 0)
+            if i == 20:
+                self.outages[-1] = Outage(19, self.outages[-1].from_ms, ts, "the stream broke")
+            yield EncodedFrame(i, ts, i % 10 == 0, b"frame %d" % i, 100)
+            if i == 19:
+                self.outages.append(Outage(19, ts, None, "the stream broke"))
+
+
+def test_a_closed_outage_is_declared_signed_to_every_node_before_the_frame_after_it(key):
+    async def main():
+        nodes = {n: await Node(pub(key)).start() for n in ("a", "b")}
+        agent = CameraAgent(CAMERA, key, _LiveSource(), {n: s.addr for n, s in nodes.items()}, speed=0, **FAST)
+        await _run(agent, list(nodes.values()))
+        for s in nodes.values():
+            await s.stop()
+        return agent, {n: s.events for n, s in nodes.items()}
+
+    agent, events = asyncio.run(main())
+    declared = {"afterSeq": 19, "fromMs": EPOCH + 1_900, "toMs": EPOCH + 5_000, "reason": "the stream broke"}
+    assert agent.declared == [declared]
+    for ev in events.values():
+        kinds = [k for k, _ in ev]
+        assert kinds.count("outage") == 1 and "bad-control" not in kinds, kinds
+        i = kinds.index("outage")
+        assert ev[i] == ("outage", {"type": "outage", "camera": CAMERA, **declared})  # signed by the device key
+        assert ev[i - 1] == ("frame", 19) and ev[i + 1] == ("frame", 20)
 
 
 def big_frames(n: int, size: int) -> list[EncodedFrame]:
