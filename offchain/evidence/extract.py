@@ -375,6 +375,7 @@ class FramePlan:
     substitutions: list[tuple[int, bytes, list[FrameRef]]]  # (height, substitute camera, its frames)
     audio: list[Item] = field(default_factory=list)  # the range's audio packets: raw, and in the clips
     segments: list[list[Item]] = field(default_factory=list)  # own decodable runs, all frames assumed fetchable
+    raw: list[Item] = field(default_factory=list)  # and the range's own frames no segment can carry
     _groups: dict[int, Any] = field(default_factory=dict)
 
     def group_of(self, h: int) -> Any:
@@ -583,7 +584,7 @@ def plan_frames(loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int) -> F
             codecs[h] = None
     plan = FramePlan(items=loaded.primary_items(), codecs=codecs, wanted={}, substitutions=[])
     segments, raw = plan_stream(plan.items, from_ms, to_ms, group_of=plan.group_of)
-    plan.segments = segments
+    plan.segments, plan.raw = segments, raw
     for h, f in [it for seg in segments for it in seg] + raw:
         plan.wanted[(h, cam, f.seq)] = f
     for h, f in plan.items:
@@ -653,7 +654,8 @@ def _fetch_and_restore(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, 
     for defer in (plan.streamable(cam), set()):
         fetched = fetch_frames(fetcher, plan, loaded, cam, defer)
         timer.lap("fetch")
-        segments, raw = plan_stream(plan.items, from_ms, to_ms, fetched.unavailable[cam], group_of=plan.group_of)
+        segments, raw = (plan.segments, plan.raw) if not fetched.unavailable[cam] else \
+            plan_stream(plan.items, from_ms, to_ms, fetched.unavailable[cam], group_of=plan.group_of)
         restored = Restoration()
         try:
             restore(restored, segments, raw, plan, fetched, loaded, cam, from_ms, to_ms, reader, fetcher, out)
@@ -746,9 +748,11 @@ def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fet
             frames = [by_seq[f.seq] for f in decode_order(codec, [f for _, f in frames])]  # as remux_to_mp4 would
             origin = min(f.timestamp_ms for _, f in frames)
             sound = _clip_audio(plan, codec, frames, data, origin)
+            # The streamed bytes are the ones the fetcher hashed and found equal to f.sha256 (raw
+            # ones were checked when fetched): the muxer need not hash them again.
             mux = remux_to_mp4(codec, _stream_frames(frames, data, fetcher, fetched.notes, cam), path,
                                origin_ms=origin, audio=(codec.audio, [_encoded(f, data) for _, f in sound])
-                               if sound and codec.audio is not None else None)
+                               if sound and codec.audio is not None else None, sha256s=[f.sha256 for _, f in frames])
             restored.samples[f"clips/{path.name}"] = ClipSamples(mux.samples, extradata=codec.extradata,
                                                                   audio=mux.audio_samples)
             restored.audio[f"clips/{path.name}"] = [(h, f.seq) for h, f in sound]
