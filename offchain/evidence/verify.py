@@ -390,8 +390,7 @@ def _parse_multiproof(doc: Mapping[str, Any] | None, known: Mapping[tuple, Any] 
         for v in mp.leaves:
             # A leaf as the extractor writes it ([cam hex, seq, ts, sha hex]) is looked up as is;
             # anything else is parsed and, if still unknown, hashed.
-            hit = known.get(tuple(x.lower() if type(x) is str else x for x in v)) \
-                if known is not None and type(v) is list and len(v) == 4 else None
+            hit = known.get(tuple(v)) if known is not None and type(v) is list and len(v) == 4 else None
             if hit is not None and type(v[1]) is int and type(v[2]) is int:
                 hashes.append(hit[0])
                 keys.append(hit[1])
