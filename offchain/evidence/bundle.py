@@ -544,7 +544,13 @@ def _parse_clip(out: IndexParse, c: Any, what: str) -> None:
     if not isinstance(c, dict):
         raise ValueError(f"{what} must be an object")
     frames = []
+    top = 2**64 - 1
     for pair in _list(c.get("frames"), f"{what}.frames", MAX_CLIP_FRAMES, optional=False):
+        if type(pair) is list and len(pair) == 2:
+            h, seq = pair
+            if type(h) is int and type(seq) is int and 0 <= h <= top and 0 <= seq <= top:  # _int's rule, inline
+                frames.append((h, seq))
+                continue
         if not isinstance(pair, list) or len(pair) != 2:
             raise ValueError(f"{what}.frames entries are [height, seq]")
         frames.append((_int(pair[0], f"{what}.frames height"), _int(pair[1], f"{what}.frames seq")))

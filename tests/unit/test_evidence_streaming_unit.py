@@ -142,3 +142,33 @@ def test_parse_multiproof_reads_leaves_like_the_library():
     assert parse_multiproof(doc, known) is parse_multiproof(doc, None)  # once per document
     with pytest.raises(ValueError):
         parse_multiproof({**doc, "leaves": [[doc["leaves"][0][0], -1, 0, doc["leaves"][0][3]]]}, known)
+
+
+def test_bulk_reads_deliver_what_get_delivers(tmp_path):
+    """`LocalStore.read_many_unverified` gives, in order, the bytes of loose files and packed
+    blocks and None for what the store lacks; `Fetcher.stream` over it yields what `get` would:
+    intact bytes, and for a corrupt or missing copy the careful path's outcome (the next store's
+    intact copy with the corruption noted, or nothing)."""
+    import hashlib
+
+    from offchain.evidence.extract import Fetcher
+    from offchain.store.local import LocalStore
+
+    first, second = LocalStore(tmp_path / "a", fsync="none"), LocalStore(tmp_path / "b", fsync="none")
+    loose = [b"loose %d" % i for i in range(3)]
+    packed = [b"packed %d" % i for i in range(700)]  # more than one index query's chunk
+    for b in loose:
+        first.put(b)
+    first.put_many(packed)
+    second.put(b"corrupt here")
+    first.put(b"corrupt here")
+    d = [hashlib.sha256(b).digest() for b in (b"corrupt here", b"absent")]
+    path = first.path_for(first.put(b"corrupt here"))
+    path.write_bytes(b"tampered")
+    order = [hashlib.sha256(b).digest() for b in packed[::-1] + loose] + d
+    got = list(first.read_many_unverified(order))
+    assert got == packed[::-1] + loose + [b"tampered", None]
+    fetched = list(Fetcher([first, second]).stream(order))
+    assert [f.data for f in fetched] == packed[::-1] + loose + [b"corrupt here", None]
+    assert fetched[-2].corrupt == [hashlib.sha256(b"tampered").digest()] and fetched[-1].corrupt == []
+    assert [f.data for f in Fetcher([second]).stream(d)] == [b"corrupt here", None]
