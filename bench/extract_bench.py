@@ -238,6 +238,7 @@ def work(job: dict[str, Any]) -> dict[str, Any]:
     """One measurement of one camera (in a worker process for the parallel figures); each job
     times only its own work, after anything it loads first."""
     out = JOBS[job["kind"]](job)
+    out["cpu_seconds"] = round(_CPU[0], 3) if _CPU else None
     out["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
 
@@ -248,10 +249,22 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
 
 
+_CPU: list[float] = []  # the last _timed call's CPU seconds (this process and its children)
+
+
+def _cpu() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t = time.perf_counter()
+    """Wall seconds of ``fn`` (and its CPU seconds in `_CPU`: on a shared machine the wall time
+    swings with other work, the CPU time much less; Anvil's own CPU is not in it)."""
+    c, t = _cpu(), time.perf_counter()
     v = fn()
-    return time.perf_counter() - t, v
+    wall = time.perf_counter() - t
+    _CPU[:] = [_cpu() - c]
+    return wall, v
 
 
 def _job_read_sha(job: dict[str, Any]) -> dict[str, Any]:
@@ -342,7 +355,9 @@ def measure(kind: str, cams: list[dict[str, Any]], ctx: dict[str, Any], work_dir
         walls.append(max(x["seconds"] for x in last))
     frames = sum(len(c["frames"]) for c in cams)
     wall = statistics.median(walls)
+    cpu = sum(x["cpu_seconds"] for x in last) / len(last)  # a camera's CPU seconds, mean over the jobs of the last round
     return {"seconds": round(wall, 3), "frames": frames, "frames_per_s": round(frames / wall, 1),
+            "cpu_seconds_per_camera": round(cpu, 3),
             "max_rss_mb": max(x["max_rss_mb"] for x in last), "jobs": [{k: v for k, v in x.items()} for x in last]}
 
 
@@ -377,8 +392,14 @@ def run_group(cams: list[dict[str, Any]], ctx: dict[str, Any], work_dir: Path, r
     frames = res["extract"]["frames"]
     both = res["extract"]["seconds"] + res["verify"]["seconds"]
     res["extract_verify"] = {"seconds": round(both, 3), "frames": frames, "frames_per_s": round(frames / both, 1)}
+    res["extract_verify"]["cpu_seconds_per_camera"] = round(res["extract"]["cpu_seconds_per_camera"]
+                                                            + res["verify"]["cpu_seconds_per_camera"], 3)
     res["ratios"] = {f"{step}_vs_{ref}": round(res[step]["frames_per_s"] / res[ref]["frames_per_s"], 3)
                      for step in ("extract", "extract_verify", "verify") for ref in ("ffmpeg", "pyav", "read_sha256")}
+    # The same ratios in CPU time (reference CPU / step CPU): steadier than wall time on a loaded box.
+    res["cpu_ratios"] = {f"{step}_vs_{ref}": round(res[ref]["cpu_seconds_per_camera"]
+                                                   / max(res[step]["cpu_seconds_per_camera"], 1e-9), 3)
+                         for step in ("extract", "extract_verify", "verify") for ref in ("ffmpeg", "pyav", "read_sha256")}
     return res
 
 
@@ -389,11 +410,14 @@ def _table(groups: list[dict[str, Any]], minutes: float) -> str:
                           ("PyAV bare remux", "pyav"), ("extract (verified, bundle)", "extract"),
                           ("verify bundle (Python)", "verify"), ("extract + verify", "extract_verify")):
             m = g[key]
+            cpu = m["cpu_seconds_per_camera"]
             rows.append([str(g["cameras"]), step, f"{m['seconds']:.2f}", f"{m['frames_per_s']:,.0f}",
                          f"{m['frames_per_s'] / g['ffmpeg']['frames_per_s']:.3f}x",
                          f"{m['frames_per_s'] / g['read_sha256']['frames_per_s']:.2f}x",
+                         f"{cpu:.2f}", f"{g['ffmpeg']['cpu_seconds_per_camera'] / max(cpu, 1e-9):.3f}x",
                          str(m.get("max_rss_mb", ""))])
-    return render_table(["cameras", "step", "s", "frames/s", "vs ffmpeg", "vs read+SHA", "peak RSS MB"], rows,
+    return render_table(["cameras", "step", "s", "frames/s", "vs ffmpeg", "vs read+SHA", "CPU s/camera",
+                         "CPU vs ffmpeg", "peak RSS MB"], rows,
                         title=f"Evidence extraction, {minutes:g} min of 25 fps per camera")
 
 

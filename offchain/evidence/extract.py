@@ -271,6 +271,25 @@ class Fetcher:
             return local.read_unverified(digest)
         return store.get(cid_from_digest(digest))
 
+    def stream(self, digests: Iterable[bytes]) -> Iterator[Fetched]:
+        """`get` for each digest, lazily and in order. When the first store is a plain LocalStore
+        its bytes are read in bulk (`LocalStore.read_many_unverified`: one index query per 500
+        frames, not one per frame) and hashed here; a digest it cannot deliver intact goes the
+        careful way (`get`: every store in order, corrupt copies noted), so the outcome is `get`'s."""
+        local = self._locals[0] if self._locals else None
+        if local is None:
+            yield from map(self.get, digests)
+            return
+        todo = list(digests)
+        sha256 = hashlib.sha256
+        for digest, data in zip(todo, local.read_many_unverified(todo)):
+            if data is not None and sha256(data).digest() == digest:
+                self.frames += 1
+                self.bytes += len(data)
+                yield Fetched(data)
+            else:
+                yield self.get(digest)
+
     def get_many(self, digests: Iterable[bytes]) -> dict[bytes, Fetched]:
         todo = list(dict.fromkeys(digests))
         if len(todo) < 4 or len(self.stores) == 0:
@@ -357,6 +376,7 @@ class FramePlan:
     substitutions: list[tuple[int, bytes, list[FrameRef]]]  # (height, substitute camera, its frames)
     audio: list[Item] = field(default_factory=list)  # the range's audio packets: raw, and in the clips
     segments: list[list[Item]] = field(default_factory=list)  # own decodable runs, all frames assumed fetchable
+    raw: list[Item] = field(default_factory=list)  # and the range's own frames no segment can carry
     _groups: dict[int, Any] = field(default_factory=dict)
 
     def group_of(self, h: int) -> Any:
@@ -567,7 +587,7 @@ def plan_frames(loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int) -> F
             codecs[h] = None
     plan = FramePlan(items=loaded.primary_items(), codecs=codecs, wanted={}, substitutions=[])
     segments, raw = plan_stream(plan.items, from_ms, to_ms, group_of=plan.group_of)
-    plan.segments = segments
+    plan.segments, plan.raw = segments, raw
     for h, f in [it for seg in segments for it in seg] + raw:
         plan.wanted[(h, cam, f.seq)] = f
     for h, f in plan.items:
@@ -637,7 +657,8 @@ def _fetch_and_restore(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, 
     for defer in (plan.streamable(cam), set()):
         fetched = fetch_frames(fetcher, plan, loaded, cam, defer)
         timer.lap("fetch")
-        segments, raw = plan_stream(plan.items, from_ms, to_ms, fetched.unavailable[cam], group_of=plan.group_of)
+        segments, raw = (plan.segments, plan.raw) if not fetched.unavailable[cam] else \
+            plan_stream(plan.items, from_ms, to_ms, fetched.unavailable[cam], group_of=plan.group_of)
         restored = Restoration()
         try:
             restore(restored, segments, raw, plan, fetched, loaded, cam, from_ms, to_ms, reader, fetcher, out)
@@ -655,13 +676,15 @@ def _fetch_and_restore(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, 
 def _stream_frames(frames: Sequence[Item], data: Mapping[bytes, bytes], fetcher: Fetcher,
                    notes: list[Note], cam: bytes) -> Iterator[EncodedFrame]:
     """The frames' packets in the order given, each fetched (and re-hashed) as the muxer asks for
-    it unless ``data`` holds it, and dropped once muxed. Fetched in this thread: on this 2-core
-    machine worker threads reading ahead measured slower (GIL hand-offs), see docs/EVIDENCE.md."""
+    it unless ``data`` holds it, and dropped once muxed. Fetched in this thread, in bulk from a
+    LocalStore (`Fetcher.stream`): on this 2-core machine worker threads reading ahead measured
+    slower (GIL hand-offs), see docs/EVIDENCE.md."""
+    got = fetcher.stream(f.sha256 for _, f in frames if f.sha256 not in data)
     for h, f in frames:
         if f.sha256 in data:
             yield _encoded(f, data)
             continue
-        g = fetcher.get(f.sha256)
+        g = next(got)
         if g.data is None:
             raise _StreamFailed(f"frame seq={f.seq} of block {h}: no store delivered it intact")
         if g.corrupt:
@@ -728,9 +751,11 @@ def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fet
             frames = [by_seq[f.seq] for f in decode_order(codec, [f for _, f in frames])]  # as remux_to_mp4 would
             origin = min(f.timestamp_ms for _, f in frames)
             sound = _clip_audio(plan, codec, frames, data, origin)
+            # The streamed bytes are the ones the fetcher hashed and found equal to f.sha256 (raw
+            # ones were checked when fetched): the muxer need not hash them again.
             mux = remux_to_mp4(codec, _stream_frames(frames, data, fetcher, fetched.notes, cam), path,
                                origin_ms=origin, audio=(codec.audio, [_encoded(f, data) for _, f in sound])
-                               if sound and codec.audio is not None else None)
+                               if sound and codec.audio is not None else None, sha256s=[f.sha256 for _, f in frames])
             restored.samples[f"clips/{path.name}"] = ClipSamples(mux.samples, extradata=codec.extradata,
                                                                   audio=mux.audio_samples)
             restored.audio[f"clips/{path.name}"] = [(h, f.seq) for h, f in sound]

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 from ..core.block import (FRAME_LEAF_ENCODING, ZERO32, BlockHeader, FrameRef, Manifest, ManifestFormatError, camera_id,
                           frames_tree, track_bounds, track_name, track_of)
 from ..core.cid import cid_from_digest
-from ..core.merkle import InvalidMerkleInput, MultiProof, leaf_hash, process_multiproof
+from ..core.merkle import InvalidMerkleInput, MultiProof, StandardMerkleTree, _keccak, _make_tree, leaf_hash, process_multiproof
 from ..core.outages import ProofProblem, verify_proof
 from .report import ClipEntry, GapEntry, Report, merge_findings
 
@@ -243,11 +243,40 @@ def manifest_tree(camera: bytes, manifest_digest: bytes, frames: Sequence[FrameR
     if key in _TREES:
         _TREES.move_to_end(key)
         return _TREES[key]
-    tree = frames_tree(camera, frames)
+    tree = fast_frames_tree(camera, frames)
     _TREES[key] = tree
     if len(_TREES) > _TREE_CACHE_SIZE:
         _TREES.popitem(last=False)
     return tree
+
+
+_U64 = 1 << 64
+
+
+def fast_frames_tree(camera: bytes, frames: Sequence[FrameRef]) -> StandardMerkleTree | None:
+    """`core.block.frames_tree`, the same tree (leaves, order, layout), with each leaf's ABI
+    encoding written directly (four static words: bytes32, uint64, uint64, bytes32) instead of
+    through the generic per-value codec, which was most of a tree's cost. Any value the direct
+    encoding cannot take as is goes the generic way, which rejects it as the library would."""
+    if not frames:
+        return None
+    k = _keccak
+    hashes: list[bytes] = []
+    if len(camera) == 32:
+        for f in frames:
+            s, t, d = f.seq, f.timestamp_ms, f.sha256
+            if type(s) is not int or type(t) is not int or not (0 <= s < _U64 and 0 <= t < _U64) or len(d) != 32:
+                break
+            hashes.append(k(k(b"".join((camera, s.to_bytes(32, "big"), t.to_bytes(32, "big"), d)))))
+    if len(hashes) != len(frames):
+        return frames_tree(camera, frames)
+    order = sorted(range(len(hashes)), key=hashes.__getitem__)  # stable, as the library's sort
+    tree = _make_tree([hashes[i] for i in order])
+    last = len(tree) - 1
+    tree_indices = [0] * len(hashes)
+    for leaf_index, value_index in enumerate(order):
+        tree_indices[value_index] = last - leaf_index
+    return StandardMerkleTree(tree, [f.leaf_values(camera) for f in frames], tree_indices, list(FRAME_LEAF_ENCODING))
 
 
 @dataclass
@@ -332,12 +361,29 @@ def check_manifest(data: bytes | None, header: BlockHeader, other_digests: Mappi
     return ManifestCheck(m, not bad and order_ok, codes)
 
 
-def parse_multiproof(doc: Mapping[str, Any] | None, known: Mapping[tuple, bytes] | None = None,
+_PARSED: "OrderedDict[int, tuple[Any, Any]]" = OrderedDict()  # id(doc) -> (doc, parse result)
+
+
+def parse_multiproof(doc: Mapping[str, Any] | None, known: Mapping[tuple, Any] | None = None,
                      ) -> tuple[MultiProof, list[bytes], list[tuple[int, int, bytes]]]:
     """A stored multiproof → (proof, leaf hashes, (seq, ts, sha) per leaf). Raises ValueError.
 
-    ``known`` maps (camera, seq, ts, sha) of a verified tree's leaves to their hashes, so honest
-    proofs are not hashed again; any other leaf value is hashed as the library would."""
+    ``known`` (`known_leaves`) maps a verified tree's leaves to their hashes, so honest proofs
+    are not hashed again; any other leaf value is hashed as the library would. The result
+    depends on the document alone, so each document is parsed once (kept with the document it
+    came from: the chain check and the proof rule of one verification share it)."""
+    hit = _PARSED.get(id(doc))
+    if hit is not None and hit[0] is doc:
+        return hit[1]  # type: ignore[no-any-return]
+    result = _parse_multiproof(doc, known)
+    _PARSED[id(doc)] = (doc, result)
+    if len(_PARSED) > _TREE_CACHE_SIZE:
+        _PARSED.popitem(last=False)
+    return result
+
+
+def _parse_multiproof(doc: Mapping[str, Any] | None, known: Mapping[tuple, Any] | None,
+                      ) -> tuple[MultiProof, list[bytes], list[tuple[int, int, bytes]]]:
     if not isinstance(doc, Mapping):
         raise ValueError("no multiproof")
     if list(doc.get("leafEncoding", FRAME_LEAF_ENCODING)) != list(FRAME_LEAF_ENCODING):
@@ -346,23 +392,42 @@ def parse_multiproof(doc: Mapping[str, Any] | None, known: Mapping[tuple, bytes]
         mp = MultiProof.from_json(doc)
         hashes, keys = [], []
         for v in mp.leaves:
+            # A leaf as the extractor writes it ([cam hex, seq, ts, sha hex]) is looked up as is;
+            # anything else is parsed and, if still unknown, hashed.
+            hit = known.get(tuple(v)) if known is not None and type(v) is list and len(v) == 4 else None
+            if hit is not None and type(v[1]) is int and type(v[2]) is int:
+                hashes.append(hit[0])
+                keys.append(hit[1])
+                continue
             key = (int(v[1]), int(v[2]), bytes.fromhex(str(v[3]).removeprefix("0x")))
             cam = str(v[0]).lower()
-            h = known.get((cam, *key)) if known is not None and len(v) == 4 else None
-            hashes.append(h if h is not None else leaf_hash(FRAME_LEAF_ENCODING, v))
+            hk = known.get((cam, key[0], key[1], "0x" + key[2].hex())) if known is not None and len(v) == 4 else None
+            hashes.append(hk[0] if hk is not None else leaf_hash(FRAME_LEAF_ENCODING, v))
             keys.append(key)
-    except (InvalidMerkleInput, TypeError, ValueError, IndexError, KeyError) as exc:
+    except (InvalidMerkleInput, TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
         raise ValueError(f"malformed multiproof: {exc}") from exc
     return mp, hashes, keys
 
 
-def known_leaves(camera: bytes, frames: Sequence[FrameRef], tree) -> dict[tuple, bytes]:
-    """(camera hex, seq, ts, sha) -> leaf hash, read from a built tree (no hashing)."""
+_KNOWN: "OrderedDict[int, tuple[Any, dict[tuple, Any]]]" = OrderedDict()  # id(tree) -> (tree, known)
+
+
+def known_leaves(camera: bytes, frames: Sequence[FrameRef], tree) -> dict[tuple, Any]:
+    """(camera hex, seq, ts, "0x" sha hex) -> (leaf hash, (seq, ts, sha)), read from a built tree
+    (no hashing), in the spelling the extractor writes leaves; once per tree."""
     if tree is None:
         return {}
+    hit = _KNOWN.get(id(tree))
+    if hit is not None and hit[0] is tree:
+        return hit[1]
     cam = "0x" + camera.hex()
     nodes, at = tree._tree, tree._tree_indices  # tree.leaf_hash(i) per frame spent most of its time on type checks
-    return {(cam, f.seq, f.timestamp_ms, f.sha256): nodes[at[i]] for i, f in enumerate(frames)}
+    known = {(cam, f.seq, f.timestamp_ms, "0x" + f.sha256.hex()): (nodes[at[i]], (f.seq, f.timestamp_ms, f.sha256))
+             for i, f in enumerate(frames)}
+    _KNOWN[id(tree)] = (tree, known)
+    if len(_KNOWN) > _TREE_CACHE_SIZE:
+        _KNOWN.popitem(last=False)
+    return known
 
 
 def uncovered_spans(from_ms: int, to_ms: int, windows: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -436,7 +501,7 @@ def gap_overlaps(gap_from: int, gap_to: int, from_ms: int, to_ms: int) -> bool:
 # next steps use; the report is the one accumulator (the findings list) they all write to.
 
 
-@dataclass
+@dataclass(slots=True)  # one per anchored frame: slots make the index cheaper to build and read
 class _Frame:
     """A frame as a trusted manifest lists it, with where the evidence presents it."""
 

@@ -194,8 +194,13 @@ def remux_to_mp4(
     *,
     origin_ms: int | None = None,
     audio: tuple[AudioConfig, Sequence[EncodedFrame]] | None = None,
+    sha256s: Iterable[bytes] | None = None,
 ) -> MuxResult:
     """Write the original packets, byte for byte, into a playable MP4.
+
+    ``sha256s``, when given, are the SHA-256 of the frames' bytes in the same order, already
+    computed by the caller from these very bytes (extraction's fetcher hashes every frame it
+    reads), so the samples' digests are not computed a second time.
 
     With ``audio`` (the camera's audio configuration and the packets to carry, none presented
     before the clip's origin) the clip gets a second track with those packets, byte for byte,
@@ -229,6 +234,7 @@ def remux_to_mp4(
     end_ticks = 0
     samples: list[tuple[bytes, int]] = []
     sha256 = hashlib.sha256
+    known = iter(sha256s) if sha256s is not None else None
     try:
         with av.open(str(tmp), "w", format="mp4", options=_mp4_options(faststart)) as out:
             stream = _add_copy_stream(out, codec)
@@ -262,7 +268,7 @@ def remux_to_mp4(
                 packet.is_keyframe = frame.keyframe
                 packet.stream = stream
                 out.mux(packet)
-                samples.append((sha256(frame.data).digest(), pts // _MS_TICKS))
+                samples.append((next(known) if known is not None else sha256(frame.data).digest(), pts // _MS_TICKS))
                 last_dts = dts
                 end_ticks = max(end_ticks, pts + duration)
             if not samples:

@@ -93,4 +93,82 @@ def test_proof_documents_are_the_librarys():
         assert hashes == [tree.leaf_hash(v) for v in ref.leaves]
     from offchain.evidence.verify import known_leaves
     known = known_leaves(cam, frames, tree)
-    assert known == {("0x" + cam.hex(), f.seq, f.timestamp_ms, f.sha256): tree.leaf_hash(i) for i, f in enumerate(frames)}
+    assert known == {("0x" + cam.hex(), f.seq, f.timestamp_ms, "0x" + f.sha256.hex()):
+                     (tree.leaf_hash(i), (f.seq, f.timestamp_ms, f.sha256)) for i, f in enumerate(frames)}
+
+
+def test_fast_frames_tree_is_the_librarys_tree():
+    """The evidence code's direct leaf encoding builds exactly `frames_tree`'s tree (leaf order,
+    layout, values); a value the direct path cannot take goes the library's way and fails alike."""
+    import pytest
+
+    from offchain.core.block import FrameRef, frames_tree
+    from offchain.core.merkle import InvalidMerkleInput
+    from offchain.evidence.verify import fast_frames_tree
+    cam = bytes(range(32))
+    frames = [FrameRef.of_bytes(i if i % 5 else (1 << 48) | i, 1_700_000_000_000 + 40 * i, b"f %d" % (i % 17), i % 25 == 0)
+              for i in range(300)]
+    ref, fast = frames_tree(cam, frames), fast_frames_tree(cam, frames)
+    assert fast is not None and ref is not None
+    assert (fast.root, fast._tree, fast._tree_indices, fast._values) == (ref.root, ref._tree, ref._tree_indices, ref._values)
+    assert fast_frames_tree(cam, []) is None
+    bad = frames[:3] + [FrameRef(timestamp_ms=-1, seq=3, sha256=bytes(32))]
+    with pytest.raises(InvalidMerkleInput):
+        frames_tree(cam, bad)
+    with pytest.raises(InvalidMerkleInput):
+        fast_frames_tree(cam, bad)
+
+
+def test_parse_multiproof_reads_leaves_like_the_library():
+    """Leaves found in the verified tree take its hashes, any other spelling is parsed and hashed
+    as the library would: the same hashes and keys either way, and a bad leaf is a ValueError."""
+    import pytest
+
+    from offchain.core.block import FRAME_LEAF_ENCODING, FrameRef, frames_tree
+    from offchain.core.merkle import leaf_hash
+    from offchain.evidence.extract import _multiproof, _multiproof_json
+    from offchain.evidence.verify import known_leaves, parse_multiproof
+    cam = bytes(range(32))
+    frames = [FrameRef.of_bytes(i, 1_700_000_000_000 + 40 * i, b"frame %d" % i, i % 25 == 0, None) for i in range(40)]
+    tree = frames_tree(cam, frames)
+    mp, hashes = _multiproof(tree, [1, 5, 6, 30])
+    doc = {"leafEncoding": list(FRAME_LEAF_ENCODING), **_multiproof_json(mp, cam)}
+    known = known_leaves(cam, frames, tree)
+    odd = {**doc, "leaves": [[v[0].upper().replace("0X", "0x"), str(v[1]), v[2], v[3]] for v in doc["leaves"]]}
+    for d, k in ((doc, known), (dict(doc), None), (odd, known)):
+        _, got, keys = parse_multiproof(d, k)
+        assert got == hashes == [leaf_hash(FRAME_LEAF_ENCODING, v) for v in doc["leaves"]]
+        assert keys == [(v[1], v[2], v[3]) for v in mp.leaves]
+    assert parse_multiproof(doc, known) is parse_multiproof(doc, None)  # once per document
+    with pytest.raises(ValueError):
+        parse_multiproof({**doc, "leaves": [[doc["leaves"][0][0], -1, 0, doc["leaves"][0][3]]]}, known)
+
+
+def test_bulk_reads_deliver_what_get_delivers(tmp_path):
+    """`LocalStore.read_many_unverified` gives, in order, the bytes of loose files and packed
+    blocks and None for what the store lacks; `Fetcher.stream` over it yields what `get` would:
+    intact bytes, and for a corrupt or missing copy the careful path's outcome (the next store's
+    intact copy with the corruption noted, or nothing)."""
+    import hashlib
+
+    from offchain.evidence.extract import Fetcher
+    from offchain.store.local import LocalStore
+
+    first, second = LocalStore(tmp_path / "a", fsync="none"), LocalStore(tmp_path / "b", fsync="none")
+    loose = [b"loose %d" % i for i in range(3)]
+    packed = [b"packed %d" % i for i in range(700)]  # more than one index query's chunk
+    for b in loose:
+        first.put(b)
+    first.put_many(packed)
+    second.put(b"corrupt here")
+    first.put(b"corrupt here")
+    d = [hashlib.sha256(b).digest() for b in (b"corrupt here", b"absent")]
+    path = first.path_for(first.put(b"corrupt here"))
+    path.write_bytes(b"tampered")
+    order = [hashlib.sha256(b).digest() for b in packed[::-1] + loose] + d
+    got = list(first.read_many_unverified(order))
+    assert got == packed[::-1] + loose + [b"tampered", None]
+    fetched = list(Fetcher([first, second]).stream(order))
+    assert [f.data for f in fetched] == packed[::-1] + loose + [b"corrupt here", None]
+    assert fetched[-2].corrupt == [hashlib.sha256(b"tampered").digest()] and fetched[-1].corrupt == []
+    assert [f.data for f in Fetcher([second]).stream(d)] == [b"corrupt here", None]
