@@ -44,8 +44,11 @@ try:
 except ImportError:  # pragma: no cover - the same function, slower
     from eth_hash.auto import keccak as _keccak
 
+keccak256: Callable[[bytes], bytes] = _keccak  # the fastest binding present (above)
+
 __all__ = [
     "DUMP_FORMAT",
+    "keccak256",
     "InvalidMerkleInput",
     "InvalidMerkleTree",
     "InvalidMultiproof",
@@ -725,7 +728,18 @@ class StandardMerkleTree:
                 append(leaf_hash_of(value))
         except InvalidMerkleInput as exc:  # the failing value is the one after the hashed ones
             raise type(exc)(f"values[{len(hashes)}]: {exc}") from exc
+        return cls.from_leaf_hashes(hashes, values, leaf_encoding, sort_leaves)
+
+    @classmethod
+    def from_leaf_hashes(
+        cls, hashes: list[bytes], values: Sequence[Sequence[Any]], leaf_encoding: Sequence[str], sort_leaves: bool = True
+    ) -> "StandardMerkleTree":
+        """The tree `of` builds, from leaf hashes the caller already computed (``hashes[i]`` must be
+        ``leaf_hash`` of ``values[i]`` under ``leaf_encoding``): for callers that encode a known
+        fixed layout faster than the generic codec (``core.block.frames_tree``)."""
         n = len(values)
+        if n != len(hashes):
+            raise InvalidMerkleInput(f"{len(hashes)} leaf hashes for {n} values")
         # A stable sort, like V8's Array.prototype.sort, so equal leaves keep input order.
         order = sorted(range(n), key=hashes.__getitem__) if sort_leaves else range(n)
         tree = _make_tree([hashes[i] for i in order])
@@ -733,7 +747,7 @@ class StandardMerkleTree:
         tree_indices = [0] * n
         for leaf_index, value_index in enumerate(order):
             tree_indices[value_index] = last - leaf_index
-        return cls(tree, values, tree_indices, leaf_encoding)
+        return cls(tree, tuple(values), tree_indices, leaf_encoding)
 
     @classmethod
     def load(cls, data: Mapping[str, Any]) -> "StandardMerkleTree":

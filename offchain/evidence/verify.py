@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 from ..core.block import (FRAME_LEAF_ENCODING, ZERO32, BlockHeader, FrameRef, Manifest, ManifestFormatError, camera_id,
                           frames_tree, track_bounds, track_name, track_of)
 from ..core.cid import cid_from_digest
-from ..core.merkle import InvalidMerkleInput, MultiProof, StandardMerkleTree, _keccak, _make_tree, leaf_hash, process_multiproof
+from ..core.merkle import InvalidMerkleInput, MultiProof, leaf_hash, process_multiproof
 from ..core.outages import ProofProblem, verify_proof
 from .report import ClipEntry, GapEntry, Report, merge_findings
 
@@ -243,40 +243,11 @@ def manifest_tree(camera: bytes, manifest_digest: bytes, frames: Sequence[FrameR
     if key in _TREES:
         _TREES.move_to_end(key)
         return _TREES[key]
-    tree = fast_frames_tree(camera, frames)
+    tree = frames_tree(camera, frames)
     _TREES[key] = tree
     if len(_TREES) > _TREE_CACHE_SIZE:
         _TREES.popitem(last=False)
     return tree
-
-
-_U64 = 1 << 64
-
-
-def fast_frames_tree(camera: bytes, frames: Sequence[FrameRef]) -> StandardMerkleTree | None:
-    """`core.block.frames_tree`, the same tree (leaves, order, layout), with each leaf's ABI
-    encoding written directly (four static words: bytes32, uint64, uint64, bytes32) instead of
-    through the generic per-value codec, which was most of a tree's cost. Any value the direct
-    encoding cannot take as is goes the generic way, which rejects it as the library would."""
-    if not frames:
-        return None
-    k = _keccak
-    hashes: list[bytes] = []
-    if len(camera) == 32:
-        for f in frames:
-            s, t, d = f.seq, f.timestamp_ms, f.sha256
-            if type(s) is not int or type(t) is not int or not (0 <= s < _U64 and 0 <= t < _U64) or len(d) != 32:
-                break
-            hashes.append(k(k(b"".join((camera, s.to_bytes(32, "big"), t.to_bytes(32, "big"), d)))))
-    if len(hashes) != len(frames):
-        return frames_tree(camera, frames)
-    order = sorted(range(len(hashes)), key=hashes.__getitem__)  # stable, as the library's sort
-    tree = _make_tree([hashes[i] for i in order])
-    last = len(tree) - 1
-    tree_indices = [0] * len(hashes)
-    for leaf_index, value_index in enumerate(order):
-        tree_indices[value_index] = last - leaf_index
-    return StandardMerkleTree(tree, [f.leaf_values(camera) for f in frames], tree_indices, list(FRAME_LEAF_ENCODING))
 
 
 @dataclass

@@ -97,28 +97,6 @@ def test_proof_documents_are_the_librarys():
                      (tree.leaf_hash(i), (f.seq, f.timestamp_ms, f.sha256)) for i, f in enumerate(frames)}
 
 
-def test_fast_frames_tree_is_the_librarys_tree():
-    """The evidence code's direct leaf encoding builds exactly `frames_tree`'s tree (leaf order,
-    layout, values); a value the direct path cannot take goes the library's way and fails alike."""
-    import pytest
-
-    from offchain.core.block import FrameRef, frames_tree
-    from offchain.core.merkle import InvalidMerkleInput
-    from offchain.evidence.verify import fast_frames_tree
-    cam = bytes(range(32))
-    frames = [FrameRef.of_bytes(i if i % 5 else (1 << 48) | i, 1_700_000_000_000 + 40 * i, b"f %d" % (i % 17), i % 25 == 0)
-              for i in range(300)]
-    ref, fast = frames_tree(cam, frames), fast_frames_tree(cam, frames)
-    assert fast is not None and ref is not None
-    assert (fast.root, fast._tree, fast._tree_indices, fast._values) == (ref.root, ref._tree, ref._tree_indices, ref._values)
-    assert fast_frames_tree(cam, []) is None
-    bad = frames[:3] + [FrameRef(timestamp_ms=-1, seq=3, sha256=bytes(32))]
-    with pytest.raises(InvalidMerkleInput):
-        frames_tree(cam, bad)
-    with pytest.raises(InvalidMerkleInput):
-        fast_frames_tree(cam, bad)
-
-
 def test_parse_multiproof_reads_leaves_like_the_library():
     """Leaves found in the verified tree take its hashes, any other spelling is parsed and hashed
     as the library would: the same hashes and keys either way, and a bad leaf is a ValueError."""
