@@ -17,7 +17,7 @@ from collections import deque
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from ..chain.client import Signer, connect
 from ..chain.deployer import Deployment
@@ -191,6 +191,8 @@ class Node:
             self.ingest_server.close()
             self._ingest_flush.cancel()
             self.ingest.flush()
+        if self.producer is not None:
+            await self.producer.close()
         await self.committer.drain()
         self.committer.close()
         self.verifier.close()
@@ -200,12 +202,19 @@ class Node:
         self.state.close()
 
     async def tick_forever(self) -> None:
-        """The periodic work: gap scan, repair, sealing, attestation."""
+        """The periodic work: gap scan and repair in one loop; sealing, and attestation, each in
+        a loop of its own, so a receipt or a peer's signature awaited there never delays the
+        next gap scan (a missing alarm), nor an attestation an anchor of this node."""
+        anchoring = ((self.batcher.tick,) if self.batcher is not None
+                     else (self.producer.tick_background, self.producer.scan_anchored))
+        await asyncio.gather(self._every_tick((self.watch_whitelist, self.refresh_seals, self.scan_gaps,
+                                               self.repairer.resend_open_alarms)),
+                             *(self._every_tick((step,)) for step in anchoring))
+
+    async def _every_tick(self, steps: tuple[Callable[[], Awaitable[None]], ...]) -> None:
         while not self.stopping.is_set():
             started = time.monotonic()
-            anchoring = ((self.batcher.tick,) if self.batcher is not None
-                         else (self.producer.tick, self.producer.scan_anchored))
-            for step in (self.watch_whitelist, self.refresh_seals, self.scan_gaps, self.repairer.resend_open_alarms, *anchoring):
+            for step in steps:
                 try:
                     await step()
                 except Exception:  # noqa: BLE001 - one failing step must not stop the node
