@@ -554,6 +554,8 @@ class Node:
         track.alarmed.drop_below(track.watermark + 1)
         starts = {h.from_seq for h in blocking}
         track.noticed = {k: v for k, v in track.noticed.items() if k in starts or k > track.watermark}
+        if not blocking:
+            return  # nothing to raise: no count of open alarms read (200 cameras x every tick)
         budget = min(MAX_NEW_ALARMS_PER_TICK, MAX_OPEN_MISSING - self.state.open_alarm_count(cam, "missing"))
         gop = estimate_gop(list(track.keyframes)[-10:])
         for hole in blocking:
