@@ -52,6 +52,13 @@ def batch_readiness(cameras: Sequence[CameraWindow]) -> BatchReadiness:
     return BatchReadiness(state=BatchState.READY, cameras=tuple(included))
 
 
+def slot_live(attempt: int, now_ms: int, *, window_end_ms: int, prev_anchored_ms: int, rules: WindowRules) -> bool:
+    """Whether a node may still sign for slot `attempt` now: its own slot or the next, give or
+    take `clock_skew_ms` (a batch of slot k lives through slot k+1: `may_send_signed`)."""
+    return any(slot_plausible(a, now_ms, window_end_ms=window_end_ms, prev_anchored_ms=prev_anchored_ms, rules=rules)
+               for a in (attempt, attempt + 1))
+
+
 def slot_plausible(attempt: int, now_ms: int, *, window_end_ms: int, prev_anchored_ms: int, rules: WindowRules) -> bool:
     """Whether a proposer's claimed slot `attempt` is the slot this node's clock reads now, give
     or take `clock_skew_ms` (the proposer judged it a moment ago on its own clock)."""
@@ -66,16 +73,23 @@ class SignDecision(Enum):
     SAME_AGAIN = "same-again"  # this very batch was signed before: the same signature again
     EQUIVOCATION = "already-signed"  # another batch was signed for this window and slot: refuse
     PROMISED = "promised-previous-slot"  # another batch of this window was signed in the slot before: refuse
+    SUPERSEDED = "signed-next-slot"  # another batch of this window was signed in the slot after: refuse
 
 
-def sign_decision(signed_before: bytes | None, digest: bytes, signed_previous_slot: bytes | None = None) -> SignDecision:
+def sign_decision(signed_before: bytes | None, digest: bytes, signed_previous_slot: bytes | None = None,
+                  signed_next_slot: bytes | None = None) -> SignDecision:
     """A node signs at most one batch per (window, slot): `signed_before` is the digest of the
-    batch it signed for them (None: none), `digest` the one asked for now. And none for slot k+1
-    of a window it signed another batch of in slot k (`signed_previous_slot`): that signature is a
-    promise that no other quorum forms while its proposer may still send it (`may_send_signed`)."""
+    batch it signed for them (None: none), `digest` the one asked for now. And at most one batch
+    of a window in any two consecutive slots: none for slot k+1 if it signed another in slot k
+    (`signed_previous_slot`: a promise that no other quorum forms while that proposer may still
+    send, `may_send_signed`), none for slot k, asked late, if it signed another in slot k+1
+    (`signed_next_slot`). Any two quorums share a node, so two batches of consecutive slots
+    never both gather one."""
     if signed_before is None:
         if signed_previous_slot is not None and signed_previous_slot != digest:
             return SignDecision.PROMISED
+        if signed_next_slot is not None and signed_next_slot != digest:
+            return SignDecision.SUPERSEDED
         return SignDecision.SIGN
     return SignDecision.SAME_AGAIN if signed_before == digest else SignDecision.EQUIVOCATION
 

@@ -34,7 +34,7 @@ from ..core.batch_checks import (MAX_HOLDINGS_FRAMES, MAX_PULL_FRAMES, InlineErr
                                 match_inline, not_covered, seq_ranges)
 from ..core.batch_windows import BatchState as Ready
 from ..core.batch_windows import (CameraWindow, Refusal, SignDecision, batch_readiness, may_send_signed, sign_decision,
-                                  slot_plausible)
+                                  slot_live)
 from ..core.block import ZERO32, BlockHeader, Manifest, ManifestFormatError, proposer_for, window_of
 from ..core.cid import InvalidCid, cid_from_digest, digest_from_cid
 from ..core.windows import Readiness, is_closed, may_anchor, readiness, turn_at
@@ -517,9 +517,9 @@ class Batcher:
         they still read it as that slot, then send within `may_send_signed`'s grace."""
         manifest = built.manifest
         batch = Batch.of_manifest(manifest)
-        if not slot_plausible(attempt, int(time.time() * 1000), window_end_ms=manifest.window_end_ms,
-                              prev_anchored_ms=prev.anchored_ms, rules=self.rules):
-            self.state.bump("*", "turns_passed")  # building outlasted the slot: the next node's turn
+        if not may_send_signed(attempt, int(time.time() * 1000), window_end_ms=manifest.window_end_ms,
+                               prev_anchored_ms=prev.anchored_ms, rules=self.rules):
+            self.state.bump("*", "turns_passed")  # building outlasted the slot and its grace
             return
         own = self._sign_own(manifest, batch, attempt)
         if own is None:
@@ -582,8 +582,9 @@ class Batcher:
 
     def _sign_own(self, manifest: BatchManifest, batch: Batch, attempt: int) -> bytes | None:
         before = self.bstate.signed(manifest.window_start_ms, attempt)
-        decision = sign_decision(before[0] if before else None, manifest.digest, self._previous_slot(manifest, attempt))
-        if decision in (SignDecision.EQUIVOCATION, SignDecision.PROMISED):
+        decision = sign_decision(before[0] if before else None, manifest.digest, self._previous_slot(manifest, attempt),
+                                 self._next_slot(manifest, attempt))
+        if decision in (SignDecision.EQUIVOCATION, SignDecision.PROMISED, SignDecision.SUPERSEDED):
             return None
         if decision is SignDecision.SAME_AGAIN and before:
             return before[1]
@@ -676,7 +677,11 @@ class Batcher:
             raise Refusal(findings[0].problem.value, findings[0].detail or "chain rule", findings[0].camera_id)
         await self._check_blocks(manifest, requester, carried)
         before = self.bstate.signed(manifest.window_start_ms, attempt)
-        decision = sign_decision(before[0] if before else None, manifest.digest, self._previous_slot(manifest, attempt))
+        decision = sign_decision(before[0] if before else None, manifest.digest, self._previous_slot(manifest, attempt),
+                                 self._next_slot(manifest, attempt))
+        if decision is SignDecision.SUPERSEDED:
+            raise Refusal(decision.value, f"another batch of window {manifest.window_start_ms} was signed in slot "
+                                          f"{attempt + 1}")
         if decision is SignDecision.EQUIVOCATION:
             raise Refusal(decision.value, f"another batch was signed for window {manifest.window_start_ms}, slot {attempt}")
         if decision is SignDecision.PROMISED:
@@ -697,14 +702,20 @@ class Batcher:
         before = self.bstate.signed(manifest.window_start_ms, attempt - 1) if attempt > 0 else None
         return before[0] if before else None
 
+    def _next_slot(self, manifest: BatchManifest, attempt: int) -> bytes | None:
+        """The digest this node signed for the window in slot `attempt + 1` (None: none)."""
+        after = self.bstate.signed(manifest.window_start_ms, attempt + 1)
+        return after[0] if after else None
+
     def _check_slot(self, manifest: BatchManifest, attempt: int, requester: str, prev: _Prev) -> None:
         if manifest.prev_batch_root != prev.root:
             raise Refusal("wrong-prev-batch-root", f"the last batch this node followed has root 0x{prev.root.hex()}")
         if manifest.window_start_ms < prev.end_ms:
             raise Refusal("window-out-of-order", f"the last batch ended at {prev.end_ms}")
-        if not slot_plausible(attempt, int(time.time() * 1000), window_end_ms=manifest.window_end_ms,
-                              prev_anchored_ms=prev.anchored_ms, rules=self.rules):
-            raise Refusal("not-this-slot", f"slot {attempt} is not the slot of window {manifest.window_start_ms} now")
+        if not slot_live(attempt, int(time.time() * 1000), window_end_ms=manifest.window_end_ms,
+                         prev_anchored_ms=prev.anchored_ms, rules=self.rules):
+            raise Refusal("not-this-slot", f"slot {attempt} is neither the slot of window {manifest.window_start_ms} "
+                                           f"now nor the one before it")
         if proposer_for(None, manifest.window_start_ms, self.nodes, attempt).lower() != requester.lower():
             raise Refusal("not-the-proposer", f"{requester} is not the proposer of slot {attempt}")
 
