@@ -30,7 +30,7 @@ from ..chain.health import ChainHealth, is_chain_fault
 from ..chain.ledger import BatchLedgerClient
 from ..core.batch import (Batch, BatchFormatError, BatchManifest, Tip, advance_tips, check_batch, order_signatures,
                           recover_batch_signer, sign_batch)
-from ..core.batch_checks import (MAX_HOLDINGS_FRAMES, MAX_PULL_FRAMES, InlineError, assign_pulls, inline_count, judge_block,
+from ..core.batch_checks import (MAX_HOLDINGS_FRAMES, MAX_PULL_FRAMES, InlineError, assign_pulls, inline_count,
                                 match_inline, not_covered, seq_ranges)
 from ..core.batch_windows import BatchState as Ready
 from ..core.batch_windows import (CameraWindow, Refusal, SignDecision, batch_readiness, may_send_signed, sign_decision,
@@ -741,7 +741,7 @@ class Batcher:
                     raise Refusal("omits-camera", f"no block for camera {info.ip}, whose frames this node holds", cam)
 
     async def _fetch_lacking(self, headers: Sequence[BlockHeader], carried: dict[bytes, bytes]) -> None:
-        """The frames the carried blocks list and this node lacks (`judge_block`'s `lacking`),
+        """The frames the carried blocks list and this node lacks,
         asked of the peers in ONE frames request each (in order, each for what is still
         lacking) and verified as repairs, so B4 then judges every block locally instead of
         fetching frame by frame. A frame no peer serves is left to B4, which refuses."""
@@ -755,9 +755,11 @@ class Batcher:
             except ManifestFormatError:
                 continue  # B4 says so
             if manifest is not None:
-                held = {f.ref.seq: f.ref for f in self.state.frames_in(h.camera_id, h.window_start_ms, h.window_end_ms)}
-                if seqs := judge_block(h, manifest, held).lacking:
-                    lacking[h.camera_id] = list(seqs)[:MAX_PULL_FRAMES]
+                # Only what is lacking, not all of B4 (`check_block` judges every block next;
+                # running `judge_block` here too built every frames tree twice).
+                held = {f.ref.seq for f in self.state.frames_in(h.camera_id, h.window_start_ms, h.window_end_ms)}
+                if seqs := [f.seq for f in manifest.frames if f.seq not in held]:
+                    lacking[h.camera_id] = seqs[:MAX_PULL_FRAMES]
         for peer in self.peers.peers:
             answer = await self.peers.batch_frames(peer, assign_pulls([lacking], {})[0]) if lacking else None
             if answer is None:

@@ -501,6 +501,8 @@ class Producer:
     def _substitute(self, cam: bytes, gaps: list[Gap]) -> tuple[list[Gap], list[tuple[bytes, list[FrameRef]]]]:
         """I7: a long gap is filled from another camera of the same group, for playback only."""
         out_gaps, subs = [], []
+        if not gaps:
+            return out_gaps, subs  # the siblings are not even listed (200 cameras of one group: 40,000 a batch)
         siblings = self.registry.group_siblings(cam)
         for g in gaps:
             # Pictures stand in for pictures only: an audio gap is declared, never filled (I7).
