@@ -443,22 +443,19 @@ class Batcher:
     async def _build(self, cams: Sequence[bytes], start: int, end: int, prev: _Prev) -> _Built | None:
         tips = self.tips()
         began = time.monotonic()
-        pulled = await self._pull_window(start, end, [c for c in cams if c in tips])
+        # The peers are asked what they hold while the blocks are built (each waits on the other
+        # only for the event loop); the few cameras frames were pulled for are built again.
+        pull = asyncio.ensure_future(self._pull_window(start, end, [c for c in cams if c in tips]))
+        built: dict[bytes, tuple[BlockHeader, bytes, int]] = {}
+        try:
+            await self._build_blocks(sorted(set(cams) & set(tips)), start, end, tips, built)
+        finally:
+            pulled = await pull
         pull_s = time.monotonic() - began
-        todo = [(cam, info) for cam in sorted(set(cams) | (pulled & set(tips)))
-                if (info := self.registry.get(cam)) is not None]
-        headers, blocks = [], {}
-        substituted: dict[str, int] = {}
-        for i, (cam, info) in enumerate(todo):
-            if i % 16 == 0:
-                await asyncio.sleep(0)  # 200 cameras' blocks never hold the loop (ingest, API) at once
-            frames = [f.ref for f in self.state.frames_in(cam, start, end)]
-            tip = tips[cam]
-            block, _, subs = await self.producer.build_window_block(cam, info, start, end, tip.height, tip.block_hash,
-                                                                    frames, store=False)
-            headers.append(block.header)
-            blocks[block.header.manifest_digest] = block.manifest_bytes
-            substituted[info.ip] = sum(len(fs) for _, fs in subs)
+        await self._build_blocks(sorted(pulled & set(tips)), start, end, tips, built)
+        headers = [built[cam][0] for cam in sorted(built)]
+        blocks = {h.manifest_digest: built[h.camera_id][1] for h in headers}
+        substituted = {info.ip: built[cam][2] for cam in built if (info := self.registry.get(cam)) is not None}
         if not headers:
             return None
         manifest = BatchManifest.of(window_start_ms=start, window_end_ms=end, prev_batch_root=prev.root, headers=headers)
@@ -470,9 +467,26 @@ class Batcher:
         raw = manifest.to_bytes()
         await asyncio.to_thread(self.store.put_many, [*blocks.values(), raw])  # one thread hop, not 201
         log.info("batch blocks built", extra={"node": self.name, "window": start, "pull_s": round(pull_s, 3),
-                                               "blocks_s": round(time.monotonic() - began - pull_s, 3)})
+                                               "build_s": round(time.monotonic() - began, 3),
+                                               "rebuilt": len(pulled)})
         return _Built(manifest=manifest, raw=raw, blocks=[blocks[h.manifest_digest] for h in manifest.headers],
                       substituted=substituted)
+
+    async def _build_blocks(self, cams: Sequence[bytes], start: int, end: int, tips: dict[bytes, Tip],
+                            out: dict[bytes, tuple[BlockHeader, bytes, int]]) -> None:
+        """Each camera's block of [start, end) on its tip, from the frames held now, into `out`
+        (camera -> header, manifest bytes, frames substituted); not stored yet."""
+        for i, cam in enumerate(cams):
+            if i % 16 == 0:
+                await asyncio.sleep(0)  # 200 cameras' blocks never hold the loop (ingest, API) at once
+            info = self.registry.get(cam)
+            if info is None:
+                continue
+            frames = [f.ref for f in self.state.frames_in(cam, start, end)]
+            tip = tips[cam]
+            block, _, subs = await self.producer.build_window_block(cam, info, start, end, tip.height, tip.block_hash,
+                                                                    frames, store=False)
+            out[cam] = (block.header, block.manifest_bytes, sum(len(fs) for _, fs in subs))
 
     async def _pull_window(self, start: int, end: int, cams: Sequence[bytes]) -> set[bytes]:
         """Before sealing: ONE holdings request per peer for every camera of the window (this
