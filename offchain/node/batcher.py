@@ -417,8 +417,7 @@ class Batcher:
             # the repair deadline: what a peer holds is in the block either way (pulled before
             # sealing); only holes no peer fills still wait for it (the camera may resend).
             self._pulled_early.add((start, turn.attempt))
-            if await self._pull_window(start, end, [v.camera_id for v in views]):
-                await self.producer.repairer.clear_satisfied_alarms()
+            if await self._pull_window(start, end, [v.camera_id for v in views]):  # (repaired alarms cleared)
                 views = await self._views(cams, start, end, time.time())
                 ready = batch_readiness(views)
         if ready.state is not Ready.READY or not mine:
@@ -524,6 +523,10 @@ class Batcher:
                 kept.add(cam)
 
         await bounded([keep(a[0], cam, seq, raw) for a in answers if a for cam, seq, raw in a[1]], limit=64)
+        if kept:
+            # A frame pulled here may be the last one an alarm waits for: repaired now, not when
+            # the batch is followed seconds later.
+            await self.producer.repairer.clear_satisfied_alarms()
         return kept
 
     async def _collect_and_anchor(self, built: _Built, prev: _Prev, attempt: int) -> None:
