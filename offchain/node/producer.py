@@ -61,6 +61,11 @@ MAX_WINDOWS_PER_TICK = 256  # windows one camera's sealing pass visits per tick 
 MAX_PULL_PER_WINDOW = 20_000  # frames a proposer fetches from one peer before sealing one window
 TX_THREADS = 32  # transactions awaited at once (anchors in flight, one per camera, and attestations)
 MAX_SETTLE_AT_ONCE = 32  # anchored blocks of one scan checked and attested at once
+MANIFEST_TRIES = 3  # scans that look for an anchored block's manifest before disputing it as unavailable
+
+
+class ManifestUnavailable(Exception):
+    """An anchored block's manifest is in no store reachable now: retried by the next scan."""
 
 # The camera's manifest extras for a window [start, end): `Node.manifest_extras`.
 ManifestExtras = Callable[[bytes, int, int], dict[str, Any]]
@@ -572,8 +577,11 @@ class Producer:
             # settled twice: their role is on record), then skipped.
             key = bytes(entry.args.blockHash)
             self.failures[key] = self.failures.get(key, 0) + 1
-            log.error("could not settle an anchored block", exc_info=failure,
-                      extra={"node": self.name, "block": "0x" + key.hex()})
+            if isinstance(failure, ManifestUnavailable):
+                log.info("manifest not served yet", extra={"node": self.name, "block": "0x" + key.hex()})
+            else:
+                log.error("could not settle an anchored block", exc_info=failure,
+                          extra={"node": self.name, "block": "0x" + key.hex()})
             if self.failures[key] < 5:
                 return  # keep the checkpoint here and retry next tick
             self.state.bump("*", "blocks_skipped")
@@ -605,6 +613,10 @@ class Producer:
         info = self.registry.get(header.camera_id)
         ip = info.ip if info else "0x" + header.camera_id.hex()
         problem, manifest = await self._check(header, info)
+        if problem == "manifest unavailable" and self.failures.get(block_hash, 0) < MANIFEST_TRIES - 1:
+            # Not yet a dispute: a peer busy with the same scan's other fetches (32 at once) may
+            # not answer this time; the scan keeps its checkpoint here and asks again next tick.
+            raise ManifestUnavailable(f"manifest of block 0x{block_hash.hex()} not served yet")
         if problem is None:
             try:
                 result = await self._on_chain(self.ledger.attest, block_hash)
