@@ -14,6 +14,7 @@ the header, so gaps and substitutions are on record, never hidden (B2, I7).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -216,8 +217,9 @@ class BlockHeader:
             self.proposer,
         )
 
-    @property
+    @functools.cached_property
     def hash(self) -> bytes:
+        # Cached: a batch of 200 headers hashes each several times (tree, checks, tips).
         return keccak(abi_encode([HEADER_ABI_TYPE], [self.as_tuple()]))
 
     @classmethod

@@ -30,10 +30,11 @@ from ..chain.health import ChainHealth, is_chain_fault
 from ..chain.ledger import BatchLedgerClient
 from ..core.batch import (Batch, BatchFormatError, BatchManifest, Tip, advance_tips, check_batch, order_signatures,
                           recover_batch_signer, sign_batch)
-from ..core.batch_checks import (MAX_HOLDINGS_FRAMES, MAX_PULL_FRAMES, InlineError, assign_pulls, inline_count, judge_block,
+from ..core.batch_checks import (MAX_HOLDINGS_FRAMES, MAX_PULL_FRAMES, InlineError, assign_pulls, inline_count,
                                 match_inline, not_covered, seq_ranges)
 from ..core.batch_windows import BatchState as Ready
-from ..core.batch_windows import CameraWindow, Refusal, SignDecision, batch_readiness, sign_decision, slot_plausible
+from ..core.batch_windows import (CameraWindow, Refusal, SignDecision, batch_readiness, may_send_signed, sign_decision,
+                                  slot_live)
 from ..core.block import ZERO32, BlockHeader, Manifest, ManifestFormatError, proposer_for, window_of
 from ..core.cid import InvalidCid, cid_from_digest, digest_from_cid
 from ..core.windows import Readiness, is_closed, may_anchor, readiness, turn_at
@@ -346,10 +347,15 @@ class Batcher:
             ts = self.state.next_pool_ts(cam, floor_ms)
             if ts is not None:
                 starts.append(window_of(ts, self.config.window_ms)[0])
-            for a in self.state.alarms(open_only=True, camera=cam, kind="missing"):
-                lo = max(a.ts_from if a.ts_from is not None else floor_ms, floor_ms)
-                if a.ts_to is None or a.ts_to > floor_ms:
-                    starts.append(window_of(lo, self.config.window_ms)[0])
+        # Every open alarm in one read, not one read per camera (200 a tick were a twentieth of
+        # a node's event loop, bench latency).
+        listed = set(cams)
+        for a in self.state.alarms(open_only=True, kind="missing"):
+            if a.camera_id not in listed:
+                continue
+            lo = max(a.ts_from if a.ts_from is not None else floor_ms, floor_ms)
+            if a.ts_to is None or a.ts_to > floor_ms:
+                starts.append(window_of(lo, self.config.window_ms)[0])
         return min(starts) if starts else None
 
     def _camera_window(self, cam: bytes, start: int, end: int, now: float) -> CameraWindow:
@@ -411,12 +417,13 @@ class Batcher:
             # the repair deadline: what a peer holds is in the block either way (pulled before
             # sealing); only holes no peer fills still wait for it (the camera may resend).
             self._pulled_early.add((start, turn.attempt))
-            if await self._pull_window(start, end, [v.camera_id for v in views]):
-                await self.producer.repairer.clear_satisfied_alarms()
+            if await self._pull_window(start, end, [v.camera_id for v in views]):  # (repaired alarms cleared)
                 views = await self._views(cams, start, end, time.time())
                 ready = batch_readiness(views)
         if ready.state is not Ready.READY or not mine:
             return  # EMPTY cannot last: the next pooled frame's window is the next start
+        if self._promised(start, turn.attempt):
+            return  # this node signed the slot before's batch: its proposer may still send it
         began = time.monotonic()
         built = await self._build(ready.cameras, start, end, prev)
         if built is None:
@@ -424,27 +431,30 @@ class Batcher:
         log.info("batch built", extra={"node": self.name, "window": start, "blocks": len(built.manifest.headers),
                                        "build_s": round(time.monotonic() - began, 3), "attempt": turn.attempt,
                                        "since_end_s": round(now - end / 1000, 3)})
-        await self._collect_and_anchor(built, prev)
+        await self._collect_and_anchor(built, prev, turn.attempt)
+
+    def _promised(self, start: int, attempt: int) -> bool:
+        """Whether this node signed another proposer's batch of the window in the slot before
+        (`SignDecision.PROMISED`): then it builds none of its own in this slot."""
+        return (attempt > 0 and proposer_for(None, start, self.nodes, attempt - 1) != self.address
+                and self.bstate.signed(start, attempt - 1) is not None)
 
     async def _build(self, cams: Sequence[bytes], start: int, end: int, prev: _Prev) -> _Built | None:
         tips = self.tips()
         began = time.monotonic()
-        pulled = await self._pull_window(start, end, [c for c in cams if c in tips])
+        # The peers are asked what they hold while the blocks are built (each waits on the other
+        # only for the event loop); the few cameras frames were pulled for are built again.
+        pull = asyncio.ensure_future(self._pull_window(start, end, [c for c in cams if c in tips]))
+        built: dict[bytes, tuple[BlockHeader, bytes, int]] = {}
+        try:
+            await self._build_blocks(sorted(set(cams) & set(tips)), start, end, tips, built)
+        finally:
+            pulled = await pull
         pull_s = time.monotonic() - began
-        todo = [(cam, info) for cam in sorted(set(cams) | (pulled & set(tips)))
-                if (info := self.registry.get(cam)) is not None]
-        headers, blocks = [], {}
-        substituted: dict[str, int] = {}
-        for i, (cam, info) in enumerate(todo):
-            if i % 16 == 0:
-                await asyncio.sleep(0)  # 200 cameras' blocks never hold the loop (ingest, API) at once
-            frames = [f.ref for f in self.state.frames_in(cam, start, end)]
-            tip = tips[cam]
-            block, _, subs = await self.producer.build_window_block(cam, info, start, end, tip.height, tip.block_hash,
-                                                                    frames, store=False)
-            headers.append(block.header)
-            blocks[block.header.manifest_digest] = block.manifest_bytes
-            substituted[info.ip] = sum(len(fs) for _, fs in subs)
+        await self._build_blocks(sorted(pulled & set(tips)), start, end, tips, built)
+        headers = [built[cam][0] for cam in sorted(built)]
+        blocks = {h.manifest_digest: built[h.camera_id][1] for h in headers}
+        substituted = {info.ip: built[cam][2] for cam in built if (info := self.registry.get(cam)) is not None}
         if not headers:
             return None
         manifest = BatchManifest.of(window_start_ms=start, window_end_ms=end, prev_batch_root=prev.root, headers=headers)
@@ -456,9 +466,26 @@ class Batcher:
         raw = manifest.to_bytes()
         await asyncio.to_thread(self.store.put_many, [*blocks.values(), raw])  # one thread hop, not 201
         log.info("batch blocks built", extra={"node": self.name, "window": start, "pull_s": round(pull_s, 3),
-                                               "blocks_s": round(time.monotonic() - began - pull_s, 3)})
+                                               "build_s": round(time.monotonic() - began, 3),
+                                               "rebuilt": len(pulled)})
         return _Built(manifest=manifest, raw=raw, blocks=[blocks[h.manifest_digest] for h in manifest.headers],
                       substituted=substituted)
+
+    async def _build_blocks(self, cams: Sequence[bytes], start: int, end: int, tips: dict[bytes, Tip],
+                            out: dict[bytes, tuple[BlockHeader, bytes, int]]) -> None:
+        """Each camera's block of [start, end) on its tip, from the frames held now, into `out`
+        (camera -> header, manifest bytes, frames substituted); not stored yet."""
+        for i, cam in enumerate(cams):
+            if i % 16 == 0:
+                await asyncio.sleep(0)  # 200 cameras' blocks never hold the loop (ingest, API) at once
+            info = self.registry.get(cam)
+            if info is None:
+                continue
+            frames = [f.ref for f in self.state.frames_in(cam, start, end)]
+            tip = tips[cam]
+            block, _, subs = await self.producer.build_window_block(cam, info, start, end, tip.height, tip.block_hash,
+                                                                    frames, store=False)
+            out[cam] = (block.header, block.manifest_bytes, sum(len(fs) for _, fs in subs))
 
     async def _pull_window(self, start: int, end: int, cams: Sequence[bytes]) -> set[bytes]:
         """Before sealing: ONE holdings request per peer for every camera of the window (this
@@ -496,24 +523,29 @@ class Batcher:
                 kept.add(cam)
 
         await bounded([keep(a[0], cam, seq, raw) for a in answers if a for cam, seq, raw in a[1]], limit=64)
+        if kept:
+            # A frame pulled here may be the last one an alarm waits for: repaired now, not when
+            # the batch is followed seconds later.
+            await self.producer.repairer.clear_satisfied_alarms()
         return kept
 
-    async def _collect_and_anchor(self, built: _Built, prev: _Prev) -> None:
+    async def _collect_and_anchor(self, built: _Built, prev: _Prev, attempt: int) -> None:
+        """Ask the peers to sign for slot `attempt` (this node's, judged before building) while
+        they still read it as that slot, then send within `may_send_signed`'s grace."""
         manifest = built.manifest
         batch = Batch.of_manifest(manifest)
-        turn = turn_at(int(time.time() * 1000), window_end_ms=manifest.window_end_ms, prev_anchored_ms=prev.anchored_ms,
-                       rules=self.rules)
-        if not may_anchor(self.address, turn, window_start_ms=manifest.window_start_ms, nodes=self.nodes, camera=None):
-            self.state.bump("*", "turns_passed")  # building outlasted the slot: the next node's turn
+        if not may_send_signed(attempt, int(time.time() * 1000), window_end_ms=manifest.window_end_ms,
+                               prev_anchored_ms=prev.anchored_ms, rules=self.rules):
+            self.state.bump("*", "turns_passed")  # building outlasted the slot and its grace
             return
-        own = self._sign_own(manifest, batch, turn.attempt)
+        own = self._sign_own(manifest, batch, attempt)
         if own is None:
             return  # this node signed another batch for this slot (a restart mid-slot): wait for the next
         # ONE request per peer: the batch manifest and as many block manifests as the body limit
         # holds travel inline (`inline_count`); the peer fetches any left over by CID.
         n = inline_count([len(b) for b in built.blocks], self.config.http_max_body_bytes, fixed=len(built.raw))
         asked = time.monotonic()
-        answers = await asyncio.gather(*(self.peers.sign_batch(p, manifest.cid, turn.attempt, built.raw, built.blocks[:n])
+        answers = await asyncio.gather(*(self.peers.sign_batch(p, manifest.cid, attempt, built.raw, built.blocks[:n])
                                          for p in self.peers.peers))
         signatures = [own]
         for peer, answer in zip(self.peers.peers, answers):
@@ -529,7 +561,7 @@ class Batcher:
             return
         ordered = order_signatures(self.domain, batch, signatures)
         try:
-            sent = await asyncio.to_thread(self._anchor_in_turn, batch, ordered, prev)
+            sent = await asyncio.to_thread(self._anchor_in_turn, batch, ordered, prev, attempt)
         except reverts.ContractRevert as exc:
             if exc.name in _LOST_RACE:
                 self.state.bump("*", "lost_races")
@@ -545,30 +577,31 @@ class Batcher:
             if subs:
                 self.state.bump(ip, "substituted", subs)
         self.state.bump("*", "batch_gas", sent.tx.gas_used)
-        if turn.attempt > 0:
+        if attempt > 0:
             self.state.bump("*", "takeovers")
         self.health.note_anchor(batch.batch_root, "*", sent.index, sent.tx.tx_hash, sent.tx.block_number)
         log.info("batch anchored", extra={"node": self.name, "batch": sent.index, "blocks": batch.block_count,
-                                          "gas": sent.tx.gas_used, "attempt": turn.attempt})
+                                          "gas": sent.tx.gas_used, "attempt": attempt})
         await self.follow()
 
-    def _anchor_in_turn(self, batch: Batch, signatures: list[bytes], prev: _Prev) -> Any:
+    def _anchor_in_turn(self, batch: Batch, signatures: list[bytes], prev: _Prev, attempt: int) -> Any:
         """Worker thread, right before the transaction: the slot judged again on this moment's
-        clock; a takeover first re-reads the batch count (the slot before may have anchored)."""
-        turn = turn_at(int(time.time() * 1000), window_end_ms=batch.window_end_ms, prev_anchored_ms=prev.anchored_ms,
-                       rules=self.rules)
-        if turn.attempt > 0 and self.batches.batch_count() != prev.index:
+        clock (`may_send_signed`: slot `attempt`, or the grace through the next); a takeover, or
+        a send in the grace, first re-reads the batch count (the slot before may have anchored)."""
+        end, anchored = batch.window_end_ms, prev.anchored_ms
+        now = turn_at(int(time.time() * 1000), window_end_ms=end, prev_anchored_ms=anchored, rules=self.rules)
+        if (attempt > 0 or now.attempt > attempt) and self.batches.batch_count() != prev.index:
             return None
-        turn = turn_at(int(time.time() * 1000), window_end_ms=batch.window_end_ms, prev_anchored_ms=prev.anchored_ms,
-                       rules=self.rules)
-        if not may_anchor(self.address, turn, window_start_ms=batch.window_start_ms, nodes=self.nodes, camera=None):
+        if not may_send_signed(attempt, int(time.time() * 1000), window_end_ms=end, prev_anchored_ms=anchored,
+                               rules=self.rules):
             return None
         return self.batches.anchor_batch(batch, signatures)
 
     def _sign_own(self, manifest: BatchManifest, batch: Batch, attempt: int) -> bytes | None:
         before = self.bstate.signed(manifest.window_start_ms, attempt)
-        decision = sign_decision(before[0] if before else None, manifest.digest)
-        if decision is SignDecision.EQUIVOCATION:
+        decision = sign_decision(before[0] if before else None, manifest.digest, self._previous_slot(manifest, attempt),
+                                 self._next_slot(manifest, attempt))
+        if decision in (SignDecision.EQUIVOCATION, SignDecision.PROMISED, SignDecision.SUPERSEDED):
             return None
         if decision is SignDecision.SAME_AGAIN and before:
             return before[1]
@@ -661,9 +694,16 @@ class Batcher:
             raise Refusal(findings[0].problem.value, findings[0].detail or "chain rule", findings[0].camera_id)
         await self._check_blocks(manifest, requester, carried)
         before = self.bstate.signed(manifest.window_start_ms, attempt)
-        decision = sign_decision(before[0] if before else None, manifest.digest)
+        decision = sign_decision(before[0] if before else None, manifest.digest, self._previous_slot(manifest, attempt),
+                                 self._next_slot(manifest, attempt))
+        if decision is SignDecision.SUPERSEDED:
+            raise Refusal(decision.value, f"another batch of window {manifest.window_start_ms} was signed in slot "
+                                          f"{attempt + 1}")
         if decision is SignDecision.EQUIVOCATION:
             raise Refusal(decision.value, f"another batch was signed for window {manifest.window_start_ms}, slot {attempt}")
+        if decision is SignDecision.PROMISED:
+            raise Refusal(decision.value, f"another batch of window {manifest.window_start_ms} was signed in slot "
+                                          f"{attempt - 1}; its proposer may still send it")
         # What this node signs, it keeps: the batch and block manifests are in its store.
         await asyncio.to_thread(self.store.put_many, [manifest.to_bytes(), *carried.values()])
         if decision is SignDecision.SAME_AGAIN and before:
@@ -674,14 +714,25 @@ class Batcher:
             self.state.bump("*", "batches_signed")
         return {"signature": "0x" + sig.hex(), "signer": self.address}
 
+    def _previous_slot(self, manifest: BatchManifest, attempt: int) -> bytes | None:
+        """The digest this node signed for the window in slot `attempt - 1` (None: none)."""
+        before = self.bstate.signed(manifest.window_start_ms, attempt - 1) if attempt > 0 else None
+        return before[0] if before else None
+
+    def _next_slot(self, manifest: BatchManifest, attempt: int) -> bytes | None:
+        """The digest this node signed for the window in slot `attempt + 1` (None: none)."""
+        after = self.bstate.signed(manifest.window_start_ms, attempt + 1)
+        return after[0] if after else None
+
     def _check_slot(self, manifest: BatchManifest, attempt: int, requester: str, prev: _Prev) -> None:
         if manifest.prev_batch_root != prev.root:
             raise Refusal("wrong-prev-batch-root", f"the last batch this node followed has root 0x{prev.root.hex()}")
         if manifest.window_start_ms < prev.end_ms:
             raise Refusal("window-out-of-order", f"the last batch ended at {prev.end_ms}")
-        if not slot_plausible(attempt, int(time.time() * 1000), window_end_ms=manifest.window_end_ms,
-                              prev_anchored_ms=prev.anchored_ms, rules=self.rules):
-            raise Refusal("not-this-slot", f"slot {attempt} is not the slot of window {manifest.window_start_ms} now")
+        if not slot_live(attempt, int(time.time() * 1000), window_end_ms=manifest.window_end_ms,
+                         prev_anchored_ms=prev.anchored_ms, rules=self.rules):
+            raise Refusal("not-this-slot", f"slot {attempt} is neither the slot of window {manifest.window_start_ms} "
+                                           f"now nor the one before it")
         if proposer_for(None, manifest.window_start_ms, self.nodes, attempt).lower() != requester.lower():
             raise Refusal("not-the-proposer", f"{requester} is not the proposer of slot {attempt}")
 
@@ -707,7 +758,7 @@ class Batcher:
                     raise Refusal("omits-camera", f"no block for camera {info.ip}, whose frames this node holds", cam)
 
     async def _fetch_lacking(self, headers: Sequence[BlockHeader], carried: dict[bytes, bytes]) -> None:
-        """The frames the carried blocks list and this node lacks (`judge_block`'s `lacking`),
+        """The frames the carried blocks list and this node lacks,
         asked of the peers in ONE frames request each (in order, each for what is still
         lacking) and verified as repairs, so B4 then judges every block locally instead of
         fetching frame by frame. A frame no peer serves is left to B4, which refuses."""
@@ -721,9 +772,11 @@ class Batcher:
             except ManifestFormatError:
                 continue  # B4 says so
             if manifest is not None:
-                held = {f.ref.seq: f.ref for f in self.state.frames_in(h.camera_id, h.window_start_ms, h.window_end_ms)}
-                if seqs := judge_block(h, manifest, held).lacking:
-                    lacking[h.camera_id] = list(seqs)[:MAX_PULL_FRAMES]
+                # Only what is lacking, not all of B4 (`check_block` judges every block next;
+                # running `judge_block` here too built every frames tree twice).
+                held = {f.ref.seq for f in self.state.frames_in(h.camera_id, h.window_start_ms, h.window_end_ms)}
+                if seqs := [f.seq for f in manifest.frames if f.seq not in held]:
+                    lacking[h.camera_id] = seqs[:MAX_PULL_FRAMES]
         for peer in self.peers.peers:
             answer = await self.peers.batch_frames(peer, assign_pulls([lacking], {})[0]) if lacking else None
             if answer is None:

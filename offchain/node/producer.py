@@ -25,7 +25,8 @@ import json
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence, TypeVar
 
 from ..chain import reverts
 from ..chain.client import TxResult
@@ -48,6 +49,7 @@ from .repair import Repairer
 from .state import Alarm, NodeState, named_alarm
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Reverts that mean "another node anchored this height first": not an error, attest instead.
 _LOST_RACE = ("ConflictingBlock", "BlockAlreadyAnchored", "UnexpectedHeight")
@@ -58,6 +60,13 @@ _WINDOW_REFUSED = {"WindowInFuture": "camera.clock_ahead", "WindowTooLong": "cha
                    "InvalidWindow": "chain.window_refused"}
 MAX_WINDOWS_PER_TICK = 256  # windows one camera's sealing pass visits per tick (each holds frames or alarms)
 MAX_PULL_PER_WINDOW = 20_000  # frames a proposer fetches from one peer before sealing one window
+TX_THREADS = 32  # transactions awaited at once (anchors in flight, one per camera, and attestations)
+MAX_SETTLE_AT_ONCE = 32  # anchored blocks of one scan checked and attested at once
+MANIFEST_TRIES = 3  # scans that look for an anchored block's manifest before disputing it as unavailable
+
+
+class ManifestUnavailable(Exception):
+    """An anchored block's manifest is in no store reachable now: retried by the next scan."""
 
 # The camera's manifest extras for a window [start, end): `Node.manifest_extras`.
 ManifestExtras = Callable[[bytes, int, int], dict[str, Any]]
@@ -83,6 +92,15 @@ class _Slot:
     height: int  # the tip's height (the block is height + 1)
     prev_hash: bytes
     tip_anchored_ms: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Proposal:
+    """What a sealing pass decided to anchor for one camera: the slot and the frames held."""
+
+    info: CameraInfo
+    slot: _Slot
+    frames: list[FrameRef]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,6 +147,8 @@ class Producer:
         self.waiting: dict[bytes, int] = {}  # camera -> windows waiting for an earlier block (B5)
         self.failures: dict[bytes, int] = {}  # anchored block -> failed attempts to settle it
         self._tip_anchored: dict[bytes, tuple[bytes, int]] = {}  # camera -> (tip hash, its anchoredAt in ms)
+        self._proposing: dict[bytes, asyncio.Task[None]] = {}  # camera -> its anchor in flight
+        self._tx_pool = ThreadPoolExecutor(max_workers=TX_THREADS, thread_name_prefix=f"{self.name}-tx")
         if (last := state.last_proposed()) is not None:  # across restarts: from the blocks table
             self.health.last_anchor = {"block": "0x" + last[0].hex(), "cameraId": "0x" + last[1].hex(),
                                        "height": last[2], "at": round(last[3], 3)}
@@ -164,16 +184,63 @@ class Producer:
 
     # ------------------------------------------------------------------ sealing
     async def tick(self) -> None:
+        """One sealing pass that returns once every anchor it sent is included (tests, benches)."""
+        await self.tick_background()
+        await self.drain()
+
+    async def tick_background(self) -> None:
+        """One sealing pass over every camera; each anchor it decides on is sent in a task of its
+        own, so the pass never waits for a receipt (one block, 1 s or more): ten cameras' anchors
+        awaited one after the other kept a node tens of seconds behind (bench latency, header
+        mode). A camera with an anchor in flight is skipped: its next window needs the new tip."""
         if not await self.chain_ready():
             return
         for cam in self.state.pool_cameras():
+            if cam in self._proposing:
+                continue
             try:
-                await self._tick_camera(cam)
+                proposal = await self._tick_camera(cam)
             except Exception as exc:  # noqa: BLE001 - one camera's trouble must not stop the others
                 if is_chain_fault(exc):
                     self._chain_failed(exc)  # the chain's trouble, not the camera's: wait for it
                     return
                 log.exception("sealing failed", extra={"node": self.name, "camera": "0x" + cam.hex()})
+                continue
+            if proposal is not None:
+                self._proposing[cam] = asyncio.create_task(self._send_proposal(cam, proposal),
+                                                           name=f"propose-{cam.hex()[:12]}")
+
+    async def drain(self) -> None:
+        """Wait for every anchor in flight (its bookkeeping done, or its failure logged)."""
+        while self._proposing:
+            await asyncio.gather(*list(self._proposing.values()), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop: anchors in flight are cancelled (a sent one is found by `scan_anchored` after a
+        restart, "ours, but not recorded"), the transaction threads are let go."""
+        for task in list(self._proposing.values()):
+            task.cancel()
+        await asyncio.gather(*list(self._proposing.values()), return_exceptions=True)
+        self._tx_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _send_proposal(self, cam: bytes, proposal: "_Proposal") -> None:
+        try:
+            frames = await self._pull_from_peers(cam, proposal.info.ip, proposal.slot.start, proposal.slot.end,
+                                                 proposal.frames)
+            await self._propose(cam, proposal.info, proposal.slot, frames)
+        except Exception as exc:  # noqa: BLE001 - one camera's trouble must not stop the others
+            if is_chain_fault(exc):
+                self._chain_failed(exc)
+            else:
+                log.exception("sealing failed", extra={"node": self.name, "camera": "0x" + cam.hex()})
+        finally:
+            self._proposing.pop(cam, None)
+
+    async def _on_chain(self, fn: Callable[..., T], *args: Any) -> T:
+        """A call that sends a transaction and awaits its receipt, in the transaction threads:
+        a dozen receipts awaited at once must not take every thread of asyncio's default pool
+        (store reads and writes, chain views run there)."""
+        return await asyncio.get_running_loop().run_in_executor(self._tx_pool, lambda: fn(*args))
 
     def _stream_view(self, cam: bytes, newest_ms: int, now: float) -> StreamView:
         row = self.state.camera_row(cam)
@@ -187,19 +254,19 @@ class Producer:
                                          self.config.idle_close_ms) or newest_ms
         return StreamView(newest_ms=newest_ms, ended=ended, silent_ms=(now - heard) * 1000)
 
-    async def _tick_camera(self, cam: bytes) -> None:
+    async def _tick_camera(self, cam: bytes) -> "_Proposal | None":
         """Visit the camera's windows in order, from its oldest pooled frame: settle those the
         chain moved past, stop at the first one that is open, repairing or not this node's turn,
-        and anchor at most one (the next needs the new tip). The decisions are `core.windows`'."""
+        and return the one to anchor, if any (the caller sends it). The decisions are `core.windows`'."""
         now = time.time()
         window_ms = self.config.window_ms
         info = self.registry.get(cam)
         if info is None or not info.active or info.head_block == b"\x00" * 32:
-            return  # revoked, or before the genesis: the chain would refuse any block
+            return None  # revoked, or before the genesis: the chain would refuse any block
         span = self.state.pool_span(cam)
         last = self.state.last_frame(cam)
         if span is None or last is None:
-            return
+            return None
         start = window_of(span[0], window_ms)[0]
         stream = self._stream_view(cam, last[1], now)
         cached = self._tips.get(cam)
@@ -238,11 +305,12 @@ class Producer:
             if not may_anchor(self.address, turn, window_start_ms=start, nodes=self.nodes, camera=cam):
                 pending += 1
                 break  # another node's slot (or the edge of ours); later windows wait in the orphan pool
-            frames = await self._pull_from_peers(cam, info.ip, start, end, frames)
-            await self._propose(cam, info, _Slot(start=start, end=end, height=height, prev_hash=prev_hash,
-                                                 tip_anchored_ms=tip_at), frames)
-            break  # one block per camera per tick: the next needs the new tip
+            self.waiting[cam] = pending
+            # One block per camera at a time: the next needs the new tip.
+            return _Proposal(info=info, slot=_Slot(start=start, end=end, height=height, prev_hash=prev_hash,
+                                                   tip_anchored_ms=tip_at), frames=frames)
         self.waiting[cam] = pending
+        return None
 
     async def _past_tip(self, cam: bytes, ip: str, start: int, end: int, tip_end: int, now: float) -> int:
         """A window the chain has anchored already (or moved past). Once this node has settled that
@@ -371,7 +439,7 @@ class Producer:
         self._tips.pop(cam, None)  # whatever happens next, the tip may move
         block, gaps, substitutions = await self.build_window_block(cam, info, start, end, height, prev_hash, frames)
         try:
-            sent = await asyncio.to_thread(self._anchor_in_turn, cam, block.header, slot)
+            sent = await self._on_chain(self._anchor_in_turn, cam, block.header, slot)
         except reverts.ContractRevert as exc:
             await self._anchor_refused(cam, info.ip, start, end, height, prev_hash, exc)
             return
@@ -439,6 +507,8 @@ class Producer:
     def _substitute(self, cam: bytes, gaps: list[Gap]) -> tuple[list[Gap], list[tuple[bytes, list[FrameRef]]]]:
         """I7: a long gap is filled from another camera of the same group, for playback only."""
         out_gaps, subs = [], []
+        if not gaps:
+            return out_gaps, subs  # the siblings are not even listed (200 cameras of one group: 40,000 a batch)
         siblings = self.registry.group_siblings(cam)
         for g in gaps:
             # Pictures stand in for pictures only: an audio gap is declared, never filled (I7).
@@ -490,25 +560,42 @@ class Producer:
                 self._chain_failed(exc)
                 return
             raise
-        for entry in logs:
-            try:
-                await self._on_anchored(entry)
-            except Exception as exc:  # noqa: BLE001 - recorded; this block is retried a few ticks, then skipped
-                if is_chain_fault(exc):
-                    self._chain_failed(exc)  # no funds, no connection: not the block's fault, never skipped
-                    return
-                key = bytes(entry.args.blockHash)
-                self.failures[key] = self.failures.get(key, 0) + 1
-                log.exception("could not settle an anchored block", extra={"node": self.name, "block": "0x" + key.hex()})
-                if self.failures[key] < 5:
-                    return  # keep the checkpoint here and retry next tick
-                self.state.bump("*", "blocks_skipped")
+        # The blocks of one scan are checked and attested at once: their attestations are then
+        # included together, in the next chain block, instead of one block after the other.
+        results: list[BaseException | None] = []
+        for i in range(0, len(logs), MAX_SETTLE_AT_ONCE):
+            results += await asyncio.gather(*(self._on_anchored(e) for e in logs[i:i + MAX_SETTLE_AT_ONCE]),
+                                            return_exceptions=True)
+        for entry, failure in zip(logs, results):
+            if failure is None:
+                continue
+            if not isinstance(failure, Exception):
+                raise failure  # cancelled: the node is stopping
+            if is_chain_fault(failure):
+                self._chain_failed(failure)  # no funds, no connection: not the block's fault, never skipped
+                return
+            # Recorded; this block is retried a few ticks (those after it that settled are not
+            # settled twice: their role is on record), then skipped.
+            key = bytes(entry.args.blockHash)
+            self.failures[key] = self.failures.get(key, 0) + 1
+            if isinstance(failure, ManifestUnavailable):
+                log.info("manifest not served yet", extra={"node": self.name, "block": "0x" + key.hex()})
+            else:
+                log.error("could not settle an anchored block", exc_info=failure,
+                          extra={"node": self.name, "block": "0x" + key.hex()})
+            if self.failures[key] < 5:
+                return  # keep the checkpoint here and retry next tick
+            self.state.bump("*", "blocks_skipped")
         self.state.set_meta("log_checkpoint", str(to_block + 1))
 
     async def _on_anchored(self, entry) -> None:
         header = BlockHeader.from_tuple(entry.args.header)
         self._tips.pop(header.camera_id, None)
         block_hash = bytes(entry.args.blockHash)
+        in_flight = self._proposing.get(header.camera_id)
+        if header.proposer == self.address and in_flight is not None:
+            # Ours, seen before its receipt was read: its own task records and settles it.
+            await asyncio.wait([in_flight])
         if self.state.block_role(block_hash) is not None:
             return
         if header.proposer == self.address:
@@ -527,9 +614,13 @@ class Producer:
         info = self.registry.get(header.camera_id)
         ip = info.ip if info else "0x" + header.camera_id.hex()
         problem, manifest = await self._check(header, info)
+        if problem == "manifest unavailable" and self.failures.get(block_hash, 0) < MANIFEST_TRIES - 1:
+            # Not yet a dispute: a peer busy with the same scan's other fetches (32 at once) may
+            # not answer this time; the scan keeps its checkpoint here and asks again next tick.
+            raise ManifestUnavailable(f"manifest of block 0x{block_hash.hex()} not served yet")
         if problem is None:
             try:
-                result = await asyncio.to_thread(self.ledger.attest, block_hash)
+                result = await self._on_chain(self.ledger.attest, block_hash)
                 self.state.bump(ip, "blocks_attested")
                 self.state.bump(ip, "attest_gas", result.gas_used)
             except reverts.ContractRevert as exc:
@@ -541,7 +632,7 @@ class Producer:
         else:
             log.warning("block disputed", extra={"node": self.name, "camera": ip, "height": header.height, "reason": problem})
             try:
-                await asyncio.to_thread(self.ledger.dispute, block_hash, problem[:200])
+                await self._on_chain(self.ledger.dispute, block_hash, problem[:200])
             except reverts.ContractRevert as exc:
                 if exc.name != "AlreadyDisputed":  # a restart between the dispute and its bookkeeping
                     raise

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ACCEPT_CONCURRENCY = 64  # packets of one repair reply checked and written at once (group commit)
+READ_CHUNK = 64  # frames a repair reply reads from the store per thread hop (bounded memory per hop)
 Reply = tuple[str, str, bytes, list]  # (alarm id as heard, camera ip, camera id, [(seq, frame)] held)
 
 
@@ -333,11 +334,14 @@ class Repairer:
         budget = self.config.http_max_body_bytes - 96 - longest_id - len(json.dumps(self.name))
         packer = ReplyPacker(budget=budget, max_packets=MAX_REPAIR_PACKETS)
         cameras = {alarm_id: ip for alarm_id, ip, _, _ in replies}
-        for alarm_id, ip, _, have in replies:
-            for seq, frame in have:
-                try:
-                    payload = await asyncio.to_thread(self.store.get, cid_from_digest(frame.ref.sha256))
-                except StoreError:
+        todo = [(alarm_id, ip, seq, frame) for alarm_id, ip, _, have in replies for seq, frame in have]
+        for i in range(0, len(todo), READ_CHUNK):
+            chunk = todo[i:i + READ_CHUNK]
+            # One thread hop per chunk, not one per frame: on a node busy ingesting 200 cameras
+            # each hop waits its turn of the event loop (67 of them were most of a repair).
+            payloads = await asyncio.to_thread(self._payloads, [f.ref.sha256 for _, _, _, f in chunk])
+            for (alarm_id, ip, seq, frame), payload in zip(chunk, payloads):
+                if payload is None:
                     continue
                 encoded = base64.b64encode(self.packet_bytes(ip, frame, payload)).decode()
                 try:
@@ -349,6 +353,16 @@ class Repairer:
                     await self._post_reply(origin, part, cameras)
         if (last := packer.finish()) is not None:
             await self._post_reply(origin, last, cameras)
+
+    def _payloads(self, digests: list[bytes]) -> list[bytes | None]:
+        """Worker thread: the stored payloads of frames (None: not in the store any more)."""
+        out: list[bytes | None] = []
+        for digest in digests:
+            try:
+                out.append(self.store.get(cid_from_digest(digest)))
+            except StoreError:
+                out.append(None)
+        return out
 
     async def _post_reply(self, origin: str, part: ReplyPart, cameras: dict[str, str]) -> None:
         try:
