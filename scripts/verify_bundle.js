@@ -1718,8 +1718,14 @@ function outageOf(proof) {
   const reason = m.reason === undefined ? '' : m.reason;
   if (typeof m.camera !== 'string' || !m.camera) throw new Error('outage declaration without a camera');
   if (typeof reason !== 'string' || [...reason].length > OUTAGE.maxReason) throw new Error('outage reason is not a string of at most 200 characters');
+  // JSON.parse reads 5.0 and 5e0 as the integer 5, where Python's json (and so the nodes and
+  // offchain/core/outages.py) reads a float and refuses it: the signed text's own tokens decide.
+  const text = signed.toString('utf8');
   const int = (k, hi) => {
-    if (!Number.isInteger(m[k]) || m[k] < 0 || m[k] >= hi) throw new Error(`outage ${k} is not an integer in [0, ${hi})`);
+    const tokens = [...text.matchAll(new RegExp(`"${k}"\\s*:\\s*([-+0-9.eE]+)`, 'g'))].map((t) => t[1]);
+    if (!Number.isInteger(m[k]) || m[k] < 0 || m[k] >= hi || tokens.some((t) => !/^[0-9]+$/.test(t))) {
+      throw new Error(`outage ${k} is not an integer in [0, ${hi})`);
+    }
     return m[k];
   };
   const d = { camera: m.camera, afterSeq: int('afterSeq', OUTAGE.maxSeq), fromMs: int('fromMs', 2 ** 53), toMs: int('toMs', 2 ** 53), reason, signed, sig: Buffer.from(sig, 'hex') };
@@ -2060,4 +2066,4 @@ if (require.main === module) {
 
 module.exports = { verifyBundle, verifyEvidence, clipSamples, openBundle, loadTrust, trustedFor, parseIndex, unsafeReason, Report,
   readSmall, hashMember, CODES, CODE_TABLE, LIMITS, MEMBER_LIMITS, BundleError, UsageError, batchTree, parseBatchManifest,
-  canonicalJson };
+  canonicalJson, outageOf };

@@ -156,3 +156,14 @@ test('batch manifest: canonical bytes only, headers in camera order', () => {
   assert.throws(() => v.parseBatchManifest(Buffer.from(v.canonicalJson(unordered))), v.BundleError);
   assert.throws(() => v.parseBatchManifest(Buffer.from(v.canonicalJson({ ...doc, extra: 1 }))), v.BundleError);
 });
+
+test('outage declarations: an integer field written as 5.0 or 5e0 is refused, as Python refuses it', () => {
+  const proof = (fromMs) => ({ domain: 'frameledger.control.v2', signature: 'ab'.repeat(64),
+    signedJson: `{"afterSeq":4,"camera":"10.0.0.1","fromMs":${fromMs},"reason":"lost","toMs":9000,"ts":9001,"type":"outage"}` });
+  const d = v.outageOf(proof('5000'));
+  assert.equal(d.fromMs, 5000);
+  assert.equal(d.afterSeq, 4);
+  for (const bad of ['5000.0', '5e3', '5000E0', '-5000']) {
+    assert.throws(() => v.outageOf(proof(bad)), /fromMs is not an integer/, bad);
+  }
+});
