@@ -23,7 +23,7 @@ from offchain.node.ingest_procs import owner
 from offchain.store.local import LocalStore
 
 from ingest_client import IngestClient, node_db
-from test_ingest_throughput import _Camera, _frames, _held
+from test_ingest_throughput import _Camera, _frames, _held, _status
 
 CAMS = [f"10.0.11.{i}" for i in range(1, 25)]
 QUEUE_FRAMES = 64
@@ -44,10 +44,6 @@ def cluster(tmp_path_factory):
         yield c
     finally:
         c.stop()
-
-
-def _status(cluster) -> dict:
-    return cluster.api(cluster.nodes[0], "/api/v1/status")
 
 
 def _ingest_pids(node) -> list[int]:
