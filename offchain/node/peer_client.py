@@ -53,14 +53,15 @@ class PeerClient:
 
     # ------------------------------------------------------------------ reads
     async def holdings(self, peer: str, cam: bytes, start_ms: int, end_ms: int) -> list[Any] | None:
-        """What `peer` holds of the camera's window: its [seq, sha256 hex] entries, unchecked."""
+        """What `peer` holds of the camera's window: its [seq, sha256 hex] entries, unchecked.
+        None when the peer gave no answer (unreachable, timed out, refused, or malformed)."""
         try:
             r = await self.http.get(f"{peer.rstrip('/')}/peer/v1/holdings/0x{cam.hex()}",
                                     params={"from_ms": start_ms, "to_ms": end_ms})
-            listed = r.json().get("frames", []) if r.status_code == 200 else []
+            listed = r.json().get("frames") if r.status_code == 200 else None
         except (httpx.HTTPError, ValueError, AttributeError):
             return None
-        return listed if isinstance(listed, list) else []
+        return listed if isinstance(listed, list) else None
 
     async def frame(self, peer: str, cam: bytes, seq: int) -> tuple[bytes, str] | None:
         """One original signed packet from `peer` and the node name it gives; not yet verified."""

@@ -104,6 +104,14 @@ class _Proposal:
 
 
 @dataclass(frozen=True, kw_only=True)
+class _Pulled:
+    """A window's frames after asking the peers what they hold of it."""
+
+    frames: list[FrameRef]
+    complete: bool  # every peer answered, and this node now holds every frame a peer listed
+
+
+@dataclass(frozen=True, kw_only=True)
 class _Sent:
     attempt: int
     result: TxResult | None  # None: not sent (the turn passed, or the tip moved)
@@ -225,9 +233,18 @@ class Producer:
 
     async def _send_proposal(self, cam: bytes, proposal: "_Proposal") -> None:
         try:
-            frames = await self._pull_from_peers(cam, proposal.info.ip, proposal.slot.start, proposal.slot.end,
-                                                 proposal.frames)
-            await self._propose(cam, proposal.info, proposal.slot, frames)
+            slot = proposal.slot
+            pulled = await self._pull_from_peers(cam, proposal.info.ip, slot.start, slot.end, proposal.frames)
+            closed_for_ms = (time.time() - self.closed_at.get((cam, slot.start), 0.0)) * 1000
+            if not pulled.complete and closed_for_ms < self.rules.repair_deadline_ms:
+                # A peer that did not answer (restarting, overloaded) may hold the window's tail:
+                # sealed without it, the block would be disputed by that peer. Asked again next
+                # tick, until the repair deadline, after which what is missing is declared.
+                log.info("peer holdings incomplete, sealing waits", extra={"node": self.name, "camera": proposal.info.ip,
+                                                                           "window": slot.start})
+                self.state.bump(proposal.info.ip, "seal_waits")
+                return
+            await self._propose(cam, proposal.info, slot, pulled.frames)
         except Exception as exc:  # noqa: BLE001 - one camera's trouble must not stop the others
             if is_chain_fault(exc):
                 self._chain_failed(exc)
@@ -380,25 +397,27 @@ class Producer:
         return [replace(g, keyframe_lost=self.state.keyframe_lost_between(cam, g.from_seq, g.to_seq))
                 for g in self._gap_spans(cam, start, end, frames, codec)]
 
-    async def _pull_from_peers(self, cam: bytes, ip: str, start: int, end: int, frames: list[FrameRef]) -> list[FrameRef]:
+    async def _pull_from_peers(self, cam: bytes, ip: str, start: int, end: int, frames: list[FrameRef]) -> _Pulled:
         """Before sealing, learn what the peers hold of this window and fetch what this node lacks
         (re-verified like any repair), so no block omits a frame a peer holds: a lost tail has no
-        later frame to reveal it as a hole. Bounded by one window's frames and the HTTP timeout."""
+        later frame to reveal it as a hole. Bounded by one window's frames and the HTTP timeout.
+        `complete` is False when a peer gave no answer or a frame it listed could not be fetched."""
         mine = {f.seq for f in frames}
-        pulled, changed = 0, False
+        pulled, changed, complete = 0, False, True
         for peer in self.peers.peers:
             listed = await self.peers.holdings(peer, cam, start, end)
+            complete = complete and listed is not None
             seqs = [e[0] for e in (listed or [])[:MAX_PULL_PER_WINDOW]
                     if isinstance(e, list) and len(e) == 2 and isinstance(e[0], int)]
             held_before = len(mine)
             pulled += await self.pull_seqs(peer, cam, ip, seqs, mine)
             changed = changed or len(mine) > held_before
-        if not changed:
-            return frames
+            complete = complete and all(s in mine for s in seqs)
         if pulled:
             log.info("pulled frames from peers before sealing", extra={"node": self.name, "camera": ip,
                                                                         "window": start, "frames": pulled})
-        return [f.ref for f in self.state.frames_in(cam, start, end)]
+        held = [f.ref for f in self.state.frames_in(cam, start, end)] if changed else frames
+        return _Pulled(frames=held, complete=complete)
 
     async def pull_seqs(self, peer: str, cam: bytes, ip: str, seqs: Sequence[int], mine: set[int]) -> int:
         """Fetch from `peer` the frames `seqs` that are not in `mine` (re-verified like any repair,

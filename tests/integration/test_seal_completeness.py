@@ -55,3 +55,37 @@ def test_the_proposer_fetches_the_tail_its_peers_hold_before_sealing(tmp_path):
         held = {f["seq"] for f in cluster.api(proposer, f"/api/v1/frames/{IP}")}
         assert held == set(range(100))
         assert {r["seq"] for r in cluster.api(proposer, "/api/v1/repairs")} >= set(range(60, 100))
+
+
+def test_a_peer_that_does_not_answer_makes_the_proposer_wait_not_seal_short(tmp_path):
+    """The only peer holding the tail is down when the window is ready: the proposer must not
+    seal without it (that peer would dispute on its return); it asks again each tick and, the
+    peer back before the repair deadline, seals every frame."""
+    settings = dict(SETTINGS, repair_deadline_ms=40_000)
+    with one_camera_cluster(tmp_path, IP, owner=1, settings=settings) as (cluster, key):
+        now = int(time.time() * 1000)
+        t0 = now - now % WINDOW - 60_000
+        packets = [pk.encode_packet(key, IP, seq, t0 + 100 * seq, seq % 10 == 0, bytes([seq]) * 500) for seq in range(100)]
+        address = {Account.from_key(Path(n.config.private_key_file).read_text().strip()).address: n for n in cluster.nodes}
+        proposer = address[proposer_for(camera_id(IP), t0, cluster.consortium().nodes(), 0)]
+        holder, other = [n for n in cluster.nodes if n is not proposer]
+        _send(holder, key, packets)
+        cluster.kill_node(holder, True)
+        _send(other, key, packets[:60])
+        _send(proposer, key, packets[:60])  # nobody reachable holds 60-99
+        waits_deadline = time.monotonic() + 30
+        while cluster.api(proposer, "/api/v1/status")["counters"].get(IP, {}).get("seal_waits", 0) < 2:
+            assert time.monotonic() < waits_deadline, "the proposer never waited for the silent peer"
+            assert cluster.ledger(0).chain_length(camera_id(IP)) == 0, "sealed while a peer was silent"
+            time.sleep(0.5)
+        cluster.start_node(holder)
+        ledger, deadline = cluster.ledger(0), time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if ledger.chain_length(camera_id(IP)) >= 1:
+                rec = ledger.block_at(camera_id(IP), 1)
+                if rec.attestations == 3 or rec.disputes:
+                    break
+            time.sleep(0.5)
+        rec = ledger.block_at(camera_id(IP), 1)
+        assert rec.header.frame_count == 100, f"sealed {rec.header.frame_count} of 100 frames"
+        assert (rec.attestations, rec.disputes, rec.finalized) == (3, 0, True)
