@@ -75,8 +75,10 @@ def decoded(path: Path) -> tuple[int, int]:
 
 def run_of(got: list[bytes], source: list[bytes]) -> bool:
     """Whether `got` is a contiguous run of `source`'s packets (a live stream joins mid-file, and
-    a demuxer may drop the encoder-delay packet an edit list hides)."""
-    return bool(got) and got[0] in source and got == source[source.index(got[0]):source.index(got[0]) + len(got)]
+    a demuxer may drop the encoder-delay packet an edit list hides). A steady tone repeats its
+    packets, so every place the first one occurs is tried, not only the first."""
+    starts = [i for i, p in enumerate(source) if p == got[0]] if got else []
+    return any(got == source[i:i + len(got)] for i in starts)
 
 
 def vcl_nals(data: bytes, annex_b: bool) -> list[bytes]:

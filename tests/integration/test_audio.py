@@ -22,7 +22,7 @@ import av
 import pytest
 from cluster_fixtures import one_camera_cluster
 from live_camera import decoded as _decoded, packets as _packets, rtsp_server, run_of as _run_of
-from site_runner import extract, running_site
+from site_runner import RunningSite, SiteCamera, extract, running_site
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from offchain.camera.agent import CameraAgent
@@ -78,28 +78,36 @@ def test_remux_puts_the_audio_packets_back_beside_the_video(codec, ext, tmp_path
     assert pictures == len(video) and samples >= 0.9 * 2 * 48_000
 
 
-def _run_site_and_extract(tmp_path: Path, source: str, min_blocks: int, extra: str = "speed = 4.0\n",
-                          also: Callable[[dict, Path], None] | None = None) -> tuple[dict, Path, dict]:
-    """`frameledger up` with one camera, until `min_blocks` are final; extract the range, verify
-    the bundle with the JS verifier, and run `also(info, bundle)` while the chain is still up."""
-    with running_site(tmp_path, ip="10.0.0.9", source=source, min_blocks=min_blocks, extra=extra) as site:
-        info = site.info
-        first = site.camera["lastBlock"]["windowStartMs"] - 5000 * (min_blocks - 1)
-        out, report = extract(site, ip="10.0.0.9", from_ms=first, out=tmp_path / "ev", timeout=600)
-        bad = [f for f in report.get("findings", []) if f["severity"] not in ("success", "info")]
-        assert out.returncode == 0 and report["verdict"] == "verified", (bad[:10], out.stderr[-2000:])
-        bundle = next((tmp_path / "ev").glob("*.zip"))
-        js = subprocess.run(["node", str(JS_VERIFIER), str(bundle), "--rpc", info["rpc"], "--deployment",
-                             info["deployment"], "--json"], capture_output=True, text=True, timeout=300)
-        js_report = json.loads(js.stdout)
-        # A clip whose pictures had to be re-encoded (RTSP's Annex B H.264 has no avcC) is one the
-        # JS verifier cannot decode: partially verified, for that reason only.
-        unchecked = {f["code"] for f in js_report["findings"] if f["severity"] == "unchecked"}
-        assert js_report["verdict"] == "verified" or (
-            js_report["verdict"] == "partially_verified" and unchecked == {"clip.pictures.unchecked"}), js.stdout[-3000:]
+def _run_site_and_extract(tmp_path: Path, sources: dict[str, str], min_blocks: int, extra: str = "speed = 4.0\n",
+                          also: Callable[[dict, Path], None] | None = None) -> dict[str, tuple[dict, Path, dict]]:
+    """`frameledger up` with one camera per source (by IP), until each has `min_blocks` final;
+    extract each camera's range, verify each bundle with the JS verifier, and run
+    `also(info, bundle)` on the first camera's while the chain is still up."""
+    cameras = [SiteCamera(ip=ip, source=src, extra=extra) for ip, src in sources.items()]
+    with running_site(tmp_path, cameras=cameras, min_blocks=min_blocks, what="the cameras with sound") as site:
+        results = {ip: _extract_and_verify(site, ip, min_blocks, tmp_path / f"ev-{ip}") for ip in sources}
         if also is not None:
-            also(info, bundle)
-        return report, bundle, js_report
+            also(site.info, results[cameras[0].ip][1])
+        return results
+
+
+def _extract_and_verify(site: RunningSite, ip: str, min_blocks: int, out_dir: Path) -> tuple[dict, Path, dict]:
+    """One camera's range extracted (Python verdict verified) and its bundle's JS report."""
+    info = site.info
+    first = site.cameras[ip]["lastBlock"]["windowStartMs"] - 5000 * (min_blocks - 1)
+    out, report = extract(site, ip=ip, from_ms=first, out=out_dir, timeout=600)
+    bad = [f for f in report.get("findings", []) if f["severity"] not in ("success", "info")]
+    assert out.returncode == 0 and report["verdict"] == "verified", (ip, bad[:10], out.stderr[-2000:])
+    bundle = next(out_dir.glob("*.zip"))
+    js = subprocess.run(["node", str(JS_VERIFIER), str(bundle), "--rpc", info["rpc"], "--deployment",
+                         info["deployment"], "--json"], capture_output=True, text=True, timeout=300)
+    js_report = json.loads(js.stdout)
+    # A clip whose pictures had to be re-encoded (RTSP's Annex B H.264 has no avcC) is one the
+    # JS verifier cannot decode: partially verified, for that reason only.
+    unchecked = {f["code"] for f in js_report["findings"] if f["severity"] == "unchecked"}
+    assert js_report["verdict"] == "verified" or (
+        js_report["verdict"] == "partially_verified" and unchecked == {"clip.pictures.unchecked"}), (ip, js.stdout[-3000:])
+    return report, bundle, js_report
 
 
 def _check_extracted(clip: Path, report: dict, bundle: Path, js_report: dict, tmp_path: Path,
@@ -120,7 +128,7 @@ def _check_extracted(clip: Path, report: dict, bundle: Path, js_report: dict, tm
         assert len(raw_audio) == report["tracks"]["audio"]
         carried = [z.read(r["path"]) for r in sorted(raw_audio, key=lambda r: r["seq"])]
     source_audio = _packets(clip, "audio")
-    assert _run_of(carried, source_audio)  # the bundle's audio packets are the source's, byte for byte
+    assert _run_of(carried, source_audio), (clip.name, report["codes"], len(carried), len(source_audio))  # the bundle's audio packets are the source's, byte for byte
     # the clip's packets are the source's, byte for byte (the clip covers what was anchored)
     got_video = _packets(mp4, "video")
     assert len(got_video) >= 25 and (reencoded or _run_of(got_video, _packets(clip, "video")))
@@ -174,13 +182,22 @@ def _tampering_is_caught(tmp_path: Path) -> Callable[[dict, Path], None]:
     return check
 
 
+SOUND_CAMERAS = {"10.0.0.9": ("aac", "mp4"), "10.0.0.10": ("opus", "mkv"), "10.0.0.11": ("pcm_mulaw", "mov")}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("codec, ext", [("aac", "mp4"), ("opus", "mkv"), ("pcm_mulaw", "mov")])
-def test_camera_with_sound_is_anchored_extracted_and_verified_by_both_verifiers(codec, ext, tmp_path):
-    clip = synthetic_av_clip(tmp_path / f"cam.{ext}", seconds=12, audio=codec)
-    report, bundle, js_report = _run_site_and_extract(tmp_path, str(clip), min_blocks=2,
-                                                      also=_tampering_is_caught(tmp_path) if codec == "aac" else None)
-    _check_extracted(clip, report, bundle, js_report, tmp_path, muxed=audio_copyable(FileSource(clip).codec.audio))
+def test_cameras_with_sound_are_anchored_extracted_and_verified_by_both_verifiers(tmp_path):
+    """One site, one camera per audio codec (AAC in MP4, Opus in Matroska, G.711 in QuickTime):
+    each camera's evidence carries its sound byte for byte; forged AAC audio is caught."""
+    clips = {ip: synthetic_av_clip(tmp_path / f"cam-{codec}.{ext}", seconds=12, audio=codec)
+             for ip, (codec, ext) in SOUND_CAMERAS.items()}
+    results = _run_site_and_extract(tmp_path, {ip: str(clip) for ip, clip in clips.items()}, min_blocks=2,
+                                    also=_tampering_is_caught(tmp_path))
+    for ip, clip in clips.items():
+        report, bundle, js_report = results[ip]
+        work = tmp_path / f"check-{ip}"
+        work.mkdir()
+        _check_extracted(clip, report, bundle, js_report, work, muxed=audio_copyable(FileSource(clip).codec.audio))
 
 
 # ------------------------------------------------------------------ RTSP with audio
@@ -209,12 +226,15 @@ def test_rtsp_camera_audio_packets_are_the_files(codec, ext, tmp_path):
     assert max(steps) <= 45 and min(steps) >= 0, steps
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 def test_rtsp_camera_with_sound_in_a_site_is_anchored_and_verified(tmp_path):
-    """`frameledger up` with an rtsp:// camera that has sound, extract, both verifiers, CLI only."""
+    """`frameledger up` with an rtsp:// camera that has sound, extract, both verifiers, CLI only.
+    In `make soak` only: `make test` runs the same path through the README walkthrough
+    (tests/ops/test_walkthrough.py: RTSP with AAC, both verifiers, byte-exact sound)."""
     clip = synthetic_av_clip(tmp_path / "cam.mp4", seconds=20, audio="aac")
     with rtsp_server(clip, "aac") as url:
-        report, bundle, js_report = _run_site_and_extract(tmp_path, url, min_blocks=2, extra="")
+        ((report, bundle, js_report),) = _run_site_and_extract(tmp_path, {"10.0.0.9": url}, min_blocks=2,
+                                                                extra="").values()
     _check_extracted(clip, report, bundle, js_report, tmp_path, reencoded=True)
 
 

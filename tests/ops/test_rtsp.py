@@ -185,9 +185,12 @@ def test_rtsp_reconnect_declares_the_outage_as_a_time_gap(rtsp_url):
 
 
 
+@pytest.mark.soak
 def test_rtsp_camera_in_a_site_is_anchored_and_its_evidence_verifies(rtsp_url, tmp_path):
     """The live path end to end with the CLI only: `frameledger up` with an rtsp:// camera, blocks
-    final at quorum, then `frameledger extract` of a range, VERIFIED against the chain."""
+    final at quorum, then `frameledger extract` of a range, VERIFIED against the chain. In `make
+    soak` only: `make test` runs an RTSP camera through a consortium in the README walkthrough
+    (tests/ops/test_walkthrough.py), and `frameledger up` with a file camera (test_site_up.py)."""
     url, _ = rtsp_url
     with running_site(tmp_path, ip="10.0.0.7", source=url, min_blocks=3, extra="max_frames = 120\n",
                       what="the RTSP camera") as site:
