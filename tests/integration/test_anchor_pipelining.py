@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -52,6 +54,27 @@ def setup(chain: DevChain, out: Path, plan: dict | None) -> tuple:
     return w3, dep, node, cams
 
 
+@contextmanager
+def node_on_chain(tmp_path: Path, plan: dict | None) -> Iterator[tuple]:
+    """An Anvil of the test's own, the contracts, the cameras and one node (not started)."""
+    chain = DevChain(accounts=12, log_path=tmp_path / "anvil.log").start()
+    try:
+        yield (chain, *setup(chain, tmp_path / "dep", plan))
+    finally:
+        chain.stop()
+
+
+@asynccontextmanager
+async def started(node: Node, w3) -> AsyncIterator[None]:
+    """The node running; on the way out mining is automatic again (a test pauses it) and the node stopped."""
+    await node.start()
+    try:
+        yield
+    finally:
+        w3.provider.make_request("evm_setAutomine", [True])
+        await node.stop()
+
+
 async def send_window(node: Node, cams, start: int) -> None:
     """30 frames of each camera in [start, start + W) and one after it: every window closed."""
     for ip, key in cams:
@@ -72,13 +95,9 @@ async def until(predicate, what: str, seconds: float = 60) -> None:
 
 
 def test_one_sealing_pass_sends_every_cameras_anchor_before_any_receipt(tmp_path):
-    chain = DevChain(accounts=12, log_path=tmp_path / "anvil.log").start()
-    try:
-        w3, dep, node, cams = setup(chain, tmp_path / "dep", SOLO)
-
+    with node_on_chain(tmp_path, SOLO) as (chain, w3, dep, node, cams):
         async def scenario():
-            await node.start()
-            try:
+            async with started(node, w3):
                 start = window_of(int(time.time() * 1000), W)[0] - 3 * W
                 await send_window(node, cams, start)
                 await asyncio.sleep(0.4)  # past the repair deadline (nothing is missing anyway)
@@ -96,24 +115,16 @@ def test_one_sealing_pass_sends_every_cameras_anchor_before_any_receipt(tmp_path
                 assert node.state.counters()[cams[0][0]]["blocks_anchored"] == 1
                 logs = node.ledger.contract.events.BlockAnchored().get_logs(from_block=0)
                 assert len(logs) == CAMERAS and len({e.blockNumber for e in logs}) == 1  # included together
-            finally:
-                w3.provider.make_request("evm_setAutomine", [True])
-                await node.stop()
 
         asyncio.run(scenario())
-    finally:
-        chain.stop()
 
 
 def test_one_scan_sends_every_attestation_it_owes_at_once(tmp_path):
-    chain = DevChain(accounts=12, log_path=tmp_path / "anvil.log").start()
-    try:
-        w3, dep, node, cams = setup(chain, tmp_path / "dep", None)  # the default plan: 3 nodes, quorum 2
+    with node_on_chain(tmp_path, None) as (chain, w3, dep, node, cams):  # the default plan: 3 nodes, quorum 2
         other = VideoLedgerClient(Signer(w3, chain.private_keys[4]), dep.video_ledger)
 
         async def scenario():
-            await node.start()
-            try:
+            async with started(node, w3):
                 start = window_of(int(time.time() * 1000), W)[0] - 3 * W
                 await send_window(node, cams, start)
                 hashes = []
@@ -134,10 +145,5 @@ def test_one_scan_sends_every_attestation_it_owes_at_once(tmp_path):
                 for h in hashes:
                     assert other.has_attested(h, node.address)
                     assert other.get_block(h).finalized  # the anchor and this attestation: quorum 2
-            finally:
-                w3.provider.make_request("evm_setAutomine", [True])
-                await node.stop()
 
         asyncio.run(scenario())
-    finally:
-        chain.stop()
