@@ -1,4 +1,5 @@
-"""The `frameledger` command."""
+"""The `frameledger` command. Subcommands are imported where they are registered or run, so
+one command does not load every other's dependencies (web3, PyAV, the node)."""
 
 from __future__ import annotations
 

@@ -70,6 +70,13 @@ def camera_id(camera_ip: str) -> bytes:
     return keccak(camera_ip.encode("utf-8"))
 
 
+@functools.lru_cache(maxsize=8192)
+def cached_camera_id(ip: str) -> bytes:
+    """`camera_id` (a keccak) once per IP, not several times per packet (issue 9: 4.4% of ingest).
+    Bounded: hostile packets naming random IPs only evict entries."""
+    return camera_id(ip)
+
+
 def camera_ref(ref: str) -> bytes:
     """A camera named by its 0x-prefixed 32-byte id or by its IP (→ `camera_id`). A malformed
     0x id raises ValueError rather than being taken for an IP."""

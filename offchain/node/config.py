@@ -63,6 +63,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..chain.keyfile import KeyfileError, PasswordSource, load_private_key
 from ..core.windows import WindowRules
 
 
@@ -134,8 +135,6 @@ class NodeConfig:
         if self.private_key_file:
             return Path(self.private_key_file).read_text().strip()
         if self.keystore_file:
-            from ..chain.keyfile import KeyfileError, PasswordSource, load_private_key
-
             try:
                 return load_private_key(self.keystore_file, PasswordSource(file=self.keystore_password_file or None,
                                                                            prompt=False))

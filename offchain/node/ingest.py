@@ -37,6 +37,7 @@ owns the camera (`IngestServer.adopt`).
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import json
 import logging
 import os
@@ -47,12 +48,12 @@ from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ..chain.ledger import VideoLedgerClient
 from ..core import packet as pk
 from ..core import wire
 from ..core.acks import SeqRanges
-from ..core.block import MAX_TRACKS, track_bounds
+from ..core.block import MAX_TRACKS, cached_camera_id, track_bounds
 from . import outages
-from .registry import cached_camera_id
 from .state import Alarm
 
 if TYPE_CHECKING:
@@ -634,8 +635,6 @@ class _Profile:
     For `bench/ingest_bench.py --profile`; off by default (cProfile costs a lot per call)."""
 
     def __init__(self, path: str) -> None:
-        import cProfile
-
         self.path = path
         self.prof = cProfile.Profile()
         self.prof.enable()
@@ -646,8 +645,6 @@ class _Profile:
     def _time_tip(self) -> None:
         """`VideoLedgerClient.tip` runs in worker threads (the producer's per-camera poll), which
         cProfile does not see: its CPU (GIL time, mostly web3's Python) is counted here."""
-        from ..chain.ledger import VideoLedgerClient
-
         inner, tally = VideoLedgerClient.tip, self.tip
 
         def tip(ledger: VideoLedgerClient, camera_id: bytes) -> tuple[bytes, int, int]:

@@ -27,12 +27,10 @@ main process takes its ingest processes with it (PR_SET_PDEATHSIG, and a parent 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.block import track_of
 from .config import NodeConfig
+from .ingest import _READ_AHEAD, _Profile
 
 if TYPE_CHECKING:
     from .ingest import _Conn
@@ -210,7 +209,7 @@ class IngestProcs:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
         child.proc = subprocess.Popen(
-            [sys.executable, "-m", "offchain.node.ingest_procs", "--fd", str(theirs.fileno()), "--index", str(child.index),
+            [sys.executable, "-m", "offchain.node.ingest_child", "--fd", str(theirs.fileno()), "--index", str(child.index),
              "--parent", str(os.getpid())], pass_fds=(theirs.fileno(),), env=env)
         theirs.close()
         child.ready.clear()
@@ -427,8 +426,6 @@ class _Worker:
             os.close(fd)
 
     async def _adopt(self, head: dict[str, Any], fd: int, left: bytes) -> None:
-        from .ingest import _READ_AHEAD
-
         loop = asyncio.get_running_loop()
         try:
             sock = socket.socket(fileno=fd)
@@ -470,8 +467,6 @@ class _Worker:
 
     async def flush_forever(self, index: int, every_s: float = 0.5) -> None:
         """Counters go to the main process (which writes them); coalesced alarms to SQLite."""
-        from .ingest import _Profile
-
         profile = _Profile.from_env(f".{index}")
         while True:
             await asyncio.sleep(every_s)
@@ -508,54 +503,3 @@ class _Worker:
         except Exception:  # noqa: BLE001
             log.exception("ingest alarm flush failed", extra={"node": self.node.name})
         self.link.send({"t": "report", **self._report()})
-
-
-async def _serve(fd: int) -> None:
-    from .node import Node
-
-    sock = socket.socket(fileno=fd)
-    first = sock.recv(_MAX_MSG)  # blocking: the config comes first
-    if not first:
-        return
-    head, _ = _decode(first)
-    config = NodeConfig.from_dict(head["config"], env={})
-    config.name = f"{config.name}"
-    node = Node(config)
-    await asyncio.to_thread(node.registry.refresh, True)
-    worker = _Worker(node, sock)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.done.set)
-    tasks = [asyncio.ensure_future(worker.flush_forever(int(head.get("index", 0)))), asyncio.ensure_future(worker.watch_forever())]
-    worker.link.send({"t": "ready"})
-    log.info("ingest process ready", extra={"node": config.name, "index": head.get("index"), "pid": os.getpid()})
-    await worker.done.wait()
-    for task in tasks:
-        task.cancel()
-    await worker.stop()
-    # what is still in the outbox (the last report) goes before the pair closes
-    deadline = time.monotonic() + 2.0
-    while worker.link.outbox and not worker.link.closed and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    worker.link.close()
-    node.state.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m offchain.node.ingest_procs")
-    ap.add_argument("--fd", type=int, required=True)
-    ap.add_argument("--index", type=int, default=0)
-    ap.add_argument("--parent", type=int, default=0)
-    args = ap.parse_args(argv)
-    from ..logs import setup_logging
-    from .pipeline import _watch_parent
-
-    setup_logging()
-    if args.parent:
-        _watch_parent(args.parent)  # ends with the node's main process, even after its kill -9
-    asyncio.run(_serve(args.fd))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -23,23 +23,27 @@ from ..chain.client import Signer, connect
 from ..chain.deployer import Deployment
 from ..chain.ledger import ConsortiumClient, VideoLedgerClient
 from ..core import packet as pk
-from ..core.block import camera_id
-from ..core.block import track_bounds, track_of
+from ..core.block import cached_camera_id, camera_id, track_bounds, track_of
 from ..core.cid import cid_from_digest
 from ..core.gaps import Arrival, CameraAnomaly, classify_arrival, codec_tracks, Hole, SeqRanges, check_step, estimate_gop, find_holes, keyframe_lost, plausible_lost, track_step_ms
 from ..store.base import ContentStore, StoreError
+from ..store.kubo import KuboStore
+from ..store.local import LocalStore
+from ..store.sealed import Keyring, SealedStore, SealIndex, SessionSealer, index_path_for
+from ..chain.session_keys import SessionReader
 from ..core.peer_auth import ChainBinding
 from ..chain.health import ChainHealth
 from .alarm_centre import AlarmCentre
 from .config import ConfigError, NodeConfig
 from . import outages
 from .ingest import IngestServer, StreamRecord
+from .ingest_procs import IngestProcs
 from .peer_client import PeerClient
 from .peer_http import NodeRoster, PeerIdentity, PeerSigning
 from .pipeline import Budget, GroupCommitter, Pending, Verdict, Verifier, default_workers, verify_one
 from .batcher import Batcher
 from .producer import Producer
-from .registry import CameraRegistry, cached_camera_id
+from .registry import CameraRegistry
 from .repair import Repairer
 from .storage_guard import StorageGuard
 from .state import Alarm, FrameWriter, NodeState, named_alarm
@@ -55,12 +59,8 @@ MAX_LEAD_SEQS = 15_000  # numbers asked for before a camera's first held frame (
 
 def open_store(config: NodeConfig) -> ContentStore:
     if config.store == "local":
-        from ..store.local import LocalStore
-
         return LocalStore(config.data_dir / "store", fsync=config.store_fsync)  # type: ignore[arg-type]
     if config.store == "kubo":
-        from ..store.kubo import KuboStore
-
         return KuboStore(config.store_url)
     raise ValueError(f"unknown store kind {config.store!r} (local or kubo)")
 
@@ -118,9 +118,6 @@ class Node:
 
     def _seal_store(self) -> None:
         """Wrap the store so frames of formed sessions' cameras rest sealed (`store/sealed.py`)."""
-        from ..chain.session_keys import SessionReader
-        from ..store.sealed import Keyring, SealedStore, SealIndex, SessionSealer, index_path_for
-
         if not self.deployment.signing_session:
             raise ConfigError(f"{self.name}: seal_sessions needs a deployment with SigningSession")
         key = bytes.fromhex(self.config.key().removeprefix("0x"))
@@ -147,7 +144,7 @@ class Node:
         workers = cfg.ingest_verify_workers if cfg.ingest_verify_workers >= 0 else default_workers()
         if cfg.ingest_process_count():
             workers = 0  # cameras stream in the ingest processes; a peer's repairs are checked inline here
-        self.ingest_procs: Any = None  # `offchain.node.ingest_procs.IngestProcs`, built by start()
+        self.ingest_procs: IngestProcs | None = None  # built by start() when ingest_processes > 0
         self.verifier = Verifier(workers)
         self.committer = GroupCommitter(self._commit_batch, self._durable, self._commit_failed,
                                         max_frames=cfg.ingest_commit_max_frames, linger_s=cfg.ingest_commit_linger_ms / 1000)
@@ -184,8 +181,6 @@ class Node:
             await asyncio.to_thread(self.sealer.refresh)
         await self.verifier.warm()  # before the listener opens: the first frames find their workers
         if self.config.ingest_process_count():
-            from .ingest_procs import IngestProcs
-
             self.ingest_procs = IngestProcs(self, self.config.ingest_process_count())
             await self.ingest_procs.start()
         self.ingest_server = await asyncio.get_running_loop().create_server(

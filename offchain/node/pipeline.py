@@ -34,7 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..core import packet as pk
-from ..core.block import FrameRef
+from ..core.block import FrameRef, cached_camera_id
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,6 @@ def verify_parsed(packet: pk.FramePacket, keys: list[bytes]) -> Verdict:
 def signing_message_cached(packet: pk.FramePacket) -> bytes:
     """`FramePacket.signing_message()` with `cached_camera_id` (tests/unit/test_ingest_pipeline.py
     checks both give the same bytes)."""
-    from .registry import cached_camera_id
-
     delta = 0 if packet.dts_ms is None else packet.timestamp_ms - packet.dts_ms
     flags = (pk.FLAG_KEYFRAME if packet.keyframe else 0) | (pk.FLAG_DTS if packet.dts_ms is not None else 0)
     return (pk.SIGNING_DOMAIN + cached_camera_id(packet.camera_ip)

@@ -11,23 +11,15 @@ a frame stamped after the rotation must carry the new key's signature.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 
 from ..chain.ledger import CameraInfo, ConsortiumClient
 from ..chain.reverts import ContractRevert
-from ..core.block import camera_id
+from ..core.block import cached_camera_id
 
 log = logging.getLogger(__name__)
-
-
-@functools.lru_cache(maxsize=8192)
-def cached_camera_id(ip: str) -> bytes:
-    """`camera_id` (a keccak) once per IP, not several times per packet (issue 9: 4.4% of ingest).
-    Bounded: hostile packets naming random IPs only evict entries."""
-    return camera_id(ip)
 
 
 class CameraRegistry:

@@ -24,6 +24,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tqdm import tqdm
 
 from ..camera.agent import CameraAgent
+from ..chain.client import Signer
+from ..core.batch import BatchManifest
+from ..core.cid import cid_from_digest
+from ..store.local import LocalStore
 from ..camera.samples import sample_path, synthetic_clip
 from ..camera.sources import FileSource
 from ..core.block import camera_id
@@ -172,11 +176,6 @@ class ScenarioRun:
         """Batch mode: until every window of the stream is anchored as a batch holding a block of
         every whitelisted camera, every node has followed every batch, and no risk is active.
         Returns (BatchRecord, BatchManifest) of the stream's windows, in order."""
-        from ..chain.client import Signer
-        from ..core.batch import BatchManifest
-        from ..core.cid import cid_from_digest
-        from ..store.local import LocalStore
-
         c = self.cluster
         batches = c.deployment.batch_client(Signer(c.w3, c.keys[0]))
         ledger = c.ledger(0)

@@ -5,6 +5,10 @@ and a non-zero exit, never a traceback:
     0  done
     1  the chain refused (a contract revert, named) or the consortium is unhealthy (status)
     2  bad input or an unusable environment (no chain, no deployment record, wrong password, ...)
+
+Each command imports what it runs inside its function: `frameledger --help` and a typo's error
+must not pay for web3, PyAV and the node (no import circle is hidden that way: `offchain.ops`
+imports nothing that imports it).
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def _ingest_pids(node) -> list[int]:
     for children in Path(f"/proc/{node.process.pid}/task").glob("*/children"):
         for pid in children.read_text().split():
             try:
-                if b"offchain.node.ingest_procs" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if b"offchain.node.ingest_child" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     out.append(int(pid))
             except FileNotFoundError:
                 pass
@@ -211,6 +211,6 @@ def test_a_clean_stop_keeps_the_counters_of_the_ingest_processes(cluster):
     with node_db(node.config.data_dir) as db:
         counters = dict(db.execute("SELECT name, value FROM counters WHERE camera=?", (ip,)))
     assert counters.get("received") == 40 and counters.get("duplicates") == 5, counters
-    assert not [p for p in pids if Path(f"/proc/{p}").exists() and b"ingest_procs" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert not [p for p in pids if Path(f"/proc/{p}").exists() and b"ingest_child" in Path(f"/proc/{p}/cmdline").read_bytes()]
     cluster.start_node(node, timeout=120)
     assert _status(cluster)["counters"][ip]["received"] == 40
