@@ -30,10 +30,10 @@ async def _serve(fd: int) -> None:
         return
     head, _ = _decode(first)
     config = NodeConfig.from_dict(head["config"], env={})
-    config.name = f"{config.name}"
     node = Node(config)
     await asyncio.to_thread(node.registry.refresh, True)
-    worker = _Worker(node, sock)
+    worker = _Worker(name=node.name, ingest=node.ingest, registry=node.registry, committer=node.committer,
+                     budget=node.budget, storage=node.storage, sock=sock)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.done.set)

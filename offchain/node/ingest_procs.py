@@ -38,16 +38,14 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from ..core.block import track_of
 from .config import NodeConfig
-from .ingest import _READ_AHEAD, _Profile
-
-if TYPE_CHECKING:
-    from .ingest import _Conn
-    from .node import Node
-    from .pipeline import Pending
+from .ingest import _READ_AHEAD, IngestServer, _Conn, _Profile
+from .pipeline import Budget, GroupCommitter, Pending
+from .registry import CameraRegistry
+from .storage_guard import StorageGuard
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +185,15 @@ class _Child:
 class IngestProcs:
     """The node main process's side: starts, feeds, watches and restarts the ingest processes."""
 
-    def __init__(self, node: Node, count: int) -> None:
-        self.node = node
+    def __init__(self, *, config: NodeConfig, ingest: IngestServer, count: int,
+                 on_batch: Callable[[bytes, int, dict[int, int], list[int]], None]) -> None:
+        """`ingest`: the main process's server (handshakes, slots, counters); `on_batch(camera,
+        newest_ms, top_seq_per_track, keyframes)`: what the node keeps of an ingest process's
+        durable batch (its in-memory upper bounds and the gap scan's keyframes)."""
+        self.config = config
+        self.name = config.name
+        self.ingest = ingest
+        self.on_batch = on_batch
         self.count = count
         self.children = [_Child(i) for i in range(count)]
         self._next_id = 0
@@ -200,7 +205,7 @@ class IngestProcs:
         for child in self.children:
             self._spawn(child)
         await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in self.children)), _READY_TIMEOUT_S)
-        ingest = self.node.ingest
+        ingest = self.ingest
         ingest.handoff = self.hand_off
         ingest.on_held = self.note_held
         ingest.procs = self
@@ -216,9 +221,9 @@ class IngestProcs:
         child.gone.clear()
         child.started = time.monotonic()
         child.link = _Link(mine, lambda h, d, fd, c=child: self._message(c, h, d, fd), lambda c=child: self._died(c))
-        child.link.send({"t": "config", "config": child_config(self.node.config, self.count), "index": child.index,
+        child.link.send({"t": "config", "config": child_config(self.config, self.count), "index": child.index,
                          "of": self.count})
-        log.info("ingest process started", extra={"node": self.node.name, "index": child.index, "pid": child.proc.pid})
+        log.info("ingest process started", extra={"node": self.name, "index": child.index, "pid": child.proc.pid})
 
     # ---------------------------------------------------------------- connections
     async def hand_off(self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
@@ -229,7 +234,7 @@ class IngestProcs:
         child = self.children[owner(conn.camera, self.count)]
         if not child.ready.is_set():
             try:
-                await asyncio.wait_for(child.ready.wait(), self.node.config.ingest_handshake_timeout_ms / 1000)
+                await asyncio.wait_for(child.ready.wait(), self.config.ingest_handshake_timeout_ms / 1000)
             except asyncio.TimeoutError:
                 return False
         link, transport = child.link, writer.transport
@@ -279,9 +284,9 @@ class IngestProcs:
         elif kind == "closed":
             conn = child.conns.pop(head["id"], None)
             if conn is not None:
-                self.node.ingest._release(conn)
+                self.ingest._release(conn)
         if "counts" in head:
-            counts = self.node.ingest.counts
+            counts = self.ingest.counts
             for camera, name, n in head["counts"]:
                 counts[(camera, name)] += n
         if "stats" in head:
@@ -290,24 +295,13 @@ class IngestProcs:
     def _durable(self, head: dict[str, Any]) -> None:
         """What the main process keeps of an ingest process's batch: the highest seq and newest
         time per camera (upper bounds its own repair path uses) and keyframes (the gap scan's GOP)."""
-        node = self.node
         for cam_hex, (ts, tops, keyframes) in head["cams"].items():
-            cam = bytes.fromhex(cam_hex)
-            if cam in node._max_ts and (node._max_ts[cam] is None or ts > node._max_ts[cam]):
-                node._max_ts[cam] = ts
-            for track, seq in tops.items():
-                key = (cam, int(track))
-                if key in node._max_seq and seq > node._max_seq[key]:
-                    node._max_seq[key] = seq
-            for seq in keyframes:
-                track = node.tracks.get((cam, track_of(seq)))
-                if track is not None:
-                    track.keyframes.append(seq)
+            self.on_batch(bytes.fromhex(cam_hex), ts, {int(t): seq for t, seq in tops.items()}, list(keyframes))
 
     def _died(self, child: _Child) -> None:
         """An ingest process ended (its end of the pair closed): its connections are gone."""
         for conn in child.conns.values():
-            self.node.ingest._release(conn)
+            self.ingest._release(conn)
         child.conns.clear()
         child.ready.clear()
         child.gone.set()
@@ -316,12 +310,12 @@ class IngestProcs:
         if self._stopping:
             return
         child.restarts += 1
-        self.node.ingest.count("*", "ingest_process_restarts")
+        self.ingest.count("*", "ingest_process_restarts")
         young = time.monotonic() - child.started < _YOUNG_S
         delay = child.backoff_s if young else 0.0
         child.backoff_s = min(10.0, child.backoff_s * 2) if young else 0.5
         log.error("ingest process ended; restarting it", extra={
-            "node": self.node.name, "index": child.index, "pid": proc.pid if proc else None, "code": code,
+            "node": self.name, "index": child.index, "pid": proc.pid if proc else None, "code": code,
             "restarts": child.restarts, "after_s": delay})
         asyncio.get_running_loop().call_later(delay, self._respawn, child)
 
@@ -345,7 +339,7 @@ class IngestProcs:
             await asyncio.wait_for(asyncio.gather(*(c.gone.wait() for c in self.children if c.link is not None)),
                                    _STOP_TIMEOUT_S)
         except asyncio.TimeoutError:
-            log.error("ingest processes did not stop in time", extra={"node": self.node.name})
+            log.error("ingest processes did not stop in time", extra={"node": self.name})
         for child in self.children:
             if child.link is not None:
                 child.link.close()
@@ -385,24 +379,27 @@ class _Worker:
     """One ingest process: a `Node` built from the same config (state, store, registry, the
     pipeline with checks inline), whose `IngestServer` streams the connections handed to it."""
 
-    def __init__(self, node: Node, sock: socket.socket) -> None:
-        self.node = node
+    def __init__(self, *, name: str, ingest: IngestServer, registry: CameraRegistry, committer: GroupCommitter,
+                 budget: Budget, storage: StorageGuard, sock: socket.socket) -> None:
+        """The parts of this process's `Node` it serves connections with (`ingest_child` builds it)."""
+        self.name, self.ingest, self.registry, self.committer = name, ingest, registry, committer
+        self.budget, self.storage = budget, storage
         self.done = asyncio.Event()
         self.link = _Link(sock, self._message, self.done.set)
         self._bufs: dict[int, bytearray] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        node.committer.after_durable.append(self._durable)
+        committer.after_durable.append(self._durable)
         self._idle_report = False
-        release = node.budget.release
+        release = budget.release
 
         def released(size: int) -> None:
             release(size)
-            if node.budget.frames == 0 and not self._idle_report:
+            if budget.frames == 0 and not self._idle_report:
                 # the pipeline just drained: the main process's status sees it (not 0.5 s later)
                 self._idle_report = True
                 asyncio.get_running_loop().call_soon(self._report_idle)
 
-        node.budget.release = released  # type: ignore[method-assign]
+        budget.release = released  # type: ignore[method-assign]
 
     def _report_idle(self) -> None:
         self._idle_report = False
@@ -419,7 +416,7 @@ class _Worker:
         elif kind == "held":
             cam = bytes.fromhex(head["cam"])
             for seq in head["seqs"]:
-                self.node.ingest.note_held(cam, seq)
+                self.ingest.note_held(cam, seq)
         elif kind == "stop":
             self.done.set()
         elif fd is not None:
@@ -438,7 +435,7 @@ class _Worker:
             if head.get("eof"):
                 reader.feed_eof()
             writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-            await self.node.ingest.adopt(reader, writer, head["host"], head["nonce"], head["ip"])
+            await self.ingest.adopt(reader, writer, head["host"], head["nonce"], head["ip"])
         except OSError:
             pass
         finally:
@@ -458,12 +455,12 @@ class _Worker:
         self.link.send({"t": "durable", "cams": cams, **self._report()})
 
     def _report(self) -> dict[str, Any]:
-        ingest = self.node.ingest
+        ingest = self.ingest
         counts, ingest.counts = ingest.counts, Counter()
         return {"counts": [[camera, name, n] for (camera, name), n in counts.items()],
                 "stats": {"cameras": len(ingest.by_camera), "open": ingest.open_total,
-                          "pipeline": self.node.budget.snapshot(), "storage": self.node.storage.snapshot(),
-                          "commits": {"batches": self.node.committer.batches, "frames": self.node.committer.frames}}}
+                          "pipeline": self.budget.snapshot(), "storage": self.storage.snapshot(),
+                          "commits": {"batches": self.committer.batches, "frames": self.committer.frames}}}
 
     async def flush_forever(self, index: int, every_s: float = 0.5) -> None:
         """Counters go to the main process (which writes them); coalesced alarms to SQLite."""
@@ -474,32 +471,32 @@ class _Worker:
                 profile.maybe_dump()
             self.link.send({"t": "report", **self._report()})
             try:
-                self.node.ingest.flush()
+                self.ingest.flush()
             except Exception:  # noqa: BLE001 - retried with the next one
-                log.exception("ingest alarm flush failed", extra={"node": self.node.name})
+                log.exception("ingest alarm flush failed", extra={"node": self.name})
 
     async def watch_forever(self, every_s: float = 1.0) -> None:
         """Key rotations and revocations reach this process's registry within a second."""
-        registry = self.node.registry
+        registry = self.registry
         checkpoint = await asyncio.to_thread(lambda: int(registry.consortium.signer.w3.eth.block_number))
         while True:
             await asyncio.sleep(every_s)
             try:
                 checkpoint = await asyncio.to_thread(registry.watch, checkpoint)
             except Exception:  # noqa: BLE001 - the chain may be away for a while; tried again
-                log.warning("ingest process: whitelist watch failed", extra={"node": self.node.name})
+                log.warning("ingest process: whitelist watch failed", extra={"node": self.name})
 
     async def stop(self) -> None:
         """Stop reading every camera, commit what was taken, report, and end."""
-        for conn in list(self.node.ingest.by_camera.values()):
+        for conn in list(self.ingest.by_camera.values()):
             conn.writer.transport.abort()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.node.committer.drain()
-        self.node.committer.close()
+        await self.committer.drain()
+        self.committer.close()
         try:
-            self.node.ingest.flush()
+            self.ingest.flush()
         except Exception:  # noqa: BLE001
-            log.exception("ingest alarm flush failed", extra={"node": self.node.name})
+            log.exception("ingest alarm flush failed", extra={"node": self.name})
         self.link.send({"t": "report", **self._report()})

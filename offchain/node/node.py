@@ -181,7 +181,8 @@ class Node:
             await asyncio.to_thread(self.sealer.refresh)
         await self.verifier.warm()  # before the listener opens: the first frames find their workers
         if self.config.ingest_process_count():
-            self.ingest_procs = IngestProcs(self, self.config.ingest_process_count())
+            self.ingest_procs = IngestProcs(config=self.config, ingest=self.ingest, count=self.config.ingest_process_count(),
+                                            on_batch=self.note_ingest_batch)
             await self.ingest_procs.start()
         self.ingest_server = await asyncio.get_running_loop().create_server(
             self.ingest.protocol, self.config.ingest_host, self.config.ingest_port, backlog=1024)
@@ -379,6 +380,19 @@ class Node:
             if after and after != before:
                 verdict = verify_one(raw, after)
         return verdict
+
+    def note_ingest_batch(self, cam: bytes, newest_ms: int, tops: dict[int, int], keyframes: list[int]) -> None:
+        """An ingest process's durable batch (`ingest_procs`): the in-memory upper bounds this
+        process's own repair path relies on, raised (never lowered), and the gap scan's keyframes."""
+        if cam in self._max_ts and (self._max_ts[cam] is None or newest_ms > self._max_ts[cam]):
+            self._max_ts[cam] = newest_ms
+        for track, seq in tops.items():
+            if (cam, track) in self._max_seq and seq > self._max_seq[(cam, track)]:
+                self._max_seq[(cam, track)] = seq
+        for seq in keyframes:
+            kept = self.tracks.get((cam, track_of(seq)))
+            if kept is not None:
+                kept.keyframes.append(seq)
 
     def _load_max_seq(self, cam: bytes, track: int) -> int:
         """The highest seq held of `cam` (read from SQLite once, then kept by `_durable`)."""
