@@ -162,6 +162,17 @@ def may_anchor(me: str, turn: Turn, *, window_start_ms: int, nodes: Sequence[str
     return turn.may_send and proposer_of(turn, window_start_ms=window_start_ms, nodes=nodes, camera=camera) == me
 
 
+def waits_for_silent_peers(*, closed_for_ms: float, now_ms: int, turn: Turn, rules: WindowRules) -> bool:
+    """Whether a proposer that could not learn everything its peers hold of a ready window (a
+    peer gave no answer, or a frame a peer listed could not be fetched) asks again next tick
+    instead of sealing now. A block sealed without a restarting peer's tail is disputed by that
+    peer, so it waits, but only before the repair deadline, and only while at least half a
+    proposer timeout of its slot is left (to build and send the block): a dead peer must not
+    cost the live proposer its slot."""
+    return (closed_for_ms < rules.repair_deadline_ms
+            and now_ms < turn.end_ms - rules.clock_skew_ms - rules.proposer_timeout_ms // 2)
+
+
 # -------------------------------------------------------------- the next window to visit
 def next_after_anchored(end_ms: int, tip_end_ms: int, next_pool_ms: int | None, open_alarm_ends_ms: Sequence[int],
                         window_ms: int) -> int:

@@ -39,7 +39,7 @@ from ..core.cid import cid_from_digest
 from ..core.gaps import codec_tracks, frame_step_ms, track_step_ms
 from ..core.windows import (Neighbours, Readiness, StreamView, is_closed, may_anchor, next_after_anchored,
                             next_after_empty, overlaps, readiness, settled_late, stream_newest_ms, track_window_gaps,
-                            turn_at, window_gaps)
+                            turn_at, waits_for_silent_peers, window_gaps)
 from ..store.base import ContentStore, StoreError
 from . import outages
 from .config import NodeConfig
@@ -235,11 +235,13 @@ class Producer:
         try:
             slot = proposal.slot
             pulled = await self._pull_from_peers(cam, proposal.info.ip, slot.start, slot.end, proposal.frames)
-            closed_for_ms = (time.time() - self.closed_at.get((cam, slot.start), 0.0)) * 1000
-            if not pulled.complete and closed_for_ms < self.rules.repair_deadline_ms:
+            now = time.time()
+            turn = turn_at(int(now * 1000), window_end_ms=slot.end, prev_anchored_ms=slot.tip_anchored_ms, rules=self.rules)
+            if not pulled.complete and waits_for_silent_peers(
+                    closed_for_ms=(now - self.closed_at.get((cam, slot.start), now)) * 1000, now_ms=int(now * 1000),
+                    turn=turn, rules=self.rules):
                 # A peer that did not answer (restarting, overloaded) may hold the window's tail:
-                # sealed without it, the block would be disputed by that peer. Asked again next
-                # tick, until the repair deadline, after which what is missing is declared.
+                # asked again next tick (`core.windows.waits_for_silent_peers` says how long).
                 log.info("peer holdings incomplete, sealing waits", extra={"node": self.name, "camera": proposal.info.ip,
                                                                            "window": slot.start})
                 self.state.bump(proposal.info.ip, "seal_waits")

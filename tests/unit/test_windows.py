@@ -8,7 +8,7 @@ import pytest
 from offchain.core.block import FrameRef, Gap, proposer_for
 from offchain.core.windows import (Neighbours, Readiness, StreamView, Turn, WindowRules, is_closed, may_anchor,
                                    next_after_anchored, next_after_empty, overlaps, proposer_of, readiness,
-                                   settled_late, slots_from_ms, turn_at, window_gaps)
+                                   settled_late, slots_from_ms, turn_at, waits_for_silent_peers, window_gaps)
 
 W = 60_000
 RULES = WindowRules(window_ms=W, idle_close_ms=4_000, repair_deadline_ms=6_000, proposer_timeout_ms=5_000,
@@ -181,3 +181,20 @@ def test_a_hole_of_millions_is_split_by_time_not_walked():
     got = window_gaps(W, 2 * W, [], around, 40)
     assert len(got) == 1 and got[0].from_ms >= W and got[0].to_ms <= 2 * W
     assert got[0].to_seq - got[0].from_seq + 1 == 60  # 60 s of a hole spread over 3,000,000 s
+
+
+# ------------------------------------------------------------------ a peer gave no answer
+def test_a_silent_peer_is_waited_for_until_the_repair_deadline_or_half_a_timeout_before_the_slot_ends():
+    end = 10 * W
+    slot0 = turn_at(end + 100, window_end_ms=end, prev_anchored_ms=0, rules=RULES)
+    assert slot0.end_ms == end + 6_000 + 5_000
+    wait = lambda closed_for, now: waits_for_silent_peers(closed_for_ms=closed_for, now_ms=now, turn=slot0, rules=RULES)
+    assert wait(0, end + 100)
+    assert not wait(6_000, end + 100)  # the repair deadline has passed: seal, the rest declared
+    # slot 0 ends at end + 11,000; 500 ms of skew and 2,500 ms (half a timeout) kept to build and send
+    assert wait(1_000, end + 7_999) and not wait(1_000, end + 8_000)
+    # a takeover slot is bounded the same way by its own end
+    slot1 = turn_at(end + 11_000, window_end_ms=end, prev_anchored_ms=0, rules=RULES)
+    assert slot1.attempt == 1
+    assert waits_for_silent_peers(closed_for_ms=0, now_ms=end + 12_999, turn=slot1, rules=RULES)
+    assert not waits_for_silent_peers(closed_for_ms=0, now_ms=end + 13_000, turn=slot1, rules=RULES)
