@@ -9,15 +9,18 @@ bench/results/extract.json holds.
 
 Setup (not timed, made cheap): a camera's recording (a sample clip, looped) becomes ``--minutes``
 of capture; every frame gets a unique SEI NAL unit (user data, before its first slice) so the
-content-addressed store holds one file per frame as it does for a real camera, not one per
-distinct frame of the loop. Frames go straight into one LocalStore; each 60-second block is
+content-addressed store holds every frame as it does for a real camera, not one per distinct
+frame of the loop. Frames go straight into one LocalStore, appended to pack segments in
+group-commit batches as a node writes them (``--store-layout packs``, the default) or one file
+each (``--store-layout files``: how a store filled by single `put`s looks); each 60-second block is
 built, anchored and attested on a private Anvil by direct contract calls (loopback only), not
 streamed through a node in real time.
 
 Measured, per camera (and for ``--cameras`` cameras at once, one process each):
 
-  read+sha   open and read every frame file of the range in capture order and SHA-256 it: the
-             floor of any extraction from this store (one file per frame)
+  read+sha   read every frame of the range in capture order and SHA-256 it: the floor of any
+             extraction from this store (packs: the store's bulk read, `read_many_unverified`;
+             files: open and read each frame's file)
   ffmpeg     Debian's ``ffmpeg -y -i in.mp4 -c copy out.mp4`` where in.mp4 holds the same
              packets (written by PyAV before timing): a remux from one file (``make ffmpeg-deps``)
   pyav       the bare PyAV remux of the same packets already in memory (`remux_to_mp4`)
@@ -117,24 +120,40 @@ def ensure_ffmpeg() -> str:
     return path
 
 
-def _record(store: Any, sample: str, cam_index: int, minutes: float, pad: int) -> tuple[CodecConfig, list[FrameRef], int]:
+PACK_BATCH = 50  # frames per `put_many`: a node's group commit at 200 cameras × 25 fps, 10 ms apart
+
+
+def _record(store: Any, sample: str, cam_index: int, minutes: float, pad: int,
+            layout: str = "files") -> tuple[CodecConfig, list[FrameRef], int]:
+    """The camera's frames into the store: one file each (``files``, `LocalStore.put`), or
+    appended to pack segments in group-commit batches as a node writes them (``packs``,
+    `LocalStore.put_many`)."""
     source = FileSource(sample_path(sample), start_ms=T0, loop=True)
     length_size = (source.codec.extradata[4] & 3) + 1
     end_ms = T0 + int(minutes * 60_000)
     refs: list[FrameRef] = []
+    batch: list[bytes] = []
     size = 0
     for f in source:
         if f.timestamp_ms >= end_ms:
             break
         data = _unique(f.data, length_size, b"c%d-%d" % (cam_index + 1, f.seq + 1), pad)
-        store.put(data)
+        if layout == "packs":
+            batch.append(data)
+            if len(batch) >= PACK_BATCH:
+                store.put_many(batch)
+                batch = []
+        else:
+            store.put(data)
         refs.append(FrameRef.of_bytes(f.seq, f.timestamp_ms, data, f.keyframe, f.dts_ms))
         size += len(data)
+    if batch:
+        store.put_many(batch)
     return source.codec, refs, size
 
 
 def anchor_camera(w3: Any, keys: list[str], dep: Any, store: Any, sample: str, cam_index: int, minutes: float,
-                  window_ms: int, pad: int = 0) -> dict[str, Any]:
+                  window_ms: int, pad: int = 0, layout: str = "files") -> dict[str, Any]:
     """Register a camera, put its frames into the store, anchor and attest its blocks (also used
     by tests/integration/test_evidence_streaming.py)."""
     ip = f"10.8.1.{cam_index + 1}"
@@ -145,7 +164,7 @@ def anchor_camera(w3: Any, keys: list[str], dep: Any, store: Any, sample: str, c
     except ContractRevert as exc:
         if exc.name != "GenesisAlreadySealed":
             raise
-    codec, refs, size = _record(store, sample, cam_index, minutes, pad)
+    codec, refs, size = _record(store, sample, cam_index, minutes, pad, layout)
     end_ms = T0 + int(minutes * 60_000)
     nodes = governor.nodes()
     signers = {Signer(w3, k).address: Signer(w3, k) for k in keys}
@@ -180,7 +199,7 @@ def _register(w3: Any, keys: list[str], dep: Any, ip: str) -> ConsortiumClient:
 
 
 def anchor_cameras_batch(w3: Any, keys: list[str], dep: Any, store: Any, sample: str, cameras: int, minutes: float,
-                         window_ms: int, pad: int = 0) -> list[dict[str, Any]]:
+                         window_ms: int, pad: int = 0, layout: str = "files") -> list[dict[str, Any]]:
     """Batch mode (docs/BATCH.md): every camera's block of a window in one batch manifest, signed
     by the three nodes and anchored with one `anchorBatch`, as the nodes would."""
     end_ms = T0 + int(minutes * 60_000)
@@ -188,7 +207,7 @@ def anchor_cameras_batch(w3: Any, keys: list[str], dep: Any, store: Any, sample:
     for i in range(cameras):
         ip = f"10.8.1.{i + 1}"
         governor = _register(w3, keys, dep, ip)
-        codec, refs, size = _record(store, sample, i, minutes, pad)
+        codec, refs, size = _record(store, sample, i, minutes, pad, layout)
         by_window: dict[int, list[FrameRef]] = {}
         for r in refs:
             by_window.setdefault((r.timestamp_ms - T0) // window_ms, []).append(r)
@@ -268,12 +287,19 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def _job_read_sha(job: dict[str, Any]) -> dict[str, Any]:
-    def run() -> int:
+    def from_files() -> int:
         bad = 0
         for p, digest in zip(job["paths"], job["digests"]):
             with open(p, "rb") as fh:
                 bad += hashlib.sha256(fh.read()).digest() != digest
         return bad
+
+    def from_packs() -> int:  # the store's own bulk read (index query per 500, each pack opened once)
+        store = LocalStore(job["store"], fsync="none")
+        return sum(data is None or hashlib.sha256(data).digest() != digest
+                   for data, digest in zip(store.read_many_unverified(job["digests"]), job["digests"]))
+
+    run = from_packs if job["layout"] == "packs" else from_files
     seconds, bad = _timed(run)
     assert bad == 0
     return {"seconds": seconds}
@@ -326,7 +352,7 @@ def _jobs(kind: str, cams: list[dict[str, Any]], ctx: dict[str, Any], work_dir: 
                              "ip": c["ip"], "from_ms": c["from_ms"], "to_ms": c["to_ms"],
                              "batch_ledger": ctx.get("batch_ledger")}
         if kind == "read_sha256":
-            j.update(paths=c["paths"], digests=[r.sha256 for r in c["frames"]])
+            j.update(paths=c["paths"], digests=[r.sha256 for r in c["frames"]], layout=ctx["layout"])
         elif kind == "ffmpeg":
             j.update(ffmpeg=ctx["ffmpeg"], input=str(c["input_mp4"]), output=str(work_dir / f"ff-{tag}-{i}.mp4"))
         elif kind == "pyav":
@@ -406,7 +432,7 @@ def run_group(cams: list[dict[str, Any]], ctx: dict[str, Any], work_dir: Path, r
 def _table(groups: list[dict[str, Any]], minutes: float) -> str:
     rows = []
     for g in groups:
-        for step, key in (("read + SHA-256 of the frame files", "read_sha256"), ("ffmpeg -c copy (Debian)", "ffmpeg"),
+        for step, key in (("read + SHA-256 of the frames", "read_sha256"), ("ffmpeg -c copy (Debian)", "ffmpeg"),
                           ("PyAV bare remux", "pyav"), ("extract (verified, bundle)", "extract"),
                           ("verify bundle (Python)", "verify"), ("extract + verify", "extract_verify")):
             m = g[key]
@@ -426,21 +452,23 @@ def setup(chain: DevChain, work_dir: Path, args: argparse.Namespace) -> tuple[di
     dep = deploy(w3, chain.private_keys, out_dir=None)
     store_dir = work_dir / "store"
     store = LocalStore(store_dir, fsync="none")
-    ctx = {"rpc": chain.rpc_url, "ledger": dep.video_ledger, "store": str(store_dir), "ffmpeg": ensure_ffmpeg()}
+    ctx = {"rpc": chain.rpc_url, "ledger": dep.video_ledger, "store": str(store_dir), "ffmpeg": ensure_ffmpeg(),
+           "layout": args.store_layout}
     batched: list[dict[str, Any]] = []
     if args.anchoring == "batch":
         ctx["batch_ledger"] = dep.batch_ledger
         t0 = time.perf_counter()
         batched = anchor_cameras_batch(w3, chain.private_keys, dep, store, args.sample, args.cameras, args.minutes,
-                                       args.window * 1000)
+                                       args.window * 1000, layout=args.store_layout)
         print(f"[extract bench] batch mode: {args.cameras} camera(s) anchored in {time.perf_counter() - t0:.1f} s",
               flush=True)
     cams = []
     for i in range(args.cameras):
         t = time.perf_counter()
         c = batched[i] if batched else anchor_camera(w3, chain.private_keys, dep, store, args.sample, i, args.minutes,
-                                                     args.window * 1000)
-        c["paths"] = [str(store.path_for(cid_from_digest(r.sha256))) for r in c["frames"]]
+                                                     args.window * 1000, layout=args.store_layout)
+        c["paths"] = [str(store.path_for(cid_from_digest(r.sha256))) for r in c["frames"]] \
+            if args.store_layout == "files" else []
         c["input_mp4"] = work_dir / f"in-{i}.mp4"
         write_reference_mp4(store, c["codec"], c["frames"], c["input_mp4"])
         c["setup_seconds"] = round(time.perf_counter() - t, 1)
@@ -461,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-js", action="store_true", help="skip the JavaScript verifier")
     ap.add_argument("--anchoring", choices=["header", "batch"], default="header",
                     help="how the cameras' blocks are anchored: per header (default) or in batches (docs/BATCH.md)")
+    ap.add_argument("--store-layout", choices=["packs", "files"], default="packs",
+                    help="how frames rest in the store: pack segments, as a node's group commit writes them "
+                         "(default), or one file per frame (put one at a time: the worst case)")
     ap.add_argument("--out", type=Path, default=None,
                     help=f"results file (default {RESULTS.relative_to(REPO)}; with --anchoring batch "
                          f"{RESULTS_BATCH.relative_to(REPO)})")
@@ -471,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="frameledger-bench-extract-") as tmp, DevChain(accounts=12) as chain:
         work_dir = Path(tmp)
         ctx, cams = setup(chain, work_dir, args)
-        for p in cams[0]["paths"]:  # warm the page cache alike for everyone
+        for p in cams[0]["paths"] or sorted(Path(ctx["store"]).rglob("*.pack")):  # warm the page cache alike
             Path(p).read_bytes()
         groups.append(run_group(cams[:1], ctx, work_dir, args.rounds, 1))
         js = None if args.no_js else _js_verify(cams[0]["bundle"], ctx["rpc"], ctx["ledger"], ctx.get("batch_ledger"))
@@ -501,7 +532,10 @@ def main(argv: list[str] | None = None) -> int:
                     "ffmpeg": subprocess.run([ctx["ffmpeg"], "-version"], capture_output=True, text=True).stdout.split("\n")[0]},
         "config": {"minutes": args.minutes, "cameras": args.cameras, "rounds": args.rounds, "sample": args.sample,
                    "anchoring": args.anchoring,
-                   "window_s": args.window, "store": "LocalStore (one file per frame), warm page cache",
+                   "window_s": args.window,
+                   "store": ("LocalStore pack segments, frames appended in group-commit batches of "
+                             f"{PACK_BATCH} as a node writes them" if args.store_layout == "packs" else
+                             "LocalStore, one file per frame") + ", warm page cache",
                    "chain": "Anvil on 127.0.0.1", "unique_frames": "a user-data SEI per frame"},
         "cameras": info,
         "results": groups,
