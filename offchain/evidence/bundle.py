@@ -42,6 +42,7 @@ from web3 import Web3
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
 
+from .gcpause import collections_paused
 from ..chain.client import as_revert, call, connect, load_artifact
 from ..chain.reverts import ContractRevert
 from ..camera.sources import CodecConfig, EncodedFrame
@@ -603,6 +604,7 @@ def _member(reader: BundleReader, name: str | None, notes: list[Note], height: i
         return None
 
 
+@collections_paused
 def verify_bundle(path: str | os.PathLike[str], rpc_url: str, *, ledger_address: str | None = None,
                   trust: TrustList | None = None, probe: bool = False, timeout: float = 30.0,
                   w3: Web3 | None = None) -> Report:

@@ -41,6 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from .gcpause import collections_paused
 from ..camera.sources import CodecConfig, EncodedFrame
 from ..chain.ledger import VideoLedgerClient
 from ..core.block import AUDIO_TRACK, FrameRef, Manifest, ManifestFormatError, camera_id, track_bounds, track_of
@@ -430,6 +431,7 @@ class Restoration:
 # --------------------------------------------------------------------------- the shell
 
 
+@collections_paused
 def extract(
     camera: str | bytes,
     from_ms: int | str,
