@@ -16,6 +16,7 @@ import time
 
 from ..logs import setup_logging
 from .config import NodeConfig
+from .gctune import tune_for_a_long_running_node
 from .ingest_procs import _MAX_MSG, _Worker, _decode
 from .node import Node
 from .pipeline import _watch_parent
@@ -38,6 +39,7 @@ async def _serve(fd: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.done.set)
     tasks = [asyncio.ensure_future(worker.flush_forever(int(head.get("index", 0)))), asyncio.ensure_future(worker.watch_forever())]
+    tune_for_a_long_running_node()
     worker.link.send({"t": "ready"})
     log.info("ingest process ready", extra={"node": config.name, "index": head.get("index"), "pid": os.getpid()})
     await worker.done.wait()

@@ -11,6 +11,7 @@ import uvicorn
 
 from .api import build_app
 from .config import NodeConfig
+from .gctune import tune_for_a_long_running_node
 from .node import Node
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ async def serve(config: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: (node.stopping.set(), setattr(server, "should_exit", True)))
+    tune_for_a_long_running_node()  # after start-up: its heap is frozen
     tasks = [asyncio.create_task(node.tick_forever(), name="tick")]
     if node.alarm_centre is not None:  # built by node.start() when config.alarm_centre is set
         tasks.append(asyncio.create_task(node.alarm_centre.run(node.stopping), name="alarm-centre"))

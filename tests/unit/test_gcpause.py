@@ -1,4 +1,4 @@
-"""offchain/evidence/gcpause.py: the collector is paused inside, restored after, counted across
+"""offchain/evidence/gcpause.py and offchain/node/gctune.py: the collector is paused inside, restored after, counted across
 nested and concurrent calls, and left off if it was off before."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from offchain.evidence.gcpause import collections_paused
+from offchain.node.gctune import FIRST_GENERATION_THRESHOLD, tune_for_a_long_running_node
 
 
 @collections_paused
@@ -65,3 +66,14 @@ def test_concurrent_calls_reenable_once_when_the_last_returns():
     release["b"].set()
     threads["b"].join(10)
     assert seen == {"a": False, "b": False} and gc.isenabled()
+
+
+def test_a_started_node_freezes_its_heap_and_collects_less_often():
+    before = gc.get_threshold()
+    try:
+        tune_for_a_long_running_node()
+        assert gc.get_threshold()[0] == FIRST_GENERATION_THRESHOLD > before[0]
+        assert gc.get_freeze_count() > 0 and gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
