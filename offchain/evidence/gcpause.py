@@ -3,7 +3,7 @@ speed). Both build hundreds of thousands of short-lived, acyclic objects (frame 
 proof tuples, clip listings) that reference counting frees on its own; every full collection
 triggered meanwhile walks all of them. Measured on one camera × 10 minutes (15,000 frames,
 `python -m bench extract`'s data, idle machine): `extract` took 0.94-1.15 s of CPU with the
-collector on and 0.74-0.76 s with it paused. Cycles made meanwhile are collected by the next
+collector on and 0.67-0.76 s with it paused. Cycles made meanwhile are collected by the next
 collection after the outermost paused call returns. Process-wide (the collector is), counted so
 that concurrent or nested calls (the API's extraction jobs run in threads) re-enable it once,
 when the last one returns, and only if it was enabled before the first."""

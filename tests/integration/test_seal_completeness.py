@@ -33,23 +33,38 @@ def _send(node, key, packets) -> None:
     c.close()
 
 
+def _window(key) -> tuple[int, list[bytes]]:
+    """One closed window a minute back: its start and 100 frames, 100 ms apart."""
+    now = int(time.time() * 1000)
+    t0 = now - now % WINDOW - 60_000
+    return t0, [pk.encode_packet(key, IP, seq, t0 + 100 * seq, seq % 10 == 0, bytes([seq]) * 500) for seq in range(100)]
+
+
+def _proposer(cluster, t0: int):
+    """The node whose slot 0 the window is."""
+    address = {Account.from_key(Path(n.config.private_key_file).read_text().strip()).address: n for n in cluster.nodes}
+    return address[proposer_for(camera_id(IP), t0, cluster.consortium().nodes(), 0)]
+
+
+def _first_block_settled(cluster):
+    """Block 1 once every node attested it or one disputed it (or after 90 s, as it stands)."""
+    ledger, deadline = cluster.ledger(0), time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if ledger.chain_length(camera_id(IP)) >= 1:
+            rec = ledger.block_at(camera_id(IP), 1)
+            if rec.attestations == 3 or rec.disputes:
+                break
+        time.sleep(0.5)
+    return ledger.block_at(camera_id(IP), 1)
+
+
 def test_the_proposer_fetches_the_tail_its_peers_hold_before_sealing(tmp_path):
     with one_camera_cluster(tmp_path, IP, owner=1, settings=SETTINGS) as (cluster, key):
-        now = int(time.time() * 1000)
-        t0 = now - now % WINDOW - 60_000
-        packets = [pk.encode_packet(key, IP, seq, t0 + 100 * seq, seq % 10 == 0, bytes([seq]) * 500) for seq in range(100)]
-        address = {Account.from_key(Path(n.config.private_key_file).read_text().strip()).address: n for n in cluster.nodes}
-        proposer = address[proposer_for(camera_id(IP), t0, cluster.consortium().nodes(), 0)]
+        t0, packets = _window(key)
+        proposer = _proposer(cluster, t0)
         for node in cluster.nodes:
             _send(node, key, packets if node is not proposer else packets[:60])  # the proposer lacks 60-99
-        ledger, deadline = cluster.ledger(0), time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if ledger.chain_length(camera_id(IP)) >= 1:
-                rec = ledger.block_at(camera_id(IP), 1)
-                if rec.attestations == 3 or rec.disputes:
-                    break
-            time.sleep(0.5)
-        rec = ledger.block_at(camera_id(IP), 1)
+        rec = _first_block_settled(cluster)
         assert rec.header.frame_count == 100, f"sealed {rec.header.frame_count} of 100 frames"
         assert (rec.attestations, rec.disputes, rec.finalized) == (3, 0, True)
         held = {f["seq"] for f in cluster.api(proposer, f"/api/v1/frames/{IP}")}
@@ -63,11 +78,8 @@ def test_a_peer_that_does_not_answer_makes_the_proposer_wait_not_seal_short(tmp_
     peer back before the repair deadline, seals every frame."""
     settings = dict(SETTINGS, repair_deadline_ms=40_000)
     with one_camera_cluster(tmp_path, IP, owner=1, settings=settings) as (cluster, key):
-        now = int(time.time() * 1000)
-        t0 = now - now % WINDOW - 60_000
-        packets = [pk.encode_packet(key, IP, seq, t0 + 100 * seq, seq % 10 == 0, bytes([seq]) * 500) for seq in range(100)]
-        address = {Account.from_key(Path(n.config.private_key_file).read_text().strip()).address: n for n in cluster.nodes}
-        proposer = address[proposer_for(camera_id(IP), t0, cluster.consortium().nodes(), 0)]
+        t0, packets = _window(key)
+        proposer = _proposer(cluster, t0)
         holder, other = [n for n in cluster.nodes if n is not proposer]
         _send(holder, key, packets)
         cluster.kill_node(holder, True)
@@ -79,13 +91,6 @@ def test_a_peer_that_does_not_answer_makes_the_proposer_wait_not_seal_short(tmp_
             assert cluster.ledger(0).chain_length(camera_id(IP)) == 0, "sealed while a peer was silent"
             time.sleep(0.5)
         cluster.start_node(holder)
-        ledger, deadline = cluster.ledger(0), time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if ledger.chain_length(camera_id(IP)) >= 1:
-                rec = ledger.block_at(camera_id(IP), 1)
-                if rec.attestations == 3 or rec.disputes:
-                    break
-            time.sleep(0.5)
-        rec = ledger.block_at(camera_id(IP), 1)
+        rec = _first_block_settled(cluster)
         assert rec.header.frame_count == 100, f"sealed {rec.header.frame_count} of 100 frames"
         assert (rec.attestations, rec.disputes, rec.finalized) == (3, 0, True)
