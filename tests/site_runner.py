@@ -51,13 +51,10 @@ def _all_final(cams: Sequence[dict[str, Any]], ips: set[str], min_blocks: int) -
 
 
 @contextmanager
-def running_site(tmp_path: Path, *, ip: str = "", source: str = "", min_blocks: int, extra: str = "",
-                 cameras: Sequence[SiteCamera] = (), window_ms: int = 5000,
+def running_site(tmp_path: Path, *, cameras: Sequence[SiteCamera], min_blocks: int, window_ms: int = 5000,
                  what: str = "the camera") -> Iterator[RunningSite]:
-    """`frameledger up` with one camera (`ip`, `source`; `extra`: more TOML lines of its table),
-    or with `cameras`, until every camera has `min_blocks` final blocks; the site stops when the
-    block ends."""
-    cameras = list(cameras) or [SiteCamera(ip=ip, source=source, extra=extra)]
+    """`frameledger up` with `cameras` until every camera has `min_blocks` final blocks; the site
+    stops when the block ends."""
     site = tmp_path / "site.toml"
     site.write_text(_site_toml(cameras, window_ms))
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMELEDGER_")}

@@ -21,7 +21,7 @@ import pytest
 
 from mjpeg_server import MjpegCamera, make_jpegs
 from offchain.paths import REPO_ROOT
-from site_runner import extract, running_site
+from site_runner import SiteCamera, extract, running_site
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +29,9 @@ pytestmark = pytest.mark.slow
 def test_mjpeg_camera_in_a_site_is_anchored_and_its_outage_is_declared(tmp_path):
     jpegs = make_jpegs(20)
     with MjpegCamera(jpegs) as cam:
-        with running_site(tmp_path, ip="10.0.0.8", source=cam.url("/outage?frames=40&pause=3"), min_blocks=3,
-                          extra="max_frames = 120\n", what="the MJPEG camera") as site:
+        with running_site(tmp_path, cameras=[SiteCamera(ip="10.0.0.8", source=cam.url("/outage?frames=40&pause=3"),
+                                                        extra="max_frames = 120\n")],
+                          min_blocks=3, what="the MJPEG camera") as site:
             first = site.camera["lastBlock"]["windowStartMs"] - 10_000
             out, report = extract(site, ip="10.0.0.8", from_ms=first, out=tmp_path / "ev", timeout=600)
             gaps = {f["code"] for f in report["findings"] if f["severity"] == "gap"}

@@ -26,7 +26,7 @@ from offchain.camera.sources import SourceError, _presentation_order
 from offchain.camera.url_source import UrlSource
 from offchain.paths import REPO_ROOT
 from live_camera import SYSTEM_PYTHON, rtsp_server, vcl_nals as _vcl_nals
-from site_runner import extract, running_site
+from site_runner import SiteCamera, extract, running_site
 
 pytestmark = pytest.mark.slow
 
@@ -192,8 +192,8 @@ def test_rtsp_camera_in_a_site_is_anchored_and_its_evidence_verifies(rtsp_url, t
     soak` only: `make test` runs an RTSP camera through a consortium in the README walkthrough
     (tests/ops/test_walkthrough.py), and `frameledger up` with a file camera (test_site_up.py)."""
     url, _ = rtsp_url
-    with running_site(tmp_path, ip="10.0.0.7", source=url, min_blocks=3, extra="max_frames = 120\n",
-                      what="the RTSP camera") as site:
+    with running_site(tmp_path, cameras=[SiteCamera(ip="10.0.0.7", source=url, extra="max_frames = 120\n")],
+                      min_blocks=3, what="the RTSP camera") as site:
         first = site.camera["lastBlock"]["windowStartMs"] - 10_000
         out, report = extract(site, ip="10.0.0.7", from_ms=first, out=tmp_path / "ev", timeout=300)
         assert out.returncode == 0 and report["verdict"] == "verified", out.stdout[-3000:] + out.stderr[-2000:]
