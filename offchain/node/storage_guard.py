@@ -80,7 +80,8 @@ class StorageGuard:
     def failed(self, exc: BaseException, state: NodeState) -> None:
         fault = classify(exc)
         if self.fault is None:
-            log.error("storage fault: ingest paused", extra={"node": self.node, "fault": fault.value, "error": str(exc)})
+            log.error("storage fault: ingest paused", extra={"node": self.node, "fault": fault.value, "error": str(exc),
+                                                             "sqlite": getattr(exc, "sqlite_errorname", None)})
             self.since = time.time()
         self.fault, self.detail = fault, str(exc)
         self._retry_at = self.clock() + RETRY_S

@@ -68,6 +68,7 @@ PACK_MAX_BYTES = 1 << 30  # a segment is closed (a new one begun) past this size
 _INDEX_SCHEMA = ("CREATE TABLE IF NOT EXISTS packed (digest BLOB PRIMARY KEY, pack TEXT NOT NULL, "
                  "offset INTEGER NOT NULL, length INTEGER NOT NULL) WITHOUT ROWID")
 _STALE_TMP_SECONDS = 24 * 3600
+_SQLITE_READONLY_ROLLBACK = 776  # sqlite3.h: SQLITE_READONLY | (3 << 8)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -152,11 +153,31 @@ class LocalStore(StoreHelpers):
         return db
 
     def _read(self, sql: str, args: tuple | list) -> list[tuple]:
-        """A query on the read-only index connection (opened O_RDONLY; kept)."""
+        """A query on the read-only index connection (opened O_RDONLY; kept).
+
+        A writer in another process killed inside its index transaction leaves a hot journal,
+        which a read-only connection cannot roll back (SQLITE_READONLY_ROLLBACK, worded
+        "attempt to write a readonly database"): mistaken for a read-only disk, it would pause
+        ingest for good. A writer connection rolls the journal back, then the read is retried.
+        """
         if self._reader is None:
             self._reader = sqlite3.connect(f"file:{self._index_path}?mode=ro", uri=True, isolation_level=None,
                                            check_same_thread=False, timeout=30.0)
+        try:
+            return self._reader.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as e:
+            if getattr(e, "sqlite_errorcode", None) != _SQLITE_READONLY_ROLLBACK:
+                raise
+        self._roll_back_hot_journal()
         return self._reader.execute(sql, args).fetchall()
+
+    def _roll_back_hot_journal(self) -> None:
+        """Any read through a writable connection rolls a hot journal back (SQLite's rule)."""
+        db = self._open_writer()
+        try:
+            db.execute("SELECT 1 FROM packed LIMIT 1").fetchall()
+        finally:
+            db.close()
 
     def _recover(self) -> None:
         """Index what a writer appended and fsynced but was killed before indexing: each pack is

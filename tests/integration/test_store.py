@@ -15,6 +15,8 @@ import json
 import os
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -587,3 +589,29 @@ def test_evidence_fetcher_reads_packed_and_loose_blocks_and_rehashes_them(local)
     pack.write_bytes(bytes(raw))
     damaged = Fetcher([local]).get(hashlib.sha256(packed).digest())
     assert damaged.data is None and damaged.corrupt
+
+
+_KILLED_INSIDE_AN_INDEX_TRANSACTION = """
+import os, signal, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA cache_size=1")  # spill to the file at once, so a hot journal is left behind
+db.execute("BEGIN")
+db.executemany("INSERT INTO packed VALUES (?, 'x.pack', 0, 1)", [(os.urandom(32),) for _ in range(20000)])
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_local_reads_on_after_a_sibling_writer_is_killed_inside_its_index_transaction(local):
+    """Seen in CI: an ingest process SIGKILLed mid-index-write left a hot journal; its siblings'
+    read-only index connections then failed with SQLITE_READONLY_ROLLBACK ("attempt to write a
+    readonly database"), taken for a read-only disk, and ingest paused for good."""
+    kept = os.urandom(2000)
+    cid = local.put_many([kept])[0]
+    assert local.get(cid) == kept  # the kept read-only connection is open
+    index = local.root / "packs.sqlite"
+    subprocess.run([sys.executable, "-c", _KILLED_INSIDE_AN_INDEX_TRANSACTION, str(index)], check=False)
+    assert index.with_name("packs.sqlite-journal").exists(), "the child did not leave a hot journal"
+    assert local.get(cid) == kept
+    assert not index.with_name("packs.sqlite-journal").exists()
+    more = os.urandom(1000)
+    assert local.get(local.put_many([more])[0]) == more
