@@ -21,9 +21,9 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from . import ed25519
 from .block import FrameRef, camera_id
 
 MAGIC = b"FLP1"
@@ -146,10 +146,8 @@ def decode_packet(raw: bytes, check_digest: bool = True) -> FramePacket:
 
 
 def verify_signature(packet: FramePacket, device_public_key: bytes) -> None:
-    try:
-        Ed25519PublicKey.from_public_bytes(device_public_key).verify(packet.signature, packet.signing_message())
-    except (InvalidSignature, ValueError) as exc:
-        raise BadSignature(f"{packet.camera_ip} seq {packet.seq}: device signature does not verify", packet.camera_ip) from exc
+    if not ed25519.verify(device_public_key, packet.signature, packet.signing_message()):
+        raise BadSignature(f"{packet.camera_ip} seq {packet.seq}: device signature does not verify", packet.camera_ip)
 
 
 def assemble_packet(

@@ -64,9 +64,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from . import ed25519
 from .packet import MAGIC as PACKET_MAGIC
 
 __all__ = [
@@ -314,12 +314,7 @@ class SignedControl:
         return SIGNED_CONTROL_MAGIC + self.signature + self.signed_json
 
     def verify(self, device_public_key: bytes) -> bool:
-        try:
-            Ed25519PublicKey.from_public_bytes(device_public_key).verify(
-                self.signature, CONTROL_SIGNING_DOMAIN + self.signed_json)
-            return True
-        except (InvalidSignature, ValueError):
-            return False
+        return ed25519.verify(device_public_key, self.signature, CONTROL_SIGNING_DOMAIN + self.signed_json)
 
 
 def signed_control(key: Ed25519PrivateKey, message: dict[str, Any]) -> bytes:

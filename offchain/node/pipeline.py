@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ..core import ed25519
 from ..core import packet as pk
 from ..core.block import FrameRef, cached_camera_id
 
@@ -82,12 +81,8 @@ def signing_message_cached(packet: pk.FramePacket) -> bytes:
 
 def _signed(packet: pk.FramePacket, keys: list[bytes], message: bytes | None = None) -> Verdict:
     message = packet.signing_message() if message is None else message
-    for key in keys:
-        try:
-            Ed25519PublicKey.from_public_bytes(key).verify(packet.signature, message)
-            return Verdict.OK
-        except (InvalidSignature, ValueError):
-            continue
+    if any(ed25519.verify(key, packet.signature, message) for key in keys):
+        return Verdict.OK
     return Verdict.SIGNATURE
 
 
