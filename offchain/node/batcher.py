@@ -37,7 +37,7 @@ from ..core.batch_windows import (CameraWindow, Refusal, SignDecision, batch_rea
                                   slot_live)
 from ..core.block import ZERO32, BlockHeader, Manifest, ManifestFormatError, proposer_for, window_of
 from ..core.cid import InvalidCid, cid_from_digest, digest_from_cid
-from ..core.windows import Readiness, is_closed, may_anchor, readiness, turn_at
+from ..core.windows import Readiness, Turn, is_closed, may_anchor, readiness, turn_at, waits_for_silent_peers
 from ..store.base import ContentStore, StoreError
 from .config import NodeConfig
 from .peer_client import PeerClient
@@ -83,6 +83,14 @@ class _Built:
     raw: bytes
     blocks: list[bytes]
     substituted: dict[str, int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _WindowPull:
+    """What asking the peers before sealing a window gave."""
+
+    cameras: set[bytes]  # the cameras frames were pulled (and accepted) for
+    complete: bool  # every peer answered, and this node now holds every frame a peer listed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -417,7 +425,7 @@ class Batcher:
             # the repair deadline: what a peer holds is in the block either way (pulled before
             # sealing); only holes no peer fills still wait for it (the camera may resend).
             self._pulled_early.add((start, turn.attempt))
-            if await self._pull_window(start, end, [v.camera_id for v in views]):  # (repaired alarms cleared)
+            if (await self._pull_window(start, end, [v.camera_id for v in views])).cameras:  # (alarms cleared)
                 views = await self._views(cams, start, end, time.time())
                 ready = batch_readiness(views)
         if ready.state is not Ready.READY or not mine:
@@ -425,7 +433,7 @@ class Batcher:
         if self._promised(start, turn.attempt):
             return  # this node signed the slot before's batch: its proposer may still send it
         began = time.monotonic()
-        built = await self._build(ready.cameras, start, end, prev)
+        built = await self._build(ready.cameras, start, end, prev, turn)
         if built is None:
             return
         log.info("batch built", extra={"node": self.name, "window": start, "blocks": len(built.manifest.headers),
@@ -439,7 +447,7 @@ class Batcher:
         return (attempt > 0 and proposer_for(None, start, self.nodes, attempt - 1) != self.address
                 and self.bstate.signed(start, attempt - 1) is not None)
 
-    async def _build(self, cams: Sequence[bytes], start: int, end: int, prev: _Prev) -> _Built | None:
+    async def _build(self, cams: Sequence[bytes], start: int, end: int, prev: _Prev, turn: Turn) -> _Built | None:
         tips = self.tips()
         began = time.monotonic()
         # The peers are asked what they hold while the blocks are built (each waits on the other
@@ -451,7 +459,9 @@ class Batcher:
         finally:
             pulled = await pull
         pull_s = time.monotonic() - began
-        await self._build_blocks(sorted(pulled & set(tips)), start, end, tips, built)
+        if not pulled.complete and self._waits_for_silent_peers(cams, start, turn):
+            return None
+        await self._build_blocks(sorted(pulled.cameras & set(tips)), start, end, tips, built)
         headers = [built[cam][0] for cam in sorted(built)]
         blocks = {h.manifest_digest: built[h.camera_id][1] for h in headers}
         substituted = {info.ip: built[cam][2] for cam in built if (info := self.registry.get(cam)) is not None}
@@ -467,7 +477,7 @@ class Batcher:
         await asyncio.to_thread(self.store.put_many, [*blocks.values(), raw])  # one thread hop, not 201
         log.info("batch blocks built", extra={"node": self.name, "window": start, "pull_s": round(pull_s, 3),
                                                "build_s": round(time.monotonic() - began, 3),
-                                               "rebuilt": len(pulled)})
+                                               "rebuilt": len(pulled.cameras)})
         return _Built(manifest=manifest, raw=raw, blocks=[blocks[h.manifest_digest] for h in manifest.headers],
                       substituted=substituted)
 
@@ -487,12 +497,27 @@ class Batcher:
                                                                     frames, store=False)
             out[cam] = (block.header, block.manifest_bytes, sum(len(fs) for _, fs in subs))
 
-    async def _pull_window(self, start: int, end: int, cams: Sequence[bytes]) -> set[bytes]:
+    def _waits_for_silent_peers(self, cams: Sequence[bytes], start: int, turn: Turn) -> bool:
+        """A peer that did not answer (restarting, overloaded) may hold a window's tail: the
+        batch waits for the next tick as a header-mode block does (`core.windows.
+        waits_for_silent_peers`: before the repair deadline, counted from the first camera seen
+        closed, and while enough of the slot is left to build and send)."""
+        now = time.time()
+        closed = [self.producer.closed_at.get((cam, start), now) for cam in cams]
+        if not waits_for_silent_peers(closed_for_ms=(now - min(closed, default=now)) * 1000,
+                                      now_ms=int(now * 1000), turn=turn, rules=self.rules):
+            return False
+        log.info("peer holdings incomplete, batch waits", extra={"node": self.name, "window": start})
+        self.state.bump("*", "seal_waits")
+        return True
+
+    async def _pull_window(self, start: int, end: int, cams: Sequence[bytes]) -> _WindowPull:
         """Before sealing: ONE holdings request per peer for every camera of the window (this
         node's seq ranges in, the seqs it lacks out), then ONE frames request per peer for what
         this node lacks (`assign_pulls`: each frame from one peer), each packet verified and on
         record as a repair, so no block omits a frame a peer holds (a lost tail has no later
-        frame to reveal it as a hole). Returns the cameras frames were pulled for."""
+        frame to reveal it as a hole). Says which cameras frames were pulled for, and whether
+        every peer answered and every frame a peer listed is now held here."""
         have = {cam: seq_ranges(f.ref.seq for f in self.state.frames_in(cam, start, end)) for cam in cams}
         peers = list(self.peers.peers)
         answers = await asyncio.gather(*(self.peers.batch_holdings(p, start, end, have) for p in peers))
@@ -505,7 +530,10 @@ class Batcher:
             log.info("pulled frames from peers before sealing", extra={"node": self.name, "window": start,
                                                                         "cameras": len(pulled),
                                                                         "frames": sum(len(a) for a in asks)})
-        return pulled
+        wanted = {cam: set(seqs) for answer in answers for cam, seqs in (answer or {}).items() if seqs}
+        held = {cam: {f.ref.seq for f in self.state.frames_in(cam, start, end)} for cam in wanted}
+        complete = all(a is not None for a in answers) and all(wanted[c] <= held[c] for c in wanted)
+        return _WindowPull(cameras=pulled, complete=complete)
 
     async def _keep_pulled(self, answers: Sequence[tuple[str, list[tuple[bytes, int, bytes]]] | None]) -> set[bytes]:
         """Packets peers sent (`PeerClient.batch_frames` answers), each through every check a

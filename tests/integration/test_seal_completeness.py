@@ -13,8 +13,12 @@ from cluster_fixtures import one_camera_cluster
 from eth_account import Account
 from ingest_client import IngestClient
 
+from offchain.chain.client import Signer
 from offchain.core import packet as pk
+from offchain.core.batch import BatchManifest
 from offchain.core.block import camera_id, proposer_for
+from offchain.core.cid import cid_from_digest
+from offchain.store import LocalStore
 
 pytestmark = pytest.mark.slow
 
@@ -94,3 +98,40 @@ def test_a_peer_that_does_not_answer_makes_the_proposer_wait_not_seal_short(tmp_
         rec = _first_block_settled(cluster)
         assert rec.header.frame_count == 100, f"sealed {rec.header.frame_count} of 100 frames"
         assert (rec.attestations, rec.disputes, rec.finalized) == (3, 0, True)
+
+
+def test_in_batch_mode_a_peer_that_does_not_answer_makes_the_batch_wait_not_seal_short(tmp_path):
+    """The same rule for a window's batch: its proposer (one per window, every camera) does not
+    sign a batch whose block lacks a tail the silent peer holds; the peer back, the batch holds
+    every frame."""
+    settings = dict(SETTINGS, repair_deadline_ms=40_000, anchoring="batch", proposer_timeout_ms=30_000)
+    with one_camera_cluster(tmp_path, IP, owner=1, settings=settings) as (cluster, key):
+        # A window 20-30 s back: a batch's slots count from the window's end (not from a camera's
+        # head on chain), and the proposer stops waiting with half a proposer timeout left.
+        now = int(time.time() * 1000)
+        t0 = now - now % WINDOW - 2 * WINDOW
+        packets = [pk.encode_packet(key, IP, seq, t0 + 100 * seq, seq % 10 == 0, bytes([seq]) * 500)
+                   for seq in range(100)]
+        address = {Account.from_key(Path(n.config.private_key_file).read_text().strip()).address: n
+                   for n in cluster.nodes}
+        proposer = address[proposer_for(None, t0, cluster.consortium().nodes(), 0)]
+        holder, other = [n for n in cluster.nodes if n is not proposer]
+        _send(holder, key, packets)
+        cluster.kill_node(holder, True)
+        _send(other, key, packets[:60])
+        _send(proposer, key, packets[:60])
+        batches = cluster.deployment.batch_client(Signer(cluster.w3, cluster.keys[0]))
+        waits_deadline = time.monotonic() + 30
+        while cluster.api(proposer, "/api/v1/status")["counters"].get("*", {}).get("seal_waits", 0) < 2:
+            assert time.monotonic() < waits_deadline, "the batch's proposer never waited for the silent peer"
+            assert batches.batch_count() == 0, "a batch was anchored while a peer was silent"
+            time.sleep(0.5)
+        cluster.start_node(holder)
+        deadline = time.monotonic() + 90
+        while batches.batch_count() == 0:
+            assert time.monotonic() < deadline, "no batch after the silent peer came back"
+            time.sleep(0.5)
+        rec = batches.batch_at(0)
+        store = LocalStore(proposer.config.data_dir / "store")
+        manifest = BatchManifest.from_bytes(store.get(cid_from_digest(rec.manifest_digest)))
+        assert [h.frame_count for h in manifest.headers] == [100], "the batch's block was sealed short"
