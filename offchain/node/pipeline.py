@@ -182,7 +182,7 @@ class Verifier:
 
 @dataclass
 class Pending:
-    """One verified frame waiting for its batch."""
+    """One verified frame waiting for its batch (``ref.sha256`` checked against ``payload``)."""
 
     cam: bytes
     ip: str

@@ -46,7 +46,7 @@ from .config import NodeConfig
 from .peer_client import PacketSink, PeerClient
 from .registry import CameraRegistry
 from .repair import Repairer
-from .state import Alarm, NodeState, named_alarm
+from .state import Alarm, CameraRow, NodeState, named_alarm
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -203,11 +203,12 @@ class Producer:
         mode). A camera with an anchor in flight is skipped: its next window needs the new tip."""
         if not await self.chain_ready():
             return
+        rows = self.state.camera_rows()  # one query for the pass, not one per camera
         for cam in self.state.pool_cameras():
             if cam in self._proposing:
                 continue
             try:
-                proposal = await self._tick_camera(cam)
+                proposal = await self._tick_camera(cam, rows.get(cam))
             except Exception as exc:  # noqa: BLE001 - one camera's trouble must not stop the others
                 if is_chain_fault(exc):
                     self._chain_failed(exc)  # the chain's trouble, not the camera's: wait for it
@@ -261,8 +262,10 @@ class Producer:
         (store reads and writes, chain views run there)."""
         return await asyncio.get_running_loop().run_in_executor(self._tx_pool, lambda: fn(*args))
 
-    def _stream_view(self, cam: bytes, newest_ms: int, now: float) -> StreamView:
-        row = self.state.camera_row(cam)
+    def _stream_view(self, cam: bytes, newest_ms: int, now: float, row: CameraRow | None = None) -> StreamView:
+        """How the camera's stream stands for `core.windows.is_closed`; ``row``: its camera row,
+        when the caller has read it already (else read here)."""
+        row = self.state.camera_row(cam) if row is None else row
         ended = row is not None and row[2] is not None and (self.state.max_seq(cam, 0) or -1) >= row[2]
         # Silence counts from this process's start too: a node just restarted has heard nothing
         # yet, which says nothing about the camera.
@@ -273,7 +276,7 @@ class Producer:
                                          self.config.idle_close_ms) or newest_ms
         return StreamView(newest_ms=newest_ms, ended=ended, silent_ms=(now - heard) * 1000)
 
-    async def _tick_camera(self, cam: bytes) -> "_Proposal | None":
+    async def _tick_camera(self, cam: bytes, row: CameraRow | None = None) -> "_Proposal | None":
         """Visit the camera's windows in order, from its oldest pooled frame: settle those the
         chain moved past, stop at the first one that is open, repairing or not this node's turn,
         and return the one to anchor, if any (the caller sends it). The decisions are `core.windows`'."""
@@ -287,7 +290,7 @@ class Producer:
         if span is None or last is None:
             return None
         start = window_of(span[0], window_ms)[0]
-        stream = self._stream_view(cam, last[1], now)
+        stream = self._stream_view(cam, last[1], now, row)
         cached = self._tips.get(cam)
         if cached is None or is_closed(start + window_ms, stream, self.rules):
             cached = self._tips[cam] = await asyncio.to_thread(self.ledger.tip, cam)

@@ -21,6 +21,7 @@ from typing import Iterable, Iterator
 from ..core.block import FrameRef, track_bounds
 
 _MAX_SEQ = 2**63 - 1  # SQLite INTEGER
+CameraRow = tuple[str, str | None, int | None, int | None]  # a camera's row: ip, codec JSON, last seq (signed end), first seq
 
 
 def _bounds(track: int | None) -> tuple[int, int]:
@@ -358,9 +359,15 @@ class NodeState:
     def note_last_seq(self, camera: bytes, seq: int) -> None:
         self.db.execute("UPDATE cameras SET last_seq=? WHERE camera_id=?", (seq, camera))
 
-    def camera_row(self, camera: bytes) -> tuple[str, str | None, int | None, int | None] | None:
+    def camera_row(self, camera: bytes) -> CameraRow | None:
         row = self.db.execute("SELECT ip, codec, last_seq, first_seq FROM cameras WHERE camera_id=?", (camera,)).fetchone()
         return tuple(row) if row else None  # type: ignore[return-value]
+
+    def camera_rows(self) -> dict[bytes, CameraRow]:
+        """Every camera's `camera_row` in one query (a tick's pass over 200 cameras read them one
+        by one: ~4 % of a node's samples in the issue-9 profile)."""
+        return {r[0]: (r[1], r[2], r[3], r[4])
+                for r in self.db.execute("SELECT camera_id, ip, codec, last_seq, first_seq FROM cameras")}
 
     def cameras(self) -> list[tuple[bytes, str]]:
         return [(r[0], r[1]) for r in self.db.execute("SELECT camera_id, ip FROM cameras")]

@@ -23,7 +23,7 @@ Contract every backend keeps:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Protocol, runtime_checkable
+from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 from ..core.cid import InvalidCid
 
@@ -127,8 +127,11 @@ class ContentStore(Protocol):
         """Size of a present block; raise :class:`BlockNotFound` if absent."""
         ...
 
-    def put_many(self, blocks: Iterable[bytes]) -> list[str]:
-        """``[put(b) for b in blocks]``; a backend may batch or parallelise it."""
+    def put_many(self, blocks: Iterable[bytes], digests: Sequence[bytes] | None = None) -> list[str]:
+        """``[put(b) for b in blocks]``; a backend may batch or parallelise it. ``digests``, when
+        given, are the blocks' SHA-256 as the caller has just computed them over these very
+        bytes; a backend may file the blocks under them instead of hashing again (reads still
+        re-hash: a wrong digest shows as a corrupt block, never as another block's bytes)."""
         ...
 
     def get_many(self, cids: Iterable[str]) -> list[bytes]:
@@ -144,7 +147,7 @@ class StoreHelpers:
     """Default ``put_many``/``get_many``/context-manager plumbing for backends, so each one only
     writes the four primitives and overrides a helper when it can do better."""
 
-    def put_many(self, blocks: Iterable[bytes]) -> list[str]:
+    def put_many(self, blocks: Iterable[bytes], digests: Sequence[bytes] | None = None) -> list[str]:
         return [self.put(b) for b in blocks]  # type: ignore[attr-defined]
 
     def get_many(self, cids: Iterable[str]) -> list[bytes]:

@@ -31,7 +31,7 @@ import hashlib
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import httpx
 
@@ -227,9 +227,10 @@ class KuboStore(StoreHelpers):
         except BlockNotFound:
             return False
 
-    def put_many(self, blocks: Iterable[bytes]) -> list[str]:
+    def put_many(self, blocks: Iterable[bytes], digests: Sequence[bytes] | None = None) -> list[str]:
         """Parallel puts (``concurrency`` at a time): each put is one HTTP round trip, so
-        latency, not bandwidth, bounds a sequential loop of small frames."""
+        latency, not bandwidth, bounds a sequential loop of small frames. (``digests`` unused:
+        the daemon hashes what it receives.)"""
         blocks = list(blocks)
         if self.concurrency == 1 or len(blocks) < 2:
             return [self.put(b) for b in blocks]

@@ -49,7 +49,7 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, Literal
+from typing import BinaryIO, Iterable, Iterator, Literal, Sequence
 
 from ..core.cid import cid_from_digest, digest_from_cid
 from .base import BlockNotFound, BlockStat, CorruptBlock, StoreFull, StoreHelpers, StoreUnavailable
@@ -288,13 +288,18 @@ class LocalStore(StoreHelpers):
             raise self._map_oserror(e, f"cannot store block {cid}") from e
         return cid
 
-    def put_many(self, blocks: Iterable[bytes]) -> list[str]:
+    def put_many(self, blocks: Iterable[bytes], digests: Sequence[bytes] | None = None) -> list[str]:
         """Every block of the batch appended to this writer's pack, one fsync for the batch (per
         the fsync policy), then indexed in one transaction: when this returns, every block is
         durable. Blocks already packed (or repeated in the batch) are not written again; one held
-        only as a loose file is packed too (reads prefer the packed copy)."""
+        only as a loose file is packed too (reads prefer the packed copy). ``digests``: see
+        `ContentStore.put_many` (the node's ingest passes the digests it has just checked)."""
         datas = [bytes(b) if not isinstance(b, bytes) else b for b in blocks]
-        digests = [hashlib.sha256(d).digest() for d in datas]
+        if digests is None:
+            digests = [hashlib.sha256(d).digest() for d in datas]
+        elif len(digests) != len(datas) or any(len(d) != 32 for d in digests):
+            raise ValueError("put_many: one 32-byte SHA-256 digest per block")
+        digests = list(digests)
         cids = [cid_from_digest(d) for d in digests]
         with self._lock:
             held = self._packed_many(digests)

@@ -184,8 +184,8 @@ class SealedStore(StoreHelpers):
     def put(self, data: bytes) -> str:
         return self.inner.put(data)
 
-    def put_many(self, blocks: Iterable[bytes]) -> list[str]:
-        return self.inner.put_many(blocks)
+    def put_many(self, blocks: Iterable[bytes], digests: Sequence[bytes] | None = None) -> list[str]:
+        return self.inner.put_many(blocks, digests)
 
     def put_frames(self, frames: Sequence[tuple[bytes, int, bytes, bytes | None]]) -> list[str]:
         """Store ``(camera, capture ms, payload, its SHA-256 or None)`` frames: sealed when a

@@ -615,3 +615,19 @@ def test_local_reads_on_after_a_sibling_writer_is_killed_inside_its_index_transa
     assert not index.with_name("packs.sqlite-journal").exists()
     more = os.urandom(1000)
     assert local.get(local.put_many([more])[0]) == more
+
+
+def test_local_put_many_files_blocks_under_the_callers_digests_and_reads_still_check_them(local):
+    """The node passes the digests its ingest has just checked (no second SHA-256 per frame);
+    a wrong one files the bytes under another address, where a read finds them corrupt."""
+    a, b = os.urandom(900), os.urandom(700)
+    cids = local.put_many([a, b], digests=[hashlib.sha256(a).digest(), hashlib.sha256(b).digest()])
+    assert cids == [cid_for_bytes(a), cid_for_bytes(b)] and local.get_many(cids) == [a, b]
+    with pytest.raises(ValueError):
+        local.put_many([a, b], digests=[hashlib.sha256(a).digest()])
+    with pytest.raises(ValueError):
+        local.put_many([a], digests=[b"\x00" * 31])
+    lie = hashlib.sha256(b"another block").digest()
+    wrong = local.put_many([b"not that block"], digests=[lie])[0]
+    with pytest.raises(CorruptBlock):
+        local.get(wrong)
