@@ -4,8 +4,9 @@
     python -m bench ingest -- --cameras 200 --seconds 20
     python -m bench ingest -- --memory-minutes 10        # also: 200 cameras paced for 10 minutes, RSS over time
 
-What runs: Anvil, the contracts, N whitelisted cameras, and one node process (the first of the
-plan; its peers are configured but not started, the producer's window is one hour so no block is
+What runs: Anvil, the contracts, N whitelisted cameras, and one node (the first of the plan; by
+default with one ingest process per core behind it, `ingest_processes = -1`, as docs/TRANSPORT.md
+sets a node of 200 cameras; `--ingest-processes 0` measures the single-process node; its peers are configured but not started, the producer's window is one hour so no block is
 sealed during a run: what is measured is ingest, end to end: TCP, handshake, whitelist, length,
 SHA-256, the device's Ed25519 signature, the content store (LocalStore, fsync on) and the SQLite
 row, and the acknowledgement sent back only after both are durable).
@@ -19,11 +20,13 @@ reported (`generator`).
 
 Phases per N:
   paced     every camera at 25 fps for --seconds: does the node keep up (acked/offered), CPU µs per
-            frame of the node (main process + its verify workers), lag of the last ack;
+            frame of the node (main process + its ingest processes or verify workers), lag of the
+            last ack;
   saturate  every camera as fast as the node takes it (TCP backpressure) for --seconds: sustained
             frames/s = frames acknowledged / time.
 Reference (same run, same frames): one process, a tight loop of SHA-256 + Ed25519 verify +
-append-write (one file, fdatasync every 256 frames). Ratio = node saturate frames/s / reference.
+append-write (one file, fdatasync every 256 frames), through the node's own Ed25519 check
+(libsodium). Ratio = node frames/s / reference.
 
 The 10-minute memory run is NOT part of the default (the default stays at a few minutes, the memory
 run alone takes 10): pass --memory-minutes 10. Results: bench/results/ingest.json.
@@ -469,8 +472,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seconds", type=float, default=12.0, help="length of each phase")
     ap.add_argument("--memory-minutes", type=float, default=0.0, help="also run 200 cameras paced this long")
     ap.add_argument("--verify-workers", type=int, default=-1, help="the node's ingest_verify_workers")
-    ap.add_argument("--ingest-processes", type=int, default=None,
-                    help="the node's ingest_processes (default: the node's default)")
+    ap.add_argument("--ingest-processes", type=int, default=-1,
+                    help="the node's ingest_processes (default -1: one per core, the setting docs/TRANSPORT.md "
+                         "gives a node of 200 cameras; 0: the single-process node, the config's default)")
     ap.add_argument("--tick-ms", type=int, default=250, help="the node's tick_ms (producer and gap-scan period)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--profile", type=Path, default=None,

@@ -24,27 +24,37 @@ def _load(name: str) -> dict[str, Any] | None:
 
 def _ingest_rows(d: dict[str, Any]) -> list[list[str]]:
     ref = d["reference"]["frames_per_s"]
+    procs = (d.get("node_settings") or {}).get("ingest_processes")
+    node = "one node" + (f" (ingest_processes = {procs})" if procs else "")
     rows = []
     for run in d["runs"]:
         if run["mode"] == "saturate" or run["cameras"] != 200:
             continue
-        rows.append(["ingest, 200 cameras × 25 fps, one node, every check on (paced)",
-                     f"{run['frames_per_s']:,.0f} frames/s acked ({run['node_cpu_us_per_frame']:.0f} µs CPU/frame)",
+        rows.append([f"ingest, 200 cameras × 25 fps ({run['offered_fps']:,} offered), {node}, every check on (paced)",
+                     f"{run['frames_per_s']:,.0f} frames/s acked ({run['node_cpu_us_per_frame']:.0f} µs CPU/frame, "
+                     f"last ack +{run['lag_of_last_ack_s']} s)",
                      f"{ref:,.0f} frames/s tight loop (ratio {run['frames_per_s'] / ref:.2f})",
                      "≥ 5,000 frames/s, ≥ 0.5× reference"])
     sat = [r for r in d["runs"] if r["mode"] == "saturate"]
-    if sat:
-        best = max(sat, key=lambda r: r["frames_per_s"])
-        rows.append([f"ingest, saturated ({best['cameras']} cameras)", f"{best['frames_per_s']:,.0f} frames/s",
-                     f"ratio {best['frames_per_s'] / ref:.2f}", ""])
+    shown = [r for r in sat if r["cameras"] == 200]
+    if sat and max(sat, key=lambda r: r["frames_per_s"]) not in shown:
+        shown.append(max(sat, key=lambda r: r["frames_per_s"]))
+    for run in shown:
+        rows.append([f"ingest, saturated ({run['cameras']} cameras)",
+                     f"{run['frames_per_s']:,.0f} frames/s ({run['node_cpu_us_per_frame']:.0f} µs CPU/frame)",
+                     f"ratio {run['frames_per_s'] / ref:.2f}", ""])
     drops = d.get("drops") or {}
     if drops:
         rows.append(["ingest, frames dropped by the node", f"{drops.get('dropped', 0)} of {drops.get('sent', 0):,}",
                      "", "0"])
     mem = d.get("memory")
     if isinstance(mem, dict) and "rss_first_tenth_mib" in mem:
+        rss = mem.get("rss_mib") or []
+        half = rss[len(rss) // 2:]
+        spread = f"; last half {min(half):.0f}-{max(half):.0f} MiB" if half else ""
         rows.append([f"ingest memory, {mem['cameras']} cameras for {mem['seconds'] / 60:.0f} min",
-                     f"RSS {mem['rss_first_tenth_mib']:.0f} → {mem['rss_last_tenth_mib']:.0f} MiB", "", "flat"])
+                     f"RSS {mem['rss_first_tenth_mib']:.0f} → {mem['rss_last_tenth_mib']:.0f} MiB{spread}; "
+                     f"{mem['frames_per_s']:,.0f} frames/s acked, all sent", "", "flat"])
     return rows
 
 
