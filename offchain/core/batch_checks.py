@@ -89,6 +89,27 @@ def assign_pulls(answers: Sequence[Mapping[bytes, Sequence[int]] | None],
     return out
 
 
+def pull_settled(answers: Sequence[Mapping[bytes, Sequence[int]] | None], truncated: Sequence[bool],
+                 asks: Sequence[Mapping[bytes, Sequence[int]]],
+                 delivered: Sequence[set[tuple[bytes, int]] | None],
+                 held: Mapping[bytes, set[int]]) -> bool:
+    """Whether a window's pull learned all the peers hold: every peer answered (``answers[i]``
+    not None) with its whole list (not ``truncated[i]``), and every seq any peer listed is held
+    here now (``held``) or was delivered by the peer it was asked of (``asks[i]``,
+    ``delivered[i]``: None when that frames request failed). A delivered packet this node
+    refused (a conflict, a revoked camera) is settled, not missing: waiting would not change it."""
+    if any(a is None for a in answers) or any(truncated):
+        return False
+    got = {key for d in delivered if d for key in d}
+    for answer in answers:
+        for cam, seqs in (answer or {}).items():
+            mine = held.get(cam, set())
+            if any(seq not in mine and (cam, seq) not in got for seq in seqs):
+                return False
+    asked = [(i, cam, seq) for i, ask in enumerate(asks) for cam, seqs in ask.items() for seq in seqs]
+    return all(delivered[i] is not None for i, _, _ in asked)
+
+
 def inline_count(sizes: Sequence[int], body_limit: int, fixed: int = 0) -> int:
     """How many of the block manifests (`sizes` in bytes, in header order) one sign request can
     carry, base64-encoded, under `body_limit` with `fixed` bytes already used (the batch

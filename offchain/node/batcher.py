@@ -31,7 +31,7 @@ from ..chain.ledger import BatchLedgerClient
 from ..core.batch import (Batch, BatchFormatError, BatchManifest, Tip, advance_tips, check_batch, order_signatures,
                           recover_batch_signer, sign_batch)
 from ..core.batch_checks import (MAX_HOLDINGS_FRAMES, MAX_PULL_FRAMES, InlineError, assign_pulls, inline_count,
-                                match_inline, not_covered, seq_ranges)
+                                 match_inline, not_covered, pull_settled, seq_ranges)
 from ..core.batch_windows import BatchState as Ready
 from ..core.batch_windows import (CameraWindow, Refusal, SignDecision, batch_readiness, may_send_signed, sign_decision,
                                   slot_live)
@@ -83,6 +83,11 @@ class _Built:
     raw: bytes
     blocks: list[bytes]
     substituted: dict[str, int]
+
+
+async def _nothing() -> None:
+    """The frames answer of a peer nothing was asked of."""
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -520,19 +525,22 @@ class Batcher:
         every peer answered and every frame a peer listed is now held here."""
         have = {cam: seq_ranges(f.ref.seq for f in self.state.frames_in(cam, start, end)) for cam in cams}
         peers = list(self.peers.peers)
-        answers = await asyncio.gather(*(self.peers.batch_holdings(p, start, end, have) for p in peers))
+        holdings = await asyncio.gather(*(self.peers.batch_holdings(p, start, end, have) for p in peers))
+        answers = [h.seqs if h is not None else None for h in holdings]
         listed = {cam for answer in answers for cam in (answer or {})}
         mine = {cam: {f.ref.seq for f in self.state.frames_in(cam, start, end)} for cam in listed}
         asks = assign_pulls(answers, mine)
-        got = await asyncio.gather(*(self.peers.batch_frames(p, ask) for p, ask in zip(peers, asks) if ask))
+        fetched = await asyncio.gather(*(self.peers.batch_frames(p, ask) if ask else _nothing()
+                                         for p, ask in zip(peers, asks)))
+        got = [g for g, ask in zip(fetched, asks) if ask]
         pulled = await self._keep_pulled(got)
         if pulled:
             log.info("pulled frames from peers before sealing", extra={"node": self.name, "window": start,
                                                                         "cameras": len(pulled),
                                                                         "frames": sum(len(a) for a in asks)})
-        wanted = {cam: set(seqs) for answer in answers for cam, seqs in (answer or {}).items() if seqs}
-        held = {cam: {f.ref.seq for f in self.state.frames_in(cam, start, end)} for cam in wanted}
-        complete = all(a is not None for a in answers) and all(wanted[c] <= held[c] for c in wanted)
+        delivered = [None if f is None else {(cam, seq) for cam, seq, _ in f[1]} for f in fetched]
+        held = {cam: {f.ref.seq for f in self.state.frames_in(cam, start, end)} for cam in listed}
+        complete = pull_settled(answers, [h is not None and not h.complete for h in holdings], asks, delivered, held)
         return _WindowPull(cameras=pulled, complete=complete)
 
     async def _keep_pulled(self, answers: Sequence[tuple[str, list[tuple[bytes, int, bytes]]] | None]) -> set[bytes]:

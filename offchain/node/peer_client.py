@@ -13,6 +13,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+from dataclasses import dataclass
 from typing import Any, Awaitable, Protocol, Sequence
 
 import httpx
@@ -20,6 +21,15 @@ import httpx
 from ..core.cid import digest_from_cid
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchHoldings:
+    """A peer's batch-mode holdings answer: per camera, the seqs it holds that the asker lacks;
+    ``complete`` False when the peer cut its list short (MAX_HOLDINGS_FRAMES)."""
+
+    seqs: dict[bytes, list[int]]
+    complete: bool
 
 
 class PacketSink(Protocol):
@@ -94,7 +104,7 @@ class PeerClient:
             return None
 
     async def batch_holdings(self, peer: str, start_ms: int, end_ms: int,
-                             have: dict[bytes, list[tuple[int, int]]]) -> dict[bytes, list[int]] | None:
+                             have: dict[bytes, list[tuple[int, int]]]) -> BatchHoldings | None:
         """Batch mode, one request for every camera of window [start, end): the seqs `peer` holds
         that `have` (this node's seq ranges per camera) lacks, per camera, including cameras not
         in `have`. None when unreachable or the answer is unusable."""
@@ -111,7 +121,9 @@ class PeerClient:
         except (httpx.HTTPError, ValueError, AttributeError, KeyError, TypeError) as exc:
             log.info("holdings unusable", extra={"node": self.name, "peer": peer, "error": type(exc).__name__})
             return None
-        return out if doc is not None else None
+        if doc is None:
+            return None
+        return BatchHoldings(seqs=out, complete=doc.get("complete") is not False)
 
     async def batch_frames(self, peer: str, wanted: dict[bytes, list[int]]) -> tuple[str, list[tuple[bytes, int, bytes]]] | None:
         """Batch mode, one request for a window's lacking frames of every camera: the node name

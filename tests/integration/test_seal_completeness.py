@@ -106,7 +106,7 @@ def test_in_batch_mode_a_peer_that_does_not_answer_makes_the_batch_wait_not_seal
     every frame."""
     settings = dict(SETTINGS, repair_deadline_ms=40_000, anchoring="batch", proposer_timeout_ms=30_000)
     with one_camera_cluster(tmp_path, IP, owner=1, settings=settings) as (cluster, key):
-        # A window 20-30 s back: a batch's slots count from the window's end (not from a camera's
+        # A window that ended 10-20 s ago: a batch's slots count from the window's end (not from a camera's
         # head on chain), and the proposer stops waiting with half a proposer timeout left.
         now = int(time.time() * 1000)
         t0 = now - now % WINDOW - 2 * WINDOW

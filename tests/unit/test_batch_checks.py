@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from offchain.core.batch_checks import (MAX_PULL_FRAMES, MAX_RANGES_PER_CAMERA, InlineError, assign_pulls, inline_count,
-                                        judge_block, match_inline, not_covered, seq_ranges, valid_ranges)
+                                        judge_block, match_inline, not_covered, pull_settled, seq_ranges,
+                                        valid_ranges)
 from offchain.core.block import FrameRef, build_block, frames_tree
 
 W = 5_000
@@ -122,3 +123,22 @@ def test_each_lacking_frame_is_pulled_once_from_the_first_peer_that_lists_it():
     assert assign_pulls([{a: [1]}], mine={a: {1}}) == [{}]
     many = assign_pulls([{a: list(range(MAX_PULL_FRAMES + 10))}], mine={})
     assert len(many[0][a]) == MAX_PULL_FRAMES
+
+
+def test_a_pull_is_settled_only_when_every_peer_answered_whole_and_every_listed_frame_is_here_or_delivered():
+    a, b = b"\x0a" * 32, b"\x0b" * 32
+    answers = [{a: [60, 61]}, {a: [60]}]
+    asks = [{a: [60, 61]}, {}]
+    both = {(a, 60), (a, 61)}
+    assert pull_settled(answers, [False, False], asks, [both, None], held={a: {60, 61}})
+    # a delivered packet this node refused (not held) is settled: waiting would not change it
+    assert pull_settled(answers, [False, False], asks, [both, None], held={a: set()})
+    # a peer silent, or its list cut short
+    assert not pull_settled([answers[0], None], [False, False], asks, [both, None], held={a: {60, 61}})
+    assert not pull_settled(answers, [True, False], asks, [both, None], held={a: {60, 61}})
+    # the frames request failed, or came back without a listed frame (two peers listing the same
+    # camera: the union of their lists counts, not the last one's)
+    assert not pull_settled(answers, [False, False], asks, [None, None], held={a: set()})
+    assert not pull_settled(answers, [False, False], asks, [{(a, 60)}, None], held={a: {60}})
+    # listed but never asked (the pull's frame budget ran out) and not held: not settled
+    assert not pull_settled([{a: [1, 2], b: [5]}], [False], [{a: [1, 2]}], [{(a, 1), (a, 2)}], held={a: {1, 2}})
