@@ -589,6 +589,11 @@ class Node:
         at = self.state.frame(cam, track.watermark) if seen else None
         base = [(track.watermark, at.ref.timestamp_ms, at.ref.keyframe)] if at else []
         holes = find_holes(track.watermark - len(base), base + seen, last_seq)
+        if holes or self._has_odd_step(track, base + seen, step_ms):
+            # About to name an anomaly: with the codec as it stands now, not as the tick's
+            # snapshot had it (a hello that changed the frame rate mid-pass would misjudge a gap).
+            row = self.state.camera_row(cam)
+            step_ms = track_step_ms(self._parsed_codec(row[1] if row else None), number)
         self._judge_steps(cam, ip, track, base + seen, holes, step_ms)
         # advance the watermark over everything held or already alarmed
         blocking = [h for h in holes if not track.alarmed.covers(h.from_seq, h.to_seq)]
@@ -616,6 +621,12 @@ class Node:
                 track.alarmed.add(seq_from, seq_to)
                 track.noticed.pop(seq_from, None)
                 budget -= 1
+
+    @staticmethod
+    def _has_odd_step(track: CameraTrack, seen: list, step_ms: float) -> bool:
+        """Whether `_judge_steps` would find a seq or clock jump between frames not judged yet."""
+        return any(cur[0] > track.checked and check_step(prev, cur, step_ms) is not None
+                   for prev, cur in zip(seen, seen[1:]))
 
     def _judge_steps(self, cam: bytes, ip: str, track: CameraTrack, seen: list, holes: list[Hole], step_ms: float) -> None:
         """Name what a camera's numbers and clock do between consecutive held frames not judged
