@@ -6,10 +6,11 @@
 
 What runs: Anvil, the contracts, N whitelisted cameras, and one node (the first of the plan; by
 default with one ingest process per core behind it, `ingest_processes = -1`, as docs/TRANSPORT.md
-sets a node of 200 cameras; `--ingest-processes 0` measures the single-process node; its peers are configured but not started, the producer's window is one hour so no block is
-sealed during a run: what is measured is ingest, end to end: TCP, handshake, whitelist, length,
-SHA-256, the device's Ed25519 signature, the content store (LocalStore, fsync on) and the SQLite
-row, and the acknowledgement sent back only after both are durable).
+sets a node of 200 cameras; `--ingest-processes 0` measures the single-process node; its peers are
+configured but not started, the producer's window is one hour so no block is sealed during a run:
+what is measured is ingest, end to end: TCP, handshake, whitelist, length, SHA-256, the device's
+Ed25519 signature, the content store (LocalStore, fsync on) and the SQLite row, and the
+acknowledgement sent back only after both are durable).
 
 Load: real H.264 packets, 1280x720 25 fps (the `bikes` recording scaled to 720p and encoded with
 libx264 at 2 Mbit/s, GOP 50, cached beside the samples), the last 8 bytes of each packet replaced

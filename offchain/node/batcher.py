@@ -532,8 +532,7 @@ class Batcher:
         asks = assign_pulls(answers, mine)
         fetched = await asyncio.gather(*(self.peers.batch_frames(p, ask) if ask else _nothing()
                                          for p, ask in zip(peers, asks)))
-        got = [g for g, ask in zip(fetched, asks) if ask]
-        pulled = await self._keep_pulled(got)
+        pulled = await self._keep_pulled(fetched)  # (None: nothing asked of that peer, or no answer)
         if pulled:
             log.info("pulled frames from peers before sealing", extra={"node": self.name, "window": start,
                                                                         "cameras": len(pulled),

@@ -589,12 +589,17 @@ class Node:
         at = self.state.frame(cam, track.watermark) if seen else None
         base = [(track.watermark, at.ref.timestamp_ms, at.ref.keyframe)] if at else []
         holes = find_holes(track.watermark - len(base), base + seen, last_seq)
-        if holes or self._has_odd_step(track, base + seen, step_ms):
-            # About to name an anomaly: with the codec as it stands now, not as the tick's
-            # snapshot had it (a hello that changed the frame rate mid-pass would misjudge a gap).
+        # Anything named is named with the codec as it stands now, not as the tick's snapshot had
+        # it (a hello that changed the frame rate mid-pass would misjudge a gap): re-read when
+        # there are holes, or (`_judge_steps`) at the first step that looks odd.
+        def current_step() -> float:
             row = self.state.camera_row(cam)
-            step_ms = track_step_ms(self._parsed_codec(row[1] if row else None), number)
-        self._judge_steps(cam, ip, track, base + seen, holes, step_ms)
+            return track_step_ms(self._parsed_codec(row[1] if row else None), number)
+
+        if holes:
+            self._judge_steps(cam, ip, track, base + seen, holes, current_step(), restep=None)
+        else:
+            self._judge_steps(cam, ip, track, base + seen, holes, step_ms, restep=current_step)
         # advance the watermark over everything held or already alarmed
         blocking = [h for h in holes if not track.alarmed.covers(h.from_seq, h.to_seq)]
         if blocking:
@@ -622,16 +627,13 @@ class Node:
                 track.noticed.pop(seq_from, None)
                 budget -= 1
 
-    @staticmethod
-    def _has_odd_step(track: CameraTrack, seen: list, step_ms: float) -> bool:
-        """Whether `_judge_steps` would find a seq or clock jump between frames not judged yet."""
-        return any(cur[0] > track.checked and check_step(prev, cur, step_ms) is not None
-                   for prev, cur in zip(seen, seen[1:]))
-
-    def _judge_steps(self, cam: bytes, ip: str, track: CameraTrack, seen: list, holes: list[Hole], step_ms: float) -> None:
+    def _judge_steps(self, cam: bytes, ip: str, track: CameraTrack, seen: list, holes: list[Hole], step_ms: float,
+                     *, restep: Callable[[], float] | None) -> None:
         """Name what a camera's numbers and clock do between consecutive held frames not judged
         yet: `camera.seq_jump` (the implausible part of the hole is marked skipped, so it is
-        neither asked for nor blocking) and `camera.clock_jump` (forward or backwards)."""
+        neither asked for nor blocking) and `camera.clock_jump` (forward or backwards).
+        ``restep``: the current frame step, asked once at the first odd step when ``step_ms``
+        may be stale (the step is judged again with it)."""
         holes_after = {h.before[0]: h for h in holes if h.before}
         lead = holes[0] if holes and holes[0].before is None and holes[0].after is not None else None
         slack = MAX_LEAD_SEQS
@@ -652,6 +654,9 @@ class Node:
         for cur in seen:
             if prev is not None and cur[0] > track.checked:
                 anomaly = check_step(prev, cur, step_ms)
+                if anomaly is not None and restep is not None:
+                    step_ms, restep = restep(), None
+                    anomaly = check_step(prev, cur, step_ms)
                 if anomaly is not None:
                     detail = f"seq {prev[0]} at {prev[1]} ms, then seq {cur[0]} at {cur[1]} ms"
                     skip_from = skip_to = None
