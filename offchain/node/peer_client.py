@@ -114,14 +114,14 @@ class PeerClient:
         try:
             r = await self.http.post(f"{peer.rstrip('/')}/peer/v1/batches/holdings", json=body, timeout=30.0)
             doc = r.json() if r.status_code == 200 else None
+            if not isinstance(doc, dict):  # a refusal, or an answer that is not an object: none
+                return None
             out: dict[bytes, list[int]] = {}
-            for entry in (doc or {}).get("cameras", []):
+            for entry in doc.get("cameras", []):
                 seqs = [int(s) for s in entry["seqs"] if isinstance(s, int)]
                 out[bytes.fromhex(str(entry["cameraId"]).removeprefix("0x"))] = seqs
         except (httpx.HTTPError, ValueError, AttributeError, KeyError, TypeError) as exc:
             log.info("holdings unusable", extra={"node": self.name, "peer": peer, "error": type(exc).__name__})
-            return None
-        if doc is None:
             return None
         return BatchHoldings(seqs=out, complete=doc.get("complete") is not False)
 
