@@ -25,7 +25,11 @@ from typing import Iterable, Protocol
 from ..core.merkle import MultiProof
 from .verify import ChainBlock
 
-__all__ = ["AnchorSource"]
+__all__ = ["AnchorSource", "ON_CHAIN_WORKERS"]
+
+# verifyFrames / verifyBlockInBatch calls in flight at once (extraction and verification): the
+# node answers them on its own cores instead of one after another.
+ON_CHAIN_WORKERS = 4
 
 
 class AnchorSource(Protocol):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -50,6 +51,7 @@ from ..core.batch import (
 )
 from ..core.block import BlockHeader
 from ..core.merkle import MultiProof, process_multiproof
+from .anchors import ON_CHAIN_WORKERS
 from .verify import ChainBlock, Note
 
 __all__ = ["ANCHORING_BATCH", "ANCHORING_HEADER", "MAX_BATCHES", "MAX_WALK_BACK_BATCHES", "BatchReader", "LoadedBatch"]
@@ -291,13 +293,19 @@ class BatchReader:
         BatchLedger has no multiproof view, so computing it here too only doubled the work
         (half of a batch bundle's verification time, profiled)."""
         out: dict[int, bool | None] = {}
-        for h, doc in proofs.items():
-            cb = blocks.get(h)
-            if cb is None or doc is None:
-                continue
-            index = self.batch_index_of(cb.header.camera_id, h)
-            out[h] = index is not None and self.verify_block(index, cb.block_hash)
-        return out
+        asked: dict[int, Future[bool]] = {}
+        with ThreadPoolExecutor(max_workers=ON_CHAIN_WORKERS) as pool:
+            for h, doc in proofs.items():
+                cb = blocks.get(h)
+                if cb is None or doc is None:
+                    continue
+                index = self.batch_index_of(cb.header.camera_id, h)
+                if index is None:
+                    out[h] = False
+                else:
+                    asked[h] = pool.submit(self.verify_block, index, cb.block_hash)
+            out.update({h: f.result() for h, f in asked.items()})
+        return dict(sorted(out.items()))
 
     # ------------------------------------------------------------------ the per-camera chain rule
     def chain_rule_notes(self, camera: bytes, heights: Iterable[int]) -> list[Note]:

@@ -35,7 +35,7 @@ import os
 import re
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,7 +49,7 @@ from ..core.cid import cid_from_digest
 from ..core.merkle import MultiProof, _tree_multiproof
 from ..store.base import BlockNotFound, ContentStore, CorruptBlock, StoreError
 from ..store.local import LocalStore
-from .anchors import AnchorSource
+from .anchors import ON_CHAIN_WORKERS, AnchorSource
 from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, BatchReader
 from .bundle import ChainReader, batch_member, bundle_index, note_decoded, probe_remuxed_clips, read_clip_samples, write_bundle
 from .report import Report
@@ -75,7 +75,8 @@ from .verify import (
     manifest_tree,
     verify_evidence,
 )
-from .video import REENCODE_CRF, audio_copyable, compare_pictures, decode_frames, decode_order, encode_frames_to_mp4, reencode_span_to_mp4, remux_to_mp4
+from .video import (REENCODE_CRF, MuxResult, SampleSizeMismatch, audio_copyable, compare_pictures, decode_frames, decode_order,
+                    encode_frames_to_mp4, reencode_span_to_mp4, remux_to_mp4, write_copied_mp4)
 
 __all__ = ["EvidenceError", "ExtractResult", "extract", "parse_camera", "parse_time", "plan_stream"]
 
@@ -275,21 +276,33 @@ class Fetcher:
     def stream(self, digests: Iterable[bytes]) -> Iterator[Fetched]:
         """`get` for each digest, lazily and in order. When the first store is a plain LocalStore
         its bytes are read in bulk (`LocalStore.read_many_unverified`: one index query per 500
-        frames, not one per frame) and hashed here; a digest it cannot deliver intact goes the
-        careful way (`get`: every store in order, corrupt copies noted), so the outcome is `get`'s."""
+        frames, one read per run of records written together) and hashed here; a digest it cannot
+        deliver intact goes the careful way (`get`: every store in order, corrupt copies noted),
+        so the outcome is `get`'s."""
+        for got in self.stream_data(digests):
+            yield got if isinstance(got, Fetched) else Fetched(got)
+
+    def stream_data(self, digests: Iterable[bytes]) -> Iterator[bytes | Fetched]:
+        """`stream`, yielding the bytes themselves where the first store delivered them intact
+        (the common case, without a Fetched record per frame) and `get`'s Fetched otherwise."""
         local = self._locals[0] if self._locals else None
         if local is None:
             yield from map(self.get, digests)
             return
         todo = list(digests)
         sha256 = hashlib.sha256
-        for digest, data in zip(todo, local.read_many_unverified(todo)):
-            if data is not None and sha256(data).digest() == digest:
-                self.frames += 1
-                self.bytes += len(data)
-                yield Fetched(data)
-            else:
-                yield self.get(digest)
+        frames = size = 0
+        try:
+            for digest, data in zip(todo, local.read_many_unverified(todo)):
+                if data is not None and sha256(data).digest() == digest:
+                    frames += 1
+                    size += len(data)
+                    yield data
+                else:
+                    yield self.get(digest)
+        finally:
+            self.frames += frames
+            self.bytes += size
 
     def get_many(self, digests: Iterable[bytes]) -> dict[bytes, Fetched]:
         todo = list(dict.fromkeys(digests))
@@ -677,22 +690,35 @@ def _fetch_and_restore(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, 
 
 def _stream_frames(frames: Sequence[Item], data: Mapping[bytes, bytes], fetcher: Fetcher,
                    notes: list[Note], cam: bytes) -> Iterator[EncodedFrame]:
-    """The frames' packets in the order given, each fetched (and re-hashed) as the muxer asks for
-    it unless ``data`` holds it, and dropped once muxed. Fetched in this thread, in bulk from a
-    LocalStore (`Fetcher.stream`): on this 2-core machine worker threads reading ahead measured
-    slower (GIL hand-offs), see docs/EVIDENCE.md."""
-    got = fetcher.stream(f.sha256 for _, f in frames if f.sha256 not in data)
+    """`_stream_payloads` as EncodedFrames (for PyAV's muxer)."""
+    for (_, f), payload in zip(frames, _stream_payloads(frames, data, fetcher, notes, cam)):
+        yield EncodedFrame(seq=f.seq, timestamp_ms=f.timestamp_ms, keyframe=f.keyframe, data=payload, dts_ms=f.dts_ms)
+
+
+def _stream_payloads(frames: Sequence[Item], data: Mapping[bytes, bytes], fetcher: Fetcher,
+                     notes: list[Note], cam: bytes) -> Iterator[bytes]:
+    """The frames' packets in the order given, each fetched (and re-hashed) as the writer asks for
+    it unless ``data`` holds it, and dropped once written. Fetched in this thread, in bulk from a
+    LocalStore (`Fetcher.stream_data`): on this 2-core machine worker threads reading ahead
+    measured slower (GIL hand-offs), see docs/EVIDENCE.md. Raises _StreamFailed for a frame no
+    store delivers intact."""
+    got = fetcher.stream_data(f.sha256 for _, f in frames if f.sha256 not in data)
     for h, f in frames:
-        if f.sha256 in data:
-            yield _encoded(f, data)
+        held = data.get(f.sha256)
+        if held is not None:
+            yield held
             continue
         g = next(got)
+        if type(g) is bytes:
+            yield g
+            continue
+        assert isinstance(g, Fetched)
         if g.data is None:
             raise _StreamFailed(f"frame seq={f.seq} of block {h}: no store delivered it intact")
         if g.corrupt:
             notes.append(Note("store.block.corrupt", "a store held a corrupt copy of this frame", height=h,
                               seq=f.seq, camera=cam))
-        yield EncodedFrame(seq=f.seq, timestamp_ms=f.timestamp_ms, keyframe=f.keyframe, data=g.data, dts_ms=f.dts_ms)
+        yield g.data
 
 
 def restore(restored: Restoration, segments: list[list[Item]], raw: list[Item], plan: FramePlan, fetched: FetchResult,
@@ -753,11 +779,7 @@ def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fet
             frames = [by_seq[f.seq] for f in decode_order(codec, [f for _, f in frames])]  # as remux_to_mp4 would
             origin = min(f.timestamp_ms for _, f in frames)
             sound = _clip_audio(plan, codec, frames, data, origin)
-            # The streamed bytes are the ones the fetcher hashed and found equal to f.sha256 (raw
-            # ones were checked when fetched): the muxer need not hash them again.
-            mux = remux_to_mp4(codec, _stream_frames(frames, data, fetcher, fetched.notes, cam), path,
-                               origin_ms=origin, audio=(codec.audio, [_encoded(f, data) for _, f in sound])
-                               if sound and codec.audio is not None else None, sha256s=[f.sha256 for _, f in frames])
+            mux = _remux_own(codec, frames, sound, fetched, fetcher, cam, path, origin)
             restored.samples[f"clips/{path.name}"] = ClipSamples(mux.samples, extradata=codec.extradata,
                                                                   audio=mux.audio_samples)
             restored.audio[f"clips/{path.name}"] = [(h, f.seq) for h, f in sound]
@@ -786,6 +808,26 @@ def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fet
     restored.clips.append(ClipClaim(f"clips/{path.name}", PRIMARY, cam, [(h, f.seq) for h, f in frames], reencoded, why,
                                     audio=restored.audio.get(f"clips/{path.name}", [])))
     restored.files[f"clips/{path.name}"] = path
+
+
+def _remux_own(codec: CodecConfig, frames: list[Item], sound: list[Item], fetched: FetchResult, fetcher: Fetcher,
+               cam: bytes, path: Path, origin: int) -> MuxResult:
+    """The camera's frames (decode order) copied into ``path`` as they are fetched. The streamed
+    bytes are the ones the fetcher hashed and found equal to f.sha256 (raw ones were checked when
+    fetched), so nothing hashes them again. Video only: the one-pass writer (index first, from the
+    manifest's sizes and times); with audio, or when a packet is not the size its manifest
+    records, PyAV's muxer."""
+    data = fetched.data
+    if not sound:
+        try:
+            return write_copied_mp4(codec, [f for _, f in frames],
+                                    _stream_payloads(frames, data, fetcher, fetched.notes, cam), path, origin_ms=origin)
+        except SampleSizeMismatch as exc:
+            log.warning("manifest size is not the packet's; remuxing with PyAV", extra={"clip": path.name,
+                                                                                       "error": str(exc)})
+    return remux_to_mp4(codec, _stream_frames(frames, data, fetcher, fetched.notes, cam), path, origin_ms=origin,
+                        audio=(codec.audio, [_encoded(f, data) for _, f in sound])
+                        if sound and codec.audio is not None else None, sha256s=[f.sha256 for _, f in frames])
 
 
 def _clip_audio(plan: FramePlan, codec: CodecConfig, frames: Sequence[Item], data: Mapping[bytes, bytes],
@@ -859,18 +901,22 @@ def prove_presented(restored: Restoration, loaded: ManifestLoad, reader: AnchorS
         if c == cam:
             presented[h].add(seq_index[h][seq])
     proofs: dict[int, dict[str, Any]] = {}
-    on_chain: dict[int, bool | None] = {}
-    for h, idx in presented.items():
-        cb = loaded.chain_blocks[h]
-        assert cb is not None  # a trusted manifest has an anchored block
-        # The tree's values are the manifest's frames in manifest order, so indices address them.
-        tree = manifest_tree(cam, cb.header.manifest_digest, loaded.trusted[h].frames)
-        if tree is None:
-            continue
-        mp, hashes = _multiproof(tree, sorted(idx))
-        proofs[h] = {"blockHash": h0x(cb.block_hash), "root": tree.root_hex, "leafEncoding": list(tree.leaf_encoding),
-                     **_multiproof_json(mp, cam)}
-        on_chain[h] = reader.verify_frames(cb.block_hash, mp, hashes)
+    asked: dict[int, Future[bool]] = {}
+    # Each block's verifyFrames is asked as soon as its proof exists, while the next is built:
+    # the node answers on its own cores (a 1,500-frame proof is ~10 ms of eth_call), not in turn.
+    with ThreadPoolExecutor(max_workers=ON_CHAIN_WORKERS) as pool:
+        for h, idx in presented.items():
+            cb = loaded.chain_blocks[h]
+            assert cb is not None  # a trusted manifest has an anchored block
+            # The tree's values are the manifest's frames in manifest order, so indices address them.
+            tree = manifest_tree(cam, cb.header.manifest_digest, loaded.trusted[h].frames)
+            if tree is None:
+                continue
+            mp, hashes = _multiproof(tree, sorted(idx))
+            proofs[h] = {"blockHash": h0x(cb.block_hash), "root": tree.root_hex,
+                         "leafEncoding": list(tree.leaf_encoding), **_multiproof_json(mp, cam)}
+            asked[h] = pool.submit(reader.verify_frames, cb.block_hash, mp, hashes)
+        on_chain: dict[int, bool | None] = {h: f.result() for h, f in asked.items()}
     return proofs, on_chain
 
 

@@ -29,6 +29,8 @@ import numpy as np
 from av.video.frame import PictureType
 
 from offchain.camera.sources import AudioConfig, CodecConfig, EncodedFrame
+from offchain.core.block import FrameRef
+from offchain.core.mp4 import Mp4Video, mp4_head, plan_samples
 
 __all__ = [
     "MuxResult",
@@ -42,6 +44,8 @@ __all__ = [
     "reencode_span_to_mp4",
     "remux_to_mp4",
     "restore_spans",
+    "SampleSizeMismatch",
+    "write_copied_mp4",
 ]
 
 # 90 kHz is the MPEG system clock: it represents every millisecond exactly,
@@ -287,6 +291,50 @@ def remux_to_mp4(
         samples=samples,
         audio_samples=sound.samples if sound is not None else [],
     )
+
+
+class SampleSizeMismatch(ValueError):
+    """A packet handed to `write_copied_mp4` is not the size its manifest recorded (the index,
+    already written, would not describe it): the caller remuxes it the muxer's way instead."""
+
+
+def write_copied_mp4(codec: CodecConfig, refs: Sequence[FrameRef], payloads: Iterable[bytes],
+                     out_path: str | os.PathLike[str], *, origin_ms: int) -> MuxResult:
+    """`remux_to_mp4` for a video-only clip whose frames are known before their bytes: ``refs``
+    (in decode order, each with its recorded size, times and SHA-256) and their ``payloads`` in the
+    same order, consumed lazily. The index is computed from ``refs`` and written first
+    (`offchain.core.mp4`), then each packet is appended as it arrives: one pass, faststart, no
+    muxer, the same boxes FFmpeg writes (a test compares them). Raises ValueError where
+    `remux_to_mp4` would, and SampleSizeMismatch (after removing the partial file) when a
+    payload's length is not its ref's size."""
+    if codec.codec != "h264":
+        raise ValueError(f"only H.264 can be copied into browser MP4, not {codec.codec!r}")
+    if not codec.extradata or codec.extradata[0] != 1:
+        raise ValueError("codec config lacks an avcC record; packets cannot be copied into MP4")
+    default_dur = max(1, round(codec.frame_duration_ms * _MS_TICKS)) if codec.fps else _MS_TICKS
+    table = plan_samples(((r.timestamp_ms, r.dts_ms, r.keyframe, r.size) for r in refs), origin_ms, default_dur)
+    head = mp4_head(Mp4Video(width=codec.width, height=codec.height, avcc=codec.extradata), table)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(out_path)
+    written = 0
+    try:
+        with open(tmp, "wb", buffering=1 << 20) as fh:
+            fh.write(head)
+            write = fh.write
+            for size, data in zip(table.sizes, payloads):
+                if len(data) != size:
+                    raise SampleSizeMismatch(f"frame {written}: {len(data)} bytes, its manifest records {size}")
+                write(data)
+                written += 1
+        if written != len(table):
+            raise ValueError(f"{written} of {len(table)} frames delivered")
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return MuxResult(path=out_path, frames=len(table), first_timestamp_ms=origin_ms,
+                     duration_ms=table.end // _MS_TICKS, reencoded=False,
+                     samples=[(r.sha256, pts // _MS_TICKS) for r, pts in zip(refs, table.pts)], audio_samples=[])
 
 
 # -- encoding ----------------------------------------------------------------

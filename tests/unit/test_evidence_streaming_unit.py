@@ -150,3 +150,51 @@ def test_bulk_reads_deliver_what_get_delivers(tmp_path):
     assert [f.data for f in fetched] == packed[::-1] + loose + [b"corrupt here", None]
     assert fetched[-2].corrupt == [hashlib.sha256(b"tampered").digest()] and fetched[-1].corrupt == []
     assert [f.data for f in Fetcher([second]).stream(d)] == [b"corrupt here", None]
+
+
+def test_bulk_reads_of_adjacent_records_in_one_span(tmp_path):
+    """Records a group commit wrote back to back are read as one span and sliced: forward order,
+    runs broken by a loose file, a repeated digest, another batch and the span limit all yield
+    the same bytes as single reads; a pack cut short yields None for the records it lost only."""
+    import hashlib
+
+    from offchain.store import local as local_mod
+    from offchain.store.local import LocalStore
+
+    store = LocalStore(tmp_path / "s", fsync="none")
+    batch_a = [b"a%04d" % i + bytes(i % 7) for i in range(900)]
+    batch_b = [b"b%04d" % i for i in range(50)]
+    store.put_many(batch_a)
+    store.put(b"loose one")
+    store.put_many(batch_b)
+    swapped = [x for k in range(0, 900, 3) for x in (batch_a[k + 1], batch_a[k], batch_a[k + 2])]  # B-frame order
+    order = batch_a[:400] + [b"loose one"] + batch_a[400:] + batch_a[10:12] + batch_b + swapped
+    digests = [hashlib.sha256(b).digest() for b in order]
+    assert list(store.read_many_unverified(digests)) == order
+    old = local_mod._SPAN_BYTES
+    local_mod._SPAN_BYTES = 200  # many short runs
+    try:
+        assert list(store.read_many_unverified(digests, chunk=37)) == order
+    finally:
+        local_mod._SPAN_BYTES = old
+    pack = next((tmp_path / "s").rglob("*.pack"))
+    with open(pack, "r+b") as fh:  # cut the pack inside batch_b's last record
+        fh.truncate(pack.stat().st_size - 2)
+    got = list(store.read_many_unverified(digests))
+    lost = order.index(batch_b[-1])
+    assert got[:lost] == order[:lost] and got[lost] is None and got[lost + 1:] == order[lost + 1:]
+
+
+def test_pack_runs_group_back_to_back_records_only():
+    """Runs follow the pack's byte order whatever the request order (decode order differs from
+    the capture order a writer stored in), break where a record does not follow the previous
+    one, and keep each record's request index; an unplaced request is a run of its own."""
+    from offchain.store.local import _RECORD, _pack_runs
+
+    h = _RECORD.size
+    places = [("p1", 2 * h + 10, 5), ("p1", h, 10), None, ("p1", 3 * h + 15, 1), ("p2", 3 * h + 16, 1),
+              ("p2", 4 * h + 17, 3), ("p2", 0, 3)]
+    runs = list(_pack_runs(places))
+    assert [(r.pack, [i for i, _, _ in r.records]) for r in runs] == [
+        (None, [2]), ("p1", [1, 0, 3]), ("p2", [6]), ("p2", [4, 5])]
+    assert runs[1].start == h and runs[1].end == 3 * h + 16
