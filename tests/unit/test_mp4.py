@@ -1,0 +1,128 @@
+"""The one-pass MP4 writer (offchain/core/mp4.py, video.write_copied_mp4) against FFmpeg's muxer
+(PyAV's `remux_to_mp4`) on real H.264: the same boxes, the same packets and times on demux."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import av
+import pytest
+
+from offchain.camera.samples import sample_path
+from offchain.camera.sources import FileSource
+from offchain.core.block import FrameRef
+from offchain.core.mp4 import Mp4Video, SampleTable, mp4_head, plan_samples
+from offchain.evidence.video import SampleSizeMismatch, decode_order, probe_mp4, remux_to_mp4, write_copied_mp4
+
+_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"dinf", b"edts"}
+# What FFmpeg adds that a player does not need: a bitrate box, its encoder tag, padding.
+_FFMPEG_ONLY = {b"btrt", b"udta", b"free"}
+
+
+def _boxes(buf: bytes, start: int = 0, end: int | None = None, path: str = "") -> dict[str, bytes]:
+    """Every box by path, with its payload (sizes and chunk offsets left out: they depend on the
+    boxes FFmpeg adds)."""
+    end = len(buf) if end is None else end
+    out: dict[str, bytes] = {}
+    p = start
+    while p + 8 <= end:
+        size, kind = struct.unpack(">I4s", buf[p:p + 8])
+        header = 8
+        if size == 1:
+            size, header = struct.unpack(">Q", buf[p + 8:p + 16])[0], 16
+        name = f"{path}/{kind.decode('latin1')}"
+        body = buf[p + header:p + size]
+        if kind in _CONTAINERS:
+            out.update(_boxes(buf, p + header, p + size, name))
+        elif kind == b"stsd":  # the avc1 entry's fields and its avcC, without FFmpeg's btrt
+            entry = body[8:]
+            out[name + "/avc1"] = entry[8:8 + 78]
+            inner = _boxes(entry, 8 + 78, len(entry), name + "/avc1")
+            out.update({k: v for k, v in inner.items() if not k.endswith("btrt")})
+        elif kind not in _FFMPEG_ONLY and kind not in (b"mdat", b"stco", b"co64"):
+            out[name] = body
+        elif kind in (b"stco", b"co64"):
+            out[name + "#entries"] = body[4:8]
+        p += size
+    return out
+
+
+def _packets(path) -> list[tuple[str, int, int, bool]]:
+    with av.open(str(path)) as c:
+        return [(hashlib.sha256(bytes(x)).hexdigest(), x.pts, x.dts, x.is_keyframe)
+                for x in c.demux(c.streams.video[0]) if x.size]
+
+
+@pytest.mark.parametrize("sample,count", [("bikes", 1200), ("vtest", 500)])
+def test_one_pass_writer_matches_ffmpeg(tmp_path, sample, count):
+    """bikes has B-frames (ctts, an edit list shifting decode times), vtest none (GOP 20): the
+    writer's boxes equal FFmpeg's but for the three FFmpeg adds, its packets demux byte for byte
+    with the same times, and it is faststart."""
+    source = FileSource(sample_path(sample), start_ms=1_700_000_000_000, loop=True)
+    frames = [f for f, _ in zip(source, range(count))]
+    ffmpeg, ours = tmp_path / "ffmpeg.mp4", tmp_path / "ours.mp4"
+    remux_to_mp4(source.codec, frames, ffmpeg)
+    ordered = decode_order(source.codec, frames)
+    refs = [FrameRef.of_bytes(f.seq, f.timestamp_ms, f.data, f.keyframe, f.dts_ms) for f in ordered]
+    origin = min(f.timestamp_ms for f in frames)
+    mux = write_copied_mp4(source.codec, refs, (f.data for f in ordered), ours, origin_ms=origin)
+    want, got = _boxes(ffmpeg.read_bytes()), _boxes(ours.read_bytes())
+    assert got == want
+    assert (b"/moov/trak/mdia/minf/stbl/ctts" in {k.encode() for k in got}) == (sample == "bikes")
+    assert _packets(ours) == _packets(ffmpeg)
+    assert mux.samples == [(r.sha256, r.timestamp_ms - origin) for r in refs]
+    assert mux.frames == count and mux.first_timestamp_ms == origin
+    probe = probe_mp4(ours)
+    assert probe.faststart and probe.codec == "h264"
+
+
+def test_a_payload_not_of_its_recorded_size_leaves_no_file(tmp_path):
+    source = FileSource(sample_path("vtest"), start_ms=0, loop=False)
+    frames = [f for f, _ in zip(source, range(30))]
+    refs = [FrameRef.of_bytes(f.seq, f.timestamp_ms, f.data, f.keyframe, f.dts_ms) for f in frames]
+    payloads = [f.data for f in frames]
+    payloads[7] = payloads[7] + b"\x00"
+    with pytest.raises(SampleSizeMismatch):
+        write_copied_mp4(source.codec, refs, iter(payloads), tmp_path / "x.mp4", origin_ms=0)
+    with pytest.raises(ValueError, match="29 of 30"):
+        write_copied_mp4(source.codec, refs, iter([f.data for f in frames][:29]), tmp_path / "x.mp4", origin_ms=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_timestamp_rules():
+    ok = [(0, None, True, 10), (40, None, False, 10)]
+    assert plan_samples(ok, 0, 3600).pts == [0, 3600]
+    with pytest.raises(ValueError, match="keyframe"):
+        plan_samples([(0, None, False, 10)], 0, 3600)
+    with pytest.raises(ValueError, match="before the span"):
+        plan_samples([(0, None, True, 10)], 1, 3600)
+    with pytest.raises(ValueError, match="decode order"):
+        plan_samples([(40, 30, True, 10), (80, 20, False, 10)], 0, 3600)
+    with pytest.raises(ValueError, match="decodes after"):
+        plan_samples([(0, 1, True, 10)], 0, 3600)
+    with pytest.raises(ValueError, match="no frames"):
+        plan_samples([], 0, 3600)
+    tie = plan_samples([(0, 0, True, 1), (1, 0, False, 1)], 0, 90)  # equal decode times: one tick apart
+    assert tie.dts == [0, 1]
+
+
+def test_chunk_offsets_widen_past_four_gibibytes():
+    """stco while every chunk starts below 4 GiB, co64 (and a 64-bit mdat size) past it."""
+    video = Mp4Video(width=16, height=16, avcc=b"\x01\x42\x00\x1e\xff\xe0\x00")
+
+    def table(sizes: list[int]) -> SampleTable:
+        n = len(sizes)
+        return SampleTable(sizes=sizes, dts=[i * 3600 for i in range(n)], pts=[i * 3600 for i in range(n)],
+                           durations=[3600] * n, keyframes=[True] * n)
+
+    small = mp4_head(video, table([1000] * 10))
+    assert b"stco" in small and b"co64" not in small
+    assert struct.unpack(">I", small[-8:-4])[0] == 8 + 10_000
+    big = mp4_head(video, table([0xFFFF_0000] * 3))
+    assert b"co64" in big and big[-16:-8] == struct.pack(">I4s", 1, b"mdat")
+    assert struct.unpack(">Q", big[-8:])[0] == 16 + 3 * 0xFFFF_0000
+    at = big.index(b"co64") + 8
+    count = struct.unpack(">I", big[at:at + 4])[0]
+    offsets = struct.unpack(f">{count}Q", big[at + 4:at + 4 + 8 * count])
+    assert offsets[0] == len(big) and offsets[-1] == len(big) + 2 * 0xFFFF_0000
