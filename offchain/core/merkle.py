@@ -41,8 +41,14 @@ try:
 
     def _keccak(data: bytes) -> bytes:
         return _keccak_256(data).digest()  # type: ignore[no-any-return,unused-ignore]
+
+    def _pair_digest(a: bytes, b: bytes) -> bytes:
+        return _keccak_256(a + b if a <= b else b + a).digest()  # type: ignore[no-any-return,unused-ignore]
 except ImportError:  # pragma: no cover - the same function, slower
     from eth_hash.auto import keccak as _keccak
+
+    def _pair_digest(a: bytes, b: bytes) -> bytes:
+        return _keccak(a + b if a <= b else b + a)
 
 keccak256: Callable[[bytes], bytes] = _keccak  # the fastest binding present (above)
 
@@ -117,9 +123,8 @@ def hash_pair(a: bytes | str, b: bytes | str) -> bytes:
     return _hash_pair(_node(a), _node(b))
 
 
-def _hash_pair(a: bytes, b: bytes) -> bytes:
-    # Unchecked twin of hash_pair for loops whose inputs are already validated.
-    return _keccak(a + b if a <= b else b + a)
+# Unchecked twin of hash_pair for loops whose inputs are already validated (one call, not two).
+_hash_pair: Callable[[bytes, bytes], bytes] = _pair_digest
 
 
 def _node(value: Any, what: str = "Merkle tree node") -> bytes:
@@ -510,17 +515,18 @@ def process_multiproof(
     if len(leaf_nodes) + len(proof_nodes) != len(flags) + 1:
         raise InvalidMultiproof("Provided leaves and multiproof are not compatible")
     queue = deque(leaf_nodes)
+    popleft, append, pair = queue.popleft, queue.append, _pair_digest  # bound once: ~30,000 steps a block
     next_proof = 0
     for flag in flags:
-        if not queue or (flag and len(queue) < 2):
-            raise InvalidMultiproof("Invalid multiproof: ran out of nodes to combine")
-        a = queue.popleft()
         if flag:
-            b = queue.popleft()
+            if len(queue) < 2:
+                raise InvalidMultiproof("Invalid multiproof: ran out of nodes to combine")
+            append(pair(popleft(), popleft()))
         else:
-            b = proof_nodes[next_proof]
+            if not queue:
+                raise InvalidMultiproof("Invalid multiproof: ran out of nodes to combine")
+            append(pair(popleft(), proof_nodes[next_proof]))
             next_proof += 1
-        queue.append(_hash_pair(a, b))
     if len(queue) + len(proof_nodes) - next_proof != 1:
         raise InvalidMultiproof("Invalid multiproof: proof nodes left unused")
     return queue.pop() if queue else proof_nodes[next_proof]
@@ -557,11 +563,9 @@ def _make_tree(leaves: list[bytes]) -> list[bytes]:
     n = len(leaves)
     size = 2 * n - 1
     tree: list[bytes] = [b""] * (size - n) + leaves[::-1]
-    keccak = _keccak
+    pair = _pair_digest
     for i in range(size - n - 1, -1, -1):
-        a = tree[2 * i + 1]
-        b = tree[2 * i + 2]
-        tree[i] = keccak(a + b if a <= b else b + a)
+        tree[i] = pair(tree[2 * i + 1], tree[2 * i + 2])
     return tree
 
 

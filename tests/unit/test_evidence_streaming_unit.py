@@ -198,3 +198,16 @@ def test_pack_runs_group_back_to_back_records_only():
     assert [(r.pack, [i for i, _, _ in r.records]) for r in runs] == [
         (None, [2]), ("p1", [1, 0, 3]), ("p2", [6]), ("p2", [4, 5])]
     assert runs[1].start == h and runs[1].end == 3 * h + 16
+
+
+def test_raw_log_topics_are_the_artifacts_events():
+    """ChainReader reads BlockAnchored / BlockAttested by raw topics: they are the committed
+    artifact's event signatures (a changed event would otherwise match no log at all)."""
+    from web3._utils.events import event_abi_to_log_topic
+
+    from offchain.chain.client import load_artifact
+    from offchain.evidence import bundle
+
+    events = {f["name"]: f for f in load_artifact("VideoLedger")["abi"] if f.get("type") == "event"}
+    assert "0x" + event_abi_to_log_topic(events["BlockAnchored"]).hex() == bundle._BLOCK_ANCHORED
+    assert "0x" + event_abi_to_log_topic(events["BlockAttested"]).hex() == bundle._BLOCK_ATTESTED
