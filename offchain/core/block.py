@@ -101,6 +101,9 @@ def window_of(timestamp_ms: int, window_ms: int) -> tuple[int, int]:
     return start, start + window_ms
 
 
+_new_object = object.__new__
+
+
 @dataclass(frozen=True, order=True)
 class FrameRef:
     """What a block records of one frame. The bytes themselves live in the content store under
@@ -128,8 +131,12 @@ class FrameRef:
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> "FrameRef":
         seq, ts, digest, key, size, dts = row
-        return cls(timestamp_ms=int(ts), seq=int(seq), sha256=bytes.fromhex(digest), keyframe=bool(key), size=int(size),
-                   dts_ms=None if dts is None else int(dts))
+        # The frozen dataclass's __init__ sets each field through object.__setattr__ (half of
+        # parsing a 1,500-frame manifest); the same fields go into the instance's dict at once.
+        f = _new_object(cls)
+        f.__dict__.update(timestamp_ms=int(ts), seq=int(seq), sha256=bytes.fromhex(digest), keyframe=bool(key),
+                          size=int(size), dts_ms=None if dts is None else int(dts))
+        return f
 
     @classmethod
     def of_bytes(cls, seq: int, timestamp_ms: int, data: bytes, keyframe: bool, dts_ms: int | None = None) -> "FrameRef":

@@ -818,6 +818,20 @@ class StandardMerkleTree:
     def __len__(self) -> int:
         return len(self._values)
 
+    def whole_tree_root(self, leaf_hashes: Sequence[bytes], proof: Sequence[bytes], proof_flags: Sequence[bool]) -> bytes | None:
+        """The root a multiproof of *every* leaf implies, without hashing, when it is exactly this
+        tree's own (`get_multiproof` of all indices: the leaves in the tree's order, no proof
+        nodes, every flag set): processing it recombines the very pairs this tree was built from,
+        so the result is this root. None for any other multiproof: process it
+        (`process_multiproof`). A verifier holding the verified tree of a block whose frames are
+        all presented spares one hash per frame (tests/unit/test_merkle.py checks the identity)."""
+        n = len(self._values)
+        if proof or len(leaf_hashes) != n or len(proof_flags) != n - 1 or not all(f is True for f in proof_flags):
+            return None
+        if list(leaf_hashes) != self._tree[:-n - 1:-1]:
+            return None
+        return self._tree[0]
+
     def leaf_hash(self, index_or_value: Any) -> bytes:
         """The leaf hash an on-chain verifier would receive for this value."""
         return self._leaf_hash(index_or_value)

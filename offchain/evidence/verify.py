@@ -950,7 +950,8 @@ def _check_proofs(claim: EvidenceClaim, chain: ChainFacts, claimed: Mapping[int,
         tree = manifest_tree(cam, hashlib.sha256(bc.manifest).digest(), trusted[h].frames) if bc.manifest else None
         try:
             mp, hashes, keys = parse_multiproof(bc.proof, known_leaves(cam, trusted[h].frames, tree))
-            root = process_multiproof(hashes, mp.proof, mp.proof_flags) if hashes else None
+            whole = tree.whole_tree_root(hashes, mp.proof, mp.proof_flags) if tree is not None and hashes else None
+            root = whole or (process_multiproof(hashes, mp.proof, mp.proof_flags) if hashes else None)
         except (ValueError, InvalidMerkleInput) as exc:
             report.add("frame.proof.invalid", str(exc), height=h)
             continue

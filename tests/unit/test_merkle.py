@@ -784,3 +784,28 @@ def test_large_tree_proofs_verify():
         assert tree.verify(values[i], tree.get_proof(values[i]))
     forged = (values[0][0], values[0][1] + 1, values[0][2], values[0][3])
     assert not tree.verify(forged, tree.get_proof(values[0]))
+
+
+def test_whole_tree_root_is_what_processing_the_tree_own_full_multiproof_gives():
+    """`whole_tree_root` (the verifiers' shortcut for a block whose frames are all presented)
+    returns exactly `process_multiproof`'s root for the tree's own all-leaves proof, for every
+    tree size, and None for anything else: a subset, other leaf order, a cleared flag, a proof
+    node, another tree's leaves."""
+    from offchain.core.merkle import StandardMerkleTree, process_multiproof
+
+    rng = random.Random(7)
+    for n in range(1, 41):
+        values = [[rng.randrange(2**64), "0x" + rng.randbytes(32).hex()] for _ in range(n)]
+        tree = StandardMerkleTree.of(values, ["uint64", "bytes32"])
+        mp = tree.get_multiproof(range(n))
+        hashes = [tree.leaf_hash(v) for v in mp.leaves]
+        want = process_multiproof(hashes, mp.proof, mp.proof_flags)
+        assert want == tree.root
+        assert tree.whole_tree_root(hashes, mp.proof, mp.proof_flags) == want
+        if n > 1:
+            assert tree.whole_tree_root(hashes[1:] + hashes[:1], mp.proof, mp.proof_flags) is None
+            assert tree.whole_tree_root(hashes[:-1], mp.proof, mp.proof_flags[:-1]) is None
+            assert tree.whole_tree_root(hashes, mp.proof, [False, *mp.proof_flags[1:]]) is None
+        assert tree.whole_tree_root(hashes, [tree.root], mp.proof_flags) is None
+        other = StandardMerkleTree.of([[v[0] + 1, v[1]] for v in values], ["uint64", "bytes32"])
+        assert other.whole_tree_root(hashes, mp.proof, mp.proof_flags) is None
