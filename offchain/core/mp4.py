@@ -21,13 +21,20 @@ from array import array
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-__all__ = ["Mp4Video", "SampleTable", "mp4_head", "plan_samples", "MOVIE_TIMESCALE", "TICKS_PER_MS"]
+__all__ = ["LayoutTooLarge", "Mp4Video", "SampleTable", "mp4_head", "plan_samples", "MOVIE_TIMESCALE", "TICKS_PER_MS"]
 
 TICKS_PER_MS = 90  # the track's clock: 90 kHz, every millisecond exact
 TRACK_TIMESCALE = 1000 * TICKS_PER_MS
 MOVIE_TIMESCALE = 1000  # mvhd / tkhd / elst durations, in ms as FFmpeg writes them
 CHUNK_BYTES = 1 << 20  # samples per chunk (one stco entry) up to this many bytes
 _U32 = 0xFFFF_FFFF
+_I32 = 0x7FFF_FFFF
+
+
+class LayoutTooLarge(ValueError):
+    """The clip's times do not fit this writer's 32-bit boxes (its media lasts more than 2^32
+    ticks of 90 kHz, ~13 h, or a decode step or reordering is that long): a muxer that writes
+    64-bit boxes is needed."""
 _MATRIX = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
 
 
@@ -200,9 +207,17 @@ def _moov(video: Mp4Video, table: SampleTable, stbl_parts: Sequence[bytes]) -> b
 FTYP = _box(b"ftyp", b"isom", struct.pack(">I", 0x200), b"isomiso2avc1mp41")
 
 
+def _check_fits(table: SampleTable) -> None:
+    dts = table.dts
+    if table.end > _U32 or any(b - a > _U32 for a, b in zip(dts, dts[1:])) or -dts[0] > _I32 \
+            or any(p - d > _I32 for p, d in zip(table.pts, dts)):
+        raise LayoutTooLarge(f"{len(table)} samples over {table.end} ticks do not fit 32-bit MP4 boxes")
+
+
 def mp4_head(video: Mp4Video, table: SampleTable) -> bytes:
     """``ftyp``, ``moov`` and the ``mdat`` header: the file is these bytes followed by the samples'
-    bytes in table order, nothing after them."""
+    bytes in table order, nothing after them. Raises LayoutTooLarge for times past 32-bit boxes."""
+    _check_fits(table)
     payload = sum(table.sizes)
     counts, starts = _chunks(table.sizes)
     mdat_header = struct.pack(">I4sQ", 1, b"mdat", payload + 16) if payload + 8 > _U32 else \

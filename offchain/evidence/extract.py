@@ -75,7 +75,7 @@ from .verify import (
     manifest_tree,
     verify_evidence,
 )
-from .video import (REENCODE_CRF, MuxResult, SampleSizeMismatch, audio_copyable, compare_pictures, decode_frames, decode_order,
+from .video import (REENCODE_CRF, LayoutTooLarge, MuxResult, SampleSizeMismatch, audio_copyable, compare_pictures, decode_frames, decode_order,
                     encode_frames_to_mp4, reencode_span_to_mp4, remux_to_mp4, write_copied_mp4)
 
 __all__ = ["EvidenceError", "ExtractResult", "extract", "parse_camera", "parse_time", "plan_stream"]
@@ -815,16 +815,16 @@ def _remux_own(codec: CodecConfig, frames: list[Item], sound: list[Item], fetche
     """The camera's frames (decode order) copied into ``path`` as they are fetched. The streamed
     bytes are the ones the fetcher hashed and found equal to f.sha256 (raw ones were checked when
     fetched), so nothing hashes them again. Video only: the one-pass writer (index first, from the
-    manifest's sizes and times); with audio, or when a packet is not the size its manifest
-    records, PyAV's muxer."""
+    manifest's sizes and times); with audio, when a packet is not the size its manifest records,
+    or for times past 32-bit boxes (a clip spanning ~13 h), PyAV's muxer."""
     data = fetched.data
     if not sound:
         try:
             return write_copied_mp4(codec, [f for _, f in frames],
                                     _stream_payloads(frames, data, fetcher, fetched.notes, cam), path, origin_ms=origin)
-        except SampleSizeMismatch as exc:
-            log.warning("manifest size is not the packet's; remuxing with PyAV", extra={"clip": path.name,
-                                                                                       "error": str(exc)})
+        except (SampleSizeMismatch, LayoutTooLarge) as exc:
+            log.warning("one-pass writer cannot write this clip; remuxing with PyAV", extra={"clip": path.name,
+                                                                                            "error": str(exc)})
     return remux_to_mp4(codec, _stream_frames(frames, data, fetcher, fetched.notes, cam), path, origin_ms=origin,
                         audio=(codec.audio, [_encoded(f, data) for _, f in sound])
                         if sound and codec.audio is not None else None, sha256s=[f.sha256 for _, f in frames])

@@ -30,7 +30,7 @@ from av.video.frame import PictureType
 
 from offchain.camera.sources import AudioConfig, CodecConfig, EncodedFrame
 from offchain.core.block import FrameRef
-from offchain.core.mp4 import Mp4Video, mp4_head, plan_samples
+from offchain.core.mp4 import LayoutTooLarge, Mp4Video, mp4_head, plan_samples
 
 __all__ = [
     "MuxResult",
@@ -44,6 +44,7 @@ __all__ = [
     "reencode_span_to_mp4",
     "remux_to_mp4",
     "restore_spans",
+    "LayoutTooLarge",
     "SampleSizeMismatch",
     "write_copied_mp4",
 ]
@@ -305,8 +306,9 @@ def write_copied_mp4(codec: CodecConfig, refs: Sequence[FrameRef], payloads: Ite
     same order, consumed lazily. The index is computed from ``refs`` and written first
     (`offchain.core.mp4`), then each packet is appended as it arrives: one pass, faststart, no
     muxer, the same boxes FFmpeg writes (a test compares them). Raises ValueError where
-    `remux_to_mp4` would, and SampleSizeMismatch (after removing the partial file) when a
-    payload's length is not its ref's size."""
+    `remux_to_mp4` would, LayoutTooLarge (before taking any payload) for times past its 32-bit
+    boxes, and SampleSizeMismatch (after removing the partial file) when a payload's length is not
+    its ref's size: for the last two, `remux_to_mp4` writes the clip."""
     if codec.codec != "h264":
         raise ValueError(f"only H.264 can be copied into browser MP4, not {codec.codec!r}")
     if not codec.extradata or codec.extradata[0] != 1:

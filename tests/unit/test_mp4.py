@@ -126,3 +126,26 @@ def test_chunk_offsets_widen_past_four_gibibytes():
     count = struct.unpack(">I", big[at:at + 4])[0]
     offsets = struct.unpack(f">{count}Q", big[at + 4:at + 4 + 8 * count])
     assert offsets[0] == len(big) and offsets[-1] == len(big) + 2 * 0xFFFF_0000
+
+
+def test_times_past_32_bit_boxes_are_refused_before_any_payload(tmp_path):
+    """A clip whose media spans more than 2^32 ticks (~13 h at 90 kHz: a sparse camera over a
+    day) is refused before a payload is taken (the caller then lets PyAV's muxer write it)."""
+    from offchain.core.mp4 import LayoutTooLarge
+
+    source = FileSource(sample_path("vtest"), start_ms=0, loop=False)
+    frames = [f for f, _ in zip(source, range(3))]
+    refs = [FrameRef.of_bytes(f.seq, i * 7 * 3_600_000, f.data, True) for i, f in enumerate(frames)]  # 7 h apart
+    taken = []
+
+    def payloads():
+        for f in frames:
+            taken.append(f)
+            yield f.data
+
+    with pytest.raises(LayoutTooLarge):
+        write_copied_mp4(source.codec, refs, payloads(), tmp_path / "x.mp4", origin_ms=0)
+    assert taken == [] and list(tmp_path.iterdir()) == []
+    mux = remux_to_mp4(source.codec, [f.__class__(seq=f.seq, timestamp_ms=r.timestamp_ms, keyframe=True, data=f.data)
+                                      for f, r in zip(frames, refs)], tmp_path / "y.mp4")
+    assert mux.frames == 3
