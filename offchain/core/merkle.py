@@ -869,6 +869,19 @@ class StandardMerkleTree:
             raise InvalidMerkleTree("Unable to prove values")
         return MultiProof([self._values[self._lookup[h]] for h in leaves], proof, flags)
 
+    def whole_multiproof(self) -> tuple[MultiProof, list[bytes]]:
+        """`get_multiproof` of every leaf, and the leaves' hashes in the proof's order, read off
+        the tree: the leaves deepest first (the tree's leaf slots from the end), no proof nodes,
+        every flag set. What a block whose frames are all presented needs, without walking the
+        proof out of the tree or looking each leaf up by hash (tests/unit/test_merkle.py keeps it
+        equal to `get_multiproof`)."""
+        n = len(self._values)
+        last = len(self._tree) - 1
+        in_proof_order: list[Any] = [None] * n
+        for value_index, tree_index in enumerate(self._tree_indices):
+            in_proof_order[last - tree_index] = self._values[value_index]
+        return MultiProof(in_proof_order, [], [True] * (n - 1)), self._tree[:-n - 1:-1]
+
     def verify(self, index_or_value: Any, proof: Iterable[bytes | str]) -> bool:
         return process_proof(self._leaf_hash(index_or_value), proof) == self.root
 

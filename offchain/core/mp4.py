@@ -32,9 +32,9 @@ _I32 = 0x7FFF_FFFF
 
 
 class LayoutTooLarge(ValueError):
-    """The clip's times do not fit this writer's 32-bit boxes (its media lasts more than 2^32
-    ticks of 90 kHz, ~13 h, or a decode step or reordering is that long): a muxer that writes
-    64-bit boxes is needed."""
+    """The clip does not fit this writer's boxes: its media lasts more than 2^32 ticks of 90 kHz
+    (~13 h), a decode step or reordering is that long, or its picture size is past 16 bits. A
+    muxer that writes 64-bit boxes (or refuses the size) is needed."""
 _MATRIX = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
 
 
@@ -207,7 +207,9 @@ def _moov(video: Mp4Video, table: SampleTable, stbl_parts: Sequence[bytes]) -> b
 FTYP = _box(b"ftyp", b"isom", struct.pack(">I", 0x200), b"isomiso2avc1mp41")
 
 
-def _check_fits(table: SampleTable) -> None:
+def _check_fits(video: Mp4Video, table: SampleTable) -> None:
+    if not (0 <= video.width <= 0xFFFF and 0 <= video.height <= 0xFFFF):
+        raise LayoutTooLarge(f"a {video.width}x{video.height} picture does not fit the sample entry's 16-bit size")
     dts = table.dts
     if table.end > _U32 or any(b - a > _U32 for a, b in zip(dts, dts[1:])) or -dts[0] > _I32 \
             or any(p - d > _I32 for p, d in zip(table.pts, dts)):
@@ -217,7 +219,7 @@ def _check_fits(table: SampleTable) -> None:
 def mp4_head(video: Mp4Video, table: SampleTable) -> bytes:
     """``ftyp``, ``moov`` and the ``mdat`` header: the file is these bytes followed by the samples'
     bytes in table order, nothing after them. Raises LayoutTooLarge for times past 32-bit boxes."""
-    _check_fits(table)
+    _check_fits(video, table)
     payload = sum(table.sizes)
     counts, starts = _chunks(table.sizes)
     mdat_header = struct.pack(">I4sQ", 1, b"mdat", payload + 16) if payload + 8 > _U32 else \

@@ -926,6 +926,8 @@ def _multiproof(tree: Any, indices: list[int]) -> tuple[MultiProof, list[bytes]]
     (`manifest_tree`), the self-check processes the proof against the anchored root, and
     `verifyFrames` checks it on chain. For a full block the guard was twice the tree's work.
     Returns the proof and its leaves' hashes, in the proof's order."""
+    if len(indices) == len(tree):  # every frame of the block: the proof is read off the tree
+        return tree.whole_multiproof()
     leaves, proof, flags = _tree_multiproof(tree._tree, [tree._tree_indices[i] for i in indices])
     return MultiProof([tree._values[tree._lookup[h]] for h in leaves], proof, flags), leaves  # leaves: their hashes
 

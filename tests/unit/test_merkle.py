@@ -809,3 +809,17 @@ def test_whole_tree_root_is_what_processing_the_tree_own_full_multiproof_gives()
         assert tree.whole_tree_root(hashes, [tree.root], mp.proof_flags) is None
         other = StandardMerkleTree.of([[v[0] + 1, v[1]] for v in values], ["uint64", "bytes32"])
         assert other.whole_tree_root(hashes, mp.proof, mp.proof_flags) is None
+
+
+def test_whole_multiproof_is_get_multiproof_of_every_leaf():
+    from offchain.core.merkle import StandardMerkleTree
+
+    rng = random.Random(11)
+    for n in range(1, 41):
+        values = [[rng.randrange(2**64), "0x" + rng.randbytes(32).hex()] for _ in range(n)]
+        tree = StandardMerkleTree.of(values, ["uint64", "bytes32"])
+        want = tree.get_multiproof(range(n))
+        got, hashes = tree.whole_multiproof()
+        assert (got.leaves, got.proof, got.proof_flags) == (list(want.leaves), list(want.proof), list(want.proof_flags))
+        assert hashes == [tree.leaf_hash(v) for v in want.leaves]
+        assert tree.whole_tree_root(hashes, got.proof, got.proof_flags) == tree.root

@@ -12,7 +12,7 @@ import pytest
 from offchain.camera.samples import sample_path
 from offchain.camera.sources import FileSource
 from offchain.core.block import FrameRef
-from offchain.core.mp4 import Mp4Video, SampleTable, mp4_head, plan_samples
+from offchain.core.mp4 import LayoutTooLarge, Mp4Video, SampleTable, mp4_head, plan_samples
 from offchain.evidence.video import SampleSizeMismatch, decode_order, probe_mp4, remux_to_mp4, write_copied_mp4
 
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"dinf", b"edts"}
@@ -119,6 +119,8 @@ def test_chunk_offsets_widen_past_four_gibibytes():
     small = mp4_head(video, table([1000] * 10))
     assert b"stco" in small and b"co64" not in small
     assert struct.unpack(">I", small[-8:-4])[0] == 8 + 10_000
+    with pytest.raises(LayoutTooLarge):
+        mp4_head(Mp4Video(width=70_000, height=16, avcc=video.avcc), table([10]))
     big = mp4_head(video, table([0xFFFF_0000] * 3))
     assert b"co64" in big and big[-16:-8] == struct.pack(">I4s", 1, b"mdat")
     assert struct.unpack(">Q", big[-8:])[0] == 16 + 3 * 0xFFFF_0000
@@ -131,8 +133,6 @@ def test_chunk_offsets_widen_past_four_gibibytes():
 def test_times_past_32_bit_boxes_are_refused_before_any_payload(tmp_path):
     """A clip whose media spans more than 2^32 ticks (~13 h at 90 kHz: a sparse camera over a
     day) is refused before a payload is taken (the caller then lets PyAV's muxer write it)."""
-    from offchain.core.mp4 import LayoutTooLarge
-
     source = FileSource(sample_path("vtest"), start_ms=0, loop=False)
     frames = [f for f, _ in zip(source, range(3))]
     refs = [FrameRef.of_bytes(f.seq, i * 7 * 3_600_000, f.data, True) for i, f in enumerate(frames)]  # 7 h apart
