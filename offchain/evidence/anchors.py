@@ -20,16 +20,27 @@ chooses it from the trusted deployment's chain.
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Protocol
 
 from ..core.merkle import MultiProof
 from .verify import ChainBlock
 
-__all__ = ["AnchorSource", "ON_CHAIN_WORKERS"]
+__all__ = ["AnchorSource", "ON_CHAIN_WORKERS", "ask_concurrently"]
 
 # verifyFrames / verifyBlockInBatch calls in flight at once (extraction and verification): the
 # node answers them on its own cores instead of one after another.
 ON_CHAIN_WORKERS = 4
+
+
+def ask_concurrently(asks: Iterable[tuple[int, Callable[[], bool]]]) -> dict[int, bool]:
+    """Each (height, on-chain question) answered in a pool of `ON_CHAIN_WORKERS` threads, every
+    question sent as soon as ``asks`` yields it (a caller still building the next proof keeps
+    the node busy meanwhile); the answers by height, in the order asked. An exception of a
+    question is raised here."""
+    with ThreadPoolExecutor(max_workers=ON_CHAIN_WORKERS) as pool:
+        asked = {h: pool.submit(question) for h, question in asks}
+        return {h: f.result() for h, f in asked.items()}
 
 
 class AnchorSource(Protocol):

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Iterable, Mapping
 
 from eth_abi import decode as abi_decode
@@ -51,7 +51,7 @@ from ..core.batch import (
 )
 from ..core.block import BlockHeader
 from ..core.merkle import MultiProof, process_multiproof
-from .anchors import ON_CHAIN_WORKERS
+from .anchors import ask_concurrently
 from .verify import ChainBlock, Note
 
 __all__ = ["ANCHORING_BATCH", "ANCHORING_HEADER", "MAX_BATCHES", "MAX_WALK_BACK_BATCHES", "BatchReader", "LoadedBatch"]
@@ -292,20 +292,14 @@ class BatchReader:
         framesRoot is checked locally by the rules (`verify_evidence`), which every caller runs;
         BatchLedger has no multiproof view, so computing it here too only doubled the work
         (half of a batch bundle's verification time, profiled)."""
-        out: dict[int, bool | None] = {}
-        asked: dict[int, Future[bool]] = {}
-        with ThreadPoolExecutor(max_workers=ON_CHAIN_WORKERS) as pool:
-            for h, doc in proofs.items():
-                cb = blocks.get(h)
-                if cb is None or doc is None:
-                    continue
-                index = self.batch_index_of(cb.header.camera_id, h)
-                if index is None:
-                    out[h] = False
-                else:
-                    asked[h] = pool.submit(self.verify_block, index, cb.block_hash)
-            out.update({h: f.result() for h, f in asked.items()})
-        return dict(sorted(out.items()))
+        asks = ((h, partial(self._header_in_batch, cb, h)) for h, doc in proofs.items()
+                if (cb := blocks.get(h)) is not None and doc is not None)
+        return dict(ask_concurrently(asks))
+
+    def _header_in_batch(self, cb: ChainBlock, height: int) -> bool:
+        """`verifyBlockInBatch` of the block's header in the batch that holds it (False: none does)."""
+        index = self.batch_index_of(cb.header.camera_id, height)
+        return index is not None and self.verify_block(index, cb.block_hash)
 
     # ------------------------------------------------------------------ the per-camera chain rule
     def chain_rule_notes(self, camera: bytes, heights: Iterable[int]) -> list[Note]:

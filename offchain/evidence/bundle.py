@@ -31,8 +31,8 @@ import json
 import logging
 import os
 import zipfile
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -50,7 +50,7 @@ from ..chain.reverts import ContractRevert
 from ..camera.sources import CodecConfig, EncodedFrame
 from ..core.block import FRAME_LEAF_ENCODING, BlockHeader, FrameRef, Manifest, ManifestFormatError
 from ..core.merkle import MultiProof
-from .anchors import ON_CHAIN_WORKERS
+from .anchors import ask_concurrently
 from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, MAX_BATCHES, BatchReader
 from .bundle_reader import BundleError, BundleReader, MemberError
 from .report import Report
@@ -192,14 +192,15 @@ class ChainReader:
         selector = function_abi_to_4byte_selector(fn)
         inputs, outputs = get_abi_input_types(fn), get_abi_output_types(fn)
         requests = [{"to": self.address, "data": "0x" + (selector + abi_encode(inputs, list(a))).hex()} for a in args]
-        raw: list[Any] = []
         if len(requests) == 1:
-            raw.append(self.w3.eth.call(requests[0]))
-        for i in range(0, len(requests) if len(requests) > 1 else 0, _BATCH):
-            with self.w3.batch_requests() as batch:
-                for r in requests[i:i + _BATCH]:
-                    batch.add(self.w3.eth.call(r))
-                raw.extend(batch.execute())
+            raw: list[Any] = [self.w3.eth.call(requests[0])]
+        else:
+            raw = []
+            for i in range(0, len(requests), _BATCH):
+                with self.w3.batch_requests() as batch:
+                    for r in requests[i:i + _BATCH]:
+                        batch.add(self.w3.eth.call(r))
+                    raw.extend(batch.execute())
         out = []
         for data in raw:
             if not isinstance(data, (bytes, bytearray)):
@@ -250,8 +251,7 @@ class ChainReader:
                         known: Mapping[int, Mapping[tuple, bytes]] | None = None) -> dict[int, bool | None]:
         """`verifyFrames` for each block's multiproof. ``known`` (per height) spares re-hashing
         leaves already hashed into a verified manifest's tree."""
-        asked: dict[int, Future[bool]] = {}
-        with ThreadPoolExecutor(max_workers=ON_CHAIN_WORKERS) as pool:
+        def asks() -> Iterator[tuple[int, Callable[[], bool]]]:
             for h, doc in proofs.items():
                 cb = blocks.get(h)
                 if cb is None or doc is None:
@@ -261,8 +261,9 @@ class ChainReader:
                 except ValueError:
                     continue
                 if hashes:
-                    asked[h] = pool.submit(self.verify_frames, cb.block_hash, mp, hashes)
-            return {h: f.result() for h, f in asked.items()}
+                    yield h, partial(self.verify_frames, cb.block_hash, mp, hashes)
+
+        return dict(ask_concurrently(asks()))
 
 
 def _encode_verify_frames(block_hash: bytes, proof: list[bytes], flags: list[bool], leaves: list[bytes]) -> bytes:
