@@ -35,8 +35,9 @@ import os
 import re
 import time
 from collections import defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -49,7 +50,7 @@ from ..core.cid import cid_from_digest
 from ..core.merkle import MultiProof, _tree_multiproof
 from ..store.base import BlockNotFound, ContentStore, CorruptBlock, StoreError
 from ..store.local import LocalStore
-from .anchors import ON_CHAIN_WORKERS, AnchorSource
+from .anchors import AnchorSource, ask_concurrently
 from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, BatchReader
 from .bundle import ChainReader, batch_member, bundle_index, note_decoded, probe_remuxed_clips, read_clip_samples, write_bundle
 from .report import Report
@@ -273,18 +274,13 @@ class Fetcher:
             return local.read_unverified(digest)
         return store.get(cid_from_digest(digest))
 
-    def stream(self, digests: Iterable[bytes]) -> Iterator[Fetched]:
-        """`get` for each digest, lazily and in order. When the first store is a plain LocalStore
-        its bytes are read in bulk (`LocalStore.read_many_unverified`: one index query per 500
-        frames, one read per run of records written together) and hashed here; a digest it cannot
-        deliver intact goes the careful way (`get`: every store in order, corrupt copies noted),
-        so the outcome is `get`'s."""
-        for got in self.stream_data(digests):
-            yield got if isinstance(got, Fetched) else Fetched(got)
-
-    def stream_data(self, digests: Iterable[bytes]) -> Iterator[bytes | Fetched]:
-        """`stream`, yielding the bytes themselves where the first store delivered them intact
-        (the common case, without a Fetched record per frame) and `get`'s Fetched otherwise."""
+    def stream(self, digests: Iterable[bytes]) -> Iterator[bytes | Fetched]:
+        """`get` for each digest, lazily and in order: the bytes themselves where the bulk read
+        delivered them intact (the common case, without a Fetched record per frame), `get`'s
+        Fetched otherwise. When the first store is a plain LocalStore its bytes are read in bulk
+        (`LocalStore.read_many_unverified`: one index query per 500 frames, one read per run of
+        records written together) and hashed here; a digest it cannot deliver intact goes the
+        careful way (`get`: every store in order, corrupt copies noted), so the outcome is `get`'s."""
         local = self._locals[0] if self._locals else None
         if local is None:
             yield from map(self.get, digests)
@@ -699,10 +695,10 @@ def _stream_payloads(frames: Sequence[Item], data: Mapping[bytes, bytes], fetche
                      notes: list[Note], cam: bytes) -> Iterator[bytes]:
     """The frames' packets in the order given, each fetched (and re-hashed) as the writer asks for
     it unless ``data`` holds it, and dropped once written. Fetched in this thread, in bulk from a
-    LocalStore (`Fetcher.stream_data`): on this 2-core machine worker threads reading ahead
+    LocalStore (`Fetcher.stream`): on this 2-core machine worker threads reading ahead
     measured slower (GIL hand-offs), see docs/EVIDENCE.md. Raises _StreamFailed for a frame no
     store delivers intact."""
-    got = fetcher.stream_data(f.sha256 for _, f in frames if f.sha256 not in data)
+    got = fetcher.stream(f.sha256 for _, f in frames if f.sha256 not in data)
     for h, f in frames:
         held = data.get(f.sha256)
         if held is not None:
@@ -901,10 +897,10 @@ def prove_presented(restored: Restoration, loaded: ManifestLoad, reader: AnchorS
         if c == cam:
             presented[h].add(seq_index[h][seq])
     proofs: dict[int, dict[str, Any]] = {}
-    asked: dict[int, Future[bool]] = {}
-    # Each block's verifyFrames is asked as soon as its proof exists, while the next is built:
-    # the node answers on its own cores (a 1,500-frame proof is ~10 ms of eth_call), not in turn.
-    with ThreadPoolExecutor(max_workers=ON_CHAIN_WORKERS) as pool:
+
+    def asks() -> Iterator[tuple[int, Callable[[], bool]]]:
+        # Each block's verifyFrames is asked as soon as its proof exists, while the next is built:
+        # the node answers on its own cores (a 1,500-frame proof is ~10 ms of eth_call), not in turn.
         for h, idx in presented.items():
             cb = loaded.chain_blocks[h]
             assert cb is not None  # a trusted manifest has an anchored block
@@ -915,8 +911,9 @@ def prove_presented(restored: Restoration, loaded: ManifestLoad, reader: AnchorS
             mp, hashes = _multiproof(tree, sorted(idx))
             proofs[h] = {"blockHash": h0x(cb.block_hash), "root": tree.root_hex,
                          "leafEncoding": list(tree.leaf_encoding), **_multiproof_json(mp, cam)}
-            asked[h] = pool.submit(reader.verify_frames, cb.block_hash, mp, hashes)
-        on_chain: dict[int, bool | None] = {h: f.result() for h, f in asked.items()}
+            yield h, partial(reader.verify_frames, cb.block_hash, mp, hashes)
+
+    on_chain: dict[int, bool | None] = dict(ask_concurrently(asks()))
     return proofs, on_chain
 
 

@@ -129,7 +129,7 @@ def test_bulk_reads_deliver_what_get_delivers(tmp_path):
     intact copy with the corruption noted, or nothing)."""
     import hashlib
 
-    from offchain.evidence.extract import Fetcher
+    from offchain.evidence.extract import Fetched, Fetcher
     from offchain.store.local import LocalStore
 
     first, second = LocalStore(tmp_path / "a", fsync="none"), LocalStore(tmp_path / "b", fsync="none")
@@ -146,10 +146,14 @@ def test_bulk_reads_deliver_what_get_delivers(tmp_path):
     order = [hashlib.sha256(b).digest() for b in packed[::-1] + loose] + d
     got = list(first.read_many_unverified(order))
     assert got == packed[::-1] + loose + [b"tampered", None]
-    fetched = list(Fetcher([first, second]).stream(order))
+    def fetched_of(fetcher, digests):  # intact bytes come as they are, the rest as `get`'s Fetched
+        return [g if isinstance(g, Fetched) else Fetched(g) for g in fetcher.stream(digests)]
+
+    fetched = fetched_of(Fetcher([first, second]), order)
+    assert all(type(g) is bytes for g in Fetcher([first, second]).stream(order[:-2]))
     assert [f.data for f in fetched] == packed[::-1] + loose + [b"corrupt here", None]
     assert fetched[-2].corrupt == [hashlib.sha256(b"tampered").digest()] and fetched[-1].corrupt == []
-    assert [f.data for f in Fetcher([second]).stream(d)] == [b"corrupt here", None]
+    assert [f.data for f in fetched_of(Fetcher([second]), d)] == [b"corrupt here", None]
 
 
 def test_bulk_reads_of_adjacent_records_in_one_span(tmp_path):
