@@ -238,6 +238,11 @@ class LocalStore(StoreHelpers):
         h = digest.hex()
         return self._blocks / h[0:2] / h[2:4] / h
 
+    def _loose_path(self, digest: bytes) -> str:
+        """`_path` as a string, without pathlib per frame (bulk reads and `_read_raw`)."""
+        h = digest.hex()
+        return f"{self._blocks}/{h[0:2]}/{h[2:4]}/{h}"
+
     def path_for(self, cid: str) -> Path:
         """Where the block for ``cid`` lives (or would live). For tooling and tests."""
         return self._path(digest_from_cid(cid))
@@ -459,9 +464,8 @@ class LocalStore(StoreHelpers):
         view.release()
 
     def _loose_or_none(self, digest: bytes) -> bytes | None:
-        h = digest.hex()
         try:
-            with open(f"{self._blocks}/{h[0:2]}/{h[2:4]}/{h}", "rb") as f:
+            with open(self._loose_path(digest), "rb") as f:
                 return f.read()
         except OSError:
             return None
@@ -479,8 +483,7 @@ class LocalStore(StoreHelpers):
                     return f.read(length), f"{path}@{offset}"
             except OSError as e:
                 raise self._map_oserror(e, f"cannot read block {name} from {pack}") from e
-        h = digest.hex()
-        path_s = f"{self._blocks}/{h[0:2]}/{h[2:4]}/{h}"  # as _path, without pathlib per frame
+        path_s = self._loose_path(digest)
         try:
             with open(path_s, "rb") as f:
                 return f.read(), path_s
