@@ -42,12 +42,13 @@ try:
     def _keccak(data: bytes) -> bytes:
         return _keccak_256(data).digest()  # type: ignore[no-any-return,unused-ignore]
 
-    def _pair_digest(a: bytes, b: bytes) -> bytes:
+    def _hash_pair(a: bytes, b: bytes) -> bytes:
+        # Unchecked twin of hash_pair for loops whose inputs are already validated (one call, not two).
         return _keccak_256(a + b if a <= b else b + a).digest()  # type: ignore[no-any-return,unused-ignore]
 except ImportError:  # pragma: no cover - the same function, slower
     from eth_hash.auto import keccak as _keccak
 
-    def _pair_digest(a: bytes, b: bytes) -> bytes:
+    def _hash_pair(a: bytes, b: bytes) -> bytes:
         return _keccak(a + b if a <= b else b + a)
 
 keccak256: Callable[[bytes], bytes] = _keccak  # the fastest binding present (above)
@@ -121,10 +122,6 @@ def hash_pair(a: bytes | str, b: bytes | str) -> bytes:
     gets the same parent whichever side each sibling was on.
     """
     return _hash_pair(_node(a), _node(b))
-
-
-# Unchecked twin of hash_pair for loops whose inputs are already validated (one call, not two).
-_hash_pair: Callable[[bytes, bytes], bytes] = _pair_digest
 
 
 def _node(value: Any, what: str = "Merkle tree node") -> bytes:
@@ -515,7 +512,7 @@ def process_multiproof(
     if len(leaf_nodes) + len(proof_nodes) != len(flags) + 1:
         raise InvalidMultiproof("Provided leaves and multiproof are not compatible")
     queue = deque(leaf_nodes)
-    popleft, append, pair = queue.popleft, queue.append, _pair_digest  # bound once: ~30,000 steps a block
+    popleft, append, pair = queue.popleft, queue.append, _hash_pair  # bound once: ~30,000 steps a block
     next_proof = 0
     for flag in flags:
         if flag:
@@ -563,7 +560,7 @@ def _make_tree(leaves: list[bytes]) -> list[bytes]:
     n = len(leaves)
     size = 2 * n - 1
     tree: list[bytes] = [b""] * (size - n) + leaves[::-1]
-    pair = _pair_digest
+    pair = _hash_pair
     for i in range(size - n - 1, -1, -1):
         tree[i] = pair(tree[2 * i + 1], tree[2 * i + 2])
     return tree
@@ -828,9 +825,14 @@ class StandardMerkleTree:
         n = len(self._values)
         if proof or len(leaf_hashes) != n or len(proof_flags) != n - 1 or not all(f is True for f in proof_flags):
             return None
-        if list(leaf_hashes) != self._tree[:-n - 1:-1]:
+        if list(leaf_hashes) != self._leaves_deepest_first():
             return None
         return self._tree[0]
+
+    def _leaves_deepest_first(self) -> list[bytes]:
+        """The leaf hashes in the order a multiproof of every leaf lists them: the tree's leaf
+        slots from the end of the array (`_tree_multiproof` visits indices deepest first)."""
+        return self._tree[:-len(self._values) - 1:-1]
 
     def leaf_hash(self, index_or_value: Any) -> bytes:
         """The leaf hash an on-chain verifier would receive for this value."""
@@ -880,7 +882,7 @@ class StandardMerkleTree:
         in_proof_order: list[Any] = [None] * n
         for value_index, tree_index in enumerate(self._tree_indices):
             in_proof_order[last - tree_index] = self._values[value_index]
-        return MultiProof(in_proof_order, [], [True] * (n - 1)), self._tree[:-n - 1:-1]
+        return MultiProof(in_proof_order, [], [True] * (n - 1)), self._leaves_deepest_first()
 
     def verify(self, index_or_value: Any, proof: Iterable[bytes | str]) -> bool:
         return process_proof(self._leaf_hash(index_or_value), proof) == self.root
