@@ -30,7 +30,7 @@ from av.video.frame import PictureType
 
 from offchain.camera.sources import AudioConfig, CodecConfig, EncodedFrame
 from offchain.core.block import FrameRef
-from offchain.core.mp4 import LayoutTooLarge, Mp4Video, mp4_head, plan_samples
+from offchain.core.mp4 import TICKS_PER_MS, LayoutTooLarge, Mp4Video, mp4_head, plan_samples
 
 __all__ = [
     "MuxResult",
@@ -52,7 +52,7 @@ __all__ = [
 # 90 kHz is the MPEG system clock: it represents every millisecond exactly,
 # so ledger timestamps survive the round trip into the file without rounding.
 _MUX_TIME_BASE = Fraction(1, 90_000)
-_MS_TICKS = 90
+_MS_TICKS = TICKS_PER_MS  # 90, the one-pass writer's clock too (core/mp4.py)
 
 # x264 quality of every re-encode the extractor makes: visually lossless, so that the encoder's
 # noise stays far above the picture-similarity threshold (PICTURE_THRESHOLD_DB).
@@ -191,6 +191,19 @@ def _encoder_name(codec_name: str) -> str:
     return {"h264": "libx264"}.get(codec_name, codec_name)
 
 
+def _check_copyable(codec: CodecConfig) -> None:
+    """Packets of ``codec`` can be copied into a browser MP4 (H.264 with an avcC record), else ValueError."""
+    if codec.codec != "h264":
+        raise ValueError(f"only H.264 can be copied into browser MP4, not {codec.codec!r}")
+    if not codec.extradata or codec.extradata[0] != 1:
+        raise ValueError("codec config lacks an avcC record; packets cannot be copied into MP4")
+
+
+def _default_duration(codec: CodecConfig) -> int:
+    """A sample's duration in ticks when its frame records none: one frame interval."""
+    return max(1, round(codec.frame_duration_ms * _MS_TICKS)) if codec.fps else _MS_TICKS
+
+
 def remux_to_mp4(
     codec: CodecConfig,
     frames: Iterable[EncodedFrame],
@@ -219,10 +232,7 @@ def remux_to_mp4(
     in decode order already and are consumed lazily, one packet at a time, so a caller can
     stream an hour of video through without holding it; out-of-order input is refused.
     """
-    if codec.codec != "h264":
-        raise ValueError(f"only H.264 can be copied into browser MP4, not {codec.codec!r}")
-    if not codec.extradata or codec.extradata[0] != 1:
-        raise ValueError("codec config lacks an avcC record; packets cannot be copied into MP4")
+    _check_copyable(codec)
     if origin_ms is None:
         listed = _decode_order(codec, list(frames))
         if not listed:
@@ -234,7 +244,7 @@ def remux_to_mp4(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(out_path)
-    default_dur = max(1, round(codec.frame_duration_ms * _MS_TICKS)) if codec.fps else _MS_TICKS
+    default_dur = _default_duration(codec)
     last_dts: int | None = None
     end_ticks = 0
     samples: list[tuple[bytes, int]] = []
@@ -309,11 +319,8 @@ def write_copied_mp4(codec: CodecConfig, refs: Sequence[FrameRef], payloads: Ite
     `remux_to_mp4` would, LayoutTooLarge (before taking any payload) for times past its 32-bit
     boxes, and SampleSizeMismatch (after removing the partial file) when a payload's length is not
     its ref's size: for the last two, `remux_to_mp4` writes the clip."""
-    if codec.codec != "h264":
-        raise ValueError(f"only H.264 can be copied into browser MP4, not {codec.codec!r}")
-    if not codec.extradata or codec.extradata[0] != 1:
-        raise ValueError("codec config lacks an avcC record; packets cannot be copied into MP4")
-    default_dur = max(1, round(codec.frame_duration_ms * _MS_TICKS)) if codec.fps else _MS_TICKS
+    _check_copyable(codec)
+    default_dur = _default_duration(codec)
     table = plan_samples(((r.timestamp_ms, r.dts_ms, r.keyframe, r.size) for r in refs), origin_ms, default_dur)
     head = mp4_head(Mp4Video(width=codec.width, height=codec.height, avcc=codec.extradata), table)
     out_path = Path(out_path)
