@@ -71,6 +71,9 @@ TAIL_IDLE_S = 20.0  # after sending, wait for acknowledgements until none came f
 
 
 # ============================================================================================ clip
+CLIP_720P = "bikes-720p25-h264-2mbit.mp4"  # in the samples cache (also used by bench/extract_bench.py)
+
+
 def clip_720p() -> list[tuple[bytes, bool]]:
     """(packet bytes, keyframe) of 10 s of real footage as 720p 25 fps H.264 (cached)."""
     import av
@@ -78,7 +81,7 @@ def clip_720p() -> list[tuple[bytes, bool]]:
     from offchain.camera.samples import cache_dir, sample_path
     from offchain.camera.sources import FileSource
 
-    out = cache_dir() / "bikes-720p25-h264-2mbit.mp4"
+    out = cache_dir() / CLIP_720P
     if not out.exists():
         src = av.open(str(sample_path("bikes")))
         tmp = out.with_suffix(".tmp.mp4")
