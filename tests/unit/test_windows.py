@@ -87,6 +87,15 @@ def test_slot_zero_then_one_slot_per_timeout():
     assert turn_at(first + 5_000 * 7 + 1_000, window_end_ms=W, prev_anchored_ms=0, rules=RULES).attempt == 8
 
 
+def test_a_lone_node_may_anchor_at_the_edges_of_its_slots():
+    first = slots_from_ms(W, 0, RULES)
+    for now in (first - 500, first, first + 4_999, first + 5_000):  # edges: within clock_skew_ms of a slot's end or start
+        turn = turn_at(now, window_end_ms=W, prev_anchored_ms=0, rules=RULES)
+        assert not turn.may_send
+        assert may_anchor("solo", turn, window_start_ms=0, nodes=["solo"], camera=CAM)
+        assert not any(may_anchor(n, turn, window_start_ms=0, nodes=NODES, camera=CAM) for n in NODES)
+
+
 def test_each_attempt_moves_to_the_next_node_and_wraps():
     first = slots_from_ms(W, 0, RULES)
     picks = [proposer_of(turn_at(first + k * 5_000 + 1_000, window_end_ms=W, prev_anchored_ms=0, rules=RULES),
