@@ -52,7 +52,8 @@ from ..store.base import BlockNotFound, ContentStore, CorruptBlock, StoreError
 from ..store.local import LocalStore
 from .anchors import AnchorSource, ask_concurrently
 from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, BatchReader
-from .bundle import ChainReader, batch_member, bundle_index, note_decoded, probe_remuxed_clips, read_clip_samples, write_bundle
+from .bundle import (BundleWriter, ChainReader, batch_member, bundle_index, note_decoded, probe_remuxed_clips,
+                     read_clip_samples)
 from .report import Report
 from .outage_keys import carries_declarations, device_keys
 from .verify import (
@@ -491,25 +492,27 @@ def extract(
     plan = plan_frames(loaded, cam, from_ms, to_ms)
     timer.lap("plan")
     fetched, restored = _fetch_and_restore(fetcher, plan, loaded, cam, from_ms, to_ms, reader, out, timer)
-    proofs, on_chain = prove_presented(restored, loaded, reader, cam)
-    timer.lap("proofs")
-    _fill_claim(claim, loaded, restored, proofs)
-    if isinstance(reader, BatchReader):
-        _fill_batches(claim, reader)
-    facts = ChainFacts(chain_id=claim.chain_id or 0, ledger=claim.ledger or "", consortium=claim.consortium,
-                       heights_in_range=loaded.in_range, blocks={h: loaded.chain_blocks.get(h) for h in loaded.heights},
-                       proofs_on_chain=on_chain,
-                       codec_blocks={(s.camera, s.height): s.block for s in restored.codec_sources.values() if s},
-                       camera_keys=device_keys(reader.consortium, cam)  # issue 10: declared outages
-                       if carries_declarations(loaded.trusted.values()) else ())
-    report = _self_check(claim, facts, restored, list(notes) + loaded.notes + fetched.notes + restored.notes,
-                         loaded, produced_by)
-    timer.lap("verify")
-    if probe:
-        probe_remuxed_clips(report, claim, lambda p: restored.files[p])
-        timer.lap("probe")
-    bundle_path = _write_bundle(claim, restored, proofs, fetched.data, report, out) if bundle else None
-    timer.lap("bundle")
+    with _BundleInBackground(out / _bundle_name(claim) if bundle else None, restored.files) as writing:
+        proofs, on_chain = prove_presented(restored, loaded, reader, cam)
+        timer.lap("proofs")
+        _fill_claim(claim, loaded, restored, proofs)
+        if isinstance(reader, BatchReader):
+            _fill_batches(claim, reader)
+        facts = ChainFacts(chain_id=claim.chain_id or 0, ledger=claim.ledger or "", consortium=claim.consortium,
+                           heights_in_range=loaded.in_range, blocks={h: loaded.chain_blocks.get(h) for h in loaded.heights},
+                           proofs_on_chain=on_chain,
+                           codec_blocks={(s.camera, s.height): s.block for s in restored.codec_sources.values() if s},
+                           camera_keys=device_keys(reader.consortium, cam)  # issue 10: declared outages
+                           if carries_declarations(loaded.trusted.values()) else ())
+        report = _self_check(claim, facts, restored, list(notes) + loaded.notes + fetched.notes + restored.notes,
+                             loaded, produced_by)
+        timer.lap("verify")
+        if probe:
+            probe_remuxed_clips(report, claim, lambda p: restored.files[p])
+            timer.lap("probe")
+        writer = writing.writer()
+        bundle_path = _write_bundle(writer, claim, proofs, fetched.data, report) if writer else None
+        timer.lap("bundle")
     return _finish(report, out, bundle_path, [restored.files[c.path] for c in claim.clips], timer, fetcher)
 
 
@@ -1004,25 +1007,50 @@ def _self_check(claim: EvidenceClaim, facts: ChainFacts, restored: Restoration, 
     return report
 
 
-def _write_bundle(claim: EvidenceClaim, restored: Restoration, proofs: Mapping[int, Any], data: Mapping[bytes, bytes],
-                  report: Report, out: Path) -> Path:
-    bundle_path = out / _bundle_name(claim)
+class _BundleInBackground:
+    """The bundle opened as soon as the clips are written, and their copy into it (an hour's clip
+    is hundreds of MB) run in a worker thread while the proofs and the self-check are computed:
+    the copy's reads, CRC and writes release the GIL. `writer` waits for the copy and hands the
+    bundle over for the other members; leaving the block unfinished removes it. ``path`` None:
+    no bundle."""
+
+    def __init__(self, path: Path | None, clips: Mapping[str, Path]) -> None:
+        self._writer = BundleWriter(path) if path is not None else None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="bundle-clips")
+        self._copy = self._pool.submit(self._writer.add, list(clips.items())) if self._writer else None
+
+    def writer(self) -> BundleWriter | None:
+        if self._copy is not None:
+            self._copy.result()
+        return self._writer
+
+    def __enter__(self) -> "_BundleInBackground":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)  # the copy finishes (it cannot be interrupted) before its file goes
+        if self._writer is not None:
+            self._writer.abort()
+
+
+def _write_bundle(writer: BundleWriter, claim: EvidenceClaim, proofs: Mapping[int, Any], data: Mapping[bytes, bytes],
+                  report: Report) -> Path:
+    """Every member but the clips (`_BundleInBackground` copied them), then the bundle is closed."""
     manifest_paths = {b.height: f"manifests/{b.height:06d}.json" for b in claim.blocks if b.manifest is not None}
     proof_paths = {h: f"proofs/{h:06d}.json" for h in proofs}
     source_paths = {(s.camera, s.height): f"manifests/{s.camera.hex()[:8]}-{s.height:06d}.json" for s in claim.codec_sources}
-    index = bundle_index(claim=claim, manifest_paths=manifest_paths, proof_paths=proof_paths,
-                         produced_by=report.produced_by, codec_source_paths=source_paths)
+    writer.add_index(bundle_index(claim=claim, manifest_paths=manifest_paths, proof_paths=proof_paths,
+                                  produced_by=report.produced_by, codec_source_paths=source_paths))
     members: list[tuple[str, bytes | Path]] = []
     members += [(manifest_paths[b.height], b.manifest) for b in claim.blocks if b.manifest is not None]
     members += [(source_paths[(s.camera, s.height)], s.manifest) for s in claim.codec_sources if s.manifest is not None]
     members += [(proof_paths[h], json.dumps(proofs[h], separators=(",", ":")).encode()) for h in sorted(proofs)]
     members += [(batch_member(b.index), b.manifest) for b in claim.batches if b.manifest is not None]
-    members += [(p, f) for p, f in restored.files.items()]
     # frames with identical bytes (a static scene can produce them) share one raw file
     members += [(p, data[bytes.fromhex(p.split("/")[-1])]) for p in dict.fromkeys(r.path for r in claim.raw)]
     members += [("report.json", report.dumps().encode()), ("report.txt", report.render_text().encode())]
-    write_bundle(bundle_path, index, members)
-    return bundle_path
+    writer.add(members)
+    return writer.close()
 
 
 def _finish(report: Report, out: Path, bundle_path: Path | None, clips: list[Path], timer: _Timer,

@@ -1,0 +1,58 @@
+"""The bundle zip writer: stored members copied by the kernel with a CRC computed up front must
+read back as any zip reader expects (CRC checked on read), also where copy_file_range fails."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from offchain.evidence import bundle
+from offchain.evidence.bundle import BundleWriter
+
+
+@pytest.mark.parametrize("size", [0, 1, 3 << 20])
+def test_stored_clips_and_deflated_json_read_back_with_valid_crcs(tmp_path: Path, size: int) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(os.urandom(size))
+    writer = BundleWriter(tmp_path / "out" / "b.zip")
+    writer.add([("clips/clip-000.mp4", clip), ("proofs/000001.json", b'{"a":1}'), ("clips/clip-001.mp4", clip)])
+    writer.add_index({"format": "x"})
+    path = writer.close()
+    assert not list(path.parent.glob(".*partial"))
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+        assert [i.filename for i in zf.infolist()] == ["clips/clip-000.mp4", "proofs/000001.json",
+                                                       "clips/clip-001.mp4", "bundle.json"]
+        assert zf.getinfo("clips/clip-000.mp4").compress_type == zipfile.ZIP_STORED
+        assert zf.getinfo("proofs/000001.json").compress_type == zipfile.ZIP_DEFLATED
+        assert zf.read("clips/clip-000.mp4") == zf.read("clips/clip-001.mp4") == clip.read_bytes()
+
+
+def test_a_copy_file_range_failure_midway_is_finished_by_plain_writes(tmp_path: Path, monkeypatch) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(os.urandom(5 << 20))
+    real = os.copy_file_range
+    calls = []
+
+    def half_then_fail(src: int, dst: int, count: int, offset_src: int | None = None, *rest: object) -> int:
+        calls.append(count)
+        if len(calls) > 1:
+            raise OSError(18, "Invalid cross-device link")
+        return real(src, dst, min(count, 1 << 20), offset_src)
+
+    monkeypatch.setattr(bundle.os, "copy_file_range", half_then_fail)
+    writer = BundleWriter(tmp_path / "b.zip")
+    writer.add([("clips/clip-000.mp4", clip), ("report.json", b"{}")])
+    with zipfile.ZipFile(writer.close()) as zf:
+        assert zf.testzip() is None and zf.read("clips/clip-000.mp4") == clip.read_bytes()
+    assert len(calls) == 2
+
+
+def test_an_aborted_bundle_leaves_nothing(tmp_path: Path) -> None:
+    writer = BundleWriter(tmp_path / "b.zip")
+    writer.add([("report.json", b"{}")])
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
