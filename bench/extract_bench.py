@@ -66,8 +66,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.ingest_bench import CLIP_720P, clip_720p  # noqa: E402
-from offchain.camera.samples import cache_dir, sample_path  # noqa: E402
+from bench.ingest_bench import recording_720p  # noqa: E402
+from offchain.camera.samples import sample_path  # noqa: E402
 from offchain.camera.sources import CodecConfig, EncodedFrame, FileSource  # noqa: E402
 from offchain.chain.client import Signer, connect  # noqa: E402
 from offchain.chain.deployer import deploy  # noqa: E402
@@ -125,10 +125,7 @@ def recording(sample: str) -> Path:
     """The file a sample name stands for: a published sample (`sample_path`), or ``720p``: the
     ingest benchmark's 720p 25 fps 2 Mbit/s H.264 recording of ``bikes`` (~10 kB a frame, the size a
     surveillance camera sends; ``bikes`` itself averages ~2 kB, the worst case for per-frame work)."""
-    if sample == "720p":
-        clip_720p()
-        return cache_dir() / CLIP_720P
-    return sample_path(sample)
+    return recording_720p() if sample == "720p" else sample_path(sample)
 
 
 PACK_BATCH = 50  # frames per `put_many`: a node's group commit at 200 cameras × 25 fps, 10 ms apart
@@ -398,7 +395,7 @@ def measure(kind: str, cams: list[dict[str, Any]], ctx: dict[str, Any], work_dir
     last: list[dict[str, Any]] = []
     jobs: list[dict[str, Any]] = []
     for r in range(rounds):
-        _settle(jobs if r else [])
+        _settle(jobs)  # the previous round's (none before the first)
         jobs = _jobs(kind, cams, ctx, work_dir, f"{len(cams)}-{r}")
         if pool is None:
             last = [work(j) for j in jobs]

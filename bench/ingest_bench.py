@@ -71,17 +71,14 @@ TAIL_IDLE_S = 20.0  # after sending, wait for acknowledgements until none came f
 
 
 # ============================================================================================ clip
-CLIP_720P = "bikes-720p25-h264-2mbit.mp4"  # in the samples cache (also used by bench/extract_bench.py)
-
-
-def clip_720p() -> list[tuple[bytes, bool]]:
-    """(packet bytes, keyframe) of 10 s of real footage as 720p 25 fps H.264 (cached)."""
+def recording_720p() -> Path:
+    """10 s of real footage as 720p 25 fps H.264 at 2 Mbit/s, GOP 50: the ``bikes`` sample scaled
+    and encoded once, cached beside the samples (also bench/extract_bench.py's ``--sample 720p``)."""
     import av
 
     from offchain.camera.samples import cache_dir, sample_path
-    from offchain.camera.sources import FileSource
 
-    out = cache_dir() / CLIP_720P
+    out = cache_dir() / "bikes-720p25-h264-2mbit.mp4"
     if not out.exists():
         src = av.open(str(sample_path("bikes")))
         tmp = out.with_suffix(".tmp.mp4")
@@ -98,7 +95,14 @@ def clip_720p() -> list[tuple[bytes, bool]]:
         dst.close()
         src.close()
         os.replace(tmp, out)
-    return [(f.data, f.keyframe) for f in FileSource(out).frames()]
+    return out
+
+
+def clip_720p() -> list[tuple[bytes, bool]]:
+    """(packet bytes, keyframe) of `recording_720p`."""
+    from offchain.camera.sources import FileSource
+
+    return [(f.data, f.keyframe) for f in FileSource(recording_720p()).frames()]
 
 
 # ============================================================================================ frames

@@ -93,7 +93,6 @@ __all__ = [
     "probe_remuxed_clips",
     "read_clip_samples",
     "verify_bundle",
-    "write_bundle",
 ]
 
 log = logging.getLogger(__name__)
@@ -445,18 +444,6 @@ class BundleWriter:
             self._zip.close()
             self._zip = None
         self._tmp.unlink(missing_ok=True)
-
-
-def write_bundle(path: str | os.PathLike[str], index: Mapping[str, Any],
-                 members: Iterable[tuple[str, bytes | Path]]) -> Path:
-    """Write the zip atomically: the index, then the members (`BundleWriter`)."""
-    writer = BundleWriter(path)
-    try:
-        writer.add_index(index)
-        writer.add(members)
-        return writer.close()
-    finally:
-        writer.abort()
 
 
 def _copy_stored(zf: zipfile.ZipFile, src: Path, name: str) -> None:
