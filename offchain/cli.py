@@ -18,9 +18,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"work dir   : {work}")
     summary = run_demo(work, window_ms=args.window * 1000, speed=args.speed, anchoring=args.anchoring)
     ok = bool(summary["passed"])
-    print("\nDEMO " + ("PASSED: every window anchored and final, nothing missing that a node held, every block verified; "
-                       "the intruder left nothing; the signing session completed"
-                       if ok else "FAILED (see the tables above and the node logs in the work dir)"))
+    print("\nDEMO " + ("PASSED: every window anchored and final, every block verified, no dispute, nothing missing that "
+                       "a node held, every frame acknowledged but those the faults withheld; the intruder left nothing; "
+                       "the evidence verified; the signing session completed"
+                       if ok else "FAILED: " + "; ".join(summary["failed_checks"])
+                       + f" (the Checks table above; node logs in {work})"))
     return 0 if ok else 1
 
 

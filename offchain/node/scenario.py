@@ -211,6 +211,15 @@ class ScenarioRun:
     def node_status(self) -> dict[str, dict]:
         return {n.name: self.cluster.api(n, "/api/v1/status") for n in self.cluster.nodes}
 
+    def disputes(self) -> int:
+        """Disputes on chain: VideoLedger `BlockDisputed` and, in batch mode, BatchLedger
+        `BatchDisputed` (an honest run has none: every node holds what the blocks list)."""
+        count = len(self.cluster.ledger(0).contract.events.BlockDisputed().get_logs(from_block=0))
+        if self.cluster.deployment.batch_ledger:
+            batches = self.cluster.deployment.batch_client(Signer(self.cluster.w3, self.cluster.keys[0]))
+            count += len(batches.contract.events.BatchDisputed().get_logs(from_block=0))
+        return count
+
     def risk_events(self) -> list[tuple[str, str]]:
         ledger = self.cluster.ledger(0).contract
         ips = {camera_id(c.ip): c.ip for c in self.s.cameras}
