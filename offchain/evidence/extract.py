@@ -35,7 +35,7 @@ import os
 import re
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from datetime import datetime, timezone
@@ -1015,9 +1015,13 @@ class _BundleInBackground:
     no bundle."""
 
     def __init__(self, path: Path | None, clips: Mapping[str, Path]) -> None:
-        self._writer = BundleWriter(path) if path is not None else None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="bundle-clips")
-        self._copy = self._pool.submit(self._writer.add, list(clips.items())) if self._writer else None
+        self._writer: BundleWriter | None = None
+        self._pool: ThreadPoolExecutor | None = None  # no bundle, no thread
+        self._copy: Future[None] | None = None
+        if path is not None:
+            self._writer = BundleWriter(path)
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="bundle-clips")
+            self._copy = self._pool.submit(self._writer.add, list(clips.items()))
 
     def writer(self) -> BundleWriter | None:
         if self._copy is not None:
@@ -1028,7 +1032,8 @@ class _BundleInBackground:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown(wait=True)  # the copy finishes (it cannot be interrupted) before its file goes
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # the copy finishes (it cannot be interrupted) before its file goes
         if self._writer is not None:
             self._writer.abort()
 
