@@ -520,3 +520,17 @@ def test_cli_extract_verify_prove(ev, tmp_path, capsys):
     assert _cli(["prove", "--camera", CAM_A, "--at", str(ev.ms(25_500)), "--store", str(ev.store_dir), *common]) == 1
     err = capsys.readouterr().err
     assert "error:" in err and "declared gap" in err and "Traceback" not in err
+
+
+def test_cli_extract_and_prove_without_a_trusted_deployment_refuse(ev, tmp_path, capsys, monkeypatch):
+    """Fail closed at the command line too (issue 7): no --ledger, --deployment or --trust and no
+    default record for this chain id is a usage error (exit 2) before anything is extracted."""
+    monkeypatch.setenv("FRAMELEDGER_DEPLOYMENTS_DIR", str(tmp_path / "no-deployments"))
+    out = tmp_path / "out"
+    assert _cli(["extract", "--camera", CAM_A, "--from", str(ev.ms(23_300)), "--to", str(ev.ms(30_000)),
+                 "--out", str(out), "--store", str(ev.store_dir), "--rpc", ev.rpc_url]) == 2
+    assert _cli(["prove", "--camera", CAM_A, "--at", str(ev.ms(25_000)), "--store", str(ev.store_dir),
+                 "--rpc", ev.rpc_url]) == 2
+    err = capsys.readouterr().err
+    assert err.count(f"no trusted deployment for chain {ev.chain_id}") == 2 and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
