@@ -17,6 +17,7 @@ import argparse
 import functools
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -675,9 +676,18 @@ def _subparsers_of(parser: argparse.ArgumentParser) -> Any:
 
 @guarded
 def cmd_camera_wait(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from .status import wait_final
 
-    block = wait_final(_reading_session(args), args.camera, args.until, args.timeout, _wait_stores(args))
+    started = time.monotonic()
+    with tqdm(total=round(args.timeout), desc=f"camera {args.camera}: waiting for a final block", unit="s",
+              leave=False, disable=args.json, bar_format="{desc} {n}/{total} s [{postfix}]") as bar:
+        def shown(state: str) -> None:
+            bar.set_postfix_str(state, refresh=False)
+            bar.update(min(round(time.monotonic() - started), bar.total) - bar.n)
+
+        block = wait_final(_reading_session(args), args.camera, args.until, args.timeout, _wait_stores(args), shown)
     return emit(args, block, lambda b: f"camera {args.camera}: block #{b['height']} final "
                                        f"({b['attestations']} {'signatures' if b['anchoring'] == 'batch' else 'attestations'}), "
                                        f"window ends {_ms(b['windowEndMs'])}")

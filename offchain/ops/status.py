@@ -5,7 +5,7 @@ camera (active, blocks anchored, the last block's window and finality, risk warn
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import httpx
 
@@ -125,13 +125,14 @@ UINT64_MAX = 2**64 - 1
 
 
 def wait_final(s: Session, camera_ref_text: str, until_ms: int, timeout: float,
-               stores: Sequence[Any] = ()) -> dict[str, Any]:
+               stores: Sequence[Any] = (), progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Poll until the camera's first block reaching ``until_ms`` (its window ends after it) is
     final: every block up to it is then final too (the chain takes them in order). Either
     anchoring mode, read the one way evidence reads the chain, through its AnchorSource
     (`evidence.extract.anchor_source`: per header the VideoLedger; in batch mode the BatchLedger,
     with the batch manifests from ``stores``, re-hashed), chosen again at each poll: until
-    something is anchored there, neither ledger says which mode the consortium uses."""
+    something is anchored there, neither ledger says which mode the consortium uses.
+    ``progress`` is told the state after every poll (the CLI shows it beside a bar)."""
     from .admin import camera_id
 
     if not 0 < timeout <= 3600:
@@ -144,8 +145,10 @@ def wait_final(s: Session, camera_ref_text: str, until_ms: int, timeout: float,
         block = _first_block_reaching(s, cid, until_ms, stores)
         if block and block["finalized"]:
             return block
+        state = "no block yet" if not block else (f"block #{block['height']} ends {block['windowEndMs']}, not final")
+        if progress is not None:
+            progress(state)
         if time.monotonic() > deadline:
-            state = "no block yet" if not block else (f"block #{block['height']} ends {block['windowEndMs']}, not final")
             raise OpsError(f"camera {camera_ref_text}: no final block reaching {until_ms} within {timeout:g} s ({state})")
         time.sleep(0.5)
 
