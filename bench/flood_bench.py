@@ -67,12 +67,10 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eth_account import Account
 
+from bench.procstat import cpu_seconds, process_tree, rss_mib
 from offchain.camera.agent import CameraAgent
 from offchain.camera.samples import sample_path
 from offchain.camera.sources import FileSource
-from offchain.chain.client import connect
-from offchain.chain.deployer import deploy
-from offchain.chain.devchain import DevChain
 from offchain.core import peer_auth as pa
 from offchain.core import wire
 from offchain.node.cluster import Cluster, NodeProcess
@@ -100,29 +98,10 @@ ATTACKS = [kind for _, kind in PHASES if kind]
 
 
 # ----------------------------------------------------------------------- the node process
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _cpu_one(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def node_cpu_s(pid: int) -> float:
-    """CPU seconds of the node's main process and its live children (the verify workers check
-    the honest camera's signatures, so they belong to what the node spends)."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    return _cpu_one(pid) + sum(_cpu_one(int(c)) for c in children)
+    """CPU seconds of the node's main process and its descendants (the verify workers and ingest
+    processes check the honest camera's frames, so they belong to what the node spends)."""
+    return cpu_seconds(process_tree(pid))
 
 
 class RssSampler(threading.Thread):
@@ -130,16 +109,16 @@ class RssSampler(threading.Thread):
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.pid, self.peak, self._done = pid, rss_mib(pid), threading.Event()
+        self.pid, self.peak, self._done = pid, rss_mib([pid]), threading.Event()
 
     def run(self) -> None:
         while not self._done.wait(0.05):
-            self.peak = max(self.peak, rss_mib(self.pid))
+            self.peak = max(self.peak, rss_mib([self.pid]))
 
     def stop(self) -> float:
         self._done.set()
         self.join(timeout=2)
-        return max(self.peak, rss_mib(self.pid))
+        return max(self.peak, rss_mib([self.pid]))
 
 
 class StatusSampler(threading.Thread):
@@ -174,19 +153,6 @@ class StatusSampler(threading.Thread):
         self.join(timeout=5)
         return {"polls": self.polls, "answered": self.answered, "slowest_ms": self.slowest_ms,
                 "max_open_connections": self.max_open, "max_in_handshake": self.max_handshake}
-
-
-class OneNodeCluster(Cluster):
-    """`Cluster` with a one-node consortium: the node under attack is the whole quorum."""
-
-    def start_chain(self) -> None:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.chain = DevChain(accounts=12, log_path=self.work_dir / "anvil.log").start()
-        self.w3 = connect(self.chain.rpc_url)
-        self.keys = self.chain.private_keys
-        self.deployment = deploy(self.w3, self.keys, plan=ONE_NODE_PLAN, out_dir=self.work_dir / "deployments")
-        self.deployment_path = self.work_dir / "deployments" / f"{self.deployment.chain_id}.json"
-        self.plan = ONE_NODE_PLAN
 
 
 def node_counters(cluster: Cluster, node: NodeProcess) -> dict[str, int]:
@@ -603,7 +569,7 @@ def setup(work: Path, phases: int, settings: dict[str, Any]) -> tuple[Cluster, N
     """Chain, contracts, one node; a fresh honest camera per phase (its seqs start at 0, and a
     camera re-sending seqs the node holds would be acknowledged without work) and the attackers'
     cameras, all whitelisted before the node starts."""
-    cluster = OneNodeCluster(work, settings=settings)
+    cluster = Cluster(work, settings=settings, deployment_plan=ONE_NODE_PLAN)  # the node under attack is the whole quorum
     cluster.start_chain()
     honest = [(HONEST_NET + str(i + 1), cluster.register_camera(HONEST_NET + str(i + 1), 1, b"honest"))
               for i in range(phases)]
@@ -643,7 +609,7 @@ def attack_params(cluster: Cluster, node: NodeProcess, kind: str, hostile: dict)
 def run_phase(cluster: Cluster, node: NodeProcess, name: str, kind: str | None, camera: tuple[str, Ed25519PrivateKey],
               hostile: dict, args: argparse.Namespace) -> PhaseResult:
     pid = node.process.pid
-    counters0, alarms0, rss0 = node_counters(cluster, node), alarm_counts(node), rss_mib(pid)
+    counters0, alarms0, rss0 = node_counters(cluster, node), alarm_counts(node), rss_mib([pid])
     sampler, status = RssSampler(pid), StatusSampler(node.config.api_url)
     sampler.start()
     status.start()
@@ -664,7 +630,7 @@ def run_phase(cluster: Cluster, node: NodeProcess, name: str, kind: str | None, 
     # the honest cameras' own counters (frames, anchors of earlier phases' windows) are not the attack's
     did = {k: v for k, v in delta(node_counters(cluster, node), counters0).items() if not k.startswith(HONEST_NET)}
     alarms = alarm_counts(node)
-    return PhaseResult(name, kind, honest, round(rss0, 1), round(peak, 1), round(rss_mib(pid), 1), cpu, did,
+    return PhaseResult(name, kind, honest, round(rss0, 1), round(peak, 1), round(rss_mib([pid]), 1), cpu, did,
                        delta(alarms, alarms0), len(set(alarms) - set(alarms0)), api, report,
                        round(os.getloadavg()[0], 2))
 

@@ -58,6 +58,7 @@ if str(REPO) not in sys.path:
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat  # noqa: E402
 
+from bench.procstat import cpu_by_pid, cpu_seconds, process_tree, rss_mib  # noqa: E402
 from offchain.core import ed25519  # noqa: E402
 from offchain.core import packet as pk  # noqa: E402
 from offchain.core import wire  # noqa: E402
@@ -266,58 +267,9 @@ def _drain(s: socket.socket, reader: wire.MessageReader, acked: dict[str, int], 
 
 
 # ============================================================================================ node
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rindex(")") + 2 :].split()  # fields from the state on (the name may hold spaces)
-
-
-def _proc_tree(pid: int) -> list[int]:
-    """`pid` and its descendants (from /proc: no psutil in this environment)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (st := _stat(int(entry))) is not None:
-            parents[int(entry)] = int(st[1])
-    tree, frontier = [pid], [pid]
-    while frontier:
-        frontier = [c for c, p in parents.items() if p in frontier]
-        tree += frontier
-    return tree
-
-
-def _cpus(pids: list[int]) -> dict[int, float]:
-    out = {}
-    for pid in pids:
-        st = _stat(pid)
-        if st is not None:
-            out[pid] = (int(st[11]) + int(st[12])) / _TICK  # utime + stime
-    return out
-
-
-def _cpu(pids: list[int]) -> float:
-    return sum(_cpus(pids).values())
-
-
 def _cpu_since(pid: int, before: dict[int, float]) -> float:
     """CPU of the node and its children (verify workers start with the first frame) since `before`."""
-    return sum(v - before.get(k, 0.0) for k, v in _cpus(_proc_tree(pid)).items())
-
-
-def _rss_mib(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
+    return sum(v - before.get(k, 0.0) for k, v in cpu_by_pid(process_tree(pid)).items())
 
 
 def run_phase(node: Any, cams: list[tuple[str, bytes]], clip: list, paced: bool, seconds: float,
@@ -325,7 +277,7 @@ def run_phase(node: Any, cams: list[tuple[str, bytes]], clip: list, paced: bool,
     """One phase; advances `firsts` (each camera's next seq) by what was sent."""
     signed_at = time.monotonic()
     pool_procs = [p.pid for p in pool._pool]
-    cpu_pool0 = _cpu(pool_procs)
+    cpu_pool0 = cpu_seconds(pool_procs)
     numbered = [(ip, k, i) for i, (ip, k) in enumerate(cams)]
     signed: dict[str, list] = {}
     if not live:
@@ -352,20 +304,20 @@ def run_phase(node: Any, cams: list[tuple[str, bytes]], clip: list, paced: bool,
         a.send(start_at)
     while time.time() < start_at:
         time.sleep(0.01)
-    cpu0 = _cpus(_proc_tree(node.process.pid))
+    cpu0 = cpu_by_pid(process_tree(node.process.pid))
     rss = []
     while time.time() < start_at + seconds:
-        rss.append(round(_rss_mib(_proc_tree(node.process.pid)), 1))
+        rss.append(round(rss_mib(process_tree(node.process.pid)), 1))
         time.sleep(1.0)
     cpu_at_end = _cpu_since(node.process.pid, cpu0)
-    main_cpu = _cpus([node.process.pid]).get(node.process.pid, 0.0) - cpu0.get(node.process.pid, 0.0)
+    main_cpu = cpu_by_pid([node.process.pid]).get(node.process.pid, 0.0) - cpu0.get(node.process.pid, 0.0)
     reports = []
     for p, a in senders:
         if not a.poll(seconds + 600):
             raise RuntimeError(f"sender {p.pid} sent no report (exit code {p.exitcode})")
         reports.append(a.recv())
     node_cpu = _cpu_since(node.process.pid, cpu0)
-    procs = _proc_tree(node.process.pid)
+    procs = process_tree(node.process.pid)
     for p, _ in senders:
         p.join(10)
     acked = sum(r["acked"] for r in reports)
@@ -387,7 +339,7 @@ def run_phase(node: Any, cams: list[tuple[str, bytes]], clip: list, paced: bool,
         "node_processes": len(procs), "rss_mib": rss,
         "generator": {"senders": len(senders), "cpu_s": round(sum(r["cpu_s"] for r in reports), 2),
                       "cpu_us_per_frame": round(1e6 * sum(r["cpu_s"] for r in reports) / max(1, sent), 1),
-                      "presign": presign, "presign_pool_cpu_s": round(_cpu(pool_procs) - cpu_pool0, 1)},
+                      "presign": presign, "presign_pool_cpu_s": round(cpu_seconds(pool_procs) - cpu_pool0, 1)},
     }
 
 

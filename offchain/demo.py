@@ -284,13 +284,7 @@ def _run_header_demo(work_dir: Path, window_ms: int, speed: float, out) -> dict:
         store = LocalStore(run.cluster.nodes[0].config.data_dir / "store")
         node_names = {addr["address"]: addr["name"] for addr in run.cluster.deployment.record["nodes"]}
 
-        rows = []
-        for node, st in status.items():
-            for cam in run.s.cameras:
-                c = st["counters"].get(cam.ip, {})
-                rows.append([node, cam.ip] + [_count(c, k) for _, k in COUNTERS])
-        out("")
-        out(render_table(["node", "camera"] + [h for h, _ in COUNTERS], rows, title="What each node saw and did"))
+        _counter_table(run, status, out)
 
         block_rows, verified, final, total, missing_held, windows = [], 0, 0, 0, 0, set()
         for ip, recs in blocks.items():

@@ -60,6 +60,7 @@ class Cluster:
     deployment: Deployment | None = None
     nodes: list[NodeProcess] = field(default_factory=list)
     camera_keys: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
+    deployment_plan: dict[str, Any] | None = None  # the consortium to deploy; None: chain/consortium.json
 
     # --------------------------------------------------------------- chain side
     def start_chain(self) -> None:
@@ -67,9 +68,9 @@ class Cluster:
         self.chain = DevChain(accounts=12, log_path=self.work_dir / "anvil.log").start()
         self.w3 = connect(self.chain.rpc_url)
         self.keys = self.chain.private_keys
-        self.deployment = deploy(self.w3, self.keys, out_dir=self.work_dir / "deployments")
+        self.plan = self.deployment_plan or load_plan()
+        self.deployment = deploy(self.w3, self.keys, plan=self.plan, out_dir=self.work_dir / "deployments")
         self.deployment_path = self.work_dir / "deployments" / f"{self.deployment.chain_id}.json"
-        self.plan = load_plan()
 
     def consortium(self, account: int = 0) -> ConsortiumClient:
         return ConsortiumClient(Signer(self.w3, self.keys[account]), self.deployment.consortium)
