@@ -50,7 +50,7 @@ from ..core.cid import cid_from_digest
 from ..core.merkle import MultiProof, _tree_multiproof
 from ..store.base import BlockNotFound, ContentStore, CorruptBlock, StoreError
 from ..store.local import LocalStore
-from .anchors import AnchorSource, ask_concurrently
+from .anchors import ON_CHAIN_WORKERS, AnchorSource
 from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, BatchReader
 from .bundle import (BundleWriter, ChainReader, batch_member, bundle_index, note_decoded, probe_remuxed_clips,
                      read_clip_samples)
@@ -492,12 +492,17 @@ def extract(
     plan = plan_frames(loaded, cam, from_ms, to_ms)
     timer.lap("plan")
     fetched, restored = _fetch_and_restore(fetcher, plan, loaded, cam, from_ms, to_ms, reader, out, timer)
-    with _BundleInBackground(out / _bundle_name(claim) if bundle else None, restored.files) as writing:
-        proofs, on_chain = prove_presented(restored, loaded, reader, cam)
-        timer.lap("proofs")
+    with _BundleInBackground(out / _bundle_name(claim) if bundle else None, restored.files) as writing, \
+            ThreadPoolExecutor(max_workers=ON_CHAIN_WORKERS, thread_name_prefix="verify-frames") as asking:
+        proofs, asked = prove_presented(restored, loaded, reader, cam, asking)
         _fill_claim(claim, loaded, restored, proofs)
         if isinstance(reader, BatchReader):
             _fill_batches(claim, reader)
+        # While the chain answers, the members already final go into the bundle in the background
+        # (their deflate releases the GIL beside the self-check); the index and report follow it.
+        writing.queue(_evidence_members(claim, proofs, fetched.data))
+        on_chain: dict[int, bool | None] = {h: answer.result() for h, answer in asked.items()}
+        timer.lap("proofs")
         facts = ChainFacts(chain_id=claim.chain_id or 0, ledger=claim.ledger or "", consortium=claim.consortium,
                            heights_in_range=loaded.in_range, blocks={h: loaded.chain_blocks.get(h) for h in loaded.heights},
                            proofs_on_chain=on_chain,
@@ -511,7 +516,7 @@ def extract(
             probe_remuxed_clips(report, claim, lambda p: restored.files[p])
             timer.lap("probe")
         writer = writing.writer()
-        bundle_path = _write_bundle(writer, claim, proofs, fetched.data, report) if writer else None
+        bundle_path = _close_bundle(writer, claim, proofs, report) if writer else None
         timer.lap("bundle")
     return _finish(report, out, bundle_path, [restored.files[c.path] for c in claim.clips], timer, fetcher)
 
@@ -888,8 +893,10 @@ def _restore_substitute(restored: Restoration, payload: tuple[int, bytes, list[l
 
 
 def prove_presented(restored: Restoration, loaded: ManifestLoad, reader: AnchorSource, cam: bytes,
-                    ) -> tuple[dict[int, dict[str, Any]], dict[int, bool | None]]:
-    """A multiproof per block of the camera's frames presented, checked with verifyFrames."""
+                    asking: ThreadPoolExecutor) -> tuple[dict[int, dict[str, Any]], dict[int, Future[bool]]]:
+    """A multiproof per block of the camera's frames presented, and the chain's verifyFrames of
+    each, asked in ``asking`` as soon as its proof exists (the answers are awaited by the caller,
+    which meanwhile goes on)."""
     seq_index = {h: {f.seq: i for i, f in enumerate(m.frames)} for h, m in loaded.trusted.items()}
     presented: dict[int, set[int]] = defaultdict(set)  # height -> indices into the manifest's frames
     for c in restored.clips:
@@ -916,8 +923,7 @@ def prove_presented(restored: Restoration, loaded: ManifestLoad, reader: AnchorS
                          "leafEncoding": list(tree.leaf_encoding), **_multiproof_json(mp, cam)}
             yield h, partial(reader.verify_frames, cb.block_hash, mp, hashes)
 
-    on_chain: dict[int, bool | None] = dict(ask_concurrently(asks()))
-    return proofs, on_chain
+    return proofs, {h: asking.submit(question) for h, question in asks()}
 
 
 def _multiproof(tree: Any, indices: list[int]) -> tuple[MultiProof, list[bytes]]:
@@ -1017,15 +1023,21 @@ class _BundleInBackground:
     def __init__(self, path: Path | None, clips: Mapping[str, Path]) -> None:
         self._writer: BundleWriter | None = None
         self._pool: ThreadPoolExecutor | None = None  # no bundle, no thread
-        self._copy: Future[None] | None = None
+        self._adds: list[Future[None]] = []
         if path is not None:
             self._writer = BundleWriter(path)
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="bundle-clips")
-            self._copy = self._pool.submit(self._writer.add, list(clips.items()))
+            self.queue(list(clips.items()))
+
+    def queue(self, members: list[tuple[str, bytes | Path]]) -> None:
+        """More members, added in the worker after those queued before (nothing without a bundle)."""
+        if self._pool is not None and self._writer is not None:
+            self._adds.append(self._pool.submit(self._writer.add, members))
 
     def writer(self) -> BundleWriter | None:
-        if self._copy is not None:
-            self._copy.result()
+        """The bundle, once everything queued is in it (an error of an add is raised here)."""
+        for added in self._adds:
+            added.result()
         return self._writer
 
     def __enter__(self) -> "_BundleInBackground":
@@ -1038,14 +1050,18 @@ class _BundleInBackground:
             self._writer.abort()
 
 
-def _write_bundle(writer: BundleWriter, claim: EvidenceClaim, proofs: Mapping[int, Any], data: Mapping[bytes, bytes],
-                  report: Report) -> Path:
-    """Every member but the clips (`_BundleInBackground` copied them), then the bundle is closed."""
-    manifest_paths = {b.height: f"manifests/{b.height:06d}.json" for b in claim.blocks if b.manifest is not None}
-    proof_paths = {h: f"proofs/{h:06d}.json" for h in proofs}
-    source_paths = {(s.camera, s.height): f"manifests/{s.camera.hex()[:8]}-{s.height:06d}.json" for s in claim.codec_sources}
-    writer.add_index(bundle_index(claim=claim, manifest_paths=manifest_paths, proof_paths=proof_paths,
-                                  produced_by=report.produced_by, codec_source_paths=source_paths))
+def _member_paths(claim: EvidenceClaim, proofs: Mapping[int, Any]) -> tuple[dict[int, str], dict[int, str],
+                                                                            dict[tuple[bytes, int], str]]:
+    """Where the bundle holds each block's manifest, each proof and each codec source's manifest."""
+    return ({b.height: f"manifests/{b.height:06d}.json" for b in claim.blocks if b.manifest is not None},
+            {h: f"proofs/{h:06d}.json" for h in proofs},
+            {(s.camera, s.height): f"manifests/{s.camera.hex()[:8]}-{s.height:06d}.json" for s in claim.codec_sources})
+
+
+def _evidence_members(claim: EvidenceClaim, proofs: Mapping[int, Any], data: Mapping[bytes, bytes],
+                      ) -> list[tuple[str, bytes | Path]]:
+    """The members that do not depend on the verdict: manifests, proofs, batch manifests, raw frames."""
+    manifest_paths, proof_paths, source_paths = _member_paths(claim, proofs)
     members: list[tuple[str, bytes | Path]] = []
     members += [(manifest_paths[b.height], b.manifest) for b in claim.blocks if b.manifest is not None]
     members += [(source_paths[(s.camera, s.height)], s.manifest) for s in claim.codec_sources if s.manifest is not None]
@@ -1053,8 +1069,16 @@ def _write_bundle(writer: BundleWriter, claim: EvidenceClaim, proofs: Mapping[in
     members += [(batch_member(b.index), b.manifest) for b in claim.batches if b.manifest is not None]
     # frames with identical bytes (a static scene can produce them) share one raw file
     members += [(p, data[bytes.fromhex(p.split("/")[-1])]) for p in dict.fromkeys(r.path for r in claim.raw)]
-    members += [("report.json", report.dumps().encode()), ("report.txt", report.render_text().encode())]
-    writer.add(members)
+    return members
+
+
+def _close_bundle(writer: BundleWriter, claim: EvidenceClaim, proofs: Mapping[int, Any], report: Report) -> Path:
+    """The index and the report (`_BundleInBackground` wrote the clips and `_evidence_members`),
+    then the bundle is closed."""
+    manifest_paths, proof_paths, source_paths = _member_paths(claim, proofs)
+    writer.add_index(bundle_index(claim=claim, manifest_paths=manifest_paths, proof_paths=proof_paths,
+                                  produced_by=report.produced_by, codec_source_paths=source_paths))
+    writer.add([("report.json", report.dumps().encode()), ("report.txt", report.render_text().encode())])
     return writer.close()
 
 

@@ -767,12 +767,15 @@ def _clip_listing(clip: ClipClaim, index: _FrameIndex, report: Report) -> tuple[
     """The frames a clip says it carries, marked as shown; whether any lies in an untrusted block."""
     listed: list[_Frame | None] = []
     involves_untrusted = False
-    seen: set[tuple[int, int]] = set()
+    frames, cam = index.frames, clip.camera
+    if len(set(clip.frames)) != len(clip.frames):  # the common case tested at once, not frame by frame
+        seen: set[tuple[int, int]] = set()
+        for h, seq in clip.frames:
+            if (h, seq) in seen:
+                report.add("bundle.entry.duplicate", f"clip {clip.path} lists frame {h}/{seq} twice", height=h, seq=seq)
+            seen.add((h, seq))
     for h, seq in clip.frames:
-        if (h, seq) in seen:
-            report.add("bundle.entry.duplicate", f"clip {clip.path} lists frame {h}/{seq} twice", height=h, seq=seq)
-        seen.add((h, seq))
-        fr = index.get(h, clip.camera, seq)
+        fr = frames.get((h, cam, seq))
         if fr is None:
             if h in index.untrusted_heights or h not in index.claimed_heights:
                 involves_untrusted = True
@@ -866,6 +869,9 @@ def _pair_in_order(clip: ClipClaim, listed: list[_Frame | None], samples: list[t
         if fr is None:
             continue
         actual = samples[i][0]
+        if actual == fr.ref.sha256:  # classify_digest's None, without a call per frame
+            pairs.append((fr, i))
+            continue
         code = classify_digest(actual, fr.ref.sha256, index.anchored)
         if code is None:
             pairs.append((fr, i))
@@ -1071,24 +1077,31 @@ def _report_gap(h: int, g: Any, m: Manifest, declared: list[tuple[int, int]], ra
                    height=h)
 
 
-def _count_tracks(index: _FrameIndex, report: Report) -> None:
-    """Per track, the camera's frames presented (report.tracks); audio also as a finding."""
-    counts: dict[str, int] = defaultdict(int)
+def _count_presented(index: _FrameIndex, trusted: Mapping[int, Manifest], report: Report) -> None:
+    """In one pass over the index: per trusted block, the camera's frames presented
+    (``frames_presented``); per track, those of them not flagged (report.tracks); audio also as a
+    finding. (Once a pass per block: quadratic, 0.1 s of an hour's 60 blocks × 90,000 frames.)"""
+    per_height: dict[int, int] = defaultdict(int)
+    per_track: dict[int, int] = defaultdict(int)
     for fr in index.frames.values():
-        if fr.primary and (fr.in_clip or fr.in_raw) and not fr.flagged:
-            counts[track_name(track_of(fr.ref.seq))] += 1
+        if fr.primary and (fr.in_clip or fr.in_raw):
+            per_height[fr.height] += 1
+            if not fr.flagged:
+                per_track[track_of(fr.ref.seq)] += 1
+    counts: dict[str, int] = defaultdict(int)
+    for track, n in per_track.items():
+        counts[track_name(track)] += n
     report.tracks = dict(sorted(counts.items()))
     if counts.get("audio"):
         report.add("track.audio", f"{counts['audio']} audio packet(s) verified against the anchored roots",
                    count=counts["audio"])
+    for h in trusted:
+        report.block(h).frames_presented = per_height.get(h, 0)
 
 
 def _finish(report: Report, trusted: Mapping[int, Manifest], index: _FrameIndex | None) -> Report:
     if index is not None:
-        _count_tracks(index, report)
-        for h in trusted:
-            report.block(h).frames_presented = sum(
-                1 for fr in index.frames.values() if fr.primary and fr.height == h and (fr.in_clip or fr.in_raw))
+        _count_presented(index, trusted, report)
     report.findings = merge_findings(report.findings)
     for f in report.findings:  # per-block status column, including findings made before the entry existed
         if f.height is not None:
