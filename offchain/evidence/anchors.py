@@ -20,13 +20,14 @@ chooses it from the trusted deployment's chain.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Protocol
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, Protocol
 
 from ..core.merkle import MultiProof
 from .verify import ChainBlock
 
-__all__ = ["AnchorSource", "ON_CHAIN_WORKERS", "ask_concurrently"]
+__all__ = ["AnchorSource", "ON_CHAIN_WORKERS", "PendingAnswers", "ask_concurrently"]
 
 # verifyFrames / verifyBlockInBatch calls in flight at once (extraction and verification): the
 # node answers them on its own cores instead of one after another.
@@ -41,6 +42,24 @@ def ask_concurrently(asks: Iterable[tuple[int, Callable[[], bool]]]) -> dict[int
     with ThreadPoolExecutor(max_workers=ON_CHAIN_WORKERS) as pool:
         asked = {h: pool.submit(question) for h, question in asks}
         return {h: f.result() for h, f in asked.items()}
+
+
+class PendingAnswers(Mapping[int, bool]):
+    """On-chain answers by height, still being computed: each is awaited when it is first read
+    (an exception of its question is raised there), so the reader does other work meanwhile.
+    Extraction's self-check reads them at its proof rule, after the clips are checked."""
+
+    def __init__(self, asked: Mapping[int, "Future[bool]"]) -> None:
+        self._asked = dict(asked)
+
+    def __getitem__(self, height: int) -> bool:
+        return self._asked[height].result()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._asked)
+
+    def __len__(self) -> int:
+        return len(self._asked)
 
 
 class AnchorSource(Protocol):

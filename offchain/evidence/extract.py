@@ -50,7 +50,7 @@ from ..core.cid import cid_from_digest
 from ..core.merkle import MultiProof, _tree_multiproof
 from ..store.base import BlockNotFound, ContentStore, CorruptBlock, StoreError
 from ..store.local import LocalStore
-from .anchors import ON_CHAIN_WORKERS, AnchorSource
+from .anchors import ON_CHAIN_WORKERS, AnchorSource, PendingAnswers
 from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, BatchReader
 from .bundle import (BundleWriter, ChainReader, batch_member, bundle_index, note_decoded, probe_remuxed_clips,
                      read_clip_samples)
@@ -75,6 +75,7 @@ from .verify import (
     decode_key,
     h0x,
     manifest_tree,
+    remember_multiproof,
     verify_evidence,
 )
 from .video import (REENCODE_CRF, LayoutTooLarge, MuxResult, SampleSizeMismatch, audio_copyable, compare_pictures, decode_frames, decode_order,
@@ -498,14 +499,14 @@ def extract(
         _fill_claim(claim, loaded, restored, proofs)
         if isinstance(reader, BatchReader):
             _fill_batches(claim, reader)
-        # While the chain answers, the members already final go into the bundle in the background
-        # (their deflate releases the GIL beside the self-check); the index and report follow it.
+        # The members already final go into the bundle in the background (their deflate releases
+        # the GIL beside the self-check); the index and report follow it. The chain's answers are
+        # awaited by the self-check's proof rule, after it has checked the clips.
         writing.queue(_evidence_members(claim, proofs, fetched.data))
-        on_chain: dict[int, bool | None] = {h: answer.result() for h, answer in asked.items()}
         timer.lap("proofs")
         facts = ChainFacts(chain_id=claim.chain_id or 0, ledger=claim.ledger or "", consortium=claim.consortium,
                            heights_in_range=loaded.in_range, blocks={h: loaded.chain_blocks.get(h) for h in loaded.heights},
-                           proofs_on_chain=on_chain,
+                           proofs_on_chain=PendingAnswers(asked),
                            codec_blocks={(s.camera, s.height): s.block for s in restored.codec_sources.values() if s},
                            camera_keys=device_keys(reader.consortium, cam)  # issue 10: declared outages
                            if carries_declarations(loaded.trusted.values()) else ())
@@ -921,6 +922,7 @@ def prove_presented(restored: Restoration, loaded: ManifestLoad, reader: AnchorS
             mp, hashes = _multiproof(tree, sorted(idx))
             proofs[h] = {"blockHash": h0x(cb.block_hash), "root": tree.root_hex,
                          "leafEncoding": list(tree.leaf_encoding), **_multiproof_json(mp, cam)}
+            remember_multiproof(proofs[h], mp, hashes)
             yield h, partial(reader.verify_frames, cb.block_hash, mp, hashes)
 
     return proofs, {h: asking.submit(question) for h, question in asks()}

@@ -57,6 +57,7 @@ __all__ = [
     "manifest_extradata",
     "decode_key",
     "parse_multiproof",
+    "remember_multiproof",
     "uncovered_spans",
     "verify_evidence",
 ]
@@ -99,7 +100,7 @@ class ChainFacts:
     consortium: str | None = None
     heights_in_range: list[int] = field(default_factory=list)
     blocks: dict[int, ChainBlock | None] = field(default_factory=dict)  # None: nothing anchored there
-    proofs_on_chain: dict[int, bool | None] = field(default_factory=dict)  # None: not asked
+    proofs_on_chain: Mapping[int, bool | None] = field(default_factory=dict)  # None: not asked
     # blocks of substitute cameras whose manifests carry the codec of a remuxed substituted clip
     codec_blocks: dict[tuple[bytes, int], ChainBlock | None] = field(default_factory=dict)
     # the camera's device keys on chain (`outage_keys.device_keys`), to check declared outages;
@@ -343,14 +344,30 @@ def parse_multiproof(doc: Mapping[str, Any] | None, known: Mapping[tuple, Any] |
     are not hashed again; any other leaf value is hashed as the library would. The result
     depends on the document alone, so each document is parsed once (kept with the document it
     came from: the chain check and the proof rule of one verification share it)."""
-    hit = _PARSED.get(id(doc))
-    if hit is not None and hit[0] is doc:
-        return hit[1]  # type: ignore[no-any-return]
+    hit = _parsed_already(doc)
+    if hit is not None:
+        return hit
     result = _parse_multiproof(doc, known)
     _PARSED[id(doc)] = (doc, result)
     if len(_PARSED) > _TREE_CACHE_SIZE:
         _PARSED.popitem(last=False)
     return result
+
+
+def remember_multiproof(doc: Mapping[str, Any], proof: MultiProof, leaf_hashes: list[bytes]) -> None:
+    """Record what a proof document parses to, for a document built here from ``proof`` (cut
+    from a tree whose root was checked against the chain; `_multiproof_json` spells it): its
+    self-check then processes the proof against the anchored root without reading its leaves
+    back from hex (the multiproof is verified once per block, not parsed back first)."""
+    keys = [(v[1], v[2], v[3]) for v in proof.leaves]
+    _PARSED[id(doc)] = (doc, (proof, leaf_hashes, keys))
+    if len(_PARSED) > _TREE_CACHE_SIZE:
+        _PARSED.popitem(last=False)
+
+
+def _parsed_already(doc: Any) -> tuple[MultiProof, list[bytes], list[tuple[int, int, bytes]]] | None:
+    hit = _PARSED.get(id(doc))
+    return hit[1] if hit is not None and hit[0] is doc else None  # type: ignore[no-any-return]
 
 
 def _parse_multiproof(doc: Mapping[str, Any] | None, known: Mapping[tuple, Any] | None,
@@ -955,7 +972,7 @@ def _check_proofs(claim: EvidenceClaim, chain: ChainFacts, claimed: Mapping[int,
             continue
         tree = manifest_tree(cam, hashlib.sha256(bc.manifest).digest(), trusted[h].frames) if bc.manifest else None
         try:
-            mp, hashes, keys = parse_multiproof(bc.proof, known_leaves(cam, trusted[h].frames, tree))
+            mp, hashes, keys = _parsed_already(bc.proof) or parse_multiproof(bc.proof, known_leaves(cam, trusted[h].frames, tree))
             whole = tree.whole_tree_root(hashes, mp.proof, mp.proof_flags) if tree is not None and hashes else None
             root = whole or (process_multiproof(hashes, mp.proof, mp.proof_flags) if hashes else None)
         except (ValueError, InvalidMerkleInput) as exc:
