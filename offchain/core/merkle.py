@@ -53,8 +53,25 @@ except ImportError:  # pragma: no cover - the same function, slower
 
 keccak256: Callable[[bytes], bytes] = _keccak  # the fastest binding present (above)
 
+try:
+    # The frame tree's loops in C (offchain/core/_native.c), built by `pip install -e .` where a
+    # C compiler is present; the same results as the Python loops below (tests/unit/test_native_merkle.py).
+    from . import _native  # type: ignore[attr-defined,unused-ignore]
+
+    NATIVE = True
+except ImportError:  # pragma: no cover - no compiler at install time: the Python loops
+    _native = None
+    NATIVE = False
+
+# frame_leaf_hashes(camera, frames) -> list[bytes] | None: `core.block.frames_tree`'s leaf loop
+# in C (None for a value off its fixed layout); None when the module is not built.
+native_frame_leaf_hashes: Callable[[bytes, list[Any]], list[bytes] | None] | None = \
+    _native.frame_leaf_hashes if _native is not None else None
+
 __all__ = [
     "DUMP_FORMAT",
+    "NATIVE",
+    "native_frame_leaf_hashes",
     "keccak256",
     "InvalidMerkleInput",
     "InvalidMerkleTree",
@@ -557,6 +574,14 @@ def _is_leaf_node(tree: list[bytes], i: int) -> bool:
 def _make_tree(leaves: list[bytes]) -> list[bytes]:
     if not leaves:
         raise InvalidMerkleInput("Expected non-zero number of leaves")
+    if _native is not None:
+        tree: list[bytes] | None = _native.make_tree(leaves)  # None: a leaf is not 32 bytes
+        if tree is not None:
+            return tree
+    return _make_tree_py(leaves)
+
+
+def _make_tree_py(leaves: list[bytes]) -> list[bytes]:
     n = len(leaves)
     size = 2 * n - 1
     tree: list[bytes] = [b""] * (size - n) + leaves[::-1]

@@ -1,0 +1,283 @@
+/* Native twins of the frame tree's hot loops (offchain.core.merkle / offchain.core.block).
+
+   A block's frame tree costs three Keccak-256 per frame (two for the leaf, one for its pair).
+   Each is a call into safe-pysha3 from Python (object, update, digest: ~0.8 us), where the
+   permutation itself takes ~0.25 us; over an hour of one camera (90,000 frames) the tree was
+   a tenth of an extraction and as much of a verification (docs/EVIDENCE.md, Performance). Here
+   the same hashes are computed in one call per tree.
+
+   Pure functions of their inputs, no state. The Python code falls back to its own loops when
+   this module is absent (built by `pip install -e .` with `optional = true`, so a machine
+   without a C compiler still installs) or when an input is not of the fixed layout handled
+   here (returns None: the generic path then accepts or rejects it exactly as before).
+   tests/unit/test_native_merkle.py keeps both ways identical.
+
+   Keccak-f[1600] as in FIPS 202 / the Keccak reference (round constants, rotation offsets and
+   the pi lane order are the standard tables); Ethereum's Keccak-256 pads with 0x01 .. 0x80
+   (not SHA-3's 0x06). */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define RATE 136 /* bytes: 1600 - 2 * 256 bits */
+
+static const uint64_t ROUND_CONSTANTS[24] = {
+    0x0000000000000001ULL, 0x0000000000008082ULL, 0x800000000000808aULL, 0x8000000080008000ULL,
+    0x000000000000808bULL, 0x0000000080000001ULL, 0x8000000080008081ULL, 0x8000000000008009ULL,
+    0x000000000000008aULL, 0x0000000000000088ULL, 0x0000000080008009ULL, 0x000000008000000aULL,
+    0x000000008000808bULL, 0x800000000000008bULL, 0x8000000000008089ULL, 0x8000000000008003ULL,
+    0x8000000000008002ULL, 0x8000000000000080ULL, 0x000000000000800aULL, 0x800000008000000aULL,
+    0x8000000080008081ULL, 0x8000000000008080ULL, 0x0000000080000001ULL, 0x8000000080008008ULL};
+static inline uint64_t rotl64(uint64_t x, int n) { return (x << n) | (x >> (64 - n)); }
+
+static inline uint64_t load_le64(const uint8_t *p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+#else
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+#endif
+}
+
+static inline void store_le64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* One permutation, every lane index a constant (theta, rho and pi, chi, iota; generated from
+   the standard rotation table): the compiler keeps the state in registers. */
+static void keccak_f1600(uint64_t A[25]) {
+    uint64_t B[25], C[5], D[5];
+    for (int round = 0; round < 24; round++) {
+        C[0] = A[0] ^ A[5] ^ A[10] ^ A[15] ^ A[20];
+        C[1] = A[1] ^ A[6] ^ A[11] ^ A[16] ^ A[21];
+        C[2] = A[2] ^ A[7] ^ A[12] ^ A[17] ^ A[22];
+        C[3] = A[3] ^ A[8] ^ A[13] ^ A[18] ^ A[23];
+        C[4] = A[4] ^ A[9] ^ A[14] ^ A[19] ^ A[24];
+        D[0] = C[4] ^ rotl64(C[1], 1);
+        D[1] = C[0] ^ rotl64(C[2], 1);
+        D[2] = C[1] ^ rotl64(C[3], 1);
+        D[3] = C[2] ^ rotl64(C[4], 1);
+        D[4] = C[3] ^ rotl64(C[0], 1);
+        B[0] = A[0] ^ D[0];
+        B[10] = rotl64(A[1] ^ D[1], 1);
+        B[20] = rotl64(A[2] ^ D[2], 62);
+        B[5] = rotl64(A[3] ^ D[3], 28);
+        B[15] = rotl64(A[4] ^ D[4], 27);
+        B[16] = rotl64(A[5] ^ D[0], 36);
+        B[1] = rotl64(A[6] ^ D[1], 44);
+        B[11] = rotl64(A[7] ^ D[2], 6);
+        B[21] = rotl64(A[8] ^ D[3], 55);
+        B[6] = rotl64(A[9] ^ D[4], 20);
+        B[7] = rotl64(A[10] ^ D[0], 3);
+        B[17] = rotl64(A[11] ^ D[1], 10);
+        B[2] = rotl64(A[12] ^ D[2], 43);
+        B[12] = rotl64(A[13] ^ D[3], 25);
+        B[22] = rotl64(A[14] ^ D[4], 39);
+        B[23] = rotl64(A[15] ^ D[0], 41);
+        B[8] = rotl64(A[16] ^ D[1], 45);
+        B[18] = rotl64(A[17] ^ D[2], 15);
+        B[3] = rotl64(A[18] ^ D[3], 21);
+        B[13] = rotl64(A[19] ^ D[4], 8);
+        B[14] = rotl64(A[20] ^ D[0], 18);
+        B[24] = rotl64(A[21] ^ D[1], 2);
+        B[9] = rotl64(A[22] ^ D[2], 61);
+        B[19] = rotl64(A[23] ^ D[3], 56);
+        B[4] = rotl64(A[24] ^ D[4], 14);
+        A[0] = B[0] ^ (~B[1] & B[2]);
+        A[1] = B[1] ^ (~B[2] & B[3]);
+        A[2] = B[2] ^ (~B[3] & B[4]);
+        A[3] = B[3] ^ (~B[4] & B[0]);
+        A[4] = B[4] ^ (~B[0] & B[1]);
+        A[5] = B[5] ^ (~B[6] & B[7]);
+        A[6] = B[6] ^ (~B[7] & B[8]);
+        A[7] = B[7] ^ (~B[8] & B[9]);
+        A[8] = B[8] ^ (~B[9] & B[5]);
+        A[9] = B[9] ^ (~B[5] & B[6]);
+        A[10] = B[10] ^ (~B[11] & B[12]);
+        A[11] = B[11] ^ (~B[12] & B[13]);
+        A[12] = B[12] ^ (~B[13] & B[14]);
+        A[13] = B[13] ^ (~B[14] & B[10]);
+        A[14] = B[14] ^ (~B[10] & B[11]);
+        A[15] = B[15] ^ (~B[16] & B[17]);
+        A[16] = B[16] ^ (~B[17] & B[18]);
+        A[17] = B[17] ^ (~B[18] & B[19]);
+        A[18] = B[18] ^ (~B[19] & B[15]);
+        A[19] = B[19] ^ (~B[15] & B[16]);
+        A[20] = B[20] ^ (~B[21] & B[22]);
+        A[21] = B[21] ^ (~B[22] & B[23]);
+        A[22] = B[22] ^ (~B[23] & B[24]);
+        A[23] = B[23] ^ (~B[24] & B[20]);
+        A[24] = B[24] ^ (~B[20] & B[21]);
+        A[0] ^= ROUND_CONSTANTS[round];
+    }
+}
+
+/* Keccak-256 of len bytes at in, into out[32]. */
+static void keccak256(const uint8_t *in, size_t len, uint8_t out[32]) {
+    uint64_t st[25] = {0};
+    uint8_t block[RATE];
+    while (len >= RATE) {
+        for (int i = 0; i < RATE / 8; i++) st[i] ^= load_le64(in + 8 * i);
+        keccak_f1600(st);
+        in += RATE;
+        len -= RATE;
+    }
+    memset(block, 0, RATE);
+    memcpy(block, in, len);
+    block[len] ^= 0x01;
+    block[RATE - 1] ^= 0x80;
+    for (int i = 0; i < RATE / 8; i++) st[i] ^= load_le64(block + 8 * i);
+    keccak_f1600(st);
+    for (int i = 0; i < 4; i++) store_le64(out + 8 * i, st[i]);
+}
+
+static PyObject *py_keccak256(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    uint8_t out[32];
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    keccak256((const uint8_t *)view.buf, (size_t)view.len, out);
+    PyBuffer_Release(&view);
+    return PyBytes_FromStringAndSize((const char *)out, 32);
+}
+
+/* An int in [0, 2**64) as 32 big-endian bytes; 0 on success, -1 if it is not such an int
+   (a bool or an int subclass included: the caller then takes the generic path). */
+static int put_uint64_word(PyObject *value, uint8_t word[32]) {
+    if (!PyLong_CheckExact(value)) return -1;
+    unsigned long long v = PyLong_AsUnsignedLongLong(value);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    memset(word, 0, 24);
+    for (int i = 0; i < 8; i++) word[31 - i] = (uint8_t)(v >> (8 * i));
+    return 0;
+}
+
+/* frame_leaf_hashes(camera: bytes, frames: list) -> list[bytes] | None
+   Each frame's StandardMerkleTree leaf hash for the values (camera, seq, timestamp_ms, sha256):
+   keccak256(keccak256(abi.encode(bytes32, uint64, uint64, bytes32))). None when the camera is
+   not 32 bytes or a frame's seq / timestamp_ms is not an int in [0, 2**64) or its sha256 not
+   32 bytes. */
+static PyObject *py_frame_leaf_hashes(PyObject *self, PyObject *args) {
+    PyObject *camera, *frames, *seq_name = NULL, *ts_name = NULL, *sha_name = NULL, *out = NULL;
+    if (!PyArg_ParseTuple(args, "SO!", &camera, &PyList_Type, &frames)) return NULL;
+    if (PyBytes_GET_SIZE(camera) != 32) Py_RETURN_NONE;
+    seq_name = PyUnicode_InternFromString("seq");
+    ts_name = PyUnicode_InternFromString("timestamp_ms");
+    sha_name = PyUnicode_InternFromString("sha256");
+    if (seq_name == NULL || ts_name == NULL || sha_name == NULL) goto done;
+    Py_ssize_t n = PyList_GET_SIZE(frames);
+    out = PyList_New(n);
+    if (out == NULL) goto done;
+    uint8_t encoded[128], inner[32], leaf[32];
+    memcpy(encoded, PyBytes_AS_STRING(camera), 32);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *frame = PyList_GET_ITEM(frames, k);
+        PyObject *seq = PyObject_GetAttr(frame, seq_name);
+        PyObject *ts = seq ? PyObject_GetAttr(frame, ts_name) : NULL;
+        PyObject *sha = ts ? PyObject_GetAttr(frame, sha_name) : NULL;
+        int ok = sha != NULL && put_uint64_word(seq, encoded + 32) == 0 && put_uint64_word(ts, encoded + 64) == 0 &&
+                 PyBytes_CheckExact(sha) && PyBytes_GET_SIZE(sha) == 32;
+        if (ok) memcpy(encoded + 96, PyBytes_AS_STRING(sha), 32);
+        Py_XDECREF(seq);
+        Py_XDECREF(ts);
+        Py_XDECREF(sha);
+        if (!ok) {
+            Py_CLEAR(out);
+            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_AttributeError)) goto done;
+            PyErr_Clear();
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+        keccak256(encoded, 128, inner);
+        keccak256(inner, 32, leaf);
+        PyObject *hash = PyBytes_FromStringAndSize((const char *)leaf, 32);
+        if (hash == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, k, hash);
+    }
+done:
+    Py_XDECREF(seq_name);
+    Py_XDECREF(ts_name);
+    Py_XDECREF(sha_name);
+    return out;
+}
+
+/* make_tree(leaves: list[bytes]) -> list[bytes] | None
+   The StandardMerkleTree array (`merkle._make_tree`): 2n - 1 nodes, the n leaves at the tail
+   in reverse order, node i = keccak256(sorted(node 2i+1, node 2i+2)). None when a leaf is not
+   32 bytes; ValueError for no leaves. */
+static PyObject *py_make_tree(PyObject *self, PyObject *arg) {
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "make_tree takes a list of 32-byte leaves");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    if (n == 0) {
+        PyErr_SetString(PyExc_ValueError, "Expected non-zero number of leaves");
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *leaf = PyList_GET_ITEM(arg, k);
+        if (!PyBytes_CheckExact(leaf) || PyBytes_GET_SIZE(leaf) != 32) Py_RETURN_NONE;
+    }
+    Py_ssize_t size = 2 * n - 1;
+    uint8_t *nodes = PyMem_Malloc((size_t)size * 32);
+    if (nodes == NULL) return PyErr_NoMemory();
+    for (Py_ssize_t k = 0; k < n; k++)
+        memcpy(nodes + 32 * (size - 1 - k), PyBytes_AS_STRING(PyList_GET_ITEM(arg, k)), 32);
+    uint8_t pair[64];
+    for (Py_ssize_t i = size - n - 1; i >= 0; i--) {
+        const uint8_t *a = nodes + 32 * (2 * i + 1), *b = nodes + 32 * (2 * i + 2);
+        if (memcmp(a, b, 32) <= 0) {
+            memcpy(pair, a, 32);
+            memcpy(pair + 32, b, 32);
+        } else {
+            memcpy(pair, b, 32);
+            memcpy(pair + 32, a, 32);
+        }
+        keccak256(pair, 64, nodes + 32 * i);
+    }
+    PyObject *out = PyList_New(size);
+    if (out == NULL) {
+        PyMem_Free(nodes);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < size; i++) {
+        PyObject *node;
+        if (i >= size - n) {  /* the leaves themselves: the caller's objects, as _make_tree keeps them */
+            node = Py_NewRef(PyList_GET_ITEM(arg, size - 1 - i));
+        } else {
+            node = PyBytes_FromStringAndSize((const char *)(nodes + 32 * i), 32);
+            if (node == NULL) {
+                Py_DECREF(out);
+                PyMem_Free(nodes);
+                return NULL;
+            }
+        }
+        PyList_SET_ITEM(out, i, node);
+    }
+    PyMem_Free(nodes);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"keccak256", py_keccak256, METH_O, "Keccak-256 (Ethereum's) of a bytes-like object."},
+    {"frame_leaf_hashes", py_frame_leaf_hashes, METH_VARARGS,
+     "frame_leaf_hashes(camera, frames) -> each frame's leaf hash, or None for a value off the fixed layout."},
+    {"make_tree", py_make_tree, METH_O, "make_tree(leaves) -> the StandardMerkleTree node array, or None."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native",
+                                    "Native twins of the frame tree's hot loops (see the source's header).", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }

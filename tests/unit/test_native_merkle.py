@@ -1,0 +1,80 @@
+"""The frame tree's C loops (offchain/core/_native.c) compute exactly what the Python loops do,
+and give way to them (None) for every value off their fixed layout. The module is built by
+`pip install -e .` (optional: a machine without a C compiler runs the Python loops); on this
+project's machines a compiler is present, so a missing module is a build failure to see here."""
+
+import random
+
+import pytest
+from sha3 import keccak_256
+
+from offchain.core import _native as native  # an ImportError here: the C module was not built
+from offchain.core import merkle
+from offchain.core.block import FRAME_LEAF_ENCODING, FrameRef, frames_tree
+from offchain.core.merkle import StandardMerkleTree, _make_tree_py, leaf_hash
+
+CAM = bytes(range(32))
+
+
+def test_the_module_is_built_and_used():
+    assert merkle.NATIVE and merkle.native_frame_leaf_hashes is native.frame_leaf_hashes
+
+
+@pytest.mark.parametrize("length", [0, 1, 31, 32, 63, 64, 128, 135, 136, 137, 271, 272, 273, 1000])
+def test_keccak256_is_ethereums_at_every_padding_boundary(length):
+    data = random.Random(length).randbytes(length)
+    assert native.keccak256(data) == keccak_256(data).digest()
+    assert native.keccak256(memoryview(data)) == keccak_256(data).digest()
+
+
+def test_keccak256_of_nothing_is_the_known_constant():
+    assert native.keccak256(b"").hex() == "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 9, 1500, 1501])
+def test_make_tree_is_the_python_tree(n):
+    rng = random.Random(n)
+    leaves = [rng.randbytes(32) for _ in range(n)]
+    leaves[n // 2] = leaves[0]  # equal leaves: the sorted pair of two equal hashes
+    assert native.make_tree(leaves) == _make_tree_py(leaves)
+
+
+def test_make_tree_gives_way_for_a_leaf_that_is_not_32_bytes_and_refuses_none():
+    assert native.make_tree([bytes(32), bytes(31)]) is None
+    assert native.make_tree([bytes(32), bytearray(32)]) is None
+    with pytest.raises(ValueError):
+        native.make_tree([])
+    with pytest.raises(TypeError):
+        native.make_tree((bytes(32),))
+
+
+def _frames(n: int) -> list[FrameRef]:
+    return [FrameRef.of_bytes(i if i % 5 else (1 << 48) | i, 1_700_000_000_000 + 40 * i, b"f %d" % (i % 7), i % 25 == 0)
+            for i in range(n)]
+
+
+def test_leaf_hashes_are_the_libraries_leaf_hashes():
+    frames = _frames(300) + [FrameRef(seq=2**64 - 1, timestamp_ms=2**64 - 1, sha256=b"\xff" * 32)]
+    got = native.frame_leaf_hashes(CAM, frames)
+    assert got == [leaf_hash(list(FRAME_LEAF_ENCODING), f.leaf_values(CAM)) for f in frames]
+
+
+@pytest.mark.parametrize("bad", [
+    FrameRef(seq=-1, timestamp_ms=0, sha256=bytes(32)),
+    FrameRef(seq=2**64, timestamp_ms=0, sha256=bytes(32)),
+    FrameRef(seq=True, timestamp_ms=0, sha256=bytes(32)),
+    FrameRef(seq=0, timestamp_ms=1.0, sha256=bytes(32)),  # type: ignore[arg-type]
+    FrameRef(seq=0, timestamp_ms=0, sha256=bytes(31)),
+    FrameRef(seq=0, timestamp_ms=0, sha256=bytearray(32)),  # type: ignore[arg-type]
+])
+def test_leaf_hashes_give_way_for_values_off_the_fixed_layout(bad):
+    assert native.frame_leaf_hashes(CAM, _frames(3) + [bad]) is None
+    assert native.frame_leaf_hashes(CAM[:31], _frames(3)) is None
+
+
+def test_frames_tree_with_the_module_is_the_generic_codecs_tree():
+    frames = _frames(700)
+    fast = frames_tree(CAM, frames)
+    ref = StandardMerkleTree.of([f.leaf_values(CAM) for f in frames], list(FRAME_LEAF_ENCODING))
+    assert fast is not None
+    assert (fast.root, fast._tree, fast._tree_indices) == (ref.root, ref._tree, ref._tree_indices)
