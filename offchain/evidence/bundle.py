@@ -76,6 +76,7 @@ from .verify import (
     known_leaves,
     manifest_tree,
     parse_multiproof,
+    parsed_manifest,
     verify_evidence,
 )
 from .video import PictureComparison, compare_pictures, probe_mp4
@@ -973,7 +974,7 @@ def _anchored_manifests(camera: bytes, manifests: Mapping[int, bytes | None], bl
         if digest != cb.header.manifest_digest:
             continue
         try:
-            m = Manifest.from_bytes(data)
+            m = parsed_manifest(digest, data)  # the manifest rule reads the same parse
         except ManifestFormatError:
             continue
         trusted[h] = m

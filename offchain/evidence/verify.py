@@ -57,6 +57,7 @@ __all__ = [
     "manifest_extradata",
     "decode_key",
     "parse_multiproof",
+    "parsed_manifest",
     "remember_multiproof",
     "uncovered_spans",
     "verify_evidence",
@@ -264,9 +265,11 @@ class ManifestCheck:
 _MANIFESTS: "OrderedDict[bytes, Manifest]" = OrderedDict()
 
 
-def _parse_manifest(digest: bytes, data: bytes) -> Manifest:
-    """Manifest.from_bytes, cached by the bytes' SHA-256 (as `manifest_tree`): extraction and its
-    self-check read each manifest twice, and a Manifest is immutable."""
+def parsed_manifest(digest: bytes, data: bytes) -> Manifest:
+    """Manifest.from_bytes of ``data`` whose SHA-256 is ``digest``, cached by it (as `manifest_tree`):
+    extraction and its self-check, and a bundle's verification (`bundle._anchored_manifests`, then
+    the manifest rule), read each manifest twice, and a Manifest is immutable. Raises
+    ManifestFormatError."""
     if digest in _MANIFESTS:
         _MANIFESTS.move_to_end(digest)
         return _MANIFESTS[digest]
@@ -306,7 +309,7 @@ def check_manifest(data: bytes | None, header: BlockHeader, other_digests: Mappi
                                                                        f"anchored {header.manifest_digest.hex()[:16]}…")])
     codes = [("manifest.digest.match", "")]
     try:
-        m = _parse_manifest(digest, data)
+        m = parsed_manifest(digest, data)
     except ManifestFormatError as exc:
         return ManifestCheck(None, False, codes + [("manifest.invalid", str(exc))])
     bad = []
