@@ -504,12 +504,7 @@ def extract(
         # awaited by the self-check's proof rule, after it has checked the clips.
         writing.queue(_evidence_members(claim, proofs, fetched.data))
         timer.lap("proofs")
-        facts = ChainFacts(chain_id=claim.chain_id or 0, ledger=claim.ledger or "", consortium=claim.consortium,
-                           heights_in_range=loaded.in_range, blocks={h: loaded.chain_blocks.get(h) for h in loaded.heights},
-                           proofs_on_chain=PendingAnswers(asked),
-                           codec_blocks={(s.camera, s.height): s.block for s in restored.codec_sources.values() if s},
-                           camera_keys=device_keys(reader.consortium, cam)  # issue 10: declared outages
-                           if carries_declarations(loaded.trusted.values()) else ())
+        facts = _chain_facts(claim, loaded, restored, reader, cam, PendingAnswers(asked))
         report = _self_check(claim, facts, restored, list(notes) + loaded.notes + fetched.notes + restored.notes,
                              loaded, produced_by)
         timer.lap("verify")
@@ -997,6 +992,18 @@ def anchor_source(w3: Any, video_ledger: str, batch_ledger: str | None, camera: 
     return header
 
 
+def _chain_facts(claim: EvidenceClaim, loaded: ManifestLoad, restored: Restoration, reader: AnchorSource, cam: bytes,
+                 on_chain: Mapping[int, bool]) -> ChainFacts:
+    """What the chain says about the evidence, as the self-check reads it (``on_chain``: the
+    verifyFrames answers, possibly still pending)."""
+    return ChainFacts(chain_id=claim.chain_id or 0, ledger=claim.ledger or "", consortium=claim.consortium,
+                      heights_in_range=loaded.in_range, blocks={h: loaded.chain_blocks.get(h) for h in loaded.heights},
+                      proofs_on_chain=on_chain,
+                      codec_blocks={(s.camera, s.height): s.block for s in restored.codec_sources.values() if s},
+                      camera_keys=device_keys(reader.consortium, cam)  # issue 10: declared outages
+                      if carries_declarations(loaded.trusted.values()) else ())
+
+
 def _self_check(claim: EvidenceClaim, facts: ChainFacts, restored: Restoration, notes: list[Note], loaded: ManifestLoad,
                 produced_by: str) -> Report:
     """Verify the files on disk with the same rules `verify` applies (so the report describes
@@ -1018,9 +1025,10 @@ def _self_check(claim: EvidenceClaim, facts: ChainFacts, restored: Restoration, 
 class _BundleInBackground:
     """The bundle opened as soon as the clips are written, and their copy into it (an hour's clip
     is hundreds of MB) run in a worker thread while the proofs and the self-check are computed:
-    the copy's reads, CRC and writes release the GIL. `writer` waits for the copy and hands the
-    bundle over for the other members; leaving the block unfinished removes it. ``path`` None:
-    no bundle."""
+    the copy's reads, CRC and writes release the GIL. More members (`queue`: the manifests, proofs
+    and raw frames, deflated there) follow in the same thread, in order. `writer` waits for all of
+    them and hands the bundle over for the index and the report; leaving the block unfinished
+    removes it. ``path`` None: no bundle."""
 
     def __init__(self, path: Path | None, clips: Mapping[str, Path]) -> None:
         self._writer: BundleWriter | None = None
@@ -1028,7 +1036,7 @@ class _BundleInBackground:
         self._adds: list[Future[None]] = []
         if path is not None:
             self._writer = BundleWriter(path)
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="bundle-clips")
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="bundle-members")
             self.queue(list(clips.items()))
 
     def queue(self, members: list[tuple[str, bytes | Path]]) -> None:
