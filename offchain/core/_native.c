@@ -166,8 +166,13 @@ static int put_uint64_word(PyObject *value, uint8_t word[32]) {
    32 bytes. */
 static PyObject *py_frame_leaf_hashes(PyObject *self, PyObject *args) {
     PyObject *camera, *frames, *seq_name = NULL, *ts_name = NULL, *sha_name = NULL, *out = NULL;
-    if (!PyArg_ParseTuple(args, "SO!", &camera, &PyList_Type, &frames)) return NULL;
+    PyObject *given;
+    if (!PyArg_ParseTuple(args, "SO!", &camera, &PyList_Type, &given)) return NULL;
     if (PyBytes_GET_SIZE(camera) != 32) Py_RETURN_NONE;
+    /* A private copy: attribute reads (and the allocations' collections) may run Python code,
+       which must not change the list under the loop. */
+    frames = PyList_GetSlice(given, 0, PyList_GET_SIZE(given));
+    if (frames == NULL) return NULL;
     seq_name = PyUnicode_InternFromString("seq");
     ts_name = PyUnicode_InternFromString("timestamp_ms");
     sha_name = PyUnicode_InternFromString("sha256");
@@ -205,6 +210,7 @@ static PyObject *py_frame_leaf_hashes(PyObject *self, PyObject *args) {
         PyList_SET_ITEM(out, k, hash);
     }
 done:
+    Py_DECREF(frames);
     Py_XDECREF(seq_name);
     Py_XDECREF(ts_name);
     Py_XDECREF(sha_name);
@@ -215,20 +221,32 @@ done:
    The StandardMerkleTree array (`merkle._make_tree`): 2n - 1 nodes, the n leaves at the tail
    in reverse order, node i = keccak256(sorted(node 2i+1, node 2i+2)). None when a leaf is not
    32 bytes; ValueError for no leaves. */
+static PyObject *build_tree(PyObject *leaves);
+
 static PyObject *py_make_tree(PyObject *self, PyObject *arg) {
     if (!PyList_Check(arg)) {
         PyErr_SetString(PyExc_TypeError, "make_tree takes a list of 32-byte leaves");
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(arg);
-    if (n == 0) {
+    if (PyList_GET_SIZE(arg) == 0) {
         PyErr_SetString(PyExc_ValueError, "Expected non-zero number of leaves");
         return NULL;
     }
+    /* A private copy: the allocations below may run a collection, and its finalizers Python code. */
+    PyObject *leaves = PyList_GetSlice(arg, 0, PyList_GET_SIZE(arg));
+    if (leaves == NULL) return NULL;
+    PyObject *out = build_tree(leaves);
+    Py_DECREF(leaves);
+    return out;
+}
+
+static PyObject *build_tree(PyObject *arg) {
+    Py_ssize_t n = PyList_GET_SIZE(arg);
     for (Py_ssize_t k = 0; k < n; k++) {
         PyObject *leaf = PyList_GET_ITEM(arg, k);
         if (!PyBytes_CheckExact(leaf) || PyBytes_GET_SIZE(leaf) != 32) Py_RETURN_NONE;
     }
+    if (n > PY_SSIZE_T_MAX / 64) return PyErr_NoMemory();
     Py_ssize_t size = 2 * n - 1;
     uint8_t *nodes = PyMem_Malloc((size_t)size * 32);
     if (nodes == NULL) return PyErr_NoMemory();

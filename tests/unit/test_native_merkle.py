@@ -84,3 +84,20 @@ def test_frames_tree_with_the_module_is_the_generic_codecs_tree():
     ref = StandardMerkleTree.of([f.leaf_values(CAM) for f in frames], list(FRAME_LEAF_ENCODING))
     assert fast is not None
     assert (fast.root, fast._tree, fast._tree_indices) == (ref.root, ref._tree, ref._tree_indices)
+
+
+def test_leaf_hashes_survive_a_frame_that_empties_the_list_it_came_from():
+    frames = _frames(5)
+
+    class Meddler:  # an attribute read runs Python code: the C loop must not read freed items
+        seq, timestamp_ms, sha256 = 7, 8, bytes(32)
+
+        def __getattribute__(self, name):
+            frames.clear()
+            return object.__getattribute__(self, name)
+
+    given = frames + [Meddler()] + _frames(3)
+    expected = [leaf_hash(list(FRAME_LEAF_ENCODING), (CAM, f.seq, f.timestamp_ms, f.sha256)) for f in given]
+    frames[:] = given
+    assert native.frame_leaf_hashes(CAM, frames) == expected
+    assert frames == []  # the meddler ran
