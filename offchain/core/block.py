@@ -24,7 +24,7 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 
 from .merkle import StandardMerkleTree, keccak256
-from .merkle import native_frame_leaf_hashes as frame_leaf_hashes
+from .native import native as _native
 
 FRAME_LEAF_ENCODING: tuple[str, ...] = ("bytes32", "uint64", "uint64", "bytes32")
 HEADER_ABI_TYPE = "(bytes32,uint64,bytes32,uint64,uint64,uint32,bytes32,bytes32,address)"
@@ -398,9 +398,9 @@ def frames_tree(camera: bytes, frames: Iterable[FrameRef]) -> StandardMerkleTree
     values = [f.leaf_values(camera) for f in refs]
     k = keccak256
     hashes: list[bytes] = []
-    native = frame_leaf_hashes(camera, refs) if frame_leaf_hashes is not None and type(camera) is bytes else None
-    if native is not None:  # the same hashes as the loop below, in one call (offchain/core/_native.c)
-        return StandardMerkleTree.from_leaf_hashes(native, values, list(FRAME_LEAF_ENCODING))
+    in_c = _native.frame_leaf_hashes(camera, refs) if _native is not None and type(camera) is bytes else None
+    if in_c is not None:  # the same hashes as the loop below, in one call (offchain/core/_native.c)
+        return StandardMerkleTree.from_leaf_hashes(in_c, values, list(FRAME_LEAF_ENCODING))
     if len(camera) == 32:
         for f in refs:
             s, t, d = f.seq, f.timestamp_ms, f.sha256

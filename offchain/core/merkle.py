@@ -33,6 +33,11 @@ from typing import Any, Callable, Iterable, Mapping
 
 from eth_abi.abi import encode as _abi_encode
 
+# The tree's node loop in C where it was built (offchain/core/native.py says when; the same nodes
+# as `_make_tree_py`, tests/unit/test_native_merkle.py).
+from .native import NATIVE
+from .native import native as _native
+
 _keccak: Callable[[bytes], bytes]
 try:
     # safe-pysha3's C Keccak-256 takes ~1 us a call where eth_hash's default backend
@@ -53,25 +58,10 @@ except ImportError:  # pragma: no cover - the same function, slower
 
 keccak256: Callable[[bytes], bytes] = _keccak  # the fastest binding present (above)
 
-try:
-    # The frame tree's loops in C (offchain/core/_native.c), built by `pip install -e .` where a
-    # C compiler is present; the same results as the Python loops below (tests/unit/test_native_merkle.py).
-    from . import _native  # type: ignore[attr-defined,unused-ignore]
-
-    NATIVE = True
-except ImportError:  # pragma: no cover - no compiler at install time: the Python loops
-    _native = None
-    NATIVE = False
-
-# frame_leaf_hashes(camera, frames) -> list[bytes] | None: `core.block.frames_tree`'s leaf loop
-# in C (None for a value off its fixed layout); None when the module is not built.
-native_frame_leaf_hashes: Callable[[bytes, list[Any]], list[bytes] | None] | None = \
-    _native.frame_leaf_hashes if _native is not None else None
 
 __all__ = [
     "DUMP_FORMAT",
     "NATIVE",
-    "native_frame_leaf_hashes",
     "keccak256",
     "InvalidMerkleInput",
     "InvalidMerkleTree",
