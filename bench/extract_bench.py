@@ -541,10 +541,10 @@ def main(argv: list[str] | None = None) -> int:
                  "blocks": c["blocks"], "size": c["size"], "fps": c["fps"], "setup_seconds": c["setup_seconds"]} for c in cams]
     print()
     print(_table(groups, args.minutes))
-    per_camera = len(cams[0]["frames"])
+    frames_per_camera = len(cams[0]["frames"])
     for g in groups:  # each phase also per frame: the budget docs/EVIDENCE.md ("What bounds it") is written in
         print(f"\n{g['cameras']} camera(s): extract phases (s and µs a frame, first camera): "
-              + ", ".join(f"{k} {v:.3f} ({v / per_camera * 1e6:.1f})"
+              + ", ".join(f"{k} {v:.3f} ({v / frames_per_camera * 1e6:.1f})"
                           for k, v in sorted(g["extract"]["jobs"][0]["phases"].items(), key=lambda kv: -kv[1])))
     if groups[0].get("verify_js"):
         js = groups[0]["verify_js"]

@@ -35,7 +35,6 @@ from eth_abi.abi import encode as _abi_encode
 
 # The tree's node loop in C where it was built (offchain/core/native.py says when; the same nodes
 # as `_make_tree_py`, tests/unit/test_native_merkle.py).
-from .native import NATIVE
 from .native import native as _native
 
 _keccak: Callable[[bytes], bytes]
@@ -58,10 +57,8 @@ except ImportError:  # pragma: no cover - the same function, slower
 
 keccak256: Callable[[bytes], bytes] = _keccak  # the fastest binding present (above)
 
-
 __all__ = [
     "DUMP_FORMAT",
-    "NATIVE",
     "keccak256",
     "InvalidMerkleInput",
     "InvalidMerkleTree",

@@ -502,7 +502,8 @@ def extract(
         # The members already final go into the bundle in the background (their deflate releases
         # the GIL beside the self-check); the index and report follow it. The chain's answers are
         # awaited by the self-check's proof rule, after it has checked the clips.
-        writing.queue(_evidence_members(claim, proofs, fetched.data))
+        if bundle:  # without a bundle these members are not spelled at all
+            writing.queue(_evidence_members(claim, proofs, fetched.data))
         timer.lap("proofs")
         facts = _chain_facts(claim, loaded, restored, reader, cam, PendingAnswers(asked))
         report = _self_check(claim, facts, restored, list(notes) + loaded.notes + fetched.notes + restored.notes,

@@ -168,6 +168,14 @@ def test_range_inside_one_block(ev, tmp_path):
     assert "VERDICT: VERIFIED" in res.report_txt.read_text()
 
 
+def test_without_a_bundle_the_clips_and_report_are_written_and_verified(ev, tmp_path):
+    res = run_extract(ev, tmp_path, CAM_A, 5_300, 18_700, bundle=False)
+    assert res.bundle_path is None and not list(tmp_path.glob("*.zip")) and not list(tmp_path.glob(".*.partial"))
+    assert res.report.verdict == "verified", res.report.render_text()
+    assert res.report.has("frame.proof.valid") and res.report.has("clip.packets.match")
+    assert len(res.clips) == 1 and res.clips[0].is_file()
+
+
 def test_range_spanning_blocks_is_one_continuous_clip(ev, tmp_path):
     res = run_extract(ev, tmp_path, CAM_A, 12_500, 24_500, probe=True)
     assert res.report.verdict == "verified", res.report.render_text()
