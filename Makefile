@@ -39,7 +39,7 @@ deps: py-deps js-deps
 py-deps: $(VENV)/.installed
 js-deps: node_modules/.installed
 
-$(VENV)/.installed: pyproject.toml offchain/core/_native.c
+$(VENV)/.installed: pyproject.toml offchain/core/_native.c offchain/core/_gather.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

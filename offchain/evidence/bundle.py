@@ -82,6 +82,7 @@ from .verify import (
 from .video import PictureComparison, compare_pictures, probe_mp4
 
 __all__ = [
+    "WrittenFile",
     "BUNDLE_FORMAT",
     "BundleError",
     "BundleReader",
@@ -411,13 +412,17 @@ class BundleWriter:
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
         self._zip: zipfile.ZipFile | None = zipfile.ZipFile(self._tmp, "w", allowZip64=True)
 
-    def add(self, members: Iterable[tuple[str, bytes | Path]]) -> None:
+    def add(self, members: Iterable[tuple[str, bytes | Path | WrittenFile]]) -> None:
         zf = self._zip
         assert zf is not None, "bundle already closed"
         for name, data in members:
             stored = name.endswith(_STORED_SUFFIXES) or name.startswith("frames/")
             method = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
-            if isinstance(data, Path) and method == zipfile.ZIP_STORED:
+            if isinstance(data, WrittenFile):
+                data = data.path if not stored else data
+            if isinstance(data, WrittenFile):
+                _copy_stored(zf, data.path, name, crc=data.crc32)
+            elif isinstance(data, Path) and method == zipfile.ZIP_STORED:
                 _copy_stored(zf, data, name)
             elif isinstance(data, Path):
                 zf.write(data, name, compress_type=method, compresslevel=_LEVEL)
@@ -447,19 +452,28 @@ class BundleWriter:
         self._tmp.unlink(missing_ok=True)
 
 
-def _copy_stored(zf: zipfile.ZipFile, src: Path, name: str) -> None:
+@dataclass(frozen=True)
+class WrittenFile:
+    """A file whose CRC-32 its writer computed as it wrote it (extraction's one-pass clip
+    writer): `BundleWriter.add` stores it without reading it back."""
+    path: Path
+    crc32: int
+
+
+def _copy_stored(zf: zipfile.ZipFile, src: Path, name: str, crc: int | None = None) -> None:
     """A file into the zip as it is. Its CRC is one `zlib.crc32` over the file mapped into memory,
     its bytes one `os.copy_file_range` (the kernel copies; no pass through Python), both with the
     GIL released throughout, so `BundleWriter`'s background copy of an hour's clip (300 MB at
     720p) runs beside busy Python code: copied in 1 MiB chunks, each of its three C calls waited
     for the GIL and the copy barely moved while the self-check ran. The local header is written
     the way `ZipFile.mkdir` writes one. A file system without copy_file_range gets the bytes
-    written from the mapping."""
+    written from the mapping. With ``crc`` known (`WrittenFile`), the file is not mapped at all
+    (its pages then never count in this process's memory) unless copy_file_range is missing."""
     size = src.stat().st_size
     info = _info(name, zipfile.ZIP_STORED)
     info.file_size = info.compress_size = size
-    with open(src, "rb", buffering=0) as fh, _mapped(fh, size) as data:
-        info.CRC = zlib.crc32(data)
+    with open(src, "rb", buffering=0) as fh, _mapped(fh, size, lazy=crc is not None) as data:
+        info.CRC = zlib.crc32(data) if crc is None else crc
         with zf._lock:  # noqa: SLF001 - ZipFile has no API for a member whose CRC is already known
             zf._writecheck(info)  # noqa: SLF001
             fp = zf.fp
@@ -478,16 +492,18 @@ def _copy_stored(zf: zipfile.ZipFile, src: Path, name: str) -> None:
 
 
 @contextmanager
-def _mapped(fh: BinaryIO, size: int) -> Iterator[Any]:
-    if size == 0:
-        yield b""
+def _mapped(fh: BinaryIO, size: int, lazy: bool = False) -> Iterator[Any]:
+    """The file mapped read-only; None when ``lazy`` (`_copy_bytes` maps it if it needs to)."""
+    if size == 0 or lazy:
+        yield b"" if size == 0 else None
         return
     with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
         yield data
 
 
 def _copy_bytes(src: BinaryIO, dst: BinaryIO, data: Any, size: int) -> None:
-    """``size`` bytes of ``src`` (its mapping ``data``) to ``dst``'s descriptor at its position."""
+    """``size`` bytes of ``src`` (its mapping ``data``, None: not mapped yet) to ``dst``'s
+    descriptor at its position."""
     done = 0
     try:
         while done < size:
@@ -496,9 +512,17 @@ def _copy_bytes(src: BinaryIO, dst: BinaryIO, data: Any, size: int) -> None:
                 raise OSError(f"source ended after {done} of {size} bytes")
             done += n
     except (OSError, AttributeError):  # no copy_file_range here (another kernel or file system)
-        with memoryview(data) as view:
-            while done < size:
-                done += os.write(dst.fileno(), view[done:done + _COPY_CHUNK])
+        if data is None:
+            with mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                _write_from(dst, mapped, done, size)
+        else:
+            _write_from(dst, data, done, size)
+
+
+def _write_from(dst: BinaryIO, data: Any, done: int, size: int) -> None:
+    with memoryview(data) as view:
+        while done < size:
+            done += os.write(dst.fileno(), view[done:done + _COPY_CHUNK])
 
 
 _COPY_CHUNK = 1 << 20

@@ -47,12 +47,13 @@ from ..camera.sources import CodecConfig, EncodedFrame
 from ..chain.ledger import VideoLedgerClient
 from ..core.block import AUDIO_TRACK, FrameRef, Manifest, ManifestFormatError, camera_id, track_bounds, track_of
 from ..core.cid import cid_from_digest
+from ..core.gather import Place, gather_sha256
 from ..core.merkle import MultiProof, _tree_multiproof
 from ..store.base import BlockNotFound, ContentStore, CorruptBlock, StoreError
 from ..store.local import LocalStore
 from .anchors import ON_CHAIN_WORKERS, AnchorSource, PendingAnswers
 from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, BatchReader
-from .bundle import (BundleWriter, ChainReader, batch_member, bundle_index, note_decoded, probe_remuxed_clips,
+from .bundle import (BundleWriter, ChainReader, WrittenFile, batch_member, bundle_index, note_decoded, probe_remuxed_clips,
                      read_clip_samples)
 from .report import Report
 from .outage_keys import carries_declarations, device_keys
@@ -79,7 +80,7 @@ from .verify import (
     verify_evidence,
 )
 from .video import (REENCODE_CRF, LayoutTooLarge, MuxResult, SampleSizeMismatch, audio_copyable, compare_pictures, decode_frames, decode_order,
-                    encode_frames_to_mp4, reencode_span_to_mp4, remux_to_mp4, write_copied_mp4)
+                    encode_frames_to_mp4, reencode_span_to_mp4, remux_to_mp4, write_copied_mp4, JoinedFrames)
 
 __all__ = ["EvidenceError", "ExtractResult", "extract", "parse_camera", "parse_time", "plan_stream"]
 
@@ -302,6 +303,44 @@ class Fetcher:
             self.frames += frames
             self.bytes += size
 
+    def stream_joined(self, digests: Sequence[bytes]) -> Iterator[JoinedFrames | Fetched]:
+        """`stream` in bulk, for a writer that takes many frames at once: the frames in order, as
+        JoinedFrames (intact frames back to back, read by `LocalStore.read_many_places` and hashed
+        and copied a window at a time by `gather_sha256`, in C without the GIL where it is built)
+        when the first store is a plain LocalStore, and `get`'s Fetched (one frame, the careful
+        way: every store in order, corrupt copies noted) for each frame it cannot deliver intact."""
+        local = self._locals[0] if self._locals else None
+        if local is None:
+            yield from map(self.get, digests)
+            return
+        done = 0
+        for window in local.read_many_places(digests):
+            part = digests[done:done + len(window.places)]
+            done += len(part)
+            joined, bad = gather_sha256(window.buffers, window.places, b"".join(part))
+            if not bad:
+                self.frames += len(part)
+                self.bytes += len(joined)
+                yield JoinedFrames(count=len(part), data=joined)
+                continue
+            yield from self._around_bad(joined, bad, part, window.places)
+
+    def _around_bad(self, joined: bytes, bad: list[int], part: Sequence[bytes],
+                    places: Sequence[Place]) -> Iterator[JoinedFrames | Fetched]:
+        """A window with frames not delivered intact: the intact runs between them joined, each
+        of them `get` the careful way."""
+        at, first = 0, 0  # bytes of ``joined`` used; the first frame of the run not yet yielded
+        for i in [*bad, len(part)]:
+            size = sum(p[2] for p in places[first:i] if p is not None)
+            if i > first:
+                self.frames += i - first
+                self.bytes += size
+                yield JoinedFrames(count=i - first, data=joined[at:at + size])
+            at += size
+            if i < len(part):
+                yield self.get(part[i])
+            first = i + 1
+
     def get_many(self, digests: Iterable[bytes]) -> dict[bytes, Fetched]:
         todo = list(dict.fromkeys(digests))
         if len(todo) < 4 or len(self.stores) == 0:
@@ -432,7 +471,13 @@ class Restoration:
     originals: dict[str, tuple[CodecConfig, list[EncodedFrame]]] = field(default_factory=dict)  # re-encoded clips
     audio: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # clip -> (height, seq) of its audio packets
     samples: dict[str, ClipSamples] = field(default_factory=dict)  # remuxed clips, hashed while written
+    crc32s: dict[str, int] = field(default_factory=dict)  # clips whose CRC-32 was computed as they were written
     notes: list[Note] = field(default_factory=list)
+
+    def members(self) -> dict[str, Path | WrittenFile]:
+        """The clips as bundle members (with their CRC-32 where the writer computed it)."""
+        return {name: WrittenFile(path=p, crc32=self.crc32s[name]) if name in self.crc32s else p
+                for name, p in self.files.items()}
 
     def add_raw(self, h: int, camera: bytes, f: FrameRef, data: Mapping[bytes, bytes]) -> None:
         if f.sha256 in data:
@@ -493,7 +538,7 @@ def extract(
     plan = plan_frames(loaded, cam, from_ms, to_ms)
     timer.lap("plan")
     fetched, restored = _fetch_and_restore(fetcher, plan, loaded, cam, from_ms, to_ms, reader, out, timer)
-    with _BundleInBackground(out / _bundle_name(claim) if bundle else None, restored.files) as writing, \
+    with _BundleInBackground(out / _bundle_name(claim) if bundle else None, restored.members()) as writing, \
             ThreadPoolExecutor(max_workers=ON_CHAIN_WORKERS, thread_name_prefix="verify-frames") as asking:
         proofs, asked = prove_presented(restored, loaded, reader, cam, asking)
         _fill_claim(claim, loaded, restored, proofs)
@@ -722,6 +767,40 @@ def _stream_payloads(frames: Sequence[Item], data: Mapping[bytes, bytes], fetche
         yield g.data
 
 
+def _stream_chunks(frames: Sequence[Item], data: Mapping[bytes, bytes], fetcher: Fetcher,
+                   notes: list[Note], cam: bytes) -> Iterator[bytes | JoinedFrames]:
+    """`_stream_payloads` for the one-pass writer, which takes many frames at once: runs of
+    frames as JoinedFrames (`Fetcher.stream_joined`), a frame ``data`` holds as its bytes. Raises
+    _StreamFailed for a frame no store delivers intact."""
+    run: list[Item] = []  # the frames to fetch next, in order
+    for item in [*frames, None]:
+        held = data.get(item[1].sha256) if item is not None else None
+        if item is not None and held is None:
+            run.append(item)
+            continue
+        yield from _fetch_run(run, fetcher, notes, cam)
+        run = []
+        if held is not None:
+            yield held
+
+
+def _fetch_run(run: Sequence[Item], fetcher: Fetcher, notes: list[Note], cam: bytes) -> Iterator[bytes | JoinedFrames]:
+    at = 0  # frames of ``run`` delivered
+    for got in fetcher.stream_joined([f.sha256 for _, f in run]):
+        if isinstance(got, JoinedFrames):
+            at += got.count
+            yield got
+            continue
+        h, f = run[at]
+        if got.data is None:
+            raise _StreamFailed(f"frame seq={f.seq} of block {h}: no store delivered it intact")
+        if got.corrupt:
+            notes.append(Note("store.block.corrupt", "a store held a corrupt copy of this frame", height=h,
+                              seq=f.seq, camera=cam))
+        at += 1
+        yield got.data
+
+
 def restore(restored: Restoration, segments: list[list[Item]], raw: list[Item], plan: FramePlan, fetched: FetchResult,
             loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int, reader: AnchorSource, fetcher: Fetcher,
             out: Path) -> Restoration:
@@ -784,6 +863,8 @@ def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fet
             restored.samples[f"clips/{path.name}"] = ClipSamples(mux.samples, extradata=codec.extradata,
                                                                   audio=mux.audio_samples)
             restored.audio[f"clips/{path.name}"] = [(h, f.seq) for h, f in sound]
+            if mux.crc32 is not None:
+                restored.crc32s[f"clips/{path.name}"] = mux.crc32
             why, reencoded = "remux", False
         else:  # not copyable into a browser MP4: re-encode, keep the original bytes raw
             encoded = [_encoded(f, data) for _, f in frames]
@@ -822,7 +903,7 @@ def _remux_own(codec: CodecConfig, frames: list[Item], sound: list[Item], fetche
     if not sound:
         try:
             return write_copied_mp4(codec, [f for _, f in frames],
-                                    _stream_payloads(frames, data, fetcher, fetched.notes, cam), path, origin_ms=origin)
+                                    _stream_chunks(frames, data, fetcher, fetched.notes, cam), path, origin_ms=origin)
         except (SampleSizeMismatch, LayoutTooLarge) as exc:
             log.warning("one-pass writer cannot write this clip; remuxing with PyAV", extra={"clip": path.name,
                                                                                             "error": str(exc)})
@@ -1031,7 +1112,7 @@ class _BundleInBackground:
     them and hands the bundle over for the index and the report; leaving the block unfinished
     removes it. ``path`` None: no bundle."""
 
-    def __init__(self, path: Path | None, clips: Mapping[str, Path]) -> None:
+    def __init__(self, path: Path | None, clips: Mapping[str, Path | WrittenFile]) -> None:
         self._writer: BundleWriter | None = None
         self._pool: ThreadPoolExecutor | None = None  # no bundle, no thread
         self._adds: list[Future[None]] = []
@@ -1040,7 +1121,7 @@ class _BundleInBackground:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="bundle-members")
             self.queue(list(clips.items()))
 
-    def queue(self, members: list[tuple[str, bytes | Path]]) -> None:
+    def queue(self, members: list[tuple[str, bytes | Path | WrittenFile]]) -> None:
         """More members, added in the worker after those queued before (nothing without a bundle)."""
         if self._pool is not None and self._writer is not None:
             self._adds.append(self._pool.submit(self._writer.add, members))

@@ -307,6 +307,26 @@ def check_manifest(data: bytes | None, header: BlockHeader, other_digests: Mappi
             return ManifestCheck(None, False, [("manifest.order.invalid", f"the manifest presented is block {other}'s")])
         return ManifestCheck(None, False, [("manifest.digest.mismatch", f"manifest hashes to {digest.hex()[:16]}…, "
                                                                        f"anchored {header.manifest_digest.hex()[:16]}…")])
+    known = _CHECKED.get((digest, header))
+    if known is not None:  # the same rules on the same bytes and header: extraction's self-check asks again
+        return ManifestCheck(known.manifest, known.trusted, list(known.codes))
+    mc = _check_anchored_manifest(data, digest, header)
+    _CHECKED[(digest, header)] = ManifestCheck(mc.manifest, mc.trusted, list(mc.codes))
+    while len(_CHECKED) > _TREE_CACHE_SIZE:  # oldest first (concurrent extractions: popping an empty dict is fine)
+        try:
+            _CHECKED.popitem(last=False)
+        except KeyError:
+            break
+    return mc
+
+
+# check_manifest's outcomes for manifests whose digest is their header's: a pure function of the
+# (immutable) bytes and header, so kept for the next question about the same pair.
+_CHECKED: "OrderedDict[tuple[bytes, BlockHeader], ManifestCheck]" = OrderedDict()  # bounded: _TREE_CACHE_SIZE
+
+
+def _check_anchored_manifest(data: bytes, digest: bytes, header: BlockHeader) -> ManifestCheck:
+    """check_manifest's rules after the digest matched."""
     codes = [("manifest.digest.match", "")]
     try:
         m = parsed_manifest(digest, data)

@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import os
 import struct
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -47,6 +48,7 @@ __all__ = [
     "LayoutTooLarge",
     "SampleSizeMismatch",
     "write_copied_mp4",
+    "JoinedFrames",
 ]
 
 # 90 kHz is the MPEG system clock: it represents every millisecond exactly,
@@ -71,6 +73,9 @@ class MuxResult:
     samples: list[tuple[bytes, int]] = field(default_factory=list)
     # The same for the audio track's packets, when the clip has one (issue 10).
     audio_samples: list[tuple[bytes, int]] = field(default_factory=list)
+    # The file's CRC-32 (zip's), computed as it was written by the one-pass writer: the bundle
+    # then stores the clip without reading it back. None: not known (PyAV's muxer wrote it).
+    crc32: int | None = None
 
 
 # Audio codecs whose packets an MP4 carries unchanged (G.711 cannot be muxed into MP4, and a MOV
@@ -309,16 +314,25 @@ class SampleSizeMismatch(ValueError):
     already written, would not describe it): the caller remuxes it the muxer's way instead."""
 
 
-def write_copied_mp4(codec: CodecConfig, refs: Sequence[FrameRef], payloads: Iterable[bytes],
+@dataclass(frozen=True)
+class JoinedFrames:
+    """Several consecutive frames' packets back to back (``count`` of them), as a bulk reader
+    delivers them to `write_copied_mp4` (extraction's `Fetcher.stream_joined`)."""
+    count: int
+    data: bytes
+
+
+def write_copied_mp4(codec: CodecConfig, refs: Sequence[FrameRef], payloads: Iterable[bytes | JoinedFrames],
                      out_path: str | os.PathLike[str], *, origin_ms: int) -> MuxResult:
     """`remux_to_mp4` for a video-only clip whose frames are known before their bytes: ``refs``
     (in decode order, each with its recorded size, times and SHA-256) and their ``payloads`` in the
-    same order, consumed lazily. The index is computed from ``refs`` and written first
-    (`offchain.core.mp4`), then each packet is appended as it arrives: one pass, faststart, no
-    muxer, the same boxes FFmpeg writes (a test compares them). Raises ValueError where
-    `remux_to_mp4` would, LayoutTooLarge (before taking any payload) for times past its 32-bit
-    boxes, and SampleSizeMismatch (after removing the partial file) when a payload's length is not
-    its ref's size: for the last two, `remux_to_mp4` writes the clip."""
+    same order, consumed lazily, one frame's bytes or several frames' (JoinedFrames) at a time. The
+    index is computed from ``refs`` and written first (`offchain.core.mp4`), then the packets are
+    appended as they arrive: one pass, faststart, no muxer, the same boxes FFmpeg writes (a test
+    compares them). Raises ValueError where `remux_to_mp4` would, LayoutTooLarge (before taking any
+    payload) for times past its 32-bit boxes, and SampleSizeMismatch (after removing the partial
+    file) when a payload's length is not the size its refs record: for the last two,
+    `remux_to_mp4` writes the clip."""
     _check_copyable(codec)
     default_dur = _default_duration(codec)
     table = plan_samples(((r.timestamp_ms, r.dts_ms, r.keyframe, r.size) for r in refs), origin_ms, default_dur)
@@ -326,16 +340,10 @@ def write_copied_mp4(codec: CodecConfig, refs: Sequence[FrameRef], payloads: Ite
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(out_path)
-    written = 0
     try:
         with open(tmp, "wb", buffering=1 << 20) as fh:
             fh.write(head)
-            write = fh.write
-            for size, data in zip(table.sizes, payloads):
-                if len(data) != size:
-                    raise SampleSizeMismatch(f"frame {written}: {len(data)} bytes, its manifest records {size}")
-                write(data)
-                written += 1
+            written, crc = _write_payloads(fh, table.sizes, payloads, zlib.crc32(head))
         if written != len(table):
             raise ValueError(f"{written} of {len(table)} frames delivered")
         os.replace(tmp, out_path)
@@ -343,7 +351,26 @@ def write_copied_mp4(codec: CodecConfig, refs: Sequence[FrameRef], payloads: Ite
         tmp.unlink(missing_ok=True)
     return MuxResult(path=out_path, frames=len(table), first_timestamp_ms=origin_ms,
                      duration_ms=table.end // _MS_TICKS, reencoded=False,
-                     samples=[(r.sha256, pts // _MS_TICKS) for r, pts in zip(refs, table.pts)], audio_samples=[])
+                     samples=[(r.sha256, pts // _MS_TICKS) for r, pts in zip(refs, table.pts)], audio_samples=[],
+                     crc32=crc)
+
+
+def _write_payloads(fh: Any, sizes: Sequence[int], payloads: Iterable[bytes | JoinedFrames], crc: int) -> tuple[int, int]:
+    """Append the payloads, each checked against the sizes the index records: how many frames,
+    and the CRC-32 of the file (``crc``: its head's) as written."""
+    ends = [0, *itertools.accumulate(sizes)]  # ends[k]: the bytes of the first k frames
+    written = 0
+    for item in payloads:
+        count, data = (1, item) if type(item) is bytes else (item.count, item.data)  # type: ignore[union-attr]
+        if written + count > len(sizes):
+            raise ValueError(f"more than the {len(sizes)} frames the index records")
+        if len(data) != ends[written + count] - ends[written]:
+            raise SampleSizeMismatch(f"frames {written}..{written + count - 1}: {len(data)} bytes, their manifest "
+                                     f"records {ends[written + count] - ends[written]}")
+        fh.write(data)
+        crc = zlib.crc32(data, crc)
+        written += count
+    return written, crc
 
 
 # -- encoding ----------------------------------------------------------------

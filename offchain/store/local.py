@@ -55,7 +55,7 @@ from typing import BinaryIO, Iterable, Iterator, Literal, Sequence
 from ..core.cid import cid_from_digest, digest_from_cid
 from .base import BlockNotFound, BlockStat, CorruptBlock, StoreFull, StoreHelpers, StoreUnavailable
 
-__all__ = ["LocalStore"]
+__all__ = ["LocalStore", "PlacedWindow"]
 
 FsyncPolicy = Literal["full", "file", "none"]
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
@@ -438,6 +438,79 @@ class LocalStore(StoreHelpers):
             for fh in packs.values():
                 fh.close()
 
+    def read_many_places(self, digests: Sequence[bytes], chunk: int = 500) -> Iterator[PlacedWindow]:
+        """`read_many_unverified` for a reader that hashes and copies in bulk itself (evidence
+        extraction's native gather, `offchain.core.native.gather`): the requests in windows, in
+        order, each window the buffers read for it and every request's place in them (None where
+        this store has no readable copy). Records are read as `read_many_unverified` reads them (one
+        index query per ``chunk``, one read per run of adjacent records, loose files whole), into
+        one buffer reused from window to window (buffer 0: a window's views are valid until the next
+        window is asked for), which holds at most `_WINDOW_BYTES` of packed records (or one record
+        over that size); each loose file is a buffer of its own."""
+        packs: dict[str, BinaryIO] = {}
+        buf = bytearray()
+        try:
+            for start in range(0, len(digests), chunk):
+                part = digests[start:start + chunk]
+                try:
+                    with self._lock:
+                        rows = self._read(f"SELECT digest, pack, offset, length FROM packed WHERE digest IN "
+                                          f"({','.join('?' * len(part))})", list(part))
+                except sqlite3.Error:
+                    rows = []  # a packed block then reads as None: the caller's careful way reports the error
+                where = {r[0]: (r[1], r[2], r[3]) for r in rows}
+                places = [where.get(d) for d in part]
+                for a, b in _byte_windows([p[2] if p else 0 for p in places], _WINDOW_BYTES):
+                    window = places[a:b]
+                    need = sum(p[2] + _RECORD.size for p in window if p)
+                    if len(buf) < need:  # replaced, never resized: the last window's views may be alive
+                        buf = bytearray(max(need, _WINDOW_BYTES + 64 * _RECORD.size))
+                    yield self._read_window(packs, buf, part[a:b], window)
+        finally:
+            for fh in packs.values():
+                fh.close()
+
+    def _read_window(self, packs: dict[str, BinaryIO], buf: bytearray, digests: Sequence[bytes],
+                     places: list[tuple[str, int, int] | None]) -> PlacedWindow:
+        """One window of `read_many_places`: its pack runs read back to back into ``buf`` (buffer
+        0), each loose file whole (a buffer of its own)."""
+        found: list[tuple[int, int, int] | None] = [None] * len(places)
+        loose: list[bytes] = []
+        used = 0
+        with memoryview(buf) as view:
+            for run in _pack_runs(places):
+                if run.pack is None:
+                    (i, _, _), = run.records
+                    data = self._loose_or_none(digests[i])
+                    if data is not None:
+                        loose.append(data)
+                        found[i] = (len(loose), 0, len(data))
+                    continue
+                got = self._read_span(packs, run, view[used:used + run.end - run.start])
+                for i, offset, length in run.records:
+                    a = offset - run.start
+                    if a + length <= got:
+                        found[i] = (0, used + a, length)
+                used += got
+        return PlacedWindow(buffers=[memoryview(buf)[:used], *loose], places=found)
+
+    def _read_span(self, packs: dict[str, BinaryIO], run: _PackRun, into: memoryview) -> int:
+        """A run's bytes into ``into`` (its length): how many were read (0 if the pack cannot be)."""
+        got = 0
+        try:
+            fh = packs.get(run.pack or "")
+            if fh is None:
+                fh = packs[run.pack or ""] = open(self._packs / (run.pack or ""), "rb", buffering=0)
+            fh.seek(run.start)
+            while got < len(into):
+                n = fh.readinto(into[got:])
+                if not n:
+                    break
+                got += n
+        except OSError:
+            got = 0
+        return got
+
     def _read_run(self, packs: dict[str, BinaryIO], run: _PackRun, buf: bytearray) -> Iterator[tuple[int, bytes | None]]:
         """(index, bytes) of each record of one run, read with one read into ``buf`` (reused from
         run to run: a fresh 4 MiB buffer per read cost more in page faults than the read) and copied
@@ -530,6 +603,29 @@ _SPAN_BYTES = 4 << 20  # one read per run of adjacent pack records, at most this
 # Requests are read in windows of this many, sorted by place: a reader asks in decode order, a
 # writer stored in capture order, and with B-frames the two differ by a few frames.
 _REORDER_WINDOW = 64
+# `read_many_places` hands its reader windows of at most this many bytes of records (fewer
+# copies in flight than a whole chunk; one index query still serves 500 requests).
+_WINDOW_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class PlacedWindow:
+    """Some requests of `LocalStore.read_many_places`, in order: the bytes read for them
+    (``buffers``) and each request's (buffer index, offset, length) in them, or None."""
+    buffers: list[memoryview | bytes]
+    places: list[tuple[int, int, int] | None]
+
+
+def _byte_windows(lengths: list[int], limit: int) -> Iterator[tuple[int, int]]:
+    """[a, b) index ranges, in order, each summing to at most ``limit`` (one item may exceed it). Pure."""
+    a, total = 0, 0
+    for i, n in enumerate(lengths):
+        if i > a and total + n > limit:
+            yield a, i
+            a, total = i, 0
+        total += n
+    if a < len(lengths):
+        yield a, len(lengths)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from offchain.camera.samples import sample_path
 from offchain.camera.sources import FileSource
 from offchain.core.block import FrameRef
 from offchain.core.mp4 import LayoutTooLarge, Mp4Video, SampleTable, mp4_head, plan_samples
-from offchain.evidence.video import SampleSizeMismatch, decode_order, probe_mp4, remux_to_mp4, write_copied_mp4
+from offchain.evidence.video import (JoinedFrames, SampleSizeMismatch, decode_order, probe_mp4, remux_to_mp4,
+                                    write_copied_mp4)
 
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"dinf", b"edts"}
 # What FFmpeg adds that a player does not need: a bitrate box, its encoder tag, padding.
@@ -75,6 +76,27 @@ def test_one_pass_writer_matches_ffmpeg(tmp_path, sample, count):
     assert mux.frames == count and mux.first_timestamp_ms == origin
     probe = probe_mp4(ours)
     assert probe.faststart and probe.codec == "h264"
+
+
+def test_payloads_joined_by_runs_write_the_same_file(tmp_path):
+    """A bulk reader hands runs of frames at once (JoinedFrames, mixed with single frames): the
+    file is the one written frame by frame; a run whose bytes are not its frames' recorded sizes,
+    or more frames than the index holds, leaves no file."""
+    source = FileSource(sample_path("vtest"), start_ms=0, loop=False)
+    frames = [f for f, _ in zip(source, range(30))]
+    refs = [FrameRef.of_bytes(f.seq, f.timestamp_ms, f.data, f.keyframe, f.dts_ms) for f in frames]
+    data = [f.data for f in frames]
+    mixed = [JoinedFrames(count=7, data=b"".join(data[:7])), data[7], JoinedFrames(count=1, data=data[8]),
+             JoinedFrames(count=21, data=b"".join(data[9:]))]
+    write_copied_mp4(source.codec, refs, iter(data), tmp_path / "one.mp4", origin_ms=0)
+    write_copied_mp4(source.codec, refs, iter(mixed), tmp_path / "runs.mp4", origin_ms=0)
+    assert (tmp_path / "one.mp4").read_bytes() == (tmp_path / "runs.mp4").read_bytes()
+    short = [JoinedFrames(count=7, data=b"".join(data[:7])[:-1]), *mixed[1:]]
+    with pytest.raises(SampleSizeMismatch, match="frames 0..6"):
+        write_copied_mp4(source.codec, refs, iter(short), tmp_path / "x.mp4", origin_ms=0)
+    with pytest.raises(ValueError, match="more than the 30"):
+        write_copied_mp4(source.codec, refs, iter([*mixed, data[0]]), tmp_path / "x.mp4", origin_ms=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.mp4", "runs.mp4"]
 
 
 def test_a_payload_not_of_its_recorded_size_leaves_no_file(tmp_path):

@@ -1,0 +1,133 @@
+"""The verified frame copy (offchain/core/_gather.c, offchain/core/gather.py) answers exactly as
+its Python twin: intact frames joined in order, the others' indices, bounds refused. The module is
+optional (built where a C compiler and OpenSSL's headers are; both are on this project's
+machines, so a missing module is a build failure to see here: the C tests skip only without a
+compiler). Then the bulk read it serves: `LocalStore.read_many_places` and
+`Fetcher.stream_joined` deliver what `get` would, a window at a time."""
+
+import hashlib
+import random
+import shutil
+
+import pytest
+
+from offchain.core import native as core_native
+from offchain.core.gather import gather_sha256, gather_sha256_py
+from offchain.evidence.extract import Fetched, Fetcher
+from offchain.evidence.video import JoinedFrames
+from offchain.store import local as local_mod
+from offchain.store.local import LocalStore
+
+HAVE_CC = shutil.which("cc") is not None or shutil.which("gcc") is not None
+needs_c = pytest.mark.skipif(not HAVE_CC, reason="no C compiler: the Python loop runs (the module is optional)")
+
+
+def _frames(n: int, seed: int = 0) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(rng.randrange(0, 3000)) for _ in range(n)]
+
+
+def _layout(frames: list[bytes]) -> tuple[list[bytes], list, bytes]:
+    """Two buffers, frames alternating between them with gaps, and their digests."""
+    bufs = [bytearray(), bytearray()]
+    places = []
+    for i, f in enumerate(frames):
+        b = bufs[i % 2]
+        b += b"gap"
+        places.append((i % 2, len(b), len(f)))
+        b += f
+    return [bytes(b) for b in bufs], places, b"".join(hashlib.sha256(f).digest() for f in frames)
+
+
+@needs_c
+def test_the_module_is_built_and_used():
+    assert core_native.GATHER and core_native.gather is not None
+
+
+@needs_c
+@pytest.mark.parametrize("n", [0, 1, 2, 57, 500])
+def test_c_and_python_join_the_intact_frames_alike(n):
+    frames = _frames(n, n)
+    bufs, places, digests = _layout(frames)
+    assert core_native.gather.gather_sha256(bufs, places, digests) == gather_sha256_py(bufs, places, digests) \
+        == (b"".join(frames), [])
+    # a wrong digest and a frame not held: left out, their indices named, the rest still joined
+    if n >= 3:
+        wrong = bytearray(digests)
+        wrong[32 + 5] ^= 1
+        places[2] = None
+        want = (b"".join(f for i, f in enumerate(frames) if i not in (1, 2)), [1, 2])
+        assert core_native.gather.gather_sha256(bufs, places, bytes(wrong)) == want
+        assert gather_sha256_py(bufs, places, bytes(wrong)) == want
+        assert core_native.gather.gather_sha256([memoryview(b) for b in bufs], places, bytes(wrong)) == want
+
+
+@needs_c
+@pytest.mark.parametrize("place", [(2, 0, 1), (-1, 0, 1), (0, -1, 1), (0, 0, -1), (0, 3, 2), (0, 5, 0)])
+def test_a_place_outside_its_buffer_is_refused_by_both(place):
+    for fn in (core_native.gather.gather_sha256, gather_sha256_py):
+        with pytest.raises(ValueError):
+            fn([b"abcd", b"ef"], [place], bytes(32))
+    for fn in (core_native.gather.gather_sha256, gather_sha256_py):
+        with pytest.raises(ValueError, match="digest bytes"):
+            fn([b"abcd"], [(0, 0, 1)], bytes(31))
+    with pytest.raises(TypeError):
+        core_native.gather.gather_sha256([b"abcd"], [[0, 0, 1]], bytes(32))
+
+
+def test_gather_is_the_python_loop_where_the_module_is_absent(monkeypatch):
+    from offchain.core import gather as gather_mod
+    monkeypatch.setattr(gather_mod, "_gather", None)
+    frames = _frames(20)
+    bufs, places, digests = _layout(frames)
+    assert gather_sha256(bufs, places, digests) == (b"".join(frames), [])
+
+
+def _stored(tmp_path):
+    first, second = LocalStore(tmp_path / "a", fsync="none"), LocalStore(tmp_path / "b", fsync="none")
+    packed = [b"packed %d" % i + bytes(i % 50) for i in range(1200)]  # more than one index query's chunk
+    first.put_many(packed)
+    first.put(b"loose one")
+    second.put(b"corrupt here")
+    first.path_for(first.put(b"corrupt here")).write_bytes(b"tampered")
+    return first, second, packed
+
+
+def test_read_many_places_places_every_record_in_windows_of_bounded_bytes(tmp_path, monkeypatch):
+    monkeypatch.setattr(local_mod, "_WINDOW_BYTES", 4096)
+    first, _, packed = _stored(tmp_path)
+    order = packed[::-1][:300] + [b"loose one"] + packed[:900] + [b"absent"]
+    digests = [hashlib.sha256(b).digest() for b in order]
+    got: list[bytes | None] = []
+    for window in first.read_many_places(digests, chunk=256):
+        packed_bytes = sum(p[2] for p in window.places if p and p[0] == 0)  # loose files: sizes unknown till read
+        assert packed_bytes <= 4096 or len(window.places) == 1
+        got += [bytes(window.buffers[p[0]][p[1]:p[1] + p[2]]) if p else None for p in window.places]
+    assert got == order[:-1] + [None]
+
+
+def test_stream_joined_delivers_what_get_delivers(tmp_path, monkeypatch):
+    """Intact frames come joined (in order), a corrupt copy and a missing frame as `get`'s
+    Fetched (the next store's intact copy with the corruption noted, or nothing), in place."""
+    monkeypatch.setattr(local_mod, "_WINDOW_BYTES", 2048)
+    first, second, packed = _stored(tmp_path)
+    order = packed[:700] + [b"corrupt here"] + packed[700:] + [b"loose one", b"absent"] + packed[:5]
+    digests = [hashlib.sha256(b).digest() for b in order]
+    fetcher = Fetcher([first, second])
+    items = list(fetcher.stream_joined(digests))
+    assert all(isinstance(i, (JoinedFrames, Fetched)) for i in items)
+    frames: list[bytes | None] = []
+    for item in items:
+        if isinstance(item, JoinedFrames):
+            assert item.count >= 1
+            frames += [item.data] if item.count == 1 else [None] * item.count  # checked whole below
+        else:
+            frames.append(item.data)
+    joined = b"".join(i.data if isinstance(i, JoinedFrames) else (i.data or b"") for i in items)
+    assert len(frames) == len(order) and joined == b"".join(b for b in order if b != b"absent")
+    bad = [i for i in items if isinstance(i, Fetched)]
+    assert [b.data for b in bad] == [b"corrupt here", None]
+    assert bad[0].corrupt == [hashlib.sha256(b"tampered").digest()] and bad[1].corrupt == []
+    assert fetcher.frames == len(order) - 1
+    # without a plain LocalStore first, every frame goes the careful way
+    assert [g.data for g in Fetcher([second]).stream_joined(digests[700:701])] == [b"corrupt here"]
