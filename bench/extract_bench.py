@@ -31,6 +31,10 @@ Measured, per camera (and for ``--cameras`` cameras at once, one process each):
              verifier once, single camera only
   extract+verify  the two above back to back: what a party producing and checking evidence pays
 
+``--breakdown`` adds one more extraction of the first camera with each step of BREAKDOWN_STEPS
+wrapped in a timer (inclusive wall seconds; a profiler's per-call cost inflated this path's many
+small functions 1.5-4x, so its figures misled the budget): where the time goes, per step.
+
 Rates are frames/s; ratios are rate / reference rate (1.0 = as fast). Results: a table and
 bench/results/extract.json (also the peak RSS of each extraction process).
 
@@ -45,7 +49,9 @@ same; results go to bench/results/extract-batch.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
+import importlib
 import json
 import os
 import platform
@@ -344,9 +350,50 @@ def _job_verify(job: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "verdict": report.verdict}
 
 
+# The steps `--breakdown` times in one more extraction (module:attribute, inclusive: a step's
+# seconds include the steps it calls). Wall time of each call, summed; no profiler, whose
+# per-call cost inflated the many small Python functions of this path 1.5-4x.
+BREAKDOWN_STEPS = (
+    "offchain.evidence.extract:load_blocks", "offchain.evidence.extract:check_manifest",
+    "offchain.evidence.verify:parsed_manifest", "offchain.evidence.verify:manifest_tree",
+    "offchain.evidence.extract:plan_frames", "offchain.evidence.extract:restore",
+    "offchain.evidence.video:_write_payloads", "offchain.store.local:LocalStore._read",
+    "offchain.store.local:LocalStore._read_window", "offchain.evidence.extract:gather_sha256",
+    "offchain.evidence.video:mp4_head", "offchain.evidence.extract:prove_presented",
+    "offchain.evidence.extract:_evidence_members", "offchain.evidence.extract:verify_evidence",
+    "offchain.evidence.extract:_close_bundle",
+)
+
+
+def _job_breakdown(job: dict[str, Any]) -> dict[str, Any]:
+    """`_job_extract` with each of BREAKDOWN_STEPS wrapped in a timer (in this worker only)."""
+    spent: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+        return wrapper
+
+    for step in BREAKDOWN_STEPS:
+        module, _, attr = step.partition(":")
+        owner: Any = importlib.import_module(module)
+        *path, name = attr.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        setattr(owner, name, timed(attr, getattr(owner, name)))
+    out = _job_extract(job)
+    out["steps"] = {k: round(v, 4) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}
+    return out
+
+
 JOBS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "read_sha256": _job_read_sha, "ffmpeg": _job_ffmpeg, "pyav": _job_pyav, "extract": _job_extract,
-    "verify": _job_verify,
+    "verify": _job_verify, "breakdown": _job_breakdown,
 }
 
 
@@ -365,7 +412,7 @@ def _jobs(kind: str, cams: list[dict[str, Any]], ctx: dict[str, Any], work_dir: 
             j.update(ffmpeg=ctx["ffmpeg"], input=str(c["input_mp4"]), output=str(work_dir / f"ff-{tag}-{i}.mp4"))
         elif kind == "pyav":
             j.update(codec=c["codec"], frames=c["frames"], output=work_dir / f"av-{tag}-{i}.mp4")
-        elif kind == "extract":
+        elif kind in ("extract", "breakdown"):
             j.update(output=str(work_dir / f"out-{tag}-{i}"))
         elif kind == "verify":
             j.update(bundle=c["bundle"])
@@ -453,6 +500,16 @@ def run_group(cams: list[dict[str, Any]], ctx: dict[str, Any], work_dir: Path, r
     return res
 
 
+def _breakdown(cam: dict[str, Any], ctx: dict[str, Any], work_dir: Path) -> dict[str, Any]:
+    print("[extract bench] 1 camera: breakdown ...", flush=True)
+    job = _jobs("breakdown", [cam], ctx, work_dir, "breakdown")[0]
+    with _pool(1) as pool:
+        out = pool.submit(work, job).result()
+    assert out["verdict"] == "verified", out["verdict"]
+    out.pop("bundle", None)
+    return {"seconds": round(out["seconds"], 3), "steps": out["steps"]}
+
+
 def _table(groups: list[dict[str, Any]], minutes: float) -> str:
     rows = []
     for g in groups:
@@ -518,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store-layout", choices=["packs", "files"], default="packs",
                     help="how frames rest in the store: pack segments, as a node's group commit writes them "
                          "(default), or one file per frame (put one at a time: the worst case)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="one more extraction of the first camera, each of its steps timed (BREAKDOWN_STEPS)")
     ap.add_argument("--out", type=Path, default=None,
                     help=f"results file (default {RESULTS.relative_to(REPO)}; with --anchoring batch "
                          f"{RESULTS_BATCH.relative_to(REPO)})")
@@ -537,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
             groups[0]["verify_js"] = js
         if args.cameras > 1:
             groups.append(run_group(cams, ctx, work_dir, args.rounds, args.cameras))
+        breakdown = _breakdown(cams[0], ctx, work_dir) if args.breakdown else None
         info = [{"ip": c["ip"], "frames": len(c["frames"]), "bytes": c["bytes"], "avg_frame_bytes": round(c["bytes"] / len(c["frames"])),
                  "blocks": c["blocks"], "size": c["size"], "fps": c["fps"], "setup_seconds": c["setup_seconds"]} for c in cams]
     print()
@@ -546,6 +606,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{g['cameras']} camera(s): extract phases (s and µs a frame, first camera): "
               + ", ".join(f"{k} {v:.3f} ({v / frames_per_camera * 1e6:.1f})"
                           for k, v in sorted(g["extract"]["jobs"][0]["phases"].items(), key=lambda kv: -kv[1])))
+    if breakdown is not None:
+        print(f"\nsteps of one more extraction (inclusive s, µs a frame; extract {breakdown['seconds']:.3f} s): "
+              + ", ".join(f"{k} {v:.3f} ({v / frames_per_camera * 1e6:.1f})" for k, v in breakdown["steps"].items()))
     if groups[0].get("verify_js"):
         js = groups[0]["verify_js"]
         print(f"JavaScript verifier, 1 camera: {js['seconds']:.2f} s, {js['frames_per_s']:,.0f} frames/s, {js['verdict']}")
@@ -567,6 +630,7 @@ def main(argv: list[str] | None = None) -> int:
                    "chain": "Anvil on 127.0.0.1", "unique_frames": "a user-data SEI per frame"},
         "cameras": info,
         "results": groups,
+        **({"breakdown": breakdown} if breakdown is not None else {}),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")

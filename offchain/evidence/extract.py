@@ -439,7 +439,8 @@ class FramePlan:
 
     def streamable(self, cam: bytes) -> set[tuple[int, bytes, int]]:
         """Own frames that will be remuxed: fetched while the clip is written, not before."""
-        return {(h, cam, f.seq) for seg in self.segments for h, f in seg if _copyable(self.codecs.get(h))}
+        copyable = {h: _copyable(c) for h, c in self.codecs.items()}  # per block, not per frame
+        return {(h, cam, f.seq) for seg in self.segments for h, f in seg if copyable.get(h, False)}
 
 
 @dataclass

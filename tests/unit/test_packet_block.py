@@ -131,3 +131,30 @@ def test_camera_ref_reads_ids_and_ips():
     assert camera_ref("0x" + cam.hex()) == cam == camera_ref("10.0.0.1")
     with pytest.raises(ValueError):
         camera_ref("0x" + "zz" * 32)
+
+
+def test_header_hash_is_keccak_of_eth_abis_encoding_and_refuses_what_it_refuses():
+    """BlockHeader.hash spells the nine static words itself (eth_abi took ~1 ms a header): the
+    same bytes as eth_abi for every value of the types, and eth_abi's refusal for one off them."""
+    import random
+
+    from eth_abi.abi import encode
+    from eth_abi.exceptions import EncodingError
+    from eth_utils.crypto import keccak
+
+    from offchain.core.block import HEADER_ABI_TYPE, BlockHeader
+
+    rng = random.Random(7)
+    for i in range(100):
+        edge = i % 4 == 0
+        h = BlockHeader(rng.randbytes(32), 2**64 - 1 if edge else rng.randrange(2**64), rng.randbytes(32),
+                        0 if edge else rng.randrange(2**64), rng.randrange(2**64), 2**32 - 1 if edge else rng.randrange(2**32),
+                        rng.randbytes(32), rng.randbytes(32), "0x" + rng.randbytes(20).hex())
+        assert h.hash == keccak(encode([HEADER_ABI_TYPE], [h.as_tuple()]))
+    ok = dict(camera_id=bytes(32), height=1, prev_hash=bytes(32), window_start_ms=0, window_end_ms=1, frame_count=1,
+              frames_root=bytes(32), manifest_digest=bytes(32), proposer="0x" + "11" * 20)
+    for bad in (dict(frame_count=2**32), dict(height=-1), dict(proposer="0x" + "11" * 19), dict(proposer="0x" + "zz" * 20)):
+        with pytest.raises((EncodingError, ValueError)):  # eth_abi's own refusal
+            _ = BlockHeader(**{**ok, **bad}).hash
+    short = BlockHeader(**{**ok, "camera_id": bytes(31)})  # eth_abi pads a short bytes32: so does the hash
+    assert short.hash == keccak(encode([HEADER_ABI_TYPE], [short.as_tuple()]))
