@@ -33,7 +33,7 @@ import mmap
 import os
 import zipfile
 import zlib
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from datetime import datetime, timezone
@@ -418,11 +418,12 @@ class BundleWriter:
         for name, data in members:
             stored = name.endswith(_STORED_SUFFIXES) or name.startswith("frames/")
             method = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
-            if isinstance(data, WrittenFile):
-                data = data.path if not stored else data
-            if isinstance(data, WrittenFile):
+            if isinstance(data, WrittenFile) and stored:
                 _copy_stored(zf, data.path, name, crc=data.crc32)
-            elif isinstance(data, Path) and method == zipfile.ZIP_STORED:
+                continue
+            if isinstance(data, WrittenFile):  # deflated: zipfile computes the CRC of what it writes
+                data = data.path
+            if isinstance(data, Path) and method == zipfile.ZIP_STORED:
                 _copy_stored(zf, data, name)
             elif isinstance(data, Path):
                 zf.write(data, name, compress_type=method, compresslevel=_LEVEL)
@@ -472,7 +473,7 @@ def _copy_stored(zf: zipfile.ZipFile, src: Path, name: str, crc: int | None = No
     size = src.stat().st_size
     info = _info(name, zipfile.ZIP_STORED)
     info.file_size = info.compress_size = size
-    with open(src, "rb", buffering=0) as fh, _mapped(fh, size, lazy=crc is not None) as data:
+    with open(src, "rb", buffering=0) as fh, (_mapped(fh, size) if crc is None else nullcontext(None)) as data:
         info.CRC = zlib.crc32(data) if crc is None else crc
         with zf._lock:  # noqa: SLF001 - ZipFile has no API for a member whose CRC is already known
             zf._writecheck(info)  # noqa: SLF001
@@ -492,10 +493,9 @@ def _copy_stored(zf: zipfile.ZipFile, src: Path, name: str, crc: int | None = No
 
 
 @contextmanager
-def _mapped(fh: BinaryIO, size: int, lazy: bool = False) -> Iterator[Any]:
-    """The file mapped read-only; None when ``lazy`` (`_copy_bytes` maps it if it needs to)."""
-    if size == 0 or lazy:
-        yield b"" if size == 0 else None
+def _mapped(fh: BinaryIO, size: int) -> Iterator[Any]:
+    if size == 0:
+        yield b""
         return
     with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
         yield data

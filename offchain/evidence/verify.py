@@ -312,11 +312,8 @@ def check_manifest(data: bytes | None, header: BlockHeader, other_digests: Mappi
         return ManifestCheck(known.manifest, known.trusted, list(known.codes))
     mc = _check_anchored_manifest(data, digest, header)
     _CHECKED[(digest, header)] = ManifestCheck(mc.manifest, mc.trusted, list(mc.codes))
-    while len(_CHECKED) > _TREE_CACHE_SIZE:  # oldest first (concurrent extractions: popping an empty dict is fine)
-        try:
-            _CHECKED.popitem(last=False)
-        except KeyError:
-            break
+    if len(_CHECKED) > _TREE_CACHE_SIZE:
+        _CHECKED.popitem(last=False)
     return mc
 
 

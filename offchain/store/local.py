@@ -418,13 +418,7 @@ class LocalStore(StoreHelpers):
                 part = list(itertools.islice(it, chunk))
                 if not part:
                     return
-                try:
-                    with self._lock:
-                        rows = self._read(f"SELECT digest, pack, offset, length FROM packed WHERE digest IN "
-                                          f"({','.join('?' * len(part))})", part)
-                except sqlite3.Error:
-                    rows = []  # a packed block then reads as None: `get` reports the index's error
-                where = {r[0]: (r[1], r[2], r[3]) for r in rows}
+                where = self._pack_places(part)
                 for w in range(0, len(part), _REORDER_WINDOW):
                     window = part[w:w + _REORDER_WINDOW]
                     got: dict[int, bytes | None] = {}
@@ -437,6 +431,18 @@ class LocalStore(StoreHelpers):
         finally:
             for fh in packs.values():
                 fh.close()
+
+    def _pack_places(self, digests: Sequence[bytes]) -> dict[bytes, tuple[str, int, int]]:
+        """(pack, offset, length) of each digest the index places, in one query (the bulk reads'
+        chunks). An index that cannot be read places nothing: each block then reads as None and
+        the caller's careful way (`get`) reports the index's error."""
+        try:
+            with self._lock:
+                rows = self._read(f"SELECT digest, pack, offset, length FROM packed WHERE digest IN "
+                                  f"({','.join('?' * len(digests))})", list(digests))
+        except sqlite3.Error:
+            return {}
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     def read_many_places(self, digests: Sequence[bytes], chunk: int = 500) -> Iterator[PlacedWindow]:
         """`read_many_unverified` for a reader that hashes and copies in bulk itself (evidence
@@ -452,13 +458,7 @@ class LocalStore(StoreHelpers):
         try:
             for start in range(0, len(digests), chunk):
                 part = digests[start:start + chunk]
-                try:
-                    with self._lock:
-                        rows = self._read(f"SELECT digest, pack, offset, length FROM packed WHERE digest IN "
-                                          f"({','.join('?' * len(part))})", list(part))
-                except sqlite3.Error:
-                    rows = []  # a packed block then reads as None: the caller's careful way reports the error
-                where = {r[0]: (r[1], r[2], r[3]) for r in rows}
+                where = self._pack_places(part)
                 places = [where.get(d) for d in part]
                 for a, b in _byte_windows([p[2] if p else 0 for p in places], _WINDOW_BYTES):
                     window = places[a:b]
@@ -496,11 +496,12 @@ class LocalStore(StoreHelpers):
 
     def _read_span(self, packs: dict[str, BinaryIO], run: _PackRun, into: memoryview) -> int:
         """A run's bytes into ``into`` (its length): how many were read (0 if the pack cannot be)."""
+        name = run.pack or ""
         got = 0
         try:
-            fh = packs.get(run.pack or "")
+            fh = packs.get(name)
             if fh is None:
-                fh = packs[run.pack or ""] = open(self._packs / (run.pack or ""), "rb", buffering=0)
+                fh = packs[name] = open(self._packs / name, "rb", buffering=0)
             fh.seek(run.start)
             while got < len(into):
                 n = fh.readinto(into[got:])
@@ -515,22 +516,9 @@ class LocalStore(StoreHelpers):
         """(index, bytes) of each record of one run, read with one read into ``buf`` (reused from
         run to run: a fresh 4 MiB buffer per read cost more in page faults than the read) and copied
         out one record at a time (None for each if the pack cannot be read)."""
-        name = run.pack or ""
         want = run.end - run.start
         view = memoryview(buf if want <= len(buf) else bytearray(want))[:want]  # one record over the span size
-        got = 0
-        try:
-            fh = packs.get(name)
-            if fh is None:
-                fh = packs[name] = open(self._packs / name, "rb", buffering=0)
-            fh.seek(run.start)
-            while got < want:
-                n = fh.readinto(view[got:])
-                if not n:
-                    break
-                got += n
-        except OSError:
-            got = 0
+        got = self._read_span(packs, run, view)
         for i, offset, length in run.records:
             a = offset - run.start
             yield i, bytes(view[a:a + length]) if a + length <= got else None
