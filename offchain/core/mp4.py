@@ -17,12 +17,14 @@ picture is presented after it is decoded; ``stss`` only when not every sample is
 from __future__ import annotations
 
 import functools
+import itertools
 import struct
 from array import array
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-__all__ = ["LayoutTooLarge", "Mp4Video", "SampleTable", "mp4_head", "plan_samples", "MOVIE_TIMESCALE", "TICKS_PER_MS"]
+__all__ = ["FTYP", "TRACK_TIMESCALE", "LayoutTooLarge", "Mp4Video", "SampleTable", "WrittenLayout", "head_length", "mp4_head", "plan_samples",
+           "read_written_head", "MAX_HEAD_BYTES", "MOVIE_TIMESCALE", "TICKS_PER_MS"]
 
 TICKS_PER_MS = 90  # the track's clock: 90 kHz, every millisecond exact
 TRACK_TIMESCALE = 1000 * TICKS_PER_MS
@@ -233,3 +235,102 @@ def mp4_head(video: Mp4Video, table: SampleTable) -> bytes:
         base += 4 * len(starts)  # co64 entries are 4 bytes longer than stco's
     offsets = _words(b"co64" if wide else b"stco", struct.pack(">I", len(starts)), [base + x for x in starts], wide=wide)
     return FTYP + _moov(video, table, [*parts, offsets]) + mdat_header
+
+
+# --------------------------------------------------------------------------- reading back
+
+MAX_HEAD_BYTES = 64 << 20  # an index this module writes for a 4 GiB clip of ~300,000 samples is ~5 MB
+
+
+@dataclass(frozen=True)
+class WrittenLayout:
+    """A file `mp4_head` laid out: its track, sample table, and where the samples begin (each
+    sample's bytes follow the previous one's; nothing follows the last)."""
+
+    video: Mp4Video
+    table: SampleTable
+    head_bytes: int
+
+
+def head_length(start: bytes) -> int | None:
+    """How many bytes the head (``ftyp``, ``moov``, ``mdat`` header) of a file this module wrote
+    spans, from its first ``len(FTYP) + 8`` bytes; None when it does not start as one does."""
+    if len(start) < len(FTYP) + 8 or start[:len(FTYP)] != FTYP:
+        return None
+    size: int = struct.unpack_from(">I", start, len(FTYP))[0]
+    if start[len(FTYP) + 4:len(FTYP) + 8] != b"moov" or size < 8 or len(FTYP) + size + 16 > MAX_HEAD_BYTES:
+        return None
+    return len(FTYP) + size + 16  # the mdat header's 16 bytes at most: read them with it
+
+
+def read_written_head(head: bytes, file_size: int) -> WrittenLayout | None:
+    """The layout of a file of ``file_size`` bytes that begins with ``head`` (at least
+    `head_length` bytes), when the file is exactly what `mp4_head` writes for its own sample
+    table followed by the samples: the table is read from the boxes and the head written again
+    from it, and only byte equality (and the size) counts. Anything else (another muxer's file,
+    audio, a box more or less, a tampered index) is None: such a file is left to a demuxer."""
+    try:
+        video, table = _parse_moov(head)
+        again = mp4_head(video, table)
+    except (ValueError, struct.error, IndexError, LayoutTooLarge):
+        return None
+    if head[:len(again)] != again or len(again) + sum(table.sizes) != file_size:
+        return None
+    return WrittenLayout(video=video, table=table, head_bytes=len(again))
+
+
+def _children(data: bytes, start: int, end: int) -> dict[bytes, tuple[int, int]]:
+    """The boxes in data[start:end]: kind -> (body start, body end); a repeated kind or a box
+    overrunning its parent is a ValueError (the rewrite comparison would refuse it anyway)."""
+    out: dict[bytes, tuple[int, int]] = {}
+    at = start
+    while at < end:
+        size, kind = struct.unpack_from(">I4s", data, at)
+        if size < 8 or at + size > end or kind in out:
+            raise ValueError("not this module's box layout")
+        out[kind] = (at + 8, at + size)
+        at += size
+    return out
+
+
+def _u32s(data: bytes, start: int, count: int) -> list[int]:
+    if count < 0 or start + 4 * count > len(data):
+        raise ValueError("table overruns its box")
+    words = array("I", data[start:start + 4 * count])
+    if struct.pack("=I", 1) != struct.pack(">I", 1):
+        words.byteswap()
+    return words.tolist()
+
+
+def _parse_moov(head: bytes) -> tuple[Mp4Video, SampleTable]:
+    moov = _children(head, len(FTYP), len(FTYP) + struct.unpack_from(">I", head, len(FTYP))[0])[b"moov"]
+    trak = _children(head, *_children(head, *moov)[b"trak"])
+    elst = _children(head, *trak[b"edts"])[b"elst"]
+    shift = struct.unpack_from(">i", head, elst[0] + 12)[0]
+    stbl = _children(head, *_children(head, *_children(head, *trak[b"mdia"])[b"minf"])[b"stbl"])
+    avc1 = _children(head, stbl[b"stsd"][0] + 8, stbl[b"stsd"][1])[b"avc1"]
+    width, height = struct.unpack_from(">HH", head, avc1[0] + 24)
+    avcc = _children(head, avc1[0] + 78, avc1[1])[b"avcC"]
+    count = struct.unpack_from(">I", head, stbl[b"stsz"][0] + 8)[0]
+    sizes = _u32s(head, stbl[b"stsz"][0] + 12, count)
+    deltas = [d for n, d in _pairs(head, stbl[b"stts"]) for _ in range(n)]
+    offsets = [o for n, o in _pairs(head, stbl[b"ctts"]) for _ in range(n)] if b"ctts" in stbl else [0] * count
+    if len(deltas) != count or len(offsets) != count or count == 0:
+        raise ValueError("tables of different lengths")
+    keyframes = [True] * count
+    if b"stss" in stbl:
+        keyframes = [False] * count
+        for k in _u32s(head, stbl[b"stss"][0] + 8, struct.unpack_from(">I", head, stbl[b"stss"][0] + 4)[0]):
+            keyframes[k - 1] = True
+    dts = list(itertools.accumulate(deltas[:-1], initial=-shift))
+    table = SampleTable(sizes=sizes, dts=dts, pts=[d + o for d, o in zip(dts, offsets)],
+                        durations=[deltas[-1]] * count, keyframes=keyframes)
+    return Mp4Video(width=width, height=height, avcc=head[avcc[0]:avcc[1]]), table
+
+
+def _pairs(head: bytes, box: tuple[int, int]) -> list[tuple[int, int]]:
+    rows = struct.unpack_from(">I", head, box[0] + 4)[0]
+    if rows > (box[1] - box[0]) // 8:
+        raise ValueError("table overruns its box")
+    words = _u32s(head, box[0] + 8, 2 * rows)
+    return list(zip(words[::2], words[1::2]))

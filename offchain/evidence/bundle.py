@@ -53,6 +53,7 @@ from ..chain.reverts import ContractRevert
 from ..camera.sources import CodecConfig, EncodedFrame
 from ..core.block import FRAME_LEAF_ENCODING, BlockHeader, FrameRef, Manifest, ManifestFormatError
 from ..core.merkle import MultiProof
+from ..core.mp4 import FTYP, TRACK_TIMESCALE, head_length, read_written_head
 from .anchors import ask_concurrently
 from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, MAX_BATCHES, BatchReader
 from .bundle_reader import BundleError, BundleReader, MemberError
@@ -302,14 +303,71 @@ def _ms(pts: int, num: int, den: int) -> int:
     return q + 1 if 2 * r > den or (2 * r == den and q % 2) else q
 
 
-def read_clip_samples(path: str | os.PathLike[str]) -> ClipSamples:
-    """Demux (never decode) a clip: each sample's SHA-256 and presentation time in ms, in file
-    order, and its codec configuration record.
+def read_clip_samples(path: str | os.PathLike[str] | BinaryIO) -> ClipSamples:
+    """Demux (never decode) a clip (a path, or a seekable binary file: `BundleReader.open_member`):
+    each sample's SHA-256 and presentation time in ms, in file order, and its codec configuration
+    record.
 
     Demuxing is enough to prove the bytes are the anchored frames; decoding proves only that a
-    decoder accepts them, which `probe_mp4` does where asked."""
+    decoder accepts them, which `probe_mp4` does where asked. A clip that is exactly what
+    extraction's one-pass writer lays out (`offchain.core.mp4.read_written_head`: its index read
+    and written again, byte for byte) is read without a demuxer (`_written_clip_samples`); any
+    other file through PyAV's."""
+    named = not hasattr(path, "read")
     try:
-        with av.open(str(path)) as container:
+        with (open(path, "rb") if named else nullcontext(path)) as fh:  # type: ignore[arg-type]
+            written = _written_clip_samples(fh)  # type: ignore[arg-type]
+            if written is not None:
+                return written
+            if not named:
+                fh.seek(0)  # type: ignore[union-attr]
+                return _demuxed_clip_samples(fh)  # type: ignore[arg-type]
+    except OSError as exc:
+        return ClipSamples(None, f"cannot demux: {exc}")
+    return _demuxed_clip_samples(os.fspath(path))  # type: ignore[arg-type]  # FFmpeg opens a path itself
+
+
+def _written_clip_samples(fh: BinaryIO) -> ClipSamples | None:
+    """The samples of a clip in the one-pass writer's exact layout, read in runs of whole samples
+    up to _RUN_BYTES and hashed from memory; None for any other file. Its index being the one
+    `mp4_head` writes for its own table, there is one way to read it: the way PyAV does
+    (tests/unit/test_mp4.py compares the two)."""
+    size = fh.seek(0, os.SEEK_END)
+    fh.seek(0)
+    n = head_length(fh.read(len(FTYP) + 8))
+    if n is None:
+        return None
+    fh.seek(0)
+    layout = read_written_head(fh.read(min(n, size)), size)
+    if layout is None:
+        return None
+    fh.seek(layout.head_bytes)
+    sizes, pts = layout.table.sizes, layout.table.pts
+    out: list[tuple[bytes, int]] = []
+    i = 0
+    while i < len(sizes):
+        j, run = i + 1, sizes[i]
+        while j < len(sizes) and run + sizes[j] <= _RUN_BYTES:
+            run += sizes[j]
+            j += 1
+        data = fh.read(run)
+        if len(data) != run:
+            raise OSError(f"the clip ends inside sample {i}")
+        with memoryview(data) as view:
+            at = 0
+            for k in range(i, j):
+                out.append((hashlib.sha256(view[at:at + sizes[k]]).digest(), _ms(pts[k], 1000, TRACK_TIMESCALE)))
+                at += sizes[k]
+        i = j
+    return ClipSamples(out, extradata=layout.video.avcc, audio=None)
+
+
+_RUN_BYTES = 4 << 20
+
+
+def _demuxed_clip_samples(fh: BinaryIO | str) -> ClipSamples:
+    try:
+        with av.open(fh) as container:
             if not container.streams.video:
                 return ClipSamples(None, "no video stream")
             stream = container.streams.video[0]
@@ -886,7 +944,8 @@ def _clip_samples(reader: BundleReader, claim: EvidenceClaim) -> dict[str, ClipS
         if c.path in out:
             continue
         try:
-            out[c.path] = read_clip_samples(reader.file_path(c.path))
+            with reader.open_member(c.path) as clip:
+                out[c.path] = read_clip_samples(clip)
         except BundleError as exc:
             out[c.path] = ClipSamples(None, str(exc))
     return out

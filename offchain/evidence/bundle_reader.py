@@ -5,20 +5,29 @@ trust. Before anything is read, the member directory is checked: a name that is 
 ``..`` component, a backslash, a drive letter or a NUL (``bundle.member.unsafe``), and a name
 that appears twice (``bundle.member.duplicate``), are findings that fail the bundle. Every member
 kind has a size limit (``bundle.member.oversize``); JSON members are read whole only under it, raw
-frames are hashed in chunks, clips are copied to a private temporary file in chunks, so peak
-memory does not depend on what the zip claims or inflates to. The limits (docs/EVIDENCE.md) are
+frames are hashed in chunks, clips stored as they are (as `BundleWriter` stores them) are read in
+place (`open_member`: a bounded window of the zip file, its CRC-32 checked beside the demuxer),
+any other clip is copied to a private temporary file in chunks, so peak memory does not depend on
+what the zip claims or inflates to. The limits (docs/EVIDENCE.md) are
 the same in the JavaScript verifier.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import mmap
 import os
 import stat
+import struct
 import tempfile
+import threading
 import zipfile
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Iterator
 
 __all__ = [
     "BundleError",
@@ -206,6 +215,29 @@ class BundleReader:
             h.update(chunk)
         return h.digest()
 
+    @contextmanager
+    def open_member(self, name: str) -> Iterator[BinaryIO | Path]:
+        """A member for a demuxer without a copy: a zip member stored as it is (no compression,
+        no encryption) as a seekable window of the zip file, under its kind's limit; its CRC-32
+        is computed over the same bytes in a thread while the caller reads (zlib releases the
+        GIL), and a mismatch raises `MemberError` when the block ends. Any other member: a path
+        (`file_path`)."""
+        name = self._check_name(name)
+        info = self._names.get(name) if self._zip is not None else None
+        if info is None or info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            yield self.file_path(name)
+            return
+        if info.file_size > member_limit(name):
+            raise MemberError(f"{name} is {info.file_size} bytes, over the {member_limit(name)}-byte limit for its kind",
+                              "bundle.member.oversize")
+        with open(self.path, "rb", buffering=0) as fh:
+            start = _stored_data_offset(fh, info, name)
+            with _CrcBeside(fh, start, info.file_size) as crc:
+                yield io.BufferedReader(_Window(fh.fileno(), start, info.file_size), buffer_size=_CHUNK)  # type: ignore[arg-type]
+            if crc.value != info.CRC:
+                raise MemberError(f"cannot read {name}: Bad CRC-32 (the zip records {info.CRC:08x}, its bytes "
+                                  f"give {crc.value:08x})")
+
     def file_path(self, name: str) -> Path:
         """A path on disk for a member (PyAV wants one); zip members go to a private temp dir."""
         name = self._check_name(name)
@@ -227,3 +259,90 @@ class BundleReader:
             raise
         return out
 
+
+
+def _stored_data_offset(fh: BinaryIO, info: zipfile.ZipInfo, name: str) -> int:
+    """Where a stored member's bytes begin: after its local header, whose name and extra field
+    may differ in length from the central directory's (as `zipfile.ZipFile.open` reads it)."""
+    fh.seek(info.header_offset)
+    header = fh.read(zipfile.sizeFileHeader)
+    if len(header) != zipfile.sizeFileHeader or header[:4] != zipfile.stringFileHeader:
+        raise MemberError(f"cannot read {name}: bad local file header")
+    fields = struct.unpack(zipfile.structFileHeader, header)
+    start = info.header_offset + zipfile.sizeFileHeader + fields[zipfile._FH_FILENAME_LENGTH] \
+        + fields[zipfile._FH_EXTRA_FIELD_LENGTH]  # noqa: SLF001 - the zip format's own field positions
+    if start + info.file_size > os.fstat(fh.fileno()).st_size:
+        raise MemberError(f"cannot read {name}: the zip ends inside it")
+    return start
+
+
+class _Window(io.RawIOBase):
+    """Bytes [start, start + size) of a file descriptor as a seekable read-only file (`os.preadv`
+    into the caller's buffer: no shared file position, no copy through Python objects)."""
+
+    def __init__(self, fd: int, start: int, size: int) -> None:
+        super().__init__()
+        self._fd, self._start, self._size, self._pos = fd, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = max(0, min(len(buffer), self._size - self._pos))
+        if n == 0:
+            return 0
+        got = os.preadv(self._fd, [memoryview(buffer)[:n]], self._start + self._pos)
+        self._pos += got
+        return got
+
+
+class _CrcBeside:
+    """The CRC-32 of a file's byte range, computed in a thread over a read-only mapping (the
+    pages the demuxer reads anyway) while the block runs; `value` once the block has ended."""
+
+    def __init__(self, fh: BinaryIO, start: int, size: int) -> None:
+        self._fh, self._start, self._size = fh, start, size
+        self.value: int | None = None
+        self._thread = threading.Thread(target=self._run, name="bundle-crc", daemon=True)
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            if self._size == 0:
+                self.value = 0
+                return
+            aligned = self._start - self._start % mmap.ALLOCATIONGRANULARITY
+            with mmap.mmap(self._fh.fileno(), self._start + self._size - aligned, access=mmap.ACCESS_READ,
+                           offset=aligned) as mapped, memoryview(mapped) as view:
+                crc = 0
+                for at in range(self._start - aligned, len(view), _CRC_CHUNK):
+                    with view[at:at + _CRC_CHUNK] as part:
+                        crc = zlib.crc32(part, crc)
+                self.value = crc
+        except BaseException as exc:  # noqa: BLE001 - reported to the reader when its block ends
+            self._error = exc
+
+    def __enter__(self) -> "_CrcBeside":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join()
+        if self._error is not None and exc[0] is None:
+            raise MemberError(f"cannot check the CRC-32: {self._error}")
+
+
+_CRC_CHUNK = 64 * MiB  # zlib takes at most 4 GiB a call; the thread holds no GIL within a chunk

@@ -12,7 +12,8 @@ import pytest
 from offchain.camera.samples import sample_path
 from offchain.camera.sources import FileSource
 from offchain.core.block import FrameRef
-from offchain.core.mp4 import LayoutTooLarge, Mp4Video, SampleTable, mp4_head, plan_samples
+from offchain.core.mp4 import LayoutTooLarge, Mp4Video, SampleTable, head_length, mp4_head, plan_samples, read_written_head
+from offchain.evidence.bundle import _demuxed_clip_samples, _written_clip_samples, read_clip_samples
 from offchain.evidence.video import (JoinedFrames, SampleSizeMismatch, decode_order, probe_mp4, remux_to_mp4,
                                     write_copied_mp4)
 
@@ -171,3 +172,62 @@ def test_times_past_32_bit_boxes_are_refused_before_any_payload(tmp_path):
     mux = remux_to_mp4(source.codec, [f.__class__(seq=f.seq, timestamp_ms=r.timestamp_ms, keyframe=True, data=f.data)
                                       for f, r in zip(frames, refs)], tmp_path / "y.mp4")
     assert mux.frames == 3
+
+
+@pytest.mark.parametrize("sample,count", [("bikes", 1200), ("vtest", 500)])
+def test_a_written_clip_reads_back_as_pyav_demuxes_it(tmp_path, sample, count):
+    """The verifier's reader of the writer's own layout (`read_written_head`, no demuxer) gives the
+    samples, times and avcC that PyAV's demux gives, B-frames (ctts, edit list) or not; a file
+    FFmpeg muxed (its boxes differ) is left to PyAV and reads the same."""
+    source = FileSource(sample_path(sample), start_ms=1_700_000_000_000, loop=True)
+    frames = [f for f, _ in zip(source, range(count))]
+    ordered = decode_order(source.codec, frames)
+    refs = [FrameRef.of_bytes(f.seq, f.timestamp_ms, f.data, f.keyframe, f.dts_ms) for f in ordered]
+    ours, ffmpeg = tmp_path / "ours.mp4", tmp_path / "ffmpeg.mp4"
+    write_copied_mp4(source.codec, refs, (f.data for f in ordered), ours, origin_ms=min(f.timestamp_ms for f in frames))
+    remux_to_mp4(source.codec, frames, ffmpeg)
+    with open(ours, "rb") as fh:
+        fast = _written_clip_samples(fh)
+    assert fast is not None and fast.samples is not None and len(fast.samples) == count
+    assert (fast.samples, fast.extradata, fast.audio) == _as_tuple(_demuxed_clip_samples(str(ours)))
+    assert read_clip_samples(ours) == fast
+    with open(ffmpeg, "rb") as fh:
+        assert _written_clip_samples(fh) is None
+    assert read_clip_samples(ffmpeg) == _demuxed_clip_samples(str(ffmpeg))
+
+
+def _as_tuple(samples):
+    return samples.samples, samples.extradata, samples.audio
+
+
+def test_a_written_head_that_differs_by_one_byte_is_not_read_as_written(tmp_path):
+    """`read_written_head` trusts nothing it parsed: a sample size changed in stsz, a byte more
+    after the samples, a box appended inside moov, or a time shifted in stts make the head
+    rewritten from the parsed table differ, and the file goes to the demuxer instead."""
+    source = FileSource(sample_path("bikes"), start_ms=0, loop=False)
+    frames = [f for f, _ in zip(source, range(60))]
+    ordered = decode_order(source.codec, frames)
+    refs = [FrameRef.of_bytes(f.seq, f.timestamp_ms, f.data, f.keyframe, f.dts_ms) for f in ordered]
+    path = tmp_path / "c.mp4"
+    write_copied_mp4(source.codec, refs, (f.data for f in ordered), path, origin_ms=min(f.timestamp_ms for f in frames))
+    data = path.read_bytes()
+    n = head_length(data[:40])
+    assert n is not None
+    layout = read_written_head(data[:n], len(data))
+    assert layout is not None and layout.table.sizes == [r.size for r in refs]
+    assert read_written_head(data[:n], len(data) + 1) is None
+    stsz = data.index(b"stsz")
+    bumped = bytearray(data)
+    bumped[stsz + 16 + 3] ^= 1  # the first sample's size
+    assert read_written_head(bytes(bumped[:n]), len(data)) is None
+    stts = data.index(b"stts")
+    shifted = bytearray(data)
+    shifted[stts + 16 + 3] ^= 1  # the first run's count
+    assert read_written_head(bytes(shifted[:n]), len(data)) is None
+    moov = data.index(b"moov") - 4
+    size = struct.unpack(">I", data[moov:moov + 4])[0]
+    extra = struct.pack(">I4s", 12, b"free") + b"abcd"
+    grown = data[:moov] + struct.pack(">I", size + 12) + data[moov + 4:moov + size] + extra + data[moov + size:]
+    m = head_length(grown[:40])
+    assert m is not None and read_written_head(grown[:m], len(grown)) is None
+    assert head_length(b"\x00" * 40) is None and head_length(data[:10]) is None
