@@ -53,6 +53,7 @@ from ..store.base import BlockNotFound, ContentStore, CorruptBlock, StoreError
 from ..store.local import LocalStore
 from .anchors import ON_CHAIN_WORKERS, AnchorSource, PendingAnswers
 from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, BatchReader
+from .ahead import ahead
 from .bundle import (BundleWriter, ChainReader, WrittenFile, batch_member, bundle_index, note_decoded, probe_remuxed_clips,
                      read_clip_samples)
 from .report import Report
@@ -313,17 +314,27 @@ class Fetcher:
         if local is None:
             yield from map(self.get, digests)
             return
-        done = 0
-        for window in local.read_many_places(digests):
-            part = digests[done:done + len(window.places)]
-            done += len(part)
-            joined, bad = gather_sha256(window.buffers, window.places, b"".join(part))
+        for part, places, joined, bad in ahead(self._gathered(local, digests), name="extract-read-ahead"):
             if not bad:
                 self.frames += len(part)
                 self.bytes += len(joined)
                 yield JoinedFrames(count=len(part), data=joined)
                 continue
-            yield from self._around_bad(joined, bad, part, window.places)
+            yield from self._around_bad(joined, bad, part, places)
+
+    @staticmethod
+    def _gathered(local: LocalStore, digests: Sequence[bytes],
+                  ) -> Iterator[tuple[Sequence[bytes], Sequence[Place], bytes, list[int]]]:
+        """Each window of `LocalStore.read_many_places` gathered (its intact frames copied out of
+        the reused read buffer, so the next window may reuse it), with the window's digests,
+        places and the indices of frames not delivered intact. Run `ahead` of the writer: reads
+        and SHA-256 in this thread, writes and CRC-32 in the writer's, both without the GIL."""
+        done = 0
+        for window in local.read_many_places(digests):
+            part = digests[done:done + len(window.places)]
+            done += len(part)
+            joined, bad = gather_sha256(window.buffers, window.places, b"".join(part))
+            yield part, window.places, joined, bad
 
     def _around_bad(self, joined: bytes, bad: list[int], part: Sequence[bytes],
                     places: Sequence[Place]) -> Iterator[JoinedFrames | Fetched]:
