@@ -34,7 +34,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from offchain.core.block import Manifest, ManifestFormatError, camera_ref
-from offchain.evidence.extract import EvidenceError, ExtractResult, Fetcher, anchor_source, extract
+from offchain.evidence.extract import ClipFile, EvidenceError, ExtractResult, Fetcher, anchor_source, extract
 from offchain.evidence.prove import ProofError, prove
 from offchain.store.base import ContentStore
 
@@ -117,22 +117,36 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def file_response(path: FilePath, media_type: str, range_header: str | None, filename: str | None = None) -> Response:
-    size = path.stat().st_size
+    return region_response(path, 0, path.stat().st_size, media_type, range_header, filename)
+
+
+def clip_response(clip: ClipFile, range_header: str | None) -> Response:
+    """A clip: its own file, or its stored member's bytes inside the bundle (one-pass clips live
+    only there), served as a file of their own, with single byte ranges."""
+    return region_response(clip.path, clip.offset, clip.size, "video/mp4", range_header)
+
+
+def region_response(path: FilePath, offset: int, size: int, media_type: str, range_header: str | None,
+                    filename: str | None = None) -> Response:
+    """``size`` bytes of ``path`` from ``offset`` as a whole file (200) or one range of it (206)."""
     rng = byte_range(range_header, size)
     headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=300"}
-    if rng is None:
+    if rng is None and offset == 0 and size == path.stat().st_size:
         return FileResponse(path, media_type=media_type, headers=headers, filename=filename)
-    start, end = rng
+    start, end = rng if rng is not None else (0, size - 1)
 
     def chunks() -> Iterator[bytes]:
         with path.open("rb") as f:
-            f.seek(start)
+            f.seek(offset + start)
             left = end - start + 1
             while left > 0 and (data := f.read(min(1 << 16, left))):
                 left -= len(data)
                 yield data
 
-    headers.update({"Content-Range": f"bytes {start}-{end}/{size}", "Content-Length": str(end - start + 1)})
+    headers["Content-Length"] = str(end - start + 1)
+    if rng is None:
+        return StreamingResponse(chunks(), status_code=200, media_type=media_type, headers=headers)
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     return StreamingResponse(chunks(), status_code=206, media_type=media_type, headers=headers)
 
 
@@ -387,7 +401,7 @@ def install(app: FastAPI, ctx: Context, caller: Callable[..., str], stores: Sequ
         _task, result = ev.finished_task(ev.job_for(job_id, who), camera)
         if index >= len(result.clips):
             raise Problem(404, "clip-not-found", f"the camera has {len(result.clips)} clips")
-        return file_response(result.clips[index], "video/mp4", range_header)
+        return clip_response(result.clips[index], range_header)
 
     @app.get("/v1/evidence/jobs/{job_id}/cameras/{camera}/report", tags=["evidence"],
              summary="The verification report of one camera's extraction (frameledger.evidence-report)")

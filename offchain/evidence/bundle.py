@@ -95,6 +95,7 @@ __all__ = [
     "note_decoded",
     "probe_remuxed_clips",
     "read_clip_samples",
+    "copy_range",
     "verify_bundle",
 ]
 
@@ -460,15 +461,17 @@ class BundleWriter:
     """A bundle zip written member by member into a temporary file beside ``path`` and renamed
     into place by `close` (so a reader never sees half a bundle; `abort` removes it). Video and
     raw frames are stored (already compressed), JSON deflated. Not for two threads at once, but
-    one thread may add the clips (`add`) while another computes what the other members hold: the
-    copy's reads, CRC and writes release the GIL, so an hour's clip is copied while the proofs
-    and the self-check run (docs/EVIDENCE.md, Performance)."""
+    one thread may add members (`add`) while another computes what the other members hold (their
+    deflate, reads, CRC and writes release the GIL). Extraction writes a one-pass clip straight
+    into it (`stored_member`); other clips are files first, copied in by the kernel
+    (docs/EVIDENCE.md, Performance)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
         self._zip: zipfile.ZipFile | None = zipfile.ZipFile(self._tmp, "w", allowZip64=True)
+        self.stored_at: dict[str, tuple[int, int]] = {}  # each `stored_member`: (where its bytes begin, size)
 
     def add(self, members: Iterable[tuple[str, bytes | Path | WrittenFile]]) -> None:
         zf = self._zip
@@ -487,6 +490,64 @@ class BundleWriter:
                 zf.write(data, name, compress_type=method, compresslevel=_LEVEL)
             else:
                 zf.writestr(_info(name, method), data, compresslevel=_LEVEL)
+
+    @contextmanager
+    def stored_member(self, name: str, size: int) -> Iterator["StoredMember"]:
+        """A stored member of exactly ``size`` bytes written straight into the zip (extraction's
+        one-pass clip writer: the clip is written once, never copied in afterwards): its local
+        header first with the size, its CRC-32 computed as the bytes pass and patched into the
+        header at the end. If the block raises, or the bytes are not ``size``, the zip is cut
+        back to where the member began, as if it had never been started."""
+        zf = self._zip
+        assert zf is not None, "bundle already closed"
+        info = _info(name, zipfile.ZIP_STORED)
+        info.file_size = info.compress_size = size
+        info.CRC = 0  # until the bytes have passed
+        with zf._lock:  # noqa: SLF001 - ZipFile has no API for a member whose CRC is patched in later
+            zf._writecheck(info)  # noqa: SLF001
+            fp = zf.fp
+            assert fp is not None
+            fp.seek(zf.start_dir)
+            info.header_offset = fp.tell()
+            header = info.FileHeader(None)
+            fp.write(header)
+            member = StoredMember(fp, info.header_offset + len(header))
+            try:
+                yield member
+                if member.written != size:
+                    raise ValueError(f"{name}: {member.written} bytes written, {size} announced")
+            except BaseException:
+                fp.seek(info.header_offset)
+                fp.truncate()
+                raise
+            info.CRC = member.crc32
+            end = fp.tell()
+            fp.seek(info.header_offset)
+            fp.write(info.FileHeader(None))  # the same length: only the CRC changed
+            fp.seek(end)
+            zf.filelist.append(info)
+            zf.NameToInfo[info.filename] = info
+            zf.start_dir = end
+            zf._didModify = True  # noqa: SLF001
+        self.stored_at[name] = (member.data_offset, size)
+
+    def mark(self) -> tuple[int, int]:
+        """Where the zip stands now (members, bytes), for `rollback_to`."""
+        assert self._zip is not None, "bundle already closed"
+        return len(self._zip.filelist), self._zip.start_dir
+
+    def rollback_to(self, mark: tuple[int, int]) -> None:
+        """Remove every member written since ``mark`` (extraction starting its clips again)."""
+        zf = self._zip
+        assert zf is not None and zf.fp is not None, "bundle already closed"
+        count, at = mark
+        for info in zf.filelist[count:]:
+            zf.NameToInfo.pop(info.filename, None)
+            self.stored_at.pop(info.filename, None)
+        del zf.filelist[count:]
+        zf.fp.seek(at)
+        zf.fp.truncate()
+        zf.start_dir = at
 
     def add_index(self, index: Mapping[str, Any]) -> None:
         # compact: json's indenting encoder is pure Python, ~1 s an hour
@@ -509,6 +570,22 @@ class BundleWriter:
             self._zip.close()
             self._zip = None
         self._tmp.unlink(missing_ok=True)
+
+
+class StoredMember:
+    """The open member of `BundleWriter.stored_member`: a sink for its bytes, in order."""
+
+    def __init__(self, fp: BinaryIO, data_offset: int) -> None:
+        self._fp = fp
+        self.data_offset = data_offset
+        self.written = 0
+        self.crc32 = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._fp.write(data)
+        self.crc32 = zlib.crc32(data, self.crc32)
+        self.written += len(data)
+        return len(data)
 
 
 @dataclass(frozen=True)
@@ -575,6 +652,27 @@ def _copy_bytes(src: BinaryIO, dst: BinaryIO, data: Any, size: int) -> None:
                 _write_from(dst, mapped, done, size)
         else:
             _write_from(dst, data, done, size)
+
+
+def copy_range(src: BinaryIO, dst: BinaryIO, offset: int, size: int) -> None:
+    """``size`` bytes of ``src`` from ``offset`` to ``dst``'s position (a clip out of a bundle):
+    `os.copy_file_range` where the file system has it, else reads and writes of 1 MiB."""
+    done = 0
+    try:
+        while done < size:
+            n = os.copy_file_range(src.fileno(), dst.fileno(), size - done, offset + done)
+            if n == 0:
+                raise OSError(f"source ended after {done} of {size} bytes")
+            done += n
+        dst.seek(0, os.SEEK_END)
+    except (OSError, AttributeError):  # no copy_file_range here (another kernel or file system)
+        src.seek(offset + done)
+        while done < size:
+            chunk = src.read(min(_COPY_CHUNK, size - done))
+            if not chunk:
+                raise OSError(f"source ended after {done} of {size} bytes") from None
+            dst.write(chunk)
+            done += len(chunk)
 
 
 def _write_from(dst: BinaryIO, data: Any, done: int, size: int) -> None:

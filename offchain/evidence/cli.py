@@ -50,6 +50,8 @@ def add_evidence_commands(subparsers: Any) -> None:
     ex.add_argument("--out", metavar="DIR", help="output directory (default: ./evidence-<camera>-<from>)")
     ex.add_argument("--probe", action="store_true", help="also decode every clip end to end")
     ex.add_argument("--no-bundle", action="store_true", help="write clips and report only")
+    ex.add_argument("--bundle-only", action="store_true",
+                    help="leave the clips inside the bundle (by default a playable copy of each is also written)")
     ex.add_argument("--anchoring", choices=("header", "batch"), default=None,
                     help="read the chain in this mode (default: the one the chain records for the range)")
     _chain_args(ex)
@@ -236,14 +238,17 @@ def _extract(args: argparse.Namespace) -> int:
         finally:
             for s in stores:
                 s.close()
+    # extract writes a one-pass clip once, into the bundle; the playable copy beside it is this command's
+    clips = [str(c) if args.bundle_only or c.member is None else str(c.write_to(result.out_dir / Path(c.member).name))
+             for c in result.clips]
     if args.json:
         doc = result.report.to_json()
         doc["outputs"] = {"dir": str(result.out_dir), "bundle": str(result.bundle_path) if result.bundle_path else None,
-                          "clips": [str(p) for p in result.clips], "report": str(result.report_json)}
+                          "clips": clips, "report": str(result.report_json)}
         print(json.dumps(doc, indent=2))
     else:
         print(result.report.render_text())
-        print(f"clips    : {', '.join(str(p) for p in result.clips) or '-'}")
+        print(f"clips    : {', '.join(clips) or '-'}")
         print(f"bundle   : {result.bundle_path or '-'}")
         print(f"report   : {result.report_json}  {result.report_txt}")
     return result.report.exit_code

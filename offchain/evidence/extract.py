@@ -54,8 +54,8 @@ from ..store.local import LocalStore
 from .anchors import ON_CHAIN_WORKERS, AnchorSource, PendingAnswers
 from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, BatchReader
 from .ahead import ahead
-from .bundle import (BundleWriter, ChainReader, WrittenFile, batch_member, bundle_index, note_decoded, probe_remuxed_clips,
-                     read_clip_samples)
+from .bundle import (BundleWriter, ChainReader, WrittenFile, batch_member, bundle_index, copy_range, note_decoded,
+                     probe_remuxed_clips, read_clip_samples)
 from .report import Report
 from .outage_keys import carries_declarations, device_keys
 from .verify import (
@@ -363,6 +363,33 @@ class Fetcher:
 # --------------------------------------------------------------------------- result
 
 
+@dataclass(frozen=True)
+class ClipFile:
+    """Where a restored clip's bytes are: ``size`` bytes of ``path`` from ``offset``. A one-pass
+    clip lives only in the bundle (``member``, stored: its bytes are the MP4 as it is; `write_to`
+    makes a file of it); others are files of their own (offset 0, no member)."""
+
+    path: Path
+    offset: int
+    size: int
+    member: str | None = None
+
+    def read_bytes(self) -> bytes:
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            return fh.read(self.size)
+
+    def write_to(self, dest: Path) -> Path:
+        """The clip as a file of its own at ``dest`` (copied by the kernel where it can)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "rb") as src, open(dest, "wb") as dst:
+            copy_range(src, dst, self.offset, self.size)
+        return dest
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.member}" if self.member else str(self.path)
+
+
 @dataclass
 class ExtractResult:
     report: Report
@@ -370,7 +397,7 @@ class ExtractResult:
     bundle_path: Path | None
     report_json: Path
     report_txt: Path
-    clips: list[Path]
+    clips: list[ClipFile]      # each clip's bytes: its own file, or a member of the bundle
     timings: dict[str, float]  # seconds per phase
     fetched: int = 0           # blocks (frames and manifests) fetched from the stores and re-hashed
     fetched_bytes: int = 0
@@ -484,6 +511,7 @@ class Restoration:
     audio: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # clip -> (height, seq) of its audio packets
     samples: dict[str, ClipSamples] = field(default_factory=dict)  # remuxed clips, hashed while written
     crc32s: dict[str, int] = field(default_factory=dict)  # clips whose CRC-32 was computed as they were written
+    in_bundle: set[str] = field(default_factory=set)  # clips written straight into the bundle (not in `files`)
     notes: list[Note] = field(default_factory=list)
 
     def members(self) -> dict[str, Path | WrittenFile]:
@@ -549,8 +577,17 @@ def extract(
     timer.lap("manifests")
     plan = plan_frames(loaded, cam, from_ms, to_ms)
     timer.lap("plan")
-    fetched, restored = _fetch_and_restore(fetcher, plan, loaded, cam, from_ms, to_ms, reader, out, timer)
-    with _BundleInBackground(out / _bundle_name(claim) if bundle else None, restored.members()) as writing, \
+    # One-pass clips go straight into the bundle (written once); with --probe they are files, which
+    # the decoder reads before the bundle is closed.
+    writer = BundleWriter(out / _bundle_name(claim)) if bundle else None
+    try:
+        fetched, restored = _fetch_and_restore(fetcher, plan, loaded, cam, from_ms, to_ms, reader, out, timer,
+                                               None if probe else writer)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    with _BundleInBackground(writer, restored.members()) as writing, \
             ThreadPoolExecutor(max_workers=ON_CHAIN_WORKERS, thread_name_prefix="verify-frames") as asking:
         proofs, asked = prove_presented(restored, loaded, reader, cam, asking)
         _fill_claim(claim, loaded, restored, proofs)
@@ -569,10 +606,10 @@ def extract(
         if probe:
             probe_remuxed_clips(report, claim, lambda p: restored.files[p])
             timer.lap("probe")
-        writer = writing.writer()
-        bundle_path = _close_bundle(writer, claim, proofs, report) if writer else None
+        done = writing.writer()
+        bundle_path = _close_bundle(done, claim, proofs, report) if done else None
         timer.lap("bundle")
-    return _finish(report, out, bundle_path, [restored.files[c.path] for c in claim.clips], timer, fetcher)
+    return _finish(report, out, bundle_path, _clip_files(claim, restored, writer, bundle_path), timer, fetcher)
 
 
 # --------------------------------------------------------------------------- 1-2. blocks and manifests
@@ -722,11 +759,14 @@ class _StreamFailed(Exception):
 
 
 def _fetch_and_restore(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int,
-                       reader: AnchorSource, out: Path, timer: _Timer) -> tuple[FetchResult, Restoration]:
-    """Fetch, then write the clips. The frames of remuxed clips are fetched (and re-hashed) while
-    the clip is written, a chunk ahead of the muxer, so memory does not grow with the range. If
-    one of them turns out unavailable (the plan assumed it was not), everything is done again the
-    careful way: fetch every frame first, then plan around what is missing."""
+                       reader: AnchorSource, out: Path, timer: _Timer,
+                       into: BundleWriter | None) -> tuple[FetchResult, Restoration]:
+    """Fetch, then write the clips (one-pass clips straight ``into`` the bundle when one is
+    given). The frames of remuxed clips are fetched (and re-hashed) while the clip is written, a
+    chunk ahead of the muxer, so memory does not grow with the range. If one of them turns out
+    unavailable (the plan assumed it was not), everything is done again the careful way: fetch
+    every frame first, then plan around what is missing."""
+    mark = into.mark() if into is not None else None
     for defer in (plan.streamable(cam), set()):
         fetched = fetch_frames(fetcher, plan, loaded, cam, defer)
         timer.lap("fetch")
@@ -734,11 +774,13 @@ def _fetch_and_restore(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, 
             plan_stream(plan.items, from_ms, to_ms, fetched.unavailable[cam], group_of=plan.group_of)
         restored = Restoration()
         try:
-            restore(restored, segments, raw, plan, fetched, loaded, cam, from_ms, to_ms, reader, fetcher, out)
+            restore(restored, segments, raw, plan, fetched, loaded, cam, from_ms, to_ms, reader, fetcher, out, into)
         except _StreamFailed as exc:
             log.info("streamed fetch failed; fetching every frame first", extra={"error": str(exc)})
             for p in restored.files.values():
                 p.unlink(missing_ok=True)
+            if into is not None and mark is not None:
+                into.rollback_to(mark)
             continue
         finally:
             timer.lap("restore")
@@ -815,7 +857,7 @@ def _fetch_run(run: Sequence[Item], fetcher: Fetcher, notes: list[Note], cam: by
 
 def restore(restored: Restoration, segments: list[list[Item]], raw: list[Item], plan: FramePlan, fetched: FetchResult,
             loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int, reader: AnchorSource, fetcher: Fetcher,
-            out: Path) -> Restoration:
+            out: Path, into: BundleWriter | None = None) -> Restoration:
     """Write the clips in time order into ``restored``. The camera's own runs are remuxed (merged
     into one file unless a substitution or codec change sits between them); each substituted span
     gets its own clip, remuxed from the substitute's anchored packets when they are H.264, else
@@ -838,7 +880,7 @@ def restore(restored: Restoration, segments: list[list[Item]], raw: list[Item], 
     for kind, payload in _group_pieces(pieces, plan):
         name = f"clip-{len(restored.clips):03d}{'-substituted' if kind == SUBSTITUTED else ''}.mp4"
         if kind == PRIMARY:
-            _restore_own(restored, [it for seg in payload for it in seg], plan, fetched, fetcher, cam, out / name)
+            _restore_own(restored, [it for seg in payload for it in seg], plan, fetched, fetcher, cam, out / name, into)
         else:
             _restore_substitute(restored, payload, plan, fetched.data, reader, fetcher, out / name)
     return restored
@@ -856,7 +898,7 @@ def _group_pieces(pieces: list[tuple[int, str, Any]], plan: FramePlan) -> list[t
 
 
 def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fetched: FetchResult, fetcher: Fetcher,
-                 cam: bytes, path: Path) -> None:
+                 cam: bytes, path: Path, into: BundleWriter | None = None) -> None:
     codec = plan.codecs.get(frames[0][0])
     data = fetched.data
     if codec is None:
@@ -871,7 +913,7 @@ def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fet
             frames = [by_seq[f.seq] for f in decode_order(codec, [f for _, f in frames])]  # as remux_to_mp4 would
             origin = min(f.timestamp_ms for _, f in frames)
             sound = _clip_audio(plan, codec, frames, data, origin)
-            mux = _remux_own(codec, frames, sound, fetched, fetcher, cam, path, origin)
+            mux = _remux_own(codec, frames, sound, fetched, fetcher, cam, path, origin, into)
             restored.samples[f"clips/{path.name}"] = ClipSamples(mux.samples, extradata=codec.extradata,
                                                                   audio=mux.audio_samples)
             restored.audio[f"clips/{path.name}"] = [(h, f.seq) for h, f in sound]
@@ -901,21 +943,26 @@ def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fet
         return
     restored.clips.append(ClipClaim(f"clips/{path.name}", PRIMARY, cam, [(h, f.seq) for h, f in frames], reencoded, why,
                                     audio=restored.audio.get(f"clips/{path.name}", [])))
-    restored.files[f"clips/{path.name}"] = path
+    if into is not None and f"clips/{path.name}" in into.stored_at:
+        restored.in_bundle.add(f"clips/{path.name}")
+    else:
+        restored.files[f"clips/{path.name}"] = path
 
 
 def _remux_own(codec: CodecConfig, frames: list[Item], sound: list[Item], fetched: FetchResult, fetcher: Fetcher,
-               cam: bytes, path: Path, origin: int) -> MuxResult:
+               cam: bytes, path: Path, origin: int, into: BundleWriter | None = None) -> MuxResult:
     """The camera's frames (decode order) copied into ``path`` as they are fetched. The streamed
     bytes are the ones the fetcher hashed and found equal to f.sha256 (raw ones were checked when
     fetched), so nothing hashes them again. Video only: the one-pass writer (index first, from the
     manifest's sizes and times); with audio, when a packet is not the size its manifest records,
-    or for times past 32-bit boxes (a clip spanning ~13 h), PyAV's muxer."""
+    or for times past 32-bit boxes (a clip spanning ~13 h), PyAV's muxer. The one-pass writer
+    writes ``into`` the bundle when one is given: the clip is written once, never copied."""
     data = fetched.data
     if not sound:
         try:
             return write_copied_mp4(codec, [f for _, f in frames],
-                                    _stream_chunks(frames, data, fetcher, fetched.notes, cam), path, origin_ms=origin)
+                                    _stream_chunks(frames, data, fetcher, fetched.notes, cam), path, origin_ms=origin,
+                                    sink=partial(into.stored_member, f"clips/{path.name}") if into is not None else None)
         except (SampleSizeMismatch, LayoutTooLarge) as exc:
             log.warning("one-pass writer cannot write this clip; remuxing with PyAV", extra={"clip": path.name,
                                                                                             "error": str(exc)})
@@ -1103,7 +1150,7 @@ def _self_check(claim: EvidenceClaim, facts: ChainFacts, restored: Restoration, 
     """Verify the files on disk with the same rules `verify` applies (so the report describes
     what was written, not what was meant)."""
     samples = {p: restored.samples[p] if p in restored.samples else read_clip_samples(f)
-               for p, f in restored.files.items()}
+               for p, f in restored.files.items()} | {p: restored.samples[p] for p in restored.in_bundle}
     raw_digests = {r.path: bytes.fromhex(r.path.split("/")[-1]) for r in claim.raw}
     pictures = {p: compare_pictures(restored.files[p], codec, frames, len(next(c for c in claim.clips if c.path == p).frames))
                 for p, (codec, frames) in restored.originals.items()}
@@ -1117,19 +1164,18 @@ def _self_check(claim: EvidenceClaim, facts: ChainFacts, restored: Restoration, 
 
 
 class _BundleInBackground:
-    """The bundle opened as soon as the clips are written, and their copy into it (an hour's clip
-    is hundreds of MB) run in a worker thread while the proofs and the self-check are computed:
-    the copy's reads, CRC and writes release the GIL. More members (`queue`: the manifests, proofs
-    and raw frames, deflated there) follow in the same thread, in order. `writer` waits for all of
-    them and hands the bundle over for the index and the report; leaving the block unfinished
-    removes it. ``path`` None: no bundle."""
+    """The clips that are files (PyAV's muxes, re-encodes, --probe) copied into the bundle (an
+    hour's clip is hundreds of MB) in a worker thread while the proofs and the self-check are
+    computed: the copy's reads, CRC and writes release the GIL. More members (`queue`: the
+    manifests, proofs and raw frames, deflated there) follow in the same thread, in order.
+    `writer` waits for all of them and hands the bundle over for the index and the report;
+    leaving the block unfinished removes it. ``writer`` None: no bundle."""
 
-    def __init__(self, path: Path | None, clips: Mapping[str, Path | WrittenFile]) -> None:
-        self._writer: BundleWriter | None = None
+    def __init__(self, writer: BundleWriter | None, clips: Mapping[str, Path | WrittenFile]) -> None:
+        self._writer = writer
         self._pool: ThreadPoolExecutor | None = None  # no bundle, no thread
         self._adds: list[Future[None]] = []
-        if path is not None:
-            self._writer = BundleWriter(path)
+        if writer is not None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="bundle-members")
             self.queue(list(clips.items()))
 
@@ -1186,7 +1232,21 @@ def _close_bundle(writer: BundleWriter, claim: EvidenceClaim, proofs: Mapping[in
     return writer.close()
 
 
-def _finish(report: Report, out: Path, bundle_path: Path | None, clips: list[Path], timer: _Timer,
+def _clip_files(claim: EvidenceClaim, restored: Restoration, writer: BundleWriter | None,
+                bundle_path: Path | None) -> list[ClipFile]:
+    """Where each clip's bytes are: its own file, or a stored member of the closed bundle."""
+    out: list[ClipFile] = []
+    for c in claim.clips:
+        if c.path in restored.in_bundle and writer is not None and bundle_path is not None:
+            offset, size = writer.stored_at[c.path]
+            out.append(ClipFile(path=bundle_path, offset=offset, size=size, member=c.path))
+        else:
+            f = restored.files[c.path]
+            out.append(ClipFile(path=f, offset=0, size=f.stat().st_size))
+    return out
+
+
+def _finish(report: Report, out: Path, bundle_path: Path | None, clips: list[ClipFile], timer: _Timer,
             fetcher: Fetcher) -> ExtractResult:
     rj, rt = out / "report.json", out / "report.txt"
     rj.write_text(report.dumps())

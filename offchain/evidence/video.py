@@ -20,10 +20,11 @@ import os
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import av
 import numpy as np
@@ -323,7 +324,8 @@ class JoinedFrames:
 
 
 def write_copied_mp4(codec: CodecConfig, refs: Sequence[FrameRef], payloads: Iterable[bytes | JoinedFrames],
-                     out_path: str | os.PathLike[str], *, origin_ms: int) -> MuxResult:
+                     out_path: str | os.PathLike[str], *, origin_ms: int,
+                     sink: Callable[[int], AbstractContextManager[Any]] | None = None) -> MuxResult:
     """`remux_to_mp4` for a video-only clip whose frames are known before their bytes: ``refs``
     (in decode order, each with its recorded size, times and SHA-256) and their ``payloads`` in the
     same order, consumed lazily, one frame's bytes or several frames' (JoinedFrames) at a time. The
@@ -332,32 +334,43 @@ def write_copied_mp4(codec: CodecConfig, refs: Sequence[FrameRef], payloads: Ite
     compares them). Raises ValueError where `remux_to_mp4` would, LayoutTooLarge (before taking any
     payload) for times past its 32-bit boxes, and SampleSizeMismatch (after removing the partial
     file) when a payload's length is not the size its refs record: for the last two,
-    `remux_to_mp4` writes the clip."""
+    `remux_to_mp4` writes the clip. With a ``sink`` (given the file's size, a context yielding
+    something to ``write`` to: `BundleWriter.stored_member`), the file is written there instead of
+    at ``out_path``, and the sink computes its CRC-32."""
     _check_copyable(codec)
     default_dur = _default_duration(codec)
     table = plan_samples(((r.timestamp_ms, r.dts_ms, r.keyframe, r.size) for r in refs), origin_ms, default_dur)
     head = mp4_head(Mp4Video(width=codec.width, height=codec.height, avcc=codec.extradata), table)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(out_path)
-    try:
-        with open(tmp, "wb", buffering=1 << 20) as fh:
+    crc: int | None = None
+    if sink is not None:
+        with sink(len(head) + sum(table.sizes)) as fh:
             fh.write(head)
-            written, crc = _write_payloads(fh, table.sizes, payloads, zlib.crc32(head))
-        if written != len(table):
-            raise ValueError(f"{written} of {len(table)} frames delivered")
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+            written, _ = _write_payloads(fh, table.sizes, payloads, None)
+            if written != len(table):
+                raise ValueError(f"{written} of {len(table)} frames delivered")
+    else:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_path(out_path)
+        try:
+            with open(tmp, "wb", buffering=1 << 20) as fh:
+                fh.write(head)
+                written, crc = _write_payloads(fh, table.sizes, payloads, zlib.crc32(head))
+            if written != len(table):
+                raise ValueError(f"{written} of {len(table)} frames delivered")
+            os.replace(tmp, out_path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return MuxResult(path=out_path, frames=len(table), first_timestamp_ms=origin_ms,
                      duration_ms=table.end // _MS_TICKS, reencoded=False,
                      samples=[(r.sha256, pts // _MS_TICKS) for r, pts in zip(refs, table.pts)], audio_samples=[],
                      crc32=crc)
 
 
-def _write_payloads(fh: Any, sizes: Sequence[int], payloads: Iterable[bytes | JoinedFrames], crc: int) -> tuple[int, int]:
+def _write_payloads(fh: Any, sizes: Sequence[int], payloads: Iterable[bytes | JoinedFrames],
+                    crc: int | None) -> tuple[int, int | None]:
     """Append the payloads, each checked against the sizes the index records: how many frames,
-    and the CRC-32 of the file (``crc``: its head's) as written."""
+    and the CRC-32 of the file (``crc``: its head's; None: not computed, the sink does) as written."""
     ends = [0, *itertools.accumulate(sizes)]  # ends[k]: the bytes of the first k frames
     written = 0
     for item in payloads:
@@ -368,7 +381,8 @@ def _write_payloads(fh: Any, sizes: Sequence[int], payloads: Iterable[bytes | Jo
             raise SampleSizeMismatch(f"frames {written}..{written + count - 1}: {len(data)} bytes, their manifest "
                                      f"records {ends[written + count] - ends[written]}")
         fh.write(data)
-        crc = zlib.crc32(data, crc)
+        if crc is not None:
+            crc = zlib.crc32(data, crc)
         written += count
     return written, crc
 

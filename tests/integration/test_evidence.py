@@ -106,8 +106,10 @@ def assert_clip_plays_and_matches_manifest(ev, result) -> None:
     """Each clip decodes end to end; frame count and capture times are the manifest's; the
     original clips' packets are the anchored frames in decode order."""
     index = bundle_index(result.bundle_path)
+    files = {Path(f.member or f.path.name).name: f for f in result.clips}
     for i, c in enumerate(index["clips"]):
-        probe = probe_mp4(result.out_dir / Path(c["path"]).name)
+        clip = files[Path(c["path"]).name]  # a one-pass clip lives only in the bundle: played from a copy of it
+        probe = probe_mp4(clip.write_to(result.out_dir / "played" / Path(c["path"]).name) if clip.member else clip.path)
         frames = clip_listing(ev, index, i)
         assert probe.frames == len(frames)
         times = sorted(f.timestamp_ms for f in frames)
@@ -173,7 +175,7 @@ def test_without_a_bundle_the_clips_and_report_are_written_and_verified(ev, tmp_
     assert res.bundle_path is None and not list(tmp_path.glob("*.zip")) and not list(tmp_path.glob(".*.partial"))
     assert res.report.verdict == "verified", res.report.render_text()
     assert res.report.has("frame.proof.valid") and res.report.has("clip.packets.match")
-    assert len(res.clips) == 1 and res.clips[0].is_file()
+    assert len(res.clips) == 1 and res.clips[0].path.is_file() and res.clips[0].member is None
 
 
 def test_range_spanning_blocks_is_one_continuous_clip(ev, tmp_path):

@@ -56,3 +56,38 @@ def test_an_aborted_bundle_leaves_nothing(tmp_path: Path) -> None:
     writer.add([("report.json", b"{}")])
     writer.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_member_written_straight_into_the_zip_reads_back_and_a_failed_one_leaves_nothing(tmp_path: Path) -> None:
+    """`stored_member`: the one-pass clip written into the zip as it is produced (CRC patched in at
+    the end); a block that raises, or writes other than the announced size, is cut out of the
+    zip; `rollback_to` removes members written since a mark. Every zip reads back with valid CRCs."""
+    data = os.urandom((2 << 20) + 7)
+    writer = BundleWriter(tmp_path / "b.zip")
+    writer.add([("proofs/000001.json", b'{"a":1}')])
+    with pytest.raises(RuntimeError, match="stream failed"):
+        with writer.stored_member("clips/clip-000.mp4", len(data)) as member:
+            member.write(data[:1000])
+            raise RuntimeError("stream failed")
+    with pytest.raises(ValueError, match="1000 bytes written"):
+        with writer.stored_member("clips/clip-000.mp4", len(data)) as member:
+            member.write(data[:1000])
+    mark = writer.mark()
+    with writer.stored_member("clips/clip-000.mp4", len(data)) as member:
+        for at in range(0, len(data), 1 << 20):
+            member.write(data[at:at + (1 << 20)])
+    offset, size = writer.stored_at["clips/clip-000.mp4"]
+    writer.rollback_to(mark)
+    assert "clips/clip-000.mp4" not in writer.stored_at
+    with writer.stored_member("clips/clip-000.mp4", len(data)) as member:
+        member.write(data)
+    offset, size = writer.stored_at["clips/clip-000.mp4"]
+    writer.add([("report.json", b"{}")])
+    writer.add_index({"format": "x"})
+    path = writer.close()
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+        assert [i.filename for i in zf.infolist()] == ["proofs/000001.json", "clips/clip-000.mp4", "report.json",
+                                                       "bundle.json"]
+        assert zf.read("clips/clip-000.mp4") == data
+    assert size == len(data) and path.read_bytes()[offset:offset + size] == data
