@@ -8,6 +8,8 @@
    2 kB frame (docs/EVIDENCE.md, Performance). Here one call does a window of frames, with the
    GIL released while it hashes and copies.
 
+   sha256_each is the verifier's side: the digest of each of many consecutive samples of one read.
+
    Pure function of its inputs, no state. Its own module (not _native.c) because it links
    OpenSSL's libcrypto: a machine without OpenSSL's headers still builds the Keccak loops.
    Optional like them; offchain.core.native.gather is None where it was not built and the
@@ -152,9 +154,61 @@ done:
     return result;
 }
 
+/* sha256_each(buffer, sizes) -> bytes
+   The SHA-256 of each consecutive span of buffer (the first sizes[0] bytes, the next sizes[1],
+   ...), 32 bytes each, back to back: a verifier hashing a clip's samples from one read of many
+   of them. The spans must fit in the buffer. */
+static PyObject *py_sha256_each(PyObject *self, PyObject *args) {
+    PyObject *sizes_arg, *sizes = NULL, *out = NULL;
+    Py_buffer data = {0};
+    Py_ssize_t *lengths = NULL;
+    if (!PyArg_ParseTuple(args, "y*O", &data, &sizes_arg)) return NULL;
+    if ((sizes = PySequence_Fast(sizes_arg, "sizes must be a sequence")) == NULL) goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(sizes), total = 0;
+    if ((lengths = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_ssize_t))) == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        lengths[i] = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(sizes, i));
+        if (PyErr_Occurred()) goto done;
+        if (lengths[i] < 0 || lengths[i] > data.len - total) {
+            PyErr_Format(PyExc_ValueError, "span %zd (%zd bytes) does not fit the %zd-byte buffer", i, lengths[i], data.len);
+            goto done;
+        }
+        total += lengths[i];
+    }
+    if ((out = PyBytes_FromStringAndSize(NULL, 32 * n)) == NULL) goto done;
+    int ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    const uint8_t *src = (const uint8_t *)data.buf;
+    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out);
+    ok = ctx != NULL;
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        unsigned int mdlen = 0;
+        ok = EVP_DigestInit_ex(ctx, SHA256_MD, NULL) && EVP_DigestUpdate(ctx, src, (size_t)lengths[i]) &&
+             EVP_DigestFinal_ex(ctx, dst + 32 * i, &mdlen) && mdlen == 32;
+        src += lengths[i];
+    }
+    EVP_MD_CTX_free(ctx);
+    Py_END_ALLOW_THREADS
+    if (!ok) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL's SHA-256 failed");
+        Py_CLEAR(out);
+    }
+done:
+    PyMem_Free(lengths);
+    Py_XDECREF(sizes);
+    PyBuffer_Release(&data);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"gather_sha256", py_gather_sha256, METH_VARARGS,
      "gather_sha256(buffers, places, digests) -> (the intact frames' bytes joined in order, indices of the others)."},
+    {"sha256_each", py_sha256_each, METH_VARARGS,
+     "sha256_each(buffer, sizes) -> the SHA-256 of each consecutive span of the buffer, 32 bytes each."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_gather",

@@ -53,7 +53,9 @@ from ..chain.reverts import ContractRevert
 from ..camera.sources import CodecConfig, EncodedFrame
 from ..core.block import FRAME_LEAF_ENCODING, BlockHeader, FrameRef, Manifest, ManifestFormatError
 from ..core.merkle import MultiProof
+from ..core.gather import sha256_each
 from ..core.mp4 import FTYP, TRACK_TIMESCALE, head_length, read_written_head
+from .ahead import ahead
 from .anchors import ask_concurrently
 from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, MAX_BATCHES, BatchReader
 from .bundle_reader import BundleError, BundleReader, MemberError
@@ -330,9 +332,10 @@ def read_clip_samples(path: str | os.PathLike[str] | BinaryIO) -> ClipSamples:
 
 def _written_clip_samples(fh: BinaryIO) -> ClipSamples | None:
     """The samples of a clip in the one-pass writer's exact layout, read in runs of whole samples
-    up to _RUN_BYTES and hashed from memory; None for any other file. Its index being the one
-    `mp4_head` writes for its own table, there is one way to read it: the way PyAV does
-    (tests/unit/test_mp4.py compares the two)."""
+    up to _RUN_BYTES (the next run read in a worker thread while this one is hashed, both without
+    the GIL: `sha256_each`); None for any other file. Its index being the one `mp4_head` writes
+    for its own table, there is one way to read it: the way PyAV does (tests/unit/test_mp4.py
+    compares the two)."""
     size = fh.seek(0, os.SEEK_END)
     fh.seek(0)
     n = head_length(fh.read(len(FTYP) + 8))
@@ -344,22 +347,22 @@ def _written_clip_samples(fh: BinaryIO) -> ClipSamples | None:
         return None
     fh.seek(layout.head_bytes)
     sizes, pts = layout.table.sizes, layout.table.pts
-    out: list[tuple[bytes, int]] = []
-    i = 0
-    while i < len(sizes):
-        j, run = i + 1, sizes[i]
-        while j < len(sizes) and run + sizes[j] <= _RUN_BYTES:
-            run += sizes[j]
-            j += 1
-        data = fh.read(run)
-        if len(data) != run:
-            raise OSError(f"the clip ends inside sample {i}")
-        with memoryview(data) as view:
-            at = 0
-            for k in range(i, j):
-                out.append((hashlib.sha256(view[at:at + sizes[k]]).digest(), _ms(pts[k], 1000, TRACK_TIMESCALE)))
-                at += sizes[k]
-        i = j
+
+    def runs() -> Iterator[tuple[int, int, bytes]]:
+        i = 0
+        while i < len(sizes):
+            j, run = i + 1, sizes[i]
+            while j < len(sizes) and run + sizes[j] <= _RUN_BYTES:
+                run += sizes[j]
+                j += 1
+            data = fh.read(run)
+            if len(data) != run:
+                raise OSError(f"the clip ends inside sample {i}")
+            yield i, j, data
+            i = j
+
+    digests = b"".join(sha256_each(data, sizes[i:j]) for i, j, data in ahead(runs(), name="verify-read-ahead"))
+    out = [(digests[32 * k:32 * k + 32], _ms(t, 1000, TRACK_TIMESCALE)) for k, t in enumerate(pts)]
     return ClipSamples(out, extradata=layout.video.avcc, audio=None)
 
 

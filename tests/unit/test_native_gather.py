@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from offchain.core import native as core_native
-from offchain.core.gather import gather_sha256, gather_sha256_py
+from offchain.core.gather import gather_sha256, gather_sha256_py, sha256_each, sha256_each_py
 from offchain.evidence.extract import Fetched, Fetcher
 from offchain.evidence.video import JoinedFrames
 from offchain.store import local as local_mod
@@ -131,3 +131,21 @@ def test_stream_joined_delivers_what_get_delivers(tmp_path, monkeypatch):
     assert fetcher.frames == len(order) - 1
     # without a plain LocalStore first, every frame goes the careful way
     assert [g.data for g in Fetcher([second]).stream_joined(digests[700:701])] == [b"corrupt here"]
+
+
+@needs_c
+def test_sha256_each_is_its_python_twin_and_refuses_spans_past_the_buffer() -> None:
+    """The verifier's side: the digest of each consecutive sample of one read, in C without the
+    GIL, equal to hashlib's; spans that do not fit the buffer are a ValueError both ways."""
+    assert core_native.GATHER
+    frames = _frames(300, seed=7)
+    buffer = b"".join(frames) + b"tail"
+    sizes = [len(f) for f in frames]
+    want = b"".join(hashlib.sha256(f).digest() for f in frames)
+    assert sha256_each(buffer, sizes) == sha256_each_py(buffer, sizes) == want
+    assert sha256_each(memoryview(buffer)[:0], []) == b""
+    for bad in ([len(buffer) + 1], [len(buffer) - 2, 3], [-1]):
+        with pytest.raises(ValueError, match="does not fit"):
+            sha256_each(buffer, bad)
+        with pytest.raises(ValueError, match="does not fit"):
+            sha256_each_py(buffer, bad)
