@@ -384,7 +384,8 @@ STORE_TAMPERS = {
 
 
 @pytest.mark.parametrize("kind", list(STORE_TAMPERS))
-def test_extract_detects_tampering(ev, tmp_path, kind):
+def test_extract_detects_tampering(ev, tmp_path, kind, caplog):
+    caplog.set_level("INFO", logger="offchain.evidence.extract")
     codes, located = STORE_TAMPERS[kind]
     shutil.copytree(ev.store_dir, tmp_path / "store")
     store = LocalStore(tmp_path / "store", fsync="none")
@@ -393,10 +394,20 @@ def test_extract_detects_tampering(ev, tmp_path, kind):
         ledger = LyingChain(ev.reader.contract.w3, ev.ledger_address)
     else:
         tamper_store(kind, store, ev)
-    r = run_extract(ev, tmp_path / "out", CAM_A, *TAMPER_RANGE, stores=[store], ledger=ledger).report
+    res = run_extract(ev, tmp_path / "out", CAM_A, *TAMPER_RANGE, stores=[store], ledger=ledger)
+    r = res.report
     assert r.verdict == "failed"
     assert failures(r) == codes, r.render_text()
     assert {(f.code, f.height, f.seq) for f in r.by_severity("failure")} == located
+    # a frame that fails while its clip streams into the bundle restarts the clips the careful way:
+    # the half-written member is cut out, the bundle holds each clip once, and every member reads back
+    with zipfile.ZipFile(res.bundle_path) as zf:
+        names = [i.filename for i in zf.infolist()]
+        assert zf.testzip() is None and len(names) == len(set(names))
+        assert sorted(n for n in names if n.startswith("clips/")) == sorted(c["path"] for c in bundle_index(res.bundle_path)["clips"])
+        assert all(zf.read(c.member) == c.read_bytes() for c in res.clips if c.member)
+    restarted = "streamed fetch failed" in caplog.text
+    assert restarted == (kind in ("bitflip", "swap", "drop")) and (any(c.member for c in res.clips) or not restarted)
 
 
 def test_an_intact_copy_in_another_store_repairs_the_extraction(ev, tmp_path):
