@@ -327,10 +327,14 @@ class _CrcBeside:
             aligned = self._start - self._start % mmap.ALLOCATIONGRANULARITY
             with mmap.mmap(self._fh.fileno(), self._start + self._size - aligned, access=mmap.ACCESS_READ,
                            offset=aligned) as mapped, memoryview(mapped) as view:
-                crc = 0
-                for at in range(self._start - aligned, len(view), _CRC_CHUNK):
+                crc, first = 0, self._start - aligned
+                for at in range(first, len(view), _CRC_CHUNK):
                     with view[at:at + _CRC_CHUNK] as part:
                         crc = zlib.crc32(part, crc)
+                    # the pages leave this process's mapping once summed (they stay in the page
+                    # cache): its resident size stays one chunk, not the clip's size
+                    done = min(at + _CRC_CHUNK, len(view))
+                    mapped.madvise(mmap.MADV_DONTNEED, at - at % mmap.PAGESIZE, done - (at - at % mmap.PAGESIZE))
                 self.value = crc
         except BaseException as exc:  # noqa: BLE001 - reported to the reader when its block ends
             self._error = exc
@@ -345,4 +349,4 @@ class _CrcBeside:
             raise MemberError(f"cannot check the CRC-32: {self._error}")
 
 
-_CRC_CHUNK = 64 * MiB  # zlib takes at most 4 GiB a call; the thread holds no GIL within a chunk
+_CRC_CHUNK = 8 * MiB  # zlib releases the GIL within a chunk; a chunk is what the thread keeps mapped
