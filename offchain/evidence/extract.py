@@ -36,6 +36,7 @@ import re
 import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from datetime import datetime, timezone
@@ -563,12 +564,7 @@ def extract(
                           ledger=reader.address, consortium=reader.consortium_address, camera_ip=ip)
     registered_ip = reader.camera_ip(cam)
     if registered_ip is None:
-        report = Report(camera_id=h0x(cam), camera_ip=ip, from_ms=from_ms, to_ms=to_ms, chain_id=claim.chain_id,
-                        ledger=claim.ledger, consortium=claim.consortium, produced_by=produced_by)
-        for n in notes:
-            report.add(n.code, n.message)
-        report.add("camera.unknown", f"camera {ip or h0x(cam)} is not registered on this ledger")
-        return _finish(report, out, None, [], timer, fetcher)
+        return _finish(_unknown_camera(claim, notes, produced_by), out, None, [], timer, fetcher)
     claim.camera_ip = registered_ip
 
     loaded = load_blocks(reader, fetcher, cam, from_ms, to_ms, max_context_blocks)
@@ -580,13 +576,9 @@ def extract(
     # One-pass clips go straight into the bundle (written once); with --probe they are files, which
     # the decoder reads before the bundle is closed.
     writer = BundleWriter(out / _bundle_name(claim)) if bundle else None
-    try:
+    with _aborted_on_error(writer):
         fetched, restored = _fetch_and_restore(fetcher, plan, loaded, cam, from_ms, to_ms, reader, out, timer,
                                                None if probe else writer)
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
     with _BundleInBackground(writer, restored.members()) as writing, \
             ThreadPoolExecutor(max_workers=ON_CHAIN_WORKERS, thread_name_prefix="verify-frames") as asking:
         proofs, asked = prove_presented(restored, loaded, reader, cam, asking)
@@ -610,6 +602,26 @@ def extract(
         bundle_path = _close_bundle(done, claim, proofs, report) if done else None
         timer.lap("bundle")
     return _finish(report, out, bundle_path, _clip_files(claim, restored, writer, bundle_path), timer, fetcher)
+
+
+def _unknown_camera(claim: EvidenceClaim, notes: Iterable[Note], produced_by: str) -> Report:
+    report = Report(camera_id=h0x(claim.camera_id), camera_ip=claim.camera_ip, from_ms=claim.from_ms, to_ms=claim.to_ms,
+                    chain_id=claim.chain_id, ledger=claim.ledger, consortium=claim.consortium, produced_by=produced_by)
+    for n in notes:
+        report.add(n.code, n.message)
+    report.add("camera.unknown", f"camera {claim.camera_ip or h0x(claim.camera_id)} is not registered on this ledger")
+    return report
+
+
+@contextmanager
+def _aborted_on_error(writer: BundleWriter | None) -> Iterator[None]:
+    """Remove the unfinished bundle if the block raises (before `_BundleInBackground` owns it)."""
+    try:
+        yield
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
 
 
 # --------------------------------------------------------------------------- 1-2. blocks and manifests
