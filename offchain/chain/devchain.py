@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import random
 import socket
 import subprocess
 import time
@@ -31,8 +32,37 @@ class DevChainError(RuntimeError):
     """Anvil could not be started or did not answer."""
 
 
+# Ports handed out, from below the kernel's ephemeral range: a port the kernel picks for `bind(0)`
+# comes from that range, which also supplies every outgoing connection's source port, so between
+# the pick and the daemon's own bind another process's connection could take it (a node failed to
+# start with EADDRINUSE that way under a loaded test run). Ports below it are taken only by an
+# explicit bind; the test bind here skips those in use, `_HANDED_OUT` those this process gave out.
+def _below_ephemeral() -> tuple[int, int] | None:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    return (max(10000, low - 12768), low) if low > 11000 else None
+
+
+_PORT_RANGE = _below_ephemeral()
+_HANDED_OUT: set[int] = set()
+
+
 def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A loopback TCP port nothing listens on, outside the ephemeral range (see above)."""
+    for _ in range(200 if _PORT_RANGE else 0):
+        port = random.randrange(*_PORT_RANGE)  # type: ignore[misc]
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # the range is crowded: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
