@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
+from typing import IO, Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 import av
 from web3 import Web3
@@ -507,14 +507,8 @@ class BundleWriter:
         info.file_size = info.compress_size = size
         info.CRC = 0  # until the bytes have passed
         with zf._lock:  # noqa: SLF001 - ZipFile has no API for a member whose CRC is patched in later
-            zf._writecheck(info)  # noqa: SLF001
-            fp = zf.fp
-            assert fp is not None
-            fp.seek(zf.start_dir)
-            info.header_offset = fp.tell()
-            header = info.FileHeader(None)
-            fp.write(header)
-            member = StoredMember(fp, info.header_offset + len(header))
+            fp, header_bytes = _begin_stored(zf, info)
+            member = StoredMember(fp, info.header_offset + header_bytes)
             try:
                 yield member
                 if member.written != size:
@@ -527,11 +521,7 @@ class BundleWriter:
             end = fp.tell()
             fp.seek(info.header_offset)
             fp.write(info.FileHeader(None))  # the same length: only the CRC changed
-            fp.seek(end)
-            zf.filelist.append(info)
-            zf.NameToInfo[info.filename] = info
-            zf.start_dir = end
-            zf._didModify = True  # noqa: SLF001
+            _end_stored(zf, info, end)
         self.stored_at[name] = (member.data_offset, size)
 
     def mark(self) -> tuple[int, int]:
@@ -605,29 +595,44 @@ def _copy_stored(zf: zipfile.ZipFile, src: Path, name: str, crc: int | None = No
     GIL released throughout, so `BundleWriter`'s background copy of an hour's clip (300 MB at
     720p) runs beside busy Python code: copied in 1 MiB chunks, each of its three C calls waited
     for the GIL and the copy barely moved while the self-check ran. The local header is written
-    the way `ZipFile.mkdir` writes one. A file system without copy_file_range gets the bytes
-    written from the mapping. With ``crc`` known (`WrittenFile`), the file is not mapped at all
-    (its pages then never count in this process's memory) unless copy_file_range is missing."""
+    the way `ZipFile.mkdir` writes one. A file system without copy_file_range gets the bytes by
+    positional reads and writes (`copy_range`). With ``crc`` known (`WrittenFile`), the file is
+    not mapped at all (its pages then never count in this process's memory)."""
     size = src.stat().st_size
     info = _info(name, zipfile.ZIP_STORED)
     info.file_size = info.compress_size = size
     with open(src, "rb", buffering=0) as fh, (_mapped(fh, size) if crc is None else nullcontext(None)) as data:
         info.CRC = zlib.crc32(data) if crc is None else crc
         with zf._lock:  # noqa: SLF001 - ZipFile has no API for a member whose CRC is already known
-            zf._writecheck(info)  # noqa: SLF001
-            fp = zf.fp
-            assert fp is not None
-            fp.seek(zf.start_dir)
-            info.header_offset = fp.tell()
-            header = info.FileHeader(None)
-            fp.write(header)
+            fp, header_bytes = _begin_stored(zf, info)
             fp.flush()
-            _copy_bytes(fh, fp, data, size)
-            fp.seek(info.header_offset + len(header) + size)
-            zf.filelist.append(info)
-            zf.NameToInfo[info.filename] = info
-            zf.start_dir = fp.tell()
-            zf._didModify = True  # noqa: SLF001
+            copy_range(fh, fp, 0, size)
+            _end_stored(zf, info, info.header_offset + header_bytes + size)
+
+
+def _begin_stored(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[IO[bytes], int]:
+    """A stored member's local header written where the zip's next member begins (as
+    `ZipFile.mkdir` writes one; the caller holds ``zf._lock``): the zip's file and the header's
+    length. The member's bytes follow it."""
+    zf._writecheck(info)  # noqa: SLF001
+    fp = zf.fp
+    assert fp is not None
+    fp.seek(zf.start_dir)
+    info.header_offset = fp.tell()
+    header = info.FileHeader(None)
+    fp.write(header)
+    return fp, len(header)
+
+
+def _end_stored(zf: zipfile.ZipFile, info: zipfile.ZipInfo, end: int) -> None:
+    """The member whose bytes end at ``end`` recorded in the zip's directory; the next begins there."""
+    fp = zf.fp
+    assert fp is not None
+    fp.seek(end)
+    zf.filelist.append(info)
+    zf.NameToInfo[info.filename] = info
+    zf.start_dir = end
+    zf._didModify = True  # noqa: SLF001
 
 
 @contextmanager
@@ -639,27 +644,12 @@ def _mapped(fh: BinaryIO, size: int) -> Iterator[Any]:
         yield data
 
 
-def _copy_bytes(src: BinaryIO, dst: BinaryIO, data: Any, size: int) -> None:
-    """``size`` bytes of ``src`` (its mapping ``data``, None: not mapped yet) to ``dst``'s
-    descriptor at its position."""
-    done = 0
-    try:
-        while done < size:
-            n = os.copy_file_range(src.fileno(), dst.fileno(), size - done, done)
-            if n == 0:
-                raise OSError(f"source ended after {done} of {size} bytes")
-            done += n
-    except (OSError, AttributeError):  # no copy_file_range here (another kernel or file system)
-        if data is None:
-            with mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                _write_from(dst, mapped, done, size)
-        else:
-            _write_from(dst, data, done, size)
-
-
-def copy_range(src: BinaryIO, dst: BinaryIO, offset: int, size: int) -> None:
-    """``size`` bytes of ``src`` from ``offset`` to ``dst``'s position (a clip out of a bundle):
-    `os.copy_file_range` where the file system has it, else reads and writes of 1 MiB."""
+def copy_range(src: IO[bytes], dst: IO[bytes], offset: int, size: int) -> None:
+    """``size`` bytes of ``src`` from ``offset`` to ``dst``'s descriptor at its position (a clip
+    into a bundle, or out of one): `os.copy_file_range` (the kernel copies) where the file system
+    has it, else positional reads and descriptor writes of 1 MiB, also to finish a copy that
+    copy_file_range began. Both move the descriptor's offset, not a Python buffer's: a buffered
+    ``dst`` must hold nothing unflushed."""
     done = 0
     try:
         while done < size:
@@ -667,21 +657,16 @@ def copy_range(src: BinaryIO, dst: BinaryIO, offset: int, size: int) -> None:
             if n == 0:
                 raise OSError(f"source ended after {done} of {size} bytes")
             done += n
-        dst.seek(0, os.SEEK_END)
     except (OSError, AttributeError):  # no copy_file_range here (another kernel or file system)
-        src.seek(offset + done)
         while done < size:
-            chunk = src.read(min(_COPY_CHUNK, size - done))
+            chunk = os.pread(src.fileno(), min(_COPY_CHUNK, size - done), offset + done)
             if not chunk:
                 raise OSError(f"source ended after {done} of {size} bytes") from None
-            dst.write(chunk)
+            with memoryview(chunk) as view:
+                at = 0
+                while at < len(view):
+                    at += os.write(dst.fileno(), view[at:])
             done += len(chunk)
-
-
-def _write_from(dst: BinaryIO, data: Any, done: int, size: int) -> None:
-    with memoryview(data) as view:
-        while done < size:
-            done += os.write(dst.fileno(), view[done:done + _COPY_CHUNK])
 
 
 _COPY_CHUNK = 1 << 20

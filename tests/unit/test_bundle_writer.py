@@ -11,6 +11,22 @@ import pytest
 
 from offchain.evidence import bundle
 from offchain.evidence.bundle import BundleWriter
+from offchain.evidence.extract import ClipFile
+
+
+def _copy_file_range_failing_after_one_mib(monkeypatch) -> list[int]:
+    """os.copy_file_range that copies 1 MiB, then fails as across file systems; the counts asked."""
+    real = os.copy_file_range
+    calls: list[int] = []
+
+    def one_mib_then_fail(src: int, dst: int, count: int, offset_src: int | None = None, *rest: object) -> int:
+        calls.append(count)
+        if len(calls) > 1:
+            raise OSError(18, "Invalid cross-device link")
+        return real(src, dst, min(count, 1 << 20), offset_src)
+
+    monkeypatch.setattr(bundle.os, "copy_file_range", one_mib_then_fail)
+    return calls
 
 
 @pytest.mark.parametrize("size", [0, 1, 3 << 20])
@@ -34,16 +50,7 @@ def test_stored_clips_and_deflated_json_read_back_with_valid_crcs(tmp_path: Path
 def test_a_copy_file_range_failure_midway_is_finished_by_plain_writes(tmp_path: Path, monkeypatch) -> None:
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(os.urandom(5 << 20))
-    real = os.copy_file_range
-    calls = []
-
-    def half_then_fail(src: int, dst: int, count: int, offset_src: int | None = None, *rest: object) -> int:
-        calls.append(count)
-        if len(calls) > 1:
-            raise OSError(18, "Invalid cross-device link")
-        return real(src, dst, min(count, 1 << 20), offset_src)
-
-    monkeypatch.setattr(bundle.os, "copy_file_range", half_then_fail)
+    calls = _copy_file_range_failing_after_one_mib(monkeypatch)
     writer = BundleWriter(tmp_path / "b.zip")
     writer.add([("clips/clip-000.mp4", clip), ("report.json", b"{}")])
     with zipfile.ZipFile(writer.close()) as zf:
@@ -91,3 +98,21 @@ def test_a_member_written_straight_into_the_zip_reads_back_and_a_failed_one_leav
                                                        "bundle.json"]
         assert zf.read("clips/clip-000.mp4") == data
     assert size == len(data) and path.read_bytes()[offset:offset + size] == data
+
+
+def test_a_clip_copied_out_of_the_bundle_from_its_offset_survives_copy_file_range_failing_midway(
+        tmp_path: Path, monkeypatch) -> None:
+    """`ClipFile.write_to` (`copy_range` from a member's offset into a buffered file): the plain
+    reads and writes that finish a copy the kernel began continue at the descriptor's offset, so
+    the copy is the member's bytes exactly."""
+    data = os.urandom((3 << 20) + 11)
+    writer = BundleWriter(tmp_path / "b.zip")
+    writer.add([("report.json", b"{}")])
+    with writer.stored_member("clips/clip-000.mp4", len(data)) as member:
+        member.write(data)
+    offset, size = writer.stored_at["clips/clip-000.mp4"]
+    path = writer.close()
+    calls = _copy_file_range_failing_after_one_mib(monkeypatch)
+    clip = ClipFile(path=path, offset=offset, size=size, member="clips/clip-000.mp4")
+    assert clip.write_to(tmp_path / "out" / "clip-000.mp4").read_bytes() == data == clip.read_bytes()
+    assert len(calls) == 2
