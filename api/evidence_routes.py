@@ -117,22 +117,27 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def file_response(path: FilePath, media_type: str, range_header: str | None, filename: str | None = None) -> Response:
-    return region_response(path, 0, path.stat().st_size, media_type, range_header, filename)
+    size = path.stat().st_size
+    rng = byte_range(range_header, size)
+    if rng is None:
+        return FileResponse(path, media_type=media_type, headers=_FILE_HEADERS, filename=filename)
+    return _region(path, 0, size, media_type, rng)
 
 
 def clip_response(clip: ClipFile, range_header: str | None) -> Response:
     """A clip: its own file, or its stored member's bytes inside the bundle (one-pass clips live
     only there), served as a file of their own, with single byte ranges."""
-    return region_response(clip.path, clip.offset, clip.size, "video/mp4", range_header)
+    if clip.member is None:
+        return file_response(clip.path, "video/mp4", range_header)
+    return _region(clip.path, clip.offset, clip.size, "video/mp4", byte_range(range_header, clip.size))
 
 
-def region_response(path: FilePath, offset: int, size: int, media_type: str, range_header: str | None,
-                    filename: str | None = None) -> Response:
-    """``size`` bytes of ``path`` from ``offset`` as a whole file (200) or one range of it (206)."""
-    rng = byte_range(range_header, size)
-    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=300"}
-    if rng is None and offset == 0 and size == path.stat().st_size:
-        return FileResponse(path, media_type=media_type, headers=headers, filename=filename)
+_FILE_HEADERS = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=300"}
+
+
+def _region(path: FilePath, offset: int, size: int, media_type: str, rng: tuple[int, int] | None) -> Response:
+    """``size`` bytes of ``path`` from ``offset`` as a whole file (200, ``rng`` None) or the
+    inclusive range ``rng`` of it (206)."""
     start, end = rng if rng is not None else (0, size - 1)
 
     def chunks() -> Iterator[bytes]:
@@ -143,7 +148,7 @@ def region_response(path: FilePath, offset: int, size: int, media_type: str, ran
                 left -= len(data)
                 yield data
 
-    headers["Content-Length"] = str(end - start + 1)
+    headers = {**_FILE_HEADERS, "Content-Length": str(end - start + 1)}
     if rng is None:
         return StreamingResponse(chunks(), status_code=200, media_type=media_type, headers=headers)
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
