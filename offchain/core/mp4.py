@@ -313,10 +313,10 @@ def _parse_moov(head: bytes) -> tuple[Mp4Video, SampleTable]:
     avcc = _children(head, avc1[0] + 78, avc1[1])[b"avcC"]
     count = struct.unpack_from(">I", head, stbl[b"stsz"][0] + 8)[0]
     sizes = _u32s(head, stbl[b"stsz"][0] + 12, count)
-    deltas = [d for n, d in _pairs(head, stbl[b"stts"]) for _ in range(n)]
-    offsets = [o for n, o in _pairs(head, stbl[b"ctts"]) for _ in range(n)] if b"ctts" in stbl else [0] * count
-    if len(deltas) != count or len(offsets) != count or count == 0:
-        raise ValueError("tables of different lengths")
+    if count == 0:
+        raise ValueError("no samples")
+    deltas = _expanded(_pairs(head, stbl[b"stts"]), count)
+    offsets = _expanded(_pairs(head, stbl[b"ctts"]), count) if b"ctts" in stbl else [0] * count
     keyframes = [True] * count
     if b"stss" in stbl:
         keyframes = [False] * count
@@ -326,6 +326,15 @@ def _parse_moov(head: bytes) -> tuple[Mp4Video, SampleTable]:
     table = SampleTable(sizes=sizes, dts=dts, pts=[d + o for d, o in zip(dts, offsets)],
                         durations=[deltas[-1]] * count, keyframes=keyframes)
     return Mp4Video(width=width, height=height, avcc=head[avcc[0]:avcc[1]]), table
+
+
+def _expanded(rows: list[tuple[int, int]], count: int) -> list[int]:
+    """A run-length table (count, value) as one value per sample, refused unless its counts add
+    up to the ``count`` samples stsz lists (checked before expanding: a forged row of 2^32 samples
+    in a few bytes would otherwise be a list of 2^32 values)."""
+    if sum(n for n, _ in rows) != count:
+        raise ValueError("tables of different lengths")
+    return [v for n, v in rows for _ in range(n)]
 
 
 def _pairs(head: bytes, box: tuple[int, int]) -> list[tuple[int, int]]:

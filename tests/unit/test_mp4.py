@@ -222,7 +222,7 @@ def test_a_written_head_that_differs_by_one_byte_is_not_read_as_written(tmp_path
     assert read_written_head(bytes(bumped[:n]), len(data)) is None
     stts = data.index(b"stts")
     shifted = bytearray(data)
-    shifted[stts + 16 + 3] ^= 1  # the first run's count
+    shifted[stts + 16 + 3] ^= 1  # the first run's time step
     assert read_written_head(bytes(shifted[:n]), len(data)) is None
     moov = data.index(b"moov") - 4
     size = struct.unpack(">I", data[moov:moov + 4])[0]
@@ -231,3 +231,7 @@ def test_a_written_head_that_differs_by_one_byte_is_not_read_as_written(tmp_path
     m = head_length(grown[:40])
     assert m is not None and read_written_head(grown[:m], len(grown)) is None
     assert head_length(b"\x00" * 40) is None and head_length(data[:10]) is None
+    # a run-length row claiming 2^32 - 1 samples is refused before it is expanded (bounded work)
+    huge = bytearray(data)
+    huge[stts + 12:stts + 16] = (0xFFFF_FFFF).to_bytes(4, "big")
+    assert read_written_head(bytes(huge[:n]), len(data)) is None
