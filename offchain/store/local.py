@@ -405,32 +405,19 @@ class LocalStore(StoreHelpers):
     def read_many_unverified(self, digests: Iterable[bytes], chunk: int = 500) -> Iterator[bytes | None]:
         """`read_unverified` for many digests, lazily and in order: the bytes held for each, or
         None where this store has no readable copy (the caller then asks the careful way, `get`).
-        One index query per ``chunk`` digests instead of one per block, each pack opened once, and
-        records that follow each other in a pack (a group commit writes a camera's frames so) read
-        with one read per run of up to `_SPAN_BYTES`, in windows of `_REORDER_WINDOW` requests
-        sorted by place (at most that many records held): evidence extraction streams a clip's
-        frames through this (docs/EVIDENCE.md, Performance)."""
-        packs: dict[str, BinaryIO] = {}
-        buf = bytearray(_SPAN_BYTES)
-        it = iter(digests)
-        try:
-            while True:
-                part = list(itertools.islice(it, chunk))
-                if not part:
-                    return
-                where = self._pack_places(part)
-                for w in range(0, len(part), _REORDER_WINDOW):
-                    window = part[w:w + _REORDER_WINDOW]
-                    got: dict[int, bytes | None] = {}
-                    for run in _pack_runs([where.get(d) for d in window]):
-                        if run.pack is None:
-                            got.update((i, self._loose_or_none(window[i])) for i, _, _ in run.records)
-                        else:
-                            got.update(self._read_run(packs, run, buf))
-                    yield from (got[i] for i in range(len(window)))
-        finally:
-            for fh in packs.values():
-                fh.close()
+        The records are found and read as `read_many_places` does (a camera's frames chased
+        through the pack's record headers, the index asked only where the chase stops; one read
+        per window), and each is copied out of the reused window buffer: evidence extraction
+        streams a clip's frames through this (docs/EVIDENCE.md, Performance)."""
+        todo = digests if isinstance(digests, Sequence) else list(digests)
+        for window in self.read_many_places(todo, chunk):
+            buffers = window.buffers
+            for place in window.places:
+                if place is None:
+                    yield None
+                else:
+                    b, offset, length = place
+                    yield bytes(buffers[b][offset:offset + length])
 
     def _pack_places(self, digests: Sequence[bytes]) -> dict[bytes, tuple[str, int, int]]:
         """(pack, offset, length) of each digest the index places, in one query (the bulk reads'
@@ -448,27 +435,71 @@ class LocalStore(StoreHelpers):
         """`read_many_unverified` for a reader that hashes and copies in bulk itself (evidence
         extraction's native gather, `offchain.core.native.gather`): the requests in windows, in
         order, each window the buffers read for it and every request's place in them (None where
-        this store has no readable copy). Records are read as `read_many_unverified` reads them (one
-        index query per ``chunk``, one read per run of adjacent records, loose files whole), into
-        one buffer reused from window to window (buffer 0: a window's views are valid until the next
-        window is asked for), which holds at most `_WINDOW_BYTES` of packed records (or one record
-        over that size); each loose file is a buffer of its own."""
+        this store has no readable copy). One buffer is reused from window to window (buffer 0: a
+        window's views are valid until the next window is asked for); it holds at most
+        `_WINDOW_BYTES` of packed records (or one record over that size); each loose file is a
+        buffer of its own.
+
+        Records are found two ways. A group commit writes a camera's frames back to back, so
+        after a placed record the next request is usually the very next record of that pack:
+        `_chased_window` reads the pack onward from there and walks the records' own headers
+        (magic, digest, length) while each names the next digest requested, with no index query
+        (the index's lookups were half of this reader's time, issue 9). Where the chase stops (a
+        record of another digest, another pack, a loose file), the index places the next
+        ``chunk`` requests, one query, read as runs of adjacent records (`_read_window`). Either
+        way the caller hashes every record's bytes against the digest it asked for, so a header
+        that lies costs a fall back to the careful way, never a wrong frame."""
         packs: dict[str, BinaryIO] = {}
-        buf = bytearray()
+        buf = bytearray(_WINDOW_BYTES + 64 * _RECORD.size)
+        at = 0
+        next_record: tuple[str, int] | None = None  # (pack, offset of a record header) to chase from
         try:
-            for start in range(0, len(digests), chunk):
-                part = digests[start:start + chunk]
+            while at < len(digests):
+                chased = self._chased_window(packs, buf, digests, at, next_record) if next_record else None
+                if chased is not None:
+                    window, next_record = chased
+                    at += len(window.places)
+                    yield window
+                    continue
+                part = digests[at:at + chunk]
                 where = self._pack_places(part)
                 places = [where.get(d) for d in part]
                 for a, b in _byte_windows([p[2] if p else 0 for p in places], _WINDOW_BYTES):
-                    window = places[a:b]
-                    need = sum(p[2] + _RECORD.size for p in window if p)
+                    window_places = places[a:b]
+                    need = sum(p[2] + _RECORD.size for p in window_places if p)
                     if len(buf) < need:  # replaced, never resized: the last window's views may be alive
                         buf = bytearray(max(need, _WINDOW_BYTES + 64 * _RECORD.size))
-                    yield self._read_window(packs, buf, part[a:b], window)
+                    yield self._read_window(packs, buf, part[a:b], window_places)
+                at += len(part)
+                last = places[-1]
+                next_record = (last[0], last[1] + last[2]) if last is not None else None
         finally:
             for fh in packs.values():
                 fh.close()
+
+    def _chased_window(self, packs: dict[str, BinaryIO], buf: bytearray, digests: Sequence[bytes], at: int,
+                       start: tuple[str, int]) -> tuple[PlacedWindow, tuple[str, int]] | None:
+        """The requests from ``at`` on that lie back to back in one pack from ``start`` (pack,
+        offset of a record header): up to `_WINDOW_BYTES` of the pack read into ``buf`` at once,
+        and its records taken while each header is well formed, whole in what was read and names
+        the next digest asked for. Returns the window and where the record after its last one
+        begins, or None when the first record there is not the next request's."""
+        pack, offset = start
+        with memoryview(buf) as view:
+            got = self._read_span(packs, _PackRun(pack=pack, records=(), start=offset, end=offset + _WINDOW_BYTES),
+                                  view[:_WINDOW_BYTES])
+        places: list[tuple[int, int, int] | None] = []
+        pos, header, unpack, i = 0, _RECORD.size, _RECORD.unpack_from, at
+        while i < len(digests) and pos + header <= got:
+            magic, digest, length = unpack(buf, pos)
+            if magic != _RECORD_MAGIC or digest != digests[i] or pos + header + length > got:
+                break
+            places.append((0, pos + header, length))
+            pos += header + length
+            i += 1
+        if not places:
+            return None
+        return PlacedWindow(buffers=[memoryview(buf)[:pos]], places=places), (pack, offset + pos)
 
     def _read_window(self, packs: dict[str, BinaryIO], buf: bytearray, digests: Sequence[bytes],
                      places: list[tuple[str, int, int] | None]) -> PlacedWindow:
@@ -511,18 +542,6 @@ class LocalStore(StoreHelpers):
         except OSError:
             got = 0
         return got
-
-    def _read_run(self, packs: dict[str, BinaryIO], run: _PackRun, buf: bytearray) -> Iterator[tuple[int, bytes | None]]:
-        """(index, bytes) of each record of one run, read with one read into ``buf`` (reused from
-        run to run: a fresh 4 MiB buffer per read cost more in page faults than the read) and copied
-        out one record at a time (None for each if the pack cannot be read)."""
-        want = run.end - run.start
-        view = memoryview(buf if want <= len(buf) else bytearray(want))[:want]  # one record over the span size
-        got = self._read_span(packs, run, view)
-        for i, offset, length in run.records:
-            a = offset - run.start
-            yield i, bytes(view[a:a + length]) if a + length <= got else None
-        view.release()
 
     def _loose_or_none(self, digest: bytes) -> bytes | None:
         try:
@@ -588,9 +607,6 @@ class LocalStore(StoreHelpers):
 
 
 _SPAN_BYTES = 4 << 20  # one read per run of adjacent pack records, at most this long
-# Requests are read in windows of this many, sorted by place: a reader asks in decode order, a
-# writer stored in capture order, and with B-frames the two differ by a few frames.
-_REORDER_WINDOW = 64
 # `read_many_places` hands its reader windows of at most this many bytes of records (fewer
 # copies in flight than a whole chunk; one index query still serves 500 requests).
 _WINDOW_BYTES = 1 << 20

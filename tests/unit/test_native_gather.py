@@ -106,6 +106,61 @@ def test_read_many_places_places_every_record_in_windows_of_bounded_bytes(tmp_pa
     assert got == order[:-1] + [None]
 
 
+def _counting_index_queries(monkeypatch) -> list[int]:
+    """How many digests each index query of the bulk read asked for, in order."""
+    asked: list[int] = []
+    places = LocalStore._pack_places
+
+    def counted(self, digests):
+        asked.append(len(digests))
+        return places(self, digests)
+
+    monkeypatch.setattr(LocalStore, "_pack_places", counted)
+    return asked
+
+
+def test_a_group_committed_run_is_chased_through_record_headers_with_one_index_query(tmp_path, monkeypatch):
+    """Frames a group commit wrote back to back, asked in that order, are found by walking the
+    pack's record headers from the first one the index places: one query for 1,200 frames (the
+    index way asked one per 500), windows still bounded, the bytes those `get` gives."""
+    monkeypatch.setattr(local_mod, "_WINDOW_BYTES", 4096)
+    first, _, packed = _stored(tmp_path)
+    asked = _counting_index_queries(monkeypatch)
+    digests = [hashlib.sha256(b).digest() for b in packed]
+    got: list[bytes | None] = []
+    windows = 0
+    for window in first.read_many_places(digests, chunk=256):
+        windows += 1
+        assert sum(p[2] for p in window.places if p) <= 4096 or len(window.places) == 1
+        got += [bytes(window.buffers[p[0]][p[1]:p[1] + p[2]]) if p else None for p in window.places]
+    assert got == packed and asked == [256] and windows > 1200 * 60 // 4096
+    assert list(first.read_many_unverified(iter(digests))) == packed  # the copying reader, from an iterator
+
+
+def test_the_chase_stops_where_a_header_names_another_digest_and_the_index_takes_over(tmp_path, monkeypatch):
+    """A request that is not the next record (skipped frames, another batch, a loose file, a
+    repeat, B-frame order) ends the chase; the index places the next chunk and the chase goes
+    on after it. A record whose bytes were altered in place keeps its header: the chase hands
+    over the altered bytes, which the caller's hash refuses (`Fetcher.stream_joined` then goes
+    the careful way and notes the corrupt copy), as it would have from the index's place."""
+    first, second, packed = _stored(tmp_path)
+    asked = _counting_index_queries(monkeypatch)
+    order = (packed[:300] + packed[310:400] + [b"loose one"] + packed[400:410] + packed[405:408]
+             + [packed[501], packed[500], packed[503], packed[502]] + packed[504:])
+    digests = [hashlib.sha256(b).digest() for b in order]
+    assert list(first.read_many_unverified(digests, chunk=64)) == order
+    assert 1 < len(asked) < len(order) // 64  # the index asked where the chase stopped, not per chunk
+    pack = next((tmp_path / "a").rglob("*.pack"))
+    data = pack.read_bytes()
+    at = data.index(packed[700])
+    pack.write_bytes(data[:at] + b"X" + data[at + 1:])  # one frame's bytes altered, its header intact
+    fetched = list(Fetcher([first, second]).stream_joined([hashlib.sha256(b).digest() for b in packed]))
+    bad = [g for g in fetched if isinstance(g, Fetched)]
+    assert len(bad) == 1 and bad[0].data is None and bad[0].corrupt  # no intact copy anywhere: noted, not used
+    joined = b"".join(g.data for g in fetched if isinstance(g, JoinedFrames))
+    assert joined == b"".join(packed[:700] + packed[701:])
+
+
 def test_stream_joined_delivers_what_get_delivers(tmp_path, monkeypatch):
     """Intact frames come joined (in order), a corrupt copy and a missing frame as `get`'s
     Fetched (the next store's intact copy with the corruption noted, or nothing), in place."""
