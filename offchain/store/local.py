@@ -67,6 +67,9 @@ _RECORD_MAGIC = b"FLB1"
 PACK_MAX_BYTES = 1 << 30  # a segment is closed (a new one begun) past this size
 _INDEX_SCHEMA = ("CREATE TABLE IF NOT EXISTS packed (digest BLOB PRIMARY KEY, pack TEXT NOT NULL, "
                  "offset INTEGER NOT NULL, length INTEGER NOT NULL) WITHOUT ROWID")
+# Packed blocks `delete` took out of the index (their bytes stay in the segment): while any is
+# listed, bulk reads find records by the index only, never by chasing record headers.
+_FORGOTTEN_SCHEMA = "CREATE TABLE IF NOT EXISTS forgotten (digest BLOB PRIMARY KEY) WITHOUT ROWID"
 _STALE_TMP_SECONDS = 24 * 3600
 _INDEX_MMAP_BYTES = 256 << 20  # the read-only index connection's memory map (SQLite caps it at the file size)
 _INDEX_CACHE_KIB = 32 << 10  # and its page cache
@@ -149,6 +152,7 @@ class LocalStore(StoreHelpers):
             db.execute("PRAGMA journal_mode=DELETE")
             db.execute("PRAGMA synchronous=OFF")
             db.execute(_INDEX_SCHEMA)
+            db.execute(_FORGOTTEN_SCHEMA)
         except BaseException:
             db.close()
             raise
@@ -447,9 +451,12 @@ class LocalStore(StoreHelpers):
         record of another digest, another pack, a loose file), the index places the next
         ``chunk`` requests, one query, read as runs of adjacent records (`_read_window`). Either
         way the caller hashes every record's bytes against the digest it asked for, so a header
-        that lies costs a fall back to the careful way, never a wrong frame."""
+        that lies costs a fall back to the careful way, never a wrong frame; a record not yet
+        indexed (a batch between its write and its index rows) is read like an indexed one. A
+        store some packed block was deleted from is read by the index only (`_may_chase`)."""
         packs: dict[str, BinaryIO] = {}
         buf = bytearray(_WINDOW_BYTES + 64 * _RECORD.size)
+        chase = self._may_chase()
         at = 0
         next_record: tuple[str, int] | None = None  # (pack, offset of a record header) to chase from
         try:
@@ -471,10 +478,20 @@ class LocalStore(StoreHelpers):
                     yield self._read_window(packs, buf, part[a:b], window_places)
                 at += len(part)
                 last = places[-1]
-                next_record = (last[0], last[1] + last[2]) if last is not None else None
+                next_record = (last[0], last[1] + last[2]) if last is not None and chase else None
         finally:
             for fh in packs.values():
                 fh.close()
+
+    def _may_chase(self) -> bool:
+        """Whether bulk reads may find records by their headers: not where `delete` took a packed
+        block out of the index (its bytes are still in the segment, where a chase would find
+        them), nor where the index cannot say (an older index without the table)."""
+        try:
+            with self._lock:
+                return not self._read("SELECT 1 FROM forgotten LIMIT 1", ())
+        except sqlite3.Error:
+            return False
 
     def _chased_window(self, packs: dict[str, BinaryIO], buf: bytearray, digests: Sequence[bytes], at: int,
                        start: tuple[str, int]) -> tuple[PlacedWindow, tuple[str, int]] | None:
@@ -596,6 +613,8 @@ class LocalStore(StoreHelpers):
             db = self._open_writer()
             try:
                 unpacked = db.execute("DELETE FROM packed WHERE digest=?", (digest,)).rowcount == 1
+                if unpacked:  # its record is still in the segment: no bulk read may chase to it
+                    db.execute("INSERT OR IGNORE INTO forgotten (digest) VALUES (?)", (digest,))
             finally:
                 db.close()
         try:

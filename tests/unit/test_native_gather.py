@@ -161,6 +161,23 @@ def test_the_chase_stops_where_a_header_names_another_digest_and_the_index_takes
     assert joined == b"".join(packed[:700] + packed[701:])
 
 
+def test_a_store_a_packed_block_was_deleted_from_is_read_by_the_index_only(tmp_path, monkeypatch):
+    """`delete` takes a packed block out of the index and leaves its record in the segment; the
+    chase would find it there. Once one is deleted, bulk reads ask the index for every chunk and
+    the deleted block reads as missing, as `get` says (also for a new LocalStore on the same
+    directory)."""
+    first, _, packed = _stored(tmp_path)
+    gone = first.put(packed[100])  # already stored: its CID
+    assert first.delete(gone)
+    digests = [hashlib.sha256(b).digest() for b in packed]
+    for store in (first, LocalStore(tmp_path / "a", fsync="none")):
+        asked = _counting_index_queries(monkeypatch)
+        got = list(store.read_many_unverified(digests, chunk=256))
+        assert got == packed[:100] + [None] + packed[101:] and asked == [256] * 4 + [1200 - 1024]
+        with pytest.raises(local_mod.BlockNotFound):
+            store.get(gone)
+
+
 def test_stream_joined_delivers_what_get_delivers(tmp_path, monkeypatch):
     """Intact frames come joined (in order), a corrupt copy and a missing frame as `get`'s
     Fetched (the next store's intact copy with the corruption noted, or nothing), in place."""
