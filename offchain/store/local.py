@@ -455,7 +455,7 @@ class LocalStore(StoreHelpers):
         indexed (a batch between its write and its index rows) is read like an indexed one. A
         store some packed block was deleted from is read by the index only (`_may_chase`)."""
         packs: dict[str, BinaryIO] = {}
-        buf = bytearray(_WINDOW_BYTES + 64 * _RECORD.size)
+        buf = bytearray(_WINDOW_BUFFER_BYTES)
         chase = self._may_chase()
         at = 0
         next_record: tuple[str, int] | None = None  # (pack, offset of a record header) to chase from
@@ -474,7 +474,7 @@ class LocalStore(StoreHelpers):
                     window_places = places[a:b]
                     need = sum(p[2] + _RECORD.size for p in window_places if p)
                     if len(buf) < need:  # replaced, never resized: the last window's views may be alive
-                        buf = bytearray(max(need, _WINDOW_BYTES + 64 * _RECORD.size))
+                        buf = bytearray(max(need, _WINDOW_BUFFER_BYTES))
                     yield self._read_window(packs, buf, part[a:b], window_places)
                 at += len(part)
                 last = places[-1]
@@ -628,6 +628,7 @@ _SPAN_BYTES = 4 << 20  # one read per run of adjacent pack records, at most this
 # `read_many_places` hands its reader windows of at most this many bytes of records (fewer
 # copies in flight than a whole chunk; one index query still serves 500 requests).
 _WINDOW_BYTES = 1 << 20
+_WINDOW_BUFFER_BYTES = _WINDOW_BYTES + 64 * _RECORD.size  # a window's records and some of their headers
 
 
 @dataclass(frozen=True)
