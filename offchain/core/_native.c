@@ -1,4 +1,5 @@
-/* Native twins of the frame tree's hot loops (offchain.core.merkle / offchain.core.block).
+/* Native twins of the frame tree's hot loops (offchain.core.merkle / offchain.core.block), and of
+   the verifier's reading of a whole block's proof (offchain.evidence.verify.KnownLeaves.whole).
 
    A block's frame tree costs three Keccak-256 per frame (two for the leaf, one for its pair).
    Each is a call into safe-pysha3 from Python (object, update, digest: ~0.8 us), where the
@@ -288,11 +289,65 @@ static PyObject *build_tree(PyObject *arg) {
     return out;
 }
 
+/* spelled_leaves_equal(leaves, camera_hex, values) -> bool | None
+   Whether a multiproof document's ``leaves`` (parsed JSON) spell ``values`` exactly as the
+   extractor writes them (`evidence.extract._multiproof_json`): each leaf a list
+   [camera_hex, seq, ts, "0x" + 64 lowercase hex digits of sha], seq and ts ints (not bool or
+   float), the same length and order as ``values`` (tuples (camera, seq, ts, sha)). The
+   comparison `verify.KnownLeaves.whole` makes in Python, without building the spelling; None
+   when a value is off that layout (the caller then compares in Python). */
+static int hex_digit_is(Py_UCS4 c, unsigned nibble) {
+    return c == (Py_UCS4)(nibble < 10 ? '0' + nibble : 'a' + nibble - 10);
+}
+
+static int sha_spelled(PyObject *text, PyObject *sha) {
+    if (!PyUnicode_CheckExact(text) || PyUnicode_GET_LENGTH(text) != 66) return 0;
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    if (PyUnicode_READ(kind, data, 0) != '0' || PyUnicode_READ(kind, data, 1) != 'x') return 0;
+    const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(sha);
+    for (Py_ssize_t i = 0; i < 32; i++) {
+        if (!hex_digit_is(PyUnicode_READ(kind, data, 2 + 2 * i), b[i] >> 4) ||
+            !hex_digit_is(PyUnicode_READ(kind, data, 3 + 2 * i), b[i] & 15))
+            return 0;
+    }
+    return 1;
+}
+
+static PyObject *py_spelled_leaves_equal(PyObject *self, PyObject *args) {
+    PyObject *leaves, *camera_hex, *values;
+    if (!PyArg_ParseTuple(args, "O!UO!", &PyList_Type, &leaves, &camera_hex, &PyList_Type, &values)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *v = PyList_GET_ITEM(values, k);
+        if (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 4 || !PyLong_CheckExact(PyTuple_GET_ITEM(v, 1)) ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(v, 2)) || !PyBytes_CheckExact(PyTuple_GET_ITEM(v, 3)) ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(v, 3)) != 32)
+            Py_RETURN_NONE;
+    }
+    if (PyList_GET_SIZE(leaves) != n) Py_RETURN_FALSE;
+    /* Nothing below runs Python code (exact types only), so neither list changes under the loop. */
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *leaf = PyList_GET_ITEM(leaves, k), *v = PyList_GET_ITEM(values, k);
+        if (!PyList_CheckExact(leaf) || PyList_GET_SIZE(leaf) != 4) Py_RETURN_FALSE;
+        PyObject *cam = PyList_GET_ITEM(leaf, 0), *seq = PyList_GET_ITEM(leaf, 1), *ts = PyList_GET_ITEM(leaf, 2);
+        if (!PyUnicode_CheckExact(cam) || PyUnicode_Compare(cam, camera_hex) != 0) Py_RETURN_FALSE;
+        if (!PyLong_CheckExact(seq) || !PyLong_CheckExact(ts)) Py_RETURN_FALSE;
+        int same = PyObject_RichCompareBool(seq, PyTuple_GET_ITEM(v, 1), Py_EQ);
+        if (same == 1) same = PyObject_RichCompareBool(ts, PyTuple_GET_ITEM(v, 2), Py_EQ);
+        if (same < 0) return NULL;
+        if (!same || !sha_spelled(PyList_GET_ITEM(leaf, 3), PyTuple_GET_ITEM(v, 3))) Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef methods[] = {
     {"keccak256", py_keccak256, METH_O, "Keccak-256 (Ethereum's) of a bytes-like object."},
     {"frame_leaf_hashes", py_frame_leaf_hashes, METH_VARARGS,
      "frame_leaf_hashes(camera, frames) -> each frame's leaf hash, or None for a value off the fixed layout."},
     {"make_tree", py_make_tree, METH_O, "make_tree(leaves) -> the StandardMerkleTree node array, or None."},
+    {"spelled_leaves_equal", py_spelled_leaves_equal, METH_VARARGS,
+     "spelled_leaves_equal(leaves, camera_hex, values) -> whether a proof's JSON leaves spell the values, or None."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native",

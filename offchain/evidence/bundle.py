@@ -75,6 +75,7 @@ from .verify import (
     check_codec_source,
     clip_entries,
     decode_key,
+    KnownLeaves,
     h0x,
     known_leaves,
     manifest_tree,
@@ -257,7 +258,7 @@ class ChainReader:
         return bool(abi_decode(["bool"], bytes(out))[0])
 
     def proofs_on_chain(self, blocks: Mapping[int, ChainBlock | None], proofs: Mapping[int, Mapping[str, Any] | None],
-                        known: Mapping[int, Mapping[tuple, bytes]] | None = None) -> dict[int, bool | None]:
+                        known: Mapping[int, KnownLeaves] | None = None) -> dict[int, bool | None]:
         """`verifyFrames` for each block's multiproof. ``known`` (per height) spares re-hashing
         leaves already hashed into a verified manifest's tree."""
         def asks() -> Iterator[tuple[int, Callable[[], bool]]]:
@@ -1129,12 +1130,12 @@ def probe_remuxed_clips(report: Report, claim: EvidenceClaim, path_of: Callable[
 
 
 def _anchored_manifests(camera: bytes, manifests: Mapping[int, bytes | None], blocks: Mapping[int, ChainBlock | None],
-                        ) -> tuple[dict[int, Manifest], dict[int, dict[tuple, bytes]]]:
+                        ) -> tuple[dict[int, Manifest], dict[int, KnownLeaves]]:
     """Manifests whose bytes are the anchored ones (for the report's clip rows and the picture
     checks), and their trees' leaf hashes (so the on-chain proof check does not hash every leaf a
     second time). Judging them is verify_evidence's job; this only prepares."""
     trusted: dict[int, Manifest] = {}
-    known: dict[int, dict[tuple, bytes]] = {}
+    known: dict[int, KnownLeaves] = {}
     for h, data in manifests.items():
         cb = blocks.get(h)
         if data is None or cb is None:

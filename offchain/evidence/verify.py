@@ -33,6 +33,7 @@ from ..core.block import (FRAME_LEAF_ENCODING, ZERO32, BlockHeader, FrameRef, Ma
                           frames_tree, track_bounds, track_name, track_of)
 from ..core.cid import cid_from_digest
 from ..core.merkle import InvalidMerkleInput, MultiProof, leaf_hash, process_multiproof
+from ..core.native import native
 from ..core.outages import ProofProblem, verify_proof
 from .report import ClipEntry, GapEntry, Report, merge_findings
 
@@ -50,6 +51,7 @@ __all__ = [
     "RawClaim",
     "ManifestCheck",
     "check_manifest",
+    "KnownLeaves",
     "known_leaves",
     "manifest_tree",
     "check_codec_source",
@@ -356,11 +358,11 @@ def _check_anchored_manifest(data: bytes, digest: bytes, header: BlockHeader) ->
 _PARSED: "OrderedDict[int, tuple[Any, Any]]" = OrderedDict()  # id(doc) -> (doc, parse result)
 
 
-def parse_multiproof(doc: Mapping[str, Any] | None, known: Mapping[tuple, Any] | None = None,
+def parse_multiproof(doc: Mapping[str, Any] | None, known: "KnownLeaves | None" = None,
                      ) -> tuple[MultiProof, list[bytes], list[tuple[int, int, bytes]]]:
     """A stored multiproof → (proof, leaf hashes, (seq, ts, sha) per leaf). Raises ValueError.
 
-    ``known`` (`known_leaves`) maps a verified tree's leaves to their hashes, so honest proofs
+    ``known`` (`known_leaves`) holds a verified tree's leaves and their hashes, so honest proofs
     are not hashed again; any other leaf value is hashed as the library would. The result
     depends on the document alone, so each document is parsed once (kept with the document it
     came from: the chain check and the proof rule of one verification share it)."""
@@ -390,12 +392,15 @@ def _parsed_already(doc: Any) -> tuple[MultiProof, list[bytes], list[tuple[int, 
     return hit[1] if hit is not None and hit[0] is doc else None  # type: ignore[no-any-return]
 
 
-def _parse_multiproof(doc: Mapping[str, Any] | None, known: Mapping[tuple, Any] | None,
+def _parse_multiproof(doc: Mapping[str, Any] | None, known: "KnownLeaves | None",
                       ) -> tuple[MultiProof, list[bytes], list[tuple[int, int, bytes]]]:
     if not isinstance(doc, Mapping):
         raise ValueError("no multiproof")
     if list(doc.get("leafEncoding", FRAME_LEAF_ENCODING)) != list(FRAME_LEAF_ENCODING):
         raise ValueError(f"unexpected leafEncoding {doc.get('leafEncoding')}")
+    whole = known.whole(doc) if known is not None else None
+    if whole is not None:
+        return whole
     try:
         mp = MultiProof.from_json(doc)
         hashes, keys = [], []
@@ -417,24 +422,76 @@ def _parse_multiproof(doc: Mapping[str, Any] | None, known: Mapping[tuple, Any] 
     return mp, hashes, keys
 
 
-_KNOWN: "OrderedDict[int, tuple[Any, dict[tuple, Any]]]" = OrderedDict()  # id(tree) -> (tree, known)
+class KnownLeaves:
+    """A verified tree's leaves (its values are ``frames``, in order), so that a proof of them is
+    parsed without hashing an honest leaf again. Two ways, cheapest first:
+
+    * `whole`: the proof of every leaf exactly as `StandardMerkleTree.whole_multiproof` cuts it
+      and the extractor spells it (a block whose frames are all presented, the common case) is
+      recognised by comparing its leaves with that spelling as one list (issue 9: looking each
+      of 1,500 leaves up by its tuple of strings was a quarter of a bundle's verification);
+    * `get`: any other leaf, looked up by its spelling ``(camera hex, seq, ts, "0x" sha hex)``
+      (the table is built on first use)."""
+
+    def __init__(self, camera: bytes, frames: Sequence[FrameRef], tree: Any) -> None:
+        self._camera_hex = "0x" + camera.hex()
+        self._frames = frames
+        self._tree = tree
+        self._table: dict[tuple, tuple[bytes, tuple[int, int, bytes]]] | None = None
+
+    def get(self, spelled: tuple) -> tuple[bytes, tuple[int, int, bytes]] | None:
+        """(leaf hash, (seq, ts, sha)) of a leaf spelled as the extractor writes it, or None."""
+        if self._table is None:
+            self._table = self._spelled_table()
+        return self._table.get(spelled)
+
+    def _spelled_table(self) -> dict[tuple, tuple[bytes, tuple[int, int, bytes]]]:
+        if self._tree is None:
+            return {}
+        cam = self._camera_hex
+        nodes, at = self._tree._tree, self._tree._tree_indices  # tree.leaf_hash(i) spent its time on type checks
+        return {(cam, f.seq, f.timestamp_ms, "0x" + f.sha256.hex()): (nodes[at[i]], (f.seq, f.timestamp_ms, f.sha256))
+                for i, f in enumerate(self._frames)}
+
+    def whole(self, doc: Mapping[str, Any]) -> tuple[MultiProof, list[bytes], list[tuple[int, int, bytes]]] | None:
+        """The parse of ``doc`` when it is this tree's proof of every leaf in the extractor's
+        spelling (no proof nodes, every flag ``true``, leaves in the proof's order with integer
+        seq and time); None for any other document, which the caller parses leaf by leaf."""
+        tree = self._tree
+        leaves, flags = doc.get("leaves"), doc.get("proofFlags")
+        if tree is None or doc.get("proof") != [] or type(leaves) is not list or len(leaves) != len(tree) \
+                or type(flags) is not list or len(flags) != len(tree) - 1 or not all(f is True for f in flags):
+            return None
+        mp, hashes = tree.whole_multiproof()
+        if not self._spell(leaves, mp.leaves):
+            return None
+        return mp, hashes, [(v[1], v[2], v[3]) for v in mp.leaves]
+
+    def _spell(self, leaves: list[Any], values: list[Any]) -> bool:
+        """Whether ``leaves`` are ``values`` in the extractor's spelling, in C where built
+        (`_native.spelled_leaves_equal`, the same answer: tests/unit/test_native_merkle.py)."""
+        cam = self._camera_hex
+        same = native.spelled_leaves_equal(leaves, cam, values) if native is not None else None
+        if same is not None:
+            return bool(same)
+        # List equality holds 1 == True == 1.0; the type pass after it keeps JSON's true and 1.0 out.
+        return leaves == [[cam, v[1], v[2], "0x" + v[3].hex()] for v in values] \
+            and all(type(v[1]) is int and type(v[2]) is int for v in leaves)
 
 
-def known_leaves(camera: bytes, frames: Sequence[FrameRef], tree) -> dict[tuple, Any]:
-    """(camera hex, seq, ts, "0x" sha hex) -> (leaf hash, (seq, ts, sha)), read from a built tree
-    (no hashing), in the spelling the extractor writes leaves; once per tree."""
-    if tree is None:
-        return {}
+_KNOWN: "OrderedDict[int, tuple[Any, KnownLeaves]]" = OrderedDict()  # id(tree) -> (tree, its KnownLeaves)
+
+
+def known_leaves(camera: bytes, frames: Sequence[FrameRef], tree: Any) -> KnownLeaves:
+    """The `KnownLeaves` of a built tree over ``frames``, once per tree."""
     hit = _KNOWN.get(id(tree))
-    if hit is not None and hit[0] is tree:
+    if tree is not None and hit is not None and hit[0] is tree:
         return hit[1]
-    cam = "0x" + camera.hex()
-    nodes, at = tree._tree, tree._tree_indices  # tree.leaf_hash(i) per frame spent most of its time on type checks
-    known = {(cam, f.seq, f.timestamp_ms, "0x" + f.sha256.hex()): (nodes[at[i]], (f.seq, f.timestamp_ms, f.sha256))
-             for i, f in enumerate(frames)}
-    _KNOWN[id(tree)] = (tree, known)
-    if len(_KNOWN) > _TREE_CACHE_SIZE:
-        _KNOWN.popitem(last=False)
+    known = KnownLeaves(camera, frames, tree)
+    if tree is not None:
+        _KNOWN[id(tree)] = (tree, known)
+        if len(_KNOWN) > _TREE_CACHE_SIZE:
+            _KNOWN.popitem(last=False)
     return known
 
 

@@ -93,8 +93,56 @@ def test_proof_documents_are_the_librarys():
         assert hashes == [tree.leaf_hash(v) for v in ref.leaves]
     from offchain.evidence.verify import known_leaves
     known = known_leaves(cam, frames, tree)
-    assert known == {("0x" + cam.hex(), f.seq, f.timestamp_ms, "0x" + f.sha256.hex()):
-                     (tree.leaf_hash(i), (f.seq, f.timestamp_ms, f.sha256)) for i, f in enumerate(frames)}
+    for i, f in enumerate(frames):
+        assert known.get(("0x" + cam.hex(), f.seq, f.timestamp_ms, "0x" + f.sha256.hex())) == \
+            (tree.leaf_hash(i), (f.seq, f.timestamp_ms, f.sha256))
+    assert known.get(("0x" + cam.hex(), 0, 0, "0x" + bytes(32).hex())) is None
+
+
+def test_a_whole_block_proof_is_read_at_once_and_only_when_it_is_the_trees_own():
+    """`KnownLeaves.whole` takes the proof of every leaf the extractor writes, with the tree's
+    hashes and keys (what leaf-by-leaf parsing gives); a document that differs in any way (a
+    leaf swapped, seq as true or 1.0, a flag off, a proof node, another camera spelling, one
+    leaf short) is not taken and goes the leaf-by-leaf way."""
+    import copy
+
+    from offchain.core.block import FRAME_LEAF_ENCODING, FrameRef, frames_tree
+    from offchain.core.merkle import leaf_hash
+    from offchain.evidence.extract import _multiproof, _multiproof_json
+    from offchain.evidence.verify import _parse_multiproof, known_leaves
+    cam = bytes(range(32))
+    frames = [FrameRef.of_bytes(i, 1_700_000_000_000 + 40 * i, b"frame %d" % i, i % 25 == 0, None) for i in range(41)]
+    tree = frames_tree(cam, frames)
+    known = known_leaves(cam, frames, tree)
+    mp, hashes = _multiproof(tree, list(range(len(frames))))
+    doc = {"leafEncoding": list(FRAME_LEAF_ENCODING), **_multiproof_json(mp, cam)}
+    whole = known.whole(doc)
+    assert whole is not None
+    _, got, keys = whole
+    _, slow_hashes, slow_keys = _parse_multiproof(copy.deepcopy(doc), None)  # no tree: every leaf hashed
+    assert got == hashes == slow_hashes == [leaf_hash(FRAME_LEAF_ENCODING, v) for v in doc["leaves"]]
+    assert keys == slow_keys
+
+    def changed(edit):
+        d = copy.deepcopy(doc)
+        edit(d)
+        return d
+    swapped = changed(lambda d: d["leaves"].__setitem__(slice(0, 2), d["leaves"][1::-1]))
+    seq_one = next(i for i, v in enumerate(doc["leaves"]) if v[1] == 1)
+    as_true = changed(lambda d: d["leaves"][seq_one].__setitem__(1, True))
+    as_float = changed(lambda d: d["leaves"][3].__setitem__(2, float(d["leaves"][3][2])))
+    flag_off = changed(lambda d: d["proofFlags"].__setitem__(0, False))
+    flag_one = changed(lambda d: d["proofFlags"].__setitem__(0, 1))
+    with_node = changed(lambda d: d["proof"].append("0x" + "11" * 32))
+    upper_cam = changed(lambda d: d["leaves"][5].__setitem__(0, "0x" + cam.hex().upper()))
+    short = changed(lambda d: (d["leaves"].pop(), d["proofFlags"].pop()))
+    for d in (swapped, as_true, as_float, flag_off, flag_one, with_node, upper_cam, short):
+        assert known.whole(d) is None
+    # and those fall back to leaf-by-leaf parsing, whose hashes are the library's
+    _, h, _ = _parse_multiproof(upper_cam, known)
+    assert h == hashes
+    _, h, _ = _parse_multiproof(swapped, known)
+    assert h != hashes and sorted(h) == sorted(hashes)
 
 
 def test_parse_multiproof_reads_leaves_like_the_library():

@@ -103,3 +103,46 @@ def test_leaf_hashes_survive_a_frame_that_empties_the_list_it_came_from():
     assert native.frame_leaf_hashes(CAM, frames) == expected
     assert frames == []  # the meddler ran
 
+
+
+def _spelled(values):
+    return [["0x" + CAM.hex(), v[1], v[2], "0x" + v[3].hex()] for v in values]
+
+
+def _forgeries(values):
+    """Spellings of ``values`` that differ in one way each (what a forger might hand in)."""
+    good = _spelled(values)
+    yield "a leaf swapped", [good[1], good[0], *good[2:]]
+    yield "seq as true", [good[0], [good[1][0], True, *good[1][2:]], *good[2:]]  # values[1] has seq 1
+    yield "seq as a float", [[good[0][0], float(good[0][1]), *good[0][2:]], *good[1:]]
+    yield "time as a string", [[*good[0][:2], str(good[0][2]), good[0][3]], *good[1:]]
+    yield "camera upper case", [["0x" + CAM.hex().upper(), *good[0][1:]], *good[1:]]
+    yield "digest upper case", [[*good[0][:3], "0x" + good[0][3][2:].upper()], *good[1:]]
+    yield "digest without 0x", [[*good[0][:3], good[0][3][2:] + "00"], *good[1:]]
+    yield "digest one digit off", [[*good[0][:3], good[0][3][:-1] + ("0" if good[0][3][-1] != "0" else "1")], *good[1:]]
+    yield "a leaf short", good[:-1]
+    yield "a leaf a tuple", [tuple(good[0]), *good[1:]]
+    yield "a leaf of five", [[*good[0], 0], *good[1:]]
+    yield "a huge seq", [[good[0][0], 2**80, *good[0][2:]], *good[1:]]
+
+
+def test_spelled_leaves_equal_is_the_python_comparison():
+    """`spelled_leaves_equal` answers as `KnownLeaves._spell`'s Python comparison does, for the
+    extractor's own spelling and for each one-way forgery of it; None for values off its layout."""
+    from offchain.evidence.verify import KnownLeaves
+    frames = [FrameRef.of_bytes(i, 1_700_000_000_000 + 40 * i, b"f%d" % i, i == 0, None) for i in range(30)]
+    values = [f.leaf_values(CAM) for f in frames]
+    python = KnownLeaves(CAM, frames, None)
+    saved = core_native.native
+    import offchain.evidence.verify as verify_module
+    try:
+        verify_module.native = None
+        assert python._spell(_spelled(values), values) is True
+        expected = {name: python._spell(leaves, values) for name, leaves in _forgeries(values)}
+    finally:
+        verify_module.native = saved
+    assert native.spelled_leaves_equal(_spelled(values), "0x" + CAM.hex(), values) is True
+    got = {name: native.spelled_leaves_equal(leaves, "0x" + CAM.hex(), values) for name, leaves in _forgeries(values)}
+    assert got == expected and not any(got.values()) and len(got) == 12
+    assert native.spelled_leaves_equal(_spelled(values), "0x" + CAM.hex(), [*values[:-1], ["not", "a", "tuple", 0]]) is None
+    assert native.spelled_leaves_equal(_spelled(values), "0x" + CAM.hex(), [*values[:-1], (CAM, 1, 2, b"short")]) is None
