@@ -10,6 +10,14 @@
 
    sha256_each is the verifier's side: the digest of each of many consecutive samples of one read.
 
+   locate_records and copy_frames are a clip's whole stream in two calls: the first walks a pack
+   segment's record headers from a place the index gave (each must name the next frame asked for,
+   in the store's order); the second reads each frame where it was found, in the clip's (decode)
+   order, hashes it, carries the CRC-32 (the zip's) on and writes it to the clip (pwrite), with
+   the GIL released from the first frame to the last. One release per run of records is what lets the
+   stream run in a worker thread beside busy Python: a stream that gives the GIL up per window
+   waits a switch interval for it each time (the convoy, docs/EVIDENCE.md).
+
    Pure function of its inputs, no state. Its own module (not _native.c) because it links
    OpenSSL's libcrypto: a machine without OpenSSL's headers still builds the Keccak loops.
    Optional like them; offchain.core.native.gather is None where it was not built and the
@@ -21,6 +29,9 @@
 #include <string.h>
 #include <openssl/evp.h>
 #include <openssl/opensslv.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 static const EVP_MD *SHA256_MD = NULL;
 
@@ -204,11 +215,267 @@ done:
     return out;
 }
 
+/* ---- copy_records ---------------------------------------------------------------------------- */
+
+/* CRC-32 as zip and zlib compute it (reflected, polynomial 0xEDB88320), eight bytes a step; our
+   own so this module links nothing but libcrypto. Tables filled at import. */
+static uint32_t CRC_TABLE[8][256];
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        CRC_TABLE[0][i] = c;
+    }
+    for (int t = 1; t < 8; t++)
+        for (int i = 0; i < 256; i++)
+            CRC_TABLE[t][i] = (CRC_TABLE[t - 1][i] >> 8) ^ CRC_TABLE[0][CRC_TABLE[t - 1][i] & 0xff];
+}
+
+static uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n) {
+    crc = ~crc;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (n >= 8) {
+        uint32_t one, two;
+        memcpy(&one, p, 4);
+        memcpy(&two, p + 4, 4);
+        one ^= crc;
+        crc = CRC_TABLE[7][one & 0xff] ^ CRC_TABLE[6][(one >> 8) & 0xff] ^ CRC_TABLE[5][(one >> 16) & 0xff] ^
+              CRC_TABLE[4][one >> 24] ^ CRC_TABLE[3][two & 0xff] ^ CRC_TABLE[2][(two >> 8) & 0xff] ^
+              CRC_TABLE[1][(two >> 16) & 0xff] ^ CRC_TABLE[0][two >> 24];
+        p += 8;
+        n -= 8;
+    }
+#endif
+    while (n--) crc = CRC_TABLE[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+#define RECORD_HEADER 40                 /* LocalStore's _RECORD: magic (4), digest (32), length (4, big-endian) */
+#define COPY_WINDOW (4 << 20)            /* bytes of the pack read, and of the clip written, at a time */
+#define COPY_MAX_RECORD (64 << 20)       /* a record larger than this is left to the careful way */
+
+/* Make rbuf hold pack bytes [pos, pos + need): 0, or -1 where the pack ends first (or a read fails). */
+static int fill(int fd, uint8_t **rbuf, size_t *cap, int64_t *bufpos, size_t *have, int64_t pos, size_t need) {
+    if (pos >= *bufpos && pos + (int64_t)need <= *bufpos + (int64_t)*have) return 0;
+    *bufpos = pos;
+    *have = 0;
+    if (need > *cap) {
+        uint8_t *bigger = realloc(*rbuf, need);
+        if (bigger == NULL) return -1;
+        *rbuf = bigger;
+        *cap = need;
+    }
+    while (*have < need) {
+        ssize_t r = pread(fd, *rbuf + *have, *cap - *have, *bufpos + (int64_t)*have);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        *have += (size_t)r;
+    }
+    return 0;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n, int64_t at) {
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n, at);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return w < 0 ? errno : EIO;
+        p += w;
+        n -= (size_t)w;
+        at += w;
+    }
+    return 0;
+}
+
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The records from offset on, while each is whole and its header names the next digest with its
+   size: each one's bytes' pack offset into offsets; returns how many (the bytes are hashed when
+   copied, not here). */
+static Py_ssize_t locate_run(int fd, int64_t offset, const uint8_t *digests, const uint32_t *sizes, Py_ssize_t n,
+                             int64_t *offsets) {
+    size_t cap = COPY_WINDOW, have = 0;
+    int64_t bufpos = offset, pos = offset;
+    uint8_t *buf = malloc(cap);
+    Py_ssize_t i = 0;
+    for (; buf != NULL && i < n; i++) {
+        size_t need = RECORD_HEADER + (size_t)sizes[i];
+        if (sizes[i] > COPY_MAX_RECORD || fill(fd, &buf, &cap, &bufpos, &have, pos, need) < 0) break;
+        const uint8_t *rec = buf + (pos - bufpos);
+        if (memcmp(rec, "FLB1", 4) != 0 || memcmp(rec + 4, digests + 32 * (size_t)i, 32) != 0 || be32(rec + 36) != sizes[i])
+            break;
+        offsets[i] = pos + RECORD_HEADER;
+        pos += (int64_t)need;
+    }
+    free(buf);
+    return i;
+}
+
+/* locate_records(pack_fd, offset, digests, sizes, offsets) -> count
+   The frames whose records follow one another in the pack from offset (a record header), in
+   order, while each record is whole, carries the magic and names the frame's digest (32 bytes a
+   frame in digests) with the size sizes records (uint32, native order: array('I')): each one's
+   bytes' offset in the pack written into offsets (int64: array('q'), at least as many). Without the GIL. */
+static PyObject *py_locate_records(PyObject *self, PyObject *args) {
+    int fd;
+    long long offset;
+    Py_buffer digests = {0}, sizes = {0}, offsets = {0};
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "iLy*y*w*", &fd, &offset, &digests, &sizes, &offsets)) return NULL;
+    Py_ssize_t n = digests.len / 32;
+    if (digests.len % 32 != 0 || sizes.len != n * 4 || offsets.len < n * 8 || offset < 0) {
+        PyErr_Format(PyExc_ValueError, "locate_records: %zd digest bytes, %zd size bytes (4 a frame), %zd offset "
+                     "bytes (8 a frame), offset %lld", digests.len, sizes.len, offsets.len, offset);
+        goto done;
+    }
+    Py_ssize_t count;
+    Py_BEGIN_ALLOW_THREADS
+    count = locate_run(fd, offset, (const uint8_t *)digests.buf, (const uint32_t *)sizes.buf, n, (int64_t *)offsets.buf);
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromSsize_t(count);
+done:
+    PyBuffer_Release(&digests);
+    PyBuffer_Release(&sizes);
+    PyBuffer_Release(&offsets);
+    return result;
+}
+
+typedef struct {
+    const int32_t *fds;                  /* per frame (in the store's order): its pack, or -1: not located */
+    const int64_t *offsets;
+    const uint32_t *sizes, *order;       /* order[k]: the frame written k-th */
+    const uint8_t *digests;
+    Py_ssize_t n, start;
+    int out_fd;
+    int64_t out_offset;
+    uint32_t crc;
+} copy_job_t;
+
+typedef struct {
+    Py_ssize_t next;                     /* the first k not written */
+    int64_t written;
+    uint32_t crc;
+    int write_errno, failed;
+} copy_result_t;
+
+/* Frames order[start], order[start+1], ... read, hashed, carried into the CRC and written, until
+   one is not located, cannot be read or does not hash to its digest. */
+static copy_result_t copy_run(const copy_job_t *job) {
+    copy_result_t res = {job->start, 0, job->crc, 0, 0};
+    size_t wlen = 0, wcap = COPY_WINDOW;
+    uint8_t *wbuf = malloc(wcap);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (wbuf == NULL || ctx == NULL) {
+        res.failed = 1;
+        goto out;
+    }
+    Py_ssize_t k = job->start;
+    for (; k < job->n; k++) {
+        uint32_t i = job->order[k];
+        if ((Py_ssize_t)i >= job->n || job->fds[i] < 0) break;
+        size_t size = job->sizes[i];
+        if (wlen + size > wcap) {
+            if ((res.write_errno = write_all(job->out_fd, wbuf, wlen, job->out_offset + res.written)) != 0) goto out;
+            res.written += (int64_t)wlen;
+            wlen = 0;
+            if (size > wcap) {
+                uint8_t *bigger = realloc(wbuf, size);
+                if (bigger == NULL) {
+                    res.failed = 1;
+                    goto out;
+                }
+                wbuf = bigger;
+                wcap = size;
+            }
+        }
+        size_t got = 0;
+        while (got < size) {
+            ssize_t r = pread(job->fds[i], wbuf + wlen + got, size - got, job->offsets[i] + (int64_t)got);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            got += (size_t)r;
+        }
+        uint8_t md[EVP_MAX_MD_SIZE];
+        unsigned int mdlen = 0;
+        if (got < size) break;
+        if (!EVP_DigestInit_ex(ctx, SHA256_MD, NULL) || !EVP_DigestUpdate(ctx, wbuf + wlen, size) ||
+            !EVP_DigestFinal_ex(ctx, md, &mdlen)) {
+            res.failed = 1;
+            goto out;
+        }
+        if (mdlen != 32 || memcmp(md, job->digests + 32 * (size_t)i, 32) != 0) break;
+        res.crc = crc32_update(res.crc, wbuf + wlen, size);
+        wlen += size;
+    }
+    if (wlen > 0 && (res.write_errno = write_all(job->out_fd, wbuf, wlen, job->out_offset + res.written)) == 0)
+        res.written += (int64_t)wlen;
+    if (res.write_errno == 0) res.next = k;
+out:
+    EVP_MD_CTX_free(ctx);
+    free(wbuf);
+    return res;
+}
+
+/* copy_frames(fds, offsets, sizes, digests, order, start, out_fd, out_offset, crc) -> (next, written, crc)
+   fds (int32: array('i')), offsets (int64: array('q')), sizes (uint32: array('I')) and digests (32
+   bytes each) describe each frame in the store's order; order (uint32) the order they are written
+   in. From order[start] on, each frame is read from its pack (fds[i] at offsets[i], as
+   locate_records found it), hashed against its digest, carried into the CRC-32 begun as crc and
+   written to out_fd from out_offset on, until one is not located (fd -1), cannot be read or does
+   not hash to its digest. next: the first k not written (n when all were); written: bytes out.
+   Raises OSError for a write that failed. Without the GIL from the first frame to the last. */
+static PyObject *py_copy_frames(PyObject *self, PyObject *args) {
+    Py_buffer fds = {0}, offsets = {0}, sizes = {0}, digests = {0}, order = {0};
+    Py_ssize_t start;
+    int out_fd;
+    long long out_offset;
+    unsigned long crc;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*niLk", &fds, &offsets, &sizes, &digests, &order, &start, &out_fd,
+                          &out_offset, &crc))
+        return NULL;
+    Py_ssize_t n = digests.len / 32;
+    if (digests.len % 32 != 0 || fds.len != n * 4 || offsets.len != n * 8 || sizes.len != n * 4 || order.len != n * 4 ||
+        start < 0 || start > n || out_offset < 0 || crc > 0xFFFFFFFFul) {
+        PyErr_Format(PyExc_ValueError, "copy_frames: %zd frames by their digests; fds, offsets, sizes and order "
+                     "must be 4, 8, 4 and 4 bytes a frame; start %zd", n, start);
+        goto done;
+    }
+    copy_job_t job = {(const int32_t *)fds.buf, (const int64_t *)offsets.buf, (const uint32_t *)sizes.buf,
+                      (const uint32_t *)order.buf, (const uint8_t *)digests.buf, n, start, out_fd, out_offset,
+                      (uint32_t)crc};
+    copy_result_t res;
+    Py_BEGIN_ALLOW_THREADS
+    res = copy_run(&job);
+    Py_END_ALLOW_THREADS
+    if (res.write_errno != 0) {
+        errno = res.write_errno;
+        PyErr_SetFromErrno(PyExc_OSError);
+    } else if (res.failed) {
+        PyErr_SetString(PyExc_RuntimeError, "copy_frames: OpenSSL's SHA-256 or memory failed");
+    } else {
+        result = Py_BuildValue("(nLk)", res.next, (long long)res.written, (unsigned long)res.crc);
+    }
+done:
+    PyBuffer_Release(&fds);
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&sizes);
+    PyBuffer_Release(&digests);
+    PyBuffer_Release(&order);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"gather_sha256", py_gather_sha256, METH_VARARGS,
      "gather_sha256(buffers, places, digests) -> (the intact frames' bytes joined in order, indices of the others)."},
     {"sha256_each", py_sha256_each, METH_VARARGS,
      "sha256_each(buffer, sizes) -> the SHA-256 of each consecutive span of the buffer, 32 bytes each."},
+    {"locate_records", py_locate_records, METH_VARARGS,
+     "locate_records(pack_fd, offset, digests, sizes, offsets) -> how many records follow as asked."},
+    {"copy_frames", py_copy_frames, METH_VARARGS,
+     "copy_frames(fds, offsets, sizes, digests, order, start, out_fd, out_offset, crc) -> (next, written, crc)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_gather",
@@ -225,5 +492,6 @@ PyMODINIT_FUNC PyInit__gather(void) {
         PyErr_SetString(PyExc_ImportError, "OpenSSL offers no SHA-256");
         return NULL;
     }
+    crc_init();
     return PyModule_Create(&module);
 }

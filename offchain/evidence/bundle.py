@@ -476,6 +476,7 @@ class BundleWriter:
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
         self._zip: zipfile.ZipFile | None = zipfile.ZipFile(self._tmp, "w", allowZip64=True)
         self.stored_at: dict[str, tuple[int, int]] = {}  # each `stored_member`: (where its bytes begin, size)
+        self._reserved: dict[str, ReservedMember] = {}  # `reserve_stored` members whose CRC is not in yet
 
     def add(self, members: Iterable[tuple[str, bytes | Path | WrittenFile]]) -> None:
         zf = self._zip
@@ -525,6 +526,41 @@ class BundleWriter:
             _end_stored(zf, info, end)
         self.stored_at[name] = (member.data_offset, size)
 
+    def reserve_stored(self, name: str, size: int) -> "ReservedMember":
+        """A stored member of exactly ``size`` bytes that another thread writes at its place
+        (`ReservedMember.fd`, positional writes from `data_offset`) while members after it are
+        added: extraction's clip copied out of the store in the background (offchain.evidence.
+        clip_copy). Its local header is written now with CRC 0 and the zip's next member begins
+        after its bytes; `finish_reserved` patches the CRC in, and `close` refuses a bundle with
+        a reservation not finished."""
+        zf = self._zip
+        assert zf is not None, "bundle already closed"
+        info = _info(name, zipfile.ZIP_STORED)
+        info.file_size = info.compress_size = size
+        info.CRC = 0  # until the bytes are in
+        with zf._lock:  # noqa: SLF001 - as in stored_member
+            fp, header_bytes = _begin_stored(zf, info)
+            fp.flush()  # the header on disk: the CRC is patched in through the member's own descriptor
+            data_offset = info.header_offset + header_bytes
+            _end_stored(zf, info, data_offset + size)
+        member = ReservedMember(name=name, info=info, data_offset=data_offset, size=size,
+                                fd=os.open(self._tmp, os.O_WRONLY))
+        self._reserved[name] = member
+        self.stored_at[name] = (data_offset, size)
+        return member
+
+    def finish_reserved(self, member: "ReservedMember", crc32: int) -> None:
+        """The reserved member's bytes are all written: its CRC-32 into its local header and the
+        zip's directory."""
+        assert self._reserved.get(member.name) is member, f"{member.name} is not reserved in this bundle"
+        member.info.CRC = crc32
+        header = member.info.FileHeader(None)  # the same length as the one written: only the CRC changed
+        at = 0
+        while at < len(header):
+            at += os.pwrite(member.fd, header[at:], member.info.header_offset + at)
+        del self._reserved[member.name]
+        os.close(member.fd)
+
     def mark(self) -> tuple[int, int]:
         """Where the zip stands now (members, bytes), for `rollback_to`."""
         assert self._zip is not None, "bundle already closed"
@@ -538,6 +574,9 @@ class BundleWriter:
         for info in zf.filelist[count:]:
             zf.NameToInfo.pop(info.filename, None)
             self.stored_at.pop(info.filename, None)
+            reserved = self._reserved.pop(info.filename, None)
+            if reserved is not None:  # its copy was stopped first (ClipCopies.stop)
+                os.close(reserved.fd)
         del zf.filelist[count:]
         zf.fp.seek(at)
         zf.fp.truncate()
@@ -550,6 +589,8 @@ class BundleWriter:
     def close(self) -> Path:
         """Finish the zip and move it into place; returns its path."""
         assert self._zip is not None, "bundle already closed"
+        if self._reserved:
+            raise ValueError(f"reserved members not finished: {sorted(self._reserved)}")
         try:
             self._zip.close()
             self._zip = None
@@ -560,10 +601,24 @@ class BundleWriter:
 
     def abort(self) -> None:
         """Drop an unfinished bundle (nothing is left behind); harmless after `close`."""
+        for member in self._reserved.values():
+            os.close(member.fd)
+        self._reserved.clear()
         if self._zip is not None:
             self._zip.close()
             self._zip = None
         self._tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class ReservedMember:
+    """A stored member of `BundleWriter.reserve_stored`: its bytes go at ``data_offset`` ..
+    ``data_offset + size`` of the bundle's file, through ``fd`` (the writer's own descriptor)."""
+    name: str
+    info: zipfile.ZipInfo
+    data_offset: int
+    size: int
+    fd: int
 
 
 class StoredMember:

@@ -55,6 +55,7 @@ from ..store.local import LocalStore
 from .anchors import ON_CHAIN_WORKERS, AnchorSource, PendingAnswers
 from .batch_anchors import ANCHORING_BATCH, ANCHORING_HEADER, BatchReader
 from .ahead import ahead
+from .clip_copy import ClipCopies, ClipCopyFailed
 from .bundle import (BundleWriter, ChainReader, WrittenFile, batch_member, bundle_index, copy_range, note_decoded,
                      probe_remuxed_clips, read_clip_samples)
 from .report import Report
@@ -81,7 +82,8 @@ from .verify import (
     remember_multiproof,
     verify_evidence,
 )
-from .video import (REENCODE_CRF, LayoutTooLarge, MuxResult, SampleSizeMismatch, audio_copyable, compare_pictures, decode_frames, decode_order,
+from .video import (REENCODE_CRF, LayoutTooLarge, MuxResult, SampleSizeMismatch, audio_copyable, compare_pictures,
+                    copied_mp4_layout, copied_mux_result, decode_frames, decode_order,
                     encode_frames_to_mp4, reencode_span_to_mp4, remux_to_mp4, write_copied_mp4, JoinedFrames)
 
 __all__ = ["EvidenceError", "ExtractResult", "extract", "parse_camera", "parse_time", "plan_stream"]
@@ -550,6 +552,23 @@ def extract(
     of `PHASES` as it ends (the CLI shows a bar). Raises :class:`EvidenceError`
     only for unusable input (camera or time spelling, empty range); every problem with the
     chain, the stores or the data is a status code in the report."""
+    notes = list(notes)
+    once = partial(_extract_once, camera, from_ms, to_ms, ledger, stores, out_dir, probe=probe, bundle=bundle,
+                   produced_by=produced_by, max_context_blocks=max_context_blocks, notes=notes, progress=progress)
+    try:
+        return once(copies_allowed=True)
+    except ClipCopyFailed as exc:  # the careful stream has something to report: its outcome is the one reported
+        log.info("a clip copied in the background met a frame to report on; extracting again the careful way",
+                 extra={"error": str(exc)})
+        return once(copies_allowed=False)
+
+
+def _extract_once(camera: str | bytes, from_ms: int | str, to_ms: int | str, ledger: VideoLedgerClient | AnchorSource,
+                  stores: Sequence[ContentStore], out_dir: str | os.PathLike[str], *, probe: bool, bundle: bool,
+                  produced_by: str, max_context_blocks: int, notes: list[Note],
+                  progress: Callable[[str], None] | None, copies_allowed: bool) -> ExtractResult:
+    """`extract`, with the remuxed clips copied into the bundle in the background where
+    ``copies_allowed`` and the store suits (offchain.evidence.clip_copy)."""
     timer = _Timer(progress)
     cam, ip = parse_camera(camera)
     from_ms, to_ms = parse_time(from_ms), parse_time(to_ms)
@@ -576,9 +595,22 @@ def extract(
     # One-pass clips go straight into the bundle (written once); with --probe they are files, which
     # the decoder reads before the bundle is closed.
     writer = BundleWriter(out / _bundle_name(claim)) if bundle else None
-    with _aborted_on_error(writer):
+    copies = ClipCopies(stores[0], partial(_clean_fetch, fetcher)) \
+        if copies_allowed and writer is not None and not probe and stores and ClipCopies.available(stores[0]) else None
+    with _aborted_on_error(writer), _stopped(copies):
         fetched, restored = _fetch_and_restore(fetcher, plan, loaded, cam, from_ms, to_ms, reader, out, timer,
-                                               None if probe else writer)
+                                               None if probe else writer, copies)
+        return _prove_check_and_bundle(claim, loaded, restored, fetched, reader, fetcher, cam, writer, copies, timer,
+                                       notes=notes, probe=probe, produced_by=produced_by, out=out)
+
+
+def _prove_check_and_bundle(claim: EvidenceClaim, loaded: ManifestLoad, restored: Restoration, fetched: FetchResult,
+                            reader: AnchorSource, fetcher: Fetcher, cam: bytes, writer: BundleWriter | None,
+                            copies: ClipCopies | None, timer: _Timer, *, notes: list[Note], probe: bool,
+                            produced_by: str, out: Path) -> ExtractResult:
+    """The proofs, the self-check and the bundle, while the clips copied in the background
+    (``copies``) arrive; their CRCs go in before the bundle is closed."""
+    bundle = writer is not None
     with _BundleInBackground(writer, restored.members()) as writing, \
             ThreadPoolExecutor(max_workers=ON_CHAIN_WORKERS, thread_name_prefix="verify-frames") as asking:
         proofs, asked = prove_presented(restored, loaded, reader, cam, asking)
@@ -599,6 +631,10 @@ def extract(
             probe_remuxed_clips(report, claim, lambda p: restored.files[p])
             timer.lap("probe")
         done = writing.writer()
+        if copies is not None and done is not None:
+            copies.finish(done)
+            fetcher.frames += copies.frames
+            fetcher.bytes += copies.bytes
         bundle_path = _close_bundle(done, claim, proofs, report) if done else None
         timer.lap("bundle")
     return _finish(report, out, bundle_path, _clip_files(claim, restored, writer, bundle_path), timer, fetcher)
@@ -625,6 +661,22 @@ def _aborted_on_error(writer: BundleWriter | None) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- 1-2. blocks and manifests
+
+
+@contextmanager
+def _stopped(copies: ClipCopies | None) -> Iterator[None]:
+    """No copy thread outlives the extraction, whatever happened."""
+    try:
+        yield
+    finally:
+        if copies is not None:
+            copies.stop()
+
+
+def _clean_fetch(fetcher: Fetcher, digest: bytes) -> bytes | None:
+    """A frame's bytes fetched the careful way, when that finds nothing to report (ClipCopies)."""
+    got = fetcher.get(digest)
+    return got.data if got.data is not None and not got.corrupt else None
 
 
 def load_blocks(reader: AnchorSource, fetcher: Fetcher, cam: bytes, from_ms: int, to_ms: int,
@@ -772,12 +824,14 @@ class _StreamFailed(Exception):
 
 def _fetch_and_restore(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int,
                        reader: AnchorSource, out: Path, timer: _Timer,
-                       into: BundleWriter | None) -> tuple[FetchResult, Restoration]:
+                       into: BundleWriter | None, copies: ClipCopies | None = None) -> tuple[FetchResult, Restoration]:
     """Fetch, then write the clips (one-pass clips straight ``into`` the bundle when one is
     given). The frames of remuxed clips are fetched (and re-hashed) while the clip is written, a
     chunk ahead of the muxer, so memory does not grow with the range. If one of them turns out
     unavailable (the plan assumed it was not), everything is done again the careful way: fetch
-    every frame first, then plan around what is missing."""
+    every frame first, then plan around what is missing. With ``copies``, a remuxed clip's frames
+    are copied into the bundle in the background instead (offchain.evidence.clip_copy), and
+    whatever they meet is found when the copies are finished."""
     mark = into.mark() if into is not None else None
     for defer in (plan.streamable(cam), set()):
         fetched = fetch_frames(fetcher, plan, loaded, cam, defer)
@@ -786,9 +840,12 @@ def _fetch_and_restore(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, 
             plan_stream(plan.items, from_ms, to_ms, fetched.unavailable[cam], group_of=plan.group_of)
         restored = Restoration()
         try:
-            restore(restored, segments, raw, plan, fetched, loaded, cam, from_ms, to_ms, reader, fetcher, out, into)
+            restore(restored, segments, raw, plan, fetched, loaded, cam, from_ms, to_ms, reader, fetcher, out, into,
+                    copies)
         except _StreamFailed as exc:
             log.info("streamed fetch failed; fetching every frame first", extra={"error": str(exc)})
+            if copies is not None:
+                copies.stop()  # before their members are rolled back
             for p in restored.files.values():
                 p.unlink(missing_ok=True)
             if into is not None and mark is not None:
@@ -869,7 +926,7 @@ def _fetch_run(run: Sequence[Item], fetcher: Fetcher, notes: list[Note], cam: by
 
 def restore(restored: Restoration, segments: list[list[Item]], raw: list[Item], plan: FramePlan, fetched: FetchResult,
             loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int, reader: AnchorSource, fetcher: Fetcher,
-            out: Path, into: BundleWriter | None = None) -> Restoration:
+            out: Path, into: BundleWriter | None = None, copies: ClipCopies | None = None) -> Restoration:
     """Write the clips in time order into ``restored``. The camera's own runs are remuxed (merged
     into one file unless a substitution or codec change sits between them); each substituted span
     gets its own clip, remuxed from the substitute's anchored packets when they are H.264, else
@@ -892,7 +949,8 @@ def restore(restored: Restoration, segments: list[list[Item]], raw: list[Item], 
     for kind, payload in _group_pieces(pieces, plan):
         name = f"clip-{len(restored.clips):03d}{'-substituted' if kind == SUBSTITUTED else ''}.mp4"
         if kind == PRIMARY:
-            _restore_own(restored, [it for seg in payload for it in seg], plan, fetched, fetcher, cam, out / name, into)
+            _restore_own(restored, [it for seg in payload for it in seg], plan, fetched, fetcher, cam, out / name, into,
+                         copies)
         else:
             _restore_substitute(restored, payload, plan, fetched.data, reader, fetcher, out / name)
     return restored
@@ -910,7 +968,7 @@ def _group_pieces(pieces: list[tuple[int, str, Any]], plan: FramePlan) -> list[t
 
 
 def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fetched: FetchResult, fetcher: Fetcher,
-                 cam: bytes, path: Path, into: BundleWriter | None = None) -> None:
+                 cam: bytes, path: Path, into: BundleWriter | None = None, copies: ClipCopies | None = None) -> None:
     codec = plan.codecs.get(frames[0][0])
     data = fetched.data
     if codec is None:
@@ -925,7 +983,7 @@ def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fet
             frames = [by_seq[f.seq] for f in decode_order(codec, [f for _, f in frames])]  # as remux_to_mp4 would
             origin = min(f.timestamp_ms for _, f in frames)
             sound = _clip_audio(plan, codec, frames, data, origin)
-            mux = _remux_own(codec, frames, sound, fetched, fetcher, cam, path, origin, into)
+            mux = _remux_own(codec, frames, sound, fetched, fetcher, cam, path, origin, into, copies)
             restored.samples[f"clips/{path.name}"] = ClipSamples(mux.samples, extradata=codec.extradata,
                                                                   audio=mux.audio_samples)
             restored.audio[f"clips/{path.name}"] = [(h, f.seq) for h, f in sound]
@@ -962,16 +1020,21 @@ def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fet
 
 
 def _remux_own(codec: CodecConfig, frames: list[Item], sound: list[Item], fetched: FetchResult, fetcher: Fetcher,
-               cam: bytes, path: Path, origin: int, into: BundleWriter | None = None) -> MuxResult:
+               cam: bytes, path: Path, origin: int, into: BundleWriter | None = None,
+               copies: ClipCopies | None = None) -> MuxResult:
     """The camera's frames (decode order) copied into ``path`` as they are fetched. The streamed
     bytes are the ones the fetcher hashed and found equal to f.sha256 (raw ones were checked when
     fetched), so nothing hashes them again. Video only: the one-pass writer (index first, from the
     manifest's sizes and times); with audio, when a packet is not the size its manifest records,
     or for times past 32-bit boxes (a clip spanning ~13 h), PyAV's muxer. The one-pass writer
-    writes ``into`` the bundle when one is given: the clip is written once, never copied."""
+    writes ``into`` the bundle when one is given: the clip is written once, never copied; with
+    ``copies``, where they suit the clip, its packets are copied in by a worker thread while the
+    proofs and the self-check run (`_copied_in_background`)."""
     data = fetched.data
     if not sound:
         try:
+            if copies is not None and into is not None and copies.suits([f for _, f in frames]):
+                return _copied_in_background(codec, [f for _, f in frames], copies, into, path, origin)
             return write_copied_mp4(codec, [f for _, f in frames],
                                     _stream_chunks(frames, data, fetcher, fetched.notes, cam), path, origin_ms=origin,
                                     sink=partial(into.stored_member, f"clips/{path.name}") if into is not None else None)
@@ -981,6 +1044,15 @@ def _remux_own(codec: CodecConfig, frames: list[Item], sound: list[Item], fetche
     return remux_to_mp4(codec, _stream_frames(frames, data, fetcher, fetched.notes, cam), path, origin_ms=origin,
                         audio=(codec.audio, [_encoded(f, data) for _, f in sound])
                         if sound and codec.audio is not None else None, sha256s=[f.sha256 for _, f in frames])
+
+
+def _copied_in_background(codec: CodecConfig, refs: list[FrameRef], copies: ClipCopies, into: BundleWriter, path: Path,
+                          origin: int) -> MuxResult:
+    """The one-pass clip's index computed and its member reserved in the bundle, its packets
+    copied in the background (`ClipCopies.start`); what the clip holds, as `write_copied_mp4` says it."""
+    head, table = copied_mp4_layout(codec, refs, origin_ms=origin)
+    copies.start(into, f"clips/{path.name}", head, refs)
+    return copied_mux_result(path, refs, table, origin_ms=origin)
 
 
 def _clip_audio(plan: FramePlan, codec: CodecConfig, frames: Sequence[Item], data: Mapping[bytes, bytes],

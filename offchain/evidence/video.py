@@ -32,7 +32,7 @@ from av.video.frame import PictureType
 
 from offchain.camera.sources import AudioConfig, CodecConfig, EncodedFrame
 from offchain.core.block import FrameRef
-from offchain.core.mp4 import TICKS_PER_MS, LayoutTooLarge, Mp4Video, mp4_head, plan_samples
+from offchain.core.mp4 import TICKS_PER_MS, LayoutTooLarge, Mp4Video, SampleTable, mp4_head, plan_samples
 
 __all__ = [
     "MuxResult",
@@ -40,6 +40,8 @@ __all__ = [
     "RestoreReport",
     "Span",
     "SpanOutput",
+    "copied_mp4_layout",
+    "copied_mux_result",
     "decode_frames",
     "encode_frames_to_mp4",
     "probe_mp4",
@@ -337,10 +339,7 @@ def write_copied_mp4(codec: CodecConfig, refs: Sequence[FrameRef], payloads: Ite
     `remux_to_mp4` writes the clip. With a ``sink`` (given the file's size, a context yielding
     something to ``write`` to: `BundleWriter.stored_member`), the file is written there instead of
     at ``out_path``, and the sink computes its CRC-32."""
-    _check_copyable(codec)
-    default_dur = _default_duration(codec)
-    table = plan_samples(((r.timestamp_ms, r.dts_ms, r.keyframe, r.size) for r in refs), origin_ms, default_dur)
-    head = mp4_head(Mp4Video(width=codec.width, height=codec.height, avcc=codec.extradata), table)
+    head, table = copied_mp4_layout(codec, refs, origin_ms=origin_ms)
     out_path = Path(out_path)
     crc: int | None = None
     if sink is not None:
@@ -361,10 +360,26 @@ def write_copied_mp4(codec: CodecConfig, refs: Sequence[FrameRef], payloads: Ite
             os.replace(tmp, out_path)
         finally:
             tmp.unlink(missing_ok=True)
-    return MuxResult(path=out_path, frames=len(table), first_timestamp_ms=origin_ms,
+    return copied_mux_result(out_path, refs, table, origin_ms=origin_ms, crc32=crc)
+
+
+def copied_mp4_layout(codec: CodecConfig, refs: Sequence[FrameRef], *, origin_ms: int) -> tuple[bytes, SampleTable]:
+    """The one-pass clip's head (ftyp and moov, faststart) and sample table, from the frames'
+    recorded sizes and times alone (``refs`` in decode order): its packets follow the head back to
+    back. Raises as `write_copied_mp4` does before taking any payload."""
+    _check_copyable(codec)
+    table = plan_samples(((r.timestamp_ms, r.dts_ms, r.keyframe, r.size) for r in refs), origin_ms,
+                         _default_duration(codec))
+    return mp4_head(Mp4Video(width=codec.width, height=codec.height, avcc=codec.extradata), table), table
+
+
+def copied_mux_result(path: Path, refs: Sequence[FrameRef], table: SampleTable, *, origin_ms: int,
+                      crc32: int | None = None) -> MuxResult:
+    """What a one-pass clip of ``refs`` laid out as ``table`` holds."""
+    return MuxResult(path=path, frames=len(table), first_timestamp_ms=origin_ms,
                      duration_ms=table.end // _MS_TICKS, reencoded=False,
                      samples=[(r.sha256, pts // _MS_TICKS) for r, pts in zip(refs, table.pts)], audio_samples=[],
-                     crc32=crc)
+                     crc32=crc32)
 
 
 def _write_payloads(fh: Any, sizes: Sequence[int], payloads: Iterable[bytes | JoinedFrames],

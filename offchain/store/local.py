@@ -47,14 +47,17 @@ import sqlite3
 import struct
 import threading
 import time
+from array import array
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Literal, Sequence
 
 from ..core.cid import cid_from_digest, digest_from_cid
+from ..core.gather import locate_records
 from .base import BlockNotFound, BlockStat, CorruptBlock, StoreFull, StoreHelpers, StoreUnavailable
 
-__all__ = ["LocalStore", "PlacedWindow"]
+__all__ = ["LocalStore", "LocatedFrames", "PlacedWindow"]
 
 FsyncPolicy = Literal["full", "file", "none"]
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
@@ -483,6 +486,64 @@ class LocalStore(StoreHelpers):
             for fh in packs.values():
                 fh.close()
 
+    @contextmanager
+    def located(self, digests: bytes, sizes: "array[int]") -> Iterator[LocatedFrames]:
+        """Where the frames asked for (``digests``: 32 bytes each, in the order they were stored;
+        ``sizes``: array('I') of each one's recorded size) lie in the pack segments, for a reader
+        that reads, hashes and copies them itself (`offchain.core.gather.copy_frames`): the index
+        places the first frame and every frame where a run of records stops, and the records that
+        follow are taken by their headers (`offchain.core.gather.locate_records`, one native call
+        per run) while each names the next frame with its size. A frame not found that way (a
+        loose file, a record whose header does not match) has fd -1: the caller takes it the
+        careful way. The packs stay open until the block ends. Only where `copies_intact`; worth
+        it where `frames_per_run` is high (each stop is an index query)."""
+        count = len(digests) // 32
+        fds, offsets = array("i", [-1]) * count, array("q", [0]) * count
+        opened: dict[str, int] = {}
+        try:
+            at = 0
+            with memoryview(digests) as asked, memoryview(sizes) as recorded, memoryview(offsets) as found:
+                while at < count:
+                    place = self._packed(bytes(asked[32 * at:32 * at + 32]))
+                    fd = self._pack_fd(opened, place[0]) if place is not None else None
+                    run = locate_records(fd, place[1] - _RECORD.size, asked[32 * at:], recorded[at:], found[at:]) \
+                        if fd is not None and place is not None else 0
+                    fds[at:at + run] = array("i", [fd or 0]) * run
+                    at += max(run, 1)
+            yield LocatedFrames(fds=fds, offsets=offsets)
+        finally:
+            for fd in opened.values():
+                os.close(fd)
+
+    def _pack_fd(self, fds: dict[str, int], pack: str) -> int | None:
+        if pack not in fds:
+            try:
+                fds[pack] = os.open(self._packs / pack, os.O_RDONLY)
+            except OSError:
+                return None
+        return fds[pack]
+
+    def copies_intact(self) -> bool:
+        """Whether `located` may find records by their headers here (`_may_chase`)."""
+        return self._may_chase()
+
+    def frames_per_run(self, digests: Sequence[bytes]) -> float:
+        """How many of these frames lie back to back in a pack per run, on average (0.0 where the
+        index places none): a camera's frames written by one group commit per camera lie in long
+        runs; a node's batches of many cameras interleave them. One index query."""
+        where = self._pack_places(list(digests)) if digests else {}
+        places = [where.get(d) for d in digests]
+        runs, previous = 0, None
+        for p in places:
+            if p is None:
+                previous = None
+                continue
+            if previous is None or p[0] != previous[0] or p[1] != previous[1] + previous[2] + _RECORD.size:
+                runs += 1
+            previous = p
+        placed = sum(p is not None for p in places)
+        return placed / runs if runs else 0.0
+
     def _may_chase(self) -> bool:
         """Whether bulk reads may find records by their headers: not where `delete` took a packed
         block out of the index (its bytes are still in the segment, where a chase would find
@@ -629,6 +690,14 @@ _SPAN_BYTES = 4 << 20  # one read per run of adjacent pack records, at most this
 # copies in flight than a whole chunk; one index query still serves 500 requests).
 _WINDOW_BYTES = 1 << 20
 _WINDOW_BUFFER_BYTES = _WINDOW_BYTES + 64 * _RECORD.size  # a window's records and some of their headers
+
+
+@dataclass(frozen=True)
+class LocatedFrames:
+    """`LocalStore.located`: each frame's pack (an open descriptor, -1: not found in a pack as
+    asked) and its bytes' offset there, in the order asked."""
+    fds: "array[int]"
+    offsets: "array[int]"
 
 
 @dataclass(frozen=True)
