@@ -18,8 +18,9 @@ packs do not deliver intact is fetched the careful way (`careful`: every store i
 store has it intact, or one held a corrupt copy (which the report must say), the copy fails with
 `ClipCopyFailed` when it is joined, and extraction starts again without copies in the background
 (`extract.extract`), so the report describes what the careful stream finds. Only for a plain
-LocalStore whose frames lie in long runs (`suits`): a node's batches of many cameras interleave a
-camera's frames, and a run of two frames is not worth a native call.
+LocalStore whose frames are small and lie in long runs (`suits`): a node's batches of many cameras
+interleave a camera's frames, and a run of two frames is not worth a native call; for large frames
+the copy on one core is slower than the careful stream's two threads (measured, `MAX_MEAN_FRAME_BYTES`).
 """
 
 from __future__ import annotations
@@ -37,13 +38,19 @@ from ..core.native import GATHER
 from ..store.local import LocalStore
 from .bundle import BundleWriter, ReservedMember
 
-__all__ = ["ClipCopies", "ClipCopyFailed", "MIN_FRAMES_PER_RUN"]
+__all__ = ["ClipCopies", "ClipCopyFailed", "MAX_MEAN_FRAME_BYTES", "MIN_FRAMES_PER_RUN"]
 
 # A clip is copied in the background only where its frames lie at least this many to a run of
 # back-to-back records (measured on the first PROBE_FRAMES): below it the index is asked every few
 # frames from the worker thread, each answer a wait for the GIL beside the busy self-check.
 MIN_FRAMES_PER_RUN = 32
 PROBE_FRAMES = 256
+# ... and only where its frames are small, on average over the same frames. The copy runs on one
+# core beside the main thread's per-frame Python, the bundle's deflate and the chain's answers; on
+# this project's 2-core machine it is the faster way for ~2 kB frames (640x272: extraction 0.95 →
+# 0.81 s) and the slower for ~10 kB frames (720p: 1.07 → 1.26 s, where the careful stream's reader
+# and writer threads move the 300 MB on both cores), docs/EVIDENCE.md, "Round of 2026-12-04".
+MAX_MEAN_FRAME_BYTES = 4096
 
 Careful = Callable[[bytes], "bytes | None"]  # a frame's bytes fetched the careful way, or None: not clean
 
@@ -148,8 +155,11 @@ class ClipCopies:
 
     def suits(self, frames: Sequence[FrameRef]) -> bool:
         """Whether a clip of these frames is worth copying in the background: its first
-        `PROBE_FRAMES` frames, in the order they were stored, lie `MIN_FRAMES_PER_RUN` to a run."""
+        `PROBE_FRAMES` frames are `MAX_MEAN_FRAME_BYTES` or less on average and, in the order they
+        were stored, lie `MIN_FRAMES_PER_RUN` to a run."""
         first = sorted(frames[:PROBE_FRAMES], key=lambda f: f.seq)
+        if not first or sum(f.size for f in first) > MAX_MEAN_FRAME_BYTES * len(first):
+            return False
         return self._store.frames_per_run([f.sha256 for f in first]) >= MIN_FRAMES_PER_RUN
 
     def start(self, writer: BundleWriter, name: str, head: bytes, frames: Sequence[FrameRef]) -> None:

@@ -16,7 +16,7 @@ from offchain.core import native as core_native
 from offchain.core.block import FrameRef
 from offchain.core.gather import copy_frames_py, locate_records_py
 from offchain.evidence.bundle import BundleWriter
-from offchain.evidence.clip_copy import MIN_FRAMES_PER_RUN, ClipCopies, ClipCopyFailed
+from offchain.evidence.clip_copy import MAX_MEAN_FRAME_BYTES, MIN_FRAMES_PER_RUN, ClipCopies, ClipCopyFailed
 from offchain.store.local import LocalStore
 
 needs_gather = pytest.mark.skipif(not core_native.GATHER, reason="the C module is not built (it is optional)")
@@ -170,3 +170,14 @@ def test_interleaved_frames_are_not_copied_in_the_background(tmp_path):
     store.put_many([f for pair in zip(a, b) for f in pair])  # two cameras in one batch
     assert store.frames_per_run([hashlib.sha256(f).digest() for f in a]) == 1.0
     assert not ClipCopies(store, lambda d: None).suits(_refs(a))
+
+
+@needs_gather
+def test_large_frames_are_not_copied_in_the_background(tmp_path):
+    store = LocalStore(tmp_path / "store", fsync="none")
+    small, large = [os.urandom(MAX_MEAN_FRAME_BYTES // 2) for _ in range(100)], \
+        [os.urandom(MAX_MEAN_FRAME_BYTES + 1) for _ in range(100)]
+    store.put_many(small)
+    store.put_many(large)
+    copies = ClipCopies(store, lambda d: None)
+    assert copies.suits(_refs(small)) and not copies.suits(_refs(large))
