@@ -289,6 +289,178 @@ static PyObject *build_tree(PyObject *arg) {
     return out;
 }
 
+/* sorted_tree(hashes: list[bytes]) -> (tree, tree_indices) | None
+   `StandardMerkleTree.from_leaf_hashes` with sorted leaves, in one call: the leaves in a stable
+   sort by hash (as Python's sorted and V8's Array.prototype.sort: equal hashes keep their input
+   order), the tree `make_tree` builds over them, and tree_indices[i] = the node of hashes[i].
+   None when a hash is not 32 bytes; ValueError for no leaves. */
+static const uint8_t *sort_base;
+
+static int by_hash_then_index(const void *a, const void *b) {
+    Py_ssize_t i = *(const Py_ssize_t *)a, j = *(const Py_ssize_t *)b;
+    int c = memcmp(sort_base + 32 * i, sort_base + 32 * j, 32);
+    return c != 0 ? c : (i > j) - (i < j);  /* the index breaks ties: a stable sort */
+}
+
+static PyObject *py_sorted_tree(PyObject *self, PyObject *arg) {
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "sorted_tree takes a list of 32-byte leaf hashes");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    if (n == 0) {
+        PyErr_SetString(PyExc_ValueError, "Expected non-zero number of leaves");
+        return NULL;
+    }
+    /* A private copy, checked before anything is allocated: nothing below runs Python code but
+       the allocations' collections, which must not change the list under the loop. */
+    PyObject *hashes = PyList_GetSlice(arg, 0, n);
+    if (hashes == NULL) return NULL;
+    PyObject *out = NULL, *sorted_leaves = NULL, *tree = NULL, *indices = NULL;
+    uint8_t *flat = NULL;
+    Py_ssize_t *order = NULL;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *h = PyList_GET_ITEM(hashes, k);
+        if (!PyBytes_CheckExact(h) || PyBytes_GET_SIZE(h) != 32) {
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    if (n > PY_SSIZE_T_MAX / 64) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    flat = PyMem_Malloc((size_t)n * 32);
+    order = PyMem_Malloc((size_t)n * sizeof(Py_ssize_t));
+    if (flat == NULL || order == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        memcpy(flat + 32 * k, PyBytes_AS_STRING(PyList_GET_ITEM(hashes, k)), 32);
+        order[k] = k;
+    }
+    sort_base = flat;  /* the GIL is held throughout: no other caller of qsort's comparator */
+    qsort(order, (size_t)n, sizeof(Py_ssize_t), by_hash_then_index);
+    sorted_leaves = PyList_New(n);
+    indices = PyList_New(n);
+    if (sorted_leaves == NULL || indices == NULL) goto done;
+    Py_ssize_t last = 2 * n - 2;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyList_SET_ITEM(sorted_leaves, k, Py_NewRef(PyList_GET_ITEM(hashes, order[k])));
+        PyObject *node = PyLong_FromSsize_t(last - k);
+        if (node == NULL) goto done;
+        PyList_SET_ITEM(indices, order[k], node);
+    }
+    tree = build_tree(sorted_leaves);
+    if (tree == NULL) goto done;
+    out = PyTuple_Pack(2, tree, indices);
+done:
+    PyMem_Free(flat);
+    PyMem_Free(order);
+    Py_XDECREF(sorted_leaves);
+    Py_XDECREF(tree);
+    Py_XDECREF(indices);
+    Py_DECREF(hashes);
+    return out;
+}
+
+/* frame_refs(cls, rows: list) -> tuple[cls, ...] | None
+   `FrameRef.from_row` of every manifest row, in one call: each row a list
+   [seq, timestamp_ms, sha256 as 64 hex digits, keyframe, size, dts_ms or null] with exact ints
+   (keyframe an int or a bool), each record made as from_row makes it (object.__new__, then the
+   fields set as object.__setattr__ sets them, past the frozen dataclass's guard). None when a row
+   is off that layout: the Python loop then accepts or rejects it exactly as before. */
+static int hex_value(Py_UCS4 c) {
+    if (c >= '0' && c <= '9') return (int)(c - '0');
+    if (c >= 'a' && c <= 'f') return (int)(c - 'a' + 10);
+    if (c >= 'A' && c <= 'F') return (int)(c - 'A' + 10);
+    return -1;
+}
+
+/* The 32 bytes spelled by a 64-digit hex string, or NULL without an error when it is not one. */
+static PyObject *digest_of_hex(PyObject *text) {
+    if (!PyUnicode_CheckExact(text) || PyUnicode_GET_LENGTH(text) != 64) return NULL;
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    uint8_t out[32];
+    for (Py_ssize_t i = 0; i < 32; i++) {
+        int hi = hex_value(PyUnicode_READ(kind, data, 2 * i)), lo = hex_value(PyUnicode_READ(kind, data, 2 * i + 1));
+        if (hi < 0 || lo < 0) return NULL;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return PyBytes_FromStringAndSize((const char *)out, 32);
+}
+
+static int row_fits(PyObject *row) {
+    if (!PyList_CheckExact(row) || PyList_GET_SIZE(row) != 6) return 0;
+    PyObject *key = PyList_GET_ITEM(row, 3), *dts = PyList_GET_ITEM(row, 5);
+    return PyLong_CheckExact(PyList_GET_ITEM(row, 0)) && PyLong_CheckExact(PyList_GET_ITEM(row, 1)) &&
+           (PyLong_CheckExact(key) || PyBool_Check(key)) && PyLong_CheckExact(PyList_GET_ITEM(row, 4)) &&
+           (dts == Py_None || PyLong_CheckExact(dts));
+}
+
+static const char *const FRAME_FIELDS[6] = {"seq", "timestamp_ms", "sha256", "keyframe", "size", "dts_ms"};
+
+static PyObject *frame_of_row(PyObject *cls, PyObject *no_args, PyObject *const names[6], PyObject *row) {
+    PyObject *digest = digest_of_hex(PyList_GET_ITEM(row, 2));
+    if (digest == NULL) return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    int key = PyObject_IsTrue(PyList_GET_ITEM(row, 3));
+    PyObject *frame = key < 0 ? NULL : PyBaseObject_Type.tp_new((PyTypeObject *)cls, no_args, NULL);
+    if (frame == NULL) {
+        Py_DECREF(digest);
+        return NULL;
+    }
+    if (!row_fits(row)) {  /* changed by Python code a collection ran in the allocation */
+        Py_DECREF(frame);
+        Py_DECREF(digest);
+        return Py_NewRef(Py_None);
+    }
+    PyObject *values[6] = {PyList_GET_ITEM(row, 0), PyList_GET_ITEM(row, 1), digest, key ? Py_True : Py_False,
+                           PyList_GET_ITEM(row, 4), PyList_GET_ITEM(row, 5)};
+    int failed = 0;
+    for (int f = 0; f < 6 && !failed; f++) failed = PyObject_GenericSetAttr(frame, names[f], values[f]) < 0;
+    Py_DECREF(digest);
+    if (failed) Py_CLEAR(frame);
+    return frame;
+}
+
+static PyObject *py_frame_refs(PyObject *self, PyObject *args) {
+    PyObject *cls, *given;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyType_Type, &cls, &PyList_Type, &given)) return NULL;
+    /* A private copy, checked whole before a record is made: the allocations' collections may run
+       Python code, which must not change the list under the loop. */
+    PyObject *rows = PyList_GetSlice(given, 0, PyList_GET_SIZE(given));
+    if (rows == NULL) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    PyObject *names[6] = {NULL}, *no_args = PyTuple_New(0), *out = NULL;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (!row_fits(PyList_GET_ITEM(rows, k))) {
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    if (no_args == NULL) goto done;
+    for (int f = 0; f < 6; f++)
+        if ((names[f] = PyUnicode_InternFromString(FRAME_FIELDS[f])) == NULL) goto done;
+    out = PyTuple_New(n);
+    if (out == NULL) goto done;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *frame = frame_of_row(cls, no_args, names, PyList_GET_ITEM(rows, k));
+        if (frame == NULL || frame == Py_None) {
+            Py_DECREF(out);
+            out = frame;  /* NULL: an error; None: a digest off the layout */
+            goto done;
+        }
+        PyTuple_SET_ITEM(out, k, frame);
+    }
+done:
+    for (int f = 0; f < 6; f++) Py_XDECREF(names[f]);
+    Py_XDECREF(no_args);
+    Py_DECREF(rows);
+    return out;
+}
+
 /* spelled_leaves_equal(leaves, camera_hex, values) -> bool | None
    Whether a multiproof document's ``leaves`` (parsed JSON) spell ``values`` exactly as the
    extractor writes them (`evidence.extract._multiproof_json`): each leaf a list
@@ -346,6 +518,10 @@ static PyMethodDef methods[] = {
     {"frame_leaf_hashes", py_frame_leaf_hashes, METH_VARARGS,
      "frame_leaf_hashes(camera, frames) -> each frame's leaf hash, or None for a value off the fixed layout."},
     {"make_tree", py_make_tree, METH_O, "make_tree(leaves) -> the StandardMerkleTree node array, or None."},
+    {"frame_refs", py_frame_refs, METH_VARARGS,
+     "frame_refs(cls, rows) -> FrameRef.from_row of every manifest row, or None for a row off the fixed layout."},
+    {"sorted_tree", py_sorted_tree, METH_O,
+     "sorted_tree(hashes) -> (node array over the hashes sorted stably, each hash's node index), or None."},
     {"spelled_leaves_equal", py_spelled_leaves_equal, METH_VARARGS,
      "spelled_leaves_equal(leaves, camera_hex, values) -> whether a proof's JSON leaves spell the values, or None."},
     {NULL, NULL, 0, NULL}};

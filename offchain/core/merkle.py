@@ -753,6 +753,11 @@ class StandardMerkleTree:
         n = len(values)
         if n != len(hashes):
             raise InvalidMerkleInput(f"{len(hashes)} leaf hashes for {n} values")
+        if sort_leaves and n and _native is not None:
+            # The sort, the tree and the indices below in one call (None: a hash off 32 bytes).
+            built: tuple[list[bytes], list[int]] | None = _native.sorted_tree(hashes)
+            if built is not None:
+                return cls(built[0], tuple(values), built[1], leaf_encoding)
         # A stable sort, like V8's Array.prototype.sort, so equal leaves keep input order.
         order = sorted(range(n), key=hashes.__getitem__) if sort_leaves else range(n)
         tree = _make_tree([hashes[i] for i in order])

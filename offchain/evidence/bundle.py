@@ -106,7 +106,6 @@ log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "frameledger.evidence-bundle/1"
 INDEX = "bundle.json"
-_STORED_SUFFIXES = (".mp4",)
 # eth_calls per JSON-RPC batch when reading block records (an hour of one camera: 60 blocks).
 _BATCH = 200
 _BLOCK_ANCHORED = "0x" + keccak(
@@ -456,17 +455,14 @@ def batch_member(index: int) -> str:
     return f"batches/{index:08d}.json"
 
 
-# Deflate level of JSON members: manifests and proofs are hex-heavy JSON that the default level 6
-# shrinks only a few per cent more, at several times the time.
-_LEVEL = 1
-
-
 class BundleWriter:
     """A bundle zip written member by member into a temporary file beside ``path`` and renamed
-    into place by `close` (so a reader never sees half a bundle; `abort` removes it). Video and
-    raw frames are stored (already compressed), JSON deflated. Not for two threads at once, but
-    one thread may add members (`add`) while another computes what the other members hold (their
-    deflate, reads, CRC and writes release the GIL). Extraction writes a one-pass clip straight
+    into place by `close` (so a reader never sees half a bundle; `abort` removes it). Every member
+    is stored: video and raw frames are compressed already, and deflating the JSON (manifests and
+    proofs, 5-8 % of a bundle of small frames) took a tenth of an extraction's time for a third of
+    its size (docs/EVIDENCE.md, "Round of 2026-12-06"). Not for two threads at once, but one
+    thread may add members (`add`) while another computes what the other members hold (their
+    reads, CRC and writes release the GIL). Extraction writes a one-pass clip straight
     into it (`stored_member`); other clips are files first, copied in by the kernel
     (docs/EVIDENCE.md, Performance)."""
 
@@ -482,19 +478,12 @@ class BundleWriter:
         zf = self._zip
         assert zf is not None, "bundle already closed"
         for name, data in members:
-            stored = name.endswith(_STORED_SUFFIXES) or name.startswith("frames/")
-            method = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
-            if isinstance(data, WrittenFile) and stored:
+            if isinstance(data, WrittenFile):
                 _copy_stored(zf, data.path, name, crc=data.crc32)
-                continue
-            if isinstance(data, WrittenFile):  # deflated: zipfile computes the CRC of what it writes
-                data = data.path
-            if isinstance(data, Path) and method == zipfile.ZIP_STORED:
-                _copy_stored(zf, data, name)
             elif isinstance(data, Path):
-                zf.write(data, name, compress_type=method, compresslevel=_LEVEL)
+                _copy_stored(zf, data, name)
             else:
-                zf.writestr(_info(name, method), data, compresslevel=_LEVEL)
+                zf.writestr(_info(name, zipfile.ZIP_STORED), data)
 
     @contextmanager
     def stored_member(self, name: str, size: int) -> Iterator["StoredMember"]:

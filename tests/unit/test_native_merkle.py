@@ -55,6 +55,37 @@ def test_make_tree_gives_way_for_a_leaf_that_is_not_32_bytes_and_refuses_none():
         native.make_tree((bytes(32),))
 
 
+def _python_sorted_tree(hashes: list[bytes]) -> tuple[list[bytes], list[int]]:
+    order = sorted(range(len(hashes)), key=hashes.__getitem__)
+    tree = _make_tree_py([hashes[i] for i in order])
+    indices = [0] * len(hashes)
+    for leaf_index, value_index in enumerate(order):
+        indices[value_index] = len(tree) - 1 - leaf_index
+    return tree, indices
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 64, 1500, 1501])
+def test_sorted_tree_is_the_stable_sort_tree_and_indices_of_python(n):
+    rng = random.Random(n)
+    hashes = [rng.randbytes(32) for _ in range(n)]
+    if n > 2:  # equal hashes keep their input order (stable), as sorted() and V8 keep them
+        hashes[n - 1] = hashes[1] = hashes[n // 2]
+    tree, indices = native.sorted_tree(hashes)
+    assert (tree, indices) == _python_sorted_tree(hashes)
+    values = [(i,) for i in range(n)]
+    with_c = StandardMerkleTree.from_leaf_hashes(hashes, values, ["uint256"])
+    assert with_c._tree_indices == indices and with_c._tree == tree
+
+
+def test_sorted_tree_gives_way_for_a_hash_that_is_not_32_bytes_and_refuses_none():
+    assert native.sorted_tree([bytes(32), bytes(33)]) is None
+    assert native.sorted_tree([bytearray(32)]) is None
+    with pytest.raises(ValueError):
+        native.sorted_tree([])
+    with pytest.raises(TypeError):
+        native.sorted_tree((bytes(32),))
+
+
 def _frames(n: int) -> list[FrameRef]:
     return [FrameRef.of_bytes(i if i % 5 else (1 << 48) | i, 1_700_000_000_000 + 40 * i, b"f %d" % (i % 7), i % 25 == 0)
             for i in range(n)]
