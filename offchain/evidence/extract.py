@@ -50,6 +50,7 @@ from ..core.block import AUDIO_TRACK, FrameRef, Manifest, ManifestFormatError, c
 from ..core.cid import cid_from_digest
 from ..core.gather import Place, gather_sha256
 from ..core.merkle import MultiProof, _tree_multiproof
+from ..core.native import native as _native
 from ..store.base import BlockNotFound, ContentStore, CorruptBlock, StoreError
 from ..store.local import LocalStore
 from .anchors import ON_CHAIN_WORKERS, AnchorSource, PendingAnswers
@@ -1164,11 +1165,13 @@ def _multiproof_json(mp: MultiProof, cam: bytes) -> dict[str, Any]:
     """`MultiProof.to_json` for frame leaves (camera, seq, ts, sha256), which are bytes and ints
     of JSON-safe size: the same document without the generic per-value conversion."""
     cam_hex = "0x" + cam.hex()
-    for v in mp.leaves:
-        if v[0] != cam or not (0 <= v[1] < 2**53 and 0 <= v[2] < 2**53):
-            return mp.to_json()
-    return {"leaves": [[cam_hex, v[1], v[2], "0x" + v[3].hex()] for v in mp.leaves],
-            "proof": ["0x" + p.hex() for p in mp.proof], "proofFlags": list(mp.proof_flags)}
+    leaves = _native.spelled_leaves(cam, cam_hex, mp.leaves) if _native is not None and type(mp.leaves) is list else None
+    if leaves is None:  # not built, or a value the C side does not spell: the same check in Python
+        for v in mp.leaves:
+            if v[0] != cam or not (0 <= v[1] < 2**53 and 0 <= v[2] < 2**53):
+                return mp.to_json()
+        leaves = [[cam_hex, v[1], v[2], "0x" + v[3].hex()] for v in mp.leaves]
+    return {"leaves": leaves, "proof": ["0x" + p.hex() for p in mp.proof], "proofFlags": list(mp.proof_flags)}
 
 
 def _fill_claim(claim: EvidenceClaim, loaded: ManifestLoad, restored: Restoration, proofs: Mapping[int, Any]) -> None:

@@ -177,3 +177,44 @@ def test_spelled_leaves_equal_is_the_python_comparison():
     assert got == expected and not any(got.values()) and len(got) == 12
     assert native.spelled_leaves_equal(_spelled(values), "0x" + CAM.hex(), [*values[:-1], ["not", "a", "tuple", 0]]) is None
     assert native.spelled_leaves_equal(_spelled(values), "0x" + CAM.hex(), [*values[:-1], (CAM, 1, 2, b"short")]) is None
+
+
+def _avx512f() -> bool:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return " avx512f" in fh.read()
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def both_ways():
+    """Each test runs its body with the eight-way AVX-512 Keccak and with one at a time."""
+    was = native.use_simd(True)
+    try:
+        yield
+    finally:
+        native.use_simd(was)
+
+
+def test_eight_way_keccak_is_on_where_the_cpu_has_avx512f():
+    was = native.use_simd(True)
+    try:
+        assert native.use_simd(was) is _avx512f()  # off where the CPU cannot, whatever is asked
+    finally:
+        native.use_simd(was)
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 64, 1500, 1501])
+def test_eight_way_leaves_and_trees_equal_one_at_a_time_and_the_library(both_ways, n):
+    rng = random.Random(1000 + n)
+    frames = [FrameRef(timestamp_ms=rng.randrange(1 << 63), seq=rng.randrange(1 << 63), sha256=rng.randbytes(32))
+              for _ in range(n)]
+    hashes = [rng.randbytes(32) for _ in range(n)]
+    out = {}
+    for on in (True, False):
+        native.use_simd(on)
+        out[on] = (native.frame_leaf_hashes(CAM, frames), native.make_tree(hashes), native.sorted_tree(hashes))
+    assert out[True] == out[False]
+    assert out[True][0] == [leaf_hash(list(FRAME_LEAF_ENCODING), f.leaf_values(CAM)) for f in frames]
+    assert out[True][1] == _make_tree_py(hashes)
