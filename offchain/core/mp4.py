@@ -16,12 +16,16 @@ picture is presented after it is decoded; ``stss`` only when not every sample is
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
+import operator
 import struct
 from array import array
 from dataclasses import dataclass
 from typing import Iterable, Sequence
+
+import numpy as np
 
 __all__ = ["FTYP", "TRACK_TIMESCALE", "LayoutTooLarge", "Mp4Video", "SampleTable", "WrittenLayout", "head_length", "mp4_head", "plan_samples",
            "read_written_head", "MAX_HEAD_BYTES", "MOVIE_TIMESCALE", "TICKS_PER_MS"]
@@ -58,7 +62,17 @@ class SampleTable:
     @functools.cached_property
     def end(self) -> int:
         """The tick after the last picture's presentation ends (computed once: four users)."""
-        return max(p + d for p, d in zip(self.pts, self.durations))
+        end: int = max(map(operator.add, self.pts, self.durations))
+        return end
+
+    @functools.cached_property
+    def times(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(dts, pts) as 64-bit arrays, for the boxes' array passes; None when a time does not
+        fit 64 bits (the boxes then take the times one by one)."""
+        try:
+            return np.asarray(self.dts, dtype=np.int64), np.asarray(self.pts, dtype=np.int64)
+        except (OverflowError, TypeError, ValueError):
+            return None
 
 
 @dataclass(frozen=True)
@@ -77,12 +91,16 @@ def plan_samples(frames: Iterable[tuple[int, int | None, bool, int]], origin_ms:
     keyframe, nothing is presented before the origin or decoded after it is presented, decode
     times only grow (ties from ms rounding become one tick apart). Every sample lasts
     ``default_duration`` ticks (a frame interval). Raises ValueError."""
+    rows = list(frames)
+    columns = _planned_in_columns(rows, origin_ms, default_duration)
+    if columns is not None:
+        return columns
     sizes: list[int] = []
     dts_col: list[int] = []
     pts_col: list[int] = []
     keys: list[bool] = []
     last_dts = -(1 << 62)
-    for ts, dts_ms, key, size in frames:
+    for ts, dts_ms, key, size in rows:
         if not sizes and not key:
             raise ValueError("span does not start at a keyframe")
         if ts < origin_ms:
@@ -107,6 +125,35 @@ def plan_samples(frames: Iterable[tuple[int, int | None, bool, int]], origin_ms:
     return SampleTable(sizes=sizes, dts=dts_col, pts=pts_col, durations=[default_duration] * len(sizes), keyframes=keys)
 
 
+def _planned_in_columns(rows: list[tuple[int, int | None, bool, int]], origin_ms: int,
+                        default_duration: int) -> SampleTable | None:
+    """`plan_samples` for the common stream, as array operations: every time an int of 64 bits,
+    decode times all given or all absent and strictly rising, nothing the loop would refuse or
+    bump. None for anything else: the loop then decides (and words any refusal) as ever."""
+    if not rows or not rows[0][2]:
+        return None
+    ts, dts_ms, keys, sizes = zip(*rows)
+    absent = dts_ms.count(None)
+    if absent not in (0, len(rows)):
+        return None  # decode times given for some frames only
+    t, d, z = np.asarray(ts), np.asarray(ts if absent else dts_ms), np.asarray(sizes)
+    if not all(a.dtype == np.int64 and a.ndim == 1 for a in (t, d, z)):
+        return None  # another type, or a value past 64 bits
+    pts, dts = (t - origin_ms), (d - origin_ms)
+    if (len(pts) and (pts.min() < 0 or max(pts.max(), dts.max()) > _MAX_TICKS_MS or dts.min() < -_MAX_TICKS_MS)):
+        return None
+    pts, dts = pts * TICKS_PER_MS, dts * TICKS_PER_MS
+    if not (np.diff(dts) > 0).all() or (dts > pts).any() or z.min() < 0 or z.max() > _U32:
+        return None
+    table = SampleTable(sizes=z.tolist(), dts=dts.tolist(), pts=pts.tolist(), durations=[default_duration] * len(rows),
+                        keyframes=[bool(k) for k in keys])
+    table.__dict__["times"] = (dts, pts)  # the cached property, already at hand
+    return table
+
+
+_MAX_TICKS_MS = (1 << 62) // TICKS_PER_MS  # times (ms from the origin) whose ticks stay far inside int64
+
+
 def _box(kind: bytes, *parts: bytes) -> bytes:
     body = b"".join(parts)
     return struct.pack(">I4s", 8 + len(body), kind) + body
@@ -116,8 +163,17 @@ def _full(kind: bytes, version: int, flags: int, *parts: bytes) -> bytes:
     return _box(kind, struct.pack(">I", (version << 24) | flags), *parts)
 
 
-def _runs(values: Sequence[int]) -> list[tuple[int, int]]:
+def _runs(values: Sequence[int] | np.ndarray) -> list[tuple[int, int]]:
     """Run-length encoding: (count, value) pairs."""
+    v = values if isinstance(values, np.ndarray) else np.asarray(values)
+    if v.dtype != np.int64 or v.ndim != 1 or not len(v):
+        return _runs_py(values)
+    starts = np.flatnonzero(np.diff(v)) + 1
+    counts = np.diff(np.concatenate(([0], starts, [len(v)])))
+    return list(zip(counts.tolist(), v[np.concatenate(([0], starts))].tolist()))
+
+
+def _runs_py(values: Sequence[int] | np.ndarray) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     for v in values:
         if out and out[-1][1] == v:
@@ -143,19 +199,21 @@ def _words(kind: bytes, prefix: bytes, values: Sequence[int], wide: bool = False
 
 def _chunks(sizes: Sequence[int]) -> tuple[list[int], list[int]]:
     """Each chunk's sample count and byte offset in the media: consecutive samples up to
-    CHUNK_BYTES (FFmpeg's chunking of a video-only file)."""
+    CHUNK_BYTES (FFmpeg's chunking of a video-only file), at least one each; each chunk's end
+    found by bisecting the running byte count instead of a step per sample."""
+    ends = list(itertools.accumulate(sizes))  # ends[i]: the bytes of samples 0..i
     counts: list[int] = []
     starts: list[int] = []
-    first, size, pos = 0, 0, 0
-    for i, n in enumerate(sizes):
-        if i > first and size + n > CHUNK_BYTES:
-            counts.append(i - first)
-            starts.append(pos - size)
-            first, size = i, 0
-        size += n
-        pos += n
-    counts.append(len(sizes) - first)
-    starts.append(pos - size)
+    first = 0
+    while first < len(sizes):
+        start = ends[first - 1] if first else 0
+        stop = max(bisect.bisect_right(ends, start + CHUNK_BYTES, lo=first), first + 1)
+        counts.append(stop - first)
+        starts.append(start)
+        first = stop
+    if not sizes:
+        counts.append(0)
+        starts.append(0)
     return counts, starts
 
 
@@ -176,14 +234,20 @@ def _sample_entry(video: Mp4Video) -> bytes:
 
 def _sample_boxes(video: Mp4Video, table: SampleTable, counts: Sequence[int]) -> list[bytes]:
     """Every box of ``stbl`` but the chunk offsets (which depend on the index's own size)."""
-    dts = table.dts
-    deltas = [b - a for a, b in zip(dts, dts[1:])] + [table.durations[-1]]
+    dts, times = table.dts, table.times
+    if times is not None:
+        d, p = times
+        deltas: Sequence[int] | np.ndarray = np.append(np.diff(d), table.durations[-1])
+        offsets: Sequence[int] | np.ndarray = p - d
+    else:
+        deltas = [b - a for a, b in zip(dts, dts[1:])] + [table.durations[-1]]
+        offsets = [p - d for p, d in zip(table.pts, dts)]
     parts = [_sample_entry(video), _table(b"stts", _runs(deltas))]
     if not all(table.keyframes):
         keys = [i + 1 for i, k in enumerate(table.keyframes) if k]
         parts.append(_words(b"stss", struct.pack(">I", len(keys)), keys))
     if table.pts != dts:
-        parts.append(_table(b"ctts", _runs([p - d for p, d in zip(table.pts, dts)])))
+        parts.append(_table(b"ctts", _runs(offsets)))
     parts.append(_stsc(counts))
     parts.append(_words(b"stsz", struct.pack(">II", 0, len(table)), table.sizes))
     return parts
@@ -214,8 +278,13 @@ def _check_fits(video: Mp4Video, table: SampleTable) -> None:
     if not (0 <= video.width <= 0xFFFF and 0 <= video.height <= 0xFFFF):
         raise LayoutTooLarge(f"a {video.width}x{video.height} picture does not fit the sample entry's 16-bit size")
     dts = table.dts
-    if table.end > _U32 or any(b - a > _U32 for a, b in zip(dts, dts[1:])) or -dts[0] > _I32 \
-            or any(p - d > _I32 for p, d in zip(table.pts, dts)):
+    times = table.times  # as arrays where the times are 64-bit ints (always, from plan_samples)
+    if times is not None:
+        d, p = times
+        too_long = bool(len(d) > 1 and np.diff(d).max() > _U32) or bool((p - d).max() > _I32)
+    else:
+        too_long = any(b - a > _U32 for a, b in zip(dts, dts[1:])) or any(p - d > _I32 for p, d in zip(table.pts, dts))
+    if table.end > _U32 or too_long or -dts[0] > _I32:
         raise LayoutTooLarge(f"{len(table)} samples over {table.end} ticks do not fit 32-bit MP4 boxes")
 
 

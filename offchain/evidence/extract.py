@@ -168,18 +168,23 @@ def plan_stream(
     (a gap, or a frame no store could deliver) or a change of codec configuration (``group_of``).
     """
     ordered = sorted(items, key=lambda it: it[1].seq)
+    groups = {h: group_of(h) for h in dict.fromkeys(h for h, _ in ordered)}  # per block, not per frame
     runs: list[list[Item]] = []
     cur: list[Item] = []
-    for h, f in ordered:
-        if f.seq in unavailable:
+    last_h, last_seq = None, 0
+    for it in ordered:
+        h, f = it
+        seq = f.seq
+        if seq in unavailable:
             if cur:
                 runs.append(cur)
             cur = []
             continue
-        if cur and (f.seq != cur[-1][1].seq + 1 or group_of(h) != group_of(cur[-1][0])):
+        if cur and (seq != last_seq + 1 or (h != last_h and groups[h] != groups[last_h])):
             runs.append(cur)
             cur = []
-        cur.append((h, f))
+        cur.append(it)
+        last_h, last_seq = h, seq
     if cur:
         runs.append(cur)
 
@@ -196,11 +201,14 @@ def plan_stream(
         if key is None:
             raw.extend(needed)
             continue
-        dec = sorted(run, key=lambda it: decode_key(it[1]))
+        by_decode = [(f.dts_ms if f.dts_ms is not None else f.timestamp_ms, f.seq) for f in [it[1] for it in run]]
+        dec = [run[i] for i in sorted(range(len(run)), key=by_decode.__getitem__)]  # by decode_key
         pos = {it[1].seq: i for i, it in enumerate(dec)}
         start = pos[key.seq]
-        playable = [it for it in needed if it[1].seq >= key.seq and pos[it[1].seq] >= start]
-        raw.extend(it for it in needed if not (it[1].seq >= key.seq and pos[it[1].seq] >= start))
+        playable, unplayable = [], []
+        for it in needed:
+            (playable if it[1].seq >= key.seq and pos[it[1].seq] >= start else unplayable).append(it)
+        raw.extend(unplayable)
         if not playable:
             continue
         end = max(pos[it[1].seq] for it in playable)
