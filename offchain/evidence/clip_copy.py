@@ -29,6 +29,8 @@ import os
 import threading
 import zlib
 from array import array
+
+import numpy as np
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -77,12 +79,13 @@ class _Copy:
         self.member = member
         self._store, self._careful = store, careful
         self._head = head
-        stored = sorted(range(len(frames)), key=lambda k: frames[k].seq)  # stored[i]: the clip position of the i-th stored
-        self._digests = b"".join(frames[k].sha256 for k in stored)
+        seqs = [f.seq for f in frames]
+        stored = sorted(range(len(frames)), key=seqs.__getitem__)  # stored[i]: the clip position of the i-th stored
+        self._digests = b"".join([frames[k].sha256 for k in stored])
         self._sizes = array("I", [frames[k].size for k in stored])
-        self._order = array("I", bytes(4 * len(frames)))  # _order[k]: the stored index of the clip's k-th frame
-        for i, k in enumerate(stored):
-            self._order[k] = i
+        order = np.empty(len(frames), dtype=np.uint32)  # order[k]: the stored index of the clip's k-th frame
+        order[np.asarray(stored, dtype=np.intp)] = np.arange(len(frames), dtype=np.uint32)
+        self._order = array("I", order.tobytes())
         self._stop = threading.Event()
         self._outcome: _Copied | BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"clip-copy {member.name}", daemon=True)

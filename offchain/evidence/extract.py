@@ -31,6 +31,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import operator
 import os
 import re
 import time
@@ -455,16 +456,27 @@ class ManifestLoad:
 
     def primary_items(self) -> list[Item]:
         """The camera's video frames (track 0), which the clips are planned from."""
-        return [(h, f) for h, m in sorted(self.trusted.items()) for f in m.frames if f.seq <= _VIDEO_MAX]
+        return [(h, f) for h, m in sorted(self.trusted.items())
+                for f in (m.frames if _video_only(m) else [f for f in m.frames if f.seq <= _VIDEO_MAX])]
 
     def audio_items(self) -> list[Item]:
         """The camera's audio packets (track 1, issue 10), by capture time."""
-        return sorted(((h, f) for h, m in self.trusted.items() for f in m.frames if track_of(f.seq) == AUDIO_TRACK),
+        return sorted(((h, f) for h, m in self.trusted.items() if not _video_only(m)
+                       for f in m.frames if track_of(f.seq) == AUDIO_TRACK),
                       key=lambda it: (it[1].timestamp_ms, it[1].seq))
 
     @property
     def heights(self) -> list[int]:
         return sorted(set(self.in_range) | set(self.context))
+
+
+def _video_only(m: Manifest) -> bool:
+    """Whether every frame of the manifest is on the video track (one C-level pass, not a test
+    per frame in Python)."""
+    return not m.frames or max(map(_SEQ, m.frames)) <= _VIDEO_MAX
+
+
+_SEQ = operator.attrgetter("seq")
 
 
 @dataclass
@@ -988,8 +1000,11 @@ def _restore_own(restored: Restoration, frames: list[Item], plan: FramePlan, fet
         return
     try:
         if _copyable(codec):
-            by_seq = {f.seq: (h, f) for h, f in frames}
-            frames = [by_seq[f.seq] for f in decode_order(codec, [f for _, f in frames])]  # as remux_to_mp4 would
+            refs = [f for _, f in frames]
+            ordered = decode_order(codec, refs)  # as remux_to_mp4 would
+            if not all(map(operator.is_, ordered, refs)):  # planned in decode order already, as a rule
+                by_seq = {f.seq: (h, f) for h, f in frames}
+                frames = [by_seq[f.seq] for f in ordered]
             origin = min(f.timestamp_ms for _, f in frames)
             sound = _clip_audio(plan, codec, frames, data, origin)
             mux = _remux_own(codec, frames, sound, fetched, fetcher, cam, path, origin, into, copies)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import operator
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
@@ -1118,7 +1119,12 @@ def _check_gaps(claim: EvidenceClaim, trusted: Mapping[int, Manifest], index: _F
         m = trusted[h]
         if m.stream_end == "unended" and m.window_start_ms < claim.to_ms and m.window_end_ms > claim.from_ms:
             report.add("stream.unended", "the camera's stream stopped in this block without a signed end", height=h)
-    primaries = sorted((fr for fr in index.frames.values() if fr.primary), key=lambda fr: fr.ref.seq)
+    primaries = [fr for fr in index.frames.values() if fr.primary]
+    seqs = [fr.ref.seq for fr in primaries]
+    primaries = [primaries[i] for i in sorted(range(len(seqs)), key=seqs.__getitem__)]
+    seqs.sort()
+    if all(map(operator.eq, map(operator.sub, seqs[1:], seqs), itertools.repeat(1))):
+        primaries = []  # every seq follows the one before it: no hole to look at
     for a, b in zip(primaries, primaries[1:]):
         # each track numbers its own packets (core.block.track_of): no hole between two tracks
         if b.ref.seq == a.ref.seq + 1 or b.height - a.height > 1 or track_of(a.ref.seq) != track_of(b.ref.seq):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import operator
 import os
 import struct
 import zlib
@@ -167,9 +168,10 @@ def _decode_order(codec: CodecConfig, frames: Sequence[EncodedFrame]) -> list[En
             f"{missing} of {len(frames)} frames lack dts_ms but the stream reorders "
             f"frames (reorder_depth={codec.reorder_depth}); decode order cannot be rebuilt"
         )
-    if not missing:
-        return sorted(frames, key=lambda f: (f.dts_ms, f.seq))
-    return sorted(frames, key=lambda f: (f.timestamp_ms, f.seq))
+    keys = [(f.dts_ms, f.seq) for f in frames] if not missing else [(f.timestamp_ms, f.seq) for f in frames]
+    if all(map(operator.lt, keys, keys[1:])):  # already in that order (extraction plans it so)
+        return list(frames)
+    return [frames[i] for i in sorted(range(len(frames)), key=keys.__getitem__)]
 
 
 decode_order = _decode_order  # for callers that stream frames to `remux_to_mp4` presorted
