@@ -373,14 +373,71 @@ typedef struct {
     int write_errno, failed;
 } copy_result_t;
 
+/* The store's records read a window at a time: the frames from `lo` on (store order) that lie in
+   one pack within COPY_WINDOW bytes of the first, each starting at most READ_GAP bytes after the
+   previous one ends (another camera's records between them are read and skipped). One pread for
+   all of them, where one per frame was most of a 720p clip's copy (docs/EVIDENCE.md). */
+#define READ_GAP (64 << 10)
+#define READ_BACK 32 /* frames before the one asked for: a B-frame is decoded after the frame it follows */
+
+typedef struct {
+    uint8_t *buf;
+    size_t cap;
+    Py_ssize_t lo, hi; /* store indices held: lo <= i < hi */
+    int64_t base;      /* the pack offset of buf[0] */
+} read_window_t;
+
+static int window_fill(read_window_t *w, const copy_job_t *job, Py_ssize_t i) {
+    const int32_t fd = job->fds[i];
+    Py_ssize_t lo = i;
+    while (lo > 0 && i - lo < READ_BACK && job->fds[lo - 1] == fd && job->offsets[lo - 1] < job->offsets[lo] &&
+           job->offsets[lo - 1] + (int64_t)job->sizes[lo - 1] + READ_GAP >= job->offsets[lo] &&
+           job->offsets[i] + (int64_t)job->sizes[i] - job->offsets[lo - 1] <= (int64_t)w->cap)
+        lo--;
+    if ((size_t)job->sizes[i] + (size_t)(job->offsets[i] - job->offsets[lo]) > w->cap) {
+        size_t want = (size_t)job->sizes[i] + (size_t)(job->offsets[i] - job->offsets[lo]);
+        uint8_t *bigger = realloc(w->buf, want);
+        if (bigger == NULL) return -1;
+        w->buf = bigger;
+        w->cap = want;
+    }
+    const int64_t base = job->offsets[lo];
+    Py_ssize_t hi = lo + 1;
+    int64_t end = job->offsets[lo] + (int64_t)job->sizes[lo];
+    while (hi < job->n && job->fds[hi] == fd && job->offsets[hi] >= end && job->offsets[hi] - end <= READ_GAP &&
+           job->offsets[hi] + (int64_t)job->sizes[hi] - base <= (int64_t)w->cap) {
+        end = job->offsets[hi] + (int64_t)job->sizes[hi];
+        hi++;
+    }
+    if (hi <= i) { /* i itself lies past what the walk from lo reached: a window of i alone */
+        lo = i;
+        hi = i + 1;
+        end = job->offsets[i] + (int64_t)job->sizes[i];
+    }
+    const int64_t from = job->offsets[lo];
+    size_t got = 0, need = (size_t)(end - from);
+    while (got < need) {
+        ssize_t r = pread(fd, w->buf + got, need - got, from + (int64_t)got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    while (hi > lo && job->offsets[hi - 1] + (int64_t)job->sizes[hi - 1] - from > (int64_t)got) hi--; /* short read */
+    w->lo = lo;
+    w->hi = hi;
+    w->base = from;
+    return 0;
+}
+
 /* Frames order[start], order[start+1], ... read, hashed, carried into the CRC and written, until
    one is not located, cannot be read or does not hash to its digest. */
 static copy_result_t copy_run(const copy_job_t *job) {
     copy_result_t res = {job->start, 0, job->crc, 0, 0};
     size_t wlen = 0, wcap = COPY_WINDOW;
     uint8_t *wbuf = malloc(wcap);
+    read_window_t win = {malloc(COPY_WINDOW), COPY_WINDOW, 0, 0, 0};
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (wbuf == NULL || ctx == NULL) {
+    if (wbuf == NULL || win.buf == NULL || ctx == NULL) {
         res.failed = 1;
         goto out;
     }
@@ -403,16 +460,16 @@ static copy_result_t copy_run(const copy_job_t *job) {
                 wcap = size;
             }
         }
-        size_t got = 0;
-        while (got < size) {
-            ssize_t r = pread(job->fds[i], wbuf + wlen + got, size - got, job->offsets[i] + (int64_t)got);
-            if (r < 0 && errno == EINTR) continue;
-            if (r <= 0) break;
-            got += (size_t)r;
+        if (!((Py_ssize_t)i >= win.lo && (Py_ssize_t)i < win.hi && job->fds[win.lo] == job->fds[i])) {
+            if (window_fill(&win, job, (Py_ssize_t)i) != 0) {
+                res.failed = 1;
+                goto out;
+            }
+            if (!((Py_ssize_t)i >= win.lo && (Py_ssize_t)i < win.hi)) break; /* cannot be read (a short pack) */
         }
+        memcpy(wbuf + wlen, win.buf + (job->offsets[i] - win.base), size);
         uint8_t md[EVP_MAX_MD_SIZE];
         unsigned int mdlen = 0;
-        if (got < size) break;
         if (!EVP_DigestInit_ex(ctx, SHA256_MD, NULL) || !EVP_DigestUpdate(ctx, wbuf + wlen, size) ||
             !EVP_DigestFinal_ex(ctx, md, &mdlen)) {
             res.failed = 1;
@@ -428,6 +485,7 @@ static copy_result_t copy_run(const copy_job_t *job) {
 out:
     EVP_MD_CTX_free(ctx);
     free(wbuf);
+    free(win.buf);
     return res;
 }
 
