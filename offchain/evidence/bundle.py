@@ -34,6 +34,7 @@ import mmap
 import os
 import zipfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -376,7 +377,7 @@ def _written_clip_samples(fh: BinaryIO) -> ClipSamples | None:
     return ClipSamples(out, extradata=layout.video.avcc, audio=None)
 
 
-_RUN_BYTES = 4 << 20
+_RUN_BYTES = 16 << 20
 
 
 def _demuxed_clip_samples(fh: BinaryIO | str) -> ClipSamples:
@@ -965,17 +966,21 @@ def verify_bundle(path: str | os.PathLike[str], rpc_url: str, *, ledger_address:
             notes.append(Note("bundle.contract.untrusted", decision.message))
         elif decision.outcome is TrustOutcome.MISMATCH:
             notes.append(Note("bundle.contract.mismatch", decision.message))
-        try:
-            facts, trusted = _chain_facts(w3, decision, claim, notes,
-                                          lambda rec: _member(reader, parsed.batches.get(rec.index), notes))
-        except _NoLedger as exc:
-            r = _failed("bundle.contract.mismatch", str(exc), produced_by, notes)
-            r.chain_id = chain_id
-            return r
-        except Exception as exc:  # noqa: BLE001
-            log.debug("chain query failed", exc_info=True)
-            return _failed("chain.unavailable", f"{rpc_url}: {exc}", produced_by, notes)
-        clips = _clip_samples(reader, claim)
+        # The clips' samples are read and hashed in a worker thread (reads and SHA-256 release
+        # the GIL) while the chain is asked and the manifests are parsed and hashed here.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-clips") as clip_reader:
+            clips_read = clip_reader.submit(_clip_samples, reader, claim)
+            try:
+                facts, trusted = _chain_facts(w3, decision, claim, notes,
+                                              lambda rec: _member(reader, parsed.batches.get(rec.index), notes))
+            except _NoLedger as exc:
+                r = _failed("bundle.contract.mismatch", str(exc), produced_by, notes)
+                r.chain_id = chain_id
+                return r
+            except Exception as exc:  # noqa: BLE001
+                log.debug("chain query failed", exc_info=True)
+                return _failed("chain.unavailable", f"{rpc_url}: {exc}", produced_by, notes)
+            clips = clips_read.result()
         raw_digests = _raw_digests(reader, claim, notes)
         pictures = _picture_checks(reader, claim, trusted, facts, raw_digests)
         report = verify_evidence(claim, facts, clips, raw_digests, pictures=pictures, produced_by=produced_by, notes=notes)
