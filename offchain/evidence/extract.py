@@ -808,8 +808,7 @@ def fetch_frames(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, cam: b
     written); what no store holds intact is noted and skipped."""
     wanted = {k: f for k, f in plan.wanted.items() if k not in defer}
     got = fetcher.get_many(f.sha256 for f in wanted.values())
-    anchored = {f.sha256 for m in loaded.trusted.values() for f in m.frames} | {
-        f.sha256 for m in loaded.trusted.values() for _, fs in m.substitutions for f in fs}
+    anchored: set[bytes] | None = None  # every anchored digest, made only if a corrupt copy needs naming
     result = FetchResult(data={}, unavailable=defaultdict(set))
     for (h, c, seq), f in wanted.items():
         g = got[f.sha256]
@@ -822,6 +821,9 @@ def fetch_frames(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, cam: b
         loaded.skip.add(("frame", h, c, seq))
         actual = next((d for d in g.corrupt if d is not None), None)
         if g.corrupt:
+            if anchored is None:
+                anchored = {f.sha256 for m in loaded.trusted.values() for f in m.frames} | {
+                    f.sha256 for m in loaded.trusted.values() for _, fs in m.substitutions for f in fs}
             code = classify_digest(actual, f.sha256, anchored) or "frame.digest.mismatch"
             what = "another anchored frame's bytes" if code == "frame.order.invalid" else "bytes that hash differently"
             result.notes.append(Note(code, f"the stores hold {what} under this frame's CID", height=h, seq=seq, camera=c))
