@@ -483,14 +483,41 @@ _SEQ = operator.attrgetter("seq")
 class FramePlan:
     """Which frames to fetch, and the codec configuration of each trusted block."""
 
+    camera: bytes
+    from_ms: int
+    to_ms: int
     items: list[Item]
     codecs: dict[int, CodecConfig | None]
-    wanted: dict[tuple[int, bytes, int], FrameRef]
     substitutions: list[tuple[int, bytes, list[FrameRef]]]  # (height, substitute camera, its frames)
     audio: list[Item] = field(default_factory=list)  # the range's audio packets: raw, and in the clips
     segments: list[list[Item]] = field(default_factory=list)  # own decodable runs, all frames assumed fetchable
     raw: list[Item] = field(default_factory=list)  # and the range's own frames no segment can carry
     _groups: dict[int, Any] = field(default_factory=dict)
+    _wanted: dict[tuple[int, bytes, int], FrameRef] | None = None
+
+    @property
+    def wanted(self) -> dict[tuple[int, bytes, int], FrameRef]:
+        """Every frame to fetch, keyed (height, camera, seq): the segments' and the raw frames,
+        every frame of the range (even one no clip can carry, so a fetch failure is reported), the
+        range's audio and the substituted spans' frames. Made when first asked for (`all_streamed`
+        spares it on the common path)."""
+        if self._wanted is None:
+            cam, lo, hi = self.camera, self.from_ms, self.to_ms
+            wanted = {(h, cam, f.seq): f for h, f in [it for seg in self.segments for it in seg] + self.raw}
+            wanted.update(((h, cam, f.seq), f) for h, f in self.items if lo <= f.timestamp_ms < hi)
+            wanted.update(((h, cam, f.seq), f) for h, f in self.audio)
+            for h, sub_cam, sub_frames in self.substitutions:
+                s_segments, s_raw = plan_stream([(h, f) for f in sub_frames], lo, hi)
+                wanted.update(((hh, sub_cam, f.seq), f) for hh, f in [it for seg in s_segments for it in seg] + s_raw)
+            self._wanted = wanted
+        return self._wanted
+
+    def all_streamed(self) -> bool:
+        """Whether every wanted frame is one `streamable` defers: no raw frame (so every frame of
+        the range is in a segment, as `plan_stream` plans), no audio, no substitution, and every
+        block's codec remuxable. Then nothing is fetched before the clips are written."""
+        return not self.raw and not self.audio and not self.substitutions and \
+            all(_copyable(c) for c in self.codecs.values())
 
     def group_of(self, h: int) -> Any:
         # Called for every frame while planning: the fingerprint (a JSON dump) once per block.
@@ -772,33 +799,22 @@ def _manifest_fetch_note(got: Fetched, cb: ChainBlock, digests: Mapping[bytes, i
 
 
 def plan_frames(loaded: ManifestLoad, cam: bytes, from_ms: int, to_ms: int) -> FramePlan:
-    """Plan with everything the trusted manifests list; every frame of the range is wanted, even
-    if no clip can carry it, so a fetch failure is reported."""
+    """Plan with everything the trusted manifests list: the camera's segments and raw frames, the
+    range's audio and the substituted spans (`FramePlan.wanted` lists every frame to fetch)."""
     codecs: dict[int, CodecConfig | None] = {}
     for h, m in loaded.trusted.items():
         try:
             codecs[h] = CodecConfig.from_json(m.codec) if m.codec else None
         except (KeyError, ValueError, TypeError):
             codecs[h] = None
-    plan = FramePlan(items=loaded.primary_items(), codecs=codecs, wanted={}, substitutions=[])
-    segments, raw = plan_stream(plan.items, from_ms, to_ms, group_of=plan.group_of)
-    plan.segments, plan.raw = segments, raw
-    for h, f in [it for seg in segments for it in seg] + raw:
-        plan.wanted[(h, cam, f.seq)] = f
-    for h, f in plan.items:
-        if from_ms <= f.timestamp_ms < to_ms:
-            plan.wanted[(h, cam, f.seq)] = f
+    plan = FramePlan(camera=cam, from_ms=from_ms, to_ms=to_ms, items=loaded.primary_items(), codecs=codecs,
+                     substitutions=[])
+    plan.segments, plan.raw = plan_stream(plan.items, from_ms, to_ms, group_of=plan.group_of)
     plan.audio = [(h, f) for h, f in loaded.audio_items() if from_ms <= f.timestamp_ms < to_ms]
-    for h, f in plan.audio:
-        plan.wanted[(h, cam, f.seq)] = f
     for h, m in sorted(loaded.trusted.items()):
         for sub_cam, sub_frames in m.substitutions:
-            if not any(from_ms <= f.timestamp_ms < to_ms for f in sub_frames):
-                continue
-            plan.substitutions.append((h, sub_cam, list(sub_frames)))
-            s_segments, s_raw = plan_stream([(h, f) for f in sub_frames], from_ms, to_ms)
-            for hh, f in [it for seg in s_segments for it in seg] + s_raw:
-                plan.wanted[(hh, sub_cam, f.seq)] = f
+            if any(from_ms <= f.timestamp_ms < to_ms for f in sub_frames):
+                plan.substitutions.append((h, sub_cam, list(sub_frames)))
     return plan
 
 
@@ -856,8 +872,11 @@ def _fetch_and_restore(fetcher: Fetcher, plan: FramePlan, loaded: ManifestLoad, 
     are copied into the bundle in the background instead (offchain.evidence.clip_copy), and
     whatever they meet is found when the copies are finished."""
     mark = into.mark() if into is not None else None
-    for defer in (plan.streamable(cam), set()):
-        fetched = fetch_frames(fetcher, plan, loaded, cam, defer)
+    for careful in (False, True):
+        if not careful and plan.all_streamed():  # every wanted frame is fetched while its clip is written
+            fetched = FetchResult(data={}, unavailable=defaultdict(set))
+        else:
+            fetched = fetch_frames(fetcher, plan, loaded, cam, set() if careful else plan.streamable(cam))
         timer.lap("fetch")
         segments, raw = (plan.segments, plan.raw) if not fetched.unavailable[cam] else \
             plan_stream(plan.items, from_ms, to_ms, fetched.unavailable[cam], group_of=plan.group_of)
