@@ -1054,8 +1054,8 @@ def _check_proofs(claim: EvidenceClaim, chain: ChainFacts, claimed: Mapping[int,
             continue
         root_anchored = cb.header.frames_root if cb.header.hash == cb.block_hash or bc.header is None \
             else bc.header.frames_root
-        presented = {(fr.ref.seq, fr.ref.timestamp_ms, fr.ref.sha256) for fr in by_height[h] if fr.listed or fr.in_raw}
-        if not presented and bc.proof is None:
+        shown = [fr for fr in by_height[h] if fr.listed or fr.in_raw]
+        if not shown and bc.proof is None:
             continue
         tree = manifest_tree(cam, hashlib.sha256(bc.manifest).digest(), trusted[h].frames) if bc.manifest else None
         try:
@@ -1066,6 +1066,9 @@ def _check_proofs(claim: EvidenceClaim, chain: ChainFacts, claimed: Mapping[int,
             report.add("frame.proof.invalid", str(exc), height=h)
             continue
         on_chain = chain.proofs_on_chain.get(h)
+        # A proof of the whole tree covers every frame of the manifest, so each one shown; any
+        # other proof is checked frame by frame.
+        presented = set() if whole else {(fr.ref.seq, fr.ref.timestamp_ms, fr.ref.sha256) for fr in shown}
         if root != root_anchored or on_chain is False:
             report.add("frame.proof.invalid", "multiproof does not verify against the anchored root", height=h)
         elif not presented <= set(keys):
