@@ -218,3 +218,62 @@ def test_eight_way_leaves_and_trees_equal_one_at_a_time_and_the_library(both_way
     assert out[True] == out[False]
     assert out[True][0] == [leaf_hash(list(FRAME_LEAF_ENCODING), f.leaf_values(CAM)) for f in frames]
     assert out[True][1] == _make_tree_py(hashes)
+
+
+def _rows(n: int) -> list[list]:
+    rng = random.Random(n)
+    return [[i, 1_700_000_000_000 + 40 * i, rng.randbytes(32).hex(), int(i % 25 == 0), rng.randrange(1 << 20),
+             None if i % 3 else 1_700_000_000_000 + 40 * i - 80] for i in range(n)]
+
+
+@pytest.mark.parametrize("n", [0, 1, 1500])
+def test_frame_refs_are_from_row_records(n):
+    rows = _rows(n)
+    got = native.frame_refs(FrameRef, rows)
+    want = tuple(FrameRef.from_row(r) for r in rows)
+    assert got == want
+    assert [f.__dict__ for f in got] == [f.__dict__ for f in want]  # the same fields, the same types
+    assert all(type(f.keyframe) is bool and type(f.sha256) is bytes for f in got)
+
+
+@pytest.mark.parametrize("change", [
+    lambda r: r.__setitem__(0, True),            # a bool seq: from_row's int() decides
+    lambda r: r.__setitem__(1, 1.5),             # a float time
+    lambda r: r.__setitem__(2, r[2][:62]),       # a short digest
+    lambda r: r.__setitem__(2, "zz" + r[2][2:]),  # not hex
+    lambda r: r.__setitem__(2, " " + r[2][1:]),  # fromhex's whitespace
+    lambda r: r.__setitem__(4, "7"),             # a size spelled as a string
+    lambda r: r.__setitem__(5, 3.0),             # a float decode time
+    lambda r: r.append(0),                       # a seventh field
+])
+def test_frame_refs_give_way_for_rows_off_the_manifest_layout(change):
+    rows = _rows(5)
+    change(rows[3])
+    assert native.frame_refs(FrameRef, rows) is None
+    assert native.frame_refs(FrameRef, [tuple(r) for r in _rows(2)]) is None  # rows are JSON lists
+
+
+def test_frame_refs_take_uppercase_hex_as_fromhex_does():
+    rows = _rows(3)
+    rows[1][2] = rows[1][2].upper()
+    assert native.frame_refs(FrameRef, rows) == tuple(FrameRef.from_row(r) for r in rows)
+
+
+def test_spelled_leaves_are_the_extractors_spelling():
+    rng = random.Random(7)
+    values = [(CAM, rng.randrange(1 << 53), rng.randrange(1 << 53), rng.randbytes(32)) for _ in range(1500)]
+    cam_hex = "0x" + CAM.hex()
+    assert native.spelled_leaves(CAM, cam_hex, values) == [[cam_hex, v[1], v[2], "0x" + v[3].hex()] for v in values]
+    assert native.spelled_leaves(CAM, cam_hex, []) == []
+
+
+@pytest.mark.parametrize("bad", [
+    (bytes(32), 1, 2, bytes(32)),       # another camera
+    (CAM, 1 << 53, 2, bytes(32)),       # past JSON's exact integers
+    (CAM, -1, 2, bytes(32)),
+    (CAM, True, 2, bytes(32)),
+    (CAM, 1, 2, bytes(31)),
+    [CAM, 1, 2, bytes(32)],             # not a tuple
+])
+def test_spelled_leaves_give_way_for_values_off_the_layout(bad):
+    assert native.spelled_leaves(CAM, "0x" + CAM.hex(), [(CAM, 1, 2, bytes(32)), bad]) is None
