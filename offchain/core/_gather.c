@@ -228,6 +228,12 @@ done:
 #endif
 #endif
 
+#ifdef HAVE_ZLIB
+static uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n) { return (uint32_t)crc32_z(crc, p, n); }
+
+static void crc_init(void) {}
+#else
+/* Reflected, polynomial 0xEDB88320, eight bytes a step; the tables are filled at import. */
 static uint32_t CRC_TABLE[8][256];
 
 static void crc_init(void) {
@@ -242,9 +248,6 @@ static void crc_init(void) {
 }
 
 static uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n) {
-#ifdef HAVE_ZLIB
-    return (uint32_t)crc32_z(crc, p, n);
-#else
     crc = ~crc;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     while (n >= 8) {
@@ -261,8 +264,8 @@ static uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n) {
 #endif
     while (n--) crc = CRC_TABLE[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
     return ~crc;
-#endif
 }
+#endif
 
 #define RECORD_HEADER 40                 /* LocalStore's _RECORD: magic (4), digest (32), length (4, big-endian) */
 #define COPY_WINDOW (4 << 20)            /* bytes of the pack read, and of the clip written, at a time */
@@ -460,7 +463,7 @@ static copy_result_t copy_run(const copy_job_t *job) {
                 wcap = size;
             }
         }
-        if (!((Py_ssize_t)i >= win.lo && (Py_ssize_t)i < win.hi && job->fds[win.lo] == job->fds[i])) {
+        if (!((Py_ssize_t)i >= win.lo && (Py_ssize_t)i < win.hi)) { /* a window's frames share one pack */
             if (window_fill(&win, job, (Py_ssize_t)i) != 0) {
                 res.failed = 1;
                 goto out;

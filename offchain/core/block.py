@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -327,6 +328,12 @@ class Manifest:
     # (`offchain.core.outages`), anchored with the manifest.
     declared_outages: tuple[dict[str, Any], ...] = ()
 
+    @functools.cached_property
+    def video_only(self) -> bool:
+        """Whether every frame is on the video track (no audio packet): derived once per manifest,
+        in one C-level pass, for the planners that would otherwise test each frame."""
+        return not self.frames or max(map(_SEQ, self.frames)) <= track_bounds(VIDEO_TRACK)[1]
+
     def to_bytes(self) -> bytes:
         """Canonical JSON: sorted keys, no whitespace, so every node produces identical bytes."""
         doc = {
@@ -414,6 +421,9 @@ def _optional_str(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise ValueError(f"expected a string, got {value!r}")
+
+
+_SEQ = operator.attrgetter("seq")
 
 
 class ManifestFormatError(ValueError):

@@ -237,15 +237,12 @@ class ChainReader:
             return None
         if not isinstance(answers, list) or len(answers) != len(requests):
             return None
-        out = []
-        for a in answers:
-            result = a.get("result") if isinstance(a, dict) and "error" not in a else None
-            if not (isinstance(result, str) and result.startswith("0x")):
+        out: list[bytes] = []
+        for answer in answers:
+            data = _plain_return_data(answer)
+            if data is None:
                 return None
-            try:
-                out.append(bytes.fromhex(result[2:]))
-            except ValueError:
-                return None
+            out.append(data)
         return out
 
     # Both events are read by their indexed topics only (a raw eth_getLogs): decoding each log's
@@ -282,10 +279,9 @@ class ChainReader:
         # Asked of the provider itself: web3's request and result formatters walk the 100 kB of
         # calldata in Python (a third of the call's CPU, beside the rules). Only a plain answer is
         # taken from it; anything else is asked again through web3, whose errors say what it was.
-        answer = self.w3.provider.make_request("eth_call", [request, "latest"])
-        result = answer.get("result") if isinstance(answer, dict) and "error" not in answer else None
-        if isinstance(result, str) and len(result) == 66 and result.startswith("0x"):
-            return bool(abi_decode(["bool"], bytes.fromhex(result[2:]))[0])
+        answer = _plain_return_data(self.w3.provider.make_request("eth_call", [request, "latest"]))
+        if answer is not None and len(answer) == 32:
+            return bool(abi_decode(["bool"], answer)[0])
         try:
             out = self.w3.eth.call(request)
         except Exception as exc:  # noqa: BLE001 - a revert (malformed multiproof) is a "no"
@@ -311,6 +307,18 @@ class ChainReader:
                     yield h, partial(self.verify_frames, cb.block_hash, mp, hashes)
 
         return dict(ask_concurrently(asks()))
+
+
+def _plain_return_data(answer: Any) -> bytes | None:
+    """An eth_call's return data from a raw JSON-RPC answer, when it is a plain hex result (no
+    error); None for anything else, which the caller asks again through web3."""
+    result = answer.get("result") if isinstance(answer, dict) and "error" not in answer else None
+    if not (isinstance(result, str) and result.startswith("0x")):
+        return None
+    try:
+        return bytes.fromhex(result[2:])
+    except ValueError:
+        return None
 
 
 def _encode_verify_frames(block_hash: bytes, proof: list[bytes], flags: list[bool], leaves: list[bytes]) -> bytes:

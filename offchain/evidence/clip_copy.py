@@ -29,10 +29,10 @@ import os
 import threading
 import zlib
 from array import array
-
-import numpy as np
 from dataclasses import dataclass
 from typing import Callable, Sequence
+
+import numpy as np
 
 from ..core.block import FrameRef
 from ..core.gather import copy_frames

@@ -79,6 +79,7 @@ from .verify import (
     classify_digest,
     clip_entries,
     decode_key,
+    decode_keys,
     h0x,
     manifest_tree,
     remember_multiproof,
@@ -202,8 +203,8 @@ def plan_stream(
         if key is None:
             raw.extend(needed)
             continue
-        by_decode = [(f.dts_ms if f.dts_ms is not None else f.timestamp_ms, f.seq) for f in [it[1] for it in run]]
-        dec = [run[i] for i in sorted(range(len(run)), key=by_decode.__getitem__)]  # by decode_key
+        by_decode = decode_keys(it[1] for it in run)
+        dec = [run[i] for i in sorted(range(len(run)), key=by_decode.__getitem__)]
         pos = {it[1].seq: i for i, it in enumerate(dec)}
         start = pos[key.seq]
         playable, unplayable = [], []
@@ -457,26 +458,17 @@ class ManifestLoad:
     def primary_items(self) -> list[Item]:
         """The camera's video frames (track 0), which the clips are planned from."""
         return [(h, f) for h, m in sorted(self.trusted.items())
-                for f in (m.frames if _video_only(m) else [f for f in m.frames if f.seq <= _VIDEO_MAX])]
+                for f in (m.frames if m.video_only else [f for f in m.frames if f.seq <= _VIDEO_MAX])]
 
     def audio_items(self) -> list[Item]:
         """The camera's audio packets (track 1, issue 10), by capture time."""
-        return sorted(((h, f) for h, m in self.trusted.items() if not _video_only(m)
+        return sorted(((h, f) for h, m in self.trusted.items() if not m.video_only
                        for f in m.frames if track_of(f.seq) == AUDIO_TRACK),
                       key=lambda it: (it[1].timestamp_ms, it[1].seq))
 
     @property
     def heights(self) -> list[int]:
         return sorted(set(self.in_range) | set(self.context))
-
-
-def _video_only(m: Manifest) -> bool:
-    """Whether every frame of the manifest is on the video track (one C-level pass, not a test
-    per frame in Python)."""
-    return not m.frames or max(map(_SEQ, m.frames)) <= _VIDEO_MAX
-
-
-_SEQ = operator.attrgetter("seq")
 
 
 @dataclass
