@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Callable, Iterable, Iterator, Mapping
+from typing import IO, Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Sequence
 
 import av
 from web3 import Web3
@@ -395,9 +395,15 @@ def _written_clip_samples(fh: BinaryIO) -> ClipSamples | None:
     fh.seek(layout.head_bytes)
     sizes, pts = layout.table.sizes, layout.table.pts
 
-    def runs() -> Iterator[tuple[int, int, bytes]]:
+    def runs() -> Iterator[tuple[bytes, Sequence[int] | None]]:
+        """(a run's bytes, its samples' sizes) to hash, or (a digest, None) for one sample larger
+        than a run, hashed as it is read: memory stays within two runs whatever the index says."""
         i = 0
         while i < len(sizes):
+            if sizes[i] > _RUN_BYTES:
+                yield _streamed_sha256(fh, sizes[i], i), None
+                i += 1
+                continue
             j, run = i + 1, sizes[i]
             while j < len(sizes) and run + sizes[j] <= _RUN_BYTES:
                 run += sizes[j]
@@ -405,15 +411,29 @@ def _written_clip_samples(fh: BinaryIO) -> ClipSamples | None:
             data = fh.read(run)
             if len(data) != run:
                 raise OSError(f"the clip ends inside sample {i}")
-            yield i, j, data
+            yield data, sizes[i:j]
             i = j
 
-    digests = b"".join(sha256_each(data, sizes[i:j]) for i, j, data in ahead(runs(), name="verify-read-ahead"))
+    digests = b"".join(data if run_sizes is None else sha256_each(data, run_sizes)
+                       for data, run_sizes in ahead(runs(), name="verify-read-ahead"))
     out = [(digests[32 * k:32 * k + 32], _ms(t, 1000, TRACK_TIMESCALE)) for k, t in enumerate(pts)]
     return ClipSamples(out, extradata=layout.video.avcc, audio=None)
 
 
 _RUN_BYTES = 16 << 20
+
+
+def _streamed_sha256(fh: BinaryIO, size: int, index: int) -> bytes:
+    """The SHA-256 of the next ``size`` bytes of ``fh``, read a run at a time."""
+    h = hashlib.sha256()
+    left = size
+    while left:
+        chunk = fh.read(min(left, _RUN_BYTES))
+        if not chunk:
+            raise OSError(f"the clip ends inside sample {index}")
+        h.update(chunk)
+        left -= len(chunk)
+    return h.digest()
 
 
 def _demuxed_clip_samples(fh: BinaryIO | str) -> ClipSamples:

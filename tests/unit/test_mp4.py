@@ -311,3 +311,21 @@ def test_tables_the_array_passes_leave_to_the_loop_come_out_the_same(rows):
     assert _outcome(lambda: plan_samples(rows, 1000, 3600)) == _outcome(lambda: _table_by_the_loop(rows, 1000, 3600))
     if rows[0][1] == 960:  # the tie and the mixed case are the loop's: the array passes decline them
         assert mp4._planned_in_columns(rows, 1000, 3600) is None
+
+
+def test_a_sample_larger_than_a_read_run_is_hashed_as_it_is_read(tmp_path, monkeypatch):
+    """A written clip whose index gives one sample more bytes than a run (a hostile index could
+    give one of gigabytes): read and hashed a run at a time, each sample's digest the same."""
+    from offchain.evidence import bundle
+    monkeypatch.setattr(bundle, "_RUN_BYTES", 1 << 16)
+    payloads = [b"a" * 10, bytes(range(256)) * 1000, b"c" * 70_000, b"d" * 3]  # 256 kB and 70 kB: past a run
+    rows = [(1000 + 40 * i, None, i == 0, len(p)) for i, p in enumerate(payloads)]
+    table = plan_samples(rows, 1000, 3600)
+    clip = tmp_path / "big.mp4"
+    clip.write_bytes(mp4_head(Mp4Video(width=64, height=64, avcc=b"\x01\x64\x00\x1f\xff\xe0\x00"), table) + b"".join(payloads))
+    with open(clip, "rb") as fh:
+        got = _written_clip_samples(fh)
+    assert got is not None and [d for d, _ in got.samples] == [hashlib.sha256(p).digest() for p in payloads]
+    clip.write_bytes(clip.read_bytes()[:-100])  # cut short: the head no longer describes the file
+    with open(clip, "rb") as fh:
+        assert _written_clip_samples(fh) is None
