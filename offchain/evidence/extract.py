@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import json
 import logging
 import operator
@@ -653,7 +654,7 @@ def _prove_check_and_bundle(claim: EvidenceClaim, loaded: ManifestLoad, restored
     bundle = writer is not None
     with _BundleInBackground(writer, restored.members()) as writing, \
             ThreadPoolExecutor(max_workers=ON_CHAIN_WORKERS, thread_name_prefix="verify-frames") as asking:
-        proofs, asked = prove_presented(restored, loaded, reader, cam, asking)
+        proofs, spelled, asked = prove_presented(restored, loaded, reader, cam, asking)
         _fill_claim(claim, loaded, restored, proofs)
         if isinstance(reader, BatchReader):
             _fill_batches(claim, reader)
@@ -661,7 +662,7 @@ def _prove_check_and_bundle(claim: EvidenceClaim, loaded: ManifestLoad, restored
         # the GIL beside the self-check); the index and report follow it. The chain's answers are
         # awaited by the self-check's proof rule, after it has checked the clips.
         if bundle:  # without a bundle these members are not spelled at all
-            writing.queue(_evidence_members(claim, proofs, fetched.data))
+            writing.queue(_evidence_members(claim, spelled, fetched.data))
         timer.lap("proofs")
         facts = _chain_facts(claim, loaded, restored, reader, cam, PendingAnswers(asked))
         report = _self_check(claim, facts, restored, list(notes) + loaded.notes + fetched.notes + restored.notes,
@@ -1151,20 +1152,14 @@ def _restore_substitute(restored: Restoration, payload: tuple[int, bytes, list[l
 
 
 def prove_presented(restored: Restoration, loaded: ManifestLoad, reader: AnchorSource, cam: bytes,
-                    asking: ThreadPoolExecutor) -> tuple[dict[int, dict[str, Any]], dict[int, Future[bool]]]:
-    """A multiproof per block of the camera's frames presented, and the chain's verifyFrames of
-    each, asked in ``asking`` as soon as its proof exists (the answers are awaited by the caller,
-    which meanwhile goes on)."""
-    seq_index = {h: {f.seq: i for i, f in enumerate(m.frames)} for h, m in loaded.trusted.items()}
-    presented: dict[int, set[int]] = defaultdict(set)  # height -> indices into the manifest's frames
-    for c in restored.clips:
-        if c.camera == cam:
-            for h, seq in c.frames:
-                presented[h].add(seq_index[h][seq])
-    for (h, c, seq) in restored.raw:
-        if c == cam:
-            presented[h].add(seq_index[h][seq])
+                    asking: ThreadPoolExecutor,
+                    ) -> tuple[dict[int, dict[str, Any]], dict[int, bytes], dict[int, Future[bool]]]:
+    """A multiproof document per block of the camera's frames presented, its bundle member's
+    bytes (the compact JSON), and the chain's verifyFrames of each, asked in ``asking`` as soon
+    as its proof exists (the answers are awaited by the caller, which meanwhile goes on)."""
+    presented = _presented_positions(restored, loaded, cam)
     proofs: dict[int, dict[str, Any]] = {}
+    spelled: dict[int, bytes] = {}
 
     def asks() -> Iterator[tuple[int, Callable[[], bool]]]:
         # Each block's verifyFrames is asked as soon as its proof exists, while the next is built:
@@ -1176,13 +1171,39 @@ def prove_presented(restored: Restoration, loaded: ManifestLoad, reader: AnchorS
             tree = manifest_tree(cam, cb.header.manifest_digest, loaded.trusted[h].frames)
             if tree is None:
                 continue
-            mp, hashes = _multiproof(tree, sorted(idx))
+            mp, hashes = _multiproof(tree, idx)
             proofs[h] = {"blockHash": h0x(cb.block_hash), "root": tree.root_hex,
                          "leafEncoding": list(tree.leaf_encoding), **_multiproof_json(mp, cam)}
+            spelled[h] = _proof_member(proofs[h], mp, cam)
             remember_multiproof(proofs[h], mp, hashes)
             yield h, partial(reader.verify_frames, cb.block_hash, mp, hashes)
 
-    return proofs, {h: asking.submit(question) for h, question in asks()}
+    asked = {h: asking.submit(question) for h, question in asks()}
+    return proofs, spelled, asked
+
+
+def _presented_positions(restored: Restoration, loaded: ManifestLoad, cam: bytes) -> dict[int, list[int]]:
+    """Per height, the positions in its manifest of the camera's frames the evidence presents,
+    ascending. A block presented whole (the common case) is told by its seqs at once, without a
+    lookup per frame."""
+    shown: dict[int, list[int]] = defaultdict(list)
+    for c in restored.clips:
+        if c.camera == cam:
+            for h, run in itertools.groupby(c.frames, key=operator.itemgetter(0)):
+                shown[h] += [seq for _, seq in run]
+    for (h, c, seq) in restored.raw:
+        if c == cam:
+            shown[h].append(seq)
+    out: dict[int, list[int]] = {}
+    for h, seqs in shown.items():
+        frames = loaded.trusted[h].frames
+        listed = [f.seq for f in frames]
+        if len(seqs) == len(listed) and len(set(listed)) == len(listed) and sorted(seqs) == sorted(listed):
+            out[h] = list(range(len(listed)))  # every frame once
+        else:
+            at = {seq: i for i, seq in enumerate(listed)}
+            out[h] = sorted({at[seq] for seq in seqs})
+    return out
 
 
 def _multiproof(tree: Any, indices: list[int]) -> tuple[MultiProof, list[bytes]]:
@@ -1208,6 +1229,21 @@ def _multiproof_json(mp: MultiProof, cam: bytes) -> dict[str, Any]:
                 return mp.to_json()
         leaves = [[cam_hex, v[1], v[2], "0x" + v[3].hex()] for v in mp.leaves]
     return {"leaves": leaves, "proof": ["0x" + p.hex() for p in mp.proof], "proofFlags": list(mp.proof_flags)}
+
+
+def _proof_member(doc: dict[str, Any], mp: MultiProof, cam: bytes) -> bytes:
+    """``json.dumps(doc, separators=(",", ":")).encode()`` for a document `_multiproof_json`
+    spelled from ``mp``, its leaves written in C from the values (`_native.leaves_json`, the
+    same bytes: tests/unit/test_native_merkle.py, test_evidence_streaming_unit.py); the
+    generic encoder where not built or a value is off the layout. The generic encoder's work
+    on a block's ~1,500 leaves was a sixth of an extraction's samples (issue 9)."""
+    compact = partial(json.dumps, separators=(",", ":"))
+    leaves = _native.leaves_json(cam, "0x" + cam.hex(), mp.leaves) \
+        if _native is not None and type(mp.leaves) is list and "leaves" in doc else None
+    if leaves is None:
+        return compact(doc).encode()
+    parts = [(compact(k) + ":").encode() + (leaves if k == "leaves" else compact(v).encode()) for k, v in doc.items()]
+    return b"{" + b",".join(parts) + b"}"
 
 
 def _fill_claim(claim: EvidenceClaim, loaded: ManifestLoad, restored: Restoration, proofs: Mapping[int, Any]) -> None:
@@ -1331,14 +1367,15 @@ def _member_paths(claim: EvidenceClaim, proofs: Mapping[int, Any]) -> tuple[dict
             {(s.camera, s.height): f"manifests/{s.camera.hex()[:8]}-{s.height:06d}.json" for s in claim.codec_sources})
 
 
-def _evidence_members(claim: EvidenceClaim, proofs: Mapping[int, Any], data: Mapping[bytes, bytes],
+def _evidence_members(claim: EvidenceClaim, proofs: Mapping[int, bytes], data: Mapping[bytes, bytes],
                       ) -> list[tuple[str, bytes | Path]]:
-    """The members that do not depend on the verdict: manifests, proofs, batch manifests, raw frames."""
+    """The members that do not depend on the verdict: manifests, proofs (``proofs``: each
+    block's document, spelled), batch manifests, raw frames."""
     manifest_paths, proof_paths, source_paths = _member_paths(claim, proofs)
     members: list[tuple[str, bytes | Path]] = []
     members += [(manifest_paths[b.height], b.manifest) for b in claim.blocks if b.manifest is not None]
     members += [(source_paths[(s.camera, s.height)], s.manifest) for s in claim.codec_sources if s.manifest is not None]
-    members += [(proof_paths[h], json.dumps(proofs[h], separators=(",", ":")).encode()) for h in sorted(proofs)]
+    members += [(proof_paths[h], proofs[h]) for h in sorted(proofs)]
     members += [(batch_member(b.index), b.manifest) for b in claim.batches if b.manifest is not None]
     # frames with identical bytes (a static scene can produce them) share one raw file
     members += [(p, data[bytes.fromhex(p.split("/")[-1])]) for p in dict.fromkeys(r.path for r in claim.raw)]

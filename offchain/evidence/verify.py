@@ -31,6 +31,8 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
+import numpy as np
+
 from ..core.block import (FRAME_LEAF_ENCODING, ZERO32, BlockHeader, FrameRef, Manifest, ManifestFormatError, camera_id,
                           frames_tree, track_bounds, track_name, track_of)
 from ..core.cid import cid_from_digest
@@ -580,39 +582,105 @@ def gap_overlaps(gap_from: int, gap_to: int, from_ms: int, to_ms: int) -> bool:
 # next steps use; the report is the one accumulator (the findings list) they all write to.
 
 
-@dataclass(slots=True)  # one per anchored frame: slots make the index cheaper to build and read
-class _Frame:
-    """A frame as a trusted manifest lists it, with where the evidence presents it."""
+class _Group:
+    """The frames one trusted manifest lists for one camera (the block's own, or a substitution),
+    in manifest order, with where the evidence presents each as columns: one flag array per mark
+    instead of an object per frame (issue 9: building and walking 30,000 frame objects was a
+    fifth of a verification)."""
 
-    height: int
-    camera: bytes
-    ref: FrameRef
-    primary: bool
-    in_clip: bool = False      # carried byte-exact by a remuxed clip
-    in_raw: bool = False       # carried as raw bytes
-    listed: bool = False       # listed in any clip (remuxed or re-encoded): shown to a person
-    flagged: bool = False      # a failure was already reported about it
+    __slots__ = ("height", "camera", "primary", "refs", "in_clip", "in_raw", "listed", "flagged", "_positions")
+
+    def __init__(self, height: int, camera: bytes, primary: bool, refs: Sequence[FrameRef]) -> None:
+        self.height, self.camera, self.primary, self.refs = height, camera, primary, refs
+        n = len(refs)
+        self.in_clip = np.zeros(n, dtype=bool)   # carried byte-exact by a remuxed clip
+        self.in_raw = np.zeros(n, dtype=bool)    # carried as raw bytes
+        self.listed = np.zeros(n, dtype=bool)    # listed in any clip (remuxed or re-encoded): shown to a person
+        self.flagged = np.zeros(n, dtype=bool)   # a failure was already reported about it
+        self._positions: dict[int, int] | None = None
+
+    def positions(self) -> dict[int, int]:
+        """seq -> position (built on first use; the index keeps one frame per seq)."""
+        if self._positions is None:
+            self._positions = dict(zip(map(_SEQ, self.refs), range(len(self.refs))))
+        return self._positions
+
+    def in_range(self, from_ms: int, to_ms: int) -> np.ndarray:
+        return np.fromiter((from_ms <= r.timestamp_ms < to_ms for r in self.refs), dtype=bool, count=len(self.refs))
+
+
+_SEQ = operator.attrgetter("seq")
+
+
+class _Frame(tuple):
+    """One frame of the index, (group, position): a view whose marks live in the group's columns.
+    A tuple, so that a clip's listing makes its views in C (`map(_Frame, zip(...))`)."""
+
+    __slots__ = ()
+
+    @property
+    def group(self) -> _Group:
+        return self[0]  # type: ignore[no-any-return]
+
+    @property
+    def height(self) -> int:
+        return self[0].height  # type: ignore[no-any-return]
+
+    @property
+    def camera(self) -> bytes:
+        return self[0].camera  # type: ignore[no-any-return]
+
+    @property
+    def primary(self) -> bool:
+        return self[0].primary  # type: ignore[no-any-return]
+
+    @property
+    def ref(self) -> FrameRef:
+        return self[0].refs[self[1]]  # type: ignore[no-any-return]
+
+    def _mark(name: str) -> property:  # type: ignore[misc]  # noqa: N805 - a property factory, run in the class body
+        def read(self: "_Frame") -> bool:
+            return bool(getattr(self[0], name)[self[1]])
+
+        def write(self: "_Frame", value: bool) -> None:
+            getattr(self[0], name)[self[1]] = value
+        return property(read, write)
+
+    in_clip = _mark("in_clip")
+    in_raw = _mark("in_raw")
+    listed = _mark("listed")
+    flagged = _mark("flagged")
+    del _mark
 
 
 @dataclass
 class _FrameIndex:
-    """Every frame of the trusted manifests, keyed (height, camera, seq)."""
+    """Every frame of the trusted manifests, by (height, camera, seq), in groups."""
 
     camera: bytes
-    frames: dict[tuple[int, bytes, int], _Frame]
+    groups: list[_Group]           # in the order the manifests list them: each block's own, then its substitutions
+    by_key: dict[tuple[int, bytes], list[_Group]]
     anchored: set[bytes]           # every anchored digest: tells "another frame's bytes" from "no frame's"
     untrusted_heights: set[int]    # presented blocks whose manifests are not trusted
     claimed_heights: set[int]
 
     def get(self, height: int, camera: bytes, seq: int) -> _Frame | None:
-        return self.frames.get((height, camera, seq))
+        for g in self.by_key.get((height, camera), ()):
+            i = g.positions().get(seq)
+            if i is not None:
+                return _Frame((g, i))
+        return None
+
+    def primaries(self) -> list[_Group]:
+        return [g for g in self.groups if g.primary]
 
     def fail(self, report: Report, code: str, fr: _Frame, msg: str) -> None:
         """One failure per frame: the first reason is the one reported."""
-        if fr.flagged:
+        g, i = fr
+        if g.flagged[i]:
             return
-        fr.flagged = True
-        report.add(code, msg, height=fr.height, seq=fr.ref.seq, camera=h0x(fr.camera) if fr.camera != self.camera else None)
+        g.flagged[i] = True
+        report.add(code, msg, height=g.height, seq=g.refs[i].seq, camera=h0x(g.camera) if g.camera != self.camera else None)
 
 
 def verify_evidence(
@@ -815,20 +883,39 @@ def _anchored_extradata(claim: EvidenceClaim, chain: ChainFacts, trusted: Mappin
 
 
 def _index_frames(cam: bytes, trusted: Mapping[int, Manifest], claimed: set[int], skip: set[tuple] | frozenset) -> _FrameIndex:
-    frames: dict[tuple[int, bytes, int], _Frame] = {}
-    anchored: set[bytes] = set()
+    groups = []
     for h, m in trusted.items():
-        for f in m.frames:
-            frames[(h, cam, f.seq)] = _Frame(h, cam, f, True)
-            anchored.add(f.sha256)
-        for sub_cam, sub_frames in m.substitutions:
-            for f in sub_frames:
-                frames[(h, sub_cam, f.seq)] = _Frame(h, sub_cam, f, False)
-                anchored.add(f.sha256)
+        groups.append(_Group(h, cam, True, m.frames))
+        groups += [_Group(h, sub_cam, False, sub_frames) for sub_cam, sub_frames in m.substitutions]
+    by_key: dict[tuple[int, bytes], list[_Group]] = defaultdict(list)
+    for g in groups:
+        by_key[(g.height, g.camera)].append(g)
+    if any(len(gs) > 1 for gs in by_key.values()) or any(len(g.positions()) != len(g.refs) for g in groups):
+        groups, by_key = _without_shadowed(groups)
+    anchored = {r.sha256 for g in groups for r in g.refs}
+    index = _FrameIndex(cam, groups, dict(by_key), anchored, claimed - set(trusted), claimed)
     for key in skip:
-        if key[0] == "frame" and key[1:] in frames:
-            frames[key[1:]].flagged = True
-    return _FrameIndex(cam, frames, anchored, claimed - set(trusted), claimed)
+        if key[0] == "frame" and (fr := index.get(*key[1:])) is not None:
+            fr.flagged = True
+    return index
+
+
+def _without_shadowed(groups: list[_Group]) -> tuple[list[_Group], dict[tuple[int, bytes], list[_Group]]]:
+    """A manifest listing one (camera, seq) twice, or a substitution under the block's own camera
+    (only a hostile quorum anchors one): one frame per (height, camera, seq), the last listed, as
+    the rules have always read it."""
+    last: dict[tuple[int, bytes, int], tuple[bool, FrameRef]] = {}
+    for g in groups:
+        for r in g.refs:
+            last[(g.height, g.camera, r.seq)] = (g.primary, r)
+    regrouped: dict[tuple[int, bytes, bool], list[FrameRef]] = defaultdict(list)
+    for (h, camera, _), (primary, r) in last.items():
+        regrouped[(h, camera, primary)].append(r)
+    out = [_Group(h, camera, primary, refs) for (h, camera, primary), refs in regrouped.items()]
+    by_key: dict[tuple[int, bytes], list[_Group]] = defaultdict(list)
+    for g in out:
+        by_key[(g.height, g.camera)].append(g)
+    return out, by_key
 
 
 # ---- clips
@@ -875,25 +962,37 @@ def _clip_listing(clip: ClipClaim, index: _FrameIndex, report: Report) -> tuple[
     """The frames a clip says it carries, marked as shown; whether any lies in an untrusted block."""
     listed: list[_Frame | None] = []
     involves_untrusted = False
-    frames, cam = index.frames, clip.camera
     if len(set(clip.frames)) != len(clip.frames):  # the common case tested at once, not frame by frame
         seen: set[tuple[int, int]] = set()
         for h, seq in clip.frames:
             if (h, seq) in seen:
                 report.add("bundle.entry.duplicate", f"clip {clip.path} lists frame {h}/{seq} twice", height=h, seq=seq)
             seen.add((h, seq))
-    for h, seq in clip.frames:
-        fr = frames.get((h, cam, seq))
-        if fr is None:
-            if h in index.untrusted_heights or h not in index.claimed_heights:
-                involves_untrusted = True
+    # A block's frames at a time: one group's seqs looked up together, its views made in C.
+    for h, run in itertools.groupby(clip.frames, key=operator.itemgetter(0)):
+        seqs = [seq for _, seq in run]
+        groups = index.by_key.get((h, clip.camera), ())
+        if len(groups) == 1:
+            g = groups[0]
+            at = list(map(g.positions().get, seqs))
+            if None not in at:
+                g.listed[at] = True
+                if not clip.reencoded:
+                    g.in_clip[at] = True
+                listed += map(_Frame, zip(itertools.repeat(g), at))
+                continue
+        for seq in seqs:
+            fr = index.get(h, clip.camera, seq)
+            if fr is None:
+                if h in index.untrusted_heights or h not in index.claimed_heights:
+                    involves_untrusted = True
+                else:
+                    report.add("frame.unknown", f"clip {clip.path} lists a frame its manifest does not", height=h, seq=seq)
             else:
-                report.add("frame.unknown", f"clip {clip.path} lists a frame its manifest does not", height=h, seq=seq)
-        else:
-            fr.listed = True
-            if not clip.reencoded:
-                fr.in_clip = True
-        listed.append(fr)
+                fr.listed = True
+                if not clip.reencoded:
+                    fr.in_clip = True
+            listed.append(fr)
     return listed, involves_untrusted
 
 
@@ -930,19 +1029,22 @@ def _check_remuxed_clip(clip: ClipClaim, listed: list[_Frame | None], cs: ClipSa
     anchored codec configuration. Returns the frames matched."""
     samples = cs.samples or []
     known = [fr for fr in listed if fr is not None]
+    known_refs = [g.refs[i] for g, i in known]
     clip_ok = _codec_matches(clip, cs, codecs, index, report)
-    keys = decode_keys(fr.ref for fr in known)
+    keys = decode_keys(known_refs)
     if any(map(operator.le, keys[1:], keys)):  # a key not above the one before it
         report.add("frame.order.invalid", f"{clip.path} lists frames out of decode order")
         clip_ok = False
     if len(samples) == len(listed):
-        pairs, ok = _pair_in_order(clip, listed, samples, index, report)
+        pairs, ok = _pair_in_order(clip, listed, known_refs, samples, index, report)
     else:
         pairs, ok = _pair_by_digest(clip, known, samples, involves_untrusted, index, report)
     clip_ok = clip_ok and ok
     if pairs:
-        exp = _relative([fr.ref.timestamp_ms for fr, _ in pairs])
-        got = _relative([samples[i][1] for _, i in pairs])
+        # In-order pairing takes samples in order, so with none left out sample k is listed frame k.
+        every = len(samples) == len(listed) == len(pairs)
+        exp = _relative([r.timestamp_ms for r in known_refs] if every else [g.refs[p].timestamp_ms for (g, p), _ in pairs])
+        got = _relative([t for _, t in samples] if every else [samples[i][1] for _, i in pairs])
         if exp != got:
             clip_ok = False
             bad = sum(1 for a, b in zip(exp, got) if a != b)
@@ -969,11 +1071,12 @@ def _codec_matches(clip: ClipClaim, cs: ClipSamples, codecs: _AnchoredCodecs, in
     return True
 
 
-def _pair_in_order(clip: ClipClaim, listed: list[_Frame | None], samples: list[tuple[bytes, int]], index: _FrameIndex,
-                   report: Report) -> tuple[list[tuple[_Frame, int]], bool]:
-    known = [fr for fr in listed if fr is not None]
-    if len(known) == len(listed) and [fr.ref.sha256 for fr in known] == [sha for sha, _ in samples]:
-        return list(zip(known, range(len(known)))), True  # every sample is its listed frame: the loop's outcome
+def _pair_in_order(clip: ClipClaim, listed: list[_Frame | None], known_refs: list[FrameRef],
+                   samples: list[tuple[bytes, int]], index: _FrameIndex, report: Report,
+                   ) -> tuple[list[tuple[_Frame, int]], bool]:
+    if len(known_refs) == len(listed) and [r.sha256 for r in known_refs] == [sha for sha, _ in samples]:
+        # every sample is its listed frame: the loop's outcome
+        return list(zip(listed, range(len(listed)))), True  # type: ignore[arg-type]  # no None among them
     pairs: list[tuple[_Frame, int]] = []
     ok = True
     for i, fr in enumerate(listed):
@@ -1051,18 +1154,17 @@ def _check_proofs(claim: EvidenceClaim, chain: ChainFacts, claimed: Mapping[int,
     """Every primary frame presented must be proven against the anchored root (locally and, where
     asked, with `verifyFrames` on chain)."""
     cam = claim.camera_id
-    by_height: dict[int, list[_Frame]] = defaultdict(list)
-    for fr in index.frames.values():
-        if fr.primary:
-            by_height[fr.height].append(fr)
+    by_height: dict[int, list[_Group]] = defaultdict(list)
+    for g in index.primaries():
+        by_height[g.height].append(g)
     for h in sorted(trusted):
         bc, cb = claimed[h], chain.blocks[h]
         if cb is None:
             continue
         root_anchored = cb.header.frames_root if cb.header.hash == cb.block_hash or bc.header is None \
             else bc.header.frames_root
-        shown = [fr for fr in by_height[h] if fr.listed or fr.in_raw]
-        if not shown and bc.proof is None:
+        shown = [(g, np.flatnonzero(g.listed | g.in_raw)) for g in by_height[h]]
+        if not any(len(at) for _, at in shown) and bc.proof is None:
             continue
         tree = manifest_tree(cam, hashlib.sha256(bc.manifest).digest(), trusted[h].frames) if bc.manifest else None
         try:
@@ -1075,7 +1177,7 @@ def _check_proofs(claim: EvidenceClaim, chain: ChainFacts, claimed: Mapping[int,
         on_chain = chain.proofs_on_chain.get(h)
         # A proof of the whole tree covers every frame of the manifest, so each one shown; any
         # other proof is checked frame by frame.
-        presented = set() if whole else {(fr.ref.seq, fr.ref.timestamp_ms, fr.ref.sha256) for fr in shown}
+        presented = set() if whole else {(r.seq, r.timestamp_ms, r.sha256) for g, at in shown for r in map(g.refs.__getitem__, at)}
         if root != root_anchored or on_chain is False:
             report.add("frame.proof.invalid", "multiproof does not verify against the anchored root", height=h)
         elif not presented <= set(keys):
@@ -1088,15 +1190,15 @@ def _check_proofs(claim: EvidenceClaim, chain: ChainFacts, claimed: Mapping[int,
 def _check_completeness(claim: EvidenceClaim, index: _FrameIndex, matched: int, report: Report) -> None:
     """Every anchored frame of the range, and every substituted frame shown, must be presented
     as bytes (in a remux or raw)."""
-    for fr in index.frames.values():
-        in_range = claim.from_ms <= fr.ref.timestamp_ms < claim.to_ms
-        carried = fr.in_clip or fr.in_raw
-        if fr.primary and in_range and not carried:
-            index.fail(report, "frame.missing", fr, "anchored frame of the range is not presented")
-        elif fr.primary and fr.listed and not carried:  # shown only re-encoded: its picture needs its bytes
-            index.fail(report, "frame.missing", fr, "re-encoded frame's original bytes are not presented")
-        elif not fr.primary and (in_range or fr.listed) and not carried:
-            index.fail(report, "frame.missing", fr, "substituted frame's original bytes are not presented")
+    for g in index.groups:
+        in_range = g.in_range(claim.from_ms, claim.to_ms)
+        for i in np.flatnonzero(~(g.in_clip | g.in_raw) & (in_range | g.listed)).tolist():  # frames not carried
+            if g.primary and in_range[i]:
+                index.fail(report, "frame.missing", _Frame((g, i)), "anchored frame of the range is not presented")
+            elif g.primary:  # shown only re-encoded: its picture needs its bytes
+                index.fail(report, "frame.missing", _Frame((g, i)), "re-encoded frame's original bytes are not presented")
+            else:
+                index.fail(report, "frame.missing", _Frame((g, i)), "substituted frame's original bytes are not presented")
     if matched:
         report.add("frame.digest.match", f"{matched} frame(s) hash to their anchored digests", count=matched)
 
@@ -1106,11 +1208,13 @@ def _check_playability(claim: EvidenceClaim, index: _FrameIndex, report: Report)
     make a clip decodable are reported as preroll."""
     not_playable: dict[int, int] = defaultdict(int)
     preroll = 0
-    for fr in index.frames.values():
-        if fr.primary and fr.in_raw and not fr.listed and fr.ref.seq <= _VIDEO_MAX:  # audio always travels raw
-            not_playable[fr.height] += 1
-        if fr.primary and fr.listed and not claim.from_ms <= fr.ref.timestamp_ms < claim.to_ms:
-            preroll += 1
+    for g in index.primaries():
+        raw_only = np.flatnonzero(g.in_raw & ~g.listed).tolist()
+        n = sum(1 for i in raw_only if g.refs[i].seq <= _VIDEO_MAX)  # audio always travels raw
+        if n:
+            not_playable[g.height] += n
+        if g.listed.any():
+            preroll += int(np.count_nonzero(g.listed & ~g.in_range(claim.from_ms, claim.to_ms)))
     for h, n in sorted(not_playable.items()):
         report.add("frame.not_playable", f"{n} verified frame(s) are in no clip (no keyframe since a gap); kept as raw bytes",
                    height=h, count=n)
@@ -1121,7 +1225,7 @@ def _check_playability(claim: EvidenceClaim, index: _FrameIndex, report: Report)
 def _check_gaps(claim: EvidenceClaim, trusted: Mapping[int, Manifest], index: _FrameIndex, report: Report) -> None:
     """Declared gaps that touch the range, and holes in the sequence nobody declared."""
     declared = sorted((g.from_seq, g.to_seq) for m in trusted.values() for g in m.gaps)
-    raw_only = sorted(fr.ref.seq for fr in index.frames.values() if fr.primary and fr.in_raw and not fr.listed)
+    raw_only = sorted(g.refs[i].seq for g in index.primaries() for i in np.flatnonzero(g.in_raw & ~g.listed).tolist())
     for h in sorted(trusted):
         for g in trusted[h].gaps:
             if gap_overlaps(g.from_ms, g.to_ms, claim.from_ms, claim.to_ms):
@@ -1129,21 +1233,25 @@ def _check_gaps(claim: EvidenceClaim, trusted: Mapping[int, Manifest], index: _F
         m = trusted[h]
         if m.stream_end == "unended" and m.window_start_ms < claim.to_ms and m.window_end_ms > claim.from_ms:
             report.add("stream.unended", "the camera's stream stopped in this block without a signed end", height=h)
-    primaries = [fr for fr in index.frames.values() if fr.primary]
-    seqs = sorted(fr.ref.seq for fr in primaries)
+    primaries = index.primaries()
+    seqs = sorted(r.seq for g in primaries for r in g.refs)
     if all(map(operator.eq, map(operator.sub, seqs[1:], seqs), itertools.repeat(1))):
-        primaries = []  # every seq follows the one before it: no hole to look at
-    else:
-        primaries.sort(key=lambda fr: fr.ref.seq)
-    for a, b in zip(primaries, primaries[1:]):
+        _sort_gaps(report)  # every seq follows the one before it: no hole to look at
+        return
+    frames = sorted(((r.seq, g.height, r.timestamp_ms) for g in primaries for r in g.refs), key=operator.itemgetter(0))
+    for (a_seq, a_height, a_ts), (b_seq, b_height, b_ts) in zip(frames, frames[1:]):
         # each track numbers its own packets (core.block.track_of): no hole between two tracks
-        if b.ref.seq == a.ref.seq + 1 or b.height - a.height > 1 or track_of(a.ref.seq) != track_of(b.ref.seq):
+        if b_seq == a_seq + 1 or b_height - a_height > 1 or track_of(a_seq) != track_of(b_seq):
             continue
-        if not (a.ref.timestamp_ms < claim.to_ms and b.ref.timestamp_ms > claim.from_ms):
+        if not (a_ts < claim.to_ms and b_ts > claim.from_ms):
             continue
-        lo, hi = a.ref.seq + 1, b.ref.seq - 1
+        lo, hi = a_seq + 1, b_seq - 1
         if not _covered(lo, hi, declared):
-            report.add("gap.undeclared", f"seq {lo}-{hi} missing without a declared gap", height=b.height)
+            report.add("gap.undeclared", f"seq {lo}-{hi} missing without a declared gap", height=b_height)
+    _sort_gaps(report)
+
+
+def _sort_gaps(report: Report) -> None:
     report.gaps.sort(key=lambda g: (g.from_ms, g.to_ms))
 
 
@@ -1202,11 +1310,19 @@ def _count_presented(index: _FrameIndex, trusted: Mapping[int, Manifest], report
     finding. (Once a pass per block: quadratic, 0.1 s of an hour's 60 blocks × 90,000 frames.)"""
     per_height: dict[int, int] = defaultdict(int)
     per_track: dict[int, int] = defaultdict(int)
-    for fr in index.frames.values():
-        if fr.primary and (fr.in_clip or fr.in_raw):
-            per_height[fr.height] += 1
-            if not fr.flagged:
-                per_track[track_of(fr.ref.seq)] += 1
+    for g in index.primaries():
+        carried = g.in_clip | g.in_raw
+        n = int(np.count_nonzero(carried))
+        if not n:
+            continue
+        per_height[g.height] += n
+        sound = [i for i in np.flatnonzero(carried & ~g.flagged).tolist() if g.refs[i].seq > _VIDEO_MAX] \
+            if g.refs and max(map(_SEQ, g.refs)) > _VIDEO_MAX else []
+        for i in sound:
+            per_track[track_of(g.refs[i].seq)] += 1
+        video = int(np.count_nonzero(carried & ~g.flagged)) - len(sound)
+        if video:
+            per_track[0] += video
     counts: dict[str, int] = defaultdict(int)
     for track, n in per_track.items():
         counts[track_name(track)] += n

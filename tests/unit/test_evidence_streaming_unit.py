@@ -4,6 +4,7 @@ of order; the hand-written verifyFrames calldata is eth_abi's."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 
@@ -81,7 +82,7 @@ def test_integer_times_round_like_fractions():
 
 def test_proof_documents_are_the_librarys():
     from offchain.core.block import FrameRef, frames_tree
-    from offchain.evidence.extract import _multiproof, _multiproof_json
+    from offchain.evidence.extract import _multiproof, _multiproof_json, _proof_member
     cam = bytes(range(32))
     frames = [FrameRef.of_bytes(i, 1_700_000_000_000 + 40 * i, b"frame %d" % i, i % 25 == 0, None) for i in range(50)]
     tree = frames_tree(cam, frames)
@@ -91,6 +92,9 @@ def test_proof_documents_are_the_librarys():
         assert mp.to_json() == ref.to_json()
         assert _multiproof_json(mp, cam) == ref.to_json()
         assert hashes == [tree.leaf_hash(v) for v in ref.leaves]
+        doc = {"blockHash": "0x" + "ab" * 32, "root": tree.root_hex, "leafEncoding": list(tree.leaf_encoding),
+               **_multiproof_json(mp, cam)}
+        assert _proof_member(doc, mp, cam) == json.dumps(doc, separators=(",", ":")).encode()  # the member's bytes
     from offchain.evidence.verify import known_leaves
     known = known_leaves(cam, frames, tree)
     for i, f in enumerate(frames):
@@ -263,3 +267,43 @@ def test_raw_log_topics_are_the_artifacts_events():
     events = {f["name"]: f for f in load_artifact("VideoLedger")["abi"] if f.get("type") == "event"}
     assert "0x" + event_abi_to_log_topic(events["BlockAnchored"]).hex() == bundle._BLOCK_ANCHORED
     assert "0x" + event_abi_to_log_topic(events["BlockAttested"]).hex() == bundle._BLOCK_ATTESTED
+
+
+def _presented_by_lookup(restored, loaded, cam):
+    """The per-frame spelling `_presented_positions` replaced: each frame's position looked up."""
+    from collections import defaultdict
+    at = {h: {f.seq: i for i, f in enumerate(m.frames)} for h, m in loaded.trusted.items()}
+    out = defaultdict(set)
+    for c in restored.clips:
+        if c.camera == cam:
+            for h, seq in c.frames:
+                out[h].add(at[h][seq])
+    for (h, c, seq) in restored.raw:
+        if c == cam:
+            out[h].add(at[h][seq])
+    return {h: sorted(v) for h, v in out.items()}
+
+
+def test_presented_positions_are_the_per_frame_lookups():
+    """A block shown whole in decode order, one shown in part, frames listed twice, raw frames,
+    another camera's clip and a manifest listing a seq twice: the positions are the lookups'."""
+    from types import SimpleNamespace as NS
+
+    from offchain.core.block import FrameRef
+    from offchain.evidence.extract import _presented_positions
+    cam, other = b"\x01" * 32, b"\x02" * 32
+    refs = lambda seqs: [FrameRef.of_bytes(s, 1_000 + 40 * k, b"%d" % s, k == 0) for k, s in enumerate(seqs)]  # noqa: E731
+    loaded = NS(trusted={1: NS(frames=refs(range(0, 10))), 2: NS(frames=refs(range(10, 20))),
+                         3: NS(frames=refs([20, 21, 21, 22]))})
+    shuffled = [0, 2, 1, 3, 5, 4, 6, 8, 7, 9]
+    cases = [
+        [NS(camera=cam, frames=[(1, s) for s in shuffled] + [(2, s) for s in range(10, 20)])],
+        [NS(camera=cam, frames=[(1, s) for s in (0, 1, 2)] + [(2, 12), (2, 12)])],
+        [NS(camera=cam, frames=[(1, s) for s in range(9)] + [(1, 0)])],   # nine frames, one twice: not whole
+        [NS(camera=cam, frames=[(3, s) for s in (20, 21, 21, 22)])],     # the manifest lists 21 twice
+        [NS(camera=other, frames=[(1, 0)]), NS(camera=cam, frames=[(2, 15)])],
+    ]
+    for clips in cases:
+        for raw in ({}, {(1, cam, 9): None, (2, other, 11): None}):
+            restored = NS(clips=clips, raw=raw)
+            assert _presented_positions(restored, loaded, cam) == _presented_by_lookup(restored, loaded, cam)

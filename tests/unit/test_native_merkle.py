@@ -4,6 +4,7 @@ and give way to them (None) for every value off their fixed layout. The module i
 project's machines a compiler is present, so a missing module is a build failure to see here (the
 tests skip only on a machine without one)."""
 
+import json
 import random
 import shutil
 
@@ -277,3 +278,32 @@ def test_spelled_leaves_are_the_extractors_spelling():
 ])
 def test_spelled_leaves_give_way_for_values_off_the_layout(bad):
     assert native.spelled_leaves(CAM, "0x" + CAM.hex(), [(CAM, 1, 2, bytes(32)), bad]) is None
+
+
+def test_leaves_json_is_the_compact_json_of_the_spelling():
+    """`leaves_json` writes the bytes json.dumps writes for the spelled leaves, ints at both
+    ends of their range included."""
+    rng = random.Random(11)
+    values = [(CAM, rng.randrange(1 << 53), rng.randrange(1 << 53), rng.randbytes(32)) for _ in range(1500)]
+    values += [(CAM, 0, 0, bytes(32)), (CAM, (1 << 53) - 1, 9, b"\xff" * 32), (CAM, 10, 100, bytes(range(32)))]
+    cam_hex = "0x" + CAM.hex()
+    compact = json.dumps(native.spelled_leaves(CAM, cam_hex, values), separators=(",", ":")).encode()
+    assert native.leaves_json(CAM, cam_hex, values) == compact
+    assert native.leaves_json(CAM, cam_hex, []) == b"[]"
+
+
+@pytest.mark.parametrize("bad", [
+    (bytes(32), 1, 2, bytes(32)),       # another camera
+    (CAM, 1 << 53, 2, bytes(32)),       # past JSON's exact integers
+    (CAM, -1, 2, bytes(32)),
+    (CAM, True, 2, bytes(32)),
+    (CAM, 1, 2, bytes(31)),
+    [CAM, 1, 2, bytes(32)],             # not a tuple
+])
+def test_leaves_json_gives_way_for_values_off_the_layout(bad):
+    assert native.leaves_json(CAM, "0x" + CAM.hex(), [(CAM, 1, 2, bytes(32)), bad]) is None
+
+
+@pytest.mark.parametrize("camera_hex", ['0x"', "0x\\", "0x\n", "0x\x7f", "0xé"])
+def test_leaves_json_gives_way_for_a_camera_spelling_json_escapes(camera_hex):
+    assert native.leaves_json(CAM, camera_hex, [(CAM, 1, 2, bytes(32))]) is None
