@@ -6,12 +6,15 @@ its meaning."""
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
 import pytest
+from web3 import HTTPProvider, WebSocketProvider
 
 from offchain.chain.deployer import deploy
+from offchain.chain.rawrpc import RawEthCall
 from offchain.core.block import camera_id
 from offchain.core.cid import cid_from_digest
 from offchain.evidence.bundle import ChainReader
@@ -62,3 +65,44 @@ def test_verify_frames_raw_is_true_false_and_a_revert_is_false(anchored):
     assert reader.verify_frames(block.block_hash, proof, [bytes(32)] + hashes[1:]) is False  # a plain "no"
     broken = type(proof)(proof.leaves, proof.proof, proof.proof_flags[:-1])  # the library reverts on it
     assert reader.verify_frames(block.block_hash, broken, hashes) is False
+    assert reader._raw_call is not None  # the project's own HTTP provider: asked over HTTP directly
+
+
+def test_verify_frames_answer_the_same_without_the_direct_http_path(anchored, monkeypatch):
+    reader, cam, store = anchored
+    block = reader.blocks(cam, [1])[1]
+    manifest = parsed_manifest(block.header.manifest_digest, store.get(cid_from_digest(block.header.manifest_digest)))
+    tree = manifest_tree(cam, block.header.manifest_digest, manifest.frames)
+    proof, hashes = _multiproof(tree, list(range(len(manifest.frames))))
+    broken = type(proof)(proof.leaves, proof.proof, proof.proof_flags[:-1])
+    direct = [reader.verify_frames(block.block_hash, proof, hashes), reader.verify_frames(block.block_hash, broken, hashes)]
+    monkeypatch.setattr(reader, "_raw_call", None)
+    assert [reader.verify_frames(block.block_hash, proof, hashes),
+            reader.verify_frames(block.block_hash, broken, hashes)] == direct == [True, False]
+
+
+def test_the_direct_http_call_is_web3s_answer_and_none_when_it_cannot_be_asked(anchored, w3):
+    reader, cam, _ = anchored
+    data = reader.contract.get_function_by_name("blockHashAt")(cam, 1)._encode_transaction_data()
+    raw = RawEthCall.of(w3.provider)
+    answer = raw.call(reader.address, bytes.fromhex(data[2:]))
+    assert answer["result"] == "0x" + bytes(w3.eth.call({"to": reader.address, "data": data})).hex()
+    assert "error" in raw.call(reader.address, bytes.fromhex(data[2:10]))  # a revert: an answer with its error
+    raw.close()
+    assert raw.call(reader.address, bytes.fromhex(data[2:]))["result"] == answer["result"]  # connects again
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert RawEthCall("127.0.0.1", port, "/", 2.0).call(reader.address, b"\x00") is None
+    raw.close()
+
+
+@pytest.mark.parametrize("provider", [
+    HTTPProvider("https://127.0.0.1:8545"),
+    HTTPProvider("http://127.0.0.1:8545", request_kwargs={"headers": {"Authorization": "Bearer x"}}),
+    HTTPProvider("http://user:pw@127.0.0.1:8545"),
+    HTTPProvider("http://127.0.0.1:notaport"),
+    WebSocketProvider("ws://127.0.0.1:8546"),
+])
+def test_only_a_plain_http_provider_is_asked_directly(provider):
+    assert RawEthCall.of(provider) is None
