@@ -52,19 +52,21 @@ class RawEthCall:
             return None
         return cls(url.hostname, port, url.path, float(timeout))
 
-    def call(self, to: str, data: bytes) -> Any:
-        """The JSON-RPC answer (a dict) to eth_call of ``data`` at ``to``, or None on any failure."""
-        body = b'{"jsonrpc":"2.0","id":1,"method":"eth_call","params":[{"to":"%s","data":"0x%s"},"latest"]}' % (
-            to.encode("ascii"), data.hex().encode("ascii"))
+    def call(self, to: str, data_hex: str) -> Any:
+        """The JSON-RPC answer (a dict) to eth_call of ``data_hex`` ("0x…", the caller's request
+        spelling) at ``to``, or None on any failure."""
+        body = b'{"jsonrpc":"2.0","id":1,"method":"eth_call","params":[{"to":"%s","data":"%s"},"latest"]}' % (
+            to.encode("ascii"), data_hex.encode("ascii"))
         conn = self._connection()
         try:
             conn.request("POST", self._path, body=body, headers={"Content-Type": "application/json"})
             response = conn.getresponse()
             raw = response.read(MAX_ANSWER_BYTES + 1)
-            if response.status != 200 or len(raw) > MAX_ANSWER_BYTES or response.will_close:
-                conn.close()
-                if response.status != 200 or len(raw) > MAX_ANSWER_BYTES:
-                    return None
+            refused = response.status != 200 or len(raw) > MAX_ANSWER_BYTES
+            if refused or response.will_close:
+                conn.close()  # an unread rest, or the server's own close: the next call connects again
+            if refused:
+                return None
             answer = json.loads(raw)
         except (OSError, http.client.HTTPException, ValueError):
             conn.close()  # the next call connects again

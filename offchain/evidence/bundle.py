@@ -281,8 +281,8 @@ class ChainReader:
         # itself: web3's request and result formatters walk the 100 kB of calldata in Python (a
         # third of the call's CPU, beside the rules). Only a plain answer is taken from either;
         # anything else is asked again through web3, whose errors say what it was.
-        raw = self._raw_call.call(self.address, data) if self._raw_call is not None else None
         request = {"to": self.address, "data": "0x" + data.hex()}
+        raw = self._raw_call.call(self.address, request["data"]) if self._raw_call is not None else None
         answer = _plain_return_data(raw if raw is not None else self.w3.provider.make_request("eth_call", [request, "latest"]))
         if answer is not None and len(answer) == 32:
             return bool(abi_decode(["bool"], answer)[0])

@@ -588,7 +588,7 @@ class _Group:
     instead of an object per frame (issue 9: building and walking 30,000 frame objects was a
     fifth of a verification)."""
 
-    __slots__ = ("height", "camera", "primary", "refs", "in_clip", "in_raw", "listed", "flagged", "_positions")
+    __slots__ = ("height", "camera", "primary", "refs", "in_clip", "in_raw", "listed", "flagged", "_positions", "_range")
 
     def __init__(self, height: int, camera: bytes, primary: bool, refs: Sequence[FrameRef]) -> None:
         self.height, self.camera, self.primary, self.refs = height, camera, primary, refs
@@ -598,6 +598,7 @@ class _Group:
         self.listed = np.zeros(n, dtype=bool)    # listed in any clip (remuxed or re-encoded): shown to a person
         self.flagged = np.zeros(n, dtype=bool)   # a failure was already reported about it
         self._positions: dict[int, int] | None = None
+        self._range: tuple[int, int, np.ndarray] | None = None
 
     def positions(self) -> dict[int, int]:
         """seq -> position (built on first use; the index keeps one frame per seq)."""
@@ -606,7 +607,12 @@ class _Group:
         return self._positions
 
     def in_range(self, from_ms: int, to_ms: int) -> np.ndarray:
-        return np.fromiter((from_ms <= r.timestamp_ms < to_ms for r in self.refs), dtype=bool, count=len(self.refs))
+        """Which frames were captured in [from_ms, to_ms) (kept for the last range asked: the
+        completeness and playability rules ask for the claim's)."""
+        if self._range is None or self._range[:2] != (from_ms, to_ms):
+            inside = np.fromiter((from_ms <= r.timestamp_ms < to_ms for r in self.refs), dtype=bool, count=len(self.refs))
+            self._range = (from_ms, to_ms, inside)
+        return self._range[2]
 
 
 _SEQ = operator.attrgetter("seq")
@@ -617,10 +623,6 @@ class _Frame(tuple):
     A tuple, so that a clip's listing makes its views in C (`map(_Frame, zip(...))`)."""
 
     __slots__ = ()
-
-    @property
-    def group(self) -> _Group:
-        return self[0]  # type: ignore[no-any-return]
 
     @property
     def height(self) -> int:
@@ -887,20 +889,27 @@ def _index_frames(cam: bytes, trusted: Mapping[int, Manifest], claimed: set[int]
     for h, m in trusted.items():
         groups.append(_Group(h, cam, True, m.frames))
         groups += [_Group(h, sub_cam, False, sub_frames) for sub_cam, sub_frames in m.substitutions]
-    by_key: dict[tuple[int, bytes], list[_Group]] = defaultdict(list)
-    for g in groups:
-        by_key[(g.height, g.camera)].append(g)
+    by_key = _keyed(groups)
     if any(len(gs) > 1 for gs in by_key.values()) or any(len(g.positions()) != len(g.refs) for g in groups):
-        groups, by_key = _without_shadowed(groups)
+        groups = _without_shadowed(groups)
+        by_key = _keyed(groups)
     anchored = {r.sha256 for g in groups for r in g.refs}
-    index = _FrameIndex(cam, groups, dict(by_key), anchored, claimed - set(trusted), claimed)
+    index = _FrameIndex(cam, groups, by_key, anchored, claimed - set(trusted), claimed)
     for key in skip:
         if key[0] == "frame" and (fr := index.get(*key[1:])) is not None:
             fr.flagged = True
     return index
 
 
-def _without_shadowed(groups: list[_Group]) -> tuple[list[_Group], dict[tuple[int, bytes], list[_Group]]]:
+def _keyed(groups: list[_Group]) -> dict[tuple[int, bytes], list[_Group]]:
+    """The groups by (height, camera), in their order."""
+    by_key: dict[tuple[int, bytes], list[_Group]] = defaultdict(list)
+    for g in groups:
+        by_key[(g.height, g.camera)].append(g)
+    return dict(by_key)
+
+
+def _without_shadowed(groups: list[_Group]) -> list[_Group]:
     """A manifest listing one (camera, seq) twice, or a substitution under the block's own camera
     (only a hostile quorum anchors one): one frame per (height, camera, seq), the last listed, as
     the rules have always read it."""
@@ -911,11 +920,7 @@ def _without_shadowed(groups: list[_Group]) -> tuple[list[_Group], dict[tuple[in
     regrouped: dict[tuple[int, bytes, bool], list[FrameRef]] = defaultdict(list)
     for (h, camera, _), (primary, r) in last.items():
         regrouped[(h, camera, primary)].append(r)
-    out = [_Group(h, camera, primary, refs) for (h, camera, primary), refs in regrouped.items()]
-    by_key: dict[tuple[int, bytes], list[_Group]] = defaultdict(list)
-    for g in out:
-        by_key[(g.height, g.camera)].append(g)
-    return out, by_key
+    return [_Group(h, camera, primary, refs) for (h, camera, primary), refs in regrouped.items()]
 
 
 # ---- clips
@@ -1233,11 +1238,15 @@ def _check_gaps(claim: EvidenceClaim, trusted: Mapping[int, Manifest], index: _F
         m = trusted[h]
         if m.stream_end == "unended" and m.window_start_ms < claim.to_ms and m.window_end_ms > claim.from_ms:
             report.add("stream.unended", "the camera's stream stopped in this block without a signed end", height=h)
-    primaries = index.primaries()
-    seqs = sorted(r.seq for g in primaries for r in g.refs)
-    if all(map(operator.eq, map(operator.sub, seqs[1:], seqs), itertools.repeat(1))):
-        _sort_gaps(report)  # every seq follows the one before it: no hole to look at
-        return
+    seqs = sorted(r.seq for g in index.primaries() for r in g.refs)
+    if not all(map(operator.eq, map(operator.sub, seqs[1:], seqs), itertools.repeat(1))):  # else no hole to look at
+        _report_undeclared_holes(claim, index.primaries(), declared, report)
+    report.gaps.sort(key=lambda g: (g.from_ms, g.to_ms))
+
+
+def _report_undeclared_holes(claim: EvidenceClaim, primaries: list[_Group], declared: list[tuple[int, int]],
+                             report: Report) -> None:
+    """Holes between consecutive frames of a track that touch the range and no declared gap covers."""
     frames = sorted(((r.seq, g.height, r.timestamp_ms) for g in primaries for r in g.refs), key=operator.itemgetter(0))
     for (a_seq, a_height, a_ts), (b_seq, b_height, b_ts) in zip(frames, frames[1:]):
         # each track numbers its own packets (core.block.track_of): no hole between two tracks
@@ -1248,11 +1257,6 @@ def _check_gaps(claim: EvidenceClaim, trusted: Mapping[int, Manifest], index: _F
         lo, hi = a_seq + 1, b_seq - 1
         if not _covered(lo, hi, declared):
             report.add("gap.undeclared", f"seq {lo}-{hi} missing without a declared gap", height=b_height)
-    _sort_gaps(report)
-
-
-def _sort_gaps(report: Report) -> None:
-    report.gaps.sort(key=lambda g: (g.from_ms, g.to_ms))
 
 
 def _check_declared_outages(claim: EvidenceClaim, trusted: Mapping[int, Manifest], keys: Sequence[bytes],
@@ -1316,13 +1320,14 @@ def _count_presented(index: _FrameIndex, trusted: Mapping[int, Manifest], report
         if not n:
             continue
         per_height[g.height] += n
-        sound = [i for i in np.flatnonzero(carried & ~g.flagged).tolist() if g.refs[i].seq > _VIDEO_MAX] \
-            if g.refs and max(map(_SEQ, g.refs)) > _VIDEO_MAX else []
-        for i in sound:
-            per_track[track_of(g.refs[i].seq)] += 1
-        video = int(np.count_nonzero(carried & ~g.flagged)) - len(sound)
-        if video:
-            per_track[0] += video
+        counted = np.flatnonzero(carried & ~g.flagged)
+        if not len(counted):
+            continue
+        if max(map(_SEQ, g.refs)) > _VIDEO_MAX:  # a block with sound: each frame's track
+            for i in counted.tolist():
+                per_track[track_of(g.refs[i].seq)] += 1
+        else:
+            per_track[0] += len(counted)
     counts: dict[str, int] = defaultdict(int)
     for track, n in per_track.items():
         counts[track_name(track)] += n
